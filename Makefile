@@ -1,0 +1,30 @@
+# Two commands do all the set-up on a fresh machine (a venv in .venv, then the package and its extras):
+#   make demo   -- the main job: train an MLP on the digits data set (falls back to the device list)
+#   make test   -- the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test devices bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[pocl,test,examples]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/axonml-devices
+
+devices: $(STAMP)
+	$(VENV)/bin/axonml-devices
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) scripts/bench.py --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info

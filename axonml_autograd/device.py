@@ -1,0 +1,352 @@
+"""OpenCL platform/device choice, one context and queue per device, capabilities and a buffer pool.
+
+The device is picked lazily and never by prompting::
+
+    AXONML_DEVICE=pocl python train.py      # a case-insensitive name substring ...
+    AXONML_DEVICE=0:1 python train.py       # ... or platform:device indices
+
+then ``PYOPENCL_CTX`` as pyopencl parses it, then the first GPU, then the first CPU device.
+
+>>> from axonml_autograd.device import default_device
+>>> dev = default_device()
+>>> dev.max_work_group_size >= 1
+True
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pyopencl as cl
+
+INSTALL_HINT = 'install an OpenCL platform, for example: pip install "pyopencl[pocl]"'
+
+
+class DeviceError(RuntimeError):
+    """No usable OpenCL device, or a device that cannot do what was asked."""
+
+
+class DeviceMemoryError(MemoryError):
+    """The device refused an allocation, even after the buffer pool released what it held."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """The facts about one OpenCL device, readable without creating a context."""
+
+    platform_index: int
+    device_index: int
+    platform: str
+    name: str
+    vendor: str
+    type: str
+    compute_units: int
+    global_mem: int
+    local_mem: int
+    max_alloc: int
+    max_work_group_size: int
+    fp64: bool
+    fp16: bool
+    opencl_c_version: str
+    driver_version: str
+
+    @property
+    def selector(self) -> str:
+        """The ``AXONML_DEVICE`` value that picks this device."""
+        return f"{self.platform_index}:{self.device_index}"
+
+
+def _device_type_name(cl_device) -> str:
+    t = cl_device.type
+    for flag, name in ((cl.device_type.GPU, "GPU"), (cl.device_type.CPU, "CPU"),
+                       (cl.device_type.ACCELERATOR, "ACCELERATOR")):
+        if t & flag:
+            return name
+    return "OTHER"
+
+
+def describe(cl_device, platform_index: int, device_index: int) -> DeviceInfo:
+    ext = cl_device.extensions.split()
+    return DeviceInfo(
+        platform_index=platform_index,
+        device_index=device_index,
+        platform=cl_device.platform.name.strip(),
+        name=cl_device.name.strip(),
+        vendor=cl_device.vendor.strip(),
+        type=_device_type_name(cl_device),
+        compute_units=int(cl_device.max_compute_units),
+        global_mem=int(cl_device.global_mem_size),
+        local_mem=int(cl_device.local_mem_size),
+        max_alloc=int(cl_device.max_mem_alloc_size),
+        max_work_group_size=int(cl_device.max_work_group_size),
+        fp64="cl_khr_fp64" in ext or bool(getattr(cl_device, "double_fp_config", 0)),
+        fp16="cl_khr_fp16" in ext,
+        opencl_c_version=cl_device.opencl_c_version.strip(),
+        driver_version=cl_device.driver_version.strip(),
+    )
+
+
+def platforms():
+    """``[(platform_index, cl.Platform, [cl.Device] or an error string)]`` for every platform found."""
+    try:
+        found = cl.get_platforms()
+    except cl.Error:  # the ICD loader reports "no platforms" as an error
+        found = []
+    result = []
+    for pi, p in enumerate(found):
+        try:
+            result.append((pi, p, list(p.get_devices())))
+        except cl.Error as e:  # a platform with zero devices raises DEVICE_NOT_FOUND
+            result.append((pi, p, f"no devices ({e.what() if hasattr(e, 'what') else e})"))
+    return result
+
+
+def all_device_infos():
+    """Every device of every platform, as :class:`DeviceInfo`."""
+    infos = []
+    for pi, _p, devices in platforms():
+        if isinstance(devices, str):
+            continue
+        for di, d in enumerate(devices):
+            infos.append(describe(d, pi, di))
+    return infos
+
+
+def _parse_index_selector(text: str):
+    parts = text.split(":")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts if part.strip()):
+        return None
+    nums = [int(part) for part in parts if part.strip()]
+    return (nums[0], nums[1] if len(nums) > 1 else 0) if nums else None
+
+
+def resolve_selector(selector: Optional[str] = None):
+    """Return ``(platform_index, device_index)`` for a selector, or by the default rules when None."""
+    candidates = [(pi, di, d) for pi, _p, ds in platforms() if not isinstance(ds, str)
+                  for di, d in enumerate(ds)]
+    if not candidates:
+        raise DeviceError(f"no OpenCL device found; {INSTALL_HINT}")
+    if selector is not None:
+        text = str(selector).strip()
+        idx = _parse_index_selector(text)
+        if idx is not None:
+            for pi, di, _d in candidates:
+                if (pi, di) == idx:
+                    return pi, di
+            raise DeviceError(f"device {text!r} does not exist; available: "
+                              + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
+        needle = text.lower()
+        for pi, di, d in candidates:
+            if needle in f"{d.platform.name} {d.name} {d.vendor}".lower():
+                return pi, di
+        raise DeviceError(f"no device matches {text!r}; available: "
+                          + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
+    env = os.environ.get("AXONML_DEVICE")
+    if env:
+        return resolve_selector(env)
+    ctx_env = os.environ.get("PYOPENCL_CTX")
+    if ctx_env:
+        # pyopencl's own syntax: "platform[:device]" with indices or name substrings.
+        plat_part, _, dev_part = ctx_env.partition(":")
+        plats = [(pi, p, ds) for pi, p, ds in platforms() if not isinstance(ds, str)]
+        for pi, p, ds in plats:
+            if plat_part.strip() in ("", str(pi)) or plat_part.strip().lower() in p.name.lower():
+                for di, d in enumerate(ds):
+                    if dev_part.strip() in ("", str(di)) or dev_part.strip().lower() in d.name.lower():
+                        return pi, di
+        raise DeviceError(f"PYOPENCL_CTX={ctx_env!r} matches no device")
+    for wanted in (cl.device_type.GPU, cl.device_type.CPU):
+        for pi, di, d in candidates:
+            if d.type & wanted:
+                return pi, di
+    return candidates[0][:2]
+
+
+class BufferPool:
+    """Keeps freed device buffers by size for reuse, so a training loop stops allocating after warm-up.
+
+    Reuse is safe without events because every kernel of a device goes through one in-order queue: a
+    buffer handed out again is only written by commands enqueued after those that read it.
+    """
+
+    def __init__(self, device: "Device", limit_bytes: int):
+        self.device = device
+        self.limit_bytes = limit_bytes
+        self._free: dict[int, list] = {}
+        self.held_bytes = 0       # bytes sitting in the free lists
+        self.in_use_bytes = 0     # bytes handed out and not yet returned
+        self.peak_bytes = 0       # high-water mark of in_use_bytes
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _round(nbytes: int) -> int:
+        # Round to 256 bytes so that near-equal sizes share buffers; at least 256 since
+        # OpenCL refuses zero-sized buffers.
+        return max(256, (nbytes + 255) & ~255)
+
+    def allocate(self, nbytes: int):
+        size = self._round(nbytes)
+        with self._lock:
+            bucket = self._free.get(size)
+            if bucket:
+                self.held_bytes -= size
+                buf = bucket.pop()
+                self._count_out(size)
+                return buf
+        info = self.device.info
+        if size > info.max_alloc:
+            raise DeviceMemoryError(
+                f"cannot allocate {nbytes} bytes on {info.name}: larger than the device's maximum "
+                f"single allocation of {info.max_alloc} bytes (global memory {info.global_mem} bytes)")
+        try:
+            buf = cl.Buffer(self.device.context, cl.mem_flags.READ_WRITE, size)
+        except (cl.MemoryError, cl.Error):
+            self.empty()
+            try:
+                buf = cl.Buffer(self.device.context, cl.mem_flags.READ_WRITE, size)
+            except (cl.MemoryError, cl.Error) as e:
+                raise DeviceMemoryError(
+                    f"cannot allocate {nbytes} bytes on {info.name} (global memory {info.global_mem} "
+                    f"bytes, max allocation {info.max_alloc} bytes, {self.in_use_bytes} bytes in use): {e}"
+                ) from e
+        with self._lock:
+            self._count_out(size)
+        return buf
+
+    def _count_out(self, size):
+        self.in_use_bytes += size
+        self.peak_bytes = max(self.peak_bytes, self.in_use_bytes)
+
+    def release(self, buf):
+        size = buf.size
+        with self._lock:
+            self.in_use_bytes -= size
+            if self.held_bytes + size <= self.limit_bytes:
+                self._free.setdefault(size, []).append(buf)
+                self.held_bytes += size
+                return
+        buf.release()
+
+    def empty(self):
+        """Give every cached buffer back to the driver."""
+        with self._lock:
+            for bucket in self._free.values():
+                for buf in bucket:
+                    buf.release()
+            self._free.clear()
+            self.held_bytes = 0
+
+
+class Device:
+    """One OpenCL device with its context, in-order queue, capabilities and buffer pool.
+
+    Use :func:`get_device` rather than the constructor, so that one device has one object.
+    """
+
+    def __init__(self, platform_index: int, device_index: int):
+        plats = platforms()
+        devices = plats[platform_index][2]
+        if isinstance(devices, str):
+            raise DeviceError(f"platform {platform_index} has {devices}")
+        self.cl_device = devices[device_index]
+        self.info = describe(self.cl_device, platform_index, device_index)
+        try:
+            self.context = cl.Context([self.cl_device])
+        except cl.Error as e:
+            raise DeviceError(f"device {self.info.selector} {self.info.name} refused a context: {e}") from e
+        self.queue = cl.CommandQueue(self.context)
+        self.pool = BufferPool(self, limit_bytes=self.info.global_mem // 4)
+        self.kernel_cache: dict = {}   # filled by kernels.py
+
+    # Capabilities, named as the issue and the device query tool name them.
+    name = property(lambda self: self.info.name)
+    vendor = property(lambda self: self.info.vendor)
+    type = property(lambda self: self.info.type)
+    compute_units = property(lambda self: self.info.compute_units)
+    global_mem = property(lambda self: self.info.global_mem)
+    local_mem = property(lambda self: self.info.local_mem)
+    max_alloc = property(lambda self: self.info.max_alloc)
+    max_work_group_size = property(lambda self: self.info.max_work_group_size)
+    fp64 = property(lambda self: self.info.fp64)
+    fp16 = property(lambda self: self.info.fp16)
+    opencl_c_version = property(lambda self: self.info.opencl_c_version)
+    selector = property(lambda self: self.info.selector)
+    is_cpu = property(lambda self: self.info.type == "CPU")
+
+    def supports(self, dtype) -> bool:
+        dt = np.dtype(dtype)
+        if dt == np.float64:
+            return self.fp64
+        return dt in (np.dtype(np.float32), np.dtype(np.int32))
+
+    def check_dtype(self, dtype) -> np.dtype:
+        """The numpy dtype for ``dtype``; raises naming this device if it cannot compute in it."""
+        try:
+            dt = np.dtype(dtype)
+        except TypeError as e:
+            raise TypeError(f"dtype: expected 'float32', 'float64' or 'int32', got {dtype!r}") from e
+        if dt not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32)):
+            raise TypeError(f"dtype: {dt} is not supported; use float32, float64 or int32")
+        if dt == np.float64 and not self.fp64:
+            raise DeviceError(f"float64 is not available on device {self.info.name} "
+                              f"({self.selector}): it lacks cl_khr_fp64")
+        return dt
+
+    def synchronize(self):
+        """Wait until every command enqueued on this device has finished (for timing and tests)."""
+        self.queue.finish()
+
+    def empty_cache(self):
+        """Release the buffers the pool holds for reuse."""
+        self.pool.empty()
+
+    def memory_stats(self) -> dict:
+        p = self.pool
+        return {"in_use_bytes": p.in_use_bytes, "pool_bytes": p.held_bytes, "peak_bytes": p.peak_bytes}
+
+    def __repr__(self):
+        return f"Device({self.selector} {self.info.name!r}, {self.info.type}, {self.info.platform!r})"
+
+
+_devices: dict = {}
+_devices_lock = threading.Lock()
+_default: Optional[Device] = None
+
+
+def get_device(selector=None) -> Device:
+    """The :class:`Device` for a selector (``"0:1"``, ``"pocl"``, a Device) or the default device."""
+    global _default
+    if isinstance(selector, Device):
+        return selector
+    if selector is None and _default is not None:
+        return _default
+    key = resolve_selector(selector)
+    with _devices_lock:
+        dev = _devices.get(key)
+        if dev is None:
+            dev = _devices[key] = Device(*key)
+        if selector is None:
+            _default = dev
+    return dev
+
+
+def default_device() -> Device:
+    """The device the library uses when none is named (chosen on first use)."""
+    return get_device(None)
+
+
+def set_default_device(selector) -> Device:
+    """Make ``selector`` the default device for tensors created without ``device=``."""
+    global _default
+    _default = get_device(selector)
+    return _default
+
+
+def empty_cache(device=None):
+    """Release the buffers the pool of ``device`` (default: every device in use) keeps for reuse."""
+    for dev in ([get_device(device)] if device is not None else list(_devices.values())):
+        dev.empty_cache()

@@ -1,0 +1,124 @@
+"""Render Mako templates from ``cl_kernels/`` into OpenCL C, build once, keep the kernels.
+
+A kernel is identified by ``(device, template, kernel name, template parameters)``. The first request
+renders and builds; later ones are a dictionary lookup. Across processes pyopencl keeps the built
+binaries on disk, so a second process does not run the OpenCL compiler again.
+
+>>> from axonml_autograd.device import default_device
+>>> from axonml_autograd.kernels import get_kernel
+>>> k = get_kernel(default_device(), "elementwise.cl.mako", "ew", ctype="float", rank=1,
+...                kinds=("flat", "flat"), names=("a",), scalars=(), expr="a")
+>>> k.function_name
+'ew'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyopencl as cl
+from mako.template import Template
+
+
+class KernelBuildError(RuntimeError):
+    """The OpenCL compiler rejected a rendered template; the message holds its log and the source path."""
+
+
+def _template_dir() -> Path:
+    try:
+        from importlib.resources import files
+        return Path(str(files("axonml_autograd.cl_kernels")))
+    except (ModuleNotFoundError, TypeError):  # running from a source tree that was not installed
+        return Path(__file__).resolve().parent.parent / "cl_kernels"
+
+
+@lru_cache(maxsize=None)
+def _template(name: str) -> Template:
+    path = _template_dir() / name
+    if not path.exists():
+        raise FileNotFoundError(f"kernel template {name!r} not found in {path.parent}")
+    return Template(filename=str(path), strict_undefined=True)
+
+
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int"}
+
+
+def ctype(dtype) -> str:
+    """The OpenCL C type name of a numpy dtype."""
+    return CTYPES[np.dtype(dtype)]
+
+
+def render(template: str, **params) -> str:
+    """The OpenCL C source of ``template`` rendered with ``params``."""
+    return _template(template).render(**params)
+
+
+_build_lock = threading.Lock()
+_build_count = 0   # programs built (or fetched from pyopencl's disk cache) in this process
+
+
+def _source_path(source: str) -> Path:
+    # Rendered sources are written out so that a build error can point at a file with line numbers.
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "axonml_kernels" / f"{digest}.cl"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return path
+
+
+def build(device, source: str, options=()) -> cl.Program:
+    """Build ``source`` for ``device``; raises :class:`KernelBuildError` with the build log."""
+    global _build_count
+    key = ("program", source, tuple(options))
+    cache = device.kernel_cache
+    prog = cache.get(key)
+    if prog is not None:
+        return prog
+    with _build_lock:
+        prog = cache.get(key)
+        if prog is None:
+            try:
+                prog = cl.Program(device.context, source).build(options=list(options))
+            except cl.RuntimeError as e:
+                path = _source_path(source)
+                raise KernelBuildError(f"OpenCL build failed on {device.name}; rendered source: {path}\n{e}") from e
+            cache[key] = prog
+            _build_count += 1
+    return prog
+
+
+def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Kernel:
+    """The built kernel ``name`` from ``template`` rendered with ``params`` (all hashable)."""
+    key = (template, name, tuple(options), tuple(sorted(params.items())))
+    cache = device.kernel_cache
+    knl = cache.get(key)
+    if knl is None:
+        source = render(template, **params)
+        knl = getattr(build(device, source, options), name)
+        cache[key] = knl
+    return knl
+
+
+def round_up(n: int, multiple: int) -> int:
+    return ((n + multiple - 1) // multiple) * multiple
+
+
+def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
+    """Enqueue ``kernel`` on the device's queue with ``args``; returns the event. Never waits."""
+    kernel.set_args(*args)
+    return cl.enqueue_nd_range_kernel(device.queue, kernel, global_size, local_size)
+
+
+def build_count() -> int:
+    """How many programs this process has built (each a compile, or a load from pyopencl's disk cache)."""
+    return _build_count
+
+
+os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")

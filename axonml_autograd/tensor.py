@@ -1,0 +1,693 @@
+"""Device arrays without autograd, and the raw device ops that forward and backward both use.
+
+A :class:`Tensor` is a contiguous block of an OpenCL buffer with a shape and a dtype. Its data stays on
+the device; ``to_vec()`` and ``numpy()`` are the only reads back to the host.
+
+>>> from axonml_autograd import Tensor
+>>> a = Tensor.from_vec([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])
+>>> b = Tensor.from_vec([10.0, 20.0, 30.0], [3])
+>>> (a + b).to_vec()
+[11.0, 22.0, 33.0, 14.0, 25.0, 36.0]
+>>> a.sum(axis=1).to_vec()
+[6.0, 15.0]
+>>> a.transpose(0, 1).shape()
+[3, 2]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional, Sequence
+
+import numpy as np
+import pyopencl as cl
+
+from . import kernels
+from .device import Device, get_device
+
+INT32_MAX = 2**31 - 1
+
+
+class _Storage:
+    """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone."""
+
+    __slots__ = ("buffer", "pool")
+
+    def __init__(self, device: Device, nbytes: int):
+        self.pool = device.pool
+        self.buffer = device.pool.allocate(nbytes)
+
+    def __del__(self):
+        try:
+            self.pool.release(self.buffer)
+        except Exception:  # interpreter shutdown: the pool may already be gone
+            pass
+
+
+def _parse_shape(shape, what="shape") -> tuple:
+    if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (list, tuple)):
+        raise TypeError(f"{what}: expected a list or tuple of non-negative ints, got {shape!r}")
+    out = []
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, (numbers.Integral, np.integer)):
+            raise TypeError(f"{what}: expected a list or tuple of non-negative ints, got {list(shape)!r}")
+        if s < 0:
+            raise ValueError(f"{what}: dimensions must be non-negative, got {list(shape)!r}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def contiguous_strides(shape) -> tuple:
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= s
+    return tuple(reversed(strides))
+
+
+def broadcast_shapes(*shapes, op="broadcast") -> tuple:
+    """numpy's broadcast of ``shapes``; a ValueError naming ``op`` and every shape when they clash."""
+    rank = max((len(s) for s in shapes), default=0)
+    out = []
+    for k in range(rank):
+        dim = 1
+        for s in shapes:
+            d = s[k - rank + len(s)] if k - rank + len(s) >= 0 else 1
+            if d != 1:
+                if dim not in (1, d):
+                    raise ValueError(f"{op}: shapes " + " and ".join(str(list(x)) for x in shapes)
+                                     + " cannot be broadcast together")
+                dim = d
+        out.append(dim)
+    return tuple(out)
+
+
+def normalize_axis(axis: int, ndim: int, what="dim") -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral, np.integer)):
+        raise TypeError(f"{what}: expected an int, got {axis!r}")
+    lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
+    if not lo <= axis <= hi:
+        raise IndexError(f"{what}: {axis} is out of range for a tensor of {ndim} dimensions "
+                         f"(expected {lo}..{hi})")
+    return int(axis) % max(ndim, 1)
+
+
+class View:
+    """A strided window onto a tensor's buffer, used as a kernel operand without copying."""
+
+    __slots__ = ("tensor", "shape", "strides", "offset")
+
+    def __init__(self, tensor: "Tensor", shape, strides, offset=0):
+        self.tensor, self.shape, self.strides, self.offset = tensor, tuple(shape), tuple(strides), offset
+
+
+class Tensor:
+    """A contiguous device array: an OpenCL buffer, a shape and a dtype."""
+
+    __slots__ = ("_storage", "_shape", "dtype", "device", "_version", "__weakref__")
+
+    def __init__(self, shape, dtype="float32", device=None, _storage=None):
+        dev = get_device(device)
+        self.device = dev
+        self.dtype = dev.check_dtype(dtype)
+        self._shape = _parse_shape(shape)
+        n = math.prod(self._shape)
+        if n > INT32_MAX:
+            raise ValueError(f"shape {list(self._shape)} has {n} elements; at most {INT32_MAX} are supported")
+        self._storage = _storage if _storage is not None else _Storage(dev, n * self.dtype.itemsize)
+        self._version = 0  # bumped by in-place writes, so saved tensors can tell they were changed
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, shape, dtype="float32", device=None) -> "Tensor":
+        """An uninitialised tensor."""
+        return cls(shape, dtype, device)
+
+    @classmethod
+    def from_numpy(cls, array, dtype=None, device=None) -> "Tensor":
+        """Copy a numpy array (or anything ``np.asarray`` takes) to the device.
+
+        >>> import numpy as np
+        >>> Tensor.from_numpy(np.eye(2)).shape()
+        [2, 2]
+        """
+        arr = np.asarray(array)
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"from_numpy: expected numbers, got an array of {arr.dtype}")
+        if dtype is None:
+            dtype = arr.dtype if arr.dtype in (np.float32, np.float64, np.int32) else np.float32
+        t = cls(arr.shape, dtype, device)
+        host = np.ascontiguousarray(arr, dtype=t.dtype)
+        if host.size:
+            cl.enqueue_copy(t.device.queue, t.buffer, host, is_blocking=False)
+            # The host array must outlive the non-blocking copy; the in-order queue finishes it before
+            # any later command, and holding a reference on the event keeps numpy from freeing it.
+            _keep_alive(t.device, host)
+        return t
+
+    @classmethod
+    def from_vec(cls, values, shape, dtype="float32", device=None) -> "Tensor":
+        """A tensor from a flat list of numbers and a shape, like the crate's ``Tensor::from_vec``.
+
+        >>> Tensor.from_vec([1, 2, 3, 4], [2, 2]).to_vec()
+        [1.0, 2.0, 3.0, 4.0]
+        """
+        shape = _parse_shape(shape)
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+            raise TypeError(f"from_vec: values must be a flat list of numbers, got {type(values).__name__}")
+        try:
+            arr = np.asarray(values, dtype=np.float64)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"from_vec: values must be a flat list of numbers ({e})") from e
+        if arr.ndim != 1:
+            raise ValueError(f"from_vec: values must be a flat list, got an array of shape {list(arr.shape)}")
+        if arr.size != math.prod(shape):
+            raise ValueError(f"from_vec: {arr.size} values do not fill shape {list(shape)} "
+                             f"({math.prod(shape)} elements)")
+        return cls.from_numpy(arr.reshape(shape), dtype=dtype, device=device)
+
+    @classmethod
+    def full(cls, shape, value, dtype="float32", device=None) -> "Tensor":
+        """A tensor with every element ``value``."""
+        t = cls(shape, dtype, device)
+        if t.numel():
+            fill(t, value)
+        return t
+
+    @classmethod
+    def zeros(cls, shape, dtype="float32", device=None) -> "Tensor":
+        return cls.full(shape, 0.0, dtype, device)
+
+    @classmethod
+    def ones(cls, shape, dtype="float32", device=None) -> "Tensor":
+        return cls.full(shape, 1.0, dtype, device)
+
+    @classmethod
+    def scalar(cls, value, dtype="float32", device=None) -> "Tensor":
+        """A 0-d tensor."""
+        return cls.full((), value, dtype, device)
+
+    @classmethod
+    def rand(cls, shape, seed=0, dtype="float32", device=None) -> "Tensor":
+        """Uniform numbers in [0, 1) from a counter-based generator: same seed, same numbers anywhere."""
+        from .random import uniform
+        return uniform(shape, seed, dtype=dtype, device=device)
+
+    @classmethod
+    def randn(cls, shape, seed=0, dtype="float32", device=None) -> "Tensor":
+        """Standard normal numbers from a counter-based generator: same seed, same numbers anywhere."""
+        from .random import normal
+        return normal(shape, seed, dtype=dtype, device=device)
+
+    # -- facts --------------------------------------------------------------------------------------
+    @property
+    def buffer(self) -> cl.Buffer:
+        return self._storage.buffer
+
+    def shape(self) -> list:
+        return list(self._shape)
+
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    def numel(self) -> int:
+        return math.prod(self._shape)
+
+    def size(self, dim=None):
+        return list(self._shape) if dim is None else self._shape[normalize_axis(dim, self.ndim())]
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def __len__(self):
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    # -- reads to the host (the only ones) ------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """Copy to a new numpy array (waits for the kernels that write this tensor)."""
+        host = np.empty(self._shape, dtype=self.dtype)
+        if host.size:
+            cl.enqueue_copy(self.device.queue, host, self.buffer, is_blocking=True)
+        return host
+
+    def to_vec(self) -> list:
+        """The elements in row-major order as a Python list."""
+        return self.numpy().reshape(-1).tolist()
+
+    def item(self) -> float:
+        if self.numel() != 1:
+            raise ValueError(f"item: only a one-element tensor converts to a number, shape is {self.shape()}")
+        return self.numpy().reshape(-1)[0].item()
+
+    def __repr__(self):
+        n = self.numel()
+        if n <= 20:
+            body = np.array2string(self.numpy(), separator=", ", precision=4)
+        else:
+            body = f"<{n} elements>"
+        return f"Tensor({body}, shape={self.shape()}, dtype={self.dtype}, device={self.device.selector})"
+
+    # -- views and copies ---------------------------------------------------------------------------
+    def view(self) -> View:
+        return View(self, self._shape, contiguous_strides(self._shape), 0)
+
+    def reshape(self, shape) -> "Tensor":
+        """The same data with another shape (shares the buffer; one axis may be -1)."""
+        shape = infer_shape(shape, self.numel(), self._shape)
+        return Tensor(shape, self.dtype, self.device, _storage=self._storage)
+
+    def transpose(self, d0=0, d1=1) -> "Tensor":
+        """A copy with axes ``d0`` and ``d1`` swapped."""
+        nd = self.ndim()
+        a, b = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
+        perm = list(range(nd))
+        perm[a], perm[b] = perm[b], perm[a]
+        return self.permute(perm)
+
+    def permute(self, perm) -> "Tensor":
+        nd = self.ndim()
+        perm = [normalize_axis(p, nd, "permute") for p in perm]
+        if sorted(perm) != list(range(nd)):
+            raise ValueError(f"permute: {perm} is not a permutation of {list(range(nd))}")
+        st = contiguous_strides(self._shape)
+        return copy_view(View(self, [self._shape[p] for p in perm], [st[p] for p in perm], 0))
+
+    @property
+    def T(self) -> "Tensor":
+        return self.transpose(-2, -1) if self.ndim() >= 2 else self
+
+    def narrow(self, dim, start, length) -> "Tensor":
+        """A copy of ``length`` elements along ``dim`` starting at ``start``."""
+        nd = self.ndim()
+        d = normalize_axis(dim, nd, "narrow dim")
+        size = self._shape[d]
+        if not (0 <= start <= size and 0 <= length and start + length <= size):
+            raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
+                             f"in shape {self.shape()}")
+        st = contiguous_strides(self._shape)
+        shape = list(self._shape)
+        shape[d] = length
+        return copy_view(View(self, shape, st, start * st[d]))
+
+    def expand(self, shape) -> "Tensor":
+        """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size)."""
+        shape = list(_parse_shape([s if s != -1 else 0 for s in shape], "expand shape")) if shape else []
+        src = self._shape
+        if len(shape) < len(src):
+            raise ValueError(f"expand: cannot expand shape {list(src)} to {shape}: fewer dimensions")
+        lead = len(shape) - len(src)
+        for k, s in enumerate(src):
+            if shape[lead + k] == 0 and s != 0:
+                shape[lead + k] = s
+        target = tuple(shape)
+        if broadcast_shapes(src, target, op="expand") != target:
+            raise ValueError(f"expand: cannot expand shape {list(src)} to {list(target)}")
+        return copy_view(broadcast_view(self, target))
+
+    def contiguous(self) -> "Tensor":
+        return self
+
+    def clone(self) -> "Tensor":
+        return copy_view(self.view())
+
+    def astype(self, dtype) -> "Tensor":
+        dt = self.device.check_dtype(dtype)
+        if dt == self.dtype:
+            return self
+        return elementwise("a", [self], dtype=dt)
+
+    def to(self, device) -> "Tensor":
+        """This tensor on another device (goes through the host)."""
+        dev = get_device(device)
+        return self if dev is self.device else Tensor.from_numpy(self.numpy(), self.dtype, dev)
+
+    # -- arithmetic (no autograd) -------------------------------------------------------------------
+    def _binary(self, other, name, reverse=False):
+        if isinstance(other, Tensor):
+            args = [other, self] if reverse else [self, other]
+            return binary(name, *args)
+        if isinstance(other, numbers.Real):
+            return scalar_op(name, self, other, reverse)
+        return NotImplemented
+
+    __add__ = lambda self, o: self._binary(o, "add")
+    __radd__ = lambda self, o: self._binary(o, "add", True)
+    __sub__ = lambda self, o: self._binary(o, "sub")
+    __rsub__ = lambda self, o: self._binary(o, "sub", True)
+    __mul__ = lambda self, o: self._binary(o, "mul")
+    __rmul__ = lambda self, o: self._binary(o, "mul", True)
+    __truediv__ = lambda self, o: self._binary(o, "div")
+    __rtruediv__ = lambda self, o: self._binary(o, "div", True)
+    __pow__ = lambda self, o: self._binary(o, "pow")
+    __neg__ = lambda self: unary("neg", self)
+
+    def __matmul__(self, other):
+        return self.matmul(other)
+
+    def matmul(self, other, trans_a=False, trans_b=False) -> "Tensor":
+        from .matmul import matmul
+        return matmul(self, other, trans_a=trans_a, trans_b=trans_b)
+
+    def sum(self, axis=None, keepdim=False) -> "Tensor":
+        return reduce(self, "sum", axis, keepdim)
+
+    def mean(self, axis=None, keepdim=False) -> "Tensor":
+        return reduce(self, "mean", axis, keepdim)
+
+    def max(self, axis=None, keepdim=False) -> "Tensor":
+        return reduce(self, "max", axis, keepdim)
+
+    def argmax(self, axis, keepdim=False) -> "Tensor":
+        return reduce(self, "argmax", axis, keepdim)[1]
+
+    def apply(self, name) -> "Tensor":
+        """A unary op from :data:`UNARY` by name, e.g. ``t.apply("exp")``."""
+        return unary(name, self)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Helpers shared by the raw ops
+# ------------------------------------------------------------------------------------------------------
+
+def _keep_alive(device, host):
+    # A tiny ring of recently uploaded host arrays: enough for non-blocking uploads to complete before
+    # the array is dropped (the queue is in order and the next read or upload waits for them).
+    ring = device.__dict__.setdefault("_upload_ring", [])
+    ring.append(host)
+    if len(ring) > 64:
+        device.queue.flush()
+        del ring[:32]
+
+
+def infer_shape(shape, numel, old_shape=None) -> tuple:
+    if isinstance(shape, (numbers.Integral, np.integer)):
+        shape = (shape,)
+    if not isinstance(shape, (list, tuple)):
+        raise TypeError(f"reshape: expected a list or tuple of ints, got {shape!r}")
+    shape = list(shape)
+    for s in shape:
+        if isinstance(s, bool) or not isinstance(s, (numbers.Integral, np.integer)) or s < -1:
+            raise ValueError(f"reshape: invalid shape {shape}")
+    if shape.count(-1) > 1:
+        raise ValueError(f"reshape: only one dimension can be -1, got {shape}")
+    if -1 in shape:
+        known = math.prod(s for s in shape if s != -1)
+        if known == 0 or numel % known:
+            raise ValueError(f"reshape: cannot reshape {list(old_shape or [numel])} ({numel} elements) to {shape}")
+        shape[shape.index(-1)] = numel // known
+    if math.prod(shape) != numel:
+        raise ValueError(f"reshape: cannot reshape {list(old_shape or [numel])} ({numel} elements) to {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def broadcast_view(t: Tensor, shape) -> View:
+    """``t`` read as ``shape`` with stride 0 on the broadcast axes."""
+    shape = tuple(shape)
+    lead = len(shape) - t.ndim()
+    st = contiguous_strides(t._shape)
+    strides = [0] * lead + [0 if (t._shape[k] == 1 and shape[lead + k] != 1) else st[k]
+                            for k in range(t.ndim())]
+    return View(t, shape, strides, 0)
+
+
+def _check_same_device(op, tensors):
+    dev = tensors[0].device
+    for t in tensors[1:]:
+        if t.device is not dev:
+            raise ValueError(f"{op}: tensors are on different devices ({dev.selector} {dev.name} and "
+                             f"{t.device.selector} {t.device.name}); move one with .to(device)")
+    return dev
+
+
+def _collapse(shape, stride_sets):
+    """Drop size-1 axes and merge neighbours that every operand walks contiguously."""
+    dims = [k for k, s in enumerate(shape) if s != 1]
+    new_shape, new_strides = [], [[] for _ in stride_sets]
+    for k in dims:
+        if new_shape and all(ns[-1] == st[k] * shape[k] for st, ns in zip(stride_sets, new_strides)):
+            new_shape[-1] *= shape[k]
+            for st, ns in zip(stride_sets, new_strides):
+                ns[-1] = st[k]
+        else:
+            new_shape.append(shape[k])
+            for st, ns in zip(stride_sets, new_strides):
+                ns.append(st[k])
+    return new_shape, new_strides
+
+
+def _local_size(device) -> int:
+    return min(256, device.max_work_group_size)
+
+
+def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
+                scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise") -> Tensor:
+    """``out = expr(inputs, scalars)`` in one kernel, broadcasting the inputs (Tensors or Views).
+
+    ``expr`` is OpenCL C over the input names and scalar names; ``L(0.5)`` writes a literal of the
+    tensor's float type. ``out`` may be a View into an existing tensor (used by ``cat``).
+
+    >>> x = Tensor.from_vec([1.0, -2.0], [2])
+    >>> elementwise("a > 0 ? a : L(0.1) * a", [x]).to_vec()
+    [1.0, -0.20000000298023224]
+    """
+    views = [x if isinstance(x, View) else x.view() for x in inputs]
+    tensors = [v.tensor for v in views]
+    dev = _check_same_device(op, tensors + ([out.tensor] if out is not None else []))
+    names = tuple(names[:len(views)])
+    float_dtype = next((t.dtype for t in tensors if t.dtype.kind == "f"), np.dtype(np.float32))
+    if out is not None:
+        out_view = out
+        out_shape = out.shape
+    else:
+        out_shape = tuple(shape) if shape is not None else broadcast_shapes(*[v.shape for v in views], op=op)
+        result = Tensor(out_shape, dtype or float_dtype, dev)
+        out_view = result.view()
+    n = math.prod(out_shape)
+    if out is None and n == 0:
+        return result
+    scalars = scalars or {}
+    # Every operand as (shape aligned to the output, strides, offset); broadcast axes get stride 0.
+    rank = len(out_shape)
+    stride_sets = [out_view.strides]
+    for v in views:
+        lead = rank - len(v.shape)
+        if lead < 0:
+            raise ValueError(f"{op}: input of shape {list(v.shape)} has more dimensions than output {list(out_shape)}")
+        st = [0] * lead + [0 if (v.shape[k] == 1 and out_shape[lead + k] != 1) else v.strides[k]
+                           for k in range(len(v.shape))]
+        for k in range(len(v.shape)):
+            if v.shape[k] not in (1, out_shape[lead + k]):
+                raise ValueError(f"{op}: shape {list(v.shape)} cannot be broadcast to {list(out_shape)}")
+        stride_sets.append(st)
+    cshape, cstrides = _collapse(out_shape, stride_sets)
+    contiguous = contiguous_strides(cshape)
+    offsets = [out_view.offset] + [v.offset for v in views]
+    kinds = tuple("flat" if (list(st) == list(contiguous) and off == 0) else "strided"
+                  for st, off in zip(cstrides, offsets))
+    ctype = kernels.ctype(float_dtype)
+    result_t = out_view.tensor
+    types = tuple(kernels.ctype(t.dtype) for t in [result_t] + tensors)
+    knl = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape), kinds=kinds,
+                             names=names, scalars=tuple(scalars), expr=expr,
+                             types=types if any(t != ctype for t in types) else ())
+    args = [result_t.buffer] + [t.buffer for t in tensors]
+    for kind, st, off in zip(kinds, cstrides, offsets):
+        if kind == "strided":
+            args.append(np.int32(off))
+            args.extend(np.int32(s) for s in st)
+    scalar_type = float_dtype.type
+    args.extend(scalar_type(v) for v in scalars.values())
+    args.extend(np.int32(s) for s in cshape)
+    args.append(np.int32(n))
+    local = _local_size(dev)
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *args)
+    if out is not None:
+        result_t._version += 1
+        return result_t
+    return result
+
+
+def copy_view(v: View) -> Tensor:
+    """Materialise a view as a new contiguous tensor."""
+    return elementwise("a", [v], shape=v.shape, dtype=v.tensor.dtype, op="copy")
+
+
+def fill(t: Tensor, value) -> Tensor:
+    """Set every element of ``t`` to ``value`` in place."""
+    if t.numel():
+        elementwise("s", [], scalars={"s": value}, out=t.view(), op="fill") if t.dtype.kind == "f" else \
+            cl.enqueue_fill_buffer(t.device.queue, t.buffer, np.int32(value), 0, t.numel() * 4)
+    return t
+
+
+# Elementwise ops as expressions. In backward expressions `g` is the incoming gradient, `x` the op's
+# input and `y` its output; the functions/ modules pair these forward and backward expressions.
+UNARY = {
+    "neg": "-a",
+    "exp": "exp(a)",
+    "log": "log(a)",
+    "sqrt": "sqrt(a)",
+    "abs": "fabs(a)",
+    "sign": "(a > 0) - (a < 0)",
+    "relu": "a > 0 ? a : L(0.0)",
+    "sigmoid": "L(1.0) / (L(1.0) + exp(-a))",
+    "tanh": "tanh(a)",
+    "square": "a * a",
+    "reciprocal": "L(1.0) / a",
+}
+
+BINARY = {
+    "add": "a + b",
+    "sub": "a - b",
+    "mul": "a * b",
+    "div": "a / b",
+    "pow": "pow(a, b)",
+    "maximum": "fmax(a, b)",
+    "minimum": "fmin(a, b)",
+    "eq": "(T)(a == b)",
+    "gt": "(T)(a > b)",
+}
+
+
+def unary(name: str, x: Tensor) -> Tensor:
+    return elementwise(UNARY[name], [x], op=name)
+
+
+def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
+    return elementwise(BINARY[name], [a, b], op=name)
+
+
+def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
+    """``x <op> value`` (or ``value <op> x`` when ``reverse``), the scalar passed as a kernel argument."""
+    tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
+    return elementwise(BINARY[name], [x], names=(tensor_name,), scalars={scalar_name: value}, op=name)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Reductions
+# ------------------------------------------------------------------------------------------------------
+
+def _reduce_local_size(device, R):
+    cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
+    return min(cap, 256 if R > 512 else 32)
+
+
+def _reduce_pass(x: Tensor, op, offset, outer, R, inner, scale, idx=None):
+    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P)."""
+    dev = x.device
+    L = _reduce_local_size(dev, R)
+    groups = outer * inner
+    P = 1
+    if groups < 64 and R > 4 * L:
+        P = min(-(-R // (4 * L)), -(-64 // groups))
+    chunk = -(-R // P)
+    P = -(-R // chunk)
+    with_index = op == "argmax"
+    out = Tensor((outer, P, inner), x.dtype, dev)
+    args = [x.buffer, np.int32(offset), out.buffer]
+    out_idx = None
+    if with_index:
+        out_idx = Tensor((outer, P, inner), "int32", dev)
+        # first pass: in_idx is unused, pass any buffer
+        args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
+    args += [np.int32(R), np.int32(inner), np.int32(chunk), np.int32(P),
+             x.dtype.type(scale if P == 1 else 1.0)]
+    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype),
+                             op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
+                             has_in_idx=idx is not None, local_size=L)
+    kernels.launch(dev, knl, (outer * P * inner * L,), (L,), *args)
+    return out, out_idx, P
+
+
+def reduce(x: Tensor, op: str, axis=None, keepdim=False):
+    """Sum, mean or max over one axis (or all); ``op="argmax"`` returns ``(max, int32 indices)``.
+
+    Each output is folded in a fixed order, so results are the same bit for bit from run to run.
+    """
+    shape = x._shape
+    if axis is None:
+        if op == "argmax":
+            raise ValueError("argmax: an axis is required")
+        outer, R, inner = 1, max(x.numel(), 0), 1
+        out_shape = (1,) * len(shape) if keepdim else ()
+    else:
+        ax = normalize_axis(axis, x.ndim(), f"{op} dim")
+        if not shape:
+            outer, R, inner = 1, 1, 1
+            out_shape = ()
+        else:
+            outer, R, inner = math.prod(shape[:ax]), shape[ax], math.prod(shape[ax + 1:])
+            out_shape = shape[:ax] + ((1,) if keepdim else ()) + shape[ax + 1:]
+    if R == 0:
+        if op in ("max", "argmax"):
+            raise ValueError(f"{op}: cannot reduce an empty dimension of shape {list(shape)}")
+        return Tensor.full(out_shape, 0.0 if op == "sum" else float("nan"), x.dtype, x.device)
+    if outer * inner == 0:
+        res = Tensor(out_shape, x.dtype, x.device)
+        return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
+    scale = 1.0 / R if op == "mean" else 1.0
+    vals, idx, P = _reduce_pass(x, op, 0, outer, R, inner, scale)
+    while P > 1:
+        vals, idx, P = _reduce_pass(vals, op, 0, outer, P, inner, scale, idx=idx)
+    vals = vals.reshape(out_shape)
+    if op == "argmax":
+        return vals, idx.reshape(out_shape)
+    return vals
+
+
+def sum_to_shape(g: Tensor, shape) -> Tensor:
+    """Sum ``g`` over the axes that broadcasting added or stretched, giving a tensor of ``shape``.
+
+    >>> g = Tensor.ones([3, 4])
+    >>> sum_to_shape(g, [3, 1]).to_vec()
+    [4.0, 4.0, 4.0]
+    """
+    shape = tuple(shape)
+    if tuple(g._shape) == shape:
+        return g
+    lead = g.ndim() - len(shape)
+    if lead > 0:
+        g = reduce(g.reshape((math.prod(g._shape[:lead]),) + g._shape[lead:]), "sum", 0)
+    for k, s in enumerate(shape):
+        if s == 1 and g._shape[k] != 1:
+            g = reduce(g, "sum", k, keepdim=True)
+    return g.reshape(shape)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Joins
+# ------------------------------------------------------------------------------------------------------
+
+def cat(tensors: Sequence[Tensor], dim=0) -> Tensor:
+    """Concatenate along ``dim`` (every other size must match)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    first = tensors[0]
+    nd = first.ndim()
+    if nd == 0:
+        raise ValueError("cat: zero-dimensional tensors cannot be concatenated")
+    d = normalize_axis(dim, nd, "cat dim")
+    dev = _check_same_device("cat", tensors)
+    for t in tensors[1:]:
+        if t.ndim() != nd or any(t._shape[k] != first._shape[k] for k in range(nd) if k != d):
+            raise ValueError(f"cat: shapes {first.shape()} and {t.shape()} differ outside dim {d}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"cat: dtypes {first.dtype} and {t.dtype} differ")
+    out_shape = list(first._shape)
+    out_shape[d] = sum(t._shape[d] for t in tensors)
+    out = Tensor(out_shape, first.dtype, dev)
+    st = contiguous_strides(out_shape)
+    start = 0
+    for t in tensors:
+        if t.numel():
+            elementwise("a", [t], out=View(out, t._shape, st, start * st[d]), op="cat")
+        start += t._shape[d]
+    out._version = 0
+    return out
