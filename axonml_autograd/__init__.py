@@ -12,4 +12,15 @@ from .device import Device, DeviceError, DeviceMemoryError, default_device, empt
 from .kernels import KernelBuildError
 from .tensor import Tensor
 
+from .no_grad import (EnableGradGuard, InferenceModeGuard, NoGradGuard, enable_grad, inference_mode,
+                      is_grad_enabled, is_inference_mode, no_grad)
+from .variable import Variable
+from .grad_fn import GradientFunction
+from .backward import backward, check_gradients, gradcheck, numerical_gradient
+
+__all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "enable_grad", "EnableGradGuard",
+           "inference_mode", "InferenceModeGuard", "is_grad_enabled", "is_inference_mode", "backward",
+           "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
+           "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache"]
+
 __version__ = "0.1.0"

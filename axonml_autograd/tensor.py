@@ -446,11 +446,13 @@ def _local_size(device) -> int:
 
 
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
-                scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise") -> Tensor:
+                scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise",
+                device=None) -> Tensor:
     """``out = expr(inputs, scalars)`` in one kernel, broadcasting the inputs (Tensors or Views).
 
-    ``expr`` is OpenCL C over the input names and scalar names; ``L(0.5)`` writes a literal of the
-    tensor's float type. ``out`` may be a View into an existing tensor (used by ``cat``).
+    ``expr`` is OpenCL C over the input names, the scalar names and ``gid`` (the output element's flat
+    index); ``L(0.5)`` writes a literal of the tensor's float type. ``out`` may be a View into an
+    existing tensor (used by ``cat``); ``device`` is needed only when there are no inputs.
 
     >>> x = Tensor.from_vec([1.0, -2.0], [2])
     >>> elementwise("a > 0 ? a : L(0.1) * a", [x]).to_vec()
@@ -458,7 +460,8 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     """
     views = [x if isinstance(x, View) else x.view() for x in inputs]
     tensors = [v.tensor for v in views]
-    dev = _check_same_device(op, tensors + ([out.tensor] if out is not None else []))
+    operands = tensors + ([out.tensor] if out is not None else [])
+    dev = _check_same_device(op, operands) if operands else get_device(device)
     names = tuple(names[:len(views)])
     float_dtype = next((t.dtype for t in tensors if t.dtype.kind == "f"), np.dtype(np.float32))
     if out is not None:

@@ -1,0 +1,187 @@
+"""The backward pass, and finite-difference gradient checking.
+
+``backward(output)`` runs the graph's nodes rank by rank (see ``graph.py``): each node gets the sum of
+its consumers' contributions, summed on the device, and enqueues its backward kernels. Nothing here
+waits for the device or reads from it; the kernels run in the device queue's order.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> from axonml_autograd.backward import numerical_gradient, gradcheck
+>>> x = Variable(Tensor.from_vec([2.0, 3.0], [2]), requires_grad=True)
+>>> numerical = numerical_gradient(lambda v: v.pow(2.0).sum(), x, 1e-5)
+>>> x.pow(2.0).sum().backward()
+>>> gradcheck(x.grad(), numerical, 1e-3, 1e-3)
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import tensor as T
+from .graph import topological_ranks
+from .no_grad import no_grad
+from .tensor import Tensor
+
+
+def backward(output, grad_output=None, retain_graph=False):
+    """Accumulate d(output)/d(leaf) into every leaf that requires grad.
+
+    ``grad_output`` (a Tensor or Variable of the output's shape) is required unless the output has one
+    element. Unless ``retain_graph``, the graph's saved tensors are released afterwards.
+    """
+    from .variable import Variable
+
+    if not isinstance(output, Variable):
+        raise TypeError(f"backward: expected a Variable, got {type(output).__name__}")
+    if not output._requires_grad:
+        raise RuntimeError("backward: the output does not require grad and has no grad_fn; make an input "
+                           "Variable(..., requires_grad=True) and compute outside no_grad")
+    data = output._data
+    if grad_output is None:
+        if data.numel() != 1:
+            raise RuntimeError(f"backward: the output has shape {data.shape()}; a gradient can be created "
+                               "implicitly only for one-element outputs, so pass grad_output")
+        grad = Tensor.ones(data._shape, data.dtype, data.device)
+    else:
+        grad = grad_output._data if isinstance(grad_output, Variable) else grad_output
+        if not isinstance(grad, Tensor):
+            raise TypeError(f"backward: grad_output must be a Tensor or Variable, got {type(grad).__name__}")
+        if grad._shape != data._shape:
+            raise ValueError(f"backward: grad_output has shape {grad.shape()} but the output has shape "
+                             f"{data.shape()}")
+        if grad.device is not data.device:
+            raise ValueError("backward: grad_output is on another device than the output")
+        if grad.dtype != data.dtype:
+            grad = grad.astype(data.dtype)
+
+    root = output._node()
+    pending = {root: grad}
+    for rank in topological_ranks(root):
+        for node in rank:
+            g = pending.pop(node, None)
+            if g is not None:
+                for nxt, contribution in zip(node.next_functions(), node.apply(g)):
+                    if nxt is None or contribution is None:
+                        continue
+                    earlier = pending.get(nxt)
+                    pending[nxt] = contribution if earlier is None else T.binary("add", earlier, contribution)
+            if not retain_graph:
+                node.release()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Finite differences (debugging tools: these read the device on purpose)
+# ------------------------------------------------------------------------------------------------------
+
+def _check_dtype(device):
+    return np.float64 if device.fp64 else np.float32
+
+
+def _evaluate(func, arrays, device, dtype):
+    """``func`` on constant Variables made from host arrays; the output summed, as a float."""
+    from .variable import Variable
+
+    with no_grad():
+        out = func(*[Variable(Tensor.from_numpy(a, dtype=dtype, device=device)) for a in arrays])
+    return out.data().numpy().astype(np.float64)
+
+
+def numerical_gradient(func, x, eps=1e-5) -> Tensor:
+    """d(sum of func(x))/dx by central differences, evaluated in float64 where the device has it.
+
+    ``func`` takes a Variable and returns a Variable; the result has ``x``'s shape and dtype.
+    """
+    data = x.data()
+    device = data.device
+    work = _check_dtype(device)
+    base = data.numpy().astype(work)
+    flat = base.reshape(-1)
+    grad = np.zeros(flat.size, dtype=np.float64)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        plus = _evaluate(func, [base], device, work).sum()
+        flat[i] = keep - eps
+        minus = _evaluate(func, [base], device, work).sum()
+        flat[i] = keep
+        grad[i] = (plus - minus) / (2 * eps)
+    return Tensor.from_numpy(grad.reshape(base.shape), dtype=data.dtype, device=device)
+
+
+def gradcheck(analytical, numerical, rtol=1e-3, atol=1e-3) -> bool:
+    """True when ``|analytical - numerical| <= atol + rtol * |numerical|`` everywhere (shapes must match)."""
+    a = analytical.numpy().astype(np.float64) if isinstance(analytical, Tensor) else np.asarray(analytical)
+    n = numerical.numpy().astype(np.float64) if isinstance(numerical, Tensor) else np.asarray(numerical)
+    if a.shape != n.shape:
+        return False
+    return bool(np.all(np.abs(a - n) <= atol + rtol * np.abs(n)))
+
+
+class GradcheckError(AssertionError):
+    """An analytical gradient disagrees with finite differences."""
+
+
+def check_gradients(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
+    """Compare the whole Jacobian of ``func(*inputs)`` from backward against central differences.
+
+    Raises :class:`GradcheckError` naming the input and the worst element; returns True otherwise.
+    Run it in float64: with float32 the finite differences themselves are too coarse.
+    """
+    from .variable import Variable
+
+    inputs = list(inputs)
+    device = inputs[0].data().device
+    work = _check_dtype(device)
+    arrays = [v.data().numpy().astype(work) for v in inputs]
+    out = func(*inputs)
+    out_shape = out.shape()
+    n_out = int(np.prod(out_shape))
+    wanted = [k for k, v in enumerate(inputs) if v.requires_grad()]
+
+    analytical = {k: np.zeros((n_out, arrays[k].size)) for k in wanted}
+    for j in range(n_out):
+        for k in wanted:
+            inputs[k].zero_grad()
+        onehot = np.zeros(n_out, dtype=out.data().dtype)
+        onehot[j] = 1
+        out.backward(Tensor.from_numpy(onehot.reshape(out_shape), device=device), retain_graph=True)
+        for k in wanted:
+            g = inputs[k].grad()
+            if g is not None:
+                if g.shape() != list(arrays[k].shape):
+                    raise GradcheckError(f"input {k}: gradient has shape {g.shape()}, expected "
+                                         f"{list(arrays[k].shape)}")
+                analytical[k][j] = g.numpy().reshape(-1)
+    for k in wanted:
+        inputs[k].zero_grad()
+
+    for k in wanted:
+        numerical = np.zeros((n_out, arrays[k].size))
+        flat = arrays[k].reshape(-1)
+        for i in range(flat.size):
+            keep = flat[i]
+            flat[i] = keep + eps
+            plus = _evaluate(func, arrays, device, work).reshape(-1)
+            flat[i] = keep - eps
+            minus = _evaluate(func, arrays, device, work).reshape(-1)
+            flat[i] = keep
+            numerical[:, i] = (plus - minus) / (2 * eps)
+        err = np.abs(analytical[k] - numerical) - (atol + rtol * np.abs(numerical))
+        bad = ~(err <= 0)
+        if bad.any():
+            j, i = np.unravel_index(np.argmax(np.where(np.isnan(err), np.inf, err)), err.shape)
+            raise GradcheckError(
+                f"input {k} (shape {list(arrays[k].shape)}): d output[{j}] / d input[{i}] is "
+                f"{analytical[k][j, i]!r} from backward but {numerical[j, i]!r} by finite differences "
+                f"({int(bad.sum())} of {bad.size} Jacobian entries differ beyond atol={atol}, rtol={rtol})")
+    return True
+
+
+__all__ = ["backward", "numerical_gradient", "gradcheck", "check_gradients", "GradcheckError", "Variable"]
+
+
+def __getattr__(name):
+    if name == "Variable":  # the crate's examples import Variable next to these
+        from .variable import Variable
+        return Variable
+    raise AttributeError(name)

@@ -1,0 +1,11 @@
+"""Every differentiable op, its forward and its backward side by side, written with tensor-level ops.
+
+| module | ops |
+|---|---|
+| arithmetic | add sub mul div neg, scalar forms, pow exp log sqrt abs clamp |
+| activation | relu leaky_relu sigmoid tanh gelu silu softmax log_softmax |
+| reduction | sum mean sum_dim mean_dim var_dim max_dim |
+| linalg | matmul |
+| shape | reshape transpose narrow slice expand unsqueeze squeeze cat |
+| loss | mse_loss binary_cross_entropy cross_entropy nll_loss l1_loss smooth_l1_loss |
+"""

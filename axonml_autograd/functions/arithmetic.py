@@ -1,0 +1,122 @@
+"""Arithmetic: broadcasting binary ops, scalar ops and the elementwise maths functions.
+
+A binary op's backward reduces the gradient over exactly the axes that broadcasting stretched, so a
+``[3, 1] + [3, 4]`` sum sends each ``[3, 1]`` element the sum of its row.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..grad_fn import record
+from ..tensor import elementwise, sum_to_shape
+
+
+def reads(expression, names):
+    """The names among ``names`` that ``expression`` reads, so a backward saves and loads only those."""
+    return tuple(n for n in names if re.search(rf"\b{n}\b", expression))
+
+
+def apply_rule(expression, g, operands: dict, scalars=None):
+    """Evaluate a backward expression over ``g`` and the named operands it reads."""
+    if expression == "g":
+        return g
+    names = ("g",) + tuple(operands)
+    return elementwise(expression, [g, *operands.values()], names=names, scalars=scalars)
+
+# name: (forward expression, backward for a, backward for b); a, b are the inputs and g the gradient.
+BINARY_OPS = {
+    "add": ("a + b", "g", "g"),
+    "sub": ("a - b", "g", "-g"),
+    "mul": ("a * b", "g * b", "g * a"),
+    "div": ("a / b", "g / b", "-g * a / (b * b)"),
+}
+
+
+def binary(name, a, b):
+    """``a <name> b`` for Variables with numpy broadcasting."""
+    forward, grad_a, grad_b = BINARY_OPS[name]
+    x, y = a.data(), b.data()
+    out = elementwise(forward, [x, y], op=name)
+
+    # Save only what the backward expressions read (add and sub read neither input).
+    kept = reads(grad_a + " " + grad_b, ("a", "b"))
+
+    def rule(ctx, g):
+        saved = dict(zip(kept, ctx.saved_tensors))
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = sum_to_shape(apply_rule(grad_a, g, {n: saved[n] for n in reads(grad_a, kept)}), ctx.shapes[0])
+        if ctx.needs_input_grad[1]:
+            gb = sum_to_shape(apply_rule(grad_b, g, {n: saved[n] for n in reads(grad_b, kept)}), ctx.shapes[1])
+        return ga, gb
+
+    return record(name.capitalize() + "Backward", out, [a, b], rule, saved=[{"a": x, "b": y}[n] for n in kept],
+                  shapes=(x._shape, y._shape))
+
+
+# name: (forward with scalar s, backward); `x` is the input.
+SCALAR_OPS = {
+    "add_scalar": ("x + s", "g"),
+    "sub_scalar": ("x - s", "g"),
+    "rsub_scalar": ("s - x", "-g"),
+    "mul_scalar": ("x * s", "g * s"),
+    "div_scalar": ("x / s", "g / s"),
+    "rdiv_scalar": ("s / x", "-g * s / (x * x)"),
+}
+
+
+def scalar(name, a, value):
+    """``a <op> value`` with a Python number, passed to the kernel as an argument (no recompile)."""
+    forward, backward = SCALAR_OPS[name]
+    x = a.data()
+    value = float(value)
+    out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
+
+    kept = reads(backward, ("x",))
+
+    def rule(ctx, g):
+        return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), {"s": ctx.value})
+
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    return record(camel + "Backward", out, [a], rule, saved=[x for _ in kept], value=value)
+
+
+# name: (forward, backward, scalar names); backward reads g, the input x and the output y.
+UNARY_OPS = {
+    "neg": ("-x", "-g", ()),
+    "exp": ("exp(x)", "g * y", ()),
+    "log": ("log(x)", "g / x", ()),
+    "sqrt": ("sqrt(x)", "g * L(0.5) / y", ()),
+    "abs": ("fabs(x)", "x > 0 ? g : (x < 0 ? -g : L(0.0))", ()),
+    "pow": ("pow(x, p)", "p == 0 ? L(0.0) : g * p * pow(x, p - L(1.0))", ("p",)),
+    "clamp": ("fmin(fmax(x, lo), hi)", "(x >= lo && x <= hi) ? g : L(0.0)", ("lo", "hi")),
+}
+
+
+def unary(table, name, a, **scalars):
+    """A one-input elementwise op from ``table`` (this module's or activation's)."""
+    forward, backward, scalar_names = table[name]
+    x = a.data()
+    values = {s: float(scalars[s]) for s in scalar_names}
+    y = elementwise(forward, [x], names=("x",), scalars=values, op=name)
+
+    kept = reads(backward, ("x", "y"))
+
+    def rule(ctx, g):
+        return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), ctx.scalars)
+
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    return record(camel + "Backward", y, [a], rule, saved=[{"x": x, "y": y}[n] for n in kept], scalars=values)
+
+
+def pow(a, exponent):
+    return unary(UNARY_OPS, "pow", a, p=exponent)
+
+
+def clamp(a, min_value=None, max_value=None):
+    lo = float("-inf") if min_value is None else min_value
+    hi = float("inf") if max_value is None else max_value
+    if lo > hi:
+        raise ValueError(f"clamp: min {min_value} is greater than max {max_value}")
+    return unary(UNARY_OPS, "clamp", a, lo=lo, hi=hi)

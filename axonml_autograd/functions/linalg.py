@@ -1,0 +1,30 @@
+"""Matrix products. Backward runs g @ B^T and A^T @ g as single kernels through the trans flags."""
+
+from __future__ import annotations
+
+from ..grad_fn import record
+from ..tensor import sum_to_shape
+
+
+def matmul(a, b):
+    """numpy's matmul: 2-D, batched with broadcast batch dims, and 1-D operands promoted and squeezed."""
+    x, y = a.data(), b.data()
+    if x.ndim() == 0 or y.ndim() == 0:
+        raise ValueError(f"matmul: both operands need at least one dimension, got {x.shape()} @ {y.shape()}")
+    if x.ndim() == 1:
+        return matmul(a.reshape([1, x.numel()]), b).squeeze(-2)
+    if y.ndim() == 1:
+        return matmul(a, b.reshape([y.numel(), 1])).squeeze(-1)
+    from ..matmul import matmul as matmul_tensors
+    out = matmul_tensors(x, y)
+
+    def rule(ctx, g):
+        xs, ys = ctx.saved_tensors
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = sum_to_shape(matmul_tensors(g, ys, trans_b=True), xs._shape)
+        if ctx.needs_input_grad[1]:
+            gb = sum_to_shape(matmul_tensors(xs, g, trans_a=True), ys._shape)
+        return ga, gb
+
+    return record("MatmulBackward", out, [a, b], rule, saved=(x, y))

@@ -1,0 +1,128 @@
+"""Losses, each reduced to a 0-d mean like PyTorch's defaults.
+
+mse, l1 and smooth-L1 are compositions of differentiable ops; binary cross-entropy is one elementwise
+op with its own backward (log clamped at -100 as PyTorch does); nll_loss picks each row's target
+log-probability with a mask kernel, and cross_entropy is log_softmax followed by nll_loss.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..grad_fn import record
+from ..tensor import Tensor, broadcast_view, elementwise, reduce
+from .activation import log_softmax
+from .arithmetic import unary
+
+
+def _check_same_shape(name, p, t):
+    if p.shape() != t.shape():
+        raise ValueError(f"{name}: input shape {p.shape()} and target shape {t.shape()} differ")
+
+
+def mse_loss(pred, target):
+    _check_same_shape("mse_loss", pred, target)
+    diff = pred - target
+    return (diff * diff).mean()
+
+
+def l1_loss(pred, target):
+    _check_same_shape("l1_loss", pred, target)
+    return (pred - target).abs().mean()
+
+
+_SMOOTH_L1 = {
+    "smooth_l1": ("fabs(x) < beta ? L(0.5) * x * x / beta : fabs(x) - L(0.5) * beta",
+                  "fabs(x) < beta ? g * x / beta : (x > 0 ? g : (x < 0 ? -g : L(0.0)))", ("beta",)),
+}
+
+
+def smooth_l1_loss(pred, target, beta=1.0):
+    _check_same_shape("smooth_l1_loss", pred, target)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
+    if beta == 0:
+        return l1_loss(pred, target)
+    return unary(_SMOOTH_L1, "smooth_l1", pred - target, beta=beta).mean()
+
+
+def binary_cross_entropy(pred, target):
+    """-mean(t log p + (1 - t) log(1 - p)); p must be probabilities in [0, 1]."""
+    _check_same_shape("binary_cross_entropy", pred, target)
+    p, t = pred.data(), target.data()
+    losses = elementwise("-(t * fmax(log(p), L(-100.0)) + (L(1.0) - t) * fmax(log(L(1.0) - p), L(-100.0)))",
+                         [p, t], names=("p", "t"), op="binary_cross_entropy")
+
+    def rule(ctx, g):
+        ps, ts = ctx.saved_tensors
+        gp = gt = None
+        if ctx.needs_input_grad[0]:
+            gp = elementwise("g * (p - t) / fmax((L(1.0) - p) * p, L(1e-12))", [g, ps, ts], names=("g", "p", "t"))
+        if ctx.needs_input_grad[1]:
+            gt = elementwise("g * (fmax(log(L(1.0) - p), L(-100.0)) - fmax(log(p), L(-100.0)))", [g, ps],
+                             names=("g", "p"))
+        return gp, gt
+
+    return record("BinaryCrossEntropyBackward", losses, [pred, target], rule, saved=(p, t)).mean()
+
+
+def _class_indices(targets, n, c, device) -> Tensor:
+    """Targets as an int32 tensor of n class indices; lists are range-checked on the host."""
+    if isinstance(targets, Tensor):
+        t = targets
+    elif hasattr(targets, "data") and isinstance(getattr(targets, "data")(), Tensor):
+        t = targets.data()
+    else:
+        if isinstance(targets, (str, bytes)) or not hasattr(targets, "__len__"):
+            raise TypeError(f"targets: expected a list of class indices or a Tensor, got {type(targets).__name__}")
+        arr = np.asarray(targets)
+        if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.floor(arr))):
+            raise TypeError(f"targets: class indices must be integers, got {list(arr.reshape(-1)[:5])}...")
+        if arr.ndim != 1 or arr.size != n:
+            raise ValueError(f"targets: expected {n} class indices (one per row of the input), got shape {list(arr.shape)}")
+        if arr.size and (arr.min() < 0 or arr.max() >= c):
+            bad = arr[(arr < 0) | (arr >= c)][0]
+            raise IndexError(f"targets: class index {bad} is out of range for {c} classes")
+        return Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=device)
+    if t.shape() != [n]:
+        raise ValueError(f"targets: expected shape [{n}] (one index per row), got {t.shape()}")
+    return t if t.dtype == np.int32 else t.astype("int32")
+
+
+def nll_loss(log_probs, targets):
+    """-mean over rows of log_probs[row, target[row]]; log_probs is [N, C].
+
+    A target index outside [0, C) read from a device Tensor makes the loss NaN (lists raise IndexError).
+    """
+    lp = log_probs.data()
+    if lp.ndim() != 2:
+        raise ValueError(f"nll_loss: expected input of shape [N, C], got {lp.shape()}")
+    n, c = lp._shape
+    if n == 0:
+        raise ValueError("nll_loss: empty batch (input has 0 rows)")
+    idx = _class_indices(targets, n, c, lp.device)
+    from .reduction import _arange
+    classes = broadcast_view(_arange(c, lp.device).reshape([1, c]), (n, c))
+    tcol = broadcast_view(idx.reshape([n, 1]), (n, c))
+    picked = elementwise("(t < 0 || t >= C) ? NAN : (k == t ? -x : L(0.0))", [lp, tcol, classes],
+                         names=("x", "t", "k"), scalars={"C": c}, op="nll_loss")
+    loss = reduce(picked, "sum")
+    loss = elementwise("a * s", [loss], scalars={"s": 1.0 / n})
+
+    def rule(ctx, g):
+        (ids,) = ctx.saved_tensors
+        cls = broadcast_view(_arange(ctx.c, g.device).reshape([1, ctx.c]), (ctx.n, ctx.c))
+        return elementwise("k == t ? -g * s : L(0.0)", [broadcast_view(g.reshape([1, 1]), (ctx.n, ctx.c)),
+                                                        broadcast_view(ids.reshape([ctx.n, 1]), (ctx.n, ctx.c)),
+                                                        cls], names=("g", "t", "k"), scalars={"s": 1.0 / ctx.n})
+
+    return record("NllLossBackward", loss, [log_probs], rule, saved=(idx,), n=n, c=c)
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of logits [N, C] against class indices (list or Tensor)."""
+    if logits.ndim() != 2:
+        raise ValueError(f"cross_entropy: expected logits of shape [N, C], got {logits.shape()}")
+    return nll_loss(log_softmax(logits, 1), targets)

@@ -1,0 +1,106 @@
+"""Reductions. sum() and mean() give 0-d results; the *_dim forms reduce one axis (keepdim or not)."""
+
+from __future__ import annotations
+
+import math
+
+from ..grad_fn import record
+from ..tensor import Tensor, View, broadcast_view, elementwise, normalize_axis, reduce
+
+
+def _spread(g: Tensor, shape, dim, keepdim, scale=None):
+    """``g`` (the reduced shape) broadcast back over ``shape``, optionally times ``scale``."""
+    if dim is not None and not keepdim and shape:
+        kept = list(shape)
+        kept[dim] = 1
+        g = g.reshape(kept)
+    view = broadcast_view(g, shape)
+    if scale is None:
+        return elementwise("g", [view], names=("g",), shape=shape)
+    return elementwise("g * s", [view], names=("g",), scalars={"s": scale}, shape=shape)
+
+
+def sum_all(a):
+    x = a.data()
+    return record("SumBackward", reduce(x, "sum"), [a], lambda ctx, g: _spread(g, ctx.shape, None, False),
+                  shape=x._shape)
+
+
+def mean_all(a):
+    x = a.data()
+    n = x.numel()
+    return record("MeanBackward", reduce(x, "mean"), [a],
+                  lambda ctx, g: _spread(g, ctx.shape, None, False, 1.0 / ctx.n if ctx.n else float("nan")),
+                  shape=x._shape, n=n)
+
+
+def sum_dim(a, dim, keepdim=False):
+    x = a.data()
+    d = normalize_axis(dim, x.ndim(), "sum_dim dim")
+    return record("SumDimBackward", reduce(x, "sum", d, keepdim), [a],
+                  lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim), shape=x._shape, dim=d,
+                  keepdim=keepdim)
+
+
+def mean_dim(a, dim, keepdim=False):
+    x = a.data()
+    d = normalize_axis(dim, x.ndim(), "mean_dim dim")
+    n = x._shape[d] if x._shape else 1
+    return record("MeanDimBackward", reduce(x, "mean", d, keepdim), [a],
+                  lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim, 1.0 / ctx.n if ctx.n else float("nan")),
+                  shape=x._shape, dim=d, keepdim=keepdim, n=n)
+
+
+def var_dim(a, dim, keepdim=False):
+    """Unbiased variance along ``dim``: sum((x - mean)^2) / (n - 1)."""
+    x = a.data()
+    d = normalize_axis(dim, x.ndim(), "var_dim dim")
+    n = x._shape[d] if x._shape else 1
+    centered = elementwise("x - m", [x, reduce(x, "mean", d, keepdim=True)], names=("x", "m"), op="var_dim")
+    inv = 1.0 / (n - 1) if n > 1 else float("nan")
+    v = reduce(elementwise("c * c * s", [centered], names=("c",), scalars={"s": inv}), "sum", d, keepdim)
+
+    def rule(ctx, g):
+        (c,) = ctx.saved_tensors
+        gk = g.reshape(_kept_shape(c._shape, ctx.dim)) if not ctx.keepdim else g
+        return elementwise("L(2.0) * s * c * g", [c, gk], names=("c", "g"), scalars={"s": ctx.inv})
+
+    return record("VarDimBackward", v, [a], rule, saved=(centered,), dim=d, keepdim=keepdim, inv=inv)
+
+
+def max_dim(a, dim, keepdim=False):
+    """The maximum along ``dim``; the gradient goes to the first maximal element, as in PyTorch."""
+    x = a.data()
+    d = normalize_axis(dim, x.ndim(), "max_dim dim")
+    values, index = reduce(x, "argmax", d, keepdim)
+
+    def rule(ctx, g):
+        (idx,) = ctx.saved_tensors
+        shape = ctx.shape
+        kept = _kept_shape(shape, ctx.dim)
+        positions = _arange(shape[ctx.dim] if shape else 1, g.device)
+        lead = ctx.dim
+        trail = len(shape) - ctx.dim - 1
+        # positions read as shape with stride 1 along dim, 0 elsewhere
+        pos_view = View(positions, shape, [0] * lead + [1] + [0] * trail, 0) if shape else positions.view()
+        return elementwise("c == i ? g : L(0.0)", [broadcast_view(g.reshape(kept), shape),
+                                                  broadcast_view(idx.reshape(kept), shape), pos_view],
+                           names=("g", "i", "c"), shape=shape)
+
+    return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d)
+
+
+def _kept_shape(shape, dim):
+    kept = list(shape)
+    if kept:
+        kept[dim] = 1
+    return kept
+
+
+def _arange(n, device) -> Tensor:
+    """0, 1, ..., n-1 as int32, cached per device (it is read-only)."""
+    cache = device.__dict__.setdefault("_arange_cache", {})
+    t = cache.get(n)
+    if t is None:
+        t = cache[n] = elementwise("gid", [], shape=(n,), dtype="int32", op="arange") if n else Tensor((0,), "int32", device)
+    return t

@@ -1,0 +1,124 @@
+"""Shape ops: reshape, transpose, narrow/slice, expand, (un)squeeze and cat.
+
+Reshape shares the buffer; the others copy through a strided view in one kernel. A selection's backward
+writes the gradient into the selected window of a zero tensor, again through a view.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from ..grad_fn import record
+from ..tensor import Tensor, View, cat as cat_tensors, contiguous_strides, copy_view, infer_shape, \
+    normalize_axis, elementwise, sum_to_shape
+
+
+def reshape(a, shape):
+    x = a.data()
+    return record("ReshapeBackward", x.reshape(shape), [a], lambda ctx, g: g.reshape(ctx.shape), shape=x._shape)
+
+
+def transpose(a, d0, d1):
+    x = a.data()
+    nd = x.ndim()
+    d0, d1 = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
+    return record("TransposeBackward", x.transpose(d0, d1), [a],
+                  lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1)
+
+
+def _window(a, starts, lengths, name):
+    """The block ``[starts[k], starts[k] + lengths[k])`` on every axis, as a copy."""
+    x = a.data()
+    st = contiguous_strides(x._shape)
+    offset = sum(s * k for s, k in zip(starts, st))
+    out = copy_view(View(x, lengths, st, offset))
+
+    def rule(ctx, g):
+        full = Tensor.zeros(ctx.shape, g.dtype, g.device)
+        strides = contiguous_strides(ctx.shape)
+        if g.numel():
+            elementwise("g", [g], names=("g",), out=View(full, g._shape, strides, ctx.offset))
+        return full
+
+    return record(name, out, [a], rule, shape=x._shape, offset=offset)
+
+
+def narrow(a, dim, start, length):
+    x = a.data()
+    d = normalize_axis(dim, x.ndim(), "narrow dim")
+    size = x._shape[d]
+    for what, v in (("start", start), ("length", length)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"narrow: {what} must be an int, got {v!r}")
+    if not (0 <= start <= size and length >= 0 and start + length <= size):
+        raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
+                         f"in shape {x.shape()}")
+    starts = [0] * x.ndim()
+    lengths = list(x._shape)
+    starts[d], lengths[d] = start, length
+    return _window(a, starts, lengths, "NarrowBackward")
+
+
+def slice(a, ranges):
+    """``ranges`` is one ``(start, end)`` pair (or a Python ``range``/``slice`` with step 1) per leading axis."""
+    x = a.data()
+    if len(ranges) > x.ndim():
+        raise IndexError(f"slice: {len(ranges)} ranges for a tensor of {x.ndim()} dimensions")
+    starts, lengths = [0] * x.ndim(), list(x._shape)
+    for k, r in enumerate(ranges):
+        if isinstance(r, (range, builtins.slice)):
+            lo, hi, step = r.start or 0, x._shape[k] if r.stop is None else r.stop, r.step or 1
+        else:
+            lo, hi = r
+            step = 1
+        if step != 1:
+            raise ValueError(f"slice: only step 1 is supported, got {r!r}")
+        if not (0 <= lo <= hi <= x._shape[k]):
+            raise IndexError(f"slice: range {lo}..{hi} is out of bounds for dim {k} of size {x._shape[k]}")
+        starts[k], lengths[k] = lo, hi - lo
+    return _window(a, starts, lengths, "SliceBackward")
+
+
+def expand(a, shape):
+    x = a.data()
+    out = x.expand(shape)
+    return record("ExpandBackward", out, [a], lambda ctx, g: sum_to_shape(g, ctx.shape), shape=x._shape)
+
+
+def unsqueeze(a, dim):
+    x = a.data()
+    d = normalize_axis(dim, x.ndim() + 1, "unsqueeze dim")
+    shape = list(x._shape)
+    shape.insert(d, 1)
+    return reshape(a, shape)
+
+
+def squeeze(a, dim=None):
+    x = a.data()
+    if dim is None:
+        return reshape(a, [s for s in x._shape if s != 1])
+    d = normalize_axis(dim, x.ndim(), "squeeze dim")
+    if x._shape and x._shape[d] != 1:
+        return reshape(a, x._shape)  # like PyTorch: squeezing a non-1 axis leaves the shape alone
+    shape = list(x._shape)
+    if shape:
+        shape.pop(d)
+    return reshape(a, shape)
+
+
+def cat(variables, dim=0):
+    variables = list(variables)
+    if not variables:
+        raise ValueError("cat: expected a non-empty list of Variables")
+    tensors = [v.data() for v in variables]
+    out = cat_tensors(tensors, dim)
+    d = normalize_axis(dim, tensors[0].ndim(), "cat dim")
+
+    def rule(ctx, g):
+        grads, start = [], 0
+        for size, needed in zip(ctx.sizes, ctx.needs_input_grad):
+            grads.append(g.narrow(ctx.dim, start, size) if needed else None)
+            start += size
+        return tuple(grads)
+
+    return record("CatBackward", out, variables, rule, dim=d, sizes=[t._shape[d] for t in tensors])

@@ -1,0 +1,115 @@
+"""The ``GradientFunction`` contract: one graph node per recorded op.
+
+A node knows its op's name, the nodes that produced its inputs (``next_functions()``), the tensors its
+backward needs, and a backward rule ``rule(ctx, grad) -> (grad_input, ...)``. The rules live beside
+their forwards in ``functions/``; this module only keeps them honest: saved tensors are released after
+backward, a second backward through a released node raises, and a saved tensor that was modified in
+place after it was saved is refused rather than used.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .tensor import Tensor
+
+
+class GradientFunction:
+    """A recorded op: ``name()``, ``next_functions()`` and ``apply(grad)``."""
+
+    __slots__ = ("_name", "_rule", "_saved", "_versions", "_next", "needs_input_grad", "attrs",
+                 "_released", "__weakref__")
+
+    def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None):
+        self._name = name
+        self._rule = rule
+        self._next = tuple(next_functions)
+        self.needs_input_grad = tuple(n is not None for n in self._next)
+        self._saved = tuple(saved)
+        self._versions = tuple(t._version if t is not None else 0 for t in self._saved)
+        self.attrs = attrs or {}
+        self._released = False
+
+    def name(self) -> str:
+        return self._name
+
+    def next_functions(self) -> tuple:
+        """The nodes of this op's inputs, in order; None for an input that needs no gradient."""
+        return self._next
+
+    @property
+    def saved_tensors(self) -> tuple:
+        if self._released:
+            raise RuntimeError(
+                f"{self._name}: trying to backward through the graph a second time (or to use saved "
+                "tensors after they were freed). Pass retain_graph=True to the first backward() to keep them.")
+        for t, v in zip(self._saved, self._versions):
+            if t is not None and t._version != v:
+                raise RuntimeError(
+                    f"{self._name}: a tensor it saved for backward was modified in place after the forward "
+                    f"pass (version {t._version}, saved at version {v}); its gradient would be wrong")
+        return self._saved
+
+    def __getattr__(self, item):
+        # Non-tensor facts of the forward (shapes, dims, scalars) read as attributes: ctx.dim.
+        try:
+            return self.attrs[item]
+        except KeyError:
+            raise AttributeError(item) from None
+
+    def apply(self, grad: Tensor) -> tuple:
+        """The gradients of the inputs, one per entry of ``next_functions()`` (None where not needed)."""
+        if self._released:
+            self.saved_tensors  # raises the retain_graph error
+        grads = self._rule(self, grad)
+        if not isinstance(grads, tuple):
+            grads = (grads,)
+        return tuple(g if need else None for g, need in zip(grads, self.needs_input_grad))
+
+    def release(self):
+        """Drop the saved tensors (after backward, unless retain_graph=True)."""
+        self._saved = ()
+        self._released = True
+
+    def __repr__(self):
+        return f"<{self._name}>"
+
+
+class AccumulateGrad(GradientFunction):
+    """The node of a leaf that requires grad: backward adds the incoming gradient to the leaf's grad."""
+
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        super().__init__("AccumulateGrad", None, ())
+        self.variable = variable
+
+    def apply(self, grad: Tensor) -> tuple:
+        self.variable.accumulate_grad(grad)
+        return ()
+
+    def release(self):
+        pass  # a leaf's node is reused by every graph the leaf takes part in
+
+
+def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), **attrs):
+    """Wrap ``out`` in a Variable and, when grad mode records, attach a node for ``rule``.
+
+    ``inputs`` are the op's Variable inputs (None for a constant); ``saved`` the tensors the rule reads
+    back through ``ctx.saved_tensors``; keyword arguments become ``ctx.<name>`` in the rule.
+    """
+    from .no_grad import is_grad_enabled, is_inference_mode
+    from .variable import Variable
+
+    if is_grad_enabled() and any(v is not None and v._requires_grad for v in inputs):
+        for v in inputs:
+            if v is not None and v._inference:
+                raise RuntimeError(f"{name}: an input was created in inference_mode and cannot be "
+                                   "used in a graph that records gradients; clone it outside "
+                                   "inference_mode or use no_grad instead")
+        node = GradientFunction(name, rule, [v._node() if (v is not None and v._requires_grad) else None
+                                             for v in inputs], saved, attrs)
+        return Variable._from_op(out, node)
+    result = Variable(out)
+    result._inference = is_inference_mode()
+    return result

@@ -1,0 +1,286 @@
+"""``Variable``: a device tensor that records the ops applied to it, for ``backward()``.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> a = Variable(Tensor.from_vec([2.0], [1]), requires_grad=True)
+>>> b = Variable(Tensor.from_vec([3.0], [1]), requires_grad=True)
+>>> loss = (a * b).pow(2.0).sum()
+>>> loss.backward()
+>>> a.grad().to_vec(), b.grad().to_vec()
+([36.0], [24.0])
+"""
+
+from __future__ import annotations
+
+import numbers
+import weakref
+from typing import Optional
+
+from . import tensor as T
+from .functions import activation, arithmetic, linalg, loss, reduction
+from .functions import shape as shape_ops
+from .grad_fn import AccumulateGrad, GradientFunction
+from .tensor import Tensor
+
+
+class Variable:
+    """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
+
+    __slots__ = ("_data", "_requires_grad", "_grad", "_grad_fn", "_accumulator", "_inference", "__weakref__")
+
+    def __init__(self, data: Tensor, requires_grad: bool = False):
+        if isinstance(data, Variable):
+            data = data._data
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Variable: expected a Tensor, got {type(data).__name__}")
+        if not isinstance(requires_grad, (bool, int)) or isinstance(requires_grad, float):
+            raise TypeError(f"Variable: requires_grad must be a bool, got {requires_grad!r}")
+        if requires_grad and data.dtype.kind != "f":
+            raise TypeError(f"Variable: only floating-point tensors can require grad, got {data.dtype}")
+        self._data = data
+        self._requires_grad = bool(requires_grad)
+        self._grad: Optional[Tensor] = None
+        self._grad_fn: Optional[GradientFunction] = None
+        self._accumulator = None
+        self._inference = False
+
+    # -- construction, as in the crate -------------------------------------------------------------
+    @classmethod
+    def new(cls, data: Tensor, requires_grad: bool = False) -> "Variable":
+        return cls(data, requires_grad)
+
+    @classmethod
+    def from_tensor(cls, data: Tensor) -> "Variable":
+        """A constant: a Variable that does not require grad."""
+        return cls(data, False)
+
+    @classmethod
+    def _from_op(cls, data: Tensor, node: GradientFunction) -> "Variable":
+        v = cls.__new__(cls)
+        v._data, v._requires_grad, v._grad, v._grad_fn = data, True, None, node
+        v._accumulator, v._inference = None, False
+        return v
+
+    # -- facts --------------------------------------------------------------------------------------
+    def data(self) -> Tensor:
+        return self._data
+
+    def shape(self) -> list:
+        return self._data.shape()
+
+    def ndim(self) -> int:
+        return self._data.ndim()
+
+    def numel(self) -> int:
+        return self._data.numel()
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def device(self):
+        return self._data.device
+
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    def is_leaf(self) -> bool:
+        return self._grad_fn is None
+
+    def grad_fn(self) -> Optional[GradientFunction]:
+        return self._grad_fn
+
+    def to_vec(self) -> list:
+        return self._data.to_vec()
+
+    def numpy(self):
+        return self._data.numpy()
+
+    def item(self) -> float:
+        return self._data.item()
+
+    def __repr__(self):
+        extra = f", grad_fn=<{self._grad_fn.name()}>" if self._grad_fn else (
+            ", requires_grad=True" if self._requires_grad else "")
+        return f"Variable({self._data!r}{extra})"
+
+    # -- gradients ----------------------------------------------------------------------------------
+    def grad(self) -> Optional[Tensor]:
+        """The accumulated gradient of a leaf (None before the first backward, and for non-leaves)."""
+        return self._grad
+
+    def set_grad(self, grad: Optional[Tensor]):
+        if grad is not None:
+            self._check_grad(grad, "set_grad")
+        self._grad = grad
+
+    def accumulate_grad(self, grad: Tensor):
+        """Add ``grad`` to this Variable's gradient on the device."""
+        self._check_grad(grad, "accumulate_grad")
+        if self._grad is None:
+            # A copy: the incoming tensor may be shared with other consumers of the same gradient.
+            self._grad = grad.clone() if grad.dtype == self._data.dtype else grad.astype(self._data.dtype)
+        else:
+            T.elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
+
+    def _check_grad(self, grad, what):
+        if not isinstance(grad, Tensor):
+            raise TypeError(f"{what}: expected a Tensor, got {type(grad).__name__}")
+        if grad._shape != self._data._shape:
+            raise ValueError(f"{what}: gradient shape {grad.shape()} differs from the variable's shape {self.shape()}")
+
+    def zero_grad(self):
+        """Forget the accumulated gradient (the next backward starts from zero)."""
+        self._grad = None
+
+    def detach(self) -> "Variable":
+        """The same data, cut from the graph (shares the device buffer)."""
+        return Variable(self._data, False)
+
+    def requires_grad_(self, flag: bool = True) -> "Variable":
+        if not self.is_leaf():
+            raise RuntimeError("requires_grad_: only a leaf Variable's flag can be changed; use detach()")
+        if flag and self._data.dtype.kind != "f":
+            raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self._data.dtype}")
+        self._requires_grad = bool(flag)
+        return self
+
+    def _node(self) -> GradientFunction:
+        """The graph node that receives this Variable's gradient."""
+        if self._grad_fn is not None:
+            return self._grad_fn
+        node = self._accumulator() if self._accumulator is not None else None
+        if node is None:
+            node = AccumulateGrad(self)
+            self._accumulator = weakref.ref(node)
+        return node
+
+    def backward(self, grad_output=None, retain_graph: bool = False):
+        """Compute gradients of this output for every leaf that requires grad (see ``backward.py``)."""
+        from .backward import backward
+        backward(self, grad_output, retain_graph)
+
+    # -- arithmetic ---------------------------------------------------------------------------------
+    def _binary(self, other, name, scalar_name, reverse_name=None):
+        if isinstance(other, Variable):
+            return arithmetic.binary(name, self, other)
+        if isinstance(other, Tensor):
+            return arithmetic.binary(name, self, Variable(other))
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return arithmetic.scalar(scalar_name, self, other)
+        raise TypeError(f"{name}: expected a Variable, Tensor or number, got {type(other).__name__}")
+
+    def add_var(self, other): return arithmetic.binary("add", self, _as_variable(other, "add_var"))
+    def sub_var(self, other): return arithmetic.binary("sub", self, _as_variable(other, "sub_var"))
+    def mul_var(self, other): return arithmetic.binary("mul", self, _as_variable(other, "mul_var"))
+    def div_var(self, other): return arithmetic.binary("div", self, _as_variable(other, "div_var"))
+    def neg_var(self): return arithmetic.unary(arithmetic.UNARY_OPS, "neg", self)
+
+    def add(self, other): return self._binary(other, "add", "add_scalar")
+    def sub(self, other): return self._binary(other, "sub", "sub_scalar")
+    def mul(self, other): return self._binary(other, "mul", "mul_scalar")
+    def div(self, other): return self._binary(other, "div", "div_scalar")
+
+    def add_scalar(self, s): return arithmetic.scalar("add_scalar", self, _number(s, "add_scalar"))
+    def sub_scalar(self, s): return arithmetic.scalar("sub_scalar", self, _number(s, "sub_scalar"))
+    def mul_scalar(self, s): return arithmetic.scalar("mul_scalar", self, _number(s, "mul_scalar"))
+    def div_scalar(self, s): return arithmetic.scalar("div_scalar", self, _number(s, "div_scalar"))
+
+    __add__ = add
+    __sub__ = sub
+    __mul__ = mul
+    __truediv__ = div
+    __neg__ = neg_var
+
+    def __radd__(self, other): return self._binary(other, "add", "add_scalar")
+    def __rmul__(self, other): return self._binary(other, "mul", "mul_scalar")
+
+    def __rsub__(self, other):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return arithmetic.scalar("rsub_scalar", self, other)
+        return _as_variable(other, "sub").sub_var(self)
+
+    def __rtruediv__(self, other):
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return arithmetic.scalar("rdiv_scalar", self, other)
+        return _as_variable(other, "div").div_var(self)
+
+    def pow(self, exponent): return arithmetic.pow(self, _number(exponent, "pow"))
+    __pow__ = pow
+
+    def exp(self): return arithmetic.unary(arithmetic.UNARY_OPS, "exp", self)
+    def log(self): return arithmetic.unary(arithmetic.UNARY_OPS, "log", self)
+    def sqrt(self): return arithmetic.unary(arithmetic.UNARY_OPS, "sqrt", self)
+    def abs(self): return arithmetic.unary(arithmetic.UNARY_OPS, "abs", self)
+    def clamp(self, min=None, max=None): return arithmetic.clamp(self, min, max)
+
+    # -- activations --------------------------------------------------------------------------------
+    def relu(self): return activation.activation("relu", self)
+    def leaky_relu(self, slope=0.01): return activation.activation("leaky_relu", self, slope=_number(slope, "leaky_relu"))
+    def sigmoid(self): return activation.activation("sigmoid", self)
+    def tanh(self): return activation.activation("tanh", self)
+    def gelu(self): return activation.activation("gelu", self)
+    def silu(self): return activation.activation("silu", self)
+    def softmax(self, dim=-1): return activation.softmax(self, dim)
+    def log_softmax(self, dim=-1): return activation.log_softmax(self, dim)
+
+    # -- reductions ---------------------------------------------------------------------------------
+    def sum(self): return reduction.sum_all(self)
+    def mean(self): return reduction.mean_all(self)
+    def sum_dim(self, dim, keepdim=False): return reduction.sum_dim(self, dim, keepdim)
+    def mean_dim(self, dim, keepdim=False): return reduction.mean_dim(self, dim, keepdim)
+    def var_dim(self, dim, keepdim=False): return reduction.var_dim(self, dim, keepdim)
+    def max_dim(self, dim, keepdim=False): return reduction.max_dim(self, dim, keepdim)
+
+    # -- linear algebra -----------------------------------------------------------------------------
+    def matmul(self, other): return linalg.matmul(self, _as_variable(other, "matmul"))
+    __matmul__ = matmul
+
+    def __rmatmul__(self, other): return linalg.matmul(_as_variable(other, "matmul"), self)
+
+    # -- shapes -------------------------------------------------------------------------------------
+    def reshape(self, shape): return shape_ops.reshape(self, shape)
+    def view(self, shape): return shape_ops.reshape(self, shape)
+    def transpose(self, d0, d1): return shape_ops.transpose(self, d0, d1)
+    def t(self): return shape_ops.transpose(self, -2, -1) if self.ndim() >= 2 else self
+    def narrow(self, dim, start, length): return shape_ops.narrow(self, dim, start, length)
+    def slice(self, ranges): return shape_ops.slice(self, ranges)
+    def expand(self, shape): return shape_ops.expand(self, shape)
+    def unsqueeze(self, dim): return shape_ops.unsqueeze(self, dim)
+    def squeeze(self, dim=None): return shape_ops.squeeze(self, dim)
+    def flatten(self): return shape_ops.reshape(self, [self.numel()])
+
+    @staticmethod
+    def cat(variables, dim=0) -> "Variable":
+        return shape_ops.cat([_as_variable(v, "cat") for v in variables], dim)
+
+    # -- losses -------------------------------------------------------------------------------------
+    def mse_loss(self, target): return loss.mse_loss(self, _as_variable(target, "mse_loss"))
+    def l1_loss(self, target): return loss.l1_loss(self, _as_variable(target, "l1_loss"))
+    def smooth_l1_loss(self, target, beta=1.0):
+        return loss.smooth_l1_loss(self, _as_variable(target, "smooth_l1_loss"), _number(beta, "smooth_l1_loss"))
+    def binary_cross_entropy(self, target):
+        return loss.binary_cross_entropy(self, _as_variable(target, "binary_cross_entropy"))
+    def cross_entropy(self, targets): return loss.cross_entropy(self, targets)
+    def nll_loss(self, targets): return loss.nll_loss(self, targets)
+
+    def __bool__(self):
+        raise TypeError("the truth value of a Variable is ambiguous; compare its to_vec() instead")
+
+    def __len__(self):
+        return len(self._data)
+
+
+
+def _as_variable(x, op) -> Variable:
+    if isinstance(x, Variable):
+        return x
+    if isinstance(x, Tensor):
+        return Variable(x)
+    raise TypeError(f"{op}: expected a Variable or Tensor, got {type(x).__name__}")
+
+
+def _number(x, op) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{op}: expected a number, got {x!r}")
+    return float(x)
