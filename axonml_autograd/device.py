@@ -101,7 +101,7 @@ def platforms():
         try:
             result.append((pi, p, list(p.get_devices())))
         except cl.Error as e:  # a platform with zero devices raises DEVICE_NOT_FOUND
-            result.append((pi, p, f"no devices ({e.what() if hasattr(e, 'what') else e})"))
+            result.append((pi, p, f"no devices ({e})"))
     return result
 
 
@@ -124,6 +124,17 @@ def _parse_index_selector(text: str):
     return (nums[0], nums[1] if len(nums) > 1 else 0) if nums else None
 
 
+def _pick_part(part: str, names) -> Optional[int]:
+    """pyopencl's rule for one PYOPENCL_CTX part: empty is 0, an in-range number is an index, else a
+    case-insensitive name substring."""
+    part = part.strip()
+    if not part:
+        return 0 if names else None
+    if part.isdigit() and int(part) < len(names):
+        return int(part)
+    return next((i for i, n in enumerate(names) if part.lower() in n.lower()), None)
+
+
 def resolve_selector(selector: Optional[str] = None):
     """Return ``(platform_index, device_index)`` for a selector, or by the default rules when None."""
     candidates = [(pi, di, d) for pi, _p, ds in platforms() if not isinstance(ds, str)
@@ -141,7 +152,8 @@ def resolve_selector(selector: Optional[str] = None):
                               + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
         needle = text.lower()
         for pi, di, d in candidates:
-            if needle in f"{d.platform.name} {d.name} {d.vendor}".lower():
+            # PoCL says "pocl" only in its platform vendor and device version strings.
+            if needle in f"{d.platform.name} {d.platform.vendor} {d.name} {d.vendor} {d.version}".lower():
                 return pi, di
         raise DeviceError(f"no device matches {text!r}; available: "
                           + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
@@ -152,12 +164,13 @@ def resolve_selector(selector: Optional[str] = None):
     if ctx_env:
         # pyopencl's own syntax: "platform[:device]" with indices or name substrings.
         plat_part, _, dev_part = ctx_env.partition(":")
-        plats = [(pi, p, ds) for pi, p, ds in platforms() if not isinstance(ds, str)]
-        for pi, p, ds in plats:
-            if plat_part.strip() in ("", str(pi)) or plat_part.strip().lower() in p.name.lower():
-                for di, d in enumerate(ds):
-                    if dev_part.strip() in ("", str(di)) or dev_part.strip().lower() in d.name.lower():
-                        return pi, di
+        plats = platforms()
+        pi = _pick_part(plat_part, [p.name for _pi, p, _ds in plats])
+        ds = plats[pi][2] if pi is not None else None
+        if ds and not isinstance(ds, str):
+            di = _pick_part(dev_part, [d.name for d in ds])
+            if di is not None:
+                return pi, di
         raise DeviceError(f"PYOPENCL_CTX={ctx_env!r} matches no device")
     for wanted in (cl.device_type.GPU, cl.device_type.CPU):
         for pi, di, d in candidates:

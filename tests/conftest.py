@@ -1,0 +1,61 @@
+"""Shared fixtures: the device under test (AXONML_DEVICE picks it) and a counter of host round trips."""
+
+import contextlib
+
+import numpy as np
+import pyopencl as cl
+import pytest
+
+from axonml_autograd import default_device
+
+
+@pytest.fixture(scope="session")
+def device():
+    return default_device()
+
+
+@pytest.fixture
+def fp64(device):
+    if not device.fp64:
+        pytest.skip(f"{device.name} has no cl_khr_fp64")
+    return np.float64
+
+
+class HostTraffic:
+    """Counts device->host reads and every wait for the device while active."""
+
+    def __init__(self):
+        self.reads = 0
+        self.waits = 0
+
+
+@contextlib.contextmanager
+def _count_host_traffic(monkeypatch):
+    traffic = HostTraffic()
+    copy, finish, wait = cl.enqueue_copy, cl.CommandQueue.finish, cl.Event.wait
+
+    def counting_copy(queue, dest, src, *args, **kwargs):
+        if isinstance(src, cl.MemoryObjectHolder) and not isinstance(dest, cl.MemoryObjectHolder):
+            traffic.reads += 1
+        if kwargs.get("is_blocking", True) and not isinstance(dest, cl.MemoryObjectHolder):
+            traffic.waits += 1
+        return copy(queue, dest, src, *args, **kwargs)
+
+    def counting_finish(self):
+        traffic.waits += 1
+        return finish(self)
+
+    def counting_wait(self):
+        traffic.waits += 1
+        return wait(self)
+
+    monkeypatch.setattr(cl, "enqueue_copy", counting_copy)
+    monkeypatch.setattr(cl.CommandQueue, "finish", counting_finish)
+    monkeypatch.setattr(cl.Event, "wait", counting_wait)
+    yield traffic
+
+
+@pytest.fixture
+def host_traffic(monkeypatch):
+    """``with host_traffic() as t: ...`` then assert ``t.reads == 0 and t.waits == 0``."""
+    return lambda: _count_host_traffic(monkeypatch)
