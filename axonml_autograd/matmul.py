@@ -1,0 +1,281 @@
+"""Matrix multiply on the device with numpy's ``matmul`` semantics, transposes folded into the kernel.
+
+>>> from axonml_autograd import Tensor
+>>> a = Tensor.from_vec([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3])
+>>> b = Tensor.from_vec([1.0, 0.0, 0.0, 1.0, 1.0, 1.0], [3, 2])
+>>> matmul(a, b).to_vec()
+[4.0, 5.0, 10.0, 11.0]
+>>> matmul(a, a, trans_b=True).shape()        # a @ a^T without a transposed copy
+[2, 2]
+
+Two kernel strategies live in ``cl_kernels/matmul.cl.mako``: ``"tiled"`` (local-memory tiles, for
+GPUs) and ``"blocked"`` (B packed into panels, register blocking, for CPU devices, where PoCL runs
+a work-group's items as a loop on one core and local memory is just more cache traffic). The device
+type picks one; ``AXONML_MATMUL=tiled|blocked`` or ``strategy=`` forces it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Optional
+
+import numpy as np
+import pyopencl as cl
+
+from . import kernels
+from .tensor import Tensor, _check_same_device, _collapse, broadcast_shapes, contiguous_strides, fill
+
+STRATEGIES = ("tiled", "blocked")
+TEMPLATE = "matmul.cl.mako"
+
+# Tiled candidates, largest first, as (ts, tsk, wpt): a ts x ts block of C per work-group of
+# (ts/wpt)^2 work-items, k staged tsk at a time. The first that fits the device's local memory, its
+# work-group limit and the built kernel's own limit wins.
+TILED_CANDIDATES = ((64, 16, 4), (32, 16, 4), (32, 16, 2), (16, 16, 2), (16, 16, 1), (8, 8, 1),
+                    (4, 4, 1), (1, 1, 1))
+
+# Blocked: MR rows x (2 vectors) columns of C per work-item. With 16 vector registers (AVX2) that is
+# 12 accumulators + 2 B vectors + 1 broadcast A: the largest block that does not spill.
+BLOCKED_MR = 6
+BLOCKED_NV = 2
+# k values one packing work-item copies: enough to amortise a work-item, few enough for parallelism.
+PACK_K = 32
+# A fixed local size: left to the driver, PoCL picks one from the global size and JIT-compiles a new
+# work-group function for each, i.e. a hidden compile per new shape.
+_PACK_LOCAL = (1, 1, 1)
+
+_plans: dict = {}
+_plans_lock = threading.Lock()
+
+
+class _Plan:
+    """Everything one (device, dtype, strategy, transposes) needs to launch, chosen once."""
+
+    __slots__ = ("strategy", "params", "kernel", "pack", "local")
+
+    def __init__(self, strategy, params, kernel, pack, local):
+        self.strategy, self.params, self.kernel, self.pack, self.local = strategy, params, kernel, pack, local
+
+
+def _kernel_wg_size(kernel, device) -> int:
+    return int(kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
+
+
+def _vector_width(device, dtype) -> int:
+    cl_dev = device.cl_device
+    width = (cl_dev.preferred_vector_width_double if dtype == np.float64
+             else cl_dev.preferred_vector_width_float)
+    # A power of two OpenCL has a vector type for; devices that report 0 or 1 still get 4-wide so the
+    # compiler has something to work with.
+    width = int(width or 1)
+    return min(16, max(4, 1 << (width.bit_length() - 1)))
+
+
+def _plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
+    # Blocked kernels ignore the transposes (packing absorbs them), so all four combos share one plan.
+    key = (id(device), dtype, strategy) + ((trans_a, trans_b) if strategy == "tiled" else ())
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _make_plan(device, dtype, strategy, trans_a, trans_b)
+            _plans[key] = plan
+    return plan
+
+
+def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
+    ctype = kernels.ctype(dtype)
+    item = np.dtype(dtype).itemsize
+    if strategy == "blocked":
+        vw = _vector_width(device, dtype)
+        params = dict(ctype=ctype, strategy="blocked", trans_a=False, trans_b=False,
+                      ts=0, tsk=0, wpt=0, mr=BLOCKED_MR, nr=BLOCKED_NV * vw, vw=vw, pack_k=PACK_K)
+        knl = kernels.get_kernel(device, TEMPLATE, "matmul_blocked", **params)
+        pack = (kernels.get_kernel(device, TEMPLATE, "pack_a", **params),
+                kernels.get_kernel(device, TEMPLATE, "pack_b", **params))
+        # A few M panels per work-group: on PoCL the items of a group run back to back on one core
+        # and share the B panel in cache; more groups than cores keeps both cores busy at the tail.
+        local = max(1, min(4, _kernel_wg_size(knl, device), device.max_work_group_size))
+        return _Plan("blocked", params, knl, pack, (local, 1, 1))
+    tried = []
+    for ts, tsk, wpt in TILED_CANDIDATES:
+        side = ts // wpt
+        threads = side * side
+        local_bytes = 2 * tsk * (ts + 1) * item
+        if threads > device.max_work_group_size or local_bytes > device.local_mem:
+            tried.append((ts, tsk, wpt, "device limits"))
+            continue
+        params = dict(ctype=ctype, strategy="tiled", trans_a=bool(trans_a), trans_b=bool(trans_b),
+                      ts=ts, tsk=tsk, wpt=wpt, mr=0, nr=0, vw=1, pack_k=0)
+        knl = kernels.get_kernel(device, TEMPLATE, "matmul_tiled", **params)
+        # The compiled kernel may allow fewer work-items than the device (registers, local memory).
+        if _kernel_wg_size(knl, device) < threads:
+            tried.append((ts, tsk, wpt, f"kernel allows {_kernel_wg_size(knl, device)} work-items"))
+            continue
+        return _Plan("tiled", params, knl, None, (side, side, 1))
+    raise RuntimeError(f"matmul: no tile size fits device {device.name}: tried {tried}")
+
+
+def _choose_strategy(device, strategy) -> str:
+    if strategy is None:
+        strategy = os.environ.get("AXONML_MATMUL") or ("blocked" if device.is_cpu else "tiled")
+    strategy = str(strategy).strip().lower()
+    if strategy not in STRATEGIES:
+        raise ValueError(f"matmul: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    return strategy
+
+
+def plan_info(device, dtype="float32", strategy=None, trans_a=False, trans_b=False) -> dict:
+    """The kernel parameters matmul uses on ``device`` (for tools and benchmarks)."""
+    dt = np.dtype(dtype)
+    strategy = _choose_strategy(device, strategy)
+    p = _plan(device, dt, strategy, bool(trans_a), bool(trans_b))
+    return {"strategy": p.strategy, "local": p.local,
+            **{k: v for k, v in p.params.items() if v and k not in ("strategy", "ctype")}}
+
+
+def _shape_text(t: Tensor) -> str:
+    return str(tuple(t._shape))
+
+
+def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
+           out: Optional[Tensor] = None, strategy: Optional[str] = None) -> Tensor:
+    """``op(a) @ op(b)`` with numpy's ``matmul`` rules, ``op`` transposing the last two axes when asked.
+
+    Operands of two or more dimensions are stacks of matrices whose leading (batch) dimensions
+    broadcast; a 1-D ``a`` is a row vector and a 1-D ``b`` a column vector, and that axis is dropped
+    from the result (vector @ vector gives a 0-d tensor). ``out``, if given, must have the result's
+    shape and dtype and is written in place.
+
+    >>> v = Tensor.from_vec([1.0, 2.0], [2])
+    >>> matmul(v, v).shape()
+    []
+    """
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and {type(b).__name__}")
+    dev = _check_same_device("matmul", [a, b] + ([out] if out is not None else []))
+    if a.dtype != b.dtype:
+        raise TypeError(f"matmul: dtypes differ: {a.dtype} and {b.dtype}; convert one with .astype()")
+    if a.dtype.kind != "f":
+        raise TypeError(f"matmul: {a.dtype} is not supported; use float32 or float64")
+    if a.ndim() == 0 or b.ndim() == 0:
+        raise ValueError(f"matmul: operands must have at least one dimension: {_shape_text(a)} @ {_shape_text(b)}")
+
+    # Every operand as a stack of matrices; 1-D operands become [1, K] and [K, 1] (trans is moot).
+    a_vec, b_vec = a.ndim() == 1, b.ndim() == 1
+    a_shape = (1,) + a._shape if a_vec else a._shape
+    b_shape = b._shape + (1,) if b_vec else b._shape
+    ta, tb = bool(trans_a) and not a_vec, bool(trans_b) and not b_vec
+    M, K = (a_shape[-1], a_shape[-2]) if ta else (a_shape[-2], a_shape[-1])
+    Kb, N = (b_shape[-1], b_shape[-2]) if tb else (b_shape[-2], b_shape[-1])
+    if K != Kb:
+        flags = ", ".join(f"{n}=True" for n, f in (("trans_a", ta), ("trans_b", tb)) if f)
+        flags = f" ({flags})" if flags else ""
+        raise ValueError(f"matmul: inner dimensions differ: {_shape_text(a)} @ {_shape_text(b)}{flags}: "
+                         f"{K} vs {Kb}")
+    a_batch, b_batch = a_shape[:-2], b_shape[:-2]
+    try:
+        batch = broadcast_shapes(a_batch, b_batch, op="matmul")
+    except ValueError:
+        raise ValueError(f"matmul: batch dimensions {a_batch} and {b_batch} cannot be broadcast: "
+                         f"{_shape_text(a)} @ {_shape_text(b)}") from None
+    out_shape = batch + ((M,) if not a_vec else ()) + ((N,) if not b_vec else ())
+    if out is not None:
+        if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or out.dtype != a.dtype:
+            raise ValueError(f"matmul: out must be a {a.dtype} tensor of shape {out_shape}, got "
+                             f"{out.dtype} {tuple(out._shape)}" if isinstance(out, Tensor) else
+                             f"matmul: out must be a Tensor, got {type(out).__name__}")
+        result = out
+        result._version += 1
+    else:
+        result = Tensor(out_shape, a.dtype, dev)
+    nbatch = math.prod(batch)
+    if M == 0 or N == 0 or nbatch == 0:
+        return result
+    if K == 0:
+        return fill(result, 0.0)
+
+    plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb)
+
+    # Batch strides in matrices (0 where broadcast), merged where possible so that at most two
+    # batch axes remain for the kernel's (hi, lo) split; rarer layouts loop over the leading axes.
+    def matrix_strides(shape):
+        st = contiguous_strides(shape)
+        lead = len(batch) - len(shape)
+        return [0] * lead + [0 if shape[k] == 1 and batch[lead + k] != 1 else st[k] for k in range(len(shape))]
+
+    cshape, (sc, sa, sb) = _collapse(batch, [contiguous_strides(batch), matrix_strides(a_batch),
+                                             matrix_strides(b_batch)])
+    if len(cshape) < 2:
+        pad = 2 - len(cshape)
+        cshape, sc, sa, sb = [1] * pad + cshape, [0] * pad + sc, [0] * pad + sa, [0] * pad + sb
+    outer = cshape[:-2]
+    nb_hi, nb_lo = cshape[-2], cshape[-1]
+
+    if plan.strategy == "blocked":
+        _run_blocked(dev, plan, a, b, result, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
+    else:
+        _run_tiled(dev, plan, a, b, result, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo)
+    return result
+
+
+def _outer_offsets(outer, sa, sb, sc):
+    """(a, b, c) offsets in matrices for every index of the batch axes the kernel does not cover."""
+    if not outer:
+        yield 0, 0, 0
+        return
+    for idx in np.ndindex(*outer):
+        yield (sum(i * s for i, s in zip(idx, sa)), sum(i * s for i, s in zip(idx, sb)),
+               sum(i * s for i, s in zip(idx, sc)))
+
+
+def _run_tiled(dev, plan, a, b, c, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
+    p = plan.params
+    ts, side = p["ts"], plan.local[0]
+    mat_a, mat_b, mat_c = M * K, K * N, M * N
+    gsize = (kernels.round_up(N, ts) // ts * side, kernels.round_up(M, ts) // ts * side, nb_hi * nb_lo)
+    i32, i64 = np.int32, np.int64
+    for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2]):
+        kernels.launch(dev, plan.kernel, gsize, plan.local, a.buffer, b.buffer, c.buffer,
+                       i32(M), i32(N), i32(K), i32(nb_lo),
+                       i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
+                       i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
+
+
+def _run_blocked(dev, plan, a, b, c, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
+    p = plan.params
+    mr, nr = p["mr"], p["nr"]
+    pm, pn = -(-M // mr), -(-N // nr)
+    pb_size = pn * nr * K        # one packed B, zero padded to whole panels
+    batch_b = max(1, b.numel() // (K * N))
+    i32, i64 = np.int32, np.int64
+    # Scratch from the device pool: the in-order queue guarantees the pack and multiply kernels are
+    # done with it before anything allocated later can write it.
+    bp = Tensor((batch_b * pb_size,), b.dtype, dev)
+    b_row, b_k = (K, 1) if tb else (1, N)      # element (n, k) of B, i.e. of B^T
+    kernels.launch(dev, plan.pack[1], (pn, -(-K // PACK_K), batch_b), _PACK_LOCAL, b.buffer, bp.buffer,
+                   i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
+    a_row, a_k = (1, M) if ta else (K, 1)      # element (m, k) of A
+    a_src, a_panel, pa_size = a, mr * a_row, M * K
+    if ta:
+        # A^T read in place walks k with a stride of M: a new cache line (often a new page) for
+        # every k of every row block. Packed, the same values stream contiguously; the copy is
+        # cheap because each panel row of A^T is contiguous.
+        batch_a = max(1, a.numel() // (M * K))
+        pa_size = pm * mr * K
+        a_src = Tensor((batch_a * pa_size,), a.dtype, dev)
+        kernels.launch(dev, plan.pack[0], (pm, -(-K // PACK_K), batch_a), _PACK_LOCAL, a.buffer, a_src.buffer,
+                       i32(M), i32(K), i32(a_row), i32(a_k), i32(M * K))
+        a_panel, a_row, a_k = mr * K, 1, mr
+    local = plan.local
+    gsize = (kernels.round_up(pm, local[0]), pn, nb_hi * nb_lo)
+    for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2]):
+        kernels.launch(dev, plan.kernel, gsize, local, a_src.buffer, bp.buffer, c.buffer,
+                       i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k), i32(nb_lo),
+                       i64(sa[-2] * pa_size), i64(sa[-1] * pa_size),
+                       i64(sb[-2] * pb_size), i64(sb[-1] * pb_size),
+                       i64(oa * pa_size), i64(ob * pb_size), i64(oc * M * N))

@@ -1,0 +1,243 @@
+## Matrix multiply, C[b] = op(A[b]) @ op(B[b]), for every batch b, in two forms chosen by `strategy`:
+##
+##   "tiled"    the GPU form: a work-group stages TS x TSK tiles of A and B in local memory and each
+##              work-item accumulates a WPT x WPT block of C in registers.
+##   "blocked"  the CPU form: `pack_b` copies B into NR-column panels (k-major, zero padded), then
+##              `matmul_blocked` gives each work-item one MR x NR block of C held in vector registers,
+##              reading A in place one broadcast scalar at a time (`pack_a` lays out a transposed A
+##              first, whose in-place reads would stride). PoCL runs the work-items of a group as a
+##              loop on one thread, so local memory buys nothing there; what pays is keeping the
+##              accumulators in registers and streaming B contiguously.
+##
+## Shapes, strides and batch sizes are kernel arguments, so a new shape or batch size never triggers a
+## compile. The template is specialised only on the element type, the strategy, the tile sizes and, for
+## "tiled", the transpose flags. "blocked" needs no transpose flags: the packing kernels and the A
+## reads go through stride arguments, so one program serves all four combinations.
+##
+## Batching: get_global_id(2) is the output batch index; it is split as (hi, lo) = (b / nb_lo, b % nb_lo)
+## and each operand has its own element stride for hi and lo, 0 where that operand is broadcast.
+##
+## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
+## mr, nr, vw, pack_k (blocked).
+<%
+    T = ctype
+    TV = f"{ctype}{vw}"
+%>
+% if T == "double":
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+% endif
+typedef ${T} T;
+
+% if strategy == "tiled":
+<%
+    rt = ts // wpt          # work-items along each side of the tile
+    nthreads = rt * rt
+%>
+## A is [M, K] row-major, or [K, M] when trans_a; B is [K, N], or [N, K] when trans_b.
+% if trans_a:
+#define A_AT(m, k) a[(size_t)(k) * M + (m)]
+% else:
+#define A_AT(m, k) a[(size_t)(m) * K + (k)]
+% endif
+% if trans_b:
+#define B_AT(k, n) b[(size_t)(n) * K + (k)]
+% else:
+#define B_AT(k, n) b[(size_t)(k) * N + (n)]
+% endif
+
+__kernel __attribute__((reqd_work_group_size(${rt}, ${rt}, 1)))
+void matmul_tiled(
+    __global const T *restrict a_base,
+    __global const T *restrict b_base,
+    __global T *restrict c_base,
+    const int M, const int N, const int K,
+    const int nb_lo,
+    const long sa_hi, const long sa_lo,
+    const long sb_hi, const long sb_lo,
+    const long off_a, const long off_b, const long off_c)
+{
+    const int tx = get_local_id(0);          // along N: neighbouring work-items touch neighbouring columns
+    const int ty = get_local_id(1);          // along M
+    const int tid = ty * ${rt} + tx;
+    const int m0 = get_group_id(1) * ${ts};
+    const int n0 = get_group_id(0) * ${ts};
+    const int batch = get_global_id(2);
+    const int hi = batch / nb_lo, lo = batch % nb_lo;
+    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
+    __global const T *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
+    __global T *c = c_base + off_c + (size_t)batch * M * N;
+
+    // k-major tiles, so the inner loop reads a row of each; the +1 keeps the transposing stores of
+    // the loads below from landing in one bank.
+    __local T As[${tsk}][${ts} + 1];
+    __local T Bs[${tsk}][${ts} + 1];
+
+    T acc[${wpt}][${wpt}];
+    for (int i = 0; i < ${wpt}; ++i)
+        for (int j = 0; j < ${wpt}; ++j)
+            acc[i][j] = (T)0;
+
+    for (int k0 = 0; k0 < K; k0 += ${tsk}) {
+        // Cooperative loads, each walking the operand's contiguous axis with consecutive work-items
+        // (coalesced); out-of-range elements are stored as 0 so the product loop needs no bounds.
+        for (int l = tid; l < ${ts * tsk}; l += ${nthreads}) {
+% if trans_a:
+            const int kk = l / ${ts}, mm = l % ${ts};
+% else:
+            const int mm = l / ${tsk}, kk = l % ${tsk};
+% endif
+            const int gm = m0 + mm, gk = k0 + kk;
+            As[kk][mm] = (gm < M && gk < K) ? A_AT(gm, gk) : (T)0;
+        }
+        for (int l = tid; l < ${ts * tsk}; l += ${nthreads}) {
+% if trans_b:
+            const int nn = l / ${tsk}, kk = l % ${tsk};
+% else:
+            const int kk = l / ${ts}, nn = l % ${ts};
+% endif
+            const int gn = n0 + nn, gk = k0 + kk;
+            Bs[kk][nn] = (gn < N && gk < K) ? B_AT(gk, gn) : (T)0;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        for (int kk = 0; kk < ${tsk}; ++kk) {
+            T bv[${wpt}];
+            for (int j = 0; j < ${wpt}; ++j)
+                bv[j] = Bs[kk][tx + j * ${rt}];
+            for (int i = 0; i < ${wpt}; ++i) {
+                const T av = As[kk][ty + i * ${rt}];
+                for (int j = 0; j < ${wpt}; ++j)
+                    acc[i][j] += av * bv[j];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    // Rows and columns strided by the work-group side, so a row of work-items writes adjacent columns.
+    for (int i = 0; i < ${wpt}; ++i) {
+        const int m = m0 + ty + i * ${rt};
+        if (m >= M) break;
+        for (int j = 0; j < ${wpt}; ++j) {
+            const int n = n0 + tx + j * ${rt};
+            if (n < N)
+                c[(size_t)m * N + n] = acc[i][j];
+        }
+    }
+}
+
+% elif strategy == "blocked":
+<%
+    nv = nr // vw           # vectors per accumulator row
+%>
+% for which, width in (("a", mr), ("b", nr)):
+// dst[panel p][k][w] = src(row p*${width} + w, column k), rows past `rows` as 0: ${"A in MR-row" if which == "a" else "B^T in NR-row"}
+// panels. The source element (i, k) of batch q is at src[q*src_batch + i*s_row + k*s_k], so the
+// transposes are just other strides. One work-item copies a run of ${pack_k} k values of one panel:
+// per work-item loops keep PoCL from vectorising across work-items into gathers, and let the
+// strided (transposing) case read each source cache line ${pack_k} times in a row.
+__kernel void pack_${which}(
+    __global const T *restrict src,
+    __global T *restrict dst,
+    const int rows, const int K,
+    const int s_row, const int s_k, const int src_batch)
+{
+    const int p = get_global_id(0);
+    const int k0 = get_global_id(1) * ${pack_k};
+    const int q = get_global_id(2);
+    const int k1 = min(K, k0 + ${pack_k});
+    const int panels = (rows + ${width - 1}) / ${width};
+    __global const T *s = src + (size_t)q * src_batch + (size_t)p * ${width} * s_row;
+    __global T *d = dst + ((size_t)q * panels + p) * K * ${width};
+    const int valid = rows - p * ${width};
+    if (valid >= ${width} && s_row == 1) {
+        // Rows adjacent in memory (B, or A^T): with the stride known to be 1 each k is one
+        // vector copy.
+        for (int k = k0; k < k1; ++k)
+            for (int w = 0; w < ${width}; ++w)
+                d[k * ${width} + w] = s[k * s_k + w];
+    } else if (valid >= ${width}) {
+        for (int k = k0; k < k1; ++k)
+            for (int w = 0; w < ${width}; ++w)
+                d[k * ${width} + w] = s[k * s_k + w * s_row];
+    } else {
+        for (int k = k0; k < k1; ++k)
+            for (int w = 0; w < ${width}; ++w)
+                d[k * ${width} + w] = w < valid ? s[k * s_k + w * s_row] : (T)0;
+    }
+}
+
+% endfor
+// One work-item: the ${mr} x ${nr} block of C at (row block get_global_id(0), column panel
+// get_global_id(1)) of batch get_global_id(2). B comes packed (zero padded, so the k loop needs no
+// bounds checks). A is only ever read one scalar at a time (broadcast to a vector), so it is read
+// wherever it lies: element (m0 + r, k) at a + pm*a_panel + r*a_row + k*a_k, which describes A, A^T
+// and a packed A alike. Rows past M are clamped to a valid row; the store drops them.
+// The k loop is plain `acc += a * b` over pointer-cast vector loads: on PoCL that is what LLVM turns
+// into packed FMAs, while vload/mad/fma builtins stay out-of-line calls.
+__kernel void matmul_blocked(
+    __global const T *restrict a_base,
+    __global const T *restrict bp_base,      // packed B: [batch_b][N panels][K][${nr}]
+    __global T *restrict c_base,
+    const int M, const int N, const int K,
+    const int a_panel, const int a_row, const int a_k,
+    const int nb_lo,
+    const long sa_hi, const long sa_lo,
+    const long sb_hi, const long sb_lo,
+    const long off_a, const long off_b, const long off_c)
+{
+    const int pm = get_global_id(0);
+    const int pn = get_global_id(1);
+    const int batch = get_global_id(2);
+    const int m0 = pm * ${mr}, n0 = pn * ${nr};
+    if (m0 >= M || n0 >= N) return;
+    const int hi = batch / nb_lo, lo = batch % nb_lo;
+    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo + (size_t)pm * a_panel;
+    __global const T *pb = bp_base + off_b + hi * sb_hi + lo * sb_lo + (size_t)pn * ${nr} * K;
+    __global T *c = c_base + off_c + (size_t)batch * M * N + (size_t)m0 * N + n0;
+    const int last = M - 1 - m0;
+% for r in range(mr):
+    __global const T *a${r} = a + (size_t)min(${r}, last) * a_row;
+% endfor
+
+% for r in range(mr):
+    ${TV} ${", ".join(f"c{r}_{v} = 0" for v in range(nv))};
+% endfor
+    for (int k = 0, ak = 0; k < K; ++k, ak += a_k) {
+% for v in range(nv):
+        const ${TV} b${v} = *(__global const ${TV} *)(pb + ${v * vw});
+% endfor
+% for r in range(mr):
+        {
+            const ${TV} a = (${TV})(a${r}[ak]);
+  % for v in range(nv):
+            c${r}_${v} += a * b${v};
+  % endfor
+        }
+% endfor
+        pb += ${nr};
+    }
+
+    // Whole vectors when the block is inside C and its rows are vector aligned (N a multiple of the
+    // vector width and the batch offset too); element by element otherwise.
+    const size_t c_start = (size_t)(c - c_base);
+    if (m0 + ${mr} <= M && n0 + ${nr} <= N && N % ${vw} == 0 && c_start % ${vw} == 0) {
+% for r in range(mr):
+  % for v in range(nv):
+        *(__global ${TV} *)(c + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
+  % endfor
+% endfor
+    } else {
+        const int rows = min(${mr}, M - m0), cols = min(${nr}, N - n0);
+        T row[${nr}];
+% for r in range(mr):
+        if (${r} < rows) {
+  % for v in range(nv):
+            vstore${vw}(c${r}_${v}, ${v}, row);
+  % endfor
+            for (int j = 0; j < cols; ++j)
+                c[${r} * (size_t)N + j] = row[j];
+        }
+% endfor
+    }
+}
+% endif
