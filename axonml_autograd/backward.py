@@ -172,7 +172,7 @@ def check_gradients(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
             j, i = np.unravel_index(np.argmax(np.where(np.isnan(err), np.inf, err)), err.shape)
             raise GradcheckError(
                 f"input {k} (shape {list(arrays[k].shape)}): d output[{j}] / d input[{i}] is "
-                f"{analytical[k][j, i]!r} from backward but {numerical[j, i]!r} by finite differences "
+                f"{float(analytical[k][j, i])!r} from backward but {float(numerical[j, i])!r} by finite differences "
                 f"({int(bad.sum())} of {bad.size} Jacobian entries differ beyond atol={atol}, rtol={rtol})")
     return True
 

@@ -128,6 +128,9 @@ class Variable:
             raise TypeError(f"{what}: expected a Tensor, got {type(grad).__name__}")
         if grad._shape != self._data._shape:
             raise ValueError(f"{what}: gradient shape {grad.shape()} differs from the variable's shape {self.shape()}")
+        if grad.device is not self._data.device:
+            raise ValueError(f"{what}: the gradient is on device {grad.device.selector} {grad.device.name}, not "
+                             f"on the variable's device {self._data.device.selector}; move it with .to()")
 
     def zero_grad(self):
         """Forget the accumulated gradient (the next backward starts from zero)."""

@@ -11,10 +11,15 @@ def matmul(a, b):
     x, y = a.data(), b.data()
     if x.ndim() == 0 or y.ndim() == 0:
         raise ValueError(f"matmul: both operands need at least one dimension, got {x.shape()} @ {y.shape()}")
-    if x.ndim() == 1:
-        return matmul(a.reshape([1, x.numel()]), b).squeeze(-2)
-    if y.ndim() == 1:
-        return matmul(a, b.reshape([y.numel(), 1])).squeeze(-1)
+    if x.ndim() == 1 or y.ndim() == 1:
+        # numpy's rule: a 1-D left operand is a row, a 1-D right operand a column, removed afterwards.
+        out = matmul(a.reshape([1, x.numel()]) if x.ndim() == 1 else a,
+                     b.reshape([y.numel(), 1]) if y.ndim() == 1 else b)
+        if y.ndim() == 1:
+            out = out.squeeze(-1)
+        if x.ndim() == 1:
+            out = out.squeeze(-1 if y.ndim() == 1 else -2)
+        return out
     from ..matmul import matmul as matmul_tensors
     out = matmul_tensors(x, y)
 
