@@ -122,6 +122,14 @@ class Tensor:
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
+    def _wrap(cls, shape: tuple, dtype: np.dtype, device: Device) -> "Tensor":
+        """A new tensor from values the caller has already checked (the ops' fast path)."""
+        t = cls.__new__(cls)
+        t.device, t.dtype, t._shape, t._version = device, dtype, shape, 0
+        t._storage = _Storage(device, math.prod(shape) * dtype.itemsize)
+        return t
+
+    @classmethod
     def empty(cls, shape, dtype="float32", device=None) -> "Tensor":
         """An uninitialised tensor."""
         return cls(shape, dtype, device)
@@ -175,6 +183,7 @@ class Tensor:
         t = cls(shape, dtype, device)
         if t.numel():
             fill(t, value)
+            t._version = 0  # the constructor's own write is not an in-place change
         return t
 
     @classmethod
@@ -348,6 +357,8 @@ class Tensor:
     __neg__ = lambda self: unary("neg", self)
 
     def __matmul__(self, other):
+        if not isinstance(other, Tensor):
+            return NotImplemented  # lets Variable.__rmatmul__ take Tensor @ Variable
         return self.matmul(other)
 
     def matmul(self, other, trans_a=False, trans_b=False) -> "Tensor":
@@ -445,6 +456,30 @@ def _local_size(device) -> int:
     return min(256, device.max_work_group_size)
 
 
+def _ew_launch_shape(device, n):
+    """(chunk, global size, local size) for n elements: see the comment in elementwise.cl.mako."""
+    if device.is_cpu:
+        # A few chunks per core so the pthread scheduler can balance, each long enough to vectorise.
+        chunk = max(4096, -(-n // (8 * device.compute_units)))
+        chunk = (chunk + 63) & ~63
+        return chunk, -(-n // chunk), 1
+    local = _local_size(device)
+    return 1, kernels.round_up(n, local), local
+
+
+class _Plan:
+    """Everything a launch needs that depends only on the call's signature, worked out once."""
+
+    __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype")
+
+
+def _descriptor(x):
+    if isinstance(x, View):
+        t = x.tensor
+        return (t.device, t.dtype, x.shape, x.strides, x.offset)
+    return (x.device, x.dtype, x._shape)
+
+
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
                 scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise",
                 device=None) -> Tensor:
@@ -458,62 +493,87 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     >>> elementwise("a > 0 ? a : L(0.1) * a", [x]).to_vec()
     [1.0, -0.20000000298023224]
     """
+    scalars = scalars or {}
+    key = (expr, tuple(names[:len(inputs)]), tuple(scalars), shape if shape is None else tuple(shape),
+           dtype, None if out is None else _descriptor(out), device, *map(_descriptor, inputs))
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) > 20000:  # many distinct shapes: start over rather than grow without bound
+            _plans.clear()
+        plan = _plans[key] = _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device)
+    if out is not None:
+        result = out.tensor
+        result._version += 1
+    else:
+        result = Tensor._wrap(plan.shape, plan.dtype, plan.kernel_device)
+    knl = plan.kernel
+    if knl is None:  # nothing to compute
+        return result
+    knl.set_args(result.buffer, *[x.tensor.buffer if isinstance(x, View) else x.buffer for x in inputs],
+                 *scalars.values(), *plan.int_args)
+    cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
+    return result
+
+
+_plans: dict = {}
+
+
+def _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device) -> _Plan:
     views = [x if isinstance(x, View) else x.view() for x in inputs]
     tensors = [v.tensor for v in views]
     operands = tensors + ([out.tensor] if out is not None else [])
     dev = _check_same_device(op, operands) if operands else get_device(device)
     names = tuple(names[:len(views)])
     float_dtype = next((t.dtype for t in tensors if t.dtype.kind == "f"), np.dtype(np.float32))
+    plan = _Plan()
+    plan.kernel_device = dev
     if out is not None:
         out_view = out
         out_shape = out.shape
+        plan.dtype = out.tensor.dtype
     else:
         out_shape = tuple(shape) if shape is not None else broadcast_shapes(*[v.shape for v in views], op=op)
-        result = Tensor(out_shape, dtype or float_dtype, dev)
-        out_view = result.view()
+        plan.dtype = dev.check_dtype(dtype or float_dtype)
+        out_view = View(None, out_shape, contiguous_strides(out_shape), 0)
+    plan.shape = out_shape
     n = math.prod(out_shape)
-    if out is None and n == 0:
-        return result
-    scalars = scalars or {}
+    if n == 0:
+        plan.kernel = None
+        return plan
     # Every operand as (shape aligned to the output, strides, offset); broadcast axes get stride 0.
     rank = len(out_shape)
     stride_sets = [out_view.strides]
     for v in views:
         lead = rank - len(v.shape)
-        if lead < 0:
-            raise ValueError(f"{op}: input of shape {list(v.shape)} has more dimensions than output {list(out_shape)}")
-        st = [0] * lead + [0 if (v.shape[k] == 1 and out_shape[lead + k] != 1) else v.strides[k]
-                           for k in range(len(v.shape))]
-        for k in range(len(v.shape)):
-            if v.shape[k] not in (1, out_shape[lead + k]):
-                raise ValueError(f"{op}: shape {list(v.shape)} cannot be broadcast to {list(out_shape)}")
-        stride_sets.append(st)
+        if lead < 0 or any(v.shape[k] not in (1, out_shape[lead + k]) for k in range(len(v.shape))):
+            raise ValueError(f"{op}: shape {list(v.shape)} cannot be broadcast to {list(out_shape)}")
+        stride_sets.append([0] * lead + [0 if (v.shape[k] == 1 and out_shape[lead + k] != 1) else v.strides[k]
+                                         for k in range(len(v.shape))])
     cshape, cstrides = _collapse(out_shape, stride_sets)
     contiguous = contiguous_strides(cshape)
     offsets = [out_view.offset] + [v.offset for v in views]
     kinds = tuple("flat" if (list(st) == list(contiguous) and off == 0) else "strided"
                   for st, off in zip(cstrides, offsets))
     ctype = kernels.ctype(float_dtype)
-    result_t = out_view.tensor
-    types = tuple(kernels.ctype(t.dtype) for t in [result_t] + tensors)
-    knl = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape), kinds=kinds,
-                             names=names, scalars=tuple(scalars), expr=expr,
-                             types=types if any(t != ctype for t in types) else ())
-    args = [result_t.buffer] + [t.buffer for t in tensors]
+    types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
+    plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape),
+                                     kinds=kinds, names=names, scalars=tuple(scalars), expr=expr,
+                                     types=types if any(t != ctype for t in types) else ())
+    ints = []
     for kind, st, off in zip(kinds, cstrides, offsets):
         if kind == "strided":
-            args.append(np.int32(off))
-            args.extend(np.int32(s) for s in st)
-    scalar_type = float_dtype.type
-    args.extend(scalar_type(v) for v in scalars.values())
-    args.extend(np.int32(s) for s in cshape)
-    args.append(np.int32(n))
-    local = _local_size(dev)
-    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *args)
-    if out is not None:
-        result_t._version += 1
-        return result_t
-    return result
+            ints.append(off)
+            ints.extend(st)
+    chunk, global_size, local_size = _ew_launch_shape(dev, n)
+    ints.extend(cshape)
+    ints += [n, chunk]
+    plan.int_args = ints
+    plan.global_size, plan.local_size = (global_size,), (local_size,)
+    if plan.kernel not in kernels._typed_kernels:
+        plan.kernel.set_scalar_arg_dtypes([None] * (1 + len(views)) + [float_dtype] * len(scalars)
+                                          + [np.int32] * len(ints))
+        kernels._typed_kernels.add(plan.kernel)
+    return plan
 
 
 def copy_view(v: View) -> Tensor:
@@ -576,35 +636,47 @@ def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
 # Reductions
 # ------------------------------------------------------------------------------------------------------
 
-def _reduce_local_size(device, R):
+_INNER_BLOCK = 16   # inner positions per work-item in the serial (CPU) reduction
+
+
+def _reduce_layout(device, outer, R, inner):
+    """(strategy, local size, parts P, chunk, work-items per part-row) for one reduction pass."""
+    if device.is_cpu:
+        blocks = outer * -(-inner // _INNER_BLOCK)
+        target = 8 * device.compute_units
+        P = 1
+        if blocks < target and R >= 4096:
+            P = min(-(-target // blocks), -(-R // 2048))
+        chunk = -(-R // P)
+        return "serial", 1, -(-R // chunk), chunk, blocks
     cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
-    return min(cap, 256 if R > 512 else 32)
-
-
-def _reduce_pass(x: Tensor, op, offset, outer, R, inner, scale, idx=None):
-    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P)."""
-    dev = x.device
-    L = _reduce_local_size(dev, R)
+    L = min(cap, 256 if R > 512 else 32)
     groups = outer * inner
     P = 1
     if groups < 64 and R > 4 * L:
         P = min(-(-R // (4 * L)), -(-64 // groups))
     chunk = -(-R // P)
-    P = -(-R // chunk)
+    return "local", L, -(-R // chunk), chunk, groups
+
+
+def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None):
+    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P)."""
+    dev = x.device
+    strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner)
     with_index = op == "argmax"
-    out = Tensor((outer, P, inner), x.dtype, dev)
-    args = [x.buffer, np.int32(offset), out.buffer]
+    out = Tensor._wrap((outer, P, inner), x.dtype, dev)
+    args = [x.buffer, np.int32(0), out.buffer]
     out_idx = None
     if with_index:
-        out_idx = Tensor((outer, P, inner), "int32", dev)
-        # first pass: in_idx is unused, pass any buffer
+        out_idx = Tensor._wrap((outer, P, inner), np.dtype(np.int32), dev)
+        # The first pass reads no indices; any buffer fills the slot.
         args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
     args += [np.int32(R), np.int32(inner), np.int32(chunk), np.int32(P),
              x.dtype.type(scale if P == 1 else 1.0)]
-    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype),
+    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype), strategy=strategy,
                              op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
-                             has_in_idx=idx is not None, local_size=L)
-    kernels.launch(dev, knl, (outer * P * inner * L,), (L,), *args)
+                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK)
+    kernels.launch(dev, knl, (rows * P * L,), (L,), *args)
     return out, out_idx, P
 
 
@@ -635,9 +707,9 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False):
         res = Tensor(out_shape, x.dtype, x.device)
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     scale = 1.0 / R if op == "mean" else 1.0
-    vals, idx, P = _reduce_pass(x, op, 0, outer, R, inner, scale)
+    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
     while P > 1:
-        vals, idx, P = _reduce_pass(vals, op, 0, outer, P, inner, scale, idx=idx)
+        vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx)
     vals = vals.reshape(out_shape)
     if op == "argmax":
         return vals, idx.reshape(out_shape)

@@ -3,6 +3,8 @@
 ## "strided" (offset plus one stride per axis, 0 on a broadcast axis), so broadcasting, transposes,
 ## narrows and expands never materialise a copy. Shapes, strides and offsets are kernel arguments; the
 ## template is specialised only on types, rank, operand kinds and the expression.
+## Each work-item handles `chunk` consecutive elements: 1 on GPUs (neighbouring work-items touch
+## neighbouring addresses), long runs on CPUs (a plain loop the compiler vectorises).
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
@@ -22,6 +24,9 @@ __kernel void ew(
 % for i, name in enumerate(names):
     __global const ${optypes[i + 1]} *in_${name},
 % endfor
+% for s in scalars:
+    const T ${s},
+% endfor
 % for op, kind in zip(operands, kinds):
   % if kind == "strided":
     const int off_${op},
@@ -30,39 +35,38 @@ __kernel void ew(
     % endfor
   % endif
 % endfor
-% for s in scalars:
-    const T ${s},
-% endfor
 % for k in range(rank):
     const int size_${k},
 % endfor
-    const int n)
+    const int n, const int chunk)
 {
-    const int gid = get_global_id(0);
-    if (gid >= n) return;
+    const int start = get_global_id(0) * chunk;
+    const int end = min(n, start + chunk);
+    for (int gid = start; gid < end; ++gid) {
 % for op, kind in zip(operands, kinds):
   % if kind == "strided":
-    int at_${op} = off_${op};
+        int at_${op} = off_${op};
   % else:
-    const int at_${op} = gid;
+        const int at_${op} = gid;
   % endif
 % endfor
 % if "strided" in kinds:
-    int rest = gid;
+        int rest = gid;
   % for k in reversed(range(rank)):
-    {
-        const int c = rest % size_${k};
-        rest /= size_${k};
+        {
+            const int c = rest % size_${k};
+            rest /= size_${k};
     % for op, kind in zip(operands, kinds):
       % if kind == "strided":
-        at_${op} += c * st_${op}_${k};
+            at_${op} += c * st_${op}_${k};
       % endif
     % endfor
-    }
+        }
   % endfor
 % endif
 % for i, name in enumerate(names):
-    const ${optypes[i + 1]} ${name} = in_${name}[at_${name}];
+        const ${optypes[i + 1]} ${name} = in_${name}[at_${name}];
 % endfor
-    out[at_out] = (${optypes[0]})(${expr});
+        out[at_out] = (${optypes[0]})(${expr});
+    }
 }

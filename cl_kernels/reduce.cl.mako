@@ -1,5 +1,10 @@
-## Reduce a tensor viewed as [outer, R, inner] over R, in parts.
-## Work-group g produces out[o, p, i]: it folds elements r in [p*chunk, min(R, (p+1)*chunk)) of row (o, i)
+## Reduce a tensor viewed as [outer, R, inner] over R, in parts, producing out[o, p, i] for each of P
+## parts of R (P > 1 only for long reductions: the caller then runs a second pass over P).
+## op: "sum" (scaled by `scale`, which makes a mean) or "max"; with_index also produces the index of the
+## first maximum (read from in_idx on a second pass). Every output is folded in a fixed order, so results
+## do not depend on timing.
+##
+## strategy "local" (GPUs): work-group g produces out[o, p, i]: it folds elements r in [p*chunk, min(R, (p+1)*chunk)) of row (o, i)
 ## with its ${local_size} work-items, then combines their partial results in local memory along a fixed
 ## tree, so the result does not depend on timing. With P > 1 parts the caller runs a second pass over P.
 ## op: "sum" (scaled by `scale`, which makes a mean) or "max"; with_index also produces the index of the
@@ -15,6 +20,91 @@ typedef ${ctype} T;
 #define IDENTITY (-INFINITY)
 % endif
 
+
+% if strategy == "serial":
+<%
+    def update(acc, best, value, at):
+        if op == "sum":
+            return f"{acc} += {value};"
+        if with_index:
+            return (f"{{ const T v = {value}; if (v > {acc} || (isnan(v) && !isnan({acc})) || {best} == 0x7fffffff)"
+                    f" {{ {acc} = v; {best} = {at}; }} }}")
+        return f"{{ const T v = {value}; {acc} = (v > {acc} || isnan(v)) ? v : {acc}; }}"
+    at = "in_idx[(o * R + r) * inner + i0 + j]" if has_in_idx else "r"
+%>
+## strategy "serial" (CPUs): one work-item folds a run of R for a block of ${inner_block} neighbouring
+## inner positions, so the innermost loop walks contiguous memory and the compiler vectorises it; a
+## plain row (inner == 1) uses eight interleaved accumulators for the same reason.
+__kernel void reduce(__global const T *in, const int in_off,
+                     __global T *out,
+% if with_index:
+                     __global const int *in_idx, __global int *out_idx,
+% endif
+                     const int R, const int inner, const int chunk, const int P, const T scale)
+{
+    const int nib = (inner + ${inner_block} - 1) / ${inner_block};
+    const int g = get_global_id(0);
+    const int ib = g % nib;
+    const int p = (g / nib) % P;
+    const int o = g / (nib * P);
+    const int r0 = p * chunk;
+    const int r1 = min(R, r0 + chunk);
+    __global const T *base = in + in_off + (o * R) * inner;
+    __global T *dst = out + (o * P + p) * inner;
+% if not with_index:
+    if (inner == 1) {
+        T acc[8];
+        for (int j = 0; j < 8; ++j) acc[j] = IDENTITY;
+        int r = r0;
+        for (; r + 8 <= r1; r += 8) {
+            for (int j = 0; j < 8; ++j) ${update("acc[j]", None, "base[r + j]", None)}
+        }
+        for (; r < r1; ++r) ${update("acc[0]", None, "base[r]", None)}
+        for (int step = 4; step >= 1; step /= 2)
+            for (int j = 0; j < step; ++j) ${update("acc[j]", None, "acc[j + step]", None)}
+    % if op == "sum":
+        dst[0] = acc[0] * scale;
+    % else:
+        dst[0] = acc[0];
+    % endif
+        return;
+    }
+% endif
+    const int i0 = ib * ${inner_block};
+    const int width = min(${inner_block}, inner - i0);
+    T acc[${inner_block}];
+% if with_index:
+    int best[${inner_block}];
+% endif
+    for (int j = 0; j < ${inner_block}; ++j) {
+        acc[j] = IDENTITY;
+% if with_index:
+        best[j] = 0x7fffffff;
+% endif
+    }
+    if (width == ${inner_block}) {
+        for (int r = r0; r < r1; ++r) {
+            __global const T *row = base + r * inner + i0;
+            for (int j = 0; j < ${inner_block}; ++j) ${update("acc[j]", "best[j]", "row[j]", at)}
+        }
+    } else {
+        for (int r = r0; r < r1; ++r) {
+            __global const T *row = base + r * inner + i0;
+            for (int j = 0; j < width; ++j) ${update("acc[j]", "best[j]", "row[j]", at)}
+        }
+    }
+    for (int j = 0; j < width; ++j) {
+% if op == "sum":
+        dst[i0 + j] = acc[j] * scale;
+% else:
+        dst[i0 + j] = acc[j];
+% endif
+% if with_index:
+        out_idx[(o * P + p) * inner + i0 + j] = best[j];
+% endif
+    }
+}
+% else:
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
 void reduce(__global const T *in, const int in_off,
             __global T *out,
@@ -89,3 +179,4 @@ void reduce(__global const T *in, const int in_off,
 % endif
     }
 }
+% endif
