@@ -1,13 +1,14 @@
 """Render Mako templates from ``cl_kernels/`` into OpenCL C, build once, keep the kernels.
 
 A kernel is identified by ``(device, template, kernel name, template parameters)``. The first request
-renders and builds; later ones are a dictionary lookup. Across processes pyopencl keeps the built
-binaries on disk, so a second process does not run the OpenCL compiler again.
+renders and builds; later ones are a dictionary lookup. Across processes the built binaries stay on
+disk (pyopencl's cache, or the platform's own where pyopencl defers to it, as it does for PoCL's
+``POCL_CACHE_DIR``), so a second process does not run the OpenCL compiler again.
 
 >>> from axonml_autograd.device import default_device
 >>> from axonml_autograd.kernels import get_kernel
 >>> k = get_kernel(default_device(), "elementwise.cl.mako", "ew", ctype="float", rank=1,
-...                kinds=("flat", "flat"), names=("a",), scalars=(), expr="a")
+...                kinds=("flat", "flat"), names=("a",), scalars=(), expr="a", types=())
 >>> k.function_name
 'ew'
 """

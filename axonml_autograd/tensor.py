@@ -306,14 +306,17 @@ class Tensor:
 
     def expand(self, shape) -> "Tensor":
         """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size)."""
-        shape = list(_parse_shape([s if s != -1 else 0 for s in shape], "expand shape")) if shape else []
+        shape = [shape] if isinstance(shape, (numbers.Integral, np.integer)) else list(shape)
         src = self._shape
         if len(shape) < len(src):
             raise ValueError(f"expand: cannot expand shape {list(src)} to {shape}: fewer dimensions")
         lead = len(shape) - len(src)
-        for k, s in enumerate(src):
-            if shape[lead + k] == 0 and s != 0:
-                shape[lead + k] = s
+        for k, s in enumerate(shape):
+            if isinstance(s, (numbers.Integral, np.integer)) and not isinstance(s, bool) and s == -1:
+                if k < lead:
+                    raise ValueError(f"expand: -1 is not allowed for the new leading dimension {k} in {shape}")
+                shape[k] = src[k - lead]
+        shape = list(_parse_shape(shape, "expand shape"))
         target = tuple(shape)
         if broadcast_shapes(src, target, op="expand") != target:
             raise ValueError(f"expand: cannot expand shape {list(src)} to {list(target)}")
@@ -354,6 +357,7 @@ class Tensor:
     __truediv__ = lambda self, o: self._binary(o, "div")
     __rtruediv__ = lambda self, o: self._binary(o, "div", True)
     __pow__ = lambda self, o: self._binary(o, "pow")
+    __rpow__ = lambda self, o: self._binary(o, "pow", True)
     __neg__ = lambda self: unary("neg", self)
 
     def __matmul__(self, other):
@@ -554,6 +558,8 @@ def _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device) -> _
     offsets = [out_view.offset] + [v.offset for v in views]
     kinds = tuple("flat" if (list(st) == list(contiguous) and off == 0) else "strided"
                   for st, off in zip(cstrides, offsets))
+    if "strided" not in kinds:
+        cshape = []  # flat operands ignore the shape: one kernel serves every rank
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
     plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape),
@@ -597,7 +603,7 @@ UNARY = {
     "log": "log(a)",
     "sqrt": "sqrt(a)",
     "abs": "fabs(a)",
-    "sign": "(a > 0) - (a < 0)",
+    "sign": "isnan(a) ? a : (T)((a > 0) - (a < 0))",
     "relu": "a > 0 ? a : L(0.0)",
     "sigmoid": "L(1.0) / (L(1.0) + exp(-a))",
     "tanh": "tanh(a)",
@@ -611,8 +617,8 @@ BINARY = {
     "mul": "a * b",
     "div": "a / b",
     "pow": "pow(a, b)",
-    "maximum": "fmax(a, b)",
-    "minimum": "fmin(a, b)",
+    "maximum": "(a > b || isnan(a)) ? a : b",   # NaN wins, as in numpy (fmax would drop it)
+    "minimum": "(a < b || isnan(a)) ? a : b",
     "eq": "(T)(a == b)",
     "gt": "(T)(a > b)",
 }
@@ -706,6 +712,8 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False):
     if outer * inner == 0:
         res = Tensor(out_shape, x.dtype, x.device)
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
+    if op == "mean" and x.dtype.kind != "f":
+        return reduce(x.astype("float32"), op, axis, keepdim)
     scale = 1.0 / R if op == "mean" else 1.0
     vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
     while P > 1:

@@ -16,8 +16,15 @@ typedef ${ctype} T;
 
 % if op == "sum":
 #define IDENTITY ((T)0)
+% elif ctype == "int":
+#define IDENTITY INT_MIN
 % else:
 #define IDENTITY (-INFINITY)
+% endif
+% if ctype == "int":
+#define IS_NAN(x) 0
+% else:
+#define IS_NAN(x) isnan(x)
 % endif
 
 
@@ -27,9 +34,9 @@ typedef ${ctype} T;
         if op == "sum":
             return f"{acc} += {value};"
         if with_index:
-            return (f"{{ const T v = {value}; if (v > {acc} || (isnan(v) && !isnan({acc})) || {best} == 0x7fffffff)"
+            return (f"{{ const T v = {value}; if (v > {acc} || (IS_NAN(v) && !IS_NAN({acc})) || {best} == 0x7fffffff)"
                     f" {{ {acc} = v; {best} = {at}; }} }}")
-        return f"{{ const T v = {value}; {acc} = (v > {acc} || isnan(v)) ? v : {acc}; }}"
+        return f"{{ const T v = {value}; {acc} = (v > {acc} || IS_NAN(v)) ? v : {acc}; }}"
     at = "in_idx[(o * R + r) * inner + i0 + j]" if has_in_idx else "r"
 %>
 ## strategy "serial" (CPUs): one work-item folds a run of R for a block of ${inner_block} neighbouring
@@ -139,9 +146,9 @@ void reduce(__global const T *in, const int in_off,
     % else:
         const int at = r;
     % endif
-        if (v > acc || (isnan(v) && !isnan(acc)) || best == 0x7fffffff) { acc = v; best = at; }
+        if (v > acc || (IS_NAN(v) && !IS_NAN(acc)) || best == 0x7fffffff) { acc = v; best = at; }
 % else:
-        acc = (v > acc || isnan(v)) ? v : acc;
+        acc = (v > acc || IS_NAN(v)) ? v : acc;
 % endif
     }
     acc_l[lid] = acc;
@@ -157,12 +164,12 @@ void reduce(__global const T *in, const int in_off,
         const T a = acc_l[lid], b = acc_l[lid + ${half}];
         const int ia = idx_l[lid], ib = idx_l[lid + ${half}];
         // Keep the first maximum: compare values, then indices on ties; NaN wins like numpy.
-        const int take_b = ib != 0x7fffffff && (ia == 0x7fffffff || b > a || (isnan(b) && !isnan(a))
-                           || ((b == a || (isnan(a) && isnan(b))) && ib < ia));
+        const int take_b = ib != 0x7fffffff && (ia == 0x7fffffff || b > a || (IS_NAN(b) && !IS_NAN(a))
+                           || ((b == a || (IS_NAN(a) && IS_NAN(b))) && ib < ia));
         if (take_b) { acc_l[lid] = b; idx_l[lid] = ib; }
     % else:
         const T a = acc_l[lid], b = acc_l[lid + ${half}];
-        acc_l[lid] = (b > a || isnan(b)) ? b : a;
+        acc_l[lid] = (b > a || IS_NAN(b)) ? b : a;
     % endif
     }
     barrier(CLK_LOCAL_MEM_FENCE);
