@@ -113,6 +113,10 @@ def round_up(n: int, multiple: int) -> int:
 
 _typed_kernels: set = set()
 
+# clSetKernelArg is the one OpenCL call that is not thread-safe on a shared kernel object: setting the
+# arguments and enqueueing must happen together, or two threads could launch with each other's buffers.
+launch_lock = threading.Lock()
+
 
 def declare_arg_types(kernel: cl.Kernel, args):
     """Tell pyopencl the scalar argument types once, from example arguments.
@@ -129,8 +133,9 @@ def declare_arg_types(kernel: cl.Kernel, args):
 def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
     """Enqueue ``kernel`` on the device's queue with ``args``; returns the event. Never waits."""
     declare_arg_types(kernel, args)
-    kernel.set_args(*args)
-    return cl.enqueue_nd_range_kernel(device.queue, kernel, global_size, local_size)
+    with launch_lock:
+        kernel.set_args(*args)
+        return cl.enqueue_nd_range_kernel(device.queue, kernel, global_size, local_size)
 
 
 def build_count() -> int:

@@ -513,9 +513,10 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     knl = plan.kernel
     if knl is None:  # nothing to compute
         return result
-    knl.set_args(result.buffer, *[x.tensor.buffer if isinstance(x, View) else x.buffer for x in inputs],
-                 *scalars.values(), *plan.int_args)
-    cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
+    buffers = [x.tensor.buffer if isinstance(x, View) else x.buffer for x in inputs]
+    with kernels.launch_lock:
+        knl.set_args(result.buffer, *buffers, *scalars.values(), *plan.int_args)
+        cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
     return result
 
 
