@@ -21,6 +21,7 @@ import tempfile
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyopencl as cl
@@ -61,7 +62,8 @@ def render(template: str, **params) -> str:
 
 
 _build_lock = threading.Lock()
-_build_count = 0   # programs built (or fetched from pyopencl's disk cache) in this process
+_build_count = 0        # programs made in this process (compiled, or loaded from the binary cache)
+_compile_count = 0      # of those, compiled from source
 
 
 def _source_path(source: str) -> Path:
@@ -74,9 +76,52 @@ def _source_path(source: str) -> Path:
     return path
 
 
+def binary_cache_dir() -> Optional[Path]:
+    """Where built program binaries are kept between processes (None when AXONML_KERNEL_CACHE=0)."""
+    setting = os.environ.get("AXONML_KERNEL_CACHE")
+    if setting == "0":
+        return None
+    if setting:
+        return Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "axonml_autograd" / "kernels"
+
+
+def _binary_path(device, source: str, options) -> Optional[Path]:
+    root = binary_cache_dir()
+    if root is None:
+        return None
+    d = device.cl_device
+    ident = "\0".join([d.platform.name, d.platform.version, d.name, d.driver_version, " ".join(options), source])
+    return root / (hashlib.sha256(ident.encode()).hexdigest() + ".bin")
+
+
+def _load_binary(device, path: Path, options):
+    # A platform's own source cache (PoCL's, which pyopencl defers to) still preprocesses the source
+    # to find its entry, ~40 ms a program; loading our own copy of the binary skips that.
+    try:
+        binary = path.read_bytes()
+        return cl.Program(device.context, [device.cl_device], [binary]).build(options=list(options))
+    except (OSError, cl.Error):
+        return None  # missing, unreadable or refused (e.g. a driver update): compile again
+
+
+def _store_binary(prog, path: Path):
+    try:
+        binary = prog.get_info(cl.program_info.BINARIES)[0]
+        if not binary:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(binary)
+        os.replace(tmp, path)   # atomic: a concurrent reader sees the old file or the whole new one
+    except (OSError, cl.Error):
+        pass  # the cache is an optimisation; a read-only home directory must not break a build
+
+
 def build(device, source: str, options=()) -> cl.Program:
     """Build ``source`` for ``device``; raises :class:`KernelBuildError` with the build log."""
-    global _build_count
+    global _build_count, _compile_count
     key = ("program", source, tuple(options))
     cache = device.kernel_cache
     prog = cache.get(key)
@@ -85,11 +130,18 @@ def build(device, source: str, options=()) -> cl.Program:
     with _build_lock:
         prog = cache.get(key)
         if prog is None:
-            try:
-                prog = cl.Program(device.context, source).build(options=list(options))
-            except cl.RuntimeError as e:
-                path = _source_path(source)
-                raise KernelBuildError(f"OpenCL build failed on {device.name}; rendered source: {path}\n{e}") from e
+            path = _binary_path(device, source, options)
+            prog = _load_binary(device, path, options) if path is not None and path.exists() else None
+            if prog is None:
+                try:
+                    prog = cl.Program(device.context, source).build(options=list(options))
+                except cl.RuntimeError as e:
+                    src_path = _source_path(source)
+                    raise KernelBuildError(
+                        f"OpenCL build failed on {device.name}; rendered source: {src_path}\n{e}") from e
+                _compile_count += 1
+                if path is not None:
+                    _store_binary(prog, path)
             cache[key] = prog
             _build_count += 1
     return prog
@@ -139,8 +191,13 @@ def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
 
 
 def build_count() -> int:
-    """How many programs this process has built (each a compile, or a load from pyopencl's disk cache)."""
+    """How many programs this process has made (each a compile or a load from the binary cache)."""
     return _build_count
+
+
+def compile_count() -> int:
+    """How many programs this process has compiled from source (binary cache misses)."""
+    return _compile_count
 
 
 os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")
