@@ -1,0 +1,399 @@
+"""Optimisers that update parameters on the device: :class:`SGD`, :class:`Adam` and :class:`AdamW`.
+
+Each step launches one fused kernel per parameter (``cl_kernels/optim.cl.mako``) that reads the
+parameter, its gradient and its state and writes them back in place. The state (momentum buffers,
+moments) lives on the device next to the parameter; only the step counter, which is not data, is
+kept on the host. ``step()`` therefore never reads from the device or waits for it.
+
+The update rules are PyTorch's (``torch.optim``, single-tensor code path), so a model trained here
+follows the same trajectory as the same model trained with PyTorch, up to rounding.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> w = Variable(Tensor.from_vec([1.0, -2.0], [2]), requires_grad=True)
+>>> opt = SGD([w], lr=0.1)
+>>> (w * w).sum().backward()
+>>> opt.step()
+>>> [round(v, 4) for v in w.to_vec()]
+[0.8, -1.6]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable
+
+import numpy as np
+
+from . import kernels
+from .tensor import Tensor
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+
+_TEMPLATE = "optim.cl.mako"
+
+
+def _number(value, what, low=0.0, high=None, high_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}: expected a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < low or (high is not None and
+                                                   (value >= high if high_open else value > high)):
+        bracket = ")" if high_open else "]"
+        rng = f"[{low}, {high}{bracket}" if high is not None else f">= {low}"
+        raise ValueError(f"{what}: expected a finite number {rng}, got {value}")
+    return value
+
+
+class Optimizer:
+    """Base class: parameter groups, lazily created device state, ``zero_grad`` and state dicts.
+
+    ``params`` is a list of Variables, or a list of dicts ``{"params": [...], "lr": ..., ...}`` whose
+    options override the optimiser's defaults for that group (PyTorch's parameter groups).
+    Subclasses define ``defaults``, ``_check_group`` and ``_update``.
+    """
+
+    _state_keys: tuple = ()    # device tensors kept per parameter, in kernel-argument order
+
+    def __init__(self, params, defaults: dict):
+        self.defaults = dict(defaults)
+        self._failed = None     # why the last step failed half-way; step() refuses until a reload
+        self.param_groups: list = []
+        self.state: dict = {}   # Variable -> {"step": int, name: Tensor}
+        if isinstance(params, (Tensor,)) or not isinstance(params, Iterable):
+            raise TypeError(f"{type(self).__name__}: params must be a list of Variables or of dicts, "
+                            f"got {type(params).__name__}")
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # -- groups -------------------------------------------------------------------------------------
+    def add_param_group(self, group: dict):
+        from .variable import Variable
+
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{type(self).__name__}: a parameter group is a dict with a 'params' list, "
+                            f"got {group!r}")
+        params = group["params"]
+        params = [params] if isinstance(params, Variable) else list(params)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        for k, p in enumerate(params):
+            if not isinstance(p, Variable):
+                raise TypeError(f"{type(self).__name__}: parameter {k} is a {type(p).__name__}, "
+                                "expected a Variable")
+            if not p.requires_grad():
+                raise ValueError(f"{type(self).__name__}: parameter {k} (shape {p.shape()}) does not "
+                                 "require grad")
+            if not p.is_leaf():
+                raise ValueError(f"{type(self).__name__}: parameter {k} (shape {p.shape()}) is not a leaf; "
+                                 "optimise the Variables you created, not results of ops")
+            if id(p) in seen:
+                raise ValueError(f"{type(self).__name__}: parameter {k} (shape {p.shape()}) appears twice")
+            seen.add(id(p))
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown option(s) {sorted(unknown)}; "
+                            f"known: {sorted(self.defaults)}")
+        full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
+        full = self._check_group(full)
+        full["params"] = params
+        self.param_groups.append(full)
+
+    def _check_group(self, group: dict) -> dict:
+        return group
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the first group; setting it sets every group's (no recompile)."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        value = _number(value, "lr")
+        for g in self.param_groups:
+            g["lr"] = value
+
+    def parameters(self) -> list:
+        return [p for g in self.param_groups for p in g["params"]]
+
+    # -- stepping -----------------------------------------------------------------------------------
+    def zero_grad(self):
+        """Forget every parameter's gradient (the next backward starts from zero)."""
+        for p in self.parameters():
+            p.zero_grad()
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; parameters without one are skipped.
+
+        ``closure`` (optional, as in PyTorch) re-evaluates the model and returns the loss; its result
+        is returned. Nothing here reads from the device.
+        """
+        name = type(self).__name__
+        if self._failed is not None:
+            raise RuntimeError(f"{name}.step: the optimizer state is invalid after a failed step "
+                               f"({self._failed}); reload a checkpoint (load_into(..., optimizer=...) or "
+                               "load_state_dict) before stepping again")
+        loss = None
+        if closure is not None:
+            from .no_grad import enable_grad
+            with enable_grad():
+                loss = closure()
+        # Check every parameter before launching anything: a bad gradient on the last parameter must
+        # not leave the first ones updated.
+        work = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                grad = p.grad()
+                if grad is None:
+                    continue
+                data = p.data()
+                if grad._shape != data._shape or grad.dtype != data.dtype or grad.device is not data.device:
+                    raise ValueError(f"{name}.step: gradient ({grad.dtype} {grad.shape()}) does "
+                                     f"not match its parameter ({data.dtype} {data.shape()})")
+                work.append((group, p, data, grad))
+        done = 0
+        try:
+            for group, p, data, grad in work:
+                state = self.state.get(p)
+                if state is None:
+                    state = self.state[p] = {"step": 0}
+                state["step"] += 1
+                if data.numel():
+                    self._update(group, data, grad, state)
+                data._version += 1   # saved-for-backward copies of this tensor are now stale
+                done += 1
+        except BaseException as e:
+            # Some parameters may already be updated and the rest not: neither the model nor the state
+            # is a consistent snapshot any more, so refuse further steps rather than train on it.
+            self._failed = (f"{type(e).__name__} while updating parameter {done} of {len(work)} "
+                            f"(shape {work[done][2].shape()}); {done} were already updated")
+            raise RuntimeError(f"{name}.step failed: {self._failed}. The parameters and the optimizer "
+                               "state are now inconsistent; reload a checkpoint") from e
+        return loss
+
+    def _state_tensor(self, state, name, like: Tensor) -> Tensor:
+        t = state.get(name)
+        if t is None:
+            t = state[name] = Tensor.zeros(like._shape, like.dtype, like.device)
+        return t
+
+    def _update(self, group, data: Tensor, grad: Tensor, state: dict):
+        raise NotImplementedError
+
+    @staticmethod
+    def _launch(knl, data: Tensor, *args):
+        dev = data.device
+        n = data.numel()
+        local = min(256, dev.max_work_group_size)
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *args, np.int32(n))
+
+    # -- state dicts --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{"state": {index: {"step": int, name: ndarray}}, "param_groups": [...]}`` like PyTorch.
+
+        Parameters are numbered in group order. Reads the device (fine outside a training step).
+        """
+        index = {id(p): i for i, p in enumerate(self.parameters())}
+        state = {}
+        for p, st in self.state.items():
+            entry = {}
+            for k, v in st.items():
+                entry[k] = v.numpy() if isinstance(v, Tensor) else v
+            state[index[id(p)]] = entry
+        groups, start = [], 0
+        for g in self.param_groups:
+            n = len(g["params"])
+            groups.append({**{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items() if k != "params"},
+                           "params": list(range(start, start + n))})
+            start += n
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict):
+        """Restore hyper-parameters and state saved by :meth:`state_dict`.
+
+        Everything is checked before anything changes: group count and sizes, parameter indices,
+        state names and shapes. One ValueError lists every problem found.
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
+            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'")
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the state has {len(groups)} parameter group(s), "
+                             f"this optimiser has {len(self.param_groups)}")
+        problems = []
+        for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            if len(saved.get("params", [])) != len(mine["params"]):
+                problems.append(f"group {k}: {len(saved.get('params', []))} parameters saved, "
+                                f"{len(mine['params'])} here")
+        if problems:
+            raise ValueError(f"{name}.load_state_dict: " + "; ".join(problems))
+        params = self.parameters()
+        saved_index = [i for g in groups for i in g["params"]]
+        to_param = {}
+        for pos, i in enumerate(saved_index):
+            to_param[int(i)] = params[pos]
+        new_groups = []
+        for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
+            options = {key: saved[key] for key in self.defaults if key in saved}
+            try:
+                checked = self._check_group({**{k2: v for k2, v in mine.items() if k2 != "params"}, **options})
+            except (TypeError, ValueError) as e:
+                problems.append(f"group {k}: {e}")
+                continue
+            new_groups.append(checked)
+        new_state = {}
+        allowed = {"step", *self._state_keys}
+        for i, entry in state_dict["state"].items():
+            try:
+                p = to_param[int(i)]
+            except (KeyError, ValueError):
+                problems.append(f"state for parameter {i!r}, which no group lists")
+                continue
+            extra = set(entry) - allowed
+            if extra:
+                problems.append(f"parameter {i}: unknown state {sorted(extra)} for {name} "
+                                f"(expected {sorted(allowed)})")
+                continue
+            st = {}
+            step = entry.get("step", 0)
+            if isinstance(step, np.ndarray):
+                step = step.item()
+            if isinstance(step, bool) or not isinstance(step, (numbers.Integral, float)) or step < 0 \
+                    or int(step) != step:
+                problems.append(f"parameter {i}: step must be a non-negative integer, got {step!r}")
+                continue
+            st["step"] = int(step)
+            for key in self._state_keys:
+                if key not in entry:
+                    continue
+                arr = np.asarray(entry[key])
+                if list(arr.shape) != p.shape():
+                    problems.append(f"parameter {i}: {key} has shape {list(arr.shape)}, the parameter "
+                                    f"has shape {p.shape()}")
+                    continue
+                if arr.dtype.kind not in "fiu":
+                    problems.append(f"parameter {i}: {key} holds {arr.dtype}, expected numbers")
+                    continue
+                st[key] = arr
+            new_state[p] = st
+        if problems:
+            raise ValueError(f"{name}.load_state_dict: " + "; ".join(problems))
+        # Checked: only now upload and swap in.
+        for p, st in new_state.items():
+            data = p.data()
+            for key in self._state_keys:
+                if key in st:
+                    st[key] = Tensor.from_numpy(st[key], dtype=data.dtype, device=data.device)
+        for mine, checked in zip(self.param_groups, new_groups):
+            params = mine["params"]
+            mine.clear()
+            mine.update(checked)
+            mine["params"] = params
+        self.state = new_state
+        self._failed = None
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for k, g in enumerate(self.param_groups):
+            opts = ", ".join(f"{key}={g[key]}" for key in self.defaults)
+            lines.append(f"  group {k}: {len(g['params'])} params, {opts}")
+        return "\n".join(lines + [")"])
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay.
+
+    As ``torch.optim.SGD``: ``g += wd * p``; ``b = mu * b + (1 - dampening) * g`` (``b = g`` at the
+    first step); ``g = g + mu * b`` with Nesterov, else ``g = b``; ``p -= lr * g``.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    _state_keys = ("momentum_buffer",)
+
+    def _check_group(self, g):
+        g["lr"] = _number(g["lr"], "SGD lr")
+        g["momentum"] = _number(g["momentum"], "SGD momentum")
+        g["dampening"] = _number(g["dampening"], "SGD dampening")
+        g["weight_decay"] = _number(g["weight_decay"], "SGD weight_decay")
+        g["nesterov"] = bool(g["nesterov"])
+        if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
+        return g
+
+    def _update(self, g, data, grad, state):
+        T = data.dtype.type
+        has_momentum = g["momentum"] != 0
+        knl = kernels.get_kernel(data.device, _TEMPLATE, "sgd_step", ctype=kernels.ctype(data.dtype),
+                                 momentum=has_momentum, amsgrad=False)
+        args = [data.buffer, grad.buffer]
+        if has_momentum:
+            first = "momentum_buffer" not in state
+            buf = self._state_tensor(state, "momentum_buffer", data)
+            args += [buf.buffer, T(g["lr"]), T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
+                     np.int32(first), np.int32(g["nesterov"])]
+        else:
+            args += [T(g["lr"]), T(g["weight_decay"])]
+        self._launch(knl, data, *args)
+
+
+class Adam(Optimizer):
+    """Adam (``torch.optim.Adam``); ``weight_decay`` is L2 added to the gradient.
+
+    ``m = beta1 m + (1 - beta1) g``, ``v = beta2 v + (1 - beta2) g^2``,
+    ``p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)``, ``t`` counted per parameter.
+    ``amsgrad=True`` uses the running maximum of ``v`` instead.
+    """
+
+    _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad))
+
+    def _check_group(self, g):
+        kind = type(self).__name__
+        g["lr"] = _number(g["lr"], f"{kind} lr")
+        betas = g["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{kind}: betas must be a pair of numbers, got {betas!r}")
+        g["betas"] = (_number(betas[0], f"{kind} beta1", 0.0, 1.0, True),
+                      _number(betas[1], f"{kind} beta2", 0.0, 1.0, True))
+        g["eps"] = _number(g["eps"], f"{kind} eps")
+        g["weight_decay"] = _number(g["weight_decay"], f"{kind} weight_decay")
+        g["amsgrad"] = bool(g["amsgrad"])
+        return g
+
+    def _update(self, g, data, grad, state):
+        T = data.dtype.type
+        knl = kernels.get_kernel(data.device, _TEMPLATE, "adam_step", ctype=kernels.ctype(data.dtype),
+                                 momentum=False, amsgrad=g["amsgrad"])
+        beta1, beta2 = g["betas"]
+        t = state["step"]
+        step_size = g["lr"] / (1.0 - beta1 ** t)
+        bc2_sqrt = math.sqrt(1.0 - beta2 ** t)
+        if self._decoupled:
+            l2, decay = 0.0, 1.0 - g["lr"] * g["weight_decay"]
+        else:
+            l2, decay = g["weight_decay"], 1.0
+        args = [data.buffer, grad.buffer, self._state_tensor(state, "exp_avg", data).buffer,
+                self._state_tensor(state, "exp_avg_sq", data).buffer]
+        if g["amsgrad"]:
+            args.append(self._state_tensor(state, "max_exp_avg_sq", data).buffer)
+        args += [T(beta1), T(beta2), T(g["eps"]), T(l2), T(decay), T(step_size), T(bc2_sqrt)]
+        self._launch(knl, data, *args)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (``torch.optim.AdamW``): ``p *= 1 - lr * wd`` before the update."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)

@@ -1,0 +1,196 @@
+"""Checkpoints: round trips, mismatches named entry by entry, damaged files, and atomic saves."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+
+from axonml_autograd import Tensor, Variable, checkpoint
+from axonml_autograd.checkpoint import CheckpointError, CheckpointMismatchError
+from axonml_autograd.nn import MLP
+from axonml_autograd.optim import Adam
+
+
+def model(seed=0):
+    return MLP([6, 5, 3], seed=seed)
+
+
+def params(net):
+    return dict(net.named_parameters())
+
+
+def snapshot(named):
+    return {k: v.numpy().copy() for k, v in named.items()}
+
+
+def test_round_trip_into_same_buffers(device, tmp_path):
+    src, dst = model(0), model(1)
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, params(src), metadata={"epoch": 3})
+    with np.load(path, allow_pickle=False) as archive:       # a plain numpy archive, nothing pickled
+        assert "layers.0.weight" in archive.files
+    loaded = checkpoint.load(path)
+    assert sorted(loaded) == sorted(params(src))
+    buffers = {k: v.data().buffer for k, v in params(dst).items()}
+    ckpt = checkpoint.load_into(path, params(dst))
+    assert ckpt.metadata["epoch"] == 3
+    for name, var in params(dst).items():
+        assert var.data().buffer is buffers[name]
+        np.testing.assert_array_equal(var.numpy(), params(src)[name].numpy())
+
+
+def test_names_that_numpy_savez_would_reject(device, tmp_path):
+    path = tmp_path / "odd.npz"
+    checkpoint.save(path, {"file": Tensor.from_vec([1.0], [1]), "a/b.c": np.arange(3.0),
+                           "scalar": Tensor.scalar(2.5), "fortran": np.asfortranarray(np.eye(3)[:, :2])})
+    loaded = checkpoint.load(path)
+    assert loaded["scalar"].shape == () and loaded["scalar"] == 2.5
+    np.testing.assert_array_equal(loaded["fortran"], np.eye(3)[:, :2])
+    assert loaded["file"].tolist() == [1.0] and loaded["a/b.c"].tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="reserved"):
+        checkpoint.save(path, {"__optimizer__/x": np.zeros(1)})
+
+
+def test_optimizer_state_round_trip(fp64, tmp_path):
+    net = MLP([4, 3], seed=0, dtype=fp64)
+    opt = Adam(net.parameters(), lr=0.05)
+    x = Variable(Tensor.from_numpy(np.ones((2, 4))))
+    for _ in range(2):
+        opt.zero_grad()
+        net(x).pow(2.0).mean().backward()
+        opt.step()
+    path = tmp_path / "with_opt.npz"
+    checkpoint.save(path, params(net), optimizer=opt, metadata={"epoch": 2})
+
+    net2 = MLP([4, 3], seed=5, dtype=fp64)
+    opt2 = Adam(net2.parameters(), lr=1.0)
+    checkpoint.load_into(path, params(net2), optimizer=opt2)
+    assert opt2.lr == 0.05
+    for step_net, step_opt in ((net, opt), (net2, opt2)):
+        step_opt.zero_grad()
+        step_net(x).pow(2.0).mean().backward()
+        step_opt.step()
+    for a, b in zip(net.parameters(), net2.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_mismatch_names_every_entry_and_writes_nothing(device, tmp_path):
+    path = tmp_path / "m.npz"
+    saved = params(model(0))
+    saved["extra.scale"] = Tensor.from_vec([1.0], [1])
+    del saved["layers.1.bias"]
+    saved["layers.0.weight"] = Tensor.zeros([5, 6])       # transposed: wrong shape
+    checkpoint.save(path, saved)
+
+    target = params(model(1))
+    before = snapshot(target)
+    with pytest.raises(CheckpointMismatchError) as err:
+        checkpoint.load_into(path, target)
+    msg = str(err.value)
+    assert "missing: layers.1.bias" in msg
+    assert "unexpected: extra.scale" in msg
+    assert "layers.0.weight (saved [5, 6] vs expected [6, 5])" in msg
+    assert str(path) in msg and "Nothing was loaded" in msg
+    assert err.value.missing == ["layers.1.bias"] and err.value.unexpected == ["extra.scale"]
+    for name, value in snapshot(target).items():
+        np.testing.assert_array_equal(value, before[name])
+
+    # Non-strict tolerates missing/unexpected names, never a wrong shape.
+    with pytest.raises(CheckpointMismatchError, match="layers.0.weight"):
+        checkpoint.load_into(path, target, strict=False)
+    subset = {k: v for k, v in target.items() if k != "layers.0.weight"}
+    checkpoint.load_into(path, subset, strict=False)
+    np.testing.assert_array_equal(target["layers.0.bias"].numpy(), saved["layers.0.bias"].numpy())
+
+
+def test_bad_optimizer_state_writes_nothing(device, tmp_path):
+    path = tmp_path / "m.npz"
+    net = model(0)
+    checkpoint.save(path, params(net), optimizer=Adam(net.parameters(), lr=0.1))
+    same = model(2)
+    before = snapshot(params(same))
+    two_groups = Adam([{"params": same.parameters()[:2]}, {"params": same.parameters()[2:]}], lr=0.5)
+    with pytest.raises(CheckpointError, match="optimiser state does not fit.*parameter group"):
+        checkpoint.load_into(path, params(same), optimizer=two_groups)
+    for name, value in snapshot(params(same)).items():
+        np.testing.assert_array_equal(value, before[name])
+    assert two_groups.lr == 0.5
+    with pytest.raises(CheckpointError, match="no optimiser state"):
+        checkpoint.save(path, params(net))
+        checkpoint.load_into(path, params(same), optimizer=two_groups)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
+def test_corrupted_file_is_a_clear_error(device, tmp_path, damage):
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, {"w": np.arange(1000.0)})
+    raw = path.read_bytes()
+    if damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "flip":
+        raw = bytearray(raw)
+        raw[len(raw) // 2] ^= 0xFF       # inside the array data: the entry's CRC no longer matches
+        raw = bytes(raw)
+    elif damage == "garbage":
+        raw = b"this is not a zip file" * 10
+    else:
+        raw = b""
+    path.write_bytes(raw)
+    with pytest.raises(CheckpointError, match=str(path)):
+        checkpoint.load(path)
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        checkpoint.load(tmp_path / "nope.npz")
+
+
+def test_failed_save_keeps_previous_file(device, tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, {"w": np.ones(4)})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "write_array", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, {"w": np.zeros(4)})
+    monkeypatch.undo()
+    assert checkpoint.load(path)["w"].tolist() == [1.0] * 4
+    assert os.listdir(tmp_path) == ["m.npz"]              # no temporary left behind
+
+
+CHILD = textwrap.dedent("""
+    import sys, numpy as np
+    from axonml_autograd import checkpoint
+    big = np.ones(12_500_000)   # 100 MB: the write takes long enough to be caught in the middle
+    sys.stdout.write("start\\n"); sys.stdout.flush()
+    checkpoint.save(sys.argv[1], {"w": big})
+    sys.stdout.write("done\\n"); sys.stdout.flush()
+""")
+
+
+def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
+    path = tmp_path / "m.npz"
+    checkpoint.save(path, {"w": np.arange(5.0)})
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "start\n"
+        # Kill it once the temporary file exists and is growing, i.e. in the middle of the write.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tmps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+            if tmps and tmps[0].stat().st_size > 1_000_000:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail("the child never started writing")
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert zipfile.is_zipfile(path)
