@@ -1,0 +1,850 @@
+#!/usr/bin/env python3
+"""Benchmarks of axonml-autograd against numpy and (when installed) PyTorch, in one process.
+
+    .venv/bin/python scripts/bench.py                        # every row, full repeat counts
+    .venv/bin/python scripts/bench.py --quick                # small repeat counts (< 60 s on 2 cores)
+    .venv/bin/python scripts/bench.py --rows sgemm,mlp --json bench.json --device pocl
+
+Method. Every row times our side and its baselines in the same process, in blocks that take turns
+over 2-3 rounds (each block after its own warm-up; see ``measure``), and reports the median of the
+repetitions. Each of our repetitions ends with ``device.queue.finish()`` (the
+benchmark's only synchronisation; the library itself never waits). PyTorch runs on the CPU with
+``torch.set_num_threads(2)``; numpy uses its BLAS with its default thread count.
+
+Ratios: every ratio is "> 1 means we are faster". For throughput rows (GFLOP/s, GB/s) it is
+ours / baseline; for time rows (ms, µs/op) it is baseline time / our time.
+
+Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
+  sgemm        GFLOP/s of ``matmul(a, b)`` (packing included) at 256/512/1024 (+2048 without --quick)
+  bmm          batched matmul [32,128,128] @ [32,128,128], GFLOP/s
+  add          16M float32 ``a + b``, GB/s counting 3 arrays moved (numpy: ``np.add(a, b, out=c)``)
+  sum          16M float32 full sum, GB/s
+  softmax_ce   cross-entropy (log-softmax + NLL) forward+backward on [128, 1000] logits, ms
+  mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
+               step makes no device->host read
+  mlp_backward backward only of that MLP (forward done and finished before the timer starts), ms
+  chain        1000 scalar ops (mul, add alternating) on a 1-element tensor, forward+backward, µs/op
+  first_step   a fresh process doing its first training step, with empty kernel caches (cold) and
+               again with the caches that run filled (warm), s
+  memory       peak device memory (``device.memory_stats()['peak_bytes']``) of the MLP training loop
+
+OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, can make OpenBLAS pick slower kernels and so flatter
+us. OpenBLAS reads them when numpy loads, so the script re-executes itself without them (before
+importing numpy) and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+REEXEC_MARK = "_AXONML_BENCH_REEXEC"
+ALL_ROWS = ("sgemm", "bmm", "add", "sum", "softmax_ce", "mlp", "mlp_backward", "chain", "first_step",
+            "memory")
+SGEMM_SIZES = (256, 512, 1024, 2048)
+N16M = 16 * 1024 * 1024
+MLP_SIZES = (784, 256, 10)
+MLP_BATCH = 128
+MLP_LR = 0.01
+CHAIN_OPS = 1000
+
+
+# ------------------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None, help="OpenCL device: 'platform:device' or a name substring "
+                   "(default: AXONML_DEVICE, PYOPENCL_CTX, then the best GPU, then the CPU)")
+    p.add_argument("--quick", action="store_true", help="small repeat counts; skips sgemm 2048")
+    p.add_argument("--rows", default=None, help="comma-separated rows to run (default: all): "
+                   + ",".join(ALL_ROWS))
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--no-torch", action="store_true", help="do not use PyTorch even if it is installed")
+    p.add_argument("--child-first-step", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.selected = _select_rows(p, args.rows)
+    return args
+
+
+def _select_rows(parser, text):
+    if not text:
+        return None
+    wanted = [r.strip() for r in text.split(",") if r.strip()]
+    for r in wanted:
+        base = r.split("_")[0] if r.startswith("sgemm_") else r
+        if base not in ALL_ROWS or (r.startswith("sgemm_") and not r[6:].isdigit()):
+            parser.error(f"--rows: unknown row {r!r}; choose from {', '.join(ALL_ROWS)} (or sgemm_N)")
+    return wanted
+
+
+def reexec_without_openblas_env():
+    """Re-run this script without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (must run before numpy loads)."""
+    present = [v for v in OPENBLAS_VARS if v in os.environ]
+    if present and not os.environ.get(REEXEC_MARK):
+        env = {k: v for k, v in os.environ.items() if k not in OPENBLAS_VARS}
+        env[REEXEC_MARK] = ",".join(f"{v}={os.environ[v]}" for v in present)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Timing and results
+# ------------------------------------------------------------------------------------------------------
+
+def measure(fns: dict, warmup: int, repeats: int) -> "Timings":
+    """Seconds per call of each ``fns[name]()``: medians over ``repeats`` timed calls per name.
+
+    The names take turns in blocks: a few rounds, in each of which every name runs ``warmup`` untimed
+    calls and then its share of the timed ones. Rounds spread slow phases of a shared machine over all
+    sides; blocks with their own warm-up keep one side's thread pool from taxing the next side. (OpenBLAS,
+    torch's OpenMP and PoCL's workers spin for a while after each call; on 2 cores, alternating single
+    calls made torch's MLP step 4-8x slower than running it alone.)
+
+    A function that returns a float has timed itself (for rows with untimed set-up per repetition).
+    ``.best`` of the result holds the fastest calls (steadier on a loaded machine).
+    """
+    rounds = min(repeats, 2 if repeats < 8 else 3)
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    times = {k: [] for k in fns}
+    for n in per_round:
+        for k, f in fns.items():
+            for _ in range(max(1, warmup)):
+                f()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                r = f()
+                dt = time.perf_counter() - t0
+                times[k].append(r if isinstance(r, float) else dt)
+    result = Timings({k: statistics.median(v) for k, v in times.items()})
+    result.best = {k: min(v) for k, v in times.items()}
+    return result
+
+
+class Timings(dict):
+    best: dict
+
+    def convert(self, fn):
+        """The medians and the bests through ``fn`` (seconds -> the row's unit): ``(medians, bests)``."""
+        return {k: fn(v) for k, v in self.items()}, {k: fn(v) for k, v in self.best.items()}
+
+
+class Row:
+    """One line of the table. ``kind`` is "throughput" (bigger is better) or "time" (smaller is better)."""
+
+    def __init__(self, name, metric, unit, kind, ours, baselines=None, primary=None, target=None, notes="",
+                 best=None):
+        self.name, self.metric, self.unit, self.kind = name, metric, unit, kind
+        self.best = best or {}   # the same quantities from the fastest repetitions
+        self.ours = ours
+        self.baselines = {k: v for k, v in (baselines or {}).items() if v is not None}
+        self.primary = primary if primary in self.baselines else next(iter(self.baselines), None)
+        self.target = target   # {"text", and "baseline" + "min_ratio", or "max_value"}
+        self.notes = notes
+
+    def ratio_vs(self, name):
+        base = self.baselines.get(name)
+        if base is None or not self.ours or not base:
+            return None
+        return self.ours / base if self.kind == "throughput" else base / self.ours
+
+    @property
+    def ratio(self):
+        return self.ratio_vs(self.primary) if self.primary else None
+
+    @property
+    def met(self):
+        t = self.target
+        if not t:
+            return None
+        if "max_value" in t:
+            return self.ours <= t["max_value"]
+        if "min_ratio" not in t:   # "report": no target to meet
+            return None
+        r = self.ratio_vs(t["baseline"])
+        return None if r is None else r >= t["min_ratio"]
+
+    def to_json(self):
+        return {"name": self.name, "metric": self.metric, "unit": self.unit, "kind": self.kind,
+                "ours": self.ours, "baselines": self.baselines, "baseline": self.primary,
+                "ratio": self.ratio, "ratios": {k: self.ratio_vs(k) for k in self.baselines},
+                "target": self.target["text"] if self.target else None, "target_met": self.met,
+                "best": self.best, "notes": self.notes}
+
+
+def _fmt(x):
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    return f"{x:.3g}" if a < 10 else f"{x:.1f}" if a < 1000 else f"{x:.0f}"
+
+
+def print_row(row: Row):
+    base = row.baselines.get(row.primary) if row.primary else None
+    met = {True: "yes", False: "NO", None: "n/a"}[row.met]
+    others = ", ".join(f"{k} {_fmt(v)} ({_fmt(row.ratio_vs(k))}x)" for k, v in row.baselines.items()
+                       if k != row.primary)
+    extra = "; ".join(x for x in (others, row.notes) if x)
+    print(f"{row.name:<16}{row.unit:<9}{_fmt(row.ours):>10}  {(row.primary or '-'):<13}{_fmt(base):>10}"
+          f"{(_fmt(row.ratio) + 'x') if row.ratio else '-':>9}  {(row.target or {}).get('text', '-'):<17}{met:<5}"
+          + (f"  {extra}" if extra else ""), flush=True)
+
+
+def print_header():
+    print(f"\n{'row':<16}{'unit':<9}{'ours':>10}  {'baseline':<13}{'value':>10}{'ratio':>9}  "
+          f"{'target':<17}{'met':<5}  other baselines / notes")
+    print("-" * 112)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The environment
+# ------------------------------------------------------------------------------------------------------
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_summary(np):
+    try:
+        from threadpoolctl import threadpool_info
+        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if infos:
+            return "; ".join(f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+                             f"{i.get('num_threads')} threads)" for i in infos)
+    except Exception:  # threadpoolctl missing or unable to inspect
+        pass
+    try:
+        cfg = np.show_config(mode="dicts")
+        blas = cfg.get("Build Dependencies", {}).get("blas", {})
+        return f"{blas.get('name')} {blas.get('version')} (from np.show_config)"
+    except Exception:
+        return "unknown"
+
+
+def load_torch(disabled):
+    if disabled:
+        return None, "torch disabled (--no-torch)"
+    try:
+        import torch
+    except ImportError:
+        return None, "torch not installed (torch baselines skipped)"
+    torch.set_num_threads(2)
+    return torch, f"torch {torch.__version__} (CPU, {torch.get_num_threads()} threads)"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, args, dev, torch, np):
+        self.args, self.dev, self.torch, self.np = args, dev, torch, np
+        self.quick = args.quick
+        self.rng = np.random.default_rng(0)
+        from axonml_autograd import Tensor, Variable
+        self.Tensor, self.Variable = Tensor, Variable
+
+    def finish(self):
+        self.dev.queue.finish()
+
+    def reps(self, full, quick, warm_full=2, warm_quick=1):
+        return (warm_quick, quick) if self.quick else (warm_full, full)
+
+    # -- dense linear algebra ---------------------------------------------------------------------------
+    def sgemm(self, n):
+        from axonml_autograd.matmul import matmul
+        np = self.np
+        a_h = self.rng.standard_normal((n, n), dtype=np.float32)
+        b_h = self.rng.standard_normal((n, n), dtype=np.float32)
+        a, b = self.Tensor.from_numpy(a_h, device=self.dev), self.Tensor.from_numpy(b_h, device=self.dev)
+        err = _rel_err(matmul(a, b).numpy(), a_h @ b_h)
+
+        def ours():
+            matmul(a, b)
+            self.finish()
+
+        fns = {"ours": ours, "numpy": lambda: a_h @ b_h}
+        if self.torch:
+            ta, tb = self.torch.from_numpy(a_h), self.torch.from_numpy(b_h)
+            fns["torch"] = lambda: ta @ tb
+        warm, rep = (1, 3 if n >= 1024 else 5) if self.quick else (2, 5 if n >= 2048 else 15)
+        t = measure(fns, warm, rep)
+        gf, best = t.convert(lambda v: 2.0 * n ** 3 / v / 1e9)
+        return Row(f"sgemm_{n}", f"sgemm {n}x{n}x{n}", "GFLOP/s", "throughput", gf.pop("ours"), gf, "numpy",
+                   {"text": ">= 0.8x numpy", "baseline": "numpy", "min_ratio": 0.8}, _err_note(err), best=best)
+
+    def bmm(self):
+        from axonml_autograd.matmul import matmul
+        np = self.np
+        shape = (32, 128, 128)
+        a_h = self.rng.standard_normal(shape, dtype=np.float32)
+        b_h = self.rng.standard_normal(shape, dtype=np.float32)
+        a, b = self.Tensor.from_numpy(a_h, device=self.dev), self.Tensor.from_numpy(b_h, device=self.dev)
+        err = _rel_err(matmul(a, b).numpy(), a_h @ b_h)
+
+        def ours():
+            matmul(a, b)
+            self.finish()
+
+        fns = {"ours": ours, "numpy": lambda: np.matmul(a_h, b_h)}
+        if self.torch:
+            ta, tb = self.torch.from_numpy(a_h), self.torch.from_numpy(b_h)
+            fns["torch"] = lambda: self.torch.bmm(ta, tb)
+        t = measure(fns, *self.reps(20, 5))
+        flop = 2.0 * shape[0] * shape[1] * shape[2] * shape[2]
+        gf, best = t.convert(lambda v: flop / v / 1e9)
+        return Row("bmm", "batched matmul [32,128,128] @ [32,128,128]", "GFLOP/s", "throughput",
+                   gf.pop("ours"), gf, "numpy", {"text": "report"}, _err_note(err), best=best)
+
+    # -- memory-bound kernels ------------------------------------------------------------------------
+    def add(self):
+        np = self.np
+        a_h = self.rng.standard_normal(N16M, dtype=np.float32)
+        b_h = self.rng.standard_normal(N16M, dtype=np.float32)
+        c_h = np.empty_like(a_h)
+        a, b = self.Tensor.from_numpy(a_h, device=self.dev), self.Tensor.from_numpy(b_h, device=self.dev)
+        err = _rel_err((a + b).numpy(), a_h + b_h)
+
+        def ours():
+            a + b   # the result's buffer goes back to the pool at once and is reused by the next call
+            self.finish()
+
+        fns = {"ours": ours, "numpy": lambda: np.add(a_h, b_h, out=c_h)}
+        if self.torch:
+            ta, tb, tc = (self.torch.from_numpy(x) for x in (a_h, b_h, c_h))
+            fns["torch"] = lambda: self.torch.add(ta, tb, out=tc)
+        t = measure(fns, *self.reps(15, 5))
+        gbs, best = t.convert(lambda v: 3 * N16M * 4 / v / 1e9)
+        return Row("add", "add 16M float32 (3 arrays moved)", "GB/s", "throughput", gbs.pop("ours"), gbs,
+                   "numpy", {"text": ">= 0.9x numpy", "baseline": "numpy", "min_ratio": 0.9},
+                   _err_note(err, "baselines write into a preallocated out"), best=best)
+
+    def sum(self):
+        np = self.np
+        a_h = self.rng.standard_normal(N16M, dtype=np.float32)
+        a = self.Tensor.from_numpy(a_h, device=self.dev)
+        err = abs(a.sum().item() - float(a_h.astype(np.float64).sum())) / math.sqrt(N16M)
+
+        def ours():
+            a.sum()
+            self.finish()
+
+        fns = {"ours": ours, "numpy": lambda: a_h.sum()}
+        if self.torch:
+            ta = self.torch.from_numpy(a_h)
+            fns["torch"] = lambda: ta.sum()
+        t = measure(fns, *self.reps(15, 5))
+        gbs, best = t.convert(lambda v: N16M * 4 / v / 1e9)
+        return Row("sum", "sum 16M float32", "GB/s", "throughput", gbs.pop("ours"), gbs, "numpy",
+                   {"text": ">= 1.0x numpy", "baseline": "numpy", "min_ratio": 1.0},
+                   "" if err < 1e-2 else f"WARNING: error {err:.1e} per sqrt(n) vs float64 sum", best=best)
+
+    # -- autograd rows --------------------------------------------------------------------------------
+    def softmax_ce(self):
+        np = self.np
+        n, c = 128, 1000
+        x_h = self.rng.standard_normal((n, c), dtype=np.float32)
+        t_h = self.rng.integers(0, c, n).astype(np.int32)
+        x = self.Variable(self.Tensor.from_numpy(x_h, device=self.dev), requires_grad=True)
+        t = self.Tensor.from_numpy(t_h, dtype="int32", device=self.dev)
+
+        def ours():
+            x.zero_grad()
+            x.cross_entropy(t).backward()
+            self.finish()
+
+        rows = np.arange(n)
+
+        def numpy_manual():
+            m = x_h.max(axis=1, keepdims=True)
+            e = np.exp(x_h - m)
+            s = e.sum(axis=1, keepdims=True)
+            loss = -(x_h[rows, t_h] - m[:, 0] - np.log(s[:, 0])).mean()
+            g = e / s
+            g[rows, t_h] -= 1.0
+            g *= 1.0 / n
+            return loss, g
+
+        ours()
+        _, g_ref = numpy_manual()
+        err = _rel_err(x.grad().numpy(), g_ref)
+        fns = {"ours": ours, "numpy": numpy_manual}
+        if self.torch:
+            torch = self.torch
+            tx, tt = torch.from_numpy(x_h.copy()).requires_grad_(True), torch.from_numpy(t_h.astype(np.int64))
+
+            def torch_run():
+                tx.grad = None
+                torch.nn.functional.cross_entropy(tx, tt).backward()
+
+            fns["torch"] = torch_run
+        tm = measure(fns, *self.reps(30, 8, 3, 2))
+        ms, best = tm.convert(lambda v: v * 1e3)
+        return Row("softmax_ce", "cross-entropy fwd+bwd [128,1000]", "ms", "time", ms.pop("ours"), ms,
+                   "torch" if self.torch else "numpy", {"text": "report"}, _err_note(err), best=best)
+
+    def _mlp(self, seed=1):
+        """Our MLP (weights [in, out]) with its data, an optimiser and a step function; plus numpy copies."""
+        np = self.np
+        Tensor, Variable = self.Tensor, self.Variable
+        rng = np.random.default_rng(seed)
+        sizes = MLP_SIZES
+        host = {}
+        for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = 1.0 / math.sqrt(i)
+            host[f"w{k}"] = rng.uniform(-bound, bound, (i, o)).astype(np.float32)
+            host[f"b{k}"] = rng.uniform(-bound, bound, (o,)).astype(np.float32)
+        x_h = rng.standard_normal((MLP_BATCH, sizes[0]), dtype=np.float32)
+        y_h = rng.integers(0, sizes[-1], MLP_BATCH).astype(np.int32)
+        params = {k: Variable(Tensor.from_numpy(v, device=self.dev), requires_grad=True) for k, v in host.items()}
+        x = Variable(Tensor.from_numpy(x_h, device=self.dev))
+        y = Tensor.from_numpy(y_h, dtype="int32", device=self.dev)
+        plist = list(params.values())
+        opt, opt_note = make_sgd(plist, MLP_LR)
+
+        def forward():
+            h = x.matmul(params["w0"]).add_var(params["b0"]).relu()
+            return h.matmul(params["w1"]).add_var(params["b1"]).cross_entropy(y)
+
+        def step():
+            opt.zero_grad()
+            loss = forward()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return dict(host=host, x_h=x_h, y_h=y_h, params=params, forward=forward, step=step, opt=opt,
+                    opt_note=opt_note)
+
+    def _torch_mlp(self, m):
+        torch = self.torch
+        tp = {k: torch.from_numpy(v.copy()).requires_grad_(True) for k, v in m["host"].items()}
+        tx, ty = torch.from_numpy(m["x_h"]), torch.from_numpy(m["y_h"].astype(self.np.int64))
+        opt = torch.optim.SGD(list(tp.values()), lr=MLP_LR)
+        F = torch.nn.functional
+
+        def forward():
+            h = torch.relu(tx @ tp["w0"] + tp["b0"])
+            return F.cross_entropy(h @ tp["w1"] + tp["b1"], ty)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = forward()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return forward, step, tp
+
+    def _numpy_mlp_step(self, m):
+        np = self.np
+        p = {k: v.copy() for k, v in m["host"].items()}
+        x, y = m["x_h"], m["y_h"]
+        rows = np.arange(len(y))
+
+        def step():
+            h_pre = x @ p["w0"] + p["b0"]
+            h = np.maximum(h_pre, 0.0)
+            z = h @ p["w1"] + p["b1"]
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            prob = e / e.sum(axis=1, keepdims=True)
+            loss = -np.log(prob[rows, y]).mean()
+            dz = prob
+            dz[rows, y] -= 1.0
+            dz /= len(y)
+            dw1, db1 = h.T @ dz, dz.sum(axis=0)
+            dh = dz @ p["w1"].T
+            dh[h_pre <= 0] = 0.0
+            dw0, db0 = x.T @ dh, dh.sum(axis=0)
+            for k, g in (("w0", dw0), ("b0", db0), ("w1", dw1), ("b1", db1)):
+                p[k] -= MLP_LR * g
+            return loss
+
+        return step
+
+    def mlp(self):
+        m = self._mlp()
+        steps = 5 if self.quick else 10   # steps per timed repetition, then one finish()
+
+        def ours():
+            for _ in range(steps):
+                m["step"]()
+            self.finish()
+
+        m["step"]()
+        self.finish()
+        reads, writes = count_transfers(lambda: (m["step"](), m["step"]()))   # two steps, no finish
+        reads_per_step, writes_per_step = reads / 2, writes / 2
+        fns = {"ours": ours}
+        np_step = self._numpy_mlp_step(m)
+        fns["numpy"] = lambda: [np_step() for _ in range(steps)]
+        if self.torch:
+            _, t_step, _ = self._torch_mlp(m)
+            fns["torch"] = lambda: [t_step() for _ in range(steps)]
+        t = measure(fns, *self.reps(10, 4, 2, 1))
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        loss = m["forward"]().item()   # one read, after the timing: a finite loss says the steps ran
+        notes = [f"d2h reads/step {reads_per_step:g}, h2d writes/step {writes_per_step:g}",
+                 f"loss after training {loss:.3f}", m["opt_note"]]
+        if not self.torch:
+            notes.append("torch not installed: target not checked")
+        if reads_per_step:
+            notes.insert(0, "VIOLATION: a training step reads from the device")
+        row = Row("mlp", "MLP 784-256-10 b128 fwd+bwd+SGD", "ms/step", "time", ms.pop("ours"), ms,
+                  "torch" if self.torch else "numpy",
+                  {"text": "<= 2x torch", "baseline": "torch", "min_ratio": 0.5}, "; ".join(n for n in notes if n), best=best)
+        row.d2h_reads_per_step = reads_per_step
+        return row
+
+    def mlp_backward(self):
+        m = self._mlp()
+        m["step"]()
+        self.finish()
+        params = list(m["params"].values())
+
+        def ours():
+            for p in params:
+                p.zero_grad()
+            loss = m["forward"]()
+            self.finish()
+            t0 = time.perf_counter()
+            loss.backward()
+            self.finish()
+            return time.perf_counter() - t0
+
+        fns = {"ours": ours}
+        if self.torch:
+            t_forward, _, tp = self._torch_mlp(m)
+
+            def torch_run():
+                for p in tp.values():
+                    p.grad = None
+                loss = t_forward()
+                t0 = time.perf_counter()
+                loss.backward()
+                return time.perf_counter() - t0
+
+            fns["torch"] = torch_run
+        t = measure(fns, *self.reps(20, 6, 3, 2))
+        ms, best = t.convert(lambda v: v * 1e3)
+        return Row("mlp_backward", "MLP 784-256-10 b128 backward only", "ms", "time", ms.pop("ours"), ms,
+                   "torch", {"text": "report"}, "" if self.torch else "torch not installed: no baseline", best=best)
+
+    def chain(self):
+        np = self.np
+        half = CHAIN_OPS // 2
+        x = self.Variable(self.Tensor.from_vec([1.0], [1], device=self.dev), requires_grad=True)
+
+        def ours():
+            x.zero_grad()
+            y = x
+            for _ in range(half):
+                y = y.mul_scalar(0.999)
+                y = y.add_scalar(0.001)
+            y.sum().backward()
+            self.finish()
+
+        def numpy_manual():
+            # The same chain with a hand-written tape on 1-element arrays: the floor of a Python engine.
+            v, tape = np.ones(1, np.float32), []
+            for _ in range(half):
+                tape.append(0.999)
+                v = v * np.float32(0.999)
+                tape.append(1.0)
+                v = v + np.float32(0.001)
+            g = np.ones(1, np.float32)
+            for d in reversed(tape):
+                g = g * np.float32(d)
+            return g
+
+        ours()
+        got, want = x.grad().numpy()[0], 0.999 ** half
+        fns = {"ours": ours, "numpy": numpy_manual}
+        if self.torch:
+            torch = self.torch
+            tx = torch.ones(1, requires_grad=True)
+
+            def torch_run():
+                tx.grad = None
+                y = tx
+                for _ in range(half):
+                    y = y * 0.999
+                    y = y + 0.001
+                y.sum().backward()
+
+            fns["torch"] = torch_run
+        t = measure(fns, *self.reps(10, 4, 2, 1))
+        us, best = t.convert(lambda v: v * 1e6 / CHAIN_OPS)
+        note = "" if abs(got - want) < 1e-4 else f"WARNING: grad {got} != {want}"
+        if not self.torch:
+            note = "; ".join(x for x in (note, "torch not installed: target not checked") if x)
+        return Row("chain", f"{CHAIN_OPS}-op chain, 1 element, fwd+bwd", "us/op", "time", us.pop("ours"), us,
+                   "torch" if self.torch else "numpy",
+                   {"text": "<= 1.5x torch", "baseline": "torch", "min_ratio": 1 / 1.5}, note, best=best)
+
+    def memory(self):
+        import gc
+        gc.collect()
+        pool = self.dev.pool
+        before = pool.in_use_bytes
+        pool.peak_bytes = pool.in_use_bytes   # start the high-water mark here (benchmark-only reset)
+        m = self._mlp()
+        for _ in range(5 if self.quick else 20):
+            m["step"]()
+        self.finish()
+        stats = self.dev.memory_stats()
+        n_params = sum(v.size for v in m["host"].values())
+        data = (m["x_h"].size + m["y_h"].size) * 4
+        return Row("memory", "peak device memory, MLP loop", "MB", "value", stats["peak_bytes"] / 1e6,
+                   target={"text": "report"},
+                   notes=f"in use before {before / 1e6:.2f} MB; params {n_params * 4 / 1e6:.2f} MB, batch "
+                         f"{data / 1e6:.2f} MB; pool holds {stats['pool_bytes'] / 1e6:.1f} MB")
+
+    def first_step(self):
+        runs = {"cold": [], "warm": []}
+        created = 0
+        with tempfile.TemporaryDirectory(prefix="axonml_bench_cache_") as tmp:
+            cold_runs = 1 if self.quick else 2
+            for k in range(cold_runs):
+                cache = os.path.join(tmp, f"cache{k}")
+                runs["cold"].append(_child_first_step(self.args.device, cache))
+                created = _count_files(cache)
+            for _ in range(1 if self.quick else 3):   # warm: the caches the last cold run filled
+                runs["warm"].append(_child_first_step(self.args.device, cache))
+        rows = []
+        for kind, limit in (("cold", 3.0), ("warm", 0.6)):
+            rs = runs[kind]
+            med = statistics.median(r["to_first_step_s"] for r in rs)
+            r0 = rs[0]
+            note = (f"first run: import {r0['import_s']:.2f} s, device {r0['device_s']:.2f} s, step {r0['step_s']:.2f} s, "
+                    f"{r0['builds']} programs built; process wall {statistics.median(r['wall_s'] for r in rs):.2f} s")
+            if kind == "cold":
+                note += f"; {created} files in the fresh cache dirs afterwards"
+            rows.append(Row(f"first_step_{kind}", f"fresh process, first step ({kind} caches)", "s", "value", med,
+                            target={"text": f"<= {limit:g} s", "max_value": limit}, notes=note))
+        return rows
+
+
+def make_sgd(params, lr):
+    """``axonml_autograd.optim.SGD`` when importable, else the same update as an elementwise kernel."""
+    try:
+        from axonml_autograd.optim import SGD
+        return SGD(params, lr=lr), "optimiser: axonml_autograd.optim.SGD"
+    except ImportError as e:
+        from axonml_autograd.tensor import elementwise
+
+        class _FallbackSGD:
+            def zero_grad(self):
+                for p in params:
+                    p.zero_grad()
+
+            def step(self):
+                for p in params:
+                    g = p.grad()
+                    if g is not None:
+                        data = p.data()
+                        elementwise("p - lr * g", [data, g], names=("p", "g"), scalars={"lr": lr},
+                                    out=data.view(), op="sgd")
+
+        return _FallbackSGD(), f"optimiser: elementwise fallback (optim.SGD not importable: {e})"
+
+
+def count_transfers(fn):
+    """Run ``fn`` counting pyopencl copies to the host (reads) and from it (writes)."""
+    import pyopencl as cl
+    counts = {"read": 0, "write": 0}
+    real = cl.enqueue_copy
+
+    def counting(queue, dest, src, **kw):
+        if isinstance(dest, cl.MemoryObjectHolder):
+            if not isinstance(src, cl.MemoryObjectHolder):
+                counts["write"] += 1
+        else:
+            counts["read"] += 1
+        return real(queue, dest, src, **kw)
+
+    cl.enqueue_copy = counting
+    try:
+        fn()
+    finally:
+        cl.enqueue_copy = real
+    return counts["read"], counts["write"]
+
+
+def _rel_err(got, want):
+    import numpy as np
+    return float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max())))
+
+
+def _err_note(err, extra=""):
+    warn = f"WARNING: max rel error {err:.1e}" if err > 1e-3 else ""
+    return "; ".join(x for x in (warn, extra) if x)
+
+
+def _count_files(path):
+    return sum(len(files) for _, _, files in os.walk(path))
+
+
+# ------------------------------------------------------------------------------------------------------
+# The fresh-process first step
+# ------------------------------------------------------------------------------------------------------
+
+def _child_first_step(device, cache_dir):
+    """Run this script with --child-first-step with every kernel cache under ``cache_dir``.
+
+    With PoCL, pyopencl does not keep binaries itself (it leaves that to PoCL's own cache,
+    POCL_CACHE_DIR, default ~/.cache/pocl); pyopencl's invoker cache lives under XDG_CACHE_HOME. Both
+    point into ``cache_dir``, which is empty the first time (cold) and filled afterwards (warm).
+    """
+    env = dict(os.environ)
+    env["POCL_CACHE_DIR"] = os.path.join(cache_dir, "pocl")
+    env["XDG_CACHE_HOME"] = os.path.join(cache_dir, "xdg")
+    os.makedirs(env["POCL_CACHE_DIR"], exist_ok=True)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child-first-step"]
+    if device is not None:
+        cmd += ["--device", device]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"first-step child failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def child_first_step(device):
+    """In a fresh process: import, pick the device, build a model, run one training step, report times."""
+    t_start = time.perf_counter()
+    import numpy as np
+
+    from axonml_autograd import Tensor, Variable, get_device, kernels
+    t_import = time.perf_counter()
+    dev = get_device(device)
+    t_device = time.perf_counter()
+    rng = np.random.default_rng(0)
+    w0 = Variable(Tensor.from_numpy(rng.uniform(-0.03, 0.03, (784, 256)).astype(np.float32), device=dev), True)
+    b0 = Variable(Tensor.zeros([256], device=dev), True)
+    w1 = Variable(Tensor.from_numpy(rng.uniform(-0.06, 0.06, (256, 10)).astype(np.float32), device=dev), True)
+    b1 = Variable(Tensor.zeros([10], device=dev), True)
+    x = Variable(Tensor.from_numpy(rng.standard_normal((MLP_BATCH, 784), dtype=np.float32), device=dev))
+    y = Tensor.from_numpy(rng.integers(0, 10, MLP_BATCH).astype(np.int32), dtype="int32", device=dev)
+    opt, _ = make_sgd([w0, b0, w1, b1], MLP_LR)
+    opt.zero_grad()
+    x.matmul(w0).add_var(b0).relu().matmul(w1).add_var(b1).cross_entropy(y).backward()
+    opt.step()
+    dev.queue.finish()
+    t_step = time.perf_counter()
+    print(json.dumps({"import_s": t_import - t_start, "device_s": t_device - t_import,
+                      "step_s": t_step - t_device, "to_first_step_s": t_step - t_start,
+                      "builds": kernels.build_count()}))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Main
+# ------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child_first_step:
+        child_first_step(args.device)
+        return 0
+    reexec_without_openblas_env()
+
+    import numpy as np
+
+    from axonml_autograd import get_device, set_default_device
+
+    t_begin = time.perf_counter()
+    torch, torch_note = load_torch(args.no_torch)
+    dev = set_default_device(args.device) if args.device is not None else get_device(None)
+    cl_dev = dev.cl_device
+    removed = os.environ.get(REEXEC_MARK)
+
+    print("axonml-autograd benchmark" + (" (--quick)" if args.quick else ""))
+    print(f"machine : {cpu_model()}, {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), "
+          f"load average {os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
+    print(f"device  : {dev.selector} {dev.name} ({dev.type}, {dev.compute_units} compute units), "
+          f"platform {cl_dev.platform.name.strip()} [{cl_dev.platform.version.strip()}], "
+          f"driver {dev.info.driver_version}, {cl_dev.version.strip()}")
+    print(f"numpy   : {np.__version__}, BLAS: {blas_summary(np)}")
+    print("          " + (f"re-executed with {removed.replace(',', ', ')} unset" if removed else
+                          "no OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment"))
+    print(f"torch   : {torch_note}")
+    print("ratio   : > 1 means we are faster (throughput rows: ours / baseline; time rows: baseline "
+          "time / our time)")
+    print("timing  : medians of repetitions run in blocks that take turns (2-3 rounds, each block after "
+          "its own warm-up); each of our repetitions ends in queue.finish()")
+
+    bench = Bench(args, dev, torch, np)
+    sgemm_sizes = [n for n in SGEMM_SIZES if not (args.quick and n == 2048)]
+    plan = []
+    for name in ALL_ROWS if args.selected is None else args.selected:
+        if name == "sgemm":
+            plan += [(f"sgemm_{n}", lambda n=n: bench.sgemm(n)) for n in sgemm_sizes]
+        elif name.startswith("sgemm_"):
+            plan.append((name, lambda n=int(name[6:]): bench.sgemm(n)))
+        else:
+            plan.append((name, getattr(bench, name)))
+
+    print_header()
+    results, failures = {}, {}
+    import gc
+    for name, fn in plan:
+        gc.collect()
+        try:
+            out = fn()
+        except Exception as e:  # one broken row should not hide the others
+            failures[name] = f"{type(e).__name__}: {e}"
+            print(f"{name:<16}FAILED: {failures[name]}", flush=True)
+            continue
+        for row in out if isinstance(out, list) else [out]:
+            results[row.name] = row
+            print_row(row)
+    elapsed = time.perf_counter() - t_begin
+    missed = [r.name for r in results.values() if r.met is False]
+    print("-" * 112)
+    print(f"{len(results)} rows in {elapsed:.1f} s; targets missed: {', '.join(missed) if missed else 'none'}"
+          + (f"; rows failed: {', '.join(failures)}" if failures else ""))
+
+    if args.json:
+        doc = {
+            "meta": {"quick": args.quick, "cpu": cpu_model(), "cores": os.cpu_count(),
+                     "load_average": os.getloadavg()[0], "device": dev.name, "device_selector": dev.selector,
+                     "platform": cl_dev.platform.name.strip(), "platform_version": cl_dev.platform.version.strip(),
+                     "driver_version": dev.info.driver_version, "numpy": np.__version__, "blas": blas_summary(np),
+                     "openblas_env_unset": removed or None,
+                     "torch": torch.__version__ if torch else None, "elapsed_s": elapsed,
+                     "ratio_convention": "> 1 means ours is faster: throughput ours/baseline, "
+                                         "time baseline/ours"},
+            "rows": {name: row.to_json() for name, row in results.items()},
+            "failed": failures,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+        print(f"wrote {args.json}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
