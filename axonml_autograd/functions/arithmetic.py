@@ -7,11 +7,19 @@ A binary op's backward reduces the gradient over exactly the axes that broadcast
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ..grad_fn import record
 from ..tensor import elementwise, sum_to_shape
 
 
+@lru_cache(maxsize=None)
+def node_name(op: str) -> str:
+    """``"mul_scalar"`` -> ``"MulScalarBackward"``."""
+    return "".join(part.capitalize() for part in op.split("_")) + "Backward"
+
+
+@lru_cache(maxsize=None)
 def reads(expression, names):
     """The names among ``names`` that ``expression`` reads, so a backward saves and loads only those."""
     return tuple(n for n in names if re.search(rf"\b{n}\b", expression))
@@ -51,7 +59,7 @@ def binary(name, a, b):
             gb = sum_to_shape(apply_rule(grad_b, g, {n: saved[n] for n in reads(grad_b, kept)}), ctx.shapes[1])
         return ga, gb
 
-    return record(name.capitalize() + "Backward", out, [a, b], rule, saved=[{"a": x, "b": y}[n] for n in kept],
+    return record(node_name(name), out, [a, b], rule, saved=[{"a": x, "b": y}[n] for n in kept],
                   shapes=(x._shape, y._shape))
 
 
@@ -78,8 +86,7 @@ def scalar(name, a, value):
     def rule(ctx, g):
         return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), {"s": ctx.value})
 
-    camel = "".join(part.capitalize() for part in name.split("_"))
-    return record(camel + "Backward", out, [a], rule, saved=[x for _ in kept], value=value)
+    return record(node_name(name), out, [a], rule, saved=[x for _ in kept], value=value)
 
 
 # name: (forward, backward, scalar names); backward reads g, the input x and the output y.
@@ -106,8 +113,7 @@ def unary(table, name, a, **scalars):
     def rule(ctx, g):
         return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), ctx.scalars)
 
-    camel = "".join(part.capitalize() for part in name.split("_"))
-    return record(camel + "Backward", y, [a], rule, saved=[{"x": x, "y": y}[n] for n in kept], scalars=values)
+    return record(node_name(name), y, [a], rule, saved=[{"x": x, "y": y}[n] for n in kept], scalars=values)
 
 
 def pow(a, exponent):
