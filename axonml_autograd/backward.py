@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import anomaly
 from . import tensor as T
 from .graph import topological_ranks
 from .no_grad import no_grad
@@ -54,15 +55,21 @@ def backward(output, grad_output=None, retain_graph=False):
         if grad.dtype != data.dtype:
             grad = grad.astype(data.dtype)
 
+    # Anomaly mode is the one case where backward reads the device: each gradient, as it is made.
+    check = anomaly.is_anomaly_enabled()
+    if check:
+        anomaly.check_root(grad)
     root = output._node()
     pending = {root: grad}
     for rank in topological_ranks(root):
         for node in rank:
             g = pending.pop(node, None)
             if g is not None:
-                for nxt, contribution in zip(node.next_functions(), node.apply(g)):
+                for k, (nxt, contribution) in enumerate(zip(node.next_functions(), node.apply(g))):
                     if nxt is None or contribution is None:
                         continue
+                    if check:
+                        anomaly.check_gradient(node, k, contribution)
                     earlier = pending.get(nxt)
                     pending[nxt] = contribution if earlier is None else T.binary("add", earlier, contribution)
             if not retain_graph:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from . import anomaly
 from .tensor import Tensor
 
 
@@ -18,7 +19,7 @@ class GradientFunction:
     """A recorded op: ``name()``, ``next_functions()`` and ``apply(grad)``."""
 
     __slots__ = ("_name", "_rule", "_saved", "_versions", "_next", "needs_input_grad", "attrs",
-                 "_released", "__weakref__")
+                 "_released", "creation", "__weakref__")
 
     def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None):
         self._name = name
@@ -29,6 +30,7 @@ class GradientFunction:
         self._versions = tuple(t._version if t is not None else 0 for t in self._saved)
         self.attrs = attrs or {}
         self._released = False
+        self.creation = None   # (file, line, code) of the user's call, recorded in anomaly mode
 
     def name(self) -> str:
         return self._name
@@ -101,6 +103,10 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
     from .no_grad import is_grad_enabled, is_inference_mode
     from .variable import Variable
 
+    site = None
+    if anomaly._active_threads and anomaly.is_anomaly_enabled():
+        site = anomaly.user_frame()
+        anomaly.check_inputs(name, inputs, site)
     if is_grad_enabled() and any(v is not None and v._requires_grad for v in inputs):
         for v in inputs:
             if v is not None and v._inference:
@@ -109,6 +115,7 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
                                    "inference_mode or use no_grad instead")
         node = GradientFunction(name, rule, [v._node() if (v is not None and v._requires_grad) else None
                                              for v in inputs], saved, attrs)
+        node.creation = site
         return Variable._from_op(out, node)
     result = Variable(out)
     result._inference = is_inference_mode()

@@ -153,9 +153,11 @@ def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Ker
     cache = device.kernel_cache
     knl = cache.get(key)
     if knl is None:
-        source = render(template, **params)
-        knl = getattr(build(device, source, options), name)
-        cache[key] = knl
+        prog = build(device, render(template, **params), options)
+        with _build_lock:   # two threads missing at once must still share one kernel object
+            knl = cache.get(key)
+            if knl is None:
+                knl = cache[key] = getattr(prog, name)
     return knl
 
 

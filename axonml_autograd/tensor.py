@@ -32,11 +32,12 @@ INT32_MAX = 2**31 - 1
 class _Storage:
     """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone."""
 
-    __slots__ = ("buffer", "pool")
+    __slots__ = ("buffer", "pool", "version")
 
     def __init__(self, device: Device, nbytes: int):
         self.pool = device.pool
         self.buffer = device.pool.allocate(nbytes)
+        self.version = 0   # in-place writes through any tensor sharing this buffer (reshapes) bump it
 
     def __del__(self):
         try:
@@ -107,7 +108,7 @@ class View:
 class Tensor:
     """A contiguous device array: an OpenCL buffer, a shape and a dtype."""
 
-    __slots__ = ("_storage", "_shape", "dtype", "device", "_version", "__weakref__")
+    __slots__ = ("_storage", "_shape", "dtype", "device", "__weakref__")
 
     def __init__(self, shape, dtype="float32", device=None, _storage=None):
         dev = get_device(device)
@@ -118,14 +119,13 @@ class Tensor:
         if n > INT32_MAX:
             raise ValueError(f"shape {list(self._shape)} has {n} elements; at most {INT32_MAX} are supported")
         self._storage = _storage if _storage is not None else _Storage(dev, n * self.dtype.itemsize)
-        self._version = 0  # bumped by in-place writes, so saved tensors can tell they were changed
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
     def _wrap(cls, shape: tuple, dtype: np.dtype, device: Device) -> "Tensor":
         """A new tensor from values the caller has already checked (the ops' fast path)."""
         t = cls.__new__(cls)
-        t.device, t.dtype, t._shape, t._version = device, dtype, shape, 0
+        t.device, t.dtype, t._shape = device, dtype, shape
         t._storage = _Storage(device, math.prod(shape) * dtype.itemsize)
         return t
 
@@ -227,6 +227,15 @@ class Tensor:
 
     def size(self, dim=None):
         return list(self._shape) if dim is None else self._shape[normalize_axis(dim, self.ndim())]
+
+    @property
+    def _version(self) -> int:
+        # Kept on the buffer, so a reshape (which shares it) sees the writes made through the original.
+        return self._storage.version
+
+    @_version.setter
+    def _version(self, value: int):
+        self._storage.version = value
 
     @property
     def version(self) -> int:
@@ -383,6 +392,8 @@ class Tensor:
 
     def apply(self, name) -> "Tensor":
         """A unary op from :data:`UNARY` by name, e.g. ``t.apply("exp")``."""
+        if not isinstance(name, str) or name not in UNARY:
+            raise ValueError(f"apply: unknown unary op {name!r}; expected one of {sorted(UNARY)}")
         return unary(name, self)
 
 
@@ -590,6 +601,10 @@ def copy_view(v: View) -> Tensor:
 
 def fill(t: Tensor, value) -> Tensor:
     """Set every element of ``t`` to ``value`` in place."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"fill: value must be a number, got {value!r}")
+    if t.dtype.kind != "f" and not (math.isfinite(value) and -2**31 <= value < 2**31 and value == int(value)):
+        raise ValueError(f"fill: value {value!r} is not an int32")
     if t.numel():
         elementwise("s", [], scalars={"s": value}, out=t.view(), op="fill") if t.dtype.kind == "f" else \
             cl.enqueue_fill_buffer(t.device.queue, t.buffer, np.int32(value), 0, t.numel() * 4)

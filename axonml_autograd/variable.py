@@ -132,6 +132,30 @@ class Variable:
             raise ValueError(f"{what}: the gradient is on device {grad.device.selector} {grad.device.name}, not "
                              f"on the variable's device {self._data.device.selector}; move it with .to()")
 
+    def set_data(self, tensor) -> "Variable":
+        """Overwrite this Variable's values with ``tensor``'s, in place (the same device buffer).
+
+        Everything that holds this Variable's data keeps seeing it, and the write bumps the data's
+        version, so a graph that saved the old values refuses to backward instead of using the new ones.
+        """
+        src = tensor._data if isinstance(tensor, Variable) else tensor
+        if not isinstance(src, Tensor):
+            raise TypeError(f"set_data: tensor must be a Tensor or Variable, got {type(tensor).__name__}")
+        dst = self._data
+        if src._shape != dst._shape:
+            raise ValueError(f"set_data: tensor has shape {src.shape()}, the variable has shape {dst.shape()}")
+        if src.dtype != dst.dtype:
+            raise TypeError(f"set_data: tensor has dtype {src.dtype}, the variable has dtype {dst.dtype}; "
+                            "convert it with astype()")
+        if src.device is not dst.device:
+            raise ValueError(f"set_data: tensor is on device {src.device.selector} {src.device.name}, the "
+                             f"variable on {dst.device.selector} {dst.device.name}; move it with .to()")
+        if dst.numel():
+            T.elementwise("a", [src], out=dst.view(), op="set_data")
+        else:
+            dst._version += 1
+        return self
+
     def zero_grad(self):
         """Forget the accumulated gradient (the next backward starts from zero)."""
         self._grad = None

@@ -31,6 +31,8 @@ def softmax(a, dim=-1):
     """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
     x = a.data()
     d = normalize_axis(dim, x.ndim(), "softmax dim")
+    if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
+        return record("SoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
     m = reduce(x, "max", d, keepdim=True)
     e = elementwise("exp(x - m)", [x, m], names=("x", "m"), op="softmax")
     y = elementwise("e / s", [e, reduce(e, "sum", d, keepdim=True)], names=("e", "s"), op="softmax")
@@ -48,6 +50,8 @@ def log_softmax(a, dim=-1):
     """x - max - log(sum(exp(x - max))) along ``dim``; backward g - exp(y) * sum(g)."""
     x = a.data()
     d = normalize_axis(dim, x.ndim(), "log_softmax dim")
+    if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
+        return record("LogSoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
     m = reduce(x, "max", d, keepdim=True)
     s = reduce(elementwise("exp(x - m)", [x, m], names=("x", "m"), op="log_softmax"), "sum", d, keepdim=True)
     y = elementwise("x - m - log(s)", [x, m, s], names=("x", "m", "s"), op="log_softmax")

@@ -72,7 +72,7 @@ def _class_indices(targets, n, c, device) -> Tensor:
     """Targets as an int32 tensor of n class indices; lists are range-checked on the host."""
     if isinstance(targets, Tensor):
         t = targets
-    elif hasattr(targets, "data") and isinstance(getattr(targets, "data")(), Tensor):
+    elif callable(getattr(targets, "data", None)) and isinstance(targets.data(), Tensor):
         t = targets.data()
     else:
         if isinstance(targets, (str, bytes)) or not hasattr(targets, "__len__"):

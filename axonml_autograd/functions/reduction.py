@@ -59,6 +59,8 @@ def var_dim(a, dim, keepdim=False):
     centered = elementwise("x - m", [x, reduce(x, "mean", d, keepdim=True)], names=("x", "m"), op="var_dim")
     inv = 1.0 / (n - 1) if n > 1 else float("nan")
     v = reduce(elementwise("c * c * s", [centered], names=("c",), scalars={"s": inv}), "sum", d, keepdim)
+    if n == 0:   # a sum over nothing is 0, but the variance of nothing is undefined
+        v = Tensor.full(v._shape, float("nan"), v.dtype, v.device)
 
     def rule(ctx, g):
         (c,) = ctx.saved_tensors

@@ -1,0 +1,201 @@
+"""Bad inputs at the API edge: named, clean Python exceptions; and random garbage never crashes or hangs.
+
+The fuzz loop runs in a child process (``python tests/test_fuzz.py SEED COUNT``) so that an interpreter
+crash or a hang shows up as a failed test with the child's output, not as a dead test run.
+"""
+
+import math
+import os
+import random
+import subprocess
+import sys
+import traceback
+
+import numpy as np
+import pytest
+
+from axonml_autograd import DeviceError, DeviceMemoryError, Tensor, Variable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ALLOWED = (TypeError, ValueError, IndexError, RuntimeError, DeviceError, DeviceMemoryError)
+
+
+def logits():
+    return Variable(Tensor.from_vec([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [2, 3]), requires_grad=True)
+
+
+# -- named errors for bad arguments ------------------------------------------------------------------
+
+@pytest.mark.parametrize("call, exc, match", [
+    (lambda: Tensor.from_vec("abc", [3]), TypeError, r"from_vec: values must be a flat list"),
+    (lambda: Tensor.from_vec([[1.0, 2.0], [3.0]], [3]), TypeError, r"from_vec: values must be a flat list"),
+    (lambda: Tensor.from_vec([[1.0, 2.0], [3.0, 4.0]], [4]), ValueError, r"from_vec: values must be a flat list"),
+    (lambda: Tensor.from_vec([1.0, "x"], [2]), TypeError, r"from_vec: values"),
+    (lambda: Tensor.from_vec([1.0, 2.0], [3]), ValueError, r"2 values do not fill shape \[3\]"),
+    (lambda: Tensor.from_vec([1.0, 2.0], [-2]), ValueError, r"shape: dimensions must be non-negative"),
+    (lambda: Tensor.from_vec([1.0, 2.0], [2.0]), TypeError, r"shape: expected a list or tuple of non-negative ints"),
+    (lambda: Tensor.from_vec([1.0, 2.0], "2"), TypeError, r"shape: expected a list or tuple"),
+    (lambda: Tensor.zeros([2], dtype="float16"), TypeError, r"dtype: float16 is not supported"),
+    (lambda: Tensor.zeros([2], dtype="bogus"), TypeError, r"dtype: expected 'float32', 'float64' or 'int32'"),
+    (lambda: Tensor.zeros([2**16, 2**16]), ValueError, r"elements; at most 2147483647"),
+    (lambda: Tensor.from_numpy(np.array(["a", "b"])), TypeError, r"from_numpy: expected numbers"),
+    (lambda: Variable("abc"), TypeError, r"Variable: expected a Tensor, got str"),
+    (lambda: Variable(Tensor.zeros([2]), requires_grad="yes"), TypeError, r"requires_grad must be a bool"),
+    (lambda: logits().sum_dim(2), IndexError, r"sum_dim dim: 2 is out of range for a tensor of 2 dimensions"),
+    (lambda: logits().mean_dim(-3), IndexError, r"mean_dim dim: -3 is out of range"),
+    (lambda: logits().softmax(5), IndexError, r"softmax dim: 5 is out of range"),
+    (lambda: logits().sum_dim(1.5), TypeError, r"sum_dim dim: expected an int, got 1.5"),
+    (lambda: logits().transpose(0, 2), IndexError, r"transpose dim1: 2 is out of range"),
+    (lambda: logits().reshape([4, -1]), ValueError, r"reshape: cannot reshape \[2, 3\] \(6 elements\)"),
+    (lambda: logits().reshape([-3, 2]), ValueError, r"reshape: invalid shape"),
+    (lambda: logits().narrow(1, 0.5, 1), TypeError, r"narrow: start must be an int"),
+    (lambda: logits().narrow(1, 2, 5), IndexError, r"narrow: start 2 \+ length 5 exceeds size 3"),
+    (lambda: logits().matmul(logits()), ValueError, r"matmul: inner dimensions differ: \(2, 3\) @ \(2, 3\)"),
+    (lambda: logits() + "a", TypeError, r"add: expected a Variable, Tensor or number, got str"),
+    (lambda: logits().pow("2"), TypeError, r"pow: expected a number"),
+    (lambda: logits().cross_entropy([0, 3]), IndexError, r"targets: class index 3 is out of range for 3 classes"),
+    (lambda: logits().cross_entropy([0, -1]), IndexError, r"targets: class index -1 is out of range"),
+    (lambda: logits().cross_entropy([]), ValueError, r"targets: expected 2 class indices"),
+    (lambda: logits().cross_entropy([0.5, 1.0]), TypeError, r"targets: class indices must be integers"),
+    (lambda: logits().cross_entropy("ab"), TypeError, r"targets: expected a list of class indices"),
+    (lambda: logits().cross_entropy(7), TypeError, r"targets: expected a list of class indices"),
+    (lambda: Variable(Tensor.zeros([0, 3])).cross_entropy([]), ValueError, r"nll_loss: empty batch"),
+    (lambda: logits().mse_loss(Variable(Tensor.zeros([3]))), ValueError, r"mse_loss: input shape \[2, 3\] and target shape \[3\]"),
+    (lambda: Tensor.zeros([2]).apply("nope"), ValueError, r"apply: .*'nope'"),
+    (lambda: Tensor.full([2], "a"), TypeError, r"value must be a number, got 'a'"),
+    (lambda: Tensor.full([2], [1, 2], dtype="int32"), TypeError, r"value must be a number, got \[1, 2\]"),
+    (lambda: Tensor.full([2], 2**40, dtype="int32"), ValueError, r"value 1099511627776 is not an int32"),
+    (lambda: logits().backward(), RuntimeError, r"backward: the output has shape \[2, 3\]"),
+    (lambda: Variable(Tensor.zeros([1])).backward(), RuntimeError, r"backward: the output does not require grad"),
+])
+def test_bad_argument_raises_an_error_naming_it(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_nan_and_inf_are_accepted_by_from_vec():
+    t = Tensor.from_vec([float("nan"), float("inf"), -float("inf")], [3])
+    v = t.to_vec()
+    assert math.isnan(v[0]) and v[1:] == [float("inf"), -float("inf")]
+
+
+def test_cross_entropy_accepts_class_indices_as_a_numpy_array():
+    # A numpy array has a .data attribute (a memoryview); it must not be mistaken for a Variable.
+    by_list = logits().cross_entropy([0, 2]).item()
+    assert logits().cross_entropy(np.array([0, 2])).item() == by_list
+
+
+# -- random garbage ----------------------------------------------------------------------------------
+
+def garbage_pool():
+    small = Tensor.from_vec([1.0, -2.0, 3.0, 0.5, 0.0, -1.0], [2, 3])
+    return [
+        None, True, False, 0, 1, 2, 3, -1, -7, 2**31, 2**40, 2**63, -2**40, 0.5, -0.0, float("nan"),
+        float("inf"), -float("inf"), 1e308, "", "abc", "float32", "float64", "int32", b"xy", [], [1], [2, 3],
+        [1, 2, 3], [[1, 2], [3]], [[1, 2], [3, 4]], [1, "a"], [None], (2, 3), (3, 2), (2, -3), (0,), (0, 3),
+        (-1,), (1, 1, 6), [2**16, 2**16], [2**31], [2**30], [1.5, 2], {"a": 1}, {1, 2}, object(),
+        np.float32(1.5), np.int64(2), np.int32(-1), np.array([1, 2]), np.array([[1.0, 2.0, 3.0]]),
+        np.array(["a"]), np.zeros((0, 3)), np.array([np.nan]), complex(1, 2), slice(0, 1), range(3),
+        lambda: 0, small, small.reshape([6]), Tensor.zeros([0, 3]), Tensor.scalar(2.0), Tensor.zeros([3, 1]),
+        Tensor.from_numpy(np.array([0, 2], np.int32), dtype="int32"), Variable(small), Variable(small, True),
+        Variable(Tensor.from_vec([0.2, 0.8], [2]), True), Variable(Tensor.zeros([2, 1]), True),
+    ]
+
+
+TENSOR_CONSTRUCTORS = [
+    ("Tensor", lambda *a: Tensor(*a)), ("from_vec", Tensor.from_vec), ("from_numpy", Tensor.from_numpy),
+    ("full", Tensor.full), ("zeros", Tensor.zeros), ("ones", Tensor.ones), ("scalar", Tensor.scalar),
+    ("rand", Tensor.rand), ("randn", Tensor.randn), ("empty", Tensor.empty), ("Variable", Variable),
+]
+
+VARIABLE_METHODS = [
+    "add", "sub", "mul", "div", "add_var", "sub_var", "mul_var", "div_var", "add_scalar", "div_scalar",
+    "__add__", "__rsub__", "__rtruediv__", "__matmul__", "__rmatmul__", "matmul", "pow", "clamp",
+    "leaky_relu", "softmax", "log_softmax", "sum_dim", "mean_dim", "var_dim", "max_dim", "reshape",
+    "view", "transpose", "narrow", "slice", "expand", "unsqueeze", "squeeze", "mse_loss", "l1_loss",
+    "smooth_l1_loss", "binary_cross_entropy", "cross_entropy", "nll_loss", "backward", "set_data",
+    "set_grad", "requires_grad_", "relu", "exp", "log", "sum", "mean", "item",
+]
+
+TENSOR_METHODS = [
+    "reshape", "transpose", "permute", "narrow", "expand", "sum", "mean", "max", "argmax", "astype",
+    "matmul", "__add__", "__mul__", "__truediv__", "__pow__", "__rsub__", "item", "size", "apply", "to",
+]
+
+
+def _force(result):
+    """Read back whatever came out, so a kernel that reads or writes out of bounds runs now."""
+    if isinstance(result, (Tensor, Variable)):
+        result.numpy()
+    elif isinstance(result, tuple):
+        for r in result:
+            _force(r)
+
+
+def fuzz(seed, count):
+    """Run ``count`` random calls; return the distinct unexpected failures as text."""
+    from axonml_autograd.optim import SGD, Adam
+
+    rng = random.Random(seed)
+    pool = garbage_pool()
+    pick = lambda: rng.choice(pool)
+    failures = {}
+    for case in range(count):
+        kind = rng.random()
+        if kind < 0.3:
+            name, fn = rng.choice(TENSOR_CONSTRUCTORS)
+            args = [pick() for _ in range(rng.randint(0, 3))]
+            label = name
+        elif kind < 0.75:
+            receiver = rng.choice([x for x in pool if isinstance(x, Variable)])
+            name = rng.choice(VARIABLE_METHODS)
+            fn = getattr(receiver, name)
+            args = [pick() for _ in range(rng.randint(0, 3))]
+            label = f"Variable.{name}"
+        elif kind < 0.95:
+            receiver = rng.choice([x for x in pool if isinstance(x, Tensor)])
+            name = rng.choice(TENSOR_METHODS)
+            fn = getattr(receiver, name)
+            args = [pick() for _ in range(rng.randint(0, 3))]
+            label = f"Tensor.{name}"
+        else:
+            cls = rng.choice([SGD, Adam])
+            fn, args, label = cls, [pick(), pick()], cls.__name__
+        try:
+            _force(fn(*args))
+        except ALLOWED:
+            pass
+        except Exception as e:   # noqa: BLE001 - what the test is looking for
+            key = (label, type(e).__name__)
+            if key not in failures:
+                failures[key] = (f"case {case}: {label}({', '.join(_short(a) for a in args)}) raised "
+                                 f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=-3)}")
+    return list(failures.values())
+
+
+def _short(x):
+    text = repr(x)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_garbage_gives_only_clean_python_exceptions(seed):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    try:
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), str(seed), "1500"], env=env,
+                              capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the fuzz loop hung (no result after {e.timeout} s); last output:\n{e.stdout}")
+    assert done.returncode == 0, (f"the fuzz process died (exit {done.returncode}):\n"
+                                  f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+    assert done.stdout.strip().endswith("clean"), done.stdout[-8000:]
+
+
+if __name__ == "__main__":
+    import warnings
+
+    warnings.simplefilter("ignore")
+    problems = fuzz(int(sys.argv[1]), int(sys.argv[2]))
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} kinds of unexpected exception" if problems else "clean")
