@@ -189,27 +189,24 @@ class BufferPool:
     def __init__(self, device: "Device", limit_bytes: int):
         self.device = device
         self.limit_bytes = limit_bytes
-        self._free: dict[int, list] = {}
+        self._free: dict[int, list] = {}  # size -> buffers; sizes round up to 256 bytes (never 0,
+                                          # which OpenCL refuses) so near-equal sizes share buffers
         self.held_bytes = 0       # bytes sitting in the free lists
         self.in_use_bytes = 0     # bytes handed out and not yet returned
         self.peak_bytes = 0       # high-water mark of in_use_bytes
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _round(nbytes: int) -> int:
-        # Round to 256 bytes so that near-equal sizes share buffers; at least 256 since
-        # OpenCL refuses zero-sized buffers.
-        return max(256, (nbytes + 255) & ~255)
-
     def allocate(self, nbytes: int):
-        size = self._round(nbytes)
+        """``(buffer, size)``: a buffer of at least ``nbytes`` and the size to hand back to release()."""
+        size = max(256, (nbytes + 255) & ~255)
         with self._lock:
             bucket = self._free.get(size)
             if bucket:
                 self.held_bytes -= size
-                buf = bucket.pop()
-                self._count_out(size)
-                return buf
+                self.in_use_bytes = in_use = self.in_use_bytes + size
+                if in_use > self.peak_bytes:
+                    self.peak_bytes = in_use
+                return bucket.pop(), size
         info = self.device.info
         if size > info.max_alloc:
             raise DeviceMemoryError(
@@ -227,15 +224,11 @@ class BufferPool:
                     f"bytes, max allocation {info.max_alloc} bytes, {self.in_use_bytes} bytes in use): {e}"
                 ) from e
         with self._lock:
-            self._count_out(size)
-        return buf
+            self.in_use_bytes += size
+            self.peak_bytes = max(self.peak_bytes, self.in_use_bytes)
+        return buf, size
 
-    def _count_out(self, size):
-        self.in_use_bytes += size
-        self.peak_bytes = max(self.peak_bytes, self.in_use_bytes)
-
-    def release(self, buf):
-        size = buf.size
+    def release(self, buf, size: int):
         with self._lock:
             self.in_use_bytes -= size
             if self.held_bytes + size <= self.limit_bytes:

@@ -32,16 +32,16 @@ INT32_MAX = 2**31 - 1
 class _Storage:
     """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone."""
 
-    __slots__ = ("buffer", "pool", "version")
+    __slots__ = ("buffer", "pool", "version", "nbytes")
 
     def __init__(self, device: Device, nbytes: int):
-        self.pool = device.pool
-        self.buffer = device.pool.allocate(nbytes)
+        self.pool = pool = device.pool
+        self.buffer, self.nbytes = pool.allocate(nbytes)
         self.version = 0   # in-place writes through any tensor sharing this buffer (reshapes) bump it
 
     def __del__(self):
         try:
-            self.pool.release(self.buffer)
+            self.pool.release(self.buffer, self.nbytes)
         except Exception:  # interpreter shutdown: the pool may already be gone
             pass
 
@@ -489,10 +489,11 @@ class _Plan:
 
 
 def _descriptor(x):
+    # dtype.num rather than the dtype: hashing a numpy dtype costs more than the rest of the key.
     if isinstance(x, View):
         t = x.tensor
-        return (t.device, t.dtype, x.shape, x.strides, x.offset)
-    return (x.device, x.dtype, x._shape)
+        return (t.device, t.dtype.num, x.shape, x.strides, x.offset)
+    return (x.device, x.dtype.num, x._shape)
 
 
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
