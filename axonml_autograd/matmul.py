@@ -97,10 +97,9 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
         knl = kernels.get_kernel(device, TEMPLATE, "matmul_blocked", **params)
         pack = (kernels.get_kernel(device, TEMPLATE, "pack_a", **params),
                 kernels.get_kernel(device, TEMPLATE, "pack_b", **params))
-        # A few M panels per work-group: on PoCL the items of a group run back to back on one core
-        # and share the B panel in cache; more groups than cores keeps both cores busy at the tail.
-        local = max(1, min(4, _kernel_wg_size(knl, device), device.max_work_group_size))
-        return _Plan("blocked", params, knl, pack, (local, 1, 1))
+        # One work-item per work-group: its macro block is already a loop, and a fixed local size
+        # keeps PoCL from compiling a work-group function per global size.
+        return _Plan("blocked", params, knl, pack, (1, 1, 1))
     tried = []
     for ts, tsk, wpt in TILED_CANDIDATES:
         side = ts // wpt
@@ -246,36 +245,80 @@ def _run_tiled(dev, plan, a, b, c, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
                        i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
 
 
+class BlockedConfig(tuple):
+    """How one blocked matmul runs: which operands are packed and the macro block sizes.
+
+    ``pack_a`` / ``pack_b``: copy the operand into k-major panels first (needed for a transposed
+    operand; optional otherwise). ``mcp`` x ``ncp``: micro-tiles per work-item (its macro block of
+    C). ``kc``: the k slice it walks at a time. All are launch arguments, so none costs a compile.
+    """
+
+    __slots__ = ()
+    _fields = ("pack_a", "pack_b", "mcp", "ncp", "kc")
+
+    def __new__(cls, pack_a, pack_b, mcp, ncp, kc):
+        return tuple.__new__(cls, (bool(pack_a), bool(pack_b), int(mcp), int(ncp), int(kc)))
+
+    pack_a = property(lambda self: self[0])
+    pack_b = property(lambda self: self[1])
+    mcp = property(lambda self: self[2])
+    ncp = property(lambda self: self[3])
+    kc = property(lambda self: self[4])
+
+    def __repr__(self):
+        return "BlockedConfig(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
+
+
+# Tests and the tuner force a configuration through this (None: choose).
+_forced_config: Optional[BlockedConfig] = None
+
+
+def _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok):
+    forced = _forced_config
+    if forced is not None:
+        return BlockedConfig(forced.pack_a or ta, forced.pack_b or tb or not b_inplace_ok,
+                             forced.mcp, forced.ncp, forced.kc)
+    return BlockedConfig(True, True, 16, 8, 256)
+
+
 def _run_blocked(dev, plan, a, b, c, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
     p = plan.params
-    mr, nr = p["mr"], p["nr"]
+    mr, nr, vw = p["mr"], p["nr"], p["vw"]
     pm, pn = -(-M // mr), -(-N // nr)
-    pb_size = pn * nr * K        # one packed B, zero padded to whole panels
-    batch_b = max(1, b.numel() // (K * N))
     i32, i64 = np.int32, np.int64
+    nmat = nb_hi * nb_lo * max(1, math.prod(outer))
+    # B is read in place only as whole aligned vectors: rows a multiple of NR long (so no panel runs
+    # past a row) and every matrix starting on a vector boundary.
+    b_inplace_ok = not tb and N % nr == 0
+    cfg = _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok)
     # Scratch from the device pool: the in-order queue guarantees the pack and multiply kernels are
     # done with it before anything allocated later can write it.
-    bp = Tensor((batch_b * pb_size,), b.dtype, dev)
-    b_row, b_k = (K, 1) if tb else (1, N)      # element (n, k) of B, i.e. of B^T
-    kernels.launch(dev, plan.pack[1], (pn, -(-K // PACK_K), batch_b), _PACK_LOCAL, b.buffer, bp.buffer,
-                   i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
-    a_row, a_k = (1, M) if ta else (K, 1)      # element (m, k) of A
-    a_src, a_panel, pa_size = a, mr * a_row, M * K
-    if ta:
-        # A^T read in place walks k with a stride of M: a new cache line (often a new page) for
-        # every k of every row block. Packed, the same values stream contiguously; the copy is
-        # cheap because each panel row of A^T is contiguous.
+    if cfg.pack_b:
+        pb_size = pn * nr * K        # one packed B, zero padded to whole panels
+        batch_b = max(1, b.numel() // (K * N))
+        b_src = Tensor((batch_b * pb_size,), b.dtype, dev)
+        b_row, b_k = (K, 1) if tb else (1, N)      # element (n, k) of B, i.e. of B^T
+        kernels.launch(dev, plan.pack[1], (pn, -(-K // PACK_K), batch_b), _PACK_LOCAL, b.buffer, b_src.buffer,
+                       i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
+        b_panel, b_kstride = nr * K, nr
+    else:
+        b_src, pb_size, b_panel, b_kstride = b, K * N, nr, N
+    if cfg.pack_a:
+        a_row, a_k = (1, M) if ta else (K, 1)      # element (m, k) of A
         batch_a = max(1, a.numel() // (M * K))
         pa_size = pm * mr * K
         a_src = Tensor((batch_a * pa_size,), a.dtype, dev)
         kernels.launch(dev, plan.pack[0], (pm, -(-K // PACK_K), batch_a), _PACK_LOCAL, a.buffer, a_src.buffer,
                        i32(M), i32(K), i32(a_row), i32(a_k), i32(M * K))
         a_panel, a_row, a_k = mr * K, 1, mr
-    local = plan.local
-    gsize = (kernels.round_up(pm, local[0]), pn, nb_hi * nb_lo)
+    else:
+        a_src, pa_size, a_panel, a_row, a_k = a, M * K, mr * K, K, 1
+    mcp, ncp, kc = cfg.mcp, cfg.ncp, cfg.kc
+    gsize = (-(-pm // mcp), -(-pn // ncp), nb_hi * nb_lo)
     for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2]):
-        kernels.launch(dev, plan.kernel, gsize, local, a_src.buffer, bp.buffer, c.buffer,
-                       i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k), i32(nb_lo),
+        kernels.launch(dev, plan.kernel, gsize, plan.local, a_src.buffer, b_src.buffer, c.buffer,
+                       i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k),
+                       i32(b_panel), i32(b_kstride), i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
                        i64(sa[-2] * pa_size), i64(sa[-1] * pa_size),
                        i64(sb[-2] * pb_size), i64(sb[-1] * pb_size),
                        i64(oa * pa_size), i64(ob * pb_size), i64(oc * M * N))

@@ -498,11 +498,12 @@ def _descriptor(x):
 
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
                 scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise",
-                device=None) -> Tensor:
+                device=None, int_scalars: Optional[dict] = None) -> Tensor:
     """``out = expr(inputs, scalars)`` in one kernel, broadcasting the inputs (Tensors or Views).
 
-    ``expr`` is OpenCL C over the input names, the scalar names and ``gid`` (the output element's flat
-    index); ``L(0.5)`` writes a literal of the tensor's float type. ``out`` may be a View into an
+    ``expr`` is OpenCL C over the input names, the scalar names (``scalars`` in the tensor's float
+    type, ``int_scalars`` as int) and ``gid`` (the output element's flat index, so ``gid % C`` is the
+    column of a contiguous [N, C] output); ``L(0.5)`` writes a literal of the tensor's float type. ``out`` may be a View into an
     existing tensor (used by ``cat``); ``device`` is needed only when there are no inputs.
 
     >>> x = Tensor.from_vec([1.0, -2.0], [2])
@@ -510,13 +511,15 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     [1.0, -0.20000000298023224]
     """
     scalars = scalars or {}
-    key = (expr, tuple(names[:len(inputs)]), tuple(scalars), shape if shape is None else tuple(shape),
-           dtype, None if out is None else _descriptor(out), device, *map(_descriptor, inputs))
+    int_scalars = int_scalars or {}
+    key = (expr, tuple(names[:len(inputs)]), tuple(scalars), tuple(int_scalars),
+           shape if shape is None else tuple(shape), dtype, None if out is None else _descriptor(out), device,
+           *map(_descriptor, inputs))
     plan = _plans.get(key)
     if plan is None:
         if len(_plans) > 20000:  # many distinct shapes: start over rather than grow without bound
             _plans.clear()
-        plan = _plans[key] = _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device)
+        plan = _plans[key] = _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op, device)
     if out is not None:
         result = out.tensor
         result._version += 1
@@ -527,7 +530,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
         return result
     buffers = [x.tensor.buffer if isinstance(x, View) else x.buffer for x in inputs]
     with kernels.launch_lock:
-        knl.set_args(result.buffer, *buffers, *scalars.values(), *plan.int_args)
+        knl.set_args(result.buffer, *buffers, *scalars.values(), *int_scalars.values(), *plan.int_args)
         cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
     return result
 
@@ -535,7 +538,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
 _plans: dict = {}
 
 
-def _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device) -> _Plan:
+def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op, device) -> _Plan:
     views = [x if isinstance(x, View) else x.view() for x in inputs]
     tensors = [v.tensor for v in views]
     operands = tensors + ([out.tensor] if out is not None else [])
@@ -576,7 +579,8 @@ def _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device) -> _
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
     plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape),
-                                     kinds=kinds, names=names, scalars=tuple(scalars), expr=expr,
+                                     kinds=kinds, names=names, scalars=tuple(scalars),
+                                     int_scalars=tuple(int_scalars), expr=expr,
                                      types=types if any(t != ctype for t in types) else ())
     ints = []
     for kind, st, off in zip(kinds, cstrides, offsets):
@@ -590,7 +594,7 @@ def _make_plan(expr, inputs, names, scalars, shape, dtype, out, op, device) -> _
     plan.global_size, plan.local_size = (global_size,), (local_size,)
     if plan.kernel not in kernels._typed_kernels:
         plan.kernel.set_scalar_arg_dtypes([None] * (1 + len(views)) + [float_dtype] * len(scalars)
-                                          + [np.int32] * len(ints))
+                                          + [np.int32] * (len(int_scalars) + len(ints)))
         kernels._typed_kernels.add(plan.kernel)
     return plan
 
@@ -607,8 +611,9 @@ def fill(t: Tensor, value) -> Tensor:
     if t.dtype.kind != "f" and not (math.isfinite(value) and -2**31 <= value < 2**31 and value == int(value)):
         raise ValueError(f"fill: value {value!r} is not an int32")
     if t.numel():
-        elementwise("s", [], scalars={"s": value}, out=t.view(), op="fill") if t.dtype.kind == "f" else \
-            cl.enqueue_fill_buffer(t.device.queue, t.buffer, np.int32(value), 0, t.numel() * 4)
+        # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.
+        cl.enqueue_fill_buffer(t.device.queue, t.buffer, t.dtype.type(value), 0, t.numel() * t.dtype.itemsize)
+        t._version += 1
     return t
 
 
@@ -703,8 +708,10 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None):
     return out, out_idx, P
 
 
-def reduce(x: Tensor, op: str, axis=None, keepdim=False):
+def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
     """Sum, mean or max over one axis (or all); ``op="argmax"`` returns ``(max, int32 indices)``.
+
+    A sum or mean is multiplied by ``scale`` in the same kernel.
 
     Each output is folded in a fixed order, so results are the same bit for bit from run to run.
     """
@@ -730,8 +737,8 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False):
         res = Tensor(out_shape, x.dtype, x.device)
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
-        return reduce(x.astype("float32"), op, axis, keepdim)
-    scale = 1.0 / R if op == "mean" else 1.0
+        return reduce(x.astype("float32"), op, axis, keepdim, scale)
+    scale = scale / R if op == "mean" else scale
     vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
     while P > 1:
         vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx)

@@ -27,6 +27,9 @@ __kernel void ew(
 % for s in scalars:
     const T ${s},
 % endfor
+% for s in int_scalars:
+    const int ${s},
+% endfor
 % for op, kind in zip(operands, kinds):
   % if kind == "strided":
     const int off_${op},

@@ -2,17 +2,21 @@
 ##
 ##   "tiled"    the GPU form: a work-group stages TS x TSK tiles of A and B in local memory and each
 ##              work-item accumulates a WPT x WPT block of C in registers.
-##   "blocked"  the CPU form: `pack_b` copies B into NR-column panels (k-major, zero padded), then
-##              `matmul_blocked` gives each work-item one MR x NR block of C held in vector registers,
-##              reading A in place one broadcast scalar at a time (`pack_a` lays out a transposed A
-##              first, whose in-place reads would stride). PoCL runs the work-items of a group as a
-##              loop on one thread, so local memory buys nothing there; what pays is keeping the
-##              accumulators in registers and streaming B contiguously.
+##   "blocked"  the CPU form (GotoBLAS-like): `matmul_blocked` gives each work-item a macro block of
+##              C, MCP x NCP micro-tiles of MR x NR, and walks it one KC slice of k at a time, so the
+##              KC x NR slice of B that the MCP micro-tiles of a column share stays in L1 and the
+##              MR*MCP x KC block of A stays in L2. A micro-tile's accumulators live in vector
+##              registers for one slice and go through C between slices. Operands are read through
+##              stride arguments, either in place or after `pack_a` / `pack_b` copied them into
+##              k-major panels (contiguous streams, zero padding, transposes absorbed); the host
+##              decides which per call. PoCL runs a work-group as a loop on one thread, so local
+##              memory buys nothing there, and the macro block is one work-item with explicit loops.
 ##
 ## Shapes, strides and batch sizes are kernel arguments, so a new shape or batch size never triggers a
 ## compile. The template is specialised only on the element type, the strategy, the tile sizes and, for
-## "tiled", the transpose flags. "blocked" needs no transpose flags: the packing kernels and the A
-## reads go through stride arguments, so one program serves all four combinations.
+## "tiled", the transpose flags. "blocked" needs no transpose flags: the packing kernels and the
+## operand reads go through stride arguments, so one program serves all four combinations, and the
+## block sizes (MCP, NCP, KC) are arguments too, so tuning them never compiles anything.
 ##
 ## Batching: get_global_id(2) is the output batch index; it is split as (hi, lo) = (b / nb_lo, b % nb_lo)
 ## and each operand has its own element stride for hi and lo, 0 where that operand is broadcast.
@@ -132,9 +136,10 @@ void matmul_tiled(
 % for which, width in (("a", mr), ("b", nr)):
 // dst[panel p][k][w] = src(row p*${width} + w, column k), rows past `rows` as 0: ${"A in MR-row" if which == "a" else "B^T in NR-row"}
 // panels. The source element (i, k) of batch q is at src[q*src_batch + i*s_row + k*s_k], so the
-// transposes are just other strides. One work-item copies a run of ${pack_k} k values of one panel:
-// per work-item loops keep PoCL from vectorising across work-items into gathers, and let the
-// strided (transposing) case read each source cache line ${pack_k} times in a row.
+// transposes are just other strides. One work-item copies a run of ${pack_k} k values of one panel,
+// with the inner loop along whichever source axis is contiguous: per work-item loops keep PoCL from
+// vectorising across work-items into gathers, and a contiguous inner loop reads each source cache
+// line once instead of once per panel row.
 __kernel void pack_${which}(
     __global const T *restrict src,
     __global T *restrict dst,
@@ -148,96 +153,141 @@ __kernel void pack_${which}(
     const int panels = (rows + ${width - 1}) / ${width};
     __global const T *s = src + (size_t)q * src_batch + (size_t)p * ${width} * s_row;
     __global T *d = dst + ((size_t)q * panels + p) * K * ${width};
-    const int valid = rows - p * ${width};
-    if (valid >= ${width} && s_row == 1) {
-        // Rows adjacent in memory (B, or A^T): with the stride known to be 1 each k is one
-        // vector copy.
+    const int valid = min(${width}, rows - p * ${width});
+    if (valid == ${width} && s_row == 1) {
+        // Panel rows adjacent in memory (B, or A^T): each k is one contiguous run of ${width}.
         for (int k = k0; k < k1; ++k)
             for (int w = 0; w < ${width}; ++w)
                 d[k * ${width} + w] = s[k * s_k + w];
-    } else if (valid >= ${width}) {
-        for (int k = k0; k < k1; ++k)
-            for (int w = 0; w < ${width}; ++w)
-                d[k * ${width} + w] = s[k * s_k + w * s_row];
+    } else if (s_k == 1) {
+        // k contiguous (A, or B^T): copy row by row, scattering into the panel (which is in L1).
+        for (int w = 0; w < valid; ++w)
+            for (int k = k0; k < k1; ++k)
+                d[k * ${width} + w] = s[(size_t)w * s_row + k];
+        for (int w = valid; w < ${width}; ++w)
+            for (int k = k0; k < k1; ++k)
+                d[k * ${width} + w] = (T)0;
     } else {
         for (int k = k0; k < k1; ++k)
             for (int w = 0; w < ${width}; ++w)
-                d[k * ${width} + w] = w < valid ? s[k * s_k + w * s_row] : (T)0;
+                d[k * ${width} + w] = w < valid ? s[(size_t)k * s_k + (size_t)w * s_row] : (T)0;
     }
 }
 
 % endfor
-// One work-item: the ${mr} x ${nr} block of C at (row block get_global_id(0), column panel
-// get_global_id(1)) of batch get_global_id(2). B comes packed (zero padded, so the k loop needs no
-// bounds checks). A is only ever read one scalar at a time (broadcast to a vector), so it is read
-// wherever it lies: element (m0 + r, k) at a + pm*a_panel + r*a_row + k*a_k, which describes A, A^T
-// and a packed A alike. Rows past M are clamped to a valid row; the store drops them.
+// One work-item: the macro block of C made of micro-tiles (pm, pn), pm in [mcp*gid0, +mcp) and pn in
+// [ncp*gid1, +ncp) (clipped to C), of batch get_global_id(2). Loop order, outermost first: k slices
+// of kc, column panels, row panels; so one KC x NR slice of B is reused by the mcp micro-tiles of its
+// column while it is in L1, and the mcp*MR x kc block of A by the ncp columns while it is in L2.
+//
+// Operand addressing (element strides, so in-place and packed operands read alike):
+//   A(pm*MR + r, k) at a + pm*a_panel + r*a_row + k*a_k. Only ever read one scalar at a time
+//     (broadcast), so any layout works; rows past M are clamped to a valid row, the store drops them.
+//   B(k, pn*NR + j) at b + pn*b_panel + k*b_k + j. Read as ${nv} aligned ${TV} vectors, so the host
+//     passes B in place only when rows are vector aligned and N is a multiple of NR; otherwise packed
+//     (zero padded panels, no bounds checks needed).
 // The k loop is plain `acc += a * b` over pointer-cast vector loads: on PoCL that is what LLVM turns
 // into packed FMAs, while vload/mad/fma builtins stay out-of-line calls.
 __kernel void matmul_blocked(
     __global const T *restrict a_base,
-    __global const T *restrict bp_base,      // packed B: [batch_b][N panels][K][${nr}]
+    __global const T *restrict b_base,
     __global T *restrict c_base,
     const int M, const int N, const int K,
     const int a_panel, const int a_row, const int a_k,
+    const int b_panel, const int b_k,
+    const int mcp, const int ncp, const int kc,
     const int nb_lo,
     const long sa_hi, const long sa_lo,
     const long sb_hi, const long sb_lo,
     const long off_a, const long off_b, const long off_c)
 {
-    const int pm = get_global_id(0);
-    const int pn = get_global_id(1);
     const int batch = get_global_id(2);
-    const int m0 = pm * ${mr}, n0 = pn * ${nr};
-    if (m0 >= M || n0 >= N) return;
     const int hi = batch / nb_lo, lo = batch % nb_lo;
-    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo + (size_t)pm * a_panel;
-    __global const T *pb = bp_base + off_b + hi * sb_hi + lo * sb_lo + (size_t)pn * ${nr} * K;
-    __global T *c = c_base + off_c + (size_t)batch * M * N + (size_t)m0 * N + n0;
-    const int last = M - 1 - m0;
-% for r in range(mr):
-    __global const T *a${r} = a + (size_t)min(${r}, last) * a_row;
-% endfor
+    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
+    __global const T *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
+    __global T *c = c_base + off_c + (size_t)batch * M * N;
+    const int pm0 = get_global_id(0) * mcp, pm1 = min((M + ${mr - 1}) / ${mr}, pm0 + mcp);
+    const int pn0 = get_global_id(1) * ncp, pn1 = min((N + ${nr - 1}) / ${nr}, pn0 + ncp);
+    // Whole-vector C access needs every row of C vector aligned: N a multiple of the vector width and
+    // the batch offset too.
+    const bool c_vec = N % ${vw} == 0 && (size_t)(c - c_base) % ${vw} == 0;
 
+    for (int k0 = 0; k0 < K; k0 += kc) {
+        const int kn = min(kc, K - k0);
+        for (int pn = pn0; pn < pn1; ++pn) {
+            const int n0 = pn * ${nr};
+            const int cols = min(${nr}, N - n0);
+            __global const T *b_slice = b + (size_t)pn * b_panel + (size_t)k0 * b_k;
+            for (int pm = pm0; pm < pm1; ++pm) {
+                const int m0 = pm * ${mr};
+                const int rows = min(${mr}, M - m0);
+                const bool whole = c_vec && rows == ${mr} && cols == ${nr};
+                __global T *cc = c + (size_t)m0 * N + n0;
+                __global const T *pa = a + (size_t)pm * a_panel + (size_t)k0 * a_k;
 % for r in range(mr):
-    ${TV} ${", ".join(f"c{r}_{v} = 0" for v in range(nv))};
+                __global const T *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;
 % endfor
-    for (int k = 0, ak = 0; k < K; ++k, ak += a_k) {
+% for r in range(mr):
+                ${TV} ${", ".join(f"c{r}_{v}" for v in range(nv))};
+% endfor
+                if (k0 == 0) {
+% for r in range(mr):
+                    ${" ".join(f"c{r}_{v} = 0;" for v in range(nv))}
+% endfor
+                } else if (whole) {
+% for r in range(mr):
+  % for v in range(nv):
+                    c${r}_${v} = *(__global const ${TV} *)(cc + ${r} * (size_t)N + ${v * vw});
+  % endfor
+% endfor
+                } else {
+                    // An edge or unaligned tile resumes element by element (once per k slice).
+                    T row[${nr}];
+% for r in range(mr):
+                    for (int j = 0; j < ${nr}; ++j)
+                        row[j] = (${r} < rows && j < cols) ? cc[${r} * (size_t)N + j] : (T)0;
+  % for v in range(nv):
+                    c${r}_${v} = vload${vw}(${v}, row);
+  % endfor
+% endfor
+                }
+
+                __global const T *pb = b_slice;
+                for (int k = 0, ak = 0; k < kn; ++k, ak += a_k) {
 % for v in range(nv):
-        const ${TV} b${v} = *(__global const ${TV} *)(pb + ${v * vw});
+                    const ${TV} b${v} = *(__global const ${TV} *)(pb + ${v * vw});
 % endfor
 % for r in range(mr):
-        {
-            const ${TV} a = (${TV})(a${r}[ak]);
+                    {
+                        const ${TV} av = (${TV})(a${r}[ak]);
   % for v in range(nv):
-            c${r}_${v} += a * b${v};
+                        c${r}_${v} += av * b${v};
   % endfor
-        }
+                    }
 % endfor
-        pb += ${nr};
-    }
+                    pb += b_k;
+                }
 
-    // Whole vectors when the block is inside C and its rows are vector aligned (N a multiple of the
-    // vector width and the batch offset too); element by element otherwise.
-    const size_t c_start = (size_t)(c - c_base);
-    if (m0 + ${mr} <= M && n0 + ${nr} <= N && N % ${vw} == 0 && c_start % ${vw} == 0) {
+                if (whole) {
 % for r in range(mr):
   % for v in range(nv):
-        *(__global ${TV} *)(c + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
+                    *(__global ${TV} *)(cc + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
   % endfor
 % endfor
-    } else {
-        const int rows = min(${mr}, M - m0), cols = min(${nr}, N - n0);
-        T row[${nr}];
+                } else {
+                    T row[${nr}];
 % for r in range(mr):
-        if (${r} < rows) {
+                    if (${r} < rows) {
   % for v in range(nv):
-            vstore${vw}(c${r}_${v}, ${v}, row);
+                        vstore${vw}(c${r}_${v}, ${v}, row);
   % endfor
-            for (int j = 0; j < cols; ++j)
-                c[${r} * (size_t)N + j] = row[j];
+                        for (int j = 0; j < cols; ++j)
+                            cc[${r} * (size_t)N + j] = row[j];
+                    }
+% endfor
+                }
+            }
         }
-% endfor
     }
 }
 % endif

@@ -103,20 +103,18 @@ def nll_loss(log_probs, targets):
     if n == 0:
         raise ValueError("nll_loss: empty batch (input has 0 rows)")
     idx = _class_indices(targets, n, c, lp.device)
-    from .reduction import _arange
-    classes = broadcast_view(_arange(c, lp.device).reshape([1, c]), (n, c))
+    # Each element of the [N, C] output knows its class from its flat index: gid % C.
     tcol = broadcast_view(idx.reshape([n, 1]), (n, c))
-    picked = elementwise("(t < 0 || t >= C) ? NAN : (k == t ? -x : L(0.0))", [lp, tcol, classes],
-                         names=("x", "t", "k"), scalars={"C": c}, op="nll_loss")
-    loss = reduce(picked, "sum")
-    loss = elementwise("a * s", [loss], scalars={"s": 1.0 / n})
+    picked = elementwise("(t < 0 || t >= C) ? NAN : (gid % C == t ? -x : L(0.0))", [lp, tcol],
+                         names=("x", "t"), int_scalars={"C": c}, op="nll_loss")
+    loss = reduce(picked, "sum", scale=1.0 / n)
 
     def rule(ctx, g):
         (ids,) = ctx.saved_tensors
-        cls = broadcast_view(_arange(ctx.c, g.device).reshape([1, ctx.c]), (ctx.n, ctx.c))
-        return elementwise("k == t ? -g * s : L(0.0)", [broadcast_view(g.reshape([1, 1]), (ctx.n, ctx.c)),
-                                                        broadcast_view(ids.reshape([ctx.n, 1]), (ctx.n, ctx.c)),
-                                                        cls], names=("g", "t", "k"), scalars={"s": 1.0 / ctx.n})
+        shape = (ctx.n, ctx.c)
+        return elementwise("gid % C == t ? -g * s : L(0.0)", [broadcast_view(g.reshape([1, 1]), shape),
+                                                             broadcast_view(ids.reshape([ctx.n, 1]), shape)],
+                           names=("g", "t"), scalars={"s": 1.0 / ctx.n}, int_scalars={"C": ctx.c})
 
     return record("NllLossBackward", loss, [log_probs], rule, saved=(idx,), n=n, c=c)
 

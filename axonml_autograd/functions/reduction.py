@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..grad_fn import record
-from ..tensor import Tensor, View, broadcast_view, elementwise, normalize_axis, reduce
+from ..tensor import Tensor, broadcast_view, elementwise, normalize_axis, reduce
 
 
 def _spread(g: Tensor, shape, dim, keepdim, scale=None):
@@ -80,14 +80,12 @@ def max_dim(a, dim, keepdim=False):
         (idx,) = ctx.saved_tensors
         shape = ctx.shape
         kept = _kept_shape(shape, ctx.dim)
-        positions = _arange(shape[ctx.dim] if shape else 1, g.device)
-        lead = ctx.dim
-        trail = len(shape) - ctx.dim - 1
-        # positions read as shape with stride 1 along dim, 0 elsewhere
-        pos_view = View(positions, shape, [0] * lead + [1] + [0] * trail, 0) if shape else positions.view()
-        return elementwise("c == i ? g : L(0.0)", [broadcast_view(g.reshape(kept), shape),
-                                                  broadcast_view(idx.reshape(kept), shape), pos_view],
-                           names=("g", "i", "c"), shape=shape)
+        # An output element's position along dim, from its flat index in the contiguous result.
+        inner = math.prod(shape[ctx.dim + 1:]) if shape else 1
+        size = shape[ctx.dim] if shape else 1
+        return elementwise("(gid / inner) % R == i ? g : L(0.0)",
+                           [broadcast_view(g.reshape(kept), shape), broadcast_view(idx.reshape(kept), shape)],
+                           names=("g", "i"), int_scalars={"inner": inner, "R": size}, shape=shape)
 
     return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d)
 
@@ -97,12 +95,3 @@ def _kept_shape(shape, dim):
     if kept:
         kept[dim] = 1
     return kept
-
-
-def _arange(n, device) -> Tensor:
-    """0, 1, ..., n-1 as int32, cached per device (it is read-only)."""
-    cache = device.__dict__.setdefault("_arange_cache", {})
-    t = cache.get(n)
-    if t is None:
-        t = cache[n] = elementwise("gid", [], shape=(n,), dtype="int32", op="arange") if n else Tensor((0,), "int32", device)
-    return t
