@@ -8,6 +8,7 @@
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
+    int_names = tuple(context.get("int_scalars", ()))
 %>
 % if "double" in optypes:
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -27,7 +28,7 @@ __kernel void ew(
 % for s in scalars:
     const T ${s},
 % endfor
-% for s in int_scalars:
+% for s in int_names:
     const int ${s},
 % endfor
 % for op, kind in zip(operands, kinds):
