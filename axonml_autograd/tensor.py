@@ -148,12 +148,10 @@ class Tensor:
         if dtype is None:
             dtype = arr.dtype if arr.dtype in (np.float32, np.float64, np.int32) else np.float32
         t = cls(arr.shape, dtype, device)
-        host = np.ascontiguousarray(arr, dtype=t.dtype)
+        # A private copy: the upload does not wait, so the caller may change `array` right after.
+        host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
-            cl.enqueue_copy(t.device.queue, t.buffer, host, is_blocking=False)
-            # The host array must outlive the non-blocking copy; the in-order queue finishes it before
-            # any later command, and holding a reference on the event keeps numpy from freeing it.
-            _keep_alive(t.device, host)
+            _track_upload(t.device, cl.enqueue_copy(t.device.queue, t.buffer, host, is_blocking=False))
         return t
 
     @classmethod
@@ -401,14 +399,18 @@ class Tensor:
 # Helpers shared by the raw ops
 # ------------------------------------------------------------------------------------------------------
 
-def _keep_alive(device, host):
-    # A tiny ring of recently uploaded host arrays: enough for non-blocking uploads to complete before
-    # the array is dropped (the queue is in order and the next read or upload waits for them).
-    ring = device.__dict__.setdefault("_upload_ring", [])
-    ring.append(host)
-    if len(ring) > 64:
-        device.queue.flush()
-        del ring[:32]
+def _track_upload(device, event):
+    """Hold a non-blocking upload's event until the device has done it.
+
+    pyopencl's event for a non-blocking copy keeps the host array alive, and dropping it waits for the
+    copy: dropped at once, every upload would wait for all the work queued before it. Completed
+    events are let go on later uploads, by a status query that never blocks.
+    """
+    pending = device.__dict__.setdefault("_pending_uploads", [])
+    pending.append(event)
+    if len(pending) > 8:
+        complete = cl.command_execution_status.COMPLETE
+        pending[:] = [e for e in pending if e.command_execution_status != complete]
 
 
 def infer_shape(shape, numel, old_shape=None) -> tuple:
