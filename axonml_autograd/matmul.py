@@ -9,8 +9,9 @@
 [2, 2]
 
 Two kernel strategies live in ``cl_kernels/matmul.cl.mako``: ``"tiled"`` (local-memory tiles, for
-GPUs) and ``"blocked"`` (B packed into panels, register blocking, for CPU devices, where PoCL runs
-a work-group's items as a loop on one core and local memory is just more cache traffic). The device
+GPUs) and ``"blocked"`` (GotoBLAS-style macro blocks walked in L1-sized k slices, register
+blocking, operands packed into panels only where that pays; for CPU devices, where PoCL runs a
+work-group's items as a loop on one core and local memory is just more cache traffic). The device
 type picks one; ``AXONML_MATMUL=tiled|blocked`` or ``strategy=`` forces it.
 """
 
@@ -40,6 +41,11 @@ TILED_CANDIDATES = ((64, 16, 4), (32, 16, 4), (32, 16, 2), (16, 16, 2), (16, 16,
 # 12 accumulators + 2 B vectors + 1 broadcast A: the largest block that does not spill.
 BLOCKED_MR = 6
 BLOCKED_NV = 2
+# Blocked macro blocks, see _blocked_config.
+BLOCKED_SLICE_BYTES = 16 * 1024      # one k slice of an NR-column B panel: half of a 32 KB L1
+BLOCKED_INPLACE_B_BYTES = 512 * 1024  # read B in place up to this size, pack it beyond
+BLOCKED_MCP, BLOCKED_NCP = 16, 4     # largest macro block, in micro-tiles
+BLOCKED_ITEMS_PER_CU = 16            # shrink macro blocks until there are this many per compute unit
 # k values one packing work-item copies: enough to amortise a work-item, few enough for parallelism.
 PACK_K = 32
 # A fixed local size: left to the driver, PoCL picks one from the global size and JIT-compiles a new
@@ -48,15 +54,18 @@ _PACK_LOCAL = (1, 1, 1)
 
 _plans: dict = {}
 _plans_lock = threading.Lock()
+# (devices, dtypes, shapes, transposes, strategy choice, forced config) -> (result shape, launcher)
+_calls: dict = {}
 
 
 class _Plan:
     """Everything one (device, dtype, strategy, transposes) needs to launch, chosen once."""
 
-    __slots__ = ("strategy", "params", "kernel", "pack", "local")
+    __slots__ = ("strategy", "params", "kernel", "pack", "local", "item", "compute_units")
 
-    def __init__(self, strategy, params, kernel, pack, local):
+    def __init__(self, strategy, params, kernel, pack, local, item=0, compute_units=1):
         self.strategy, self.params, self.kernel, self.pack, self.local = strategy, params, kernel, pack, local
+        self.item, self.compute_units = item, max(1, int(compute_units))
 
 
 def _kernel_wg_size(kernel, device) -> int:
@@ -99,7 +108,7 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
                 kernels.get_kernel(device, TEMPLATE, "pack_b", **params))
         # One work-item per work-group: its macro block is already a loop, and a fixed local size
         # keeps PoCL from compiling a work-group function per global size.
-        return _Plan("blocked", params, knl, pack, (1, 1, 1))
+        return _Plan("blocked", params, knl, pack, (1, 1, 1), item, device.compute_units)
     tried = []
     for ts, tsk, wpt in TILED_CANDIDATES:
         side = ts // wpt
@@ -156,6 +165,16 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     """
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and {type(b).__name__}")
+    # Repeated signatures (a training loop) skip the shape logic below: ~30 us of Python that, at
+    # n = 256, is a tenth of the whole multiply. Everything the launches depend on is in the key.
+    key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,
+           os.environ.get("AXONML_MATMUL"), _forced_config)
+    if out is None:
+        call = _calls.get(key)
+        if call is not None:
+            result = Tensor._wrap(call[0], a.dtype, a.device)
+            call[1](a, b, result)
+            return result
     dev = _check_same_device("matmul", [a, b] + ([out] if out is not None else []))
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: dtypes differ: {a.dtype} and {b.dtype}; convert one with .astype()")
@@ -216,9 +235,13 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     nb_hi, nb_lo = cshape[-2], cshape[-1]
 
     if plan.strategy == "blocked":
-        _run_blocked(dev, plan, a, b, result, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
+        run = _blocked_launcher(dev, plan, a.numel(), b.numel(), M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
     else:
-        _run_tiled(dev, plan, a, b, result, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo)
+        run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo)
+    run(a, b, result)
+    if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound
+        _calls.clear()
+    _calls[key] = (out_shape, run)
     return result
 
 
@@ -232,17 +255,23 @@ def _outer_offsets(outer, sa, sb, sc):
                sum(i * s for i, s in zip(idx, sc)))
 
 
-def _run_tiled(dev, plan, a, b, c, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
+def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
+    """A function (a, b, c) that enqueues the tiled kernel(s) for this signature."""
     p = plan.params
     ts, side = p["ts"], plan.local[0]
     mat_a, mat_b, mat_c = M * K, K * N, M * N
     gsize = (kernels.round_up(N, ts) // ts * side, kernels.round_up(M, ts) // ts * side, nb_hi * nb_lo)
     i32, i64 = np.int32, np.int64
-    for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2]):
-        kernels.launch(dev, plan.kernel, gsize, plan.local, a.buffer, b.buffer, c.buffer,
-                       i32(M), i32(N), i32(K), i32(nb_lo),
-                       i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
-                       i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
+    arg_sets = [(i32(M), i32(N), i32(K), i32(nb_lo),
+                 i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
+                 i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
+                for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
+    knl, local, launch = plan.kernel, plan.local, kernels.launch
+
+    def run(a, b, c):
+        for args in arg_sets:
+            launch(dev, knl, gsize, local, a.buffer, b.buffer, c.buffer, *args)
+    return run
 
 
 class BlockedConfig(tuple):
@@ -273,52 +302,88 @@ class BlockedConfig(tuple):
 _forced_config: Optional[BlockedConfig] = None
 
 
-def _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok):
+def _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok) -> BlockedConfig:
+    """Packing and block sizes for one call (all launch arguments, so choosing never compiles)."""
     forced = _forced_config
     if forced is not None:
-        return BlockedConfig(forced.pack_a or ta, forced.pack_b or tb or not b_inplace_ok,
+        # A transposed operand, or a B that cannot be read in place, is packed whatever was forced.
+        return BlockedConfig(forced.pack_a or ta, forced.pack_b or not b_inplace_ok,
                              forced.mcp, forced.ncp, forced.kc)
-    return BlockedConfig(True, True, 16, 8, 256)
-
-
-def _run_blocked(dev, plan, a, b, c, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
     p = plan.params
-    mr, nr, vw = p["mr"], p["nr"], p["vw"]
+    mr, nr, item = p["mr"], p["nr"], plan.item
+    # k slice: its NR-column slice of B should fill about half of L1 (16 KB: 256 floats x 16 or
+    # 256 doubles x 8). Split K into equal slices so a K just past KC does not end in a sliver.
+    slices = -(-K // max(16, BLOCKED_SLICE_BYTES // (nr * item)))
+    kc = -(-K // slices)
+    # B in place saves a launch and a pass over B, which pays while B is small; a large B, read in
+    # place, strides by a whole row per k (for power-of-two N, all into the same few L1 sets), so
+    # it is packed into contiguous panels.
+    pack_b = not b_inplace_ok or K * N * item > BLOCKED_INPLACE_B_BYTES
+    # Macro blocks: MCP row panels share each B slice, NCP column panels each A block (16 x 6 rows x
+    # KC floats = 96 KB, in L2). Shrink them until there are enough work-items for every compute
+    # unit to get several (PoCL hands work-groups to its per-core threads; a few per core keeps the
+    # tail short).
+    pm, pn = -(-M // mr), -(-N // nr)
+    mcp, ncp = BLOCKED_MCP, BLOCKED_NCP
+    want = BLOCKED_ITEMS_PER_CU * plan.compute_units
+    while mcp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:
+        mcp //= 2
+    while ncp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:
+        ncp //= 2
+    return BlockedConfig(ta, pack_b, mcp, ncp, kc)
+
+
+def _blocked_launcher(dev, plan, a_numel, b_numel, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
+    """A function (a, b, c) that enqueues the packing and blocked kernels for this signature."""
+    p = plan.params
+    mr, nr = p["mr"], p["nr"]
     pm, pn = -(-M // mr), -(-N // nr)
     i32, i64 = np.int32, np.int64
     nmat = nb_hi * nb_lo * max(1, math.prod(outer))
-    # B is read in place only as whole aligned vectors: rows a multiple of NR long (so no panel runs
-    # past a row) and every matrix starting on a vector boundary.
-    b_inplace_ok = not tb and N % nr == 0
-    cfg = _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok)
-    # Scratch from the device pool: the in-order queue guarantees the pack and multiply kernels are
-    # done with it before anything allocated later can write it.
+    # B is read in place only as whole aligned vectors: rows a whole number of NR-column panels
+    # (so no panel runs past a row), which also keeps every matrix of a batch vector aligned.
+    cfg = _blocked_config(plan, M, N, K, ta, tb, nmat, not tb and N % nr == 0)
+    launch, pack_a, pack_b = kernels.launch, plan.pack[0], plan.pack[1]
     if cfg.pack_b:
         pb_size = pn * nr * K        # one packed B, zero padded to whole panels
-        batch_b = max(1, b.numel() // (K * N))
-        b_src = Tensor((batch_b * pb_size,), b.dtype, dev)
+        batch_b = max(1, b_numel // (K * N))
         b_row, b_k = (K, 1) if tb else (1, N)      # element (n, k) of B, i.e. of B^T
-        kernels.launch(dev, plan.pack[1], (pn, -(-K // PACK_K), batch_b), _PACK_LOCAL, b.buffer, b_src.buffer,
-                       i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
+        b_pack_gsize = (pn, -(-K // PACK_K), batch_b)
+        b_pack_args = (i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
         b_panel, b_kstride = nr * K, nr
     else:
-        b_src, pb_size, b_panel, b_kstride = b, K * N, nr, N
+        pb_size, b_panel, b_kstride = K * N, nr, N
     if cfg.pack_a:
         a_row, a_k = (1, M) if ta else (K, 1)      # element (m, k) of A
-        batch_a = max(1, a.numel() // (M * K))
+        batch_a = max(1, a_numel // (M * K))
         pa_size = pm * mr * K
-        a_src = Tensor((batch_a * pa_size,), a.dtype, dev)
-        kernels.launch(dev, plan.pack[0], (pm, -(-K // PACK_K), batch_a), _PACK_LOCAL, a.buffer, a_src.buffer,
-                       i32(M), i32(K), i32(a_row), i32(a_k), i32(M * K))
+        a_pack_gsize = (pm, -(-K // PACK_K), batch_a)
+        a_pack_args = (i32(M), i32(K), i32(a_row), i32(a_k), i32(M * K))
         a_panel, a_row, a_k = mr * K, 1, mr
     else:
-        a_src, pa_size, a_panel, a_row, a_k = a, M * K, mr * K, K, 1
+        pa_size, a_panel, a_row, a_k = M * K, mr * K, K, 1
     mcp, ncp, kc = cfg.mcp, cfg.ncp, cfg.kc
     gsize = (-(-pm // mcp), -(-pn // ncp), nb_hi * nb_lo)
-    for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2]):
-        kernels.launch(dev, plan.kernel, gsize, plan.local, a_src.buffer, b_src.buffer, c.buffer,
-                       i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k),
-                       i32(b_panel), i32(b_kstride), i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
-                       i64(sa[-2] * pa_size), i64(sa[-1] * pa_size),
-                       i64(sb[-2] * pb_size), i64(sb[-1] * pb_size),
-                       i64(oa * pa_size), i64(ob * pb_size), i64(oc * M * N))
+    arg_sets = [(i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k),
+                 i32(b_panel), i32(b_kstride), i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
+                 i64(sa[-2] * pa_size), i64(sa[-1] * pa_size),
+                 i64(sb[-2] * pb_size), i64(sb[-1] * pb_size),
+                 i64(oa * pa_size), i64(ob * pb_size), i64(oc * M * N))
+                for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
+    knl, local = plan.kernel, plan.local
+
+    def run(a, b, c):
+        # Scratch from the device pool: the in-order queue guarantees the pack and multiply kernels
+        # are done with it before anything allocated later can write it.
+        b_src = a_src = None
+        if cfg.pack_b:
+            b_src = Tensor._wrap((batch_b * pb_size,), b.dtype, dev)
+            launch(dev, pack_b, b_pack_gsize, _PACK_LOCAL, b.buffer, b_src.buffer, *b_pack_args)
+        if cfg.pack_a:
+            a_src = Tensor._wrap((batch_a * pa_size,), a.dtype, dev)
+            launch(dev, pack_a, a_pack_gsize, _PACK_LOCAL, a.buffer, a_src.buffer, *a_pack_args)
+        a_buf = (a if a_src is None else a_src).buffer
+        b_buf = (b if b_src is None else b_src).buffer
+        for args in arg_sets:
+            launch(dev, knl, gsize, local, a_buf, b_buf, c.buffer, *args)
+    return run

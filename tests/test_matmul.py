@@ -178,3 +178,93 @@ def test_new_shapes_do_not_rebuild():
             _close(matmul(Tensor.from_numpy(a), Tensor.from_numpy(b), strategy=strategy).numpy(),
                    a @ b, np.float32, k)
         assert kernels.build_count() == before
+
+
+# -- blocked strategy: every configuration the chooser can pick must be correct ----------------------
+
+from axonml_autograd import matmul as matmul_module  # noqa: E402
+from axonml_autograd.matmul import BlockedConfig  # noqa: E402
+
+BLOCKED_CONFIGS = [
+    BlockedConfig(False, False, 16, 4, 256),   # everything in place (small B)
+    BlockedConfig(False, True, 16, 4, 256),    # B packed (large B)
+    BlockedConfig(True, True, 8, 8, 256),      # both packed
+    BlockedConfig(False, True, 1, 1, 7),       # one micro-tile per work-item, K not a multiple of KC
+    BlockedConfig(True, False, 3, 2, 16),      # macro blocks not dividing the panel counts
+    BlockedConfig(False, False, 2, 3, 1),      # one k per slice: C reloaded every k
+]
+
+
+@pytest.fixture
+def forced_config(monkeypatch):
+    def force(cfg):
+        monkeypatch.setattr(matmul_module, "_forced_config", cfg)
+    return force
+
+
+@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)),
+                         ids=["nn", "nt", "tn", "tt"])
+def test_blocked_forced_configs(forced_config, cfg, trans_a, trans_b):
+    forced_config(cfg)
+    rng = np.random.default_rng(8)
+    # Edges in every direction, N a multiple of NR (in-place B allowed) or not, K around the slice.
+    for m, n, k in [(13, 32, 37), (6, 16, 16), (29, 48, 300), (7, 33, 5), (1, 64, 1), (50, 17, 64)]:
+        a = _rand(rng, (k, m) if trans_a else (m, k), np.float32)
+        b = _rand(rng, (n, k) if trans_b else (k, n), np.float32)
+        want = (a.T if trans_a else a) @ (b.T if trans_b else b)
+        got = matmul(Tensor.from_numpy(a), Tensor.from_numpy(b), trans_a, trans_b, strategy="blocked").numpy()
+        _close(got, want, np.float32, k)
+
+
+@pytest.mark.parametrize("cfg", BLOCKED_CONFIGS, ids=lambda c: "-".join(map(str, c)))
+def test_blocked_forced_configs_batched(forced_config, cfg):
+    forced_config(cfg)
+    rng = np.random.default_rng(9)
+    for a_shape, b_shape in [((3, 13, 40), (3, 40, 32)), ((2, 1, 7, 9), (4, 9, 16)), ((5, 19, 33), (33, 48)),
+                             ((2, 1, 3, 4, 5), (1, 3, 1, 5, 16))]:
+        a, b = _rand(rng, a_shape, np.float32), _rand(rng, b_shape, np.float32)
+        got = matmul(Tensor.from_numpy(a), Tensor.from_numpy(b), strategy="blocked").numpy()
+        _close(got, np.matmul(a, b), np.float32, a_shape[-1])
+
+
+def test_blocked_float64_forced_configs(forced_config):
+    _skip_if_no_dtype(np.float64)
+    rng = np.random.default_rng(10)
+    for cfg in BLOCKED_CONFIGS:
+        forced_config(cfg)
+        a, b = _rand(rng, (23, 300), np.float64), _rand(rng, (300, 24), np.float64)
+        _close(matmul(Tensor.from_numpy(a), Tensor.from_numpy(b), strategy="blocked").numpy(), a @ b,
+               np.float64, 300)
+
+
+def test_blocked_default_configs_are_sane():
+    dev = default_device()
+    plan = matmul_module._plan(dev, np.dtype(np.float32), "blocked", False, False)
+    nr = plan.params["nr"]
+    for m, n, k, ta, tb in [(256, 256, 256, False, False), (2048, 2048, 2048, False, False), (1, 1, 1, False, False),
+                            (300, 17, 1000, True, True), (5, 64, 3000, False, True)]:
+        cfg = matmul_module._blocked_config(plan, m, n, k, ta, tb, 1, not tb and n % nr == 0)
+        assert cfg.mcp >= 1 and cfg.ncp >= 1 and 1 <= cfg.kc <= max(k, 1)
+        assert cfg.pack_a == ta                                  # A^T is always packed, A never
+        assert cfg.pack_b or (not tb and n % nr == 0)            # B in place only when readable so
+    # A forced configuration still packs what cannot be read in place.
+    matmul_module._forced_config = BlockedConfig(False, False, 4, 4, 64)
+    try:
+        cfg = matmul_module._blocked_config(plan, 10, 17, 10, True, False, 1, False)
+        assert cfg.pack_a and cfg.pack_b and cfg.kc == 64
+    finally:
+        matmul_module._forced_config = None
+
+
+def test_repeated_signature_fast_path(monkeypatch):
+    # The second call of a signature takes the cached launcher; results and strategy switches must hold.
+    rng = np.random.default_rng(11)
+    a, b = _rand(rng, (2, 9, 20), np.float32), _rand(rng, (20, 32), np.float32)
+    ta, tb = Tensor.from_numpy(a), Tensor.from_numpy(b)
+    for strategy in ("blocked", "tiled"):
+        monkeypatch.setenv("AXONML_MATMUL", strategy)
+        for _ in range(3):
+            _close(matmul(ta, tb).numpy(), np.matmul(a, b), np.float32, 20)
+    b2 = _rand(rng, (20, 32), np.float32)
+    _close(matmul(ta, Tensor.from_numpy(b2)).numpy(), np.matmul(a, b2), np.float32, 20)
