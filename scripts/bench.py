@@ -103,6 +103,9 @@ def reexec_without_openblas_env():
 # Timing and results
 # ------------------------------------------------------------------------------------------------------
 
+WARM_S = 0.2
+
+
 def measure(fns: dict, warmup: int, repeats: int) -> "Timings":
     """Seconds per call of each ``fns[name]()``: medians over ``repeats`` timed calls per name.
 
@@ -110,7 +113,9 @@ def measure(fns: dict, warmup: int, repeats: int) -> "Timings":
     calls and then its share of the timed ones. Rounds spread slow phases of a shared machine over all
     sides; blocks with their own warm-up keep one side's thread pool from taxing the next side. (OpenBLAS,
     torch's OpenMP and PoCL's workers spin for a while after each call; on 2 cores, alternating single
-    calls made torch's MLP step 4-8x slower than running it alone.)
+    calls made torch's MLP step 4-8x slower than running it alone.) A warm-up lasts at least WARM_S as
+    well as ``warmup`` calls: a couple of sub-millisecond calls did not bring PoCL's worker threads (or
+    the cores' clocks) up to speed, and the first block of a row measured ~half the later ones.
 
     A function that returns a float has timed itself (for rows with untimed set-up per repetition).
     ``.best`` of the result holds the fastest calls (steadier on a loaded machine).
@@ -120,8 +125,11 @@ def measure(fns: dict, warmup: int, repeats: int) -> "Timings":
     times = {k: [] for k in fns}
     for n in per_round:
         for k, f in fns.items():
-            for _ in range(max(1, warmup)):
+            start = time.perf_counter()
+            done = 0
+            while done < max(1, warmup) or time.perf_counter() - start < WARM_S:
                 f()
+                done += 1
             for _ in range(n):
                 t0 = time.perf_counter()
                 r = f()
