@@ -572,17 +572,21 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
         stride_sets.append([0] * lead + [0 if (v.shape[k] == 1 and out_shape[lead + k] != 1) else v.strides[k]
                                          for k in range(len(v.shape))])
     cshape, cstrides = _collapse(out_shape, stride_sets)
+    if not cshape:   # a single element: one axis of size 1, so an operand with an offset has an axis to walk
+        cshape, cstrides = [1], [[1] for _ in stride_sets]
     contiguous = contiguous_strides(cshape)
     offsets = [out_view.offset] + [v.offset for v in views]
     kinds = tuple("flat" if (list(st) == list(contiguous) and off == 0) else "strided"
                   for st, off in zip(cstrides, offsets))
     if "strided" not in kinds:
         cshape = []  # flat operands ignore the shape: one kernel serves every rank
+    # How each operand moves along the last axis: "1" contiguous, "0" broadcast, "s" any other stride.
+    inner = tuple("1" if st[-1] == 1 else "0" if st[-1] == 0 else "s" for st in cstrides) if cshape else ()
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
     plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape),
                                      kinds=kinds, names=names, scalars=tuple(scalars),
-                                     int_scalars=tuple(int_scalars), expr=expr,
+                                     int_scalars=tuple(int_scalars), expr=expr, inner=inner,
                                      types=types if any(t != ctype for t in types) else ())
     ints = []
     for kind, st, off in zip(kinds, cstrides, offsets):

@@ -2,7 +2,8 @@
 ## Each operand (out first, then the inputs) is either "flat" (element gid of a contiguous buffer) or
 ## "strided" (offset plus one stride per axis, 0 on a broadcast axis), so broadcasting, transposes,
 ## narrows and expands never materialise a copy. Shapes, strides and offsets are kernel arguments; the
-## template is specialised only on types, rank, operand kinds and the expression.
+## template is specialised only on types, rank, operand kinds and the expression. Operand names must
+## not end in an underscore (the loop's own variables do).
 ## Each work-item handles `chunk` consecutive elements: 1 on GPUs (neighbouring work-items touch
 ## neighbouring addresses), long runs on CPUs (a plain loop the compiler vectorises).
 <%
@@ -46,31 +47,57 @@ __kernel void ew(
 {
     const int start = get_global_id(0) * chunk;
     const int end = min(n, start + chunk);
+% if "strided" not in kinds:
     for (int gid = start; gid < end; ++gid) {
-% for op, kind in zip(operands, kinds):
-  % if kind == "strided":
-        int at_${op} = off_${op};
-  % else:
-        const int at_${op} = gid;
-  % endif
-% endfor
-% if "strided" in kinds:
-        int rest = gid;
-  % for k in reversed(range(rank)):
+  % for i, name in enumerate(names):
+        const ${optypes[i + 1]} ${name} = in_${name}[gid];
+  % endfor
+        out[gid] = (${optypes[0]})(${expr});
+    }
+% else:
+<%
+    last = rank - 1
+    steps = dict(zip(operands, context.get("inner") or ("s",) * len(operands)))
+    def at(op, kind):
+        if kind != "strided":
+            return "flat_"
+        if steps[op] == "1":
+            return f"base_{op} + col_"
+        if steps[op] == "0":
+            return f"base_{op}"
+        return f"base_{op} + col_ * st_{op}_{last}"
+%>
+    // Walk the run row by row: the coordinates above the last axis (div/mod) are worked out once per
+    // row, and along a row each operand moves by its last-axis stride (1, 0 or general), which keeps
+    // the inner loop free of divisions.
+    int flat_ = start;
+    while (flat_ < end) {
+        int col_ = flat_ % size_${last};
+        int rest_ = flat_ / size_${last};
+  % for op, kind in zip(operands, kinds):
+    % if kind == "strided":
+        int base_${op} = off_${op};
+    % endif
+  % endfor
+  % for k in reversed(range(last)):
         {
-            const int c = rest % size_${k};
-            rest /= size_${k};
+            const int c_ = rest_ % size_${k};
+            rest_ /= size_${k};
     % for op, kind in zip(operands, kinds):
       % if kind == "strided":
-            at_${op} += c * st_${op}_${k};
+            base_${op} += c_ * st_${op}_${k};
       % endif
     % endfor
         }
   % endfor
-% endif
-% for i, name in enumerate(names):
-        const ${optypes[i + 1]} ${name} = in_${name}[at_${name}];
-% endfor
-        out[at_out] = (${optypes[0]})(${expr});
+        const int stop_ = min(size_${last}, col_ + (end - flat_));
+        for (; col_ < stop_; ++col_, ++flat_) {
+            const int gid = flat_;
+  % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
+            const ${optypes[i + 1]} ${name} = in_${name}[${at(name, kind)}];
+  % endfor
+            out[${at("out", kinds[0])}] = (${optypes[0]})(${expr});
+        }
     }
+% endif
 }

@@ -24,7 +24,7 @@ typedef ${ctype} T;
 % if ctype == "int":
 #define IS_NAN(x) 0
 % else:
-#define IS_NAN(x) isnan(x)
+#define IS_NAN(x) ((x) != (x))   // inline, where isnan() may be an out-of-line call
 % endif
 
 
