@@ -12,7 +12,11 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import anomaly
+from .no_grad import is_inference_mode
+from .no_grad import _state as _grad_state
 from .tensor import Tensor
+
+_Variable = None   # variable.py imports this module; bound on first use
 
 
 class GradientFunction:
@@ -100,14 +104,23 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
     ``inputs`` are the op's Variable inputs (None for a constant); ``saved`` the tensors the rule reads
     back through ``ctx.saved_tensors``; keyword arguments become ``ctx.<name>`` in the rule.
     """
-    from .no_grad import is_grad_enabled, is_inference_mode
-    from .variable import Variable
+    global _Variable
+    if _Variable is None:
+        from .variable import Variable as _Variable
 
     site = None
     if anomaly._active_threads and anomaly.is_anomaly_enabled():
         site = anomaly.user_frame()
         anomaly.check_inputs(name, inputs, site)
-    if is_grad_enabled() and any(v is not None and v._requires_grad for v in inputs):
+    # Runs once per op: plain loops and a direct read of the thread-local mode are measurably cheaper
+    # here than any() over a generator and a function call.
+    recording = False
+    if getattr(_grad_state, "grad", True):
+        for v in inputs:
+            if v is not None and v._requires_grad:
+                recording = True
+                break
+    if recording:
         for v in inputs:
             if v is not None and v._inference:
                 raise RuntimeError(f"{name}: an input was created in inference_mode and cannot be "
@@ -116,7 +129,7 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
         node = GradientFunction(name, rule, [v._node() if (v is not None and v._requires_grad) else None
                                              for v in inputs], saved, attrs)
         node.creation = site
-        return Variable._from_op(out, node)
-    result = Variable(out)
+        return _Variable._from_op(out, node)
+    result = _Variable(out)
     result._inference = is_inference_mode()
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..grad_fn import record
+from ..matmul import matmul as matmul_tensors
 from ..tensor import sum_to_shape
 
 
@@ -20,7 +21,6 @@ def matmul(a, b):
         if x.ndim() == 1:
             out = out.squeeze(-1 if y.ndim() == 1 else -2)
         return out
-    from ..matmul import matmul as matmul_tensors
     out = matmul_tensors(x, y)
 
     def rule(ctx, g):
