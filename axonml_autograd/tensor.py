@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import struct
 from typing import Optional, Sequence
 
 import numpy as np
@@ -485,9 +486,15 @@ def _ew_launch_shape(device, n):
 
 
 class _Plan:
-    """Everything a launch needs that depends only on the call's signature, worked out once."""
+    """Everything a launch needs that depends only on the call's signature, worked out once.
 
-    __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype")
+    Each plan has its own kernel object with the shape arguments (strides, sizes, counts) set when the
+    plan is made, so a call sets only its buffers and scalars, the scalars as pre-packed bytes:
+    pyopencl's general set_args inspected every argument and cost ~5 us of a ~20 us op on PoCL.
+    """
+
+    __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
+                 "scalar_dtype", "pack_scalar", "set_scalar")
 
 
 def _descriptor(x):
@@ -530,11 +537,40 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     knl = plan.kernel
     if knl is None:  # nothing to compute
         return result
-    buffers = [x.tensor.buffer if isinstance(x, View) else x.buffer for x in inputs]
+    # The plan's own kernel object already holds the shape arguments; only the buffers and the
+    # scalars change from call to call (see _Plan).
     with kernels.launch_lock:
-        knl.set_args(result.buffer, *buffers, *scalars.values(), *int_scalars.values(), *plan.int_args)
+        set_arg = knl.set_arg
+        set_arg(0, result.buffer)
+        i = 1
+        for x in inputs:
+            set_arg(i, x.tensor.buffer if x.__class__ is View else x.buffer)
+            i += 1
+        if scalars:
+            pack = plan.pack_scalar
+            for v in scalars.values():
+                try:
+                    packed = pack(v)
+                except OverflowError:   # beyond float32's range: numpy's conversion gives +-inf
+                    packed = np.array(v, dtype=plan.scalar_dtype).tobytes()
+                plan.set_scalar(knl, i, packed)
+                i += 1
+        for v in int_scalars.values():
+            plan.set_scalar(knl, i, _pack_int(v))
+            i += 1
         cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
     return result
+
+
+_pack_int = struct.Struct("=i").pack
+
+
+def _set_scalar_bytes(knl, index, packed):
+    knl._set_arg_buf(index, packed)
+
+
+def _set_scalar_numpy(knl, index, packed):
+    knl.set_arg(index, np.frombuffer(packed, dtype=np.uint8))
 
 
 _plans: dict = {}
@@ -598,10 +634,15 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     ints += [n, chunk]
     plan.int_args = ints
     plan.global_size, plan.local_size = (global_size,), (local_size,)
-    if plan.kernel not in kernels._typed_kernels:
-        plan.kernel.set_scalar_arg_dtypes([None] * (1 + len(views)) + [float_dtype] * len(scalars)
-                                          + [np.int32] * (len(int_scalars) + len(ints)))
-        kernels._typed_kernels.add(plan.kernel)
+    shared = plan.kernel
+    plan.kernel = cl.Kernel(shared.program, shared.function_name)
+    first_int = 1 + len(views) + len(scalars) + len(int_scalars)
+    for k, value in enumerate(ints):
+        plan.kernel.set_arg(first_int + k, np.int32(value))
+    plan.scalar_dtype = float_dtype
+    plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
+    # _set_arg_buf takes the packed bytes directly; pyopencl without it gets them as a numpy array.
+    plan.set_scalar = _set_scalar_bytes if hasattr(plan.kernel, "_set_arg_buf") else _set_scalar_numpy
     return plan
 
 
