@@ -1,0 +1,57 @@
+"""The GPU launch strategies (one element per work-item, local-memory reductions, tiled matmul) give
+numpy's answers too. They run here on whatever device is present, with the device marked as a GPU."""
+
+import numpy as np
+import pytest
+
+from axonml_autograd import Tensor
+from axonml_autograd.device import Device
+from axonml_autograd.tensor import _ew_launch_shape, _reduce_layout, cat, elementwise, reduce
+
+
+@pytest.fixture(scope="module")
+def gpu_like(device):
+    # A second Device object for the same hardware: its kernel and plan caches are its own, so the
+    # GPU-shaped launches do not mix with the rest of the suite.
+    dev = Device(device.info.platform_index, device.info.device_index)
+    original = Device.is_cpu
+    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
+    assert _ew_launch_shape(dev, 1000)[0] == 1 and _reduce_layout(dev, 1, 1000, 1)[0] == "local"
+    yield dev
+    Device.is_cpu = original
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((129,), (129,)), ((3, 1), (3, 4)), ((17, 65), (65,)),
+                                             ((2, 1, 5), (3, 1)), ((), (5,))])
+def test_one_element_per_work_item_broadcasting_matches_numpy(gpu_like, a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape).astype(np.float32), rng.standard_normal(b_shape).astype(np.float32)
+    got = elementwise("a * b - a", [Tensor.from_numpy(a, device=gpu_like), Tensor.from_numpy(b, device=gpu_like)])
+    np.testing.assert_allclose(got.numpy(), a * b - a, rtol=1e-6, atol=1e-6)
+
+
+def test_strided_copies_match_numpy(gpu_like):
+    x = np.arange(3 * 17 * 5, dtype=np.float32).reshape(3, 17, 5)
+    t = Tensor.from_numpy(x, device=gpu_like)
+    np.testing.assert_array_equal(t.transpose(0, 2).numpy(), x.transpose(2, 1, 0))
+    np.testing.assert_array_equal(t.narrow(1, 4, 9).numpy(), x[:, 4:13])
+    np.testing.assert_array_equal(cat([t, t.narrow(2, 0, 2)], 2).numpy(), np.concatenate([x, x[:, :, :2]], 2))
+
+
+@pytest.mark.parametrize("shape,axis", [((1000,), None), ((1_000_003,), None), ((3, 200_001), 1),
+                                        ((129, 65), 0), ((17, 3, 65), 1), ((5, 7), 1)])
+@pytest.mark.parametrize("op", ["sum", "mean", "max"])
+def test_local_memory_reductions_match_numpy(gpu_like, shape, axis, op):
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    got = reduce(Tensor.from_numpy(x, device=gpu_like), op, axis).numpy()
+    want = getattr(x.astype(np.float64), op)(axis=axis)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 if op != "max" else 0)
+
+
+def test_local_memory_argmax_keeps_the_first_maximum(gpu_like):
+    x = np.zeros((4, 3000), np.float32)
+    x[:, [7, 2500]] = 5.0          # a tie: the first index wins, across the two passes too
+    x[2, 2999] = 9.0
+    values, index = reduce(Tensor.from_numpy(x, device=gpu_like), "argmax", 1)
+    assert index.to_vec() == [7, 7, 2999, 7]
+    assert values.to_vec() == [5.0, 5.0, 9.0, 5.0]
