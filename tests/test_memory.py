@@ -1,5 +1,6 @@
 """Training keeps device memory and host memory flat: the buffer pool stops growing after warm-up."""
 
+import gc
 import resource
 
 import numpy as np
@@ -35,14 +36,19 @@ def test_thousand_training_steps_keep_device_and_host_memory_flat(device):
     for _ in range(50):          # warm-up: kernels built, pool filled, optimiser state allocated
         loss = step()            # (the same pattern as below: the last loss lives while the next is made)
     device.synchronize()
+    gc.collect()   # garbage left by earlier tests must not be counted, or freed, during the loop
     pool = device.pool
     held_after_warmup = pool.in_use_bytes + pool.held_bytes
+    objects_after_warmup = len(gc.get_objects())
     rss_after_warmup = _rss_kib()
     for _ in range(1000):
         loss = step()
     device.synchronize()
+    gc.collect()
     # The pool hands back the same buffers every step: not one byte more is held or allocated.
     assert pool.in_use_bytes + pool.held_bytes == held_after_warmup
-    # Host memory: a leak of even one small object per op (~40 ops a step) would show as megabytes.
-    assert _rss_kib() - rss_after_warmup < 8 * 1024
+    # No Python object survives a step: one leaked object per op would be ~40,000 here.
+    assert len(gc.get_objects()) - objects_after_warmup < 200
+    # Native memory (driver events, kernel arguments): 1 KB leaked per op would be ~40 MB.
+    assert _rss_kib() - rss_after_warmup < 32 * 1024
     assert loss.item() < first   # and it was really training
