@@ -12,11 +12,15 @@ Two kernel strategies live in ``cl_kernels/matmul.cl.mako``: ``"tiled"`` (local-
 GPUs) and ``"blocked"`` (GotoBLAS-style macro blocks walked in L1-sized k slices, register
 blocking, operands packed into panels only where that pays; for CPU devices, where PoCL runs a
 work-group's items as a loop on one core and local memory is just more cache traffic). The device
-type picks one; ``AXONML_MATMUL=tiled|blocked`` or ``strategy=`` forces it.
+type picks one; ``AXONML_MATMUL=tiled|blocked`` or ``strategy=`` forces it. When the strategy is not
+forced, the tuner (``tuning.py``) times the candidates once per device (tile sizes that fit the
+device for "tiled", the macro-block target for "blocked") on a 512^3 problem and keeps the choice on
+disk; ``AXONML_TUNE=0`` takes the static choice instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import threading
@@ -25,7 +29,7 @@ from typing import Optional
 import numpy as np
 import pyopencl as cl
 
-from . import kernels
+from . import kernels, tuning
 from .tensor import Tensor, _check_same_device, _collapse, broadcast_shapes, contiguous_strides, fill
 
 STRATEGIES = ("tiled", "blocked")
@@ -46,6 +50,8 @@ BLOCKED_SLICE_BYTES = 16 * 1024      # one k slice of an NR-column B panel: half
 BLOCKED_INPLACE_B_BYTES = 512 * 1024  # read B in place up to this size, pack it beyond
 BLOCKED_MCP, BLOCKED_NCP = 16, 4     # largest macro block, in micro-tiles
 BLOCKED_ITEMS_PER_CU = 16            # shrink macro blocks until there are this many per compute unit
+BLOCKED_ITEMS_CANDIDATES = (16, 4, 64)   # what the tuner tries for it (the first is the static choice)
+TUNE_N = 512                         # the square problem candidates are timed on
 # k values one packing work-item copies: enough to amortise a work-item, few enough for parallelism.
 PACK_K = 32
 # A fixed local size: left to the driver, PoCL picks one from the global size and JIT-compiles a new
@@ -61,11 +67,12 @@ _calls: dict = {}
 class _Plan:
     """Everything one (device, dtype, strategy, transposes) needs to launch, chosen once."""
 
-    __slots__ = ("strategy", "params", "kernel", "pack", "local", "item", "compute_units")
+    __slots__ = ("strategy", "params", "kernel", "pack", "local", "item", "compute_units", "items_per_cu")
 
     def __init__(self, strategy, params, kernel, pack, local, item=0, compute_units=1):
         self.strategy, self.params, self.kernel, self.pack, self.local = strategy, params, kernel, pack, local
         self.item, self.compute_units = item, max(1, int(compute_units))
+        self.items_per_cu = BLOCKED_ITEMS_PER_CU
 
 
 def _kernel_wg_size(kernel, device) -> int:
@@ -82,21 +89,33 @@ def _vector_width(device, dtype) -> int:
     return min(16, max(4, 1 << (width.bit_length() - 1)))
 
 
-def _plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
+def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
+    """The plan for these settings; ``auto`` (the strategy was not forced) lets the tuner choose."""
     # Blocked kernels ignore the transposes (packing absorbs them), so all four combos share one plan.
-    key = (id(device), dtype, strategy) + ((trans_a, trans_b) if strategy == "tiled" else ())
+    key = (id(device), dtype, strategy, auto) + ((trans_a, trans_b) if strategy == "tiled" else ())
     plan = _plans.get(key)
     if plan is not None:
         return plan
     with _plans_lock:
         plan = _plans.get(key)
         if plan is None:
-            plan = _make_plan(device, dtype, strategy, trans_a, trans_b)
+            plan = _make_plan(device, dtype, strategy, trans_a, trans_b, auto)
             _plans[key] = plan
     return plan
 
 
-def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
+def _tuning_name(kind, ctype, *extra) -> str:
+    # The template's hash is part of the name, so a changed kernel is measured again.
+    source = kernels._template(TEMPLATE).source
+    return "/".join(["matmul", kind, ctype, *map(str, extra), hashlib.sha1(source.encode()).hexdigest()[:12]])
+
+
+def _tuning_operands(device, dtype):
+    a = Tensor.full((TUNE_N, TUNE_N), 0.5, dtype, device)
+    return a, Tensor.full((TUNE_N, TUNE_N), 0.25, dtype, device), Tensor((TUNE_N, TUNE_N), dtype, device)
+
+
+def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     ctype = kernels.ctype(dtype)
     item = np.dtype(dtype).itemsize
     if strategy == "blocked":
@@ -108,9 +127,17 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
                 kernels.get_kernel(device, TEMPLATE, "pack_b", **params))
         # One work-item per work-group: its macro block is already a loop, and a fixed local size
         # keeps PoCL from compiling a work-group function per global size.
-        return _Plan("blocked", params, knl, pack, (1, 1, 1), item, device.compute_units)
-    tried = []
-    for ts, tsk, wpt in TILED_CANDIDATES:
+        plan = _Plan("blocked", params, knl, pack, (1, 1, 1), item, device.compute_units)
+        if auto:
+            plan.items_per_cu = _tune_blocked(device, dtype, plan)
+        return plan
+    tried, fitting = [], []
+    name = _tuning_name("tiled", ctype, int(trans_a), int(trans_b))
+    stored = tuning.lookup(device, name) if auto else None
+    measure = auto and stored is None and tuning.enabled()
+    # A stored choice is tried first; without one (and without tuning) the largest tile that fits wins.
+    order = sorted(TILED_CANDIDATES, key=lambda c: not tuning.same(c, stored)) if stored else TILED_CANDIDATES
+    for ts, tsk, wpt in order:
         side = ts // wpt
         threads = side * side
         local_bytes = 2 * tsk * (ts + 1) * item
@@ -124,8 +151,38 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b) -> _Plan:
         if _kernel_wg_size(knl, device) < threads:
             tried.append((ts, tsk, wpt, f"kernel allows {_kernel_wg_size(knl, device)} work-items"))
             continue
-        return _Plan("tiled", params, knl, None, (side, side, 1))
-    raise RuntimeError(f"matmul: no tile size fits device {device.name}: tried {tried}")
+        fitting.append(_Plan("tiled", params, knl, None, (side, side, 1)))
+        if not measure:
+            break
+    if not fitting:
+        raise RuntimeError(f"matmul: no tile size fits device {device.name}: tried {tried}")
+    if len(fitting) == 1:
+        return fitting[0]
+    a, b, c = _tuning_operands(device, dtype)
+
+    def run(candidate):
+        _tiled_launcher(device, candidate, TUNE_N, TUNE_N, TUNE_N, [], [0, 0], [0, 0], [0, 0], 1, 1)(a, b, c)
+
+    best = tuning.measure(fitting, run, device.queue.finish)
+    tuning.store(device, name, [best.params["ts"], best.params["tsk"], best.params["wpt"]])
+    return best
+
+
+def _tune_blocked(device, dtype, plan) -> int:
+    """The macro-block target (work-items per compute unit) this device runs fastest with."""
+    operands = []
+
+    def run(items_per_cu):
+        if not operands:
+            operands.extend(_tuning_operands(device, dtype))
+        plan.items_per_cu = items_per_cu
+        a, b, c = operands
+        n = TUNE_N
+        _blocked_launcher(device, plan, n * n, n * n, n, n, n, False, False, [], [0, 0], [0, 0], [0, 0],
+                          1, 1)(a, b, c)
+
+    return tuning.choose(device, _tuning_name("blocked", kernels.ctype(dtype)), BLOCKED_ITEMS_CANDIDATES,
+                         run, device.queue.finish)
 
 
 def _choose_strategy(device, strategy) -> str:
@@ -140,10 +197,14 @@ def _choose_strategy(device, strategy) -> str:
 def plan_info(device, dtype="float32", strategy=None, trans_a=False, trans_b=False) -> dict:
     """The kernel parameters matmul uses on ``device`` (for tools and benchmarks)."""
     dt = np.dtype(dtype)
+    auto = strategy is None and not os.environ.get("AXONML_MATMUL")
     strategy = _choose_strategy(device, strategy)
-    p = _plan(device, dt, strategy, bool(trans_a), bool(trans_b))
-    return {"strategy": p.strategy, "local": p.local,
+    p = _plan(device, dt, strategy, bool(trans_a), bool(trans_b), auto)
+    info = {"strategy": p.strategy, "local": p.local,
             **{k: v for k, v in p.params.items() if v and k not in ("strategy", "ctype")}}
+    if p.strategy == "blocked":
+        info["items_per_cu"] = p.items_per_cu
+    return info
 
 
 def _shape_text(t: Tensor) -> str:
@@ -217,7 +278,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     if K == 0:
         return fill(result, 0.0)
 
-    plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb)
+    plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb,
+                 auto=strategy is None and not os.environ.get("AXONML_MATMUL"))
 
     # Batch strides in matrices (0 where broadcast), merged where possible so that at most two
     # batch axes remain for the kernel's (hi, lo) split; rarer layouts loop over the leading axes.
@@ -325,7 +387,7 @@ def _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok) -> BlockedConfig:
     # tail short).
     pm, pn = -(-M // mr), -(-N // nr)
     mcp, ncp = BLOCKED_MCP, BLOCKED_NCP
-    want = BLOCKED_ITEMS_PER_CU * plan.compute_units
+    want = plan.items_per_cu * plan.compute_units
     while mcp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:
         mcp //= 2
     while ncp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:

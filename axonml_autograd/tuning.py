@@ -1,0 +1,121 @@
+"""Per-device choices measured once and kept on disk, next to the kernel binaries.
+
+A kernel family with several launch shapes (matmul's tile sizes on a GPU, its macro-block size on a
+CPU) asks :func:`choose` for one. The first process on a machine times the candidates on a small
+problem and stores the winner under the device's identity (platform, device, driver) and the
+kernel source's hash; later processes read it back without measuring. ``AXONML_TUNE=0`` skips the
+measurement and takes the first candidate (the static choice). Every candidate must be correct:
+tuning changes speed, never results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .kernels import binary_cache_dir
+
+_lock = threading.Lock()
+_memory: dict = {}
+
+
+def enabled() -> bool:
+    return os.environ.get("AXONML_TUNE", "1") != "0"
+
+
+def store_path() -> Optional[Path]:
+    root = binary_cache_dir()
+    return None if root is None else root / "tuning.json"
+
+
+def _device_key(device) -> str:
+    d = device.cl_device
+    return " | ".join([d.platform.name.strip(), d.name.strip(), d.driver_version.strip()])
+
+
+def _read() -> dict:
+    path = store_path()
+    if path is None or not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}   # unreadable or half-written by a crash: measure again
+
+
+def _write(entries: dict):
+    path = store_path()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass   # a read-only cache directory costs a re-measurement next time, nothing else
+
+
+def lookup(device, name: str):
+    """The stored choice for ``name`` on ``device``, or None."""
+    key = (_device_key(device), name)
+    if key in _memory:
+        return _memory[key]
+    value = _read().get(key[0], {}).get(name)
+    if value is not None:
+        _memory[key] = value
+    return value
+
+
+def store(device, name: str, value):
+    with _lock:
+        _memory[(_device_key(device), name)] = value
+        entries = _read()
+        entries.setdefault(_device_key(device), {})[name] = value
+        _write(entries)
+
+
+def measure(candidates: Sequence, run: Callable, finish: Callable, rounds: int = 3):
+    """The candidate whose ``run(candidate)`` (then ``finish()``) has the smallest median time.
+
+    Candidates take turns, one call each per round after one warm-up call each, so a slow moment of
+    a shared machine hurts all of them alike.
+    """
+    times = {i: [] for i in range(len(candidates))}
+    for i, c in enumerate(candidates):
+        run(c)
+    finish()
+    for _ in range(rounds):
+        for i, c in enumerate(candidates):
+            start = time.perf_counter()
+            run(c)
+            finish()
+            times[i].append(time.perf_counter() - start)
+    best = min(times, key=lambda i: statistics.median(times[i]))
+    return candidates[best]
+
+
+def same(candidate, stored) -> bool:
+    """Whether a candidate is the stored value (JSON turns tuples into lists)."""
+    if isinstance(candidate, (list, tuple)):
+        return isinstance(stored, (list, tuple)) and list(candidate) == list(stored)
+    return candidate == stored
+
+
+def choose(device, name: str, candidates: Sequence, run: Callable, finish: Callable):
+    """A stored choice for ``name`` if it is still a candidate; else measure (when enabled) and store."""
+    stored = lookup(device, name)
+    if stored is not None:
+        for c in candidates:
+            if same(c, stored):
+                return c
+    if not enabled() or len(candidates) == 1:
+        return candidates[0]
+    best = measure(candidates, run, finish)
+    store(device, name, list(best) if isinstance(best, tuple) else best)
+    return best
