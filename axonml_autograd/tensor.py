@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import struct
 from typing import Optional, Sequence
 
@@ -497,6 +498,17 @@ class _Plan:
                  "scalar_dtype", "pack_scalar", "set_scalar")
 
 
+_VECTOR = {"float": 8, "double": 4}
+# Comparisons, selects, integer maths and casts mean something else on vectors (true is -1, ?: is
+# a per-lane select, casts between vector types are illegal), so only plain arithmetic and math
+# builtins take the vector loop.
+_NOT_VECTOR_SAFE = re.compile(r"[?<>=!%&|^~]|\bgid\b|\(\s*(T|int|float|double)\s*\)")
+
+
+def _vector_safe(expr: str) -> bool:
+    return _NOT_VECTOR_SAFE.search(expr) is None
+
+
 def _descriptor(x):
     # dtype.num rather than the dtype: hashing a numpy dtype costs more than the rest of the key.
     if isinstance(x, View):
@@ -620,10 +632,18 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     inner = tuple("1" if st[-1] == 1 else "0" if st[-1] == 0 else "s" for st in cstrides) if cshape else ()
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
-    plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", ctype=ctype, rank=len(cshape),
-                                     kinds=kinds, names=names, scalars=tuple(scalars),
-                                     int_scalars=tuple(int_scalars), expr=expr, inner=inner,
-                                     types=types if any(t != ctype for t in types) else ())
+    params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
+                  int_scalars=tuple(int_scalars), expr=expr, inner=inner,
+                  types=types if any(t != ctype for t in types) else ())
+    plan.kernel = None
+    if dev.is_cpu and "strided" not in kinds and names and not int_scalars and params["types"] == () \
+            and _vector_safe(expr):
+        try:
+            plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", vector=_VECTOR[ctype], **params)
+        except kernels.KernelBuildError:
+            pass   # an expression with no vector form (e.g. pow of a vector by a scalar): scalar loop
+    if plan.kernel is None:
+        plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", **params)
     ints = []
     for kind, st, off in zip(kinds, cstrides, offsets):
         if kind == "strided":

@@ -15,6 +15,9 @@
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
 typedef ${ctype} T;
+% if context.get("vector", 0):
+typedef ${ctype}${context.get("vector", 0)} T${context.get("vector", 0)};
+% endif
 % if ctype == "float":
 #define L(x) x##f
 % else:
@@ -48,7 +51,20 @@ __kernel void ew(
     const int start = get_global_id(0) * chunk;
     const int end = min(n, start + chunk);
 % if "strided" not in kinds:
-    for (int gid = start; gid < end; ++gid) {
+<% vw = context.get("vector", 0) %>
+    int gid = start;
+  % if vw:
+    // CPU runs of contiguous operands, ${vw} elements at a time: math builtins (exp, tanh, ...) have
+    // vector versions, but a scalar loop calls the scalar ones. Runs start at multiples of the chunk,
+    // so the vector loads are aligned; the tail is done one element at a time.
+    for (; gid + ${vw} <= end; gid += ${vw}) {
+    % for name in names:
+        const T${vw} ${name} = *(__global const T${vw} *)(in_${name} + gid);
+    % endfor
+        *(__global T${vw} *)(out + gid) = ${expr};
+    }
+  % endif
+    for (; gid < end; ++gid) {
   % for i, name in enumerate(names):
         const ${optypes[i + 1]} ${name} = in_${name}[gid];
   % endfor
