@@ -495,7 +495,7 @@ class _Plan:
     """
 
     __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
-                 "scalar_dtype", "pack_scalar", "set_scalar")
+                 "scalar_dtype", "pack_scalar", "set_scalar", "vector")
 
 
 _VECTOR = {"float": 8, "double": 4}
@@ -635,11 +635,12 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), expr=expr, inner=inner,
                   types=types if any(t != ctype for t in types) else ())
-    plan.kernel = None
+    plan.kernel, plan.vector = None, 0
     if dev.is_cpu and "strided" not in kinds and names and not int_scalars and params["types"] == () \
             and _vector_safe(expr):
         try:
             plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", vector=_VECTOR[ctype], **params)
+            plan.vector = _VECTOR[ctype]
         except kernels.KernelBuildError:
             pass   # an expression with no vector form (e.g. pow of a vector by a scalar): scalar loop
     if plan.kernel is None:
@@ -813,6 +814,38 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
     if op == "argmax":
         return vals, idx.reshape(out_shape)
     return vals
+
+
+def _softmax_launch(device, op, which, rows, cols, dtype, *buffers) -> None:
+    if device.is_cpu:
+        strategy, local, global_size = "serial", 1, rows
+    else:
+        cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
+        strategy, local = "local", min(cap, 256 if cols > 512 else 64)
+        global_size = rows * local
+    knl = kernels.get_kernel(device, "softmax.cl.mako", which, ctype=kernels.ctype(dtype), op=op,
+                             strategy=strategy, local_size=local)
+    kernels.launch(device, knl, (global_size,), (local,), *buffers, np.int32(rows), np.int32(cols))
+
+
+def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
+    """Softmax (or log-softmax) along the last axis, one pass per row."""
+    y = Tensor._wrap(x._shape, x.dtype, x.device)
+    cols = x._shape[-1]
+    if x.numel():
+        _softmax_launch(x.device, "log_softmax" if log else "softmax", "forward", x.numel() // cols, cols,
+                        x.dtype, x.buffer, y.buffer)
+    return y
+
+
+def softmax_rows_backward(g: Tensor, y: Tensor, log: bool = False) -> Tensor:
+    """The gradient of softmax_rows at output ``y`` for incoming gradient ``g`` (same shape)."""
+    gx = Tensor._wrap(y._shape, y.dtype, y.device)
+    cols = y._shape[-1]
+    if y.numel():
+        _softmax_launch(y.device, "log_softmax" if log else "softmax", "backward", y.numel() // cols, cols,
+                        y.dtype, g.buffer, y.buffer, gx.buffer)
+    return gx
 
 
 def sum_to_shape(g: Tensor, shape) -> Tensor:

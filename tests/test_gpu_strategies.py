@@ -6,7 +6,8 @@ import pytest
 
 from axonml_autograd import Tensor
 from axonml_autograd.device import Device
-from axonml_autograd.tensor import _ew_launch_shape, _reduce_layout, cat, elementwise, reduce
+from axonml_autograd.tensor import (_ew_launch_shape, _reduce_layout, cat, elementwise, reduce, softmax_rows,
+                                    softmax_rows_backward)
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,22 @@ def test_local_memory_argmax_keeps_the_first_maximum(gpu_like):
     values, index = reduce(Tensor.from_numpy(x, device=gpu_like), "argmax", 1)
     assert index.to_vec() == [7, 7, 2999, 7]
     assert values.to_vec() == [5.0, 5.0, 9.0, 5.0]
+
+
+@pytest.mark.parametrize("cols", [1, 3, 65, 1000, 1025])
+@pytest.mark.parametrize("log", [False, True])
+def test_work_group_per_row_softmax_matches_numpy(gpu_like, device, cols, log):
+    x = np.random.default_rng(cols).standard_normal((3, cols))
+    g = np.random.default_rng(cols + 1).standard_normal((3, cols))
+    dt = np.float64 if device.fp64 else np.float32
+    x, g = x.astype(dt), g.astype(dt)
+    shifted = x - x.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    want_y = logp if log else np.exp(logp)
+    want_gx = g - np.exp(logp) * g.sum(axis=1, keepdims=True) if log else \
+        want_y * (g - (g * want_y).sum(axis=1, keepdims=True))
+    y = softmax_rows(Tensor.from_numpy(x, device=gpu_like), log=log)
+    gx = softmax_rows_backward(Tensor.from_numpy(g, device=gpu_like), y, log=log)
+    tol = 1e-12 if dt == np.float64 else 1e-5
+    np.testing.assert_allclose(y.numpy(), want_y, rtol=tol, atol=tol)
+    np.testing.assert_allclose(gx.numpy(), want_gx, rtol=tol, atol=tol)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..grad_fn import record
-from ..tensor import elementwise, normalize_axis, reduce
+from ..tensor import elementwise, normalize_axis, reduce, softmax_rows, softmax_rows_backward
 from .arithmetic import unary
 
 # GELU's tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2 / pi).
@@ -33,6 +33,10 @@ def softmax(a, dim=-1):
     d = normalize_axis(dim, x.ndim(), "softmax dim")
     if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
         return record("SoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
+    if d == x.ndim() - 1:   # rows are contiguous: one kernel each way
+        y = softmax_rows(x)
+        return record("SoftmaxBackward", y, [a], lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0]),
+                      saved=(y,))
     m = reduce(x, "max", d, keepdim=True)
     e = elementwise("exp(x - m)", [x, m], names=("x", "m"), op="softmax")
     y = elementwise("e / s", [e, reduce(e, "sum", d, keepdim=True)], names=("e", "s"), op="softmax")
@@ -52,6 +56,10 @@ def log_softmax(a, dim=-1):
     d = normalize_axis(dim, x.ndim(), "log_softmax dim")
     if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
         return record("LogSoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
+    if d == x.ndim() - 1:   # rows are contiguous: one kernel each way
+        y = softmax_rows(x, log=True)
+        return record("LogSoftmaxBackward", y, [a],
+                      lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0], log=True), saved=(y,))
     m = reduce(x, "max", d, keepdim=True)
     s = reduce(elementwise("exp(x - m)", [x, m], names=("x", "m"), op="log_softmax"), "sum", d, keepdim=True)
     y = elementwise("x - m - log(s)", [x, m, s], names=("x", "m", "s"), op="log_softmax")
