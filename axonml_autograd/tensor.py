@@ -335,7 +335,12 @@ class Tensor:
         return self
 
     def clone(self) -> "Tensor":
-        return copy_view(self.view())
+        """A copy in a new buffer (the driver's buffer copy: no kernel to build)."""
+        t = Tensor._wrap(self._shape, self.dtype, self.device)
+        nbytes = self.numel() * self.dtype.itemsize
+        if nbytes:
+            cl.enqueue_copy(self.device.queue, t.buffer, self.buffer, byte_count=nbytes)
+        return t
 
     def astype(self, dtype) -> "Tensor":
         dt = self.device.check_dtype(dtype)
