@@ -134,8 +134,6 @@ def check_gradients(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
     Raises :class:`GradcheckError` naming the input and the worst element; returns True otherwise.
     Run it in float64: with float32 the finite differences themselves are too coarse.
     """
-    from .variable import Variable
-
     inputs = list(inputs)
     device = inputs[0].data().device
     work = _check_dtype(device)

@@ -2,7 +2,6 @@
 ported by behaviour (backward.rs, variable.rs, no_grad.rs)."""
 
 import numpy as np
-import pytest
 
 from axonml_autograd import (EnableGradGuard, NoGradGuard, Tensor, Variable, enable_grad, inference_mode,
                              is_grad_enabled, is_inference_mode, no_grad)

@@ -4,7 +4,6 @@ mode's strictness, no host traffic in forward + backward, and clear errors for b
 
 import dataclasses
 import gc
-import math
 import threading
 import weakref
 

@@ -7,7 +7,6 @@ log-probability with a mask kernel, and cross_entropy is log_softmax followed by
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 

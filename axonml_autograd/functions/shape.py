@@ -9,8 +9,7 @@ from __future__ import annotations
 import builtins
 
 from ..grad_fn import record
-from ..tensor import Tensor, View, cat as cat_tensors, contiguous_strides, copy_view, infer_shape, \
-    normalize_axis, elementwise, sum_to_shape
+from ..tensor import Tensor, View, cat as cat_tensors, contiguous_strides, copy_view, normalize_axis, elementwise, sum_to_shape
 
 
 def reshape(a, shape):
