@@ -29,44 +29,39 @@ def activation(name, a, **scalars):
 
 def softmax(a, dim=-1):
     """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
-    x = a.data()
-    d = normalize_axis(dim, x.ndim(), "softmax dim")
-    if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
-        return record("SoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
-    if d == x.ndim() - 1:   # rows are contiguous: one kernel each way
-        y = softmax_rows(x)
-        return record("SoftmaxBackward", y, [a], lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0]),
-                      saved=(y,))
-    m = reduce(x, "max", d, keepdim=True)
-    e = elementwise("exp(x - m)", [x, m], names=("x", "m"), op="softmax")
-    y = elementwise("e / s", [e, reduce(e, "sum", d, keepdim=True)], names=("e", "s"), op="softmax")
-
-    def rule(ctx, g):
-        (ys,) = ctx.saved_tensors
-        gy = elementwise("g * y", [g, ys], names=("g", "y"))
-        return elementwise("y * (g - s)", [ys, g, reduce(gy, "sum", ctx.dim, keepdim=True)],
-                           names=("y", "g", "s"))
-
-    return record("SoftmaxBackward", y, [a], rule, saved=(y,), dim=d)
+    return _normalise(a, dim, log=False)
 
 
 def log_softmax(a, dim=-1):
     """x - max - log(sum(exp(x - max))) along ``dim``; backward g - exp(y) * sum(g)."""
+    return _normalise(a, dim, log=True)
+
+
+def _normalise(a, dim, log):
+    op = "log_softmax" if log else "softmax"
+    name = "LogSoftmaxBackward" if log else "SoftmaxBackward"
     x = a.data()
-    d = normalize_axis(dim, x.ndim(), "log_softmax dim")
+    d = normalize_axis(dim, x.ndim(), f"{op} dim")
     if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
-        return record("LogSoftmaxBackward", x.clone(), [a], lambda ctx, g: g)
+        return record(name, x.clone(), [a], lambda ctx, g: g)
     if d == x.ndim() - 1:   # rows are contiguous: one kernel each way
-        y = softmax_rows(x, log=True)
-        return record("LogSoftmaxBackward", y, [a],
-                      lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0], log=True), saved=(y,))
+        y = softmax_rows(x, log)
+        return record(name, y, [a], lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0], log), saved=(y,))
+    # Another axis: composed from reductions and elementwise kernels over that axis.
     m = reduce(x, "max", d, keepdim=True)
-    s = reduce(elementwise("exp(x - m)", [x, m], names=("x", "m"), op="log_softmax"), "sum", d, keepdim=True)
-    y = elementwise("x - m - log(s)", [x, m, s], names=("x", "m", "s"), op="log_softmax")
+    e = elementwise("exp(x - m)", [x, m], names=("x", "m"), op=op)
+    s = reduce(e, "sum", d, keepdim=True)
+    if log:
+        y = elementwise("x - m - log(s)", [x, m, s], names=("x", "m", "s"), op=op)
+    else:
+        y = elementwise("e / s", [e, s], names=("e", "s"), op=op)
 
     def rule(ctx, g):
         (ys,) = ctx.saved_tensors
-        return elementwise("g - exp(y) * s", [g, ys, reduce(g, "sum", ctx.dim, keepdim=True)],
-                           names=("g", "y", "s"))
+        if log:
+            return elementwise("g - exp(y) * s", [g, ys, reduce(g, "sum", ctx.dim, keepdim=True)],
+                               names=("g", "y", "s"))
+        gy = elementwise("g * y", [g, ys], names=("g", "y"))
+        return elementwise("y * (g - s)", [ys, g, reduce(gy, "sum", ctx.dim, keepdim=True)], names=("y", "g", "s"))
 
-    return record("LogSoftmaxBackward", y, [a], rule, saved=(y,), dim=d)
+    return record(name, y, [a], rule, saved=(y,), dim=d)
