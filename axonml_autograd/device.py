@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import Optional
 
 import numpy as np
 import pyopencl as cl
+
+from . import launch
 
 INSTALL_HINT = 'install an OpenCL platform, for example: pip install "pyopencl[pocl]"'
 
@@ -235,10 +238,12 @@ class BufferPool:
                 self._free.setdefault(size, []).append(buf)
                 self.held_bytes += size
                 return
-        buf.release()
+        # A pending command may still name it: the next flush releases it after enqueueing them.
+        self.device._graveyard.append(buf)
 
     def empty(self):
         """Give every cached buffer back to the driver."""
+        launch.flush(self.device)   # pending commands may name buffers in the free lists
         with self._lock:
             for bucket in self._free.values():
                 for buf in bucket:
@@ -264,9 +269,29 @@ class Device:
             self.context = cl.Context([self.cl_device])
         except cl.Error as e:
             raise DeviceError(f"device {self.info.selector} {self.info.name} refused a context: {e}") from e
-        self.queue = cl.CommandQueue(self.context)
+        self._queue = cl.CommandQueue(self.context)
+        # launch.py's state: commands not yet handed to the driver (in order), buffers to release
+        # after them, upload events in flight, and the lock that serialises setting kernel
+        # arguments and enqueueing (clSetKernelArg on a shared kernel object is not thread-safe).
+        self._pending = collections.deque()
+        self._graveyard: list = []
+        self._uploads: list = []
+        self.launch_lock = threading.RLock()
+        # Pending commands are flushed at this count (and at every read, backward end, optimiser
+        # step and synchronize). A GPU gets them sooner: its enqueue is cheap and it idles meanwhile.
+        self.flush_at = 64 if self.info.type == "CPU" else 8
         self.pool = BufferPool(self, limit_bytes=self.info.global_mem // 4)
         self.kernel_cache: dict = {}   # filled by kernels.py
+
+    @property
+    def queue(self) -> cl.CommandQueue:
+        """The device's in-order queue, after handing it every pending command (see launch.py)."""
+        launch.flush(self)
+        return self._queue
+
+    def flush(self):
+        """Hand pending commands to the driver now (they run in the background; nothing waits)."""
+        launch.flush(self)
 
     # Capabilities, named as the issue and the device query tool name them.
     name = property(lambda self: self.info.name)
@@ -304,7 +329,7 @@ class Device:
 
     def synchronize(self):
         """Wait until every command enqueued on this device has finished (for timing and tests)."""
-        self.queue.finish()
+        launch.synchronize(self)
 
     def empty_cache(self):
         """Release the buffers the pool holds for reuse."""

@@ -27,6 +27,8 @@ import numpy as np
 import pyopencl as cl
 from mako.template import Template
 
+from . import launch as _launch
+
 
 class KernelBuildError(RuntimeError):
     """The OpenCL compiler rejected a rendered template; the message holds its log and the source path."""
@@ -165,31 +167,12 @@ def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
-_typed_kernels: set = set()
-
-# clSetKernelArg is the one OpenCL call that is not thread-safe on a shared kernel object: setting the
-# arguments and enqueueing must happen together, or two threads could launch with each other's buffers.
-launch_lock = threading.Lock()
-
-
-def declare_arg_types(kernel: cl.Kernel, args):
-    """Tell pyopencl the scalar argument types once, from example arguments.
-
-    Without it pyopencl inspects every numpy scalar on every call, which cost ~50 us per launch on
-    PoCL; with it, set_args packs the values directly (~2 us).
-    """
-    if kernel not in _typed_kernels:
-        kernel.set_scalar_arg_dtypes([None if isinstance(a, cl.MemoryObjectHolder) else np.asarray(a).dtype
-                                      for a in args])
-        _typed_kernels.add(kernel)
-
-
 def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
-    """Enqueue ``kernel`` on the device's queue with ``args``; returns the event. Never waits."""
-    declare_arg_types(kernel, args)
-    with launch_lock:
-        kernel.set_args(*args)
-        return cl.enqueue_nd_range_kernel(device.queue, kernel, global_size, local_size)
+    """Enqueue ``kernel`` with ``args`` (buffers and numpy scalars) through the one launch path.
+
+    Never waits; returns the command's argument list (see :func:`axonml_autograd.launch.kernel`).
+    """
+    return _launch.kernel(device, kernel, global_size, local_size, args)
 
 
 def build_count() -> int:

@@ -25,19 +25,24 @@ from typing import Optional, Sequence
 import numpy as np
 import pyopencl as cl
 
-from . import kernels
+from . import kernels, launch
 from .device import Device, get_device
 
 INT32_MAX = 2**31 - 1
 
 
 class _Storage:
-    """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone."""
+    """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone.
 
-    __slots__ = ("buffer", "pool", "version", "nbytes")
+    While this thread records a capture, the buffer comes from (and goes back to) the capture's own
+    pool: a replay writes the same buffers again, so nothing outside the capture may be given them.
+    """
+
+    __slots__ = ("buffer", "pool", "version", "nbytes", "__weakref__")
 
     def __init__(self, device: Device, nbytes: int):
-        self.pool = pool = device.pool
+        cap = launch.active_capture() if launch.recording_threads else None
+        self.pool = pool = device.pool if cap is None else cap.pool(device)
         self.buffer, self.nbytes = pool.allocate(nbytes)
         self.version = 0   # in-place writes through any tensor sharing this buffer (reshapes) bump it
 
@@ -153,7 +158,7 @@ class Tensor:
         # A private copy: the upload does not wait, so the caller may change `array` right after.
         host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
-            _track_upload(t.device, cl.enqueue_copy(t.device.queue, t.buffer, host, is_blocking=False))
+            launch.upload(t.device, t.buffer, host)
         return t
 
     @classmethod
@@ -214,7 +219,12 @@ class Tensor:
     # -- facts --------------------------------------------------------------------------------------
     @property
     def buffer(self) -> cl.Buffer:
-        return self._storage.buffer
+        storage = self._storage
+        if launch.recording_threads:
+            cap = launch.active_capture()
+            if cap is not None:   # a recorded command will name this buffer: keep it from the pool
+                cap.keep_storage(storage)
+        return storage.buffer
 
     def shape(self) -> list:
         return list(self._shape)
@@ -235,7 +245,12 @@ class Tensor:
 
     @_version.setter
     def _version(self, value: int):
-        self._storage.version = value
+        storage = self._storage
+        if launch.recording_threads:
+            cap = launch.active_capture()
+            if cap is not None:   # a replay must make the same bumps (see capture.py)
+                cap.note_version(storage)
+        storage.version = value
 
     @property
     def version(self) -> int:
@@ -251,7 +266,7 @@ class Tensor:
         """Copy to a new numpy array (waits for the kernels that write this tensor)."""
         host = np.empty(self._shape, dtype=self.dtype)
         if host.size:
-            cl.enqueue_copy(self.device.queue, host, self.buffer, is_blocking=True)
+            launch.read(self.device, host, self.buffer)
         return host
 
     def to_vec(self) -> list:
@@ -339,7 +354,7 @@ class Tensor:
         t = Tensor._wrap(self._shape, self.dtype, self.device)
         nbytes = self.numel() * self.dtype.itemsize
         if nbytes:
-            cl.enqueue_copy(self.device.queue, t.buffer, self.buffer, byte_count=nbytes)
+            launch.copy(self.device, t.buffer, self.buffer, nbytes)
         return t
 
     def astype(self, dtype) -> "Tensor":
@@ -406,20 +421,6 @@ class Tensor:
 # Helpers shared by the raw ops
 # ------------------------------------------------------------------------------------------------------
 
-def _track_upload(device, event):
-    """Hold a non-blocking upload's event until the device has done it.
-
-    pyopencl's event for a non-blocking copy keeps the host array alive, and dropping it waits for the
-    copy: dropped at once, every upload would wait for all the work queued before it. Completed
-    events are let go on later uploads, by a status query that never blocks.
-    """
-    pending = device.__dict__.setdefault("_pending_uploads", [])
-    pending.append(event)
-    if len(pending) > 8:
-        complete = cl.command_execution_status.COMPLETE
-        pending[:] = [e for e in pending if e.command_execution_status != complete]
-
-
 def infer_shape(shape, numel, old_shape=None) -> tuple:
     if isinstance(shape, (numbers.Integral, np.integer)):
         shape = (shape,)
@@ -480,7 +481,7 @@ def _local_size(device) -> int:
     return min(256, device.max_work_group_size)
 
 
-def _ew_launch_shape(device, n):
+def ew_launch_shape(device, n):
     """(chunk, global size, local size) for n elements: see the comment in elementwise.cl.mako."""
     if device.is_cpu:
         # A few chunks per core so the pthread scheduler can balance, each long enough to vectorise.
@@ -500,7 +501,7 @@ class _Plan:
     """
 
     __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
-                 "scalar_dtype", "pack_scalar", "set_scalar", "vector")
+                 "scalar_dtype", "pack_scalar", "vector")
 
 
 _VECTOR = {"float": 8, "double": 4}
@@ -555,39 +556,24 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     if knl is None:  # nothing to compute
         return result
     # The plan's own kernel object already holds the shape arguments; only the buffers and the
-    # scalars change from call to call (see _Plan).
-    with kernels.launch_lock:
-        set_arg = knl.set_arg
-        set_arg(0, result.buffer)
-        i = 1
-        for x in inputs:
-            set_arg(i, x.tensor.buffer if x.__class__ is View else x.buffer)
-            i += 1
-        if scalars:
-            pack = plan.pack_scalar
-            for v in scalars.values():
-                try:
-                    packed = pack(v)
-                except OverflowError:   # beyond float32's range: numpy's conversion gives +-inf
-                    packed = np.array(v, dtype=plan.scalar_dtype).tobytes()
-                plan.set_scalar(knl, i, packed)
-                i += 1
-        for v in int_scalars.values():
-            plan.set_scalar(knl, i, _pack_int(v))
-            i += 1
-        cl.enqueue_nd_range_kernel(result.device.queue, knl, plan.global_size, plan.local_size)
+    # scalars change from call to call (see _Plan), the scalars as packed bytes.
+    args = [result.buffer]
+    for x in inputs:
+        args.append(x.tensor.buffer if x.__class__ is View else x.buffer)
+    if scalars:
+        pack = plan.pack_scalar
+        for v in scalars.values():
+            try:
+                args.append(pack(v))
+            except OverflowError:   # beyond float32's range: numpy's conversion gives +-inf
+                args.append(np.array(v, dtype=plan.scalar_dtype).tobytes())
+    for v in int_scalars.values():
+        args.append(_pack_int(v))
+    launch.kernel(plan.kernel_device, knl, plan.global_size, plan.local_size, args, packed=True)
     return result
 
 
 _pack_int = struct.Struct("=i").pack
-
-
-def _set_scalar_bytes(knl, index, packed):
-    knl._set_arg_buf(index, packed)
-
-
-def _set_scalar_numpy(knl, index, packed):
-    knl.set_arg(index, np.frombuffer(packed, dtype=np.uint8))
 
 
 _plans: dict = {}
@@ -655,7 +641,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
         if kind == "strided":
             ints.append(off)
             ints.extend(st)
-    chunk, global_size, local_size = _ew_launch_shape(dev, n)
+    chunk, global_size, local_size = ew_launch_shape(dev, n)
     ints.extend(cshape)
     ints += [n, chunk]
     plan.int_args = ints
@@ -667,8 +653,6 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
         plan.kernel.set_arg(first_int + k, np.int32(value))
     plan.scalar_dtype = float_dtype
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
-    # _set_arg_buf takes the packed bytes directly; pyopencl without it gets them as a numpy array.
-    plan.set_scalar = _set_scalar_bytes if hasattr(plan.kernel, "_set_arg_buf") else _set_scalar_numpy
     return plan
 
 
@@ -685,7 +669,7 @@ def fill(t: Tensor, value) -> Tensor:
         raise ValueError(f"fill: value {value!r} is not an int32")
     if t.numel():
         # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.
-        cl.enqueue_fill_buffer(t.device.queue, t.buffer, t.dtype.type(value), 0, t.numel() * t.dtype.itemsize)
+        launch.fill(t.device, t.buffer, t.dtype.type(value), t.numel() * t.dtype.itemsize)
         t._version += 1
     return t
 

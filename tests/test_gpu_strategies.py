@@ -6,7 +6,7 @@ import pytest
 
 from axonml_autograd import Tensor
 from axonml_autograd.device import Device
-from axonml_autograd.tensor import (_ew_launch_shape, _reduce_layout, cat, elementwise, reduce, softmax_rows,
+from axonml_autograd.tensor import (ew_launch_shape, _reduce_layout, cat, elementwise, reduce, softmax_rows,
                                     softmax_rows_backward)
 
 
@@ -17,7 +17,7 @@ def gpu_like(device):
     dev = Device(device.info.platform_index, device.info.device_index)
     original = Device.is_cpu
     Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    assert _ew_launch_shape(dev, 1000)[0] == 1 and _reduce_layout(dev, 1, 1000, 1)[0] == "local"
+    assert ew_launch_shape(dev, 1000)[0] == 1 and _reduce_layout(dev, 1, 1000, 1)[0] == "local"
     yield dev
     Device.is_cpu = original
 

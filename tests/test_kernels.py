@@ -13,7 +13,7 @@ import numpy as np
 import pyopencl as cl
 import pytest
 
-from axonml_autograd import Tensor, kernels
+from axonml_autograd import Tensor, kernels, launch
 from axonml_autograd.device import Device, default_device
 from axonml_autograd.kernels import KernelBuildError
 
@@ -121,7 +121,7 @@ def test_ctype_and_round_up():
     assert [kernels.round_up(n, 256) for n in (0, 1, 256, 257)] == [0, 256, 256, 512]
 
 
-def test_launch_enqueues_and_returns_the_event():
+def test_launch_is_deferred_until_a_read_and_then_visible():
     # A kernel of our own, so the test does not depend on any template's argument list.
     prog = kernels.build(DEV, """
         __kernel void put(__global float *out, const float value, const int n) {
@@ -129,11 +129,12 @@ def test_launch_enqueues_and_returns_the_event():
             if (i < n) out[i] = value * (float)i;
         }""")
     t = Tensor.zeros([300])
-    ev = kernels.launch(DEV, prog.put, (kernels.round_up(300, 64),), (64,), t.buffer, np.float32(0.5),
-                        np.int32(300))
-    assert isinstance(ev, cl.Event)
-    ev.wait()
+    launch.flush(DEV)
+    kernels.launch(DEV, prog.put, (kernels.round_up(300, 64),), (64,), t.buffer, np.float32(0.5),
+                   np.int32(300))
+    assert launch.pending_count(DEV) == 1      # waits in the pending list, in order
     np.testing.assert_array_equal(t.numpy(), 0.5 * np.arange(300, dtype=np.float32))
+    assert launch.pending_count(DEV) == 0      # the read flushed it first
 
 
 # -- across processes -------------------------------------------------------------------------------
