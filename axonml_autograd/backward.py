@@ -19,7 +19,8 @@ import numpy as np
 
 from . import anomaly
 from . import tensor as T
-from .graph import topological_ranks
+from .grad_fn import AccumulateGrad
+from .graph import consumer_counts
 from .no_grad import no_grad
 from .tensor import Tensor
 
@@ -60,20 +61,54 @@ def backward(output, grad_output=None, retain_graph=False):
     if check:
         anomaly.check_root(grad)
     root = output._node()
+    run(root, grad, retain_graph, check, caller_owns_root=grad_output is not None)
+    T.launch.flush(data.device)   # the step's kernels go to the device now, back to back
+
+
+def run(root, grad, retain_graph=False, check=False, caller_owns_root=False):
+    """The engine: each node of ``root``'s graph once, in rank order (see graph.py), in one pass.
+
+    A node runs when all its consumers have run: ``waiting`` counts the consumers not yet done, and
+    ``ready`` grows rank by rank as the counts reach zero (the reading order of the list is the rank
+    order). A leaf keeps its first gradient without a copy when no other leaf received that buffer
+    and it is not the caller's ``grad_output`` (owned buffers are tracked by storage).
+    """
+    waiting = consumer_counts(root)
     pending = {root: grad}
-    for rank in topological_ranks(root):
-        for node in rank:
-            g = pending.pop(node, None)
-            if g is not None:
-                for k, (nxt, contribution) in enumerate(zip(node.next_functions(), node.apply(g))):
+    given = set() if not caller_owns_root else {id(grad._storage)}
+    ready = [root]
+    i = 0
+    while i < len(ready):
+        node = ready[i]
+        i += 1
+        g = pending.pop(node, None)
+        nxt_nodes = node._next
+        if g is not None:
+            if node.__class__ is AccumulateGrad:
+                sid = id(g._storage)
+                node.variable.accumulate_grad(g, owned=sid not in given)
+                given.add(sid)
+            else:
+                if node._released:
+                    node.saved_tensors   # raises the retain_graph error
+                grads = node._rule(node, g)
+                if grads.__class__ is not tuple:
+                    grads = (grads,)
+                for k, (nxt, contribution) in enumerate(zip(nxt_nodes, grads)):
                     if nxt is None or contribution is None:
                         continue
                     if check:
                         anomaly.check_gradient(node, k, contribution)
                     earlier = pending.get(nxt)
                     pending[nxt] = contribution if earlier is None else T.binary("add", earlier, contribution)
-            if not retain_graph:
-                node.release()
+        for nxt in nxt_nodes:
+            if nxt is not None:
+                left = waiting[nxt] - 1
+                waiting[nxt] = left
+                if not left:
+                    ready.append(nxt)
+        if not retain_graph:
+            node.release()
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from . import anomaly
+from . import anomaly, launch
 from .no_grad import is_inference_mode
 from .no_grad import _state as _grad_state
 from .tensor import Tensor
@@ -28,10 +28,11 @@ class GradientFunction:
     def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None):
         self._name = name
         self._rule = rule
-        self._next = tuple(next_functions)
-        self.needs_input_grad = tuple(n is not None for n in self._next)
-        self._saved = tuple(saved)
-        self._versions = tuple(t._version if t is not None else 0 for t in self._saved)
+        # List comprehensions and direct storage reads: this runs once per recorded op.
+        self._next = nxt = next_functions if next_functions.__class__ is tuple else tuple(next_functions)
+        self.needs_input_grad = tuple([n is not None for n in nxt])
+        self._saved = saved = saved if saved.__class__ is tuple else tuple(saved)
+        self._versions = tuple([t._storage.version if t is not None else 0 for t in saved]) if saved else ()
         self.attrs = attrs or {}
         self._released = False
         self.creation = None   # (file, line, code) of the user's call, recorded in anomaly mode
@@ -112,24 +113,35 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
     if anomaly._active_threads and anomaly.is_anomaly_enabled():
         site = anomaly.user_frame()
         anomaly.check_inputs(name, inputs, site)
-    # Runs once per op: plain loops and a direct read of the thread-local mode are measurably cheaper
-    # here than any() over a generator and a function call.
-    recording = False
+    if launch.recording_threads:
+        cap = launch.active_capture()
+        if cap is not None:   # a replay checks that these leaves are still the ones it recorded
+            for v in inputs:
+                if v is not None and v._grad_fn is None:
+                    cap.note_leaf(v, False)
+    # Runs once per op: one plain loop over the inputs, and a direct read of the thread-local mode.
     if getattr(_grad_state, "grad", True):
+        nxt = []
+        recording = inference = False
         for v in inputs:
-            if v is not None and v._requires_grad:
+            if v is None:
+                nxt.append(None)
+                continue
+            if v._inference:
+                inference = True
+            if v._requires_grad:
                 recording = True
-                break
-    if recording:
-        for v in inputs:
-            if v is not None and v._inference:
+                nxt.append(v._grad_fn or v._node())
+            else:
+                nxt.append(None)
+        if recording:
+            if inference:
                 raise RuntimeError(f"{name}: an input was created in inference_mode and cannot be "
                                    "used in a graph that records gradients; clone it outside "
                                    "inference_mode or use no_grad instead")
-        node = GradientFunction(name, rule, [v._node() if (v is not None and v._requires_grad) else None
-                                             for v in inputs], saved, attrs)
-        node.creation = site
-        return _Variable._from_op(out, node)
+            node = GradientFunction(name, rule, tuple(nxt), saved, attrs)
+            node.creation = site
+            return _Variable._from_op(out, node)
     result = _Variable(out)
     result._inference = is_inference_mode()
     return result

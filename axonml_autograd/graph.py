@@ -20,7 +20,7 @@ def consumer_counts(root) -> dict:
     stack = [root]
     while stack:
         node = stack.pop()
-        for nxt in node.next_functions():
+        for nxt in node._next:
             if nxt is None:
                 continue
             if nxt not in counts:

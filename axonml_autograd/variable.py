@@ -112,14 +112,25 @@ class Variable:
     def set_grad(self, grad: Optional[Tensor]):
         if grad is not None:
             self._check_grad(grad, "set_grad")
+        if T.launch.recording_threads:
+            _note_leaf(self, True)
         self._grad = grad
 
-    def accumulate_grad(self, grad: Tensor):
-        """Add ``grad`` to this Variable's gradient on the device."""
+    def accumulate_grad(self, grad: Tensor, owned: bool = False):
+        """Add ``grad`` to this Variable's gradient on the device.
+
+        ``owned=True`` (the backward engine's promise that nothing else holds ``grad``'s buffer) lets
+        a first gradient be kept as it is instead of copied.
+        """
         self._check_grad(grad, "accumulate_grad")
+        if T.launch.recording_threads:
+            _note_leaf(self, False)
         if self._grad is None:
-            # A copy: the incoming tensor may be shared with other consumers of the same gradient.
-            self._grad = grad.clone() if grad.dtype == self._data.dtype else grad.astype(self._data.dtype)
+            if grad.dtype != self._data.dtype:
+                self._grad = grad.astype(self._data.dtype)
+            else:
+                # Without the promise, a copy: the tensor may be shared with other consumers.
+                self._grad = grad if owned else grad.clone()
         else:
             T.elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
 
@@ -158,6 +169,8 @@ class Variable:
 
     def zero_grad(self):
         """Forget the accumulated gradient (the next backward starts from zero)."""
+        if T.launch.recording_threads:
+            _note_leaf(self, True)
         self._grad = None
 
     def detach(self) -> "Variable":
@@ -297,6 +310,12 @@ class Variable:
     def __len__(self):
         return len(self._data)
 
+
+
+def _note_leaf(var, reset):
+    cap = T.launch.active_capture()
+    if cap is not None:
+        cap.note_leaf(var, reset)
 
 
 def _as_variable(x, op) -> Variable:
