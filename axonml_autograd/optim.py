@@ -25,8 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
-from . import kernels
-from .tensor import Tensor
+from . import kernels, launch
+from .tensor import Tensor, ew_launch_shape
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -43,6 +43,14 @@ def _number(value, what, low=0.0, high=None, high_open=False) -> float:
         rng = f"[{low}, {high}{bracket}" if high is not None else f">= {low}"
         raise ValueError(f"{what}: expected a finite number {rng}, got {value}")
     return value
+
+
+def _optim_kernel(data: Tensor, name: str, momentum: bool, amsgrad: bool):
+    dev = data.device
+    ctype = kernels.ctype(data.dtype)
+    vector = {"float": 8, "double": 4}[ctype] if dev.is_cpu else 0
+    return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
+                              vector=vector)
 
 
 class Optimizer:
@@ -155,6 +163,8 @@ class Optimizer:
                                      f"not match its parameter ({data.dtype} {data.shape()})")
                 work.append((group, p, data, grad))
         done = 0
+        cap = launch.active_capture()
+        recorded = []
         try:
             for group, p, data, grad in work:
                 state = self.state.get(p)
@@ -162,17 +172,50 @@ class Optimizer:
                     state = self.state[p] = {"step": 0}
                 state["step"] += 1
                 if data.numel():
-                    self._update(group, data, grad, state)
+                    fresh = not all(k in state for k in self._needed_state(group))
+                    if fresh and cap is not None:
+                        cap.invalidate(f"{name}.step created optimiser state (a first step)")
+                    buffers = self._buffers(group, data, grad, state)
+                    T = data.dtype.type
+                    args = self._launch(group, data, buffers, self._scalars(group, state, fresh, T))
+                    recorded.append((group, state, args, len(buffers), T))
                 data._version += 1   # saved-for-backward copies of this tensor are now stale
                 done += 1
+            if work:
+                launch.flush(work[0][2].device)
         except BaseException as e:
             # Some parameters may already be updated and the rest not: neither the model nor the state
             # is a consistent snapshot any more, so refuse further steps rather than train on it.
             self._failed = (f"{type(e).__name__} while updating parameter {done} of {len(work)} "
-                            f"(shape {work[done][2].shape()}); {done} were already updated")
+                            f"(shape {work[min(done, len(work) - 1)][2].shape()}); {done} were already updated")
             raise RuntimeError(f"{name}.step failed: {self._failed}. The parameters and the optimizer "
                                "state are now inconsistent; reload a checkpoint") from e
+        if cap is not None:
+            self._record_for_replay(cap, [(p, state) for _g, p, _d, _gr in work
+                                          for state in [self.state[p]]], recorded)
         return loss
+
+    def _record_for_replay(self, cap, stepped, recorded):
+        """What a replayed step must redo on the host: count the steps, refresh the per-step scalars.
+
+        A replay reads ``lr`` and the other options from the groups then, so changing them between
+        calls is honoured; reloaded state (load_state_dict) or a failed step makes it record again.
+        """
+        states = [(p, state, {k: state.get(k) for k in self._state_keys}) for p, state in stepped]
+
+        def check():
+            return self._failed is None and all(
+                self.state.get(p) is state and all(state.get(k) is t for k, t in tensors.items())
+                for p, state, tensors in states)
+
+        def apply():
+            for _p, state, _t in states:
+                state["step"] += 1
+            for group, state, args, first, T in recorded:
+                for k, value in enumerate(self._scalars(group, state, False, T)):
+                    args[first + k] = value.tobytes()
+
+        cap.on_replay(apply, check)
 
     def _state_tensor(self, state, name, like: Tensor) -> Tensor:
         t = state.get(name)
@@ -180,15 +223,29 @@ class Optimizer:
             t = state[name] = Tensor.zeros(like._shape, like.dtype, like.device)
         return t
 
-    def _update(self, group, data: Tensor, grad: Tensor, state: dict):
+    def _needed_state(self, group) -> tuple:
+        """The state tensors a step of ``group`` uses (missing ones are created: a first step)."""
+        return ()
+
+    def _buffers(self, group, data: Tensor, grad: Tensor, state: dict) -> list:
+        """The kernel's buffer arguments (creating missing state)."""
         raise NotImplementedError
 
-    @staticmethod
-    def _launch(knl, data: Tensor, *args):
+    def _scalars(self, group, state: dict, fresh: bool, T) -> list:
+        """The kernel's scalar arguments of type ``T``, from the options and the step count."""
+        raise NotImplementedError
+
+    def _kernel(self, group, data: Tensor):
+        raise NotImplementedError
+
+    def _launch(self, group, data: Tensor, buffers, scalars):
+        # The elementwise launch shape: on CPUs each work-item walks a long contiguous run with
+        # vector loads (the template's vector loop), on GPUs one element per work-item.
         dev = data.device
         n = data.numel()
-        local = min(256, dev.max_work_group_size)
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *args, np.int32(n))
+        chunk, global_size, local_size = ew_launch_shape(dev, n)
+        return kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
+                              *buffers, *scalars, np.int32(n), np.int32(chunk))
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -327,20 +384,20 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
         return g
 
-    def _update(self, g, data, grad, state):
-        T = data.dtype.type
-        has_momentum = g["momentum"] != 0
-        knl = kernels.get_kernel(data.device, _TEMPLATE, "sgd_step", ctype=kernels.ctype(data.dtype),
-                                 momentum=has_momentum, amsgrad=False)
-        args = [data.buffer, grad.buffer]
-        if has_momentum:
-            first = "momentum_buffer" not in state
-            buf = self._state_tensor(state, "momentum_buffer", data)
-            args += [buf.buffer, T(g["lr"]), T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
-                     np.int32(first), np.int32(g["nesterov"])]
-        else:
-            args += [T(g["lr"]), T(g["weight_decay"])]
-        self._launch(knl, data, *args)
+    def _needed_state(self, g):
+        return ("momentum_buffer",) if g["momentum"] != 0 else ()
+
+    def _kernel(self, g, data):
+        return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False)
+
+    def _buffers(self, g, data, grad, state):
+        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
+
+    def _scalars(self, g, state, fresh, T):
+        if g["momentum"] != 0:
+            return [T(g["lr"]), T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
+                    np.int32(fresh), np.int32(g["nesterov"])]
+        return [T(g["lr"]), T(g["weight_decay"])]
 
 
 class Adam(Optimizer):
@@ -370,10 +427,16 @@ class Adam(Optimizer):
         g["amsgrad"] = bool(g["amsgrad"])
         return g
 
-    def _update(self, g, data, grad, state):
-        T = data.dtype.type
-        knl = kernels.get_kernel(data.device, _TEMPLATE, "adam_step", ctype=kernels.ctype(data.dtype),
-                                 momentum=False, amsgrad=g["amsgrad"])
+    def _needed_state(self, g):
+        return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ())
+
+    def _kernel(self, g, data):
+        return _optim_kernel(data, "adam_step", momentum=False, amsgrad=g["amsgrad"])
+
+    def _buffers(self, g, data, grad, state):
+        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
+
+    def _scalars(self, g, state, fresh, T):
         beta1, beta2 = g["betas"]
         t = state["step"]
         step_size = g["lr"] / (1.0 - beta1 ** t)
@@ -382,12 +445,7 @@ class Adam(Optimizer):
             l2, decay = 0.0, 1.0 - g["lr"] * g["weight_decay"]
         else:
             l2, decay = g["weight_decay"], 1.0
-        args = [data.buffer, grad.buffer, self._state_tensor(state, "exp_avg", data).buffer,
-                self._state_tensor(state, "exp_avg_sq", data).buffer]
-        if g["amsgrad"]:
-            args.append(self._state_tensor(state, "max_exp_avg_sq", data).buffer)
-        args += [T(beta1), T(beta2), T(g["eps"]), T(l2), T(decay), T(step_size), T(bc2_sqrt)]
-        self._launch(knl, data, *args)
+        return [T(beta1), T(beta2), T(g["eps"]), T(l2), T(decay), T(step_size), T(bc2_sqrt)]
 
 
 class AdamW(Adam):

@@ -1,23 +1,61 @@
-## Fused optimiser updates: one work-item per parameter element reads the parameter, its gradient and
-## its state once, and writes the new parameter and state back in place, so a step costs one launch
-## per parameter instead of a chain of elementwise kernels with temporaries.
+## Fused optimiser updates: each parameter element's value, gradient and state are read once and the
+## new parameter and state written back in place, so a step costs one launch per parameter instead
+## of a chain of elementwise kernels with temporaries.
 ##
 ## Every hyper-parameter and every step-dependent quantity (learning rate, Adam's bias corrections)
 ## is a kernel argument: a schedule that changes lr every step, or the step count itself, never
-## triggers a new OpenCL build. The template is specialised only on the element type and on what
-## changes the set of buffers the kernel touches (a momentum buffer or not, AMSGrad's extra moment).
+## triggers a new OpenCL build. The template is specialised only on the element type, on what
+## changes the set of buffers the kernel touches (a momentum buffer or not, AMSGrad's extra moment),
+## and on the vector width.
+##
+## Launch shape: as the elementwise kernels, each work-item updates `chunk` consecutive elements: 1
+## on GPUs, long runs on CPUs, where `vector` > 0 walks the run `vector` elements at a time
+## (vload/vstore need only element alignment) and finishes the tail one element at a time. The same
+## update is written once (the `update` def) and rendered for both widths.
 ##
 ## Template parameters:
 ##   ctype:    "float" or "double"
 ##   momentum: SGD only, whether a momentum buffer exists (momentum != 0)
 ##   amsgrad:  Adam/AdamW only, whether a running maximum of the second moment is kept
+##   vector:   the CPU vector width (0: scalar loop only)
+<%
+    vw = vector
+%>
 % if ctype == "double":
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
 typedef ${ctype} T;
+% if vw:
+typedef ${ctype}${vw} TV;
+% endif
+
+<%def name="chunked(body)">
+    const int start = get_global_id(0) * chunk;
+    const int end = min(n, start + chunk);
+    int i = start;
+% if vw:
+    for (; i + ${vw} <= end; i += ${vw}) {
+${body("TV", lambda buf: f"vload{vw}(0, {buf} + i)", lambda buf, v: f"vstore{vw}({v}, 0, {buf} + i)")}
+    }
+% endif
+    for (; i < end; ++i) {
+${body("T", lambda buf: f"{buf}[i]", lambda buf, v: f"{buf}[i] = {v}")}
+    }
+</%def>
 
 // PyTorch's SGD: g += wd * p; with momentum b = mu * b + (1 - dampening) * g (b = g on the first
 // step), then g = g + mu * b (Nesterov) or g = b; finally p -= lr * g.
+<%def name="sgd(V, load, store)">
+        const ${V} w = ${load("p")};
+        ${V} g = ${load("grad")} + weight_decay * w;
+% if momentum:
+        const ${V} b = first_step ? g : mu * ${load("buf")} + one_minus_dampening * g;
+        ${store("buf", "b")};
+        g = nesterov ? g + mu * b : b;
+% endif
+        ${store("p", "w - lr * g")};
+</%def>
+
 __kernel void sgd_step(
     __global T *p,
     __global const T *grad,
@@ -32,29 +70,35 @@ __kernel void sgd_step(
     const int first_step,
     const int nesterov,
 % endif
-    const int n)
+    const int n,
+    const int chunk)
 {
-    const int i = get_global_id(0);
-    if (i >= n) return;
-    const T w = p[i];
-    T g = grad[i] + weight_decay * w;
-% if momentum:
-    T b;
-    if (first_step) {
-        b = g;
-    } else {
-        b = mu * buf[i] + one_minus_dampening * g;
-    }
-    buf[i] = b;
-    g = nesterov ? g + mu * b : b;
-% endif
-    p[i] = w - lr * g;
+${chunked(sgd)}
 }
 
 // PyTorch's Adam and AdamW (single-tensor path). l2 is Adam's weight decay added to the gradient;
 // decay is AdamW's decoupled factor 1 - lr * wd applied to the parameter first (pass 0 and 1 to turn
 // either off). step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) come from the host,
 // which owns the step counter.
+<%def name="adam(V, load, store)">
+        const ${V} w = ${load("p")} * decay;
+        const ${V} g = ${load("grad")} + l2 * w;
+        // m = lerp(m, g, 1 - beta1) in the form PyTorch's lerp uses for the usual beta1 > 0.5.
+        const ${V} m0 = ${load("exp_avg")};
+        const ${V} m = m0 + (((T)1) - beta1) * (g - m0);
+        const ${V} v = beta2 * ${load("exp_avg_sq")} + (((T)1) - beta2) * g * g;
+        ${store("exp_avg", "m")};
+        ${store("exp_avg_sq", "v")};
+% if amsgrad:
+        const ${V} vmax = fmax(${load("max_exp_avg_sq")}, v);
+        ${store("max_exp_avg_sq", "vmax")};
+        const ${V} denom = sqrt(vmax) / bc2_sqrt + eps;
+% else:
+        const ${V} denom = sqrt(v) / bc2_sqrt + eps;
+% endif
+        ${store("p", "w - step_size * m / denom")};
+</%def>
+
 __kernel void adam_step(
     __global T *p,
     __global const T *grad,
@@ -70,23 +114,8 @@ __kernel void adam_step(
     const T decay,
     const T step_size,
     const T bc2_sqrt,
-    const int n)
+    const int n,
+    const int chunk)
 {
-    const int i = get_global_id(0);
-    if (i >= n) return;
-    const T w = p[i] * decay;
-    const T g = grad[i] + l2 * w;
-    // m = lerp(m, g, 1 - beta1) in the form PyTorch's lerp uses for the usual beta1 > 0.5.
-    const T m = exp_avg[i] + (((T)1) - beta1) * (g - exp_avg[i]);
-    const T v = beta2 * exp_avg_sq[i] + (((T)1) - beta2) * g * g;
-    exp_avg[i] = m;
-    exp_avg_sq[i] = v;
-% if amsgrad:
-    const T vmax = fmax(max_exp_avg_sq[i], v);
-    max_exp_avg_sq[i] = vmax;
-    const T denom = sqrt(vmax) / bc2_sqrt + eps;
-% else:
-    const T denom = sqrt(v) / bc2_sqrt + eps;
-% endif
-    p[i] = w - step_size * m / denom;
+${chunked(adam)}
 }
