@@ -18,11 +18,12 @@ from .variable import Variable
 from .grad_fn import GradientFunction
 from .backward import backward, check_gradients, gradcheck, numerical_gradient
 from .anomaly import AnomalyError, detect_anomaly
+from .capture import CaptureError, capture
 
 __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "enable_grad", "EnableGradGuard",
            "inference_mode", "InferenceModeGuard", "is_grad_enabled", "is_inference_mode", "backward",
            "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
-           "detect_anomaly", "AnomalyError"]
+           "detect_anomaly", "AnomalyError", "capture", "CaptureError"]
 
 __version__ = "0.1.0"

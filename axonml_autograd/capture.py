@@ -1,0 +1,349 @@
+"""Whole-step capture and replay: run a function once, then repeat its device work with no Python.
+
+::
+
+    from axonml_autograd import capture
+
+    def train_step(x, y):
+        opt.zero_grad()
+        loss = model(x).cross_entropy(y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = capture(train_step)
+    for xb, yb in batches:
+        loss = step(xb, yb)          # Tensors or Variables (no grad) of fixed shapes and dtypes
+
+The first call with an argument signature (each argument's kind, shape, dtype and device, the
+values of non-tensor arguments, and grad mode) runs ``fn`` eagerly and records every command it
+enqueues (``launch.py`` is the one path they all take). Later calls with that signature copy the
+arguments' data into the buffers the recording read them from, and enqueue the recorded commands
+again: no op glue, no graph, no backward engine, and every launch back to back.
+
+What a replay repeats besides the device work, so that it is indistinguishable from a call:
+
+* the optimisers' per-step values: the step count, Adam's bias corrections and the learning rate
+  are refreshed in the recorded launches before each replay (read from the optimiser then, so a
+  schedule that sets ``opt.lr`` between calls is honoured);
+* the version bumps of in-place writes, so a graph made outside the capture still refuses to
+  backward through a parameter that a replayed step changed;
+* each parameter's ``.grad()`` as the recorded call left it.
+
+When a replay could differ from a call, it records again instead; when it can't know, it raises:
+
+* a new signature records anew (up to ``max_signatures`` are kept);
+* a parameter whose data was replaced (a new Variable or Tensor), a gradient that is not the one the
+  recording started from (when ``fn`` accumulates without zero_grad), optimiser state that was
+  reloaded or created during the recording (a first step): the next call records again;
+* a host read inside ``fn`` (``to_vec``, ``numpy``, ``item``, ``print``), an upload (``from_numpy``,
+  a list of class indices), anomaly mode, or a capture inside a capture raise :class:`CaptureError`.
+
+What a capture cannot see: Python control flow that depends on values (an ``if`` on a number
+computed in ``fn``, a Python counter incremented by ``fn``) runs only when recording; a replay
+repeats the branch that was taken then. Pass such values as arguments (a new value is a new
+signature) or keep them outside ``fn``.
+
+Lifetime of results: a replay returns the very objects the recording returned, and each replay
+writes its results into the same buffers. Read (or clone) a result before the next call if you need
+to keep it. The recording owns its intermediate buffers until the captured function is dropped (or
+:meth:`Captured.reset` is called): they are not shared with the rest of the program.
+
+>>> from axonml_autograd import Tensor, Variable, capture
+>>> w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
+>>> def step(x):
+...     w.zero_grad()
+...     loss = (w * x).sum()
+...     loss.backward()
+...     return loss
+>>> f = capture(step)
+>>> f(Tensor.from_vec([3.0, 4.0], [2])).item()            # records
+11.0
+>>> f(Tensor.from_vec([1.0, 1.0], [2])).item(), f.replays  # replays
+(3.0, 1)
+>>> w.grad().to_vec()
+[1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+import weakref
+from collections import OrderedDict
+
+from . import launch
+from .launch import COPY, CaptureError
+from .tensor import Tensor
+from .variable import Variable
+
+__all__ = ["capture", "Captured", "CaptureError", "paused"]
+
+
+def capture(fn, max_signatures: int = 8) -> "Captured":
+    """Wrap ``fn`` so that repeated calls replay its recorded device work (see the module's doc)."""
+    if not callable(fn):
+        raise TypeError(f"capture: expected a callable, got {type(fn).__name__}")
+    return Captured(fn, max_signatures)
+
+
+class paused:
+    """Inside a recording, enqueue without recording (work that must not be replayed, e.g. tuning)."""
+
+    def __enter__(self):
+        self._saved = launch.set_active_capture(None)
+        return self
+
+    def __exit__(self, *exc):
+        launch.set_active_capture(self._saved)
+        return False
+
+
+class Captured:
+    """A function whose calls replay recorded device work; see :func:`capture`."""
+
+    def __init__(self, fn, max_signatures=8):
+        self.fn = fn
+        self.max_signatures = int(max_signatures)
+        self._recordings: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self.recordings = 0   # how many times fn ran and was recorded
+        self.replays = 0      # how many calls were replays
+
+    def __call__(self, *args):
+        from .no_grad import is_grad_enabled
+        key = (_signature(args), is_grad_enabled())
+        with self._lock:
+            rec = self._recordings.get(key)
+            if rec is not None:
+                self._recordings.move_to_end(key)
+        if rec is not None:
+            if rec.replay(args):
+                self.replays += 1
+                return rec.output
+            rec.close()
+        rec = _Recording()
+        output = rec.run(self.fn, args)
+        self.recordings += 1
+        with self._lock:
+            old = self._recordings.pop(key, None)
+            if old is not None and old is not rec:
+                old.close()
+            if rec.invalid is None:
+                self._recordings[key] = rec
+                while len(self._recordings) > self.max_signatures:
+                    self._recordings.popitem(last=False)[1].close()
+            else:
+                rec.close()
+        return output
+
+    def reset(self):
+        """Forget every recording (their buffers go back to the device pools once results are dropped)."""
+        with self._lock:
+            for rec in self._recordings.values():
+                rec.close()
+            self._recordings.clear()
+
+    def __repr__(self):
+        return (f"capture({getattr(self.fn, '__name__', self.fn)!r}: {len(self._recordings)} signature(s), "
+                f"{self.recordings} recording(s), {self.replays} replay(s))")
+
+
+def _signature(args) -> tuple:
+    from .tensor import Tensor
+    from .variable import Variable
+    sig = []
+    for k, a in enumerate(args):
+        if isinstance(a, Variable):
+            if a._requires_grad:
+                raise TypeError(f"capture: argument {k} requires grad; arguments are data copied in at each "
+                                "call. Use the Variable inside the function (a parameter) instead")
+            t = a._data
+            sig.append(("V", t._shape, t.dtype.num, t.device))
+        elif isinstance(a, Tensor):
+            sig.append(("T", a._shape, a.dtype.num, a.device))
+        elif a is None or isinstance(a, (numbers.Number, str, bytes)):
+            sig.append(("=", type(a), a))   # a plain value: a new value is a new signature
+        else:
+            raise TypeError(f"capture: argument {k} is a {type(a).__name__}; pass Tensors, Variables or plain "
+                            "numbers and strings (anything else belongs inside the function)")
+    return tuple(sig)
+
+
+class _Pool:
+    """A recording's own buffers: taken from the device pool during recording, reused only by it."""
+
+    def __init__(self, device, recording):
+        self.device = device
+        self.recording = recording
+        self._free: dict = {}
+        self._lock = threading.Lock()
+        self.closed = False
+        self.bytes = 0
+
+    def allocate(self, nbytes):
+        size = max(256, (nbytes + 255) & ~255)
+        with self._lock:
+            bucket = self._free.get(size)
+            if bucket:
+                return bucket.pop(), size
+        buf, size = self.device.pool.allocate(nbytes)
+        self.bytes += size
+        return buf, size
+
+    def release(self, buf, size):
+        with self._lock:
+            if not self.closed:
+                self._free.setdefault(size, []).append(buf)
+                return
+        self.device.pool.release(buf, size)
+
+    def close(self):
+        with self._lock:
+            self.closed = True
+            free, self._free = self._free, {}
+        for size, bufs in free.items():
+            for buf in bufs:
+                self.device.pool.release(buf, size)
+
+
+class _Recording:
+    """One signature's recorded commands and what a replay must redo besides them."""
+
+    def __init__(self):
+        self.commands: list = []
+        self.pools: dict = {}          # device -> _Pool
+        self.keep: dict = {}           # id -> storage made outside the recording that a command names
+        self.versions: dict = {}       # id(storage) -> (weakref, version before the first bump)
+        self.version_deltas: list = [] # (storage, bump) to repeat at each replay
+        self.leaves: dict = {}         # id(var) -> [var, data, grad at first sight, reset first?]
+        self.leaf_ends: list = []      # (var, grad) as the recorded call left them
+        self.hooks: list = []          # (check, apply): refuse or prepare a replay
+        self.inputs: list = []         # (private tensor, device) the arguments are copied into
+        self.output = None
+        self.invalid = None            # why this recording must not be replayed
+        self.lock = threading.Lock()
+        self.thread = threading.get_ident()
+
+    # -- during recording (called by launch.py, tensor.py, variable.py, optim.py) --------------------
+    def pool(self, device) -> _Pool:
+        p = self.pools.get(device)
+        if p is None:
+            p = self.pools[device] = _Pool(device, self)
+        return p
+
+    def record(self, cmd):
+        self.commands.append(cmd)
+
+    def keep_storage(self, storage):
+        pool = storage.pool
+        if not (isinstance(pool, _Pool) and pool.recording is self):
+            self.keep[id(storage)] = storage   # external: it must outlive the recording
+
+    def note_version(self, storage):
+        if id(storage) not in self.versions:
+            self.versions[id(storage)] = (weakref.ref(storage), storage.version)
+
+    def note_leaf(self, var, reset):
+        if id(var) not in self.leaves:
+            self.leaves[id(var)] = [var, var._data, var._grad, reset]
+
+    def on_replay(self, apply, check=None):
+        """Before each replay: ``check()`` may return False to record again; then ``apply()`` runs."""
+        self.hooks.append((check, apply))
+
+    def invalidate(self, reason: str):
+        """This recording must not be replayed (the next call records again)."""
+        if self.invalid is None:
+            self.invalid = reason
+
+    # -- the two phases -------------------------------------------------------------------------------
+    def run(self, fn, args):
+        from . import anomaly
+
+        if launch.active_capture() is not None:
+            raise CaptureError("capture: a captured function was called while another one is recording")
+        if anomaly.is_anomaly_enabled():
+            raise CaptureError("capture: anomaly mode reads every gradient back to the host, which a replay "
+                               "cannot repeat; leave detect_anomaly() off while capturing")
+        launch.set_active_capture(self)
+        try:
+            # Each tensor argument gets a private buffer of the recording's own; the function sees
+            # stand-ins over those, and every replay copies the new argument data into them.
+            call_args, copies = [], []
+            for a in args:
+                if isinstance(a, (Tensor, Variable)):
+                    t = a._data if isinstance(a, Variable) else a
+                    private = Tensor._wrap(t._shape, t.dtype, t.device)
+                    self.inputs.append((private, t.device))
+                    copies.append((private, t))
+                    a = Variable(private) if isinstance(a, Variable) else private
+                call_args.append(a)
+            with paused():   # the copy-in is each replay's own first step, not part of the body
+                for private, t in copies:
+                    if t.numel():
+                        launch.copy(t.device, private.buffer, t.buffer, t.numel() * t.dtype.itemsize)
+            self.output = fn(*call_args)
+        finally:
+            launch.set_active_capture(None)
+        self._finish()
+        for device in self.devices:
+            launch.flush(device)
+        return self.output
+
+    def _finish(self):
+        for ref, before in self.versions.values():
+            storage = ref()
+            if storage is not None and storage.version != before:
+                self.version_deltas.append((storage, storage.version - before))
+        self.versions = {}
+        self.leaf_ends = [(var, var._grad) for var, _d, _g, _r in self.leaves.values()]
+        self.devices = list({cmd[1]: None for cmd in self.commands})
+        for _t, device in self.inputs:
+            if device not in self.devices:
+                self.devices.append(device)
+
+    def replay(self, args) -> bool:
+        """Enqueue the recording for ``args``; False when it no longer matches the program's state."""
+        with self.lock:
+            for var, data, grad, reset in self.leaves.values():
+                if var._data is not data or not (reset or var._grad is grad):
+                    return False
+            for check, _apply in self.hooks:
+                if check is not None and check() is False:
+                    return False
+            for _check, apply in self.hooks:
+                apply()
+            locks = [d.launch_lock for d in self.devices]
+            for lock, device in zip(locks, self.devices):
+                lock.acquire()
+                launch.flush(device)
+            try:
+                k = 0
+                for a in args:
+                    if isinstance(a, (Tensor, Variable)):
+                        t = a._data if isinstance(a, Variable) else a
+                        private, device = self.inputs[k]
+                        k += 1
+                        if private is not t and t.numel():
+                            launch.enqueue((COPY, device, private.buffer, t.buffer, t.numel() * t.dtype.itemsize))
+                enqueue = launch.enqueue
+                for cmd in self.commands:
+                    enqueue(cmd)
+            finally:
+                for lock in reversed(locks):
+                    lock.release()
+            for storage, delta in self.version_deltas:
+                storage.version += delta
+            for var, grad in self.leaf_ends:
+                var._grad = grad
+        return True
+
+    def close(self):
+        """Give the recording's buffers back (those no living tensor holds) and drop its commands."""
+        self.commands = []
+        self.keep = {}
+        self.hooks = []
+        for p in self.pools.values():
+            p.close()
+
