@@ -107,6 +107,8 @@ class Captured:
         self.max_signatures = int(max_signatures)
         self._recordings: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        # Dropping the captured function gives the recordings' buffers back to the device pools.
+        weakref.finalize(self, _close_all, self._recordings)
         self.recordings = 0   # how many times fn ran and was recorded
         self.replays = 0      # how many calls were replays
 
@@ -140,13 +142,17 @@ class Captured:
     def reset(self):
         """Forget every recording (their buffers go back to the device pools once results are dropped)."""
         with self._lock:
-            for rec in self._recordings.values():
-                rec.close()
-            self._recordings.clear()
+            _close_all(self._recordings)
 
     def __repr__(self):
         return (f"capture({getattr(self.fn, '__name__', self.fn)!r}: {len(self._recordings)} signature(s), "
                 f"{self.recordings} recording(s), {self.replays} replay(s))")
+
+
+def _close_all(recordings):
+    for rec in recordings.values():
+        rec.close()
+    recordings.clear()
 
 
 def _signature(args) -> tuple:
