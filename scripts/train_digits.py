@@ -9,6 +9,11 @@ the Adam step never read from the device. The loss and accuracy are read once pe
     python scripts/train_digits.py                      # defaults: >= 96 % test accuracy
     python scripts/train_digits.py --device 0:0 --epochs 40 --out runs/digits
     python scripts/train_digits.py --resume runs/digits/checkpoint.npz --epochs 60
+    python scripts/train_digits.py --no-capture          # every step eagerly (the same numbers, slower)
+
+Each training step (zero_grad, forward, backward, Adam) runs through ``capture``: the first call per
+batch shape records its device work and later calls replay it with no Python per op. The learning
+rate set per epoch is honoured by the replays.
 
 Artefacts in ``--out``: ``checkpoint.npz`` (parameters, optimiser state, history; written at the
 end of every epoch), ``history.json`` and ``history.png`` (when matplotlib is installed).
@@ -27,7 +32,7 @@ import time
 
 import numpy as np
 
-from axonml_autograd import DeviceError, Tensor, Variable, checkpoint, no_grad, set_default_device
+from axonml_autograd import DeviceError, Tensor, Variable, capture, checkpoint, no_grad, set_default_device
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import Adam
 from axonml_autograd.tensor import elementwise
@@ -53,6 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", default=os.path.join("runs", "digits"), help="artefact directory")
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
+    p.add_argument("--no-capture", action="store_true", help="run every step eagerly instead of replaying a "
+                   "captured step")
     p.add_argument("--no-progress", action="store_true", help="print one line per epoch, no progress bar")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
@@ -186,6 +193,14 @@ def main(argv=None):
         except ImportError:
             pass
 
+    def train_step(xb, yb):
+        opt.zero_grad()
+        loss = model(Variable(xb)).cross_entropy(yb)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step_fn = train_step if args.no_capture else capture(train_step)
     train_seconds, epoch_seconds = 0.0, []
     run_meta = {"hidden": hidden, "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
                 "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
@@ -201,12 +216,8 @@ def main(argv=None):
         for step in range(steps_per_epoch):
             start = step * args.batch_size
             size = min(args.batch_size, n_train - start)
-            xb, yb = epoch_x.narrow(0, start, size), epoch_y.narrow(0, start, size)
-            opt.zero_grad()
-            logits = model(Variable(xb))
-            loss = logits.cross_entropy(yb)
-            loss.backward()
-            opt.step()
+            loss = step_fn(epoch_x.narrow(0, start, size), epoch_y.narrow(0, start, size))
+            # On the device, before the next step (a replay rewrites the same loss buffer).
             accumulate(loss_sum, loss.data(), float(size))
             if bar is not None:
                 bar.update(1)
@@ -255,6 +266,11 @@ def main(argv=None):
         steady_rate = f"{steps_per_epoch * len(later) / sum(later):.1f} after the first epoch, " if later else ""
         print(f"steps per second: {steady_rate}{steps / train_seconds:.1f} overall "
               f"({steps} steps in {train_seconds:.2f} s)")
+    if args.no_capture:
+        print("capture:         off (--no-capture): every step ran eagerly")
+    else:
+        print(f"capture:         {step_fn.replays} of {step_fn.replays + step_fn.recordings} steps replayed "
+              f"({step_fn.recordings} recorded)")
     print(f"total time:      {time.perf_counter() - t_start:.1f} s")
     print(f"artefacts:       {ckpt_path}, {os.path.join(args.out, 'history.json')}"
           + (f", {plot}" if plot else " (no plot: matplotlib not installed)"))
