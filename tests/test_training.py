@@ -102,3 +102,15 @@ def test_fit_regression_smoke(device, capsys):
     assert script.main(["--steps", "250", "--log-every", "1000"]) == 0
     assert "final MSE" in capsys.readouterr().out
     assert script.main(["--steps", "2", "--log-every", "1000"]) == 1       # not converged -> non-zero
+
+
+def test_train_digits_captured_steps_equal_eager_steps(device, digits_script, tmp_path, capsys):
+    common = ["--epochs", "3", "--no-progress", "--quiet", "--hidden", "32"]
+    assert digits_script.main(common + ["--out", str(tmp_path / "captured")]) == 0
+    assert "steps replayed" in capsys.readouterr().out
+    assert digits_script.main(common + ["--out", str(tmp_path / "eager"), "--no-capture"]) == 0
+    a = checkpoint.read(tmp_path / "captured" / "checkpoint.npz")
+    b = checkpoint.read(tmp_path / "eager" / "checkpoint.npz")
+    for name in a.tensors:
+        np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
+    assert [h["loss"] for h in a.metadata["history"]] == [h["loss"] for h in b.metadata["history"]]
