@@ -327,6 +327,8 @@ def _as_variable(x, op) -> Variable:
 
 
 def _number(x, op) -> float:
+    if x.__class__ is float:   # the common case, without the ABC check below (~0.5 us)
+        return x
     if isinstance(x, bool) or not isinstance(x, numbers.Real):
         raise TypeError(f"{op}: expected a number, got {x!r}")
     return float(x)

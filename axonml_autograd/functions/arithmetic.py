@@ -76,17 +76,22 @@ SCALAR_OPS = {
 
 def scalar(name, a, value):
     """``a <op> value`` with a Python number, passed to the kernel as an argument (no recompile)."""
-    forward, backward = SCALAR_OPS[name]
-    x = a.data()
+    forward, backward, kept, node = _scalar_spec(name)
+    x = a._data
     value = float(value)
     out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
+    return record(node, out, [a], _scalar_rule, saved=(x,) if kept else (), backward=backward, kept=kept,
+                  value=value)
 
-    kept = reads(backward, ("x",))
 
-    def rule(ctx, g):
-        return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), {"s": ctx.value})
+@lru_cache(maxsize=None)
+def _scalar_spec(name):
+    forward, backward = SCALAR_OPS[name]
+    return forward, backward, reads(backward, ("x",)), node_name(name)
 
-    return record(node_name(name), out, [a], rule, saved=[x for _ in kept], value=value)
+
+def _scalar_rule(ctx, g):
+    return apply_rule(ctx.backward, g, dict(zip(ctx.kept, ctx.saved_tensors)), {"s": ctx.value})
 
 
 # name: (forward, backward, scalar names); backward reads g, the input x and the output y.
