@@ -10,12 +10,13 @@
 
 Two kernel strategies live in ``cl_kernels/matmul.cl.mako``: ``"tiled"`` (local-memory tiles, for
 GPUs) and ``"blocked"`` (GotoBLAS-style macro blocks walked in L1-sized k slices, register
-blocking, operands packed into panels only where that pays; for CPU devices, where PoCL runs a
-work-group's items as a loop on one core and local memory is just more cache traffic). The device
-type picks one; ``AXONML_MATMUL=tiled|blocked`` or ``strategy=`` forces it. When the strategy is not
-forced, the tuner (``tuning.py``) times the candidates once per device (tile sizes that fit the
-device for "tiled", the macro-block target for "blocked") on a 512^3 problem and keeps the choice on
-disk; ``AXONML_TUNE=0`` takes the static choice instead.
+blocking, each B panel copied into a small k-major buffer by the work-item that uses it; for CPU
+devices, where PoCL runs a work-group's items as a loop on one core). Both read transposed operands
+in place, so a call is always one launch. The device type picks one; ``AXONML_MATMUL=tiled|blocked``
+or ``strategy=`` forces it. Tile sizes ("tiled") and the work split ("blocked") have a static
+choice from the device's limits; :func:`tune` (or ``AXONML_TUNE=1``) times the candidates once per
+device on a 512^3 problem and keeps the winner on disk for later processes. A first call never
+measures, so a cold process pays one compile for matmul and nothing more.
 """
 
 from __future__ import annotations
@@ -41,22 +42,19 @@ TEMPLATE = "matmul.cl.mako"
 TILED_CANDIDATES = ((64, 16, 4), (32, 16, 4), (32, 16, 2), (16, 16, 2), (16, 16, 1), (8, 8, 1),
                     (4, 4, 1), (1, 1, 1))
 
-# Blocked: MR rows x (2 vectors) columns of C per work-item. With 16 vector registers (AVX2) that is
-# 12 accumulators + 2 B vectors + 1 broadcast A: the largest block that does not spill.
-BLOCKED_MR = 6
+# Blocked: MR rows x NV vectors of C per work-item's micro-tile, accumulators in vector registers
+# (plus NV B vectors and one broadcast A). OpenCL does not report a register count, so the vector
+# width stands in for the instruction set: 16 floats (AVX-512, 32 registers) gets 8 x 2 = 16
+# accumulators, narrower vectors (AVX2/SSE/NEON, 16 registers on x86) 6 x 2 = 12, the largest blocks
+# that do not spill.
 BLOCKED_NV = 2
-# Blocked macro blocks, see _blocked_config.
+BLOCKED_NARROW = True
+BLOCKED_MR_WIDE, BLOCKED_MR = 8, 6
 BLOCKED_SLICE_BYTES = 16 * 1024      # one k slice of an NR-column B panel: half of a 32 KB L1
-BLOCKED_INPLACE_B_BYTES = 512 * 1024  # read B in place up to this size, pack it beyond
-BLOCKED_MCP, BLOCKED_NCP = 16, 4     # largest macro block, in micro-tiles
-BLOCKED_ITEMS_PER_CU = 16            # shrink macro blocks until there are this many per compute unit
-BLOCKED_ITEMS_CANDIDATES = (16, 4, 64)   # what the tuner tries for it (the first is the static choice)
+BLOCKED_A_BLOCK_BYTES = 256 * 1024   # the MCP*MR x KC block of A a column loop re-reads, kept in L2
+BLOCKED_ITEMS_PER_CU = 4             # split C until there are this many work-items per compute unit
+BLOCKED_ITEMS_CANDIDATES = (4, 16, 1)   # what the tuner tries for it (the first is the static choice)
 TUNE_N = 512                         # the square problem candidates are timed on
-# k values one packing work-item copies: enough to amortise a work-item, few enough for parallelism.
-PACK_K = 32
-# A fixed local size: left to the driver, PoCL picks one from the global size and JIT-compiles a new
-# work-group function for each, i.e. a hidden compile per new shape.
-_PACK_LOCAL = (1, 1, 1)
 
 _plans: dict = {}
 _plans_lock = threading.Lock()
@@ -67,10 +65,10 @@ _calls: dict = {}
 class _Plan:
     """Everything one (device, dtype, strategy, transposes) needs to launch, chosen once."""
 
-    __slots__ = ("strategy", "params", "kernel", "pack", "local", "item", "compute_units", "items_per_cu")
+    __slots__ = ("strategy", "params", "kernel", "local", "item", "compute_units", "items_per_cu")
 
-    def __init__(self, strategy, params, kernel, pack, local, item=0, compute_units=1):
-        self.strategy, self.params, self.kernel, self.pack, self.local = strategy, params, kernel, pack, local
+    def __init__(self, strategy, params, kernel, local, item=0, compute_units=1):
+        self.strategy, self.params, self.kernel, self.local = strategy, params, kernel, local
         self.item, self.compute_units = item, max(1, int(compute_units))
         self.items_per_cu = BLOCKED_ITEMS_PER_CU
 
@@ -91,7 +89,7 @@ def _vector_width(device, dtype) -> int:
 
 def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     """The plan for these settings; ``auto`` (the strategy was not forced) lets the tuner choose."""
-    # Blocked kernels ignore the transposes (packing absorbs them), so all four combos share one plan.
+    # Blocked kernels take the transposes as strides, so all four combos share one plan.
     key = (id(device), dtype, strategy, auto) + ((trans_a, trans_b) if strategy == "tiled" else ())
     plan = _plans.get(key)
     if plan is not None:
@@ -115,26 +113,31 @@ def _tuning_operands(device, dtype):
     return a, Tensor.full((TUNE_N, TUNE_N), 0.25, dtype, device), Tensor((TUNE_N, TUNE_N), dtype, device)
 
 
-def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
+def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False, measure=None) -> _Plan:
+    """The plan for these settings. ``auto``: the strategy was not forced, so a tuned choice may be
+    used; ``measure``: time the candidates now (default: only under ``AXONML_TUNE=1``)."""
+    if measure is None:
+        measure = tuning.requested()
     ctype = kernels.ctype(dtype)
     item = np.dtype(dtype).itemsize
     if strategy == "blocked":
         vw = _vector_width(device, dtype)
-        params = dict(ctype=ctype, strategy="blocked", trans_a=False, trans_b=False,
-                      ts=0, tsk=0, wpt=0, mr=BLOCKED_MR, nr=BLOCKED_NV * vw, vw=vw, pack_k=PACK_K)
+        mr = BLOCKED_MR_WIDE if _vector_width(device, np.float32) >= 16 else BLOCKED_MR
+        nr = BLOCKED_NV * vw
+        params = dict(ctype=ctype, strategy="blocked", trans_a=False, trans_b=False, ts=0, tsk=0, wpt=0,
+                      mr=mr, nr=nr, vw=vw, kc_max=max(16, BLOCKED_SLICE_BYTES // (nr * item)),
+                      narrow=BLOCKED_NARROW)
         knl = kernels.get_kernel(device, TEMPLATE, "matmul_blocked", **params)
-        pack = (kernels.get_kernel(device, TEMPLATE, "pack_a", **params),
-                kernels.get_kernel(device, TEMPLATE, "pack_b", **params))
         # One work-item per work-group: its macro block is already a loop, and a fixed local size
         # keeps PoCL from compiling a work-group function per global size.
-        plan = _Plan("blocked", params, knl, pack, (1, 1, 1), item, device.compute_units)
+        plan = _Plan("blocked", params, knl, (1, 1, 1), item, device.compute_units)
         if auto:
-            plan.items_per_cu = _tune_blocked(device, dtype, plan)
+            plan.items_per_cu = _tune_blocked(device, dtype, plan, measure)
         return plan
     tried, fitting = [], []
     name = _tuning_name("tiled", ctype, int(trans_a), int(trans_b))
-    stored = tuning.lookup(device, name) if auto else None
-    measure = auto and stored is None and tuning.enabled()
+    stored = tuning.lookup(device, name) if auto and not measure else None
+    measure = auto and measure and not tuning.disabled()
     # A stored choice is tried first; without one (and without tuning) the largest tile that fits wins.
     order = sorted(TILED_CANDIDATES, key=lambda c: not tuning.same(c, stored)) if stored else TILED_CANDIDATES
     for ts, tsk, wpt in order:
@@ -145,13 +148,13 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
             tried.append((ts, tsk, wpt, "device limits"))
             continue
         params = dict(ctype=ctype, strategy="tiled", trans_a=bool(trans_a), trans_b=bool(trans_b),
-                      ts=ts, tsk=tsk, wpt=wpt, mr=0, nr=0, vw=1, pack_k=0)
+                      ts=ts, tsk=tsk, wpt=wpt, mr=0, nr=0, vw=1, kc_max=0, narrow=False)
         knl = kernels.get_kernel(device, TEMPLATE, "matmul_tiled", **params)
         # The compiled kernel may allow fewer work-items than the device (registers, local memory).
         if _kernel_wg_size(knl, device) < threads:
             tried.append((ts, tsk, wpt, f"kernel allows {_kernel_wg_size(knl, device)} work-items"))
             continue
-        fitting.append(_Plan("tiled", params, knl, None, (side, side, 1)))
+        fitting.append(_Plan("tiled", params, knl, (side, side, 1)))
         if not measure:
             break
     if not fitting:
@@ -163,12 +166,12 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     def run(candidate):
         _tiled_launcher(device, candidate, TUNE_N, TUNE_N, TUNE_N, [], [0, 0], [0, 0], [0, 0], 1, 1)(a, b, c)
 
-    best = tuning.measure(fitting, run, device.queue.finish)
+    best = tuning.measure(fitting, run, device.synchronize)
     tuning.store(device, name, [best.params["ts"], best.params["tsk"], best.params["wpt"]])
     return best
 
 
-def _tune_blocked(device, dtype, plan) -> int:
+def _tune_blocked(device, dtype, plan, measure) -> int:
     """The macro-block target (work-items per compute unit) this device runs fastest with."""
     operands = []
 
@@ -178,11 +181,30 @@ def _tune_blocked(device, dtype, plan) -> int:
         plan.items_per_cu = items_per_cu
         a, b, c = operands
         n = TUNE_N
-        _blocked_launcher(device, plan, n * n, n * n, n, n, n, False, False, [], [0, 0], [0, 0], [0, 0],
-                          1, 1)(a, b, c)
+        _blocked_launcher(device, plan, n, n, n, False, False, [], [0, 0], [0, 0], [0, 0], 1, 1)(a, b, c)
 
     return tuning.choose(device, _tuning_name("blocked", kernels.ctype(dtype)), BLOCKED_ITEMS_CANDIDATES,
-                         run, device.queue.finish)
+                         run, device.synchronize, measure)
+
+
+def tune(device=None, dtype="float32", strategy=None):
+    """Time matmul's candidates on ``device`` now, store the winner for later processes and use it.
+
+    The first call of a process never measures (unless ``AXONML_TUNE=1``): it takes a stored choice
+    or the static one, so a cold start costs one compile. Call this once on a new machine, e.g. from
+    a setup script, to let every later process start from the measured choice.
+    """
+    from .device import default_device
+    device = device if device is not None else default_device()
+    dt = np.dtype(dtype)
+    strategy = _choose_strategy(device, strategy)
+    combos = [(False, False)] if strategy == "blocked" else [(ta, tb) for ta in (False, True) for tb in (False, True)]
+    with _plans_lock:
+        for ta, tb in combos:
+            plan = _make_plan(device, dt, strategy, ta, tb, auto=True, measure=True)
+            _plans[(id(device), dt, strategy, True) + ((ta, tb) if strategy == "tiled" else ())] = plan
+        _calls.clear()    # launchers built from the old plans
+    return _info(plan)
 
 
 def _choose_strategy(device, strategy) -> str:
@@ -199,7 +221,10 @@ def plan_info(device, dtype="float32", strategy=None, trans_a=False, trans_b=Fal
     dt = np.dtype(dtype)
     auto = strategy is None and not os.environ.get("AXONML_MATMUL")
     strategy = _choose_strategy(device, strategy)
-    p = _plan(device, dt, strategy, bool(trans_a), bool(trans_b), auto)
+    return _info(_plan(device, dt, strategy, bool(trans_a), bool(trans_b), auto))
+
+
+def _info(p) -> dict:
     info = {"strategy": p.strategy, "local": p.local,
             **{k: v for k, v in p.params.items() if v and k not in ("strategy", "ctype")}}
     if p.strategy == "blocked":
@@ -297,7 +322,7 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     nb_hi, nb_lo = cshape[-2], cshape[-1]
 
     if plan.strategy == "blocked":
-        run = _blocked_launcher(dev, plan, a.numel(), b.numel(), M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
+        run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
     else:
         run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo)
     run(a, b, result)
@@ -337,24 +362,19 @@ def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
 
 
 class BlockedConfig(tuple):
-    """How one blocked matmul runs: which operands are packed and the macro block sizes.
-
-    ``pack_a`` / ``pack_b``: copy the operand into k-major panels first (needed for a transposed
-    operand; optional otherwise). ``mcp`` x ``ncp``: micro-tiles per work-item (its macro block of
-    C). ``kc``: the k slice it walks at a time. All are launch arguments, so none costs a compile.
+    """How one blocked matmul is split: ``mcp`` x ``ncp`` micro-tiles per work-item (its macro block
+    of C), walked ``kc`` values of k at a time. All are launch arguments, so choosing never compiles.
     """
 
     __slots__ = ()
-    _fields = ("pack_a", "pack_b", "mcp", "ncp", "kc")
+    _fields = ("mcp", "ncp", "kc")
 
-    def __new__(cls, pack_a, pack_b, mcp, ncp, kc):
-        return tuple.__new__(cls, (bool(pack_a), bool(pack_b), int(mcp), int(ncp), int(kc)))
+    def __new__(cls, mcp, ncp, kc):
+        return tuple.__new__(cls, (int(mcp), int(ncp), int(kc)))
 
-    pack_a = property(lambda self: self[0])
-    pack_b = property(lambda self: self[1])
-    mcp = property(lambda self: self[2])
-    ncp = property(lambda self: self[3])
-    kc = property(lambda self: self[4])
+    mcp = property(lambda self: self[0])
+    ncp = property(lambda self: self[1])
+    kc = property(lambda self: self[2])
 
     def __repr__(self):
         return "BlockedConfig(" + ", ".join(f"{k}={v!r}" for k, v in zip(self._fields, self)) + ")"
@@ -364,88 +384,57 @@ class BlockedConfig(tuple):
 _forced_config: Optional[BlockedConfig] = None
 
 
-def _blocked_config(plan, M, N, K, ta, tb, nmat, b_inplace_ok) -> BlockedConfig:
-    """Packing and block sizes for one call (all launch arguments, so choosing never compiles)."""
+def _blocked_config(plan, M, N, K, nmat) -> BlockedConfig:
+    """Block sizes for one call (all launch arguments, so choosing never compiles)."""
+    p = plan.params
+    mr, nr, item, kc_max = p["mr"], p["nr"], plan.item, p["kc_max"]
     forced = _forced_config
     if forced is not None:
-        # A transposed operand, or a B that cannot be read in place, is packed whatever was forced.
-        return BlockedConfig(forced.pack_a or ta, forced.pack_b or not b_inplace_ok,
-                             forced.mcp, forced.ncp, forced.kc)
-    p = plan.params
-    mr, nr, item = p["mr"], p["nr"], plan.item
-    # k slice: its NR-column slice of B should fill about half of L1 (16 KB: 256 floats x 16 or
-    # 256 doubles x 8). Split K into equal slices so a K just past KC does not end in a sliver.
-    slices = -(-K // max(16, BLOCKED_SLICE_BYTES // (nr * item)))
+        return BlockedConfig(forced.mcp, forced.ncp, min(forced.kc, kc_max))
+    # k slice: its NR-column panel of B fills about half of L1. Split K into equal slices so a K just
+    # past KC does not end in a sliver.
+    slices = -(-K // kc_max)
     kc = -(-K // slices)
-    # B in place saves a launch and a pass over B, which pays while B is small; a large B, read in
-    # place, strides by a whole row per k (for power-of-two N, all into the same few L1 sets), so
-    # it is packed into contiguous panels.
-    pack_b = not b_inplace_ok or K * N * item > BLOCKED_INPLACE_B_BYTES
-    # Macro blocks: MCP row panels share each B slice, NCP column panels each A block (16 x 6 rows x
-    # KC floats = 96 KB, in L2). Shrink them until there are enough work-items for every compute
-    # unit to get several (PoCL hands work-groups to its per-core threads; a few per core keeps the
-    # tail short).
+    # Work-items: enough for every compute unit to get a few (PoCL hands work-groups to its per-core
+    # threads; a few per core keeps the tail short). Split N first: a work-item copies each B panel
+    # it uses once per row block, so splitting M copies B again, while splitting N only re-reads A.
+    # Row blocks stay as tall as the A block allows (it is re-read from L2 for every column panel).
     pm, pn = -(-M // mr), -(-N // nr)
-    mcp, ncp = BLOCKED_MCP, BLOCKED_NCP
     want = plan.items_per_cu * plan.compute_units
-    while mcp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:
-        mcp //= 2
-    while ncp > 1 and -(-pm // mcp) * -(-pn // ncp) * nmat < want:
-        ncp //= 2
-    return BlockedConfig(ta, pack_b, mcp, ncp, kc)
+    mcp = max(1, min(pm, BLOCKED_A_BLOCK_BYTES // (mr * kc * item)))
+    ncp = pn
+
+    def items():
+        return -(-pm // mcp) * -(-pn // ncp) * nmat
+
+    while ncp > 1 and items() < want:
+        ncp = -(-ncp // 2)
+    while mcp > 1 and items() < want:
+        mcp = -(-mcp // 2)
+    return BlockedConfig(mcp, ncp, kc)
 
 
-def _blocked_launcher(dev, plan, a_numel, b_numel, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
-    """A function (a, b, c) that enqueues the packing and blocked kernels for this signature."""
+def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
+    """A function (a, b, c) that enqueues the blocked kernel for this signature."""
     p = plan.params
     mr, nr = p["mr"], p["nr"]
     pm, pn = -(-M // mr), -(-N // nr)
     i32, i64 = np.int32, np.int64
     nmat = nb_hi * nb_lo * max(1, math.prod(outer))
-    # B is read in place only as whole aligned vectors: rows a whole number of NR-column panels
-    # (so no panel runs past a row), which also keeps every matrix of a batch vector aligned.
-    cfg = _blocked_config(plan, M, N, K, ta, tb, nmat, not tb and N % nr == 0)
-    launch, pack_a, pack_b = kernels.launch, plan.pack[0], plan.pack[1]
-    if cfg.pack_b:
-        pb_size = pn * nr * K        # one packed B, zero padded to whole panels
-        batch_b = max(1, b_numel // (K * N))
-        b_row, b_k = (K, 1) if tb else (1, N)      # element (n, k) of B, i.e. of B^T
-        b_pack_gsize = (pn, -(-K // PACK_K), batch_b)
-        b_pack_args = (i32(N), i32(K), i32(b_row), i32(b_k), i32(K * N))
-        b_panel, b_kstride = nr * K, nr
-    else:
-        pb_size, b_panel, b_kstride = K * N, nr, N
-    if cfg.pack_a:
-        a_row, a_k = (1, M) if ta else (K, 1)      # element (m, k) of A
-        batch_a = max(1, a_numel // (M * K))
-        pa_size = pm * mr * K
-        a_pack_gsize = (pm, -(-K // PACK_K), batch_a)
-        a_pack_args = (i32(M), i32(K), i32(a_row), i32(a_k), i32(M * K))
-        a_panel, a_row, a_k = mr * K, 1, mr
-    else:
-        pa_size, a_panel, a_row, a_k = M * K, mr * K, K, 1
-    mcp, ncp, kc = cfg.mcp, cfg.ncp, cfg.kc
+    mcp, ncp, kc = _blocked_config(plan, M, N, K, nmat)
+    # Element strides of A(m, k) and B(k, n): a transpose is just the other order.
+    a_row, a_k = (1, M) if ta else (K, 1)
+    b_k, b_n = (1, K) if tb else (N, 1)
+    mat_a, mat_b, mat_c = M * K, K * N, M * N
     gsize = (-(-pm // mcp), -(-pn // ncp), nb_hi * nb_lo)
-    arg_sets = [(i32(M), i32(N), i32(K), i32(a_panel), i32(a_row), i32(a_k),
-                 i32(b_panel), i32(b_kstride), i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
-                 i64(sa[-2] * pa_size), i64(sa[-1] * pa_size),
-                 i64(sb[-2] * pb_size), i64(sb[-1] * pb_size),
-                 i64(oa * pa_size), i64(ob * pb_size), i64(oc * M * N))
+    arg_sets = [(i32(M), i32(N), i32(K), i32(a_row), i32(a_k), i32(b_k), i32(b_n),
+                 i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
+                 i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
+                 i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
                 for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
-    knl, local = plan.kernel, plan.local
+    knl, local, launch = plan.kernel, plan.local, kernels.launch
 
     def run(a, b, c):
-        # Scratch from the device pool: the in-order queue guarantees the pack and multiply kernels
-        # are done with it before anything allocated later can write it.
-        b_src = a_src = None
-        if cfg.pack_b:
-            b_src = Tensor._wrap((batch_b * pb_size,), b.dtype, dev)
-            launch(dev, pack_b, b_pack_gsize, _PACK_LOCAL, b.buffer, b_src.buffer, *b_pack_args)
-        if cfg.pack_a:
-            a_src = Tensor._wrap((batch_a * pa_size,), a.dtype, dev)
-            launch(dev, pack_a, a_pack_gsize, _PACK_LOCAL, a.buffer, a_src.buffer, *a_pack_args)
-        a_buf = (a if a_src is None else a_src).buffer
-        b_buf = (b if b_src is None else b_src).buffer
         for args in arg_sets:
-            launch(dev, knl, gsize, local, a_buf, b_buf, c.buffer, *args)
+            launch(dev, knl, gsize, local, a.buffer, b.buffer, c.buffer, *args)
     return run

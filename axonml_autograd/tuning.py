@@ -1,10 +1,13 @@
 """Per-device choices measured once and kept on disk, next to the kernel binaries.
 
 A kernel family with several launch shapes (matmul's tile sizes on a GPU, its macro-block size on a
-CPU) asks :func:`choose` for one. The first process on a machine times the candidates on a small
-problem and stores the winner under the device's identity (platform, device, driver) and the
-kernel source's hash; later processes read it back without measuring. ``AXONML_TUNE=0`` skips the
-measurement and takes the first candidate (the static choice). Every candidate must be correct:
+CPU) asks :func:`choose` for one. Measuring happens only when asked for (``AXONML_TUNE=1``, or a
+caller passing ``measure=True`` such as ``matmul.tune()``): it times the candidates on a small
+problem and stores the winner under the device's identity (platform, device, driver) and the kernel
+source's hash, and later processes read it back without measuring. Otherwise a stored choice is
+used when there is one and the first candidate (the static choice) when there is not, so a cold
+process never spends seconds compiling and timing candidates before its first result.
+``AXONML_TUNE=0`` takes the static choice even over a stored one. Every candidate must be correct:
 tuning changes speed, never results.
 """
 
@@ -24,8 +27,14 @@ _lock = threading.Lock()
 _memory: dict = {}
 
 
-def enabled() -> bool:
-    return os.environ.get("AXONML_TUNE", "1") != "0"
+def requested() -> bool:
+    """Whether the environment asks for candidates to be measured (``AXONML_TUNE=1``)."""
+    return os.environ.get("AXONML_TUNE") == "1"
+
+
+def disabled() -> bool:
+    """Whether the environment asks for the static choices only (``AXONML_TUNE=0``)."""
+    return os.environ.get("AXONML_TUNE") == "0"
 
 
 def store_path() -> Optional[Path]:
@@ -62,7 +71,9 @@ def _write(entries: dict):
 
 
 def lookup(device, name: str):
-    """The stored choice for ``name`` on ``device``, or None."""
+    """The stored choice for ``name`` on ``device``, or None (always None under ``AXONML_TUNE=0``)."""
+    if disabled():
+        return None
     key = (_device_key(device), name)
     if key in _memory:
         return _memory[key]
@@ -107,14 +118,19 @@ def same(candidate, stored) -> bool:
     return candidate == stored
 
 
-def choose(device, name: str, candidates: Sequence, run: Callable, finish: Callable):
-    """A stored choice for ``name`` if it is still a candidate; else measure (when enabled) and store."""
-    stored = lookup(device, name)
+def choose(device, name: str, candidates: Sequence, run: Callable, finish: Callable,
+           now: Optional[bool] = None):
+    """A stored choice for ``name`` if it is still a candidate; else, when measuring (``now``, by
+    default the environment's ``AXONML_TUNE=1``), measure and store; else the first candidate.
+    ``now=True`` measures even over a stored choice."""
+    if now is None:
+        now = requested()
+    stored = None if now else lookup(device, name)
     if stored is not None:
         for c in candidates:
             if same(c, stored):
                 return c
-    if not enabled() or len(candidates) == 1:
+    if not now or disabled() or len(candidates) == 1:
         return candidates[0]
     best = measure(candidates, run, finish)
     store(device, name, list(best) if isinstance(best, tuple) else best)

@@ -3,26 +3,26 @@
 ##   "tiled"    the GPU form: a work-group stages TS x TSK tiles of A and B in local memory and each
 ##              work-item accumulates a WPT x WPT block of C in registers.
 ##   "blocked"  the CPU form (GotoBLAS-like): `matmul_blocked` gives each work-item a macro block of
-##              C, MCP x NCP micro-tiles of MR x NR, and walks it one KC slice of k at a time, so the
-##              KC x NR slice of B that the MCP micro-tiles of a column share stays in L1 and the
-##              MR*MCP x KC block of A stays in L2. A micro-tile's accumulators live in vector
-##              registers for one slice and go through C between slices. Operands are read through
-##              stride arguments, either in place or after `pack_a` / `pack_b` copied them into
-##              k-major panels (contiguous streams, zero padding, transposes absorbed); the host
-##              decides which per call. PoCL runs a work-group as a loop on one thread, so local
-##              memory buys nothing there, and the macro block is one work-item with explicit loops.
+##              C, MCP x NCP micro-tiles of MR x NR, and walks it one KC slice of k at a time. For
+##              each slice and column panel it copies the KC x NR slice of B into a k-major buffer in
+##              local memory (zero padded, any layout of B), which the MCP micro-tiles of that column
+##              then read from L1; the MR*MCP x KC block of A stays in L2 and is read in place as
+##              broadcast scalars (A or A^T, through strides). A micro-tile's accumulators live in
+##              vector registers for one slice and go through C between slices. PoCL runs a
+##              work-group as a loop on one thread, so the work-group is one work-item and the macro
+##              block is explicit loops.
 ##
 ## Shapes, strides and batch sizes are kernel arguments, so a new shape or batch size never triggers a
 ## compile. The template is specialised only on the element type, the strategy, the tile sizes and, for
-## "tiled", the transpose flags. "blocked" needs no transpose flags: the packing kernels and the
-## operand reads go through stride arguments, so one program serves all four combinations, and the
-## block sizes (MCP, NCP, KC) are arguments too, so tuning them never compiles anything.
+## "tiled", the transpose flags. "blocked" needs no transpose flags: operands are read through stride
+## arguments, so one program serves all four combinations, and the block sizes (MCP, NCP, KC <= KC_MAX)
+## are arguments too, so choosing them never compiles anything.
 ##
 ## Batching: get_global_id(2) is the output batch index; it is split as (hi, lo) = (b / nb_lo, b % nb_lo)
 ## and each operand has its own element stride for hi and lo, 0 where that operand is broadcast.
 ##
 ## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
-## mr, nr, vw, pack_k (blocked).
+## mr, nr, vw, kc_max (blocked).
 <%
     T = ctype
     TV = f"{ctype}{vw}"
@@ -133,74 +133,108 @@ void matmul_tiled(
 <%
     nv = nr // vw           # vectors per accumulator row
 %>
-% for which, width in (("a", mr), ("b", nr)):
-// dst[panel p][k][w] = src(row p*${width} + w, column k), rows past `rows` as 0: ${"A in MR-row" if which == "a" else "B^T in NR-row"}
-// panels. The source element (i, k) of batch q is at src[q*src_batch + i*s_row + k*s_k], so the
-// transposes are just other strides. One work-item copies a run of ${pack_k} k values of one panel,
-// with the inner loop along whichever source axis is contiguous: per work-item loops keep PoCL from
-// vectorising across work-items into gathers, and a contiguous inner loop reads each source cache
-// line once instead of once per panel row.
-__kernel void pack_${which}(
-    __global const T *restrict src,
-    __global T *restrict dst,
-    const int rows, const int K,
-    const int s_row, const int s_k, const int src_batch)
-{
-    const int p = get_global_id(0);
-    const int k0 = get_global_id(1) * ${pack_k};
-    const int q = get_global_id(2);
-    const int k1 = min(K, k0 + ${pack_k});
-    const int panels = (rows + ${width - 1}) / ${width};
-    __global const T *s = src + (size_t)q * src_batch + (size_t)p * ${width} * s_row;
-    __global T *d = dst + ((size_t)q * panels + p) * K * ${width};
-    const int valid = min(${width}, rows - p * ${width});
-    if (valid == ${width} && s_row == 1) {
-        // Panel rows adjacent in memory (B, or A^T): each k is one contiguous run of ${width}.
-        for (int k = k0; k < k1; ++k)
-            for (int w = 0; w < ${width}; ++w)
-                d[k * ${width} + w] = s[k * s_k + w];
-    } else if (s_k == 1) {
-        // k contiguous (A, or B^T): copy row by row, scattering into the panel (which is in L1).
-        for (int w = 0; w < valid; ++w)
-            for (int k = k0; k < k1; ++k)
-                d[k * ${width} + w] = s[(size_t)w * s_row + k];
-        for (int w = valid; w < ${width}; ++w)
-            for (int k = k0; k < k1; ++k)
-                d[k * ${width} + w] = (T)0;
-    } else {
-        for (int k = k0; k < k1; ++k)
-            for (int w = 0; w < ${width}; ++w)
-                d[k * ${width} + w] = w < valid ? s[(size_t)k * s_k + (size_t)w * s_row] : (T)0;
-    }
-}
-
+<%def name="micro_tile(nva)">
+## One MR x (nva vectors) micro-tile: accumulators in registers for one k slice, through C between
+## slices. `nva` < NV is the narrow form, for a column panel with at most nva*VW valid columns (N = 10
+## would otherwise spend two thirds of its multiplies on padding).
+% for r in range(mr):
+                    ${TV} ${", ".join(f"c{r}_{v}" for v in range(nva))};
 % endfor
-// One work-item: the macro block of C made of micro-tiles (pm, pn), pm in [mcp*gid0, +mcp) and pn in
-// [ncp*gid1, +ncp) (clipped to C), of batch get_global_id(2). Loop order, outermost first: k slices
-// of kc, column panels, row panels; so one KC x NR slice of B is reused by the mcp micro-tiles of its
-// column while it is in L1, and the mcp*MR x kc block of A by the ncp columns while it is in L2.
+                    if (k0 == 0) {
+% for r in range(mr):
+                        ${" ".join(f"c{r}_{v} = 0;" for v in range(nva))}
+% endfor
+% if nva == nv:
+                    } else if (whole) {
+  % for r in range(mr):
+    % for v in range(nva):
+                        c${r}_${v} = *(__global const ${TV} *)(cc + ${r} * (size_t)N + ${v * vw});
+    % endfor
+  % endfor
+% endif
+                    } else {
+                        // An edge or unaligned tile resumes element by element (once per k slice),
+                        // through a private copy: one loop nest, not one loop per row.
+                        T tile[${mr * nva * vw}];
+                        for (int r = 0; r < ${mr}; ++r)
+                            for (int j = 0; j < ${nva * vw}; ++j)
+                                tile[r * ${nva * vw} + j] = (r < rows && j < cols) ? cc[r * (size_t)N + j] : (T)0;
+% for r in range(mr):
+  % for v in range(nva):
+                        c${r}_${v} = vload${vw}(${r * nva + v}, tile);
+  % endfor
+% endfor
+                    }
+
+                    __local const ${TV} *pb = panel;
+                    for (int k = 0, ak = 0; k < kn; ++k, ak += a_k) {
+% for v in range(nva):
+                        const ${TV} b${v} = pb[${v}];
+% endfor
+% for r in range(mr):
+                        {
+                            const ${TV} av = (${TV})(a${r}[ak]);
+  % for v in range(nva):
+                            c${r}_${v} += av * b${v};
+  % endfor
+                        }
+% endfor
+                        pb += ${nv};
+                    }
+
+% if nva == nv:
+                    if (whole) {
+  % for r in range(mr):
+    % for v in range(nva):
+                        *(__global ${TV} *)(cc + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
+    % endfor
+  % endfor
+                    } else
+% endif
+                    {
+                        T tile[${mr * nva * vw}];
+% for r in range(mr):
+  % for v in range(nva):
+                        vstore${vw}(c${r}_${v}, ${r * nva + v}, tile);
+  % endfor
+% endfor
+                        for (int r = 0; r < rows; ++r)
+                            for (int j = 0; j < cols; ++j)
+                                cc[r * (size_t)N + j] = tile[r * ${nva * vw} + j];
+                    }
+</%def>
+// One work-item (the work-group is one work-item: PoCL runs a work-group as a loop on one thread, so
+// the macro block is explicit loops instead): the micro-tiles (pm, pn) of C with pm in
+// [mcp*gid0, +mcp) and pn in [ncp*gid1, +ncp) (clipped to C), of batch get_global_id(2). Loop order,
+// outermost first: k slices of kc, column panels, row panels.
 //
-// Operand addressing (element strides, so in-place and packed operands read alike):
-//   A(pm*MR + r, k) at a + pm*a_panel + r*a_row + k*a_k. Only ever read one scalar at a time
-//     (broadcast), so any layout works; rows past M are clamped to a valid row, the store drops them.
-//   B(k, pn*NR + j) at b + pn*b_panel + k*b_k + j. Read as ${nv} aligned ${TV} vectors, so the host
-//     passes B in place only when rows are vector aligned and N is a multiple of NR; otherwise packed
-//     (zero padded panels, no bounds checks needed).
-// The k loop is plain `acc += a * b` over pointer-cast vector loads: on PoCL that is what LLVM turns
-// into packed FMAs, while vload/mad/fma builtins stay out-of-line calls.
-__kernel void matmul_blocked(
+// For each (k slice, column panel) the work-item first copies B(k0.., n0..n0+NR) into `panel`, k-major
+// and zero padded past N; the mcp micro-tiles of the column then read it from there (in L1) as aligned
+// vectors. Copying here rather than in a separate packing kernel costs no launch, no scratch buffer
+// and no second pass over B, reads B in any layout (B^T is just other strides: b_k = 1, b_n = K), and
+// keeps a power-of-two row stride of B from crowding the L1 sets. Each B element is copied once per
+// row block (mcp*MR rows), which the host keeps large.
+//
+// A(m, k) is at a + m*a_row + k*a_k and only ever read one scalar at a time (broadcast), so A and A^T
+// are both read in place; rows past M are clamped to a valid row and their results dropped.
+// The k loop is plain `acc += a * b` over vectors: on PoCL that is what LLVM turns into packed FMAs,
+// while vload/mad/fma builtins stay out-of-line calls.
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void matmul_blocked(
     __global const T *restrict a_base,
     __global const T *restrict b_base,
     __global T *restrict c_base,
     const int M, const int N, const int K,
-    const int a_panel, const int a_row, const int a_k,
-    const int b_panel, const int b_k,
+    const int a_row, const int a_k,
+    const int b_k, const int b_n,
     const int mcp, const int ncp, const int kc,
     const int nb_lo,
     const long sa_hi, const long sa_lo,
     const long sb_hi, const long sb_lo,
     const long off_a, const long off_b, const long off_c)
 {
+    __local ${TV} panel[${kc_max * nv}];   // kc <= ${kc_max} (the host's promise)
+    __local T *panel_t = (__local T *)panel;
     const int batch = get_global_id(2);
     const int hi = batch / nb_lo, lo = batch % nb_lo;
     __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
@@ -217,75 +251,46 @@ __kernel void matmul_blocked(
         for (int pn = pn0; pn < pn1; ++pn) {
             const int n0 = pn * ${nr};
             const int cols = min(${nr}, N - n0);
-            __global const T *b_slice = b + (size_t)pn * b_panel + (size_t)k0 * b_k;
+            __global const T *bs = b + (size_t)k0 * b_k + (size_t)n0 * b_n;
+            if (b_n == 1 && cols == ${nr}) {
+                // Rows of B: each k is one contiguous run of NR.
+                for (int k = 0; k < kn; ++k)
+                    for (int j = 0; j < ${nr}; ++j)
+                        panel_t[k * ${nr} + j] = bs[(size_t)k * b_k + j];
+            } else if (b_k == 1) {
+                // B^T: k is contiguous, so walk it in the inner loop and scatter into the panel.
+                for (int j = 0; j < cols; ++j)
+                    for (int k = 0; k < kn; ++k)
+                        panel_t[k * ${nr} + j] = bs[(size_t)j * b_n + k];
+                for (int k = 0; k < kn; ++k)
+                    for (int j = cols; j < ${nr}; ++j)
+                        panel_t[k * ${nr} + j] = (T)0;
+            } else {
+                for (int k = 0; k < kn; ++k)
+                    for (int j = 0; j < ${nr}; ++j)
+                        panel_t[k * ${nr} + j] = j < cols ? bs[(size_t)k * b_k + (size_t)j * b_n] : (T)0;
+            }
+
             for (int pm = pm0; pm < pm1; ++pm) {
                 const int m0 = pm * ${mr};
                 const int rows = min(${mr}, M - m0);
                 const bool whole = c_vec && rows == ${mr} && cols == ${nr};
                 __global T *cc = c + (size_t)m0 * N + n0;
-                __global const T *pa = a + (size_t)pm * a_panel + (size_t)k0 * a_k;
+                __global const T *pa = a + (size_t)m0 * a_row + (size_t)k0 * a_k;
 % for r in range(mr):
                 __global const T *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;
 % endfor
-% for r in range(mr):
-                ${TV} ${", ".join(f"c{r}_{v}" for v in range(nv))};
-% endfor
-                if (k0 == 0) {
-% for r in range(mr):
-                    ${" ".join(f"c{r}_{v} = 0;" for v in range(nv))}
-% endfor
-                } else if (whole) {
-% for r in range(mr):
-  % for v in range(nv):
-                    c${r}_${v} = *(__global const ${TV} *)(cc + ${r} * (size_t)N + ${v * vw});
-  % endfor
-% endfor
+% if nv > 1 and narrow:
+                if (cols <= ${vw}) {
+${micro_tile(1)}
                 } else {
-                    // An edge or unaligned tile resumes element by element (once per k slice).
-                    T row[${nr}];
-% for r in range(mr):
-                    for (int j = 0; j < ${nr}; ++j)
-                        row[j] = (${r} < rows && j < cols) ? cc[${r} * (size_t)N + j] : (T)0;
-  % for v in range(nv):
-                    c${r}_${v} = vload${vw}(${v}, row);
-  % endfor
-% endfor
+${micro_tile(nv)}
                 }
-
-                __global const T *pb = b_slice;
-                for (int k = 0, ak = 0; k < kn; ++k, ak += a_k) {
-% for v in range(nv):
-                    const ${TV} b${v} = *(__global const ${TV} *)(pb + ${v * vw});
-% endfor
-% for r in range(mr):
-                    {
-                        const ${TV} av = (${TV})(a${r}[ak]);
-  % for v in range(nv):
-                        c${r}_${v} += av * b${v};
-  % endfor
-                    }
-% endfor
-                    pb += b_k;
+% else:
+                {
+${micro_tile(nv)}
                 }
-
-                if (whole) {
-% for r in range(mr):
-  % for v in range(nv):
-                    *(__global ${TV} *)(cc + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
-  % endfor
-% endfor
-                } else {
-                    T row[${nr}];
-% for r in range(mr):
-                    if (${r} < rows) {
-  % for v in range(nv):
-                        vstore${vw}(c${r}_${v}, ${v}, row);
-  % endfor
-                        for (int j = 0; j < cols; ++j)
-                            cc[${r} * (size_t)N + j] = row[j];
-                    }
-% endfor
-                }
+% endif
             }
         }
     }

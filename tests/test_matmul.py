@@ -186,12 +186,11 @@ from axonml_autograd import matmul as matmul_module  # noqa: E402
 from axonml_autograd.matmul import BlockedConfig  # noqa: E402
 
 BLOCKED_CONFIGS = [
-    BlockedConfig(False, False, 16, 4, 256),   # everything in place (small B)
-    BlockedConfig(False, True, 16, 4, 256),    # B packed (large B)
-    BlockedConfig(True, True, 8, 8, 256),      # both packed
-    BlockedConfig(False, True, 1, 1, 7),       # one micro-tile per work-item, K not a multiple of KC
-    BlockedConfig(True, False, 3, 2, 16),      # macro blocks not dividing the panel counts
-    BlockedConfig(False, False, 2, 3, 1),      # one k per slice: C reloaded every k
+    BlockedConfig(16, 4, 128),     # large macro blocks
+    BlockedConfig(1, 1, 7),        # one micro-tile per work-item, K not a multiple of KC
+    BlockedConfig(3, 2, 16),       # macro blocks not dividing the panel counts
+    BlockedConfig(2, 3, 1),        # one k per slice: C reloaded every k
+    BlockedConfig(64, 1, 100000),  # KC past the kernel's panel: clipped to it
 ]
 
 
@@ -208,8 +207,10 @@ def forced_config(monkeypatch):
 def test_blocked_forced_configs(forced_config, cfg, trans_a, trans_b):
     forced_config(cfg)
     rng = np.random.default_rng(8)
-    # Edges in every direction, N a multiple of NR (in-place B allowed) or not, K around the slice.
-    for m, n, k in [(13, 32, 37), (6, 16, 16), (29, 48, 300), (7, 33, 5), (1, 64, 1), (50, 17, 64)]:
+    # Edges in every direction; N a multiple of NR, one vector wide or less (the narrow micro-tile:
+    # N = 10 as in an MLP's last layer) or in between; K around the slice.
+    for m, n, k in [(13, 32, 37), (6, 16, 16), (29, 48, 300), (7, 33, 5), (1, 64, 1), (50, 17, 64),
+                    (19, 10, 130), (9, 8, 3), (17, 1, 129), (10, 20, 12)]:
         a = _rand(rng, (k, m) if trans_a else (m, k), np.float32)
         b = _rand(rng, (n, k) if trans_b else (k, n), np.float32)
         want = (a.T if trans_a else a) @ (b.T if trans_b else b)
@@ -241,20 +242,41 @@ def test_blocked_float64_forced_configs(forced_config):
 def test_blocked_default_configs_are_sane():
     dev = default_device()
     plan = matmul_module._plan(dev, np.dtype(np.float32), "blocked", False, False)
-    nr = plan.params["nr"]
-    for m, n, k, ta, tb in [(256, 256, 256, False, False), (2048, 2048, 2048, False, False), (1, 1, 1, False, False),
-                            (300, 17, 1000, True, True), (5, 64, 3000, False, True)]:
-        cfg = matmul_module._blocked_config(plan, m, n, k, ta, tb, 1, not tb and n % nr == 0)
-        assert cfg.mcp >= 1 and cfg.ncp >= 1 and 1 <= cfg.kc <= max(k, 1)
-        assert cfg.pack_a == ta                                  # A^T is always packed, A never
-        assert cfg.pack_b or (not tb and n % nr == 0)            # B in place only when readable so
-    # A forced configuration still packs what cannot be read in place.
-    matmul_module._forced_config = BlockedConfig(False, False, 4, 4, 64)
+    p = plan.params
+    assert p["kc_max"] * p["nr"] * 4 <= dev.local_mem      # the kernel's B panel fits local memory
+    for m, n, k in [(256, 256, 256), (2048, 2048, 2048), (1, 1, 1), (300, 17, 1000), (5, 64, 3000),
+                    (128, 256, 784), (784, 256, 128), (128, 10, 256)]:
+        cfg = matmul_module._blocked_config(plan, m, n, k, 1)
+        assert cfg.mcp >= 1 and cfg.ncp >= 1 and 1 <= cfg.kc <= min(max(k, 1), p["kc_max"])
+        pm, pn = -(-m // p["mr"]), -(-n // p["nr"])
+        assert cfg.mcp <= pm and cfg.ncp <= pn
+        items = -(-pm // cfg.mcp) * -(-pn // cfg.ncp)
+        # As many work-items as asked for, unless C has fewer micro-tiles than that.
+        assert items >= min(pm * pn, plan.items_per_cu * plan.compute_units)
+    # A forced configuration is used as given, but KC never exceeds the kernel's panel.
+    matmul_module._forced_config = BlockedConfig(4, 4, 100000)
     try:
-        cfg = matmul_module._blocked_config(plan, 10, 17, 10, True, False, 1, False)
-        assert cfg.pack_a and cfg.pack_b and cfg.kc == 64
+        assert matmul_module._blocked_config(plan, 10, 17, 1000, 1) == (4, 4, p["kc_max"])
     finally:
         matmul_module._forced_config = None
+
+
+MLP_SHAPES = [((128, 784), (784, 256), False, False), ((128, 256), (256, 10), False, False),
+              ((128, 10), (256, 10), False, True), ((128, 256), (128, 10), True, False),
+              ((128, 784), (128, 256), True, False)]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("a_shape,b_shape,trans_a,trans_b", MLP_SHAPES,
+                         ids=["x@W0", "h@W1", "g@W1T", "hT@g", "xT@g"])
+def test_mlp_shapes_against_float64(strategy, a_shape, b_shape, trans_a, trans_b):
+    # The matmuls of a 784-256-10 MLP step (forward and both weight gradients), checked in float64.
+    rng = np.random.default_rng(12)
+    a, b = _rand(rng, a_shape, np.float32), _rand(rng, b_shape, np.float32)
+    want = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b).astype(np.float64)
+    got = matmul(Tensor.from_numpy(a), Tensor.from_numpy(b), trans_a, trans_b, strategy=strategy).numpy()
+    k = a_shape[0] if trans_a else a_shape[1]
+    _close(got, want, np.float32, k)
 
 
 def test_repeated_signature_fast_path(monkeypatch):
