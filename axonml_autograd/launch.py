@@ -37,6 +37,7 @@ KERNEL = 0   # (KERNEL, device, kernel, global_size, local_size, args): args[i] 
 FILL = 1     # (FILL, device, buffer, pattern, nbytes)
 COPY = 2     # (COPY, device, dst, src, nbytes)
 UPLOAD = 3   # (UPLOAD, device, buffer, host_array)
+READY = 4    # (READY, device, kernel, global_size, local_size): a kernel object with every argument set
 
 
 class CaptureError(RuntimeError):
@@ -76,13 +77,16 @@ def _pack(value):
     return value
 
 
-def kernel(device, knl, global_size, local_size, args, packed=False):
+def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), dynamic=False):
     """Enqueue ``knl`` with ``args`` (argument i is ``args[i]``: a buffer, bytes or a numpy scalar).
 
-    Arguments past ``len(args)`` keep the values already set on ``knl`` (a launch plan presets its
-    shape arguments once on a kernel object of its own). ``packed=True`` says every scalar is
-    already bytes. Returns the argument list the command holds: a capture's optimiser hooks
-    rewrite scalars in it before each replay.
+    Arguments past ``len(args)`` keep the values already set on ``knl``: a launch plan sets its shape
+    arguments once on a kernel object of its own, and names them in ``preset`` (``(index, bytes)``
+    pairs) so that a capture can copy them. ``packed=True`` says every scalar is already bytes.
+
+    A capture records the launch as a kernel object of its own with every argument set, so a replay
+    only enqueues it; ``dynamic=True`` records the argument list instead, which is returned: the
+    caller may rewrite scalars in it before each replay (the optimisers' per-step values).
     """
     if not packed:
         args = [_pack(a) for a in args]
@@ -90,7 +94,7 @@ def kernel(device, knl, global_size, local_size, args, packed=False):
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            cap.record(cmd)
+            cap.record(cmd if dynamic else _ready(cmd, preset))
     pending = device._pending
     pending.append(cmd)
     if len(pending) >= device.flush_at:
@@ -139,6 +143,21 @@ def _submit(device, cmd):
         flush(device)
 
 
+def _ready(cmd, preset):
+    """A KERNEL command as a READY one: a new kernel object holding every argument."""
+    _, device, knl, gsize, lsize, args = cmd
+    own = cl.Kernel(knl.program, knl.function_name)
+    set_bytes = getattr(own, "_set_arg_buf", None) or _bytes_setter(own)
+    for i, v in preset:
+        set_bytes(i, v)
+    for i, v in enumerate(args):
+        if v.__class__ is bytes:
+            set_bytes(i, v)
+        else:
+            own.set_arg(i, v)
+    return (READY, device, own, gsize, lsize)
+
+
 def pending_count(device) -> int:
     """How many commands wait in ``device``'s pending list (for tests and tools)."""
     return len(device._pending)
@@ -166,7 +185,9 @@ def flush(device):
 def enqueue(cmd):
     """Hand one command to the driver now (callers hold the device's launch lock)."""
     tag = cmd[0]
-    if tag == KERNEL:
+    if tag == READY:
+        cl.enqueue_nd_range_kernel(cmd[1]._queue, cmd[2], cmd[3], cmd[4])
+    elif tag == KERNEL:
         _, device, knl, gsize, lsize, args = cmd
         set_arg = knl.set_arg
         set_bytes = getattr(knl, "_set_arg_buf", None) or _bytes_setter(knl)

@@ -245,7 +245,7 @@ class Optimizer:
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
         return kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
-                              *buffers, *scalars, np.int32(n), np.int32(chunk))
+                              *buffers, *scalars, np.int32(n), np.int32(chunk), dynamic=True)
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

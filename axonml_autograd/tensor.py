@@ -501,7 +501,7 @@ class _Plan:
     """
 
     __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
-                 "scalar_dtype", "pack_scalar", "vector")
+                 "scalar_dtype", "pack_scalar", "vector", "preset")
 
 
 _VECTOR = {"float": 8, "double": 4}
@@ -569,7 +569,8 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
                 args.append(np.array(v, dtype=plan.scalar_dtype).tobytes())
     for v in int_scalars.values():
         args.append(_pack_int(v))
-    launch.kernel(plan.kernel_device, knl, plan.global_size, plan.local_size, args, packed=True)
+    launch.kernel(plan.kernel_device, knl, plan.global_size, plan.local_size, args, packed=True,
+                  preset=plan.preset)
     return result
 
 
@@ -599,7 +600,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     plan.shape = out_shape
     n = math.prod(out_shape)
     if n == 0:
-        plan.kernel = None
+        plan.kernel, plan.preset = None, ()
         return plan
     # Every operand as (shape aligned to the output, strides, offset); broadcast axes get stride 0.
     rank = len(out_shape)
@@ -649,8 +650,9 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     shared = plan.kernel
     plan.kernel = cl.Kernel(shared.program, shared.function_name)
     first_int = 1 + len(views) + len(scalars) + len(int_scalars)
-    for k, value in enumerate(ints):
-        plan.kernel.set_arg(first_int + k, np.int32(value))
+    plan.preset = tuple((first_int + k, _pack_int(value)) for k, value in enumerate(ints))
+    for index, value in plan.preset:
+        plan.kernel.set_arg(index, np.frombuffer(value, dtype=np.int32)[0])
     plan.scalar_dtype = float_dtype
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
     return plan
