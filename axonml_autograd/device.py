@@ -279,7 +279,8 @@ class Device:
         self.launch_lock = threading.RLock()
         # Pending commands are flushed at this count (and at every read, backward end, optimiser
         # step and synchronize). A GPU gets them sooner: its enqueue is cheap and it idles meanwhile.
-        self.flush_at = 64 if self.info.type == "CPU" else 8
+        self.flush_every = 64 if self.info.type == "CPU" else 8
+        self.flush_at = self.flush_every   # lowered to 1 for the launch after a new kernel (kernels.py)
         self.pool = BufferPool(self, limit_bytes=self.info.global_mem // 4)
         self.kernel_cache: dict = {}   # filled by kernels.py
 

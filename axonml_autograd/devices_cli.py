@@ -199,7 +199,7 @@ def _bench_matmul(dev, n: int, repeats: int, budget_s: float):
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-3):
         err = float(np.max(np.abs(got - want))) if got.shape == want.shape else f"shape {list(got.shape)}"
         return None, None, f"wrong result (max abs error {err} against numpy)"
-    sec = _median_seconds(lambda: matmul(a, b), dev.queue.finish, repeats, budget_s)
+    sec = _median_seconds(lambda: matmul(a, b), dev.synchronize, repeats, budget_s)
     return 2.0 * n ** 3 / sec / 1e9, sec * 1e3, None
 
 
@@ -212,7 +212,7 @@ def _bench_elementwise(dev, n: int, repeats: int, budget_s: float):
     b = Tensor.from_numpy(b_host, device=dev)
     if not np.allclose((a + b).numpy(), a_host + b_host, rtol=1e-6, atol=0):
         return None, None, "wrong result for a + b"
-    sec = _median_seconds(lambda: a + b, dev.queue.finish, repeats, budget_s)
+    sec = _median_seconds(lambda: a + b, dev.synchronize, repeats, budget_s)
     return 3 * 4 * n / sec / 1e9, sec * 1e3, None  # two reads and one write of float32
 
 
@@ -226,7 +226,7 @@ def _bench_launch(dev, launches: int, repeats: int):
     x = Tensor.zeros((1,), device=dev)
     for _ in range(10):
         kernels.launch(dev, knl, (1,), None, x.buffer)
-    dev.queue.finish()
+    dev.synchronize()
 
     # Enqueue cost is measured over batches because one enqueue is near the timer's resolution.
     per_enqueue = []
@@ -234,27 +234,28 @@ def _bench_launch(dev, launches: int, repeats: int):
         t0 = time.perf_counter()
         for _ in range(launches):
             kernels.launch(dev, knl, (1,), None, x.buffer)
+        dev.flush()   # launches are handed to the driver in batches: count the hand-over too
         per_enqueue.append((time.perf_counter() - t0) / launches)
-        dev.queue.finish()
+        dev.synchronize()
 
     round_trips = []
     for _ in range(launches):
         t0 = time.perf_counter()
         kernels.launch(dev, knl, (1,), None, x.buffer)
-        dev.queue.finish()
+        dev.synchronize()
         round_trips.append(time.perf_counter() - t0)
 
     # The library's own per-op overhead: Python, kernel lookup, allocation from the pool, enqueue.
     y = Tensor.ones((1,), device=dev)
     x + y
-    dev.queue.finish()
+    dev.synchronize()
     per_op = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(launches):
             x + y
         per_op.append((time.perf_counter() - t0) / launches)
-        dev.queue.finish()
+        dev.synchronize()
     us = 1e6
     return statistics.median(per_enqueue) * us, statistics.median(round_trips) * us, statistics.median(per_op) * us
 

@@ -160,6 +160,10 @@ def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Ker
             knl = cache.get(key)
             if knl is None:
                 knl = cache[key] = getattr(prog, name)
+        # A new kernel's first run is slow (the driver specialises it for the launch shape: ~0.1 s
+        # on PoCL, in its worker thread). Hand the next launch to the device at once, so that work
+        # overlaps the building of the programs that come after it instead of waiting for a flush.
+        device.flush_at = 1
     return knl
 
 

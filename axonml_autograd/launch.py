@@ -167,6 +167,7 @@ def flush(device):
     """Hand every pending command of ``device`` to the driver, in order. Never waits for the device."""
     pending = device._pending
     if not pending and not device._graveyard:
+        device.flush_at = device.flush_every
         return
     with device.launch_lock:
         # popleft is atomic: a thread appending meanwhile has its command taken by this loop or the next.
@@ -180,6 +181,7 @@ def flush(device):
         graveyard = device._graveyard
         while graveyard:
             graveyard.pop().release()   # the driver frees it once the commands that use it are done
+        device.flush_at = device.flush_every
 
 
 def enqueue(cmd):
