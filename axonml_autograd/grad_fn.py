@@ -51,7 +51,7 @@ class GradientFunction:
                 f"{self._name}: trying to backward through the graph a second time (or to use saved "
                 "tensors after they were freed). Pass retain_graph=True to the first backward() to keep them.")
         for t, v in zip(self._saved, self._versions):
-            if t is not None and t._version != v:
+            if t is not None and t._storage.version != v:
                 raise RuntimeError(
                     f"{self._name}: a tensor it saved for backward was modified in place after the forward "
                     f"pass (version {t._version}, saved at version {v}); its gradient would be wrong")

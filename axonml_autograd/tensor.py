@@ -501,7 +501,7 @@ class _Plan:
     """
 
     __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
-                 "scalar_dtype", "pack_scalar", "vector", "preset")
+                 "scalar_dtype", "pack_scalar", "vector", "preset", "nbytes")
 
 
 _VECTOR = {"float": 8, "double": 4}
@@ -537,11 +537,20 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     >>> elementwise("a > 0 ? a : L(0.1) * a", [x]).to_vec()
     [1.0, -0.20000000298023224]
     """
-    scalars = scalars or {}
-    int_scalars = int_scalars or {}
-    key = (expr, tuple(names[:len(inputs)]), tuple(scalars), tuple(int_scalars),
-           shape if shape is None else tuple(shape), dtype, None if out is None else _descriptor(out), device,
-           *map(_descriptor, inputs))
+    scalars = scalars or _NONE
+    int_scalars = int_scalars or _NONE
+    # The key: everything the plan depends on. Built inline, once per op: a Tensor operand is
+    # described by (device, dtype number, shape), a View by its tensor's and its own layout.
+    n_in = len(inputs)
+    key = [expr, names if names.__class__ is tuple and len(names) == n_in else tuple(names[:n_in]),
+           tuple(scalars), tuple(int_scalars), shape if shape is None else tuple(shape), dtype,
+           None if out is None else _descriptor(out), device]
+    for x in inputs:
+        if x.__class__ is View:
+            key.append(_descriptor(x))
+        else:
+            key += (x.device, x.dtype.num, x._shape)
+    key = tuple(key)
     plan = _plans.get(key)
     if plan is None:
         if len(_plans) > 20000:  # many distinct shapes: start over rather than grow without bound
@@ -551,15 +560,21 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
         result = out.tensor
         result._version += 1
     else:
-        result = Tensor._wrap(plan.shape, plan.dtype, plan.kernel_device)
+        result = Tensor.__new__(Tensor)
+        result.device, result.dtype, result._shape = plan.kernel_device, plan.dtype, plan.shape
+        result._storage = _Storage(plan.kernel_device, plan.nbytes)
     knl = plan.kernel
     if knl is None:  # nothing to compute
         return result
     # The plan's own kernel object already holds the shape arguments; only the buffers and the
     # scalars change from call to call (see _Plan), the scalars as packed bytes.
     args = [result.buffer]
-    for x in inputs:
-        args.append(x.tensor.buffer if x.__class__ is View else x.buffer)
+    if launch.recording_threads:   # the buffer property tells a capture which buffers it reads
+        for x in inputs:
+            args.append(x.tensor.buffer if x.__class__ is View else x.buffer)
+    else:
+        for x in inputs:
+            args.append((x.tensor if x.__class__ is View else x)._storage.buffer)
     if scalars:
         pack = plan.pack_scalar
         for v in scalars.values():
@@ -575,6 +590,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
 
 
 _pack_int = struct.Struct("=i").pack
+_NONE: dict = {}   # never written: the default for absent scalars
 
 
 _plans: dict = {}
@@ -599,6 +615,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
         out_view = View(None, out_shape, contiguous_strides(out_shape), 0)
     plan.shape = out_shape
     n = math.prod(out_shape)
+    plan.nbytes = n * plan.dtype.itemsize
     if n == 0:
         plan.kernel, plan.preset = None, ()
         return plan
