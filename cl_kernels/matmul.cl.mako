@@ -280,7 +280,7 @@ void matmul_blocked(
 % for r in range(mr):
                 __global const T *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;
 % endfor
-% if nv > 1 and narrow:
+% if nv > 1:
                 if (cols <= ${vw}) {
 ${micro_tile(1)}
                 } else {

@@ -5,8 +5,10 @@
     .venv/bin/python scripts/bench_matmul.py --big      # ... and 2048
     .venv/bin/python scripts/bench_matmul.py --strategy tiled --dtype float64 --sizes 128 256
 
-Our time covers the whole call (packing included) up to ``queue.finish()``. Ours and numpy's runs
-alternate, so a machine shared with other work slows both alike; the medians are what to compare.
+Our time covers the whole call up to ``dev.synchronize()``. Ours and numpy's runs alternate in
+blocks, so a machine shared with other work slows both alike; the medians are what to compare. Each
+block starts with at least 0.2 s of warm-up calls: OpenBLAS's idle threads spin for ~0.1 s after its
+last call, and on 2 cores a block timed right after numpy's would share the cores with them.
 
 OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set, can make OpenBLAS pick slower kernels. OpenBLAS reads
 them when numpy loads, so the script re-executes itself without them (before importing numpy) unless
@@ -26,8 +28,8 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024], help="square sizes n (n x n x n)")
     p.add_argument("--big", action="store_true", help="add 2048")
-    p.add_argument("--repeats", type=int, default=15, help="timed runs per size and side")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=9, help="timed blocks per size and side")
+    p.add_argument("--warmup", type=float, default=0.2, help="seconds of warm-up calls before each block")
     p.add_argument("--strategy", choices=["tiled", "blocked"], default=None, help="default: by device type")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--device", default=None, help="AXONML_DEVICE-style selector")
@@ -64,7 +66,8 @@ def main():
     print(f"device: {dev.name} ({dev.type}, {dev.compute_units} compute units, {dev.info.platform})")
     print(f"matmul plan: {plan_info(dev, dtype, args.strategy)}")
     print(blas_note)
-    print(f"{args.dtype}, median (best) of {args.repeats} alternating runs after {args.warmup} warm-up runs")
+    print(f"{args.dtype}, median (best) of {args.repeats} alternating blocks (about 0.1 s each), each after "
+          f"{args.warmup:g} s of warm-up")
     print(f"{'n':>6} {'ours GFLOP/s':>18} {'numpy GFLOP/s':>18} {'ours/numpy':>11}")
 
     sizes = list(args.sizes) + ([2048] if args.big and 2048 not in args.sizes else [])
@@ -76,25 +79,27 @@ def main():
 
         def ours():
             c = matmul(a, b, strategy=args.strategy)
-            dev.queue.finish()
+            dev.synchronize()
             return c
 
         def theirs():
             return a_host @ b_host
 
         err = np.abs(ours().numpy() - theirs()).max() / max(1.0, np.abs(theirs()).max())
-        for _ in range(args.warmup):
-            ours()
-            theirs()
+        t0 = time.perf_counter()
+        theirs()
+        reps = max(1, int(0.1 / max(time.perf_counter() - t0, 1e-6)))   # about 0.1 s of numpy per block
         t_ours, t_np = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            ours()
-            t1 = time.perf_counter()
-            theirs()
-            t2 = time.perf_counter()
-            t_ours.append(t1 - t0)
-            t_np.append(t2 - t1)
+            for fn, times in ((ours, t_ours), (theirs, t_np)):
+                t0, calls = time.perf_counter(), 0
+                while calls < 2 or time.perf_counter() - t0 < args.warmup:
+                    fn()
+                    calls += 1
+                t0 = time.perf_counter()
+                for _ in range(reps):
+                    fn()
+                times.append((time.perf_counter() - t0) / reps)
         flop = 2.0 * n ** 3
         go, gn = flop / statistics.median(t_ours) / 1e9, flop / statistics.median(t_np) / 1e9
         bo, bn = flop / min(t_ours) / 1e9, flop / min(t_np) / 1e9
