@@ -824,7 +824,7 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
     return vals
 
 
-def _softmax_launch(device, op, which, rows, cols, dtype, *buffers) -> None:
+def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=()) -> None:
     if device.is_cpu:
         strategy, local, global_size = "serial", 1, rows
     else:
@@ -833,7 +833,7 @@ def _softmax_launch(device, op, which, rows, cols, dtype, *buffers) -> None:
         global_size = rows * local
     knl = kernels.get_kernel(device, "softmax.cl.mako", which, ctype=kernels.ctype(dtype), op=op,
                              strategy=strategy, local_size=local)
-    kernels.launch(device, knl, (global_size,), (local,), *buffers, np.int32(rows), np.int32(cols))
+    kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
 
 
 def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
@@ -853,6 +853,31 @@ def softmax_rows_backward(g: Tensor, y: Tensor, log: bool = False) -> Tensor:
     if y.numel():
         _softmax_launch(y.device, "log_softmax" if log else "softmax", "backward", y.numel() // cols, cols,
                         y.dtype, g.buffer, y.buffer, gx.buffer)
+    return gx
+
+
+def cross_entropy_rows(x: Tensor, targets: Tensor):
+    """Per-row cross-entropy of logits ``x`` [rows, cols] against int32 class indices [rows].
+
+    Returns ``(loss, lse)``, each [rows]: the row's loss (NaN for a target outside [0, cols)) and its
+    log-sum-exp, which the backward needs. One pass per row: log-softmax is never materialised.
+    """
+    rows, cols = x._shape
+    loss = Tensor._wrap((rows,), x.dtype, x.device)
+    lse = Tensor._wrap((rows,), x.dtype, x.device)
+    if rows:
+        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, x.buffer, targets.buffer,
+                        lse.buffer, loss.buffer)
+    return loss, lse
+
+
+def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tensor, scale: float) -> Tensor:
+    """``g * scale * (softmax(x) - onehot(targets))`` for a one-element ``g`` (0 on invalid rows)."""
+    gx = Tensor._wrap(x._shape, x.dtype, x.device)
+    rows, cols = x._shape
+    if x.numel():
+        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, g.buffer, x.buffer,
+                        targets.buffer, lse.buffer, gx.buffer, scalars=(x.dtype.type(scale),))
     return gx
 
 

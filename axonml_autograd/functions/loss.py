@@ -2,7 +2,8 @@
 
 mse, l1 and smooth-L1 are compositions of differentiable ops; binary cross-entropy is one elementwise
 op with its own backward (log clamped at -100 as PyTorch does); nll_loss picks each row's target
-log-probability with a mask kernel, and cross_entropy is log_softmax followed by nll_loss.
+log-probability with a mask kernel; cross_entropy fuses log-softmax and that pick into one row
+kernel each way.
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..grad_fn import record
-from ..tensor import Tensor, broadcast_view, elementwise, reduce
-from .activation import log_softmax
+from ..tensor import Tensor, broadcast_view, cross_entropy_rows, cross_entropy_rows_backward, elementwise, reduce
 from .arithmetic import unary
 
 
@@ -119,7 +119,24 @@ def nll_loss(log_probs, targets):
 
 
 def cross_entropy(logits, targets):
-    """Mean cross-entropy of logits [N, C] against class indices (list or Tensor)."""
+    """Mean cross-entropy of logits [N, C] against class indices (list or Tensor).
+
+    One fused row kernel each way (log-softmax and the pick of the target); the same values as
+    ``nll_loss(log_softmax(logits, 1), targets)``. A target outside [0, C) read from a device Tensor
+    makes the loss NaN (lists raise IndexError).
+    """
     if logits.ndim() != 2:
         raise ValueError(f"cross_entropy: expected logits of shape [N, C], got {logits.shape()}")
-    return nll_loss(log_softmax(logits, 1), targets)
+    x = logits.data()
+    n, c = x._shape
+    if n == 0:
+        raise ValueError("cross_entropy: empty batch (input has 0 rows)")
+    idx = _class_indices(targets, n, c, x.device)
+    rows, lse = cross_entropy_rows(x, idx)
+    loss = reduce(rows, "sum", scale=1.0 / n)
+
+    def rule(ctx, g):
+        xs, ids, l = ctx.saved_tensors
+        return cross_entropy_rows_backward(g, xs, ids, l, 1.0 / ctx.attrs["n"])
+
+    return record("CrossEntropyBackward", loss, [logits], rule, saved=(x, idx, lse), n=n)
