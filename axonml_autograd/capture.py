@@ -72,7 +72,7 @@ import threading
 import weakref
 from collections import OrderedDict
 
-from . import launch
+from . import fusion, launch
 from .launch import COPY, CaptureError
 from .tensor import Tensor
 from .variable import Variable
@@ -218,6 +218,7 @@ class _Recording:
 
     def __init__(self):
         self.commands: list = []
+        self.fusable: list = []        # per command: (elementwise plan, args) when fusion may take it
         self.pools: dict = {}          # device -> _Pool
         self.keep: dict = {}           # id -> storage made outside the recording that a command names
         self.versions: dict = {}       # id(storage) -> (weakref, version before the first bump)
@@ -238,8 +239,9 @@ class _Recording:
             p = self.pools[device] = _Pool(device, self)
         return p
 
-    def record(self, cmd):
+    def record(self, cmd, fusable=None):
         self.commands.append(cmd)
+        self.fusable.append(fusable)
 
     def keep_storage(self, storage):
         pool = storage.pool
@@ -303,6 +305,8 @@ class _Recording:
             if storage is not None and storage.version != before:
                 self.version_deltas.append((storage, storage.version - before))
         self.versions = {}
+        self.commands = fusion.fuse(self.commands, self.fusable)
+        self.fusable = []
         self.leaf_ends = [(var, var._grad) for var, _d, _g, _r in self.leaves.values()]
         self.devices = list({cmd[1]: None for cmd in self.commands})
         for _t, device in self.inputs:

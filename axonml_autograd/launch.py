@@ -77,7 +77,7 @@ def _pack(value):
     return value
 
 
-def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), dynamic=False):
+def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), dynamic=False, fusable=None):
     """Enqueue ``knl`` with ``args`` (argument i is ``args[i]``: a buffer, bytes or a numpy scalar).
 
     Arguments past ``len(args)`` keep the values already set on ``knl``: a launch plan sets its shape
@@ -87,6 +87,7 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     A capture records the launch as a kernel object of its own with every argument set, so a replay
     only enqueues it; ``dynamic=True`` records the argument list instead, which is returned: the
     caller may rewrite scalars in it before each replay (the optimisers' per-step values).
+    ``fusable``: the elementwise plan of a launch that a capture may fuse with its neighbours.
     """
     if not packed:
         args = [_pack(a) for a in args]
@@ -94,7 +95,7 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            cap.record(cmd if dynamic else _ready(cmd, preset))
+            cap.record(cmd if dynamic else _ready(cmd, preset), None if fusable is None else (fusable, args))
     pending = device._pending
     pending.append(cmd)
     if len(pending) >= device.flush_at:

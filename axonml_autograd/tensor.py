@@ -501,7 +501,8 @@ class _Plan:
     """
 
     __slots__ = ("kernel", "kernel_device", "int_args", "global_size", "local_size", "shape", "dtype",
-                 "scalar_dtype", "pack_scalar", "vector", "preset", "nbytes")
+                 "scalar_dtype", "pack_scalar", "vector", "preset", "nbytes", "fuse", "n", "n_bytes",
+                 "chunk_bytes")
 
 
 _VECTOR = {"float": 8, "double": 4}
@@ -585,7 +586,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     for v in int_scalars.values():
         args.append(_pack_int(v))
     launch.kernel(plan.kernel_device, knl, plan.global_size, plan.local_size, args, packed=True,
-                  preset=plan.preset)
+                  preset=plan.preset, fusable=plan if plan.fuse else None)
     return result
 
 
@@ -617,7 +618,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     n = math.prod(out_shape)
     plan.nbytes = n * plan.dtype.itemsize
     if n == 0:
-        plan.kernel, plan.preset = None, ()
+        plan.kernel, plan.preset, plan.fuse = None, (), None
         return plan
     # Every operand as (shape aligned to the output, strides, offset); broadcast axes get stride 0.
     rank = len(out_shape)
@@ -672,6 +673,12 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
         plan.kernel.set_arg(index, np.frombuffer(value, dtype=np.int32)[0])
     plan.scalar_dtype = float_dtype
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
+    # What a capture needs to fuse this launch with its neighbours (fusion.py): only whole contiguous
+    # float operands of one type, no integer scalars, no use of the element index.
+    plan.n, plan.n_bytes, plan.chunk_bytes = n, _pack_int(n), _pack_int(chunk)
+    fusable = ("strided" not in kinds and names and not int_scalars and params["types"] == ()
+               and plan.dtype.kind == "f" and not re.search(r"\bgid\b", expr))
+    plan.fuse = (expr, names, tuple(scalars), ctype, plan.vector) if fusable else None
     return plan
 
 

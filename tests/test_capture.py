@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from axonml_autograd import CaptureError, Tensor, Variable, capture, detect_anomaly
+from axonml_autograd import tensor as T
 from axonml_autograd.device import Device
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import SGD, Adam, AdamW
@@ -364,3 +365,60 @@ def test_every_op_replays_bit_for_bit(name):
         assert got_loss.item() == want_loss.item()
         np.testing.assert_array_equal(got_grad.numpy(), want_grad.numpy())
     assert f.replays == 3
+
+
+def _recorded_commands(f):
+    (rec,) = f._recordings.values()
+    return len(rec.commands)
+
+
+@pytest.mark.parametrize("n", [1, 3, 17, 65, 129, 5000])
+def test_fused_elementwise_runs_replay_bit_for_bit_and_in_fewer_launches(n, monkeypatch):
+    # Vector loop, tail and in-place writes: x is updated in place between reads of it.
+    rng = np.random.default_rng(n)
+    start = rng.standard_normal(n).astype(np.float32)
+
+    def make():
+        w = Variable(Tensor.from_numpy(start), requires_grad=True)
+        acc = Tensor.zeros([n])
+
+        def fn(x):
+            w.zero_grad()
+            y = (w * Variable(x)).tanh().exp().mul_scalar(0.5).add_scalar(0.25).sigmoid()
+            loss = (y * y).sum()
+            loss.backward()
+            T.elementwise("a + b * s", [acc, w.grad()], scalars={"s": 0.5}, out=acc.view())   # in place
+            T.elementwise("a * L(0.9) + b", [acc, x], out=acc.view())
+            return loss, w.grad(), acc
+        return fn
+
+    eager, f = make(), capture(make())
+    for _ in range(3):
+        x = Tensor.from_numpy(rng.uniform(-2, 2, n).astype(np.float32))
+        want = [t.numpy() if hasattr(t, "numpy") else t for t in eager(x)]
+        got = [t.numpy() if hasattr(t, "numpy") else t for t in f(x)]
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    fused = _recorded_commands(f)
+    monkeypatch.setenv("AXONML_FUSE", "0")
+    unfused = capture(make())
+    unfused(x)
+    assert fused < _recorded_commands(unfused)
+
+
+def test_a_chain_of_a_thousand_ops_replays_as_a_few_dozen_launches():
+    x = Variable(Tensor.from_vec([1.0], [1]), requires_grad=True)
+
+    def chain():
+        x.zero_grad()
+        y = x
+        for _ in range(500):
+            y = y.mul_scalar(0.999).add_scalar(0.001)
+        y.sum().backward()
+        return x.grad()
+
+    f = capture(chain)
+    g = f().item()
+    assert f().item() == g and f.replays == 1
+    assert _recorded_commands(f) < 100
+    assert abs(g - 0.999 ** 500) < 1e-4

@@ -1,0 +1,68 @@
+## Several elementwise launches of a capture fused into one kernel (see fusion.py).
+##
+## Every step is one of the recorded launches: the same expression, over the same element, in the
+## same order, with each operand read from its buffer or, when an earlier step of the group wrote
+## that buffer, from the register holding what it wrote. Each buffer is stored once, with its last
+## value. A work-item walks `chunk` elements like the elementwise kernel (`vector` > 0: that many
+## at a time, then the tail one by one), so every element takes the path it took unfused and the
+## results are the same bit for bit.
+##
+## Parameters: ctype, vector (0 or the width), nbuf (buffers b0..), nscal (scalars s0..), steps: one
+## (out buffer, ((name, source), ...), ((scalar name, scalar index), ...), expression) per launch, a
+## source being ("b", k) for buffer k or ("v", i) for the value step i computed.
+% if ctype == "double":
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+% endif
+typedef ${ctype} T;
+% if vector:
+typedef ${ctype}${vector} T${vector};
+% endif
+% if ctype == "float":
+#define L(x) x##f
+% else:
+#define L(x) x
+% endif
+<%
+    last = {}
+    for i, (out, _ops, _sc, _e) in enumerate(steps):
+        last[out] = i
+%>
+<%def name="steps_for(V, load, store, cast)">
+% for i, (out, operands, scalar_map, expr) in enumerate(steps):
+        ${V} v${i};
+        {
+  % for name, (kind, k) in operands:
+            const ${V} ${name} = ${f"v{k}" if kind == "v" else load(k)};
+  % endfor
+  % for name, k in scalar_map:
+            const T ${name} = s${k};
+  % endfor
+            v${i} = ${cast}(${expr});
+        }
+  % if last[out] == i:
+        ${store(out, f"v{i}")};
+  % endif
+% endfor
+</%def>
+
+__kernel void fused(
+% for k in range(nbuf):
+    __global T *b${k},
+% endfor
+% for k in range(nscal):
+    const T s${k},
+% endfor
+    const int n, const int chunk)
+{
+    const int start = get_global_id(0) * chunk;
+    const int end = min(n, start + chunk);
+    int gid = start;
+% if vector:
+    for (; gid + ${vector} <= end; gid += ${vector}) {
+${steps_for(f"T{vector}", lambda k: f"*(__global const T{vector} *)(b{k} + gid)", lambda k, v: f"*(__global T{vector} *)(b{k} + gid) = {v}", "")}
+    }
+% endif
+    for (; gid < end; ++gid) {
+${steps_for("T", lambda k: f"b{k}[gid]", lambda k, v: f"b{k}[gid] = {v}", "(T)")}
+    }
+}
