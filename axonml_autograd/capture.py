@@ -87,16 +87,7 @@ def capture(fn, max_signatures: int = 8) -> "Captured":
     return Captured(fn, max_signatures)
 
 
-class paused:
-    """Inside a recording, enqueue without recording (work that must not be replayed, e.g. tuning)."""
-
-    def __enter__(self):
-        self._saved = launch.set_active_capture(None)
-        return self
-
-    def __exit__(self, *exc):
-        launch.set_active_capture(self._saved)
-        return False
+paused = launch.not_recording   # inside a recording: enqueue without recording (e.g. tuning)
 
 
 class Captured:

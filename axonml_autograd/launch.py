@@ -68,6 +68,18 @@ def set_active_capture(cap):
     return previous
 
 
+class not_recording:
+    """Enqueue without recording inside a capture: work a replay must not repeat (tuning, set-up)."""
+
+    def __enter__(self):
+        self._saved = set_active_capture(None)
+        return self
+
+    def __exit__(self, *exc):
+        set_active_capture(self._saved)
+        return False
+
+
 # -- enqueueing ---------------------------------------------------------------------------------------
 
 def _pack(value):

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 import pyopencl as cl
 
-from . import kernels, tuning
+from . import kernels, launch, tuning
 from .tensor import Tensor, _check_same_device, _collapse, broadcast_shapes, contiguous_strides, fill
 
 STRATEGIES = ("tiled", "blocked")
@@ -96,7 +96,9 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     with _plans_lock:
         plan = _plans.get(key)
         if plan is None:
-            plan = _make_plan(device, dtype, strategy, trans_a, trans_b, auto)
+            # Tuning launches are set-up, not part of a captured step that happens to come first.
+            with launch.not_recording():
+                plan = _make_plan(device, dtype, strategy, trans_a, trans_b, auto)
             _plans[key] = plan
     return plan
 

@@ -422,3 +422,19 @@ def test_a_chain_of_a_thousand_ops_replays_as_a_few_dozen_launches():
     assert f().item() == g and f.replays == 1
     assert _recorded_commands(f) < 100
     assert abs(g - 0.999 ** 500) < 1e-4
+
+
+def test_matmul_tuning_inside_a_recording_is_not_replayed(monkeypatch, device):
+    import axonml_autograd.matmul as mm
+    monkeypatch.setenv("AXONML_TUNE", "1")
+    monkeypatch.setattr(mm, "_plans", {})
+    monkeypatch.setattr(mm, "_calls", {})
+    monkeypatch.setattr(mm.tuning, "_memory", {})
+    monkeypatch.setattr(mm.tuning, "store_path", lambda: None)
+    a = Tensor.from_numpy(np.arange(6, dtype=np.float32).reshape(2, 3))
+    at = a.T
+    f = capture(lambda x: x.matmul(at))
+    x = Tensor.from_numpy(np.ones((4, 3), np.float32))
+    np.testing.assert_allclose(f(x).numpy(), np.ones((4, 3)) @ a.numpy().T)
+    assert _recorded_commands(f) == 1     # the product alone, no tuning run
+    np.testing.assert_allclose(f(x * 2.0).numpy(), 2 * np.ones((4, 3)) @ a.numpy().T)
