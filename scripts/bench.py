@@ -934,7 +934,7 @@ def main(argv=None):
     print("ratio   : > 1 means we are faster (throughput rows: ours / baseline; time rows: baseline "
           "time / our time)")
     print("timing  : medians of repetitions run in blocks that take turns (2-3 rounds, each block after "
-          "its own warm-up); each of our repetitions ends in queue.finish()")
+          "its own warm-up); each of our repetitions ends in device.synchronize()")
 
     bench = Bench(args, dev, torch, np)
     sgemm_sizes = [n for n in SGEMM_SIZES if not (args.quick and n == 2048)]
