@@ -638,18 +638,40 @@ class Bench:
         return Row("mlp_backward", "MLP 784-256-10 b128 backward only", "ms", "time", ms.pop("ours"), ms,
                    "torch", {"text": "report"}, "" if self.torch else "torch not installed: no baseline", best=best)
 
-    def chain(self):
-        np = self.np
+    def _chain(self):
+        """The chain as ours (a Variable and a function) and, when installed, as torch."""
         half = CHAIN_OPS // 2
         x = self.Variable(self.Tensor.from_vec([1.0], [1], device=self.dev), requires_grad=True)
 
-        def ours():
+        def chain():
             x.zero_grad()
             y = x
             for _ in range(half):
                 y = y.mul_scalar(0.999)
                 y = y.add_scalar(0.001)
             y.sum().backward()
+
+        torch_run = None
+        if self.torch:
+            tx = self.torch.ones(1, requires_grad=True)
+
+            def torch_run():
+                tx.grad = None
+                y = tx
+                for _ in range(half):
+                    y = y * 0.999
+                    y = y + 0.001
+                y.sum().backward()
+
+        return x, chain, torch_run, 0.999 ** half
+
+    def chain(self):
+        np = self.np
+        half = CHAIN_OPS // 2
+        x, chain, torch_run, want = self._chain()
+
+        def ours():
+            chain()
             self.finish()
 
         def numpy_manual():
@@ -666,20 +688,9 @@ class Bench:
             return g
 
         ours()
-        got, want = x.grad().numpy()[0], 0.999 ** half
+        got = x.grad().numpy()[0]
         fns = {"ours": ours, "numpy": numpy_manual}
-        if self.torch:
-            torch = self.torch
-            tx = torch.ones(1, requires_grad=True)
-
-            def torch_run():
-                tx.grad = None
-                y = tx
-                for _ in range(half):
-                    y = y * 0.999
-                    y = y + 0.001
-                y.sum().backward()
-
+        if torch_run:
             fns["torch"] = torch_run
         t = measure(fns, *self.reps(10, 4, 2, 1))
         us, best = t.convert(lambda v: v * 1e6 / CHAIN_OPS)
@@ -692,44 +703,20 @@ class Bench:
 
     def chain_captured(self):
         from axonml_autograd import capture
-        half = CHAIN_OPS // 2
-        x = self.Variable(self.Tensor.from_vec([1.0], [1], device=self.dev), requires_grad=True)
-
-        def chain():
-            x.zero_grad()
-            y = x
-            for _ in range(half):
-                y = y.mul_scalar(0.999)
-                y = y.add_scalar(0.001)
-            y.sum().backward()
-
+        x, chain, torch_run, want = self._chain()
         step = capture(chain)
 
         def ours():
             step()
             self.finish()
 
+        def eager():
+            chain()
+            self.finish()
+
         ours()
-        got, want = x.grad().numpy()[0], 0.999 ** half
-        fns = {"ours": ours}
-        if self.torch:
-            torch = self.torch
-            tx = torch.ones(1, requires_grad=True)
-
-            def torch_run():
-                tx.grad = None
-                y = tx
-                for _ in range(half):
-                    y = y * 0.999
-                    y = y + 0.001
-                y.sum().backward()
-
-            fns["torch"] = torch_run
-        else:
-            def eager():
-                chain()
-                self.finish()
-            fns["eager"] = eager
+        got = x.grad().numpy()[0]
+        fns = {"ours": ours, **({"torch": torch_run} if torch_run else {"eager": eager})}
         t = measure(fns, *self.reps(10, 4, 2, 1))
         us, best = t.convert(lambda v: v * 1e6 / CHAIN_OPS)
         note = f"{step.replays} replays of {len(step._recordings)} recording(s)"
