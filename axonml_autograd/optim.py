@@ -202,11 +202,13 @@ class Optimizer:
         calls is honoured; reloaded state (load_state_dict) or a failed step makes it record again.
         """
         states = [(p, state, {k: state.get(k) for k in self._state_keys}) for p, state in stepped]
+        # An option that changes the kernel (momentum switched on, AMSGrad) makes it record again.
+        variants = [(group, self._variant(group)) for group, *_rest in recorded]
 
         def check():
             return self._failed is None and all(
                 self.state.get(p) is state and all(state.get(k) is t for k, t in tensors.items())
-                for p, state, tensors in states)
+                for p, state, tensors in states) and all(self._variant(g) == v for g, v in variants)
 
         def apply():
             for _p, state, _t in states:
@@ -222,6 +224,10 @@ class Optimizer:
         if t is None:
             t = state[name] = Tensor.zeros(like._shape, like.dtype, like.device)
         return t
+
+    def _variant(self, group) -> tuple:
+        """What, besides the dtype, picks the kernel and its buffers for ``group``."""
+        return self._needed_state(group) + tuple(bool(group.get(k)) for k in ("nesterov",))
 
     def _needed_state(self, group) -> tuple:
         """The state tensors a step of ``group`` uses (missing ones are created: a first step)."""

@@ -438,3 +438,18 @@ def test_matmul_tuning_inside_a_recording_is_not_replayed(monkeypatch, device):
     np.testing.assert_allclose(f(x).numpy(), np.ones((4, 3)) @ a.numpy().T)
     assert _recorded_commands(f) == 1     # the product alone, no tuning run
     np.testing.assert_allclose(f(x * 2.0).numpy(), 2 * np.ones((4, 3)) @ a.numpy().T)
+
+
+def test_switching_an_optimizer_option_that_changes_its_kernel_records_again():
+    batches = _batches(6)
+    model, opt, step = _trainer(lambda ps: SGD(ps, lr=0.05))
+    eager_model, eager_opt, eager_step = _trainer(lambda ps: SGD(ps, lr=0.05))
+    step = capture(step)
+    for k, (x, y) in enumerate(batches):
+        if k == 3:   # momentum on: a momentum buffer and another kernel from now on
+            for o in (opt, eager_opt):
+                o.param_groups[0]["momentum"] = 0.9
+        assert step(x, y).item() == eager_step(x, y).item()
+    for a, b in zip(_params(model), _params(eager_model)):
+        np.testing.assert_array_equal(a, b)
+    assert step.recordings >= 2
