@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test devices bench clean
+.PHONY: demo test devices bench clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The GPU check (scripts/gpu_check.sh): no venv step, so it runs as is on a machine without network.
+gpu-check:
+	bash scripts/gpu_check.sh $${OUT:-runs/gpu_check} $(GPU_CHECK_FLAGS)
