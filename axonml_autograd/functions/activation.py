@@ -6,18 +6,31 @@ from ..grad_fn import record
 from ..tensor import elementwise, normalize_axis, reduce, softmax_rows, softmax_rows_backward
 from .arithmetic import unary
 
-# GELU's tanh approximation: 0.5 x (1 + tanh(k (x + 0.044715 x^3))), k = sqrt(2 / pi).
+# GELU's tanh approximation: 0.5 x (1 + tanh(u)), u = k (x + 0.044715 x^3), k = sqrt(2 / pi), written as
+# x * sigmoid(2u). The curves' derivatives use sech^2 and sigmoid' in the form a / (1 + a)^2 with
+# a = exp(-2|u|) (or exp(-|x|)), which never overflows and goes to exactly 0 where the curve saturates:
+# 1 - tanh(u)^2 instead leaves PoCL's last-bit rounding of tanh (0.99999994), times x^2 for gelu.
 _GELU_INNER = "L(0.7978845608028654) * (x + L(0.044715) * x * x * x)"
+_GELU_A = f"exp(L(-2.0) * fabs({_GELU_INNER}))"
+
+
+def _bell(a):
+    """a / (1 + a)^2: sigmoid'(t) for a = exp(-|t|)."""
+    return f"{a} / ((L(1.0) + {a}) * (L(1.0) + {a}))"
+
 
 # name: (forward, backward, scalar names); backward reads g, the input x and the output y.
+# At NaN every forward gives NaN, as torch's do, and the gradients at NaN are torch's (relu's passes g).
 ACTIVATIONS = {
-    "relu": ("x > 0 ? x : L(0.0)", "x > 0 ? g : L(0.0)", ()),
+    "relu": ("(x > 0 || x != x) ? x : L(0.0)", "x <= 0 ? L(0.0) : g", ()),
     "leaky_relu": ("x > 0 ? x : slope * x", "x > 0 ? g : slope * g", ("slope",)),
-    "sigmoid": ("L(1.0) / (L(1.0) + exp(-x))", "g * y * (L(1.0) - y)", ()),
-    "tanh": ("tanh(x)", "g * (L(1.0) - y * y)", ()),
-    "gelu": (f"L(0.5) * x * (L(1.0) + tanh({_GELU_INNER}))",
-             f"g * (L(0.5) * (L(1.0) + tanh({_GELU_INNER})) + L(0.5) * x * (L(1.0) - tanh({_GELU_INNER})"
-             f" * tanh({_GELU_INNER})) * L(0.7978845608028654) * (L(1.0) + L(0.134145) * x * x))", ()),
+    "sigmoid": ("L(1.0) / (L(1.0) + exp(-x))", f"g * {_bell('exp(-fabs(x))')}", ()),
+    "tanh": ("tanh(x)", f"g * L(4.0) * {_bell('exp(L(-2.0) * fabs(x))')}", ()),
+    # The product x * a(...) * u' is 0 where a is: at |x| large, u' alone overflows.
+    "gelu": (f"x / (L(1.0) + exp(L(-2.0) * ({_GELU_INNER})))",
+             f"g * (L(1.0) / (L(1.0) + exp(L(-2.0) * ({_GELU_INNER}))) + ({_GELU_A} > L(0.0) ? "
+             f"L(2.0) * x * {_bell(_GELU_A)} * L(0.7978845608028654) * (L(1.0) + L(0.134145) * x * x) : L(0.0)))",
+             ()),
     "silu": ("x / (L(1.0) + exp(-x))",
              "g * (L(1.0) / (L(1.0) + exp(-x))) * (L(1.0) + x * (L(1.0) - L(1.0) / (L(1.0) + exp(-x))))", ()),
 }

@@ -111,7 +111,7 @@ UNARY_OPS = {
     "sqrt": ("sqrt(x)", "g * L(0.5) / y", ()),
     "abs": ("fabs(x)", "x > 0 ? g : (x < 0 ? -g : L(0.0))", ()),
     "pow": ("pow(x, p)", "p == 0 ? L(0.0) : g * p * pow(x, p - L(1.0))", ("p",)),
-    "clamp": ("fmin(fmax(x, lo), hi)", "(x >= lo && x <= hi) ? g : L(0.0)", ("lo", "hi")),
+    "clamp": ("x != x ? x : fmin(fmax(x, lo), hi)", "(x >= lo && x <= hi) ? g : L(0.0)", ("lo", "hi")),
 }
 
 

@@ -34,7 +34,7 @@ def l1_loss(pred, target):
 
 _SMOOTH_L1 = {
     "smooth_l1": ("fabs(x) < beta ? L(0.5) * x * x / beta : fabs(x) - L(0.5) * beta",
-                  "fabs(x) < beta ? g * x / beta : (x > 0 ? g : (x < 0 ? -g : L(0.0)))", ("beta",)),
+                  "(fabs(x) < beta || x != x) ? g * x / beta : (x > 0 ? g : (x < 0 ? -g : L(0.0)))", ("beta",)),
 }
 
 

@@ -1,0 +1,101 @@
+"""Every elementwise op and its gradient against PyTorch (float64 reference) on special values.
+
+Skipped without torch (a dev-only oracle). The inputs cover both signs of 0, tiny, moderate, large
+and huge magnitudes, NaN and the infinities: NaN must propagate where torch propagates it, and
+gradients must saturate exactly where torch's do (no 1 - tanh^2 cancellation noise).
+"""
+
+import numpy as np
+import pytest
+
+from axonml_autograd import Tensor, Variable
+
+torch = pytest.importorskip("torch")
+
+SPECIAL = [0.0, -0.0, 1e-30, -1e-30, 1e-4, -1e-4, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 20.0, -20.0, 100.0, -100.0,
+           1e4, -1e4, 1e30, -1e30, float("nan"), float("inf"), float("-inf")]
+F = torch.nn.functional
+
+# name: (ours, torch's), both over one input.
+OPS = {
+    "relu": (lambda v: v.relu(), torch.relu),
+    "leaky_relu": (lambda v: v.leaky_relu(0.1), lambda t: F.leaky_relu(t, 0.1)),
+    "sigmoid": (lambda v: v.sigmoid(), torch.sigmoid),
+    "tanh": (lambda v: v.tanh(), torch.tanh),
+    "gelu_tanh": (lambda v: v.gelu(), lambda t: F.gelu(t, approximate="tanh")),
+    "silu": (lambda v: v.silu(), F.silu),
+    "exp": (lambda v: v.exp(), torch.exp),
+    "log": (lambda v: v.log(), torch.log),
+    "sqrt": (lambda v: v.sqrt(), torch.sqrt),
+    "abs": (lambda v: v.abs(), torch.abs),
+    "neg": (lambda v: -v, torch.neg),
+    "clamp": (lambda v: v.clamp(-0.5, 0.5), lambda t: torch.clamp(t, -0.5, 0.5)),
+    "clamp_max": (lambda v: v.clamp(max=1.0), lambda t: torch.clamp(t, max=1.0)),
+    "clamp_min": (lambda v: v.clamp(min=0.0), lambda t: torch.clamp(t, min=0.0)),
+    "pow2": (lambda v: v.pow(2.0), lambda t: torch.pow(t, 2.0)),
+    "pow3": (lambda v: v.pow(3.0), lambda t: torch.pow(t, 3.0)),
+    "mul_scalar": (lambda v: v * 2.5, lambda t: t * 2.5),
+    "rdiv": (lambda v: 1.0 / v, lambda t: 1.0 / t),
+    "smooth_l1": (lambda v: v.smooth_l1_loss(Variable(Tensor.zeros(v.shape(), v.dtype))) * v.numel(),
+                  lambda t: F.smooth_l1_loss(t, torch.zeros_like(t), reduction="sum")),
+    "softmax": (lambda v: v.reshape([1, -1]).softmax(-1), lambda t: torch.softmax(t.reshape(1, -1), -1)),
+    "log_softmax": (lambda v: v.reshape([1, -1]).log_softmax(-1), lambda t: torch.log_softmax(t.reshape(1, -1), -1)),
+    "max_dim": (lambda v: v.reshape([1, -1]).max_dim(1), lambda t: t.reshape(1, -1).max(1).values),
+}
+
+# softmax and max look at the whole row: NaN or inf in one element changes every output, so they
+# get the finite values only (NaN rows are covered by their own test below).
+FINITE_ONLY = {"softmax", "log_softmax", "max_dim"}
+
+
+# Where we differ from torch on purpose: at x = +-inf torch's gelu (tanh) gradient is NaN, from 0 * inf
+# inside its formula; ours is the limit, 1 and 0.
+DELIBERATE = {("gelu_tanh", "gradient"): [float("inf"), float("-inf")]}
+
+
+def _values(name):
+    vals = [v for v in SPECIAL if np.isfinite(v) and abs(v) < 1e20] if name in FINITE_ONLY else SPECIAL
+    return np.array(vals)
+
+
+def _compare(x, got, want, dtype, what):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    # A few ulps relative, and two epsilons absolute: these functions and gradients are of order 1, so
+    # below that both answers are rounding (where a curve saturates, torch's 1 - tanh^2 gives 0 and our
+    # a / (1 + a)^2 the true 1.7e-17 at x = 20; an error like gelu's old 0.0064 is far above it).
+    eps = float(np.finfo(dtype).eps)
+    rtol, atol = (1e-9, 2 * eps) if dtype == np.float64 else (3e-6, 2 * eps)
+    with np.errstate(invalid="ignore"):
+        close = (np.isnan(got) & np.isnan(want)) | (got == want) | (np.abs(got - want) <= atol + rtol * np.abs(want))
+    bad = np.flatnonzero(~close)
+    assert not bad.size, f"{what} differs from torch at " + ", ".join(
+        f"x={x[i]!r}: {got[i]!r} vs {want[i]!r}" for i in bad[:8])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(OPS))
+def test_op_and_gradient_match_torch_on_special_values(name, dtype, device):
+    if dtype == np.float64 and not device.fp64:
+        pytest.skip("no fp64")
+    ours, theirs = OPS[name]
+    x = _values(name)
+    with np.errstate(all="ignore"):
+        xs = x.astype(dtype)
+    v = Variable(Tensor.from_numpy(xs, dtype=dtype), requires_grad=True)
+    out = ours(v)
+    out.sum().backward()
+    # The reference: torch in float64 on the values our dtype can hold.
+    t = torch.from_numpy(xs.astype(np.float64)).requires_grad_(True)
+    ref = theirs(t)
+    ref.sum().backward()
+    # torch's float64 answer rounded to our dtype: float32 overflows and underflows where it must.
+    with np.errstate(all="ignore"):
+        want_out = ref.detach().numpy().reshape(-1).astype(dtype)
+        want_grad = t.grad.numpy().astype(dtype)
+    got_grad = v.grad().numpy()
+    for x_special in DELIBERATE.get((name, "gradient"), []):
+        at = xs == x_special
+        assert np.all(got_grad[at] == (1.0 if x_special > 0 else 0.0))
+        want_grad[at] = got_grad[at]
+    _compare(xs, out.numpy().reshape(-1), want_out, dtype, f"{name} forward")
+    _compare(xs, got_grad, want_grad, dtype, f"{name} gradient")
