@@ -36,7 +36,10 @@ _TEMPLATE = "optim.cl.mako"
 def _number(value, what, low=0.0, high=None, high_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{what}: expected a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:   # an int like 10**400
+        raise ValueError(f"{what}: expected a finite number, got an int of {len(str(value))} digits") from None
     if not math.isfinite(value) or value < low or (high is not None and
                                                    (value >= high if high_open else value > high)):
         bracket = ")" if high_open else "]"

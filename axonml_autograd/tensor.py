@@ -53,6 +53,27 @@ class _Storage:
             pass
 
 
+def as_float(value, what) -> float:
+    """``value`` as a Python float; TypeError for a non-number, ValueError beyond float range (10**400)."""
+    if value.__class__ is float:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        text = str(value)
+        raise ValueError(f"{what}: {text[:12] + '...' if len(text) > 15 else text} ({len(text)} digits) is "
+                         "beyond the range of a float") from None
+
+
+def as_int(value, what) -> int:
+    """``value`` as a Python int; TypeError for anything but an integer (a float 2.0 included)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{what} must be an int, got {value!r}")
+    return int(value)
+
+
 def _parse_shape(shape, what="shape") -> tuple:
     if isinstance(shape, (numbers.Integral, np.integer)) and not isinstance(shape, bool):
         shape = (shape,)
@@ -155,6 +176,14 @@ class Tensor:
         if dtype is None:
             dtype = arr.dtype if arr.dtype in (np.float32, np.float64, np.int32) else np.float32
         t = cls(arr.shape, dtype, device)
+        if t.dtype.kind == "i" and arr.dtype.kind in "fiu" and arr.size:
+            # As Tensor.full: a value that int32 cannot hold exactly is refused, never wrapped or truncated.
+            wide = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
+            bad = ~np.isfinite(wide) | (wide != np.floor(wide)) | (wide < -2**31) | (wide >= 2**31) \
+                if arr.dtype.kind == "f" else (wide < -2**31) | (wide >= 2**31)
+            if bad.any():
+                raise ValueError(f"from_numpy: value {arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} "
+                                 f"is not an int32")
         # A private copy: the upload does not wait, so the caller may change `array` right after.
         host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
@@ -318,7 +347,10 @@ class Tensor:
     def narrow(self, dim, start, length) -> "Tensor":
         """A copy of ``length`` elements along ``dim`` starting at ``start``."""
         nd = self.ndim()
+        if nd == 0:
+            raise IndexError("narrow: a 0-d tensor has no dimension to narrow")
         d = normalize_axis(dim, nd, "narrow dim")
+        start, length = as_int(start, "narrow: start"), as_int(length, "narrow: length")
         size = self._shape[d]
         if not (0 <= start <= size and 0 <= length and start + length <= size):
             raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
@@ -373,8 +405,8 @@ class Tensor:
         if isinstance(other, Tensor):
             args = [other, self] if reverse else [self, other]
             return binary(name, *args)
-        if isinstance(other, numbers.Real):
-            return scalar_op(name, self, other, reverse)
+        if isinstance(other, numbers.Real) and not isinstance(other, (bool, np.bool_)):
+            return scalar_op(name, self, as_float(other, name), reverse)
         return NotImplemented
 
     __add__ = lambda self, o: self._binary(o, "add")
@@ -691,7 +723,9 @@ def fill(t: Tensor, value) -> Tensor:
     """Set every element of ``t`` to ``value`` in place."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"fill: value must be a number, got {value!r}")
-    if t.dtype.kind != "f" and not (math.isfinite(value) and -2**31 <= value < 2**31 and value == int(value)):
+    if t.dtype.kind == "f":
+        value = as_float(value, "fill")
+    elif not (-2**31 <= value < 2**31 and (isinstance(value, (numbers.Integral, np.integer)) or value == int(value))):
         raise ValueError(f"fill: value {value!r} is not an int32")
     if t.numel():
         # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.

@@ -139,6 +139,9 @@ class Variable:
             raise TypeError(f"{what}: expected a Tensor, got {type(grad).__name__}")
         if grad._shape != self._data._shape:
             raise ValueError(f"{what}: gradient shape {grad.shape()} differs from the variable's shape {self.shape()}")
+        if grad.dtype != self._data.dtype and what == "set_grad":
+            raise TypeError(f"set_grad: the gradient is {grad.dtype}, the variable is {self._data.dtype}; "
+                            "convert it with astype()")
         if grad.device is not self._data.device:
             raise ValueError(f"{what}: the gradient is on device {grad.device.selector} {grad.device.name}, not "
                              f"on the variable's device {self._data.device.selector}; move it with .to()")
@@ -327,8 +330,4 @@ def _as_variable(x, op) -> Variable:
 
 
 def _number(x, op) -> float:
-    if x.__class__ is float:   # the common case, without the ABC check below (~0.5 us)
-        return x
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{op}: expected a number, got {x!r}")
-    return float(x)
+    return T.as_float(x, op)

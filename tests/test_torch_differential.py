@@ -99,3 +99,31 @@ def test_op_and_gradient_match_torch_on_special_values(name, dtype, device):
         want_grad[at] = got_grad[at]
     _compare(xs, out.numpy().reshape(-1), want_out, dtype, f"{name} forward")
     _compare(xs, got_grad, want_grad, dtype, f"{name} gradient")
+
+
+def test_binary_cross_entropy_of_an_invalid_probability_is_nan_not_a_plausible_number(device):
+    p = Variable(Tensor.from_vec([0.3, float("nan"), 1.5, -0.5, 0.0, 1.0], [6]), requires_grad=True)
+    t = Variable(Tensor.from_vec([1.0, 1.0, 1.0, 0.0, 0.0, 1.0], [6]))
+    for k in range(6):
+        loss = p.narrow(0, k, 1).binary_cross_entropy(t.narrow(0, k, 1))
+        assert np.isnan(loss.item()) == (k in (1, 2, 3)), (k, loss.item())
+    full = p.binary_cross_entropy(t)
+    full.backward()
+    assert np.isnan(full.item())
+    assert np.isnan(p.grad().numpy()[[1, 2, 3]]).all() and np.isfinite(p.grad().numpy()[[0, 4, 5]]).all()
+
+
+def test_class_indices_in_a_float_tensor_are_refused_not_truncated(device):
+    logits = Variable(Tensor.from_vec([0.1, 0.2, 0.3, 0.4], [2, 2]), requires_grad=True)
+    with pytest.raises(TypeError, match="targets: class indices must be an int32 tensor, got a float32"):
+        logits.cross_entropy(Tensor.from_vec([1.7, 0.0], [2]))
+    with pytest.raises(TypeError, match="int32 tensor"):
+        logits.log_softmax(1).nll_loss(Tensor.from_vec([1.0, 0.0], [2]))
+
+
+def test_cross_entropy_over_zero_classes_is_nan(device):
+    logits = Variable(Tensor.zeros([3, 0]), requires_grad=True)
+    loss = logits.cross_entropy(Tensor.from_numpy(np.zeros(3, np.int32), dtype="int32"))
+    assert np.isnan(loss.item())
+    with pytest.raises(IndexError, match="out of range for 0 classes"):
+        logits.cross_entropy([0, 0, 0])

@@ -10,7 +10,7 @@ import re
 from functools import lru_cache
 
 from ..grad_fn import record
-from ..tensor import elementwise, sum_to_shape
+from ..tensor import as_float, elementwise, sum_to_shape
 
 
 @lru_cache(maxsize=None)
@@ -79,7 +79,7 @@ def scalar(name, a, value):
     """``a <op> value`` with a Python number, passed to the kernel as an argument (no recompile)."""
     forward, backward, kept, node = _scalar_spec(name)
     x = a._data
-    value = float(value)
+    value = as_float(value, name)
     out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
     return record(node, out, [a], _scalar_rule, saved=(x,) if kept else (), backward=backward, kept=kept,
                   value=value)
@@ -119,7 +119,7 @@ def unary(table, name, a, **scalars):
     """A one-input elementwise op from ``table`` (this module's or activation's)."""
     forward, backward, scalar_names = table[name]
     x = a.data()
-    values = {s: float(scalars[s]) for s in scalar_names}
+    values = {s: as_float(scalars[s], f"{name} {s}") for s in scalar_names}
     y = elementwise(forward, [x], names=("x",), scalars=values, op=name)
 
     kept = reads(backward, ("x", "y"))
@@ -135,8 +135,8 @@ def pow(a, exponent):
 
 
 def clamp(a, min_value=None, max_value=None):
-    lo = float("-inf") if min_value is None else min_value
-    hi = float("inf") if max_value is None else max_value
+    lo = float("-inf") if min_value is None else as_float(min_value, "clamp min")
+    hi = float("inf") if max_value is None else as_float(max_value, "clamp max")
     if lo > hi:
         raise ValueError(f"clamp: min {min_value} is greater than max {max_value}")
     return unary(UNARY_OPS, "clamp", a, lo=lo, hi=hi)

@@ -48,17 +48,20 @@ def smooth_l1_loss(pred, target, beta=1.0):
 
 
 def binary_cross_entropy(pred, target):
-    """-mean(t log p + (1 - t) log(1 - p)); p must be probabilities in [0, 1]."""
+    """-mean(t log p + (1 - t) log(1 - p)); p must be probabilities in [0, 1] (else the loss is NaN)."""
     _check_same_shape("binary_cross_entropy", pred, target)
     p, t = pred.data(), target.data()
-    losses = elementwise("-(t * fmax(log(p), L(-100.0)) + (L(1.0) - t) * fmax(log(L(1.0) - p), L(-100.0)))",
+    # p outside [0, 1] or NaN gives NaN, not a plausible number (torch raises; that would need a read).
+    losses = elementwise("(p >= L(0.0) && p <= L(1.0)) ? -(t * fmax(log(p), L(-100.0)) + (L(1.0) - t) * "
+                         "fmax(log(L(1.0) - p), L(-100.0))) : (T)NAN",
                          [p, t], names=("p", "t"), op="binary_cross_entropy")
 
     def rule(ctx, g):
         ps, ts = ctx.saved_tensors
         gp = gt = None
         if ctx.needs_input_grad[0]:
-            gp = elementwise("g * (p - t) / fmax((L(1.0) - p) * p, L(1e-12))", [g, ps, ts], names=("g", "p", "t"))
+            gp = elementwise("(p >= L(0.0) && p <= L(1.0)) ? g * (p - t) / fmax((L(1.0) - p) * p, L(1e-12)) : (T)NAN",
+                             [g, ps, ts], names=("g", "p", "t"))
         if ctx.needs_input_grad[1]:
             gt = elementwise("g * (fmax(log(L(1.0) - p), L(-100.0)) - fmax(log(p), L(-100.0)))", [g, ps],
                              names=("g", "p"))
@@ -87,7 +90,11 @@ def _class_indices(targets, n, c, device) -> Tensor:
         return Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=device)
     if t.shape() != [n]:
         raise ValueError(f"targets: expected shape [{n}] (one index per row), got {t.shape()}")
-    return t if t.dtype == np.int32 else t.astype("int32")
+    if t.dtype != np.int32:
+        # A float tensor would be truncated (2.7 -> class 2) without a word; torch refuses it too.
+        raise TypeError(f"targets: class indices must be an int32 tensor, got a {t.dtype} tensor; "
+                        "convert it with .astype('int32') if its values are whole numbers")
+    return t
 
 
 def nll_loss(log_probs, targets):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 
 from ..grad_fn import record
-from ..tensor import Tensor, View, cat as cat_tensors, contiguous_strides, copy_view, normalize_axis, elementwise, sum_to_shape
+from ..tensor import Tensor, View, as_int, cat as cat_tensors, contiguous_strides, copy_view, normalize_axis, elementwise, sum_to_shape
 
 
 def reshape(a, shape):
@@ -44,11 +44,11 @@ def _window(a, starts, lengths, name):
 
 def narrow(a, dim, start, length):
     x = a.data()
+    if x.ndim() == 0:
+        raise IndexError("narrow: a 0-d tensor has no dimension to narrow")
     d = normalize_axis(dim, x.ndim(), "narrow dim")
     size = x._shape[d]
-    for what, v in (("start", start), ("length", length)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"narrow: {what} must be an int, got {v!r}")
+    start, length = as_int(start, "narrow: start"), as_int(length, "narrow: length")
     if not (0 <= start <= size and length >= 0 and start + length <= size):
         raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
                          f"in shape {x.shape()}")
@@ -61,6 +61,8 @@ def narrow(a, dim, start, length):
 def slice(a, ranges):
     """``ranges`` is one ``(start, end)`` pair (or a Python ``range``/``slice`` with step 1) per leading axis."""
     x = a.data()
+    if isinstance(ranges, (str, bytes)) or not hasattr(ranges, "__len__"):
+        raise TypeError(f"slice: expected a list of (start, end) pairs, got {ranges!r}")
     if len(ranges) > x.ndim():
         raise IndexError(f"slice: {len(ranges)} ranges for a tensor of {x.ndim()} dimensions")
     starts, lengths = [0] * x.ndim(), list(x._shape)
@@ -68,8 +70,12 @@ def slice(a, ranges):
         if isinstance(r, (range, builtins.slice)):
             lo, hi, step = r.start or 0, x._shape[k] if r.stop is None else r.stop, r.step or 1
         else:
+            if isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != 2:
+                raise TypeError(f"slice: range {k} must be a (start, end) pair, a range or a slice, got {r!r}")
             lo, hi = r
             step = 1
+        lo, hi, step = as_int(lo, f"slice: range {k} start"), as_int(hi, f"slice: range {k} end"), \
+            as_int(step, f"slice: range {k} step")
         if step != 1:
             raise ValueError(f"slice: only step 1 is supported, got {r!r}")
         if not (0 <= lo <= hi <= x._shape[k]):
