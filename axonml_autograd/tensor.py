@@ -635,7 +635,9 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     operands = tensors + ([out.tensor] if out is not None else [])
     dev = _check_same_device(op, operands) if operands else get_device(device)
     names = tuple(names[:len(views)])
-    float_dtype = next((t.dtype for t in tensors if t.dtype.kind == "f"), np.dtype(np.float32))
+    # The widest float among the operands (float32 op float64 is float64 whichever comes first).
+    float_dtype = max((t.dtype for t in tensors if t.dtype.kind == "f"), key=lambda d: d.itemsize,
+                      default=np.dtype(np.float32))
     plan = _Plan()
     plan.kernel_device = dev
     if out is not None:
@@ -763,17 +765,50 @@ BINARY = {
 }
 
 
+# Integer operands, as torch does it: + - * (and max/min, neg, abs, square, sign) of int32 stay
+# int32, computed in integers (exact; wrapping on overflow); true division and every other function
+# promote to float32 first, so `7 / 2` is 3.5 and `exp` of an int32 tensor is exp of its values.
+# Wrapping goes through unsigned arithmetic, where OpenCL C (like C) defines it.
+INT_EXACT = {
+    "add": "(int)((uint)a + (uint)b)", "sub": "(int)((uint)a - (uint)b)", "mul": "(int)((uint)a * (uint)b)",
+    "maximum": "max(a, b)", "minimum": "min(a, b)",
+    "neg": "(int)(0u - (uint)a)", "abs": "(int)abs(a)", "square": "(int)((uint)a * (uint)a)",
+    "sign": "(a > 0) - (a < 0)",
+}
+
+
+def _int(t: Tensor) -> bool:
+    return t.dtype.kind != "f"
+
+
 def unary(name: str, x: Tensor) -> Tensor:
+    if _int(x):
+        if name in INT_EXACT:
+            return elementwise(INT_EXACT[name], [x], op=name, dtype=np.int32)
+        x = x.astype("float32")
     return elementwise(UNARY[name], [x], op=name)
 
 
 def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
+    if _int(a) and _int(b):
+        if name in INT_EXACT:
+            return elementwise(INT_EXACT[name], [a, b], op=name, dtype=np.int32)
+        a, b = a.astype("float32"), b.astype("float32")
     return elementwise(BINARY[name], [a, b], op=name)
 
 
 def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
-    """``x <op> value`` (or ``value <op> x`` when ``reverse``), the scalar passed as a kernel argument."""
+    """``x <op> value`` (or ``value <op> x`` when ``reverse``), the scalar passed as a kernel argument.
+
+    An int32 ``x`` with a whole-number ``value`` under + - * stays int32 (the scalar goes in as an
+    int); otherwise an int32 ``x`` is promoted to float32 first.
+    """
     tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
+    if _int(x):
+        if name in INT_EXACT and float(value).is_integer() and -2**31 <= value < 2**31:
+            return elementwise(INT_EXACT[name], [x], names=(tensor_name,), int_scalars={scalar_name: int(value)},
+                               op=name, dtype=np.int32)
+        x = x.astype("float32")
     return elementwise(BINARY[name], [x], names=(tensor_name,), scalars={scalar_name: value}, op=name)
 
 

@@ -10,6 +10,7 @@ import re
 from functools import lru_cache
 
 from ..grad_fn import record
+from .. import tensor as tensor_ops
 from ..tensor import as_float, elementwise, sum_to_shape
 
 
@@ -45,6 +46,8 @@ def binary(name, a, b):
     """``a <name> b`` for Variables with numpy broadcasting."""
     forward, grad_a, grad_b = BINARY_OPS[name]
     x, y = a.data(), b.data()
+    if x.dtype.kind != "f" and y.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
+        return record(node_name(name), tensor_ops.binary(name, x, y), [a, b], None)
     out = elementwise(forward, [x, y], op=name)
 
     # Save only what the backward expressions read (add and sub read neither input).
@@ -80,9 +83,17 @@ def scalar(name, a, value):
     forward, backward, kept, node = _scalar_spec(name)
     x = a._data
     value = as_float(value, name)
+    if x.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
+        base, reverse = _TENSOR_SCALAR[name]
+        return record(node, tensor_ops.scalar_op(base, x, value, reverse), [a], None)
     out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
     return record(node, out, [a], _scalar_rule, saved=(x,) if kept else (), backward=backward, kept=kept,
                   value=value)
+
+
+# The tensor-level op and operand order of each scalar op (used for integer tensors).
+_TENSOR_SCALAR = {"add_scalar": ("add", False), "sub_scalar": ("sub", False), "rsub_scalar": ("sub", True),
+                  "mul_scalar": ("mul", False), "div_scalar": ("div", False), "rdiv_scalar": ("div", True)}
 
 
 @lru_cache(maxsize=None)
@@ -119,6 +130,10 @@ def unary(table, name, a, **scalars):
     """A one-input elementwise op from ``table`` (this module's or activation's)."""
     forward, backward, scalar_names = table[name]
     x = a.data()
+    if x.dtype.kind != "f":
+        if name in tensor_ops.INT_EXACT and not scalar_names:   # neg, abs: integers stay integers
+            return record(node_name(name), tensor_ops.unary(name, x), [a], None)
+        x = x.astype("float32")   # like torch: a float function of integers promotes them to float32
     values = {s: as_float(scalars[s], f"{name} {s}") for s in scalar_names}
     y = elementwise(forward, [x], names=("x",), scalars=values, op=name)
 
