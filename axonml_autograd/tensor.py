@@ -174,7 +174,10 @@ class Tensor:
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise TypeError(f"from_numpy: expected numbers, got an array of {arr.dtype}")
         if dtype is None:
-            dtype = arr.dtype if arr.dtype in (np.float32, np.float64, np.int32) else np.float32
+            # Floats keep their type (float16 widens to float32); integers of any width become int32,
+            # which the check below refuses to do for values it cannot hold; booleans become float32.
+            dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else \
+                np.int32 if arr.dtype.kind in "iu" else np.float32
         t = cls(arr.shape, dtype, device)
         if t.dtype.kind == "i" and arr.dtype.kind in "fiu" and arr.size:
             # As Tensor.full: a value that int32 cannot hold exactly is refused, never wrapped or truncated.

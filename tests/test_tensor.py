@@ -89,10 +89,14 @@ def test_bad_shape_raises(shape, exc):
         Tensor.zeros(shape)
 
 
-def test_from_numpy_keeps_supported_dtypes_and_maps_others_to_float32():
+def test_from_numpy_keeps_floats_maps_integers_to_int32_and_booleans_to_float32():
+    # An integer array stays integral (int64 values became float32 and lost bits beyond 2**24).
+    with pytest.raises(ValueError, match="is not an int32"):
+        Tensor.from_numpy(np.array([2**40], dtype=np.int64))
     for arr, want in [(np.arange(6, dtype=np.float64).reshape(2, 3), np.float64),
                       (np.arange(4, dtype=np.int32), np.int32),
-                      (np.arange(4, dtype=np.int64), np.float32),
+                      (np.array([0, 2**24 + 1, -2**31], dtype=np.int64), np.int32),
+                      (np.arange(4, dtype=np.uint8), np.int32),
                       (np.array([True, False]), np.float32),
                       (np.float32(2.5), np.float32)]:
         if want == np.float64 and not DEV.fp64:
