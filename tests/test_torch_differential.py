@@ -58,13 +58,15 @@ def _values(name):
     return np.array(vals)
 
 
-def _compare(x, got, want, dtype, what):
+def _compare(x, got, want, dtype, what, slack=1.0):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     # A few ulps relative, and two epsilons absolute: these functions and gradients are of order 1, so
     # below that both answers are rounding (where a curve saturates, torch's 1 - tanh^2 gives 0 and our
     # a / (1 + a)^2 the true 1.7e-17 at x = 20; an error like gelu's old 0.0064 is far above it).
     eps = float(np.finfo(dtype).eps)
     rtol, atol = (1e-9, 2 * eps) if dtype == np.float64 else (3e-6, 2 * eps)
+    if slack != 1.0:   # sums of many terms: rounding grows with their count and magnitude
+        rtol, atol = eps * slack, eps * slack
     with np.errstate(invalid="ignore"):
         close = (np.isnan(got) & np.isnan(want)) | (got == want) | (np.abs(got - want) <= atol + rtol * np.abs(want))
     bad = np.flatnonzero(~close)
@@ -127,3 +129,64 @@ def test_cross_entropy_over_zero_classes_is_nan(device):
     assert np.isnan(loss.item())
     with pytest.raises(IndexError, match="out of range for 0 classes"):
         logits.cross_entropy([0, 0, 0])
+
+
+# Reductions, products and losses on a [5, 7] input: random values, and the same with special values
+# planted (NaN, +-inf, +-1e30, -0). ours(v, t) and torch's(x, t) take the input and class indices.
+W = np.random.default_rng(5).standard_normal((7, 4))
+TARGETS = np.array([0, 3, 6, 2, 5], np.int32)
+REDUCTIONS = {
+    "sum": (lambda v, t: v.sum(), lambda x, t: x.sum()),
+    "mean": (lambda v, t: v.mean(), lambda x, t: x.mean()),
+    "sum_dim": (lambda v, t: v.sum_dim(1), lambda x, t: x.sum(1)),
+    "mean_dim0": (lambda v, t: v.mean_dim(0, keepdim=True), lambda x, t: x.mean(0, keepdim=True)),
+    "var_dim": (lambda v, t: v.var_dim(1), lambda x, t: x.var(1)),
+    "max_dim": (lambda v, t: v.max_dim(1), lambda x, t: x.max(1).values),
+    "softmax0": (lambda v, t: v.softmax(0), lambda x, t: torch.softmax(x, 0)),
+    "log_softmax1": (lambda v, t: v.log_softmax(1), lambda x, t: torch.log_softmax(x, 1)),
+    "matmul": (lambda v, t: v.matmul(Variable(Tensor.from_numpy(W, dtype=v.dtype))),
+               lambda x, t: x @ torch.from_numpy(W)),
+    "mse": (lambda v, t: v.mse_loss(Variable(Tensor.from_numpy(np.full((5, 7), 0.5), dtype=v.dtype))),
+            lambda x, t: F.mse_loss(x, torch.full((5, 7), 0.5, dtype=torch.float64))),
+    "l1": (lambda v, t: v.l1_loss(Variable(Tensor.from_numpy(np.full((5, 7), 0.5), dtype=v.dtype))),
+           lambda x, t: F.l1_loss(x, torch.full((5, 7), 0.5, dtype=torch.float64))),
+    "bce": (lambda v, t: v.sigmoid().binary_cross_entropy(Variable(Tensor.from_numpy(np.full((5, 7), 0.25), dtype=v.dtype))),
+            lambda x, t: F.binary_cross_entropy(torch.sigmoid(x), torch.full((5, 7), 0.25, dtype=torch.float64))),
+    "cross_entropy": (lambda v, t: v.cross_entropy(t), lambda x, t: F.cross_entropy(x, t)),
+    "nll": (lambda v, t: v.log_softmax(1).nll_loss(t), lambda x, t: F.nll_loss(torch.log_softmax(x, 1), t)),
+}
+
+
+def _input(kind):
+    x = np.random.default_rng(11).standard_normal((5, 7))
+    if kind == "special":
+        x[0, 0], x[1, 2], x[2, 3], x[3, 1], x[4, 6], x[2, 0] = np.nan, np.inf, -np.inf, 1e30, -1e30, -0.0
+    return x
+
+
+@pytest.mark.parametrize("kind", ["random", "special"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(REDUCTIONS))
+def test_reductions_products_and_losses_match_torch(name, dtype, kind, device):
+    if dtype == np.float64 and not device.fp64:
+        pytest.skip("no fp64")
+    ours, theirs = REDUCTIONS[name]
+    with np.errstate(all="ignore"):
+        xs = _input(kind).astype(dtype)
+    v = Variable(Tensor.from_numpy(xs, dtype=dtype), requires_grad=True)
+    out = ours(v, Tensor.from_numpy(TARGETS, dtype="int32"))
+    out.sum().backward()
+    t = torch.from_numpy(xs.astype(np.float64)).requires_grad_(True)
+    try:
+        ref = theirs(t, torch.from_numpy(TARGETS.astype(np.int64)))
+    except RuntimeError as e:   # torch refuses a NaN probability; we cannot raise without a read: NaN
+        assert "between 0 and 1" in str(e) and np.isnan(out.item())
+        return
+    ref.sum().backward()
+    with np.errstate(all="ignore"):
+        want_out, want_grad = ref.detach().numpy().reshape(-1).astype(dtype), t.grad.numpy().reshape(-1).astype(dtype)
+    # Sums of 7-35 terms: allow their rounding (a few ulps per term) on top of _compare's tolerance.
+    got_out, got_grad = out.numpy().reshape(-1), v.grad().numpy().reshape(-1)
+    scale = 1e3 if dtype == np.float32 else 1e5
+    _compare(np.arange(got_out.size), got_out, want_out, dtype, f"{name} forward", scale)
+    _compare(xs.reshape(-1), got_grad, want_grad, dtype, f"{name} gradient", scale)
