@@ -125,7 +125,8 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
     entries[_META] = np.array(json.dumps({"format": _FORMAT, **(metadata or {})}))
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(directory, os.path.basename(path)), suffix=".tmp",
+                               dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             # The .npz layout written by hand: np.savez would reject names like "file" (its own argument).
@@ -143,6 +144,22 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
             pass
         raise
     _fsync_dir(directory)
+
+
+def _temp_prefix(directory: str, name: str) -> str:
+    """``.<name>.`` for the temporary file, with ``name`` cut so the whole temporary name (prefix,
+    mkstemp's 8 random characters, ``.tmp``) fits the directory's limit on a name (255 bytes on
+    most file systems): a target name that is legal must never fail for its temporary's sake."""
+    try:
+        limit = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):   # no pathconf (Windows) or no such setting
+        limit = 255
+    room = max(0, limit - len(".." + "12345678" + ".tmp"))
+    raw = os.fsencode(name)
+    if len(raw) > room:
+        # Cut on a character boundary; an undecodable byte (surrogateescape) is simply dropped.
+        name = raw[:room].decode(errors="ignore")
+    return f".{name}."
 
 
 def _fsync_dir(directory):

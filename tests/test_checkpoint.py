@@ -194,3 +194,14 @@ def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
     assert child.returncode == -signal.SIGKILL
     assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert zipfile.is_zipfile(path)
+
+
+@pytest.mark.parametrize("name", ["m" * 245 + ".npz", "w" * 251 + ".npz", "é" * 125 + ".npz"],
+                         ids=["249-chars", "255-chars", "254-bytes-of-utf8"])
+def test_saving_to_a_name_of_the_longest_legal_length(device, tmp_path, name):
+    # The temporary file beside the target must fit the same 255-byte limit as the target itself.
+    path = tmp_path / name
+    checkpoint.save(path, {"w": np.arange(3.0)})
+    checkpoint.save(path, {"w": np.arange(4.0)})          # over an existing file, too
+    assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert os.listdir(tmp_path) == [name]
