@@ -358,6 +358,21 @@ def load(path) -> dict:
     return read(path).tensors
 
 
+def _does_not_fit(arr: np.ndarray, dtype: np.dtype) -> Optional[str]:
+    """Why ``arr``'s values cannot be copied into a tensor of ``dtype`` unchanged (None if they can)."""
+    if np.issubdtype(dtype, np.integer):
+        if arr.dtype.kind == "f":
+            return f"saved as {arr.dtype}, the variable is {dtype}"
+        info = np.iinfo(dtype)
+        if arr.size and arr.dtype.kind != "b" and (arr.min() < info.min or arr.max() > info.max):
+            return f"values beyond the range of {dtype}"
+    elif arr.dtype.kind == "f" and arr.dtype.itemsize > dtype.itemsize and arr.size:
+        finite = arr[np.isfinite(arr)]
+        if finite.size and np.abs(finite).max() > np.finfo(dtype).max:    # would silently become inf
+            return f"values beyond the range of {dtype}"
+    return None
+
+
 def load_into(path, named_variables: Mapping, strict: bool = True, optimizer=None) -> Checkpoint:
     """Copy a checkpoint's tensors into existing Variables/Tensors in place (same device buffers).
 
@@ -366,7 +381,8 @@ def load_into(path, named_variables: Mapping, strict: bool = True, optimizer=Non
     is written. ``optimizer``, if given, gets the saved optimiser state (checked first as well).
     Returns the whole :class:`Checkpoint` (for its metadata).
     """
-    ckpt = read(path)
+    ckpt = read(path)     # the whole file is checked here: a damaged member raises before any write
+    where = f"checkpoint {os.fspath(path)!r}"
     saved = ckpt.tensors
     targets = {}
     for name, value in named_variables.items():
@@ -380,16 +396,21 @@ def load_into(path, named_variables: Mapping, strict: bool = True, optimizer=Non
                   if n in saved and tuple(saved[n].shape) != tuple(t.shape())}
     if mismatched or (strict and (missing or unexpected)):
         raise CheckpointMismatchError(path, missing, unexpected, mismatched)
+    unfit = [f"{n} ({why})" for n, t in targets.items() if n in saved
+             for why in [_does_not_fit(saved[n], t.dtype)] if why]
+    if unfit:
+        raise CheckpointError(f"{where}: entries do not fit their variables: {'; '.join(unfit)}. "
+                              "Nothing was loaded.")
+    if optimizer is not None and ckpt.optimizer is None:
+        raise CheckpointError(f"{where} holds no optimiser state")
+    # Upload everything before changing anything: a failure here leaves variables and optimiser as they were.
+    sources = {name: Tensor.from_numpy(saved[name], dtype=t.dtype, device=t.device)
+               for name, t in targets.items() if name in saved and t.numel()}
     if optimizer is not None:
-        if ckpt.optimizer is None:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r} holds no optimiser state")
         try:   # checks everything before it changes the optimiser, and before any variable is written
             optimizer.load_state_dict(ckpt.optimizer)
         except (ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {os.fspath(path)!r}: the optimiser state does not fit: {e}. "
-                                  "Nothing was loaded.") from e
-    for name, t in targets.items():
-        if name in saved and t.numel():
-            src = Tensor.from_numpy(saved[name], dtype=t.dtype, device=t.device)
-            T.elementwise("a", [src], out=t.view(), op="load_into")   # in place: references stay valid
+            raise CheckpointError(f"{where}: the optimiser state does not fit: {e}. Nothing was loaded.") from e
+    for name, src in sources.items():
+        T.elementwise("a", [src], out=targets[name].view(), op="load_into")   # in place: references stay valid
     return ckpt

@@ -262,3 +262,59 @@ def test_load_state_dict_names_malformed_state_and_changes_nothing(fp64, what):
     assert type(err.value) is ValueError and "Adam.load_state_dict" in str(err.value)
     _same_state(opt.state_dict(), before)
     assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_load_into_refuses_values_its_variables_cannot_hold(device, tmp_path):
+    path = tmp_path / "m.npz"
+    w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)          # float32
+    checkpoint.save(path, {"w": np.array([1.0, 1e39])})                          # float64, beyond float32
+    with pytest.raises(CheckpointError, match=r"w \(values beyond the range of float32\).*Nothing was loaded"):
+        checkpoint.load_into(path, {"w": w})
+    assert w.to_vec() == [1.0, 2.0]
+    checkpoint.save(path, {"w": np.array([3.0, np.inf])})                        # inf stays inf
+    checkpoint.load_into(path, {"w": w})
+    assert w.to_vec() == [3.0, float("inf")]
+
+    labels = Tensor.from_numpy(np.array([1, 2], np.int32))
+    for saved, why in ((np.array([0.5, 1.0]), "saved as float64, the variable is int32"),
+                       (np.array([1, 2 ** 40]), "values beyond the range of int32")):
+        checkpoint.save(path, {"labels": saved})
+        with pytest.raises(CheckpointError, match=why):
+            checkpoint.load_into(path, {"labels": labels})
+        assert labels.to_vec() == [1, 2]
+
+
+def test_a_failed_upload_leaves_parameters_and_optimizer_as_they_were(device, tmp_path, monkeypatch):
+    # Variables and optimiser state are all uploaded before either is changed: a device refusing any
+    # one upload (here simulated, one after another) must not leave the optimiser loaded and some
+    # parameters written.
+    path = tmp_path / "m.npz"
+    net, other = model(0), model(1)
+    opt = Adam(net.parameters(), lr=0.05)
+    x = Variable(Tensor.from_numpy(np.ones((2, 6), np.float32)))
+    net(x).pow(2.0).mean().backward()
+    opt.step()
+    checkpoint.save(path, params(net), optimizer=opt)
+    target_opt = Adam(other.parameters(), lr=0.5)
+    before = snapshot(params(other))
+
+    real, calls = Tensor.from_numpy.__func__, []
+
+    def refusing(cls, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("simulated: the device refused an upload")
+        return real(cls, *args, **kwargs)
+
+    uploads = len(params(net)) * 3          # each parameter, and Adam's two moments for each
+    for fail_at in range(1, uploads + 1):
+        calls.clear()
+        monkeypatch.setattr(Tensor, "from_numpy", classmethod(refusing))
+        with pytest.raises(RuntimeError, match="simulated"):
+            checkpoint.load_into(path, params(other), optimizer=target_opt)
+        monkeypatch.undo()
+        assert target_opt.lr == 0.5 and target_opt.state == {}, f"optimiser changed (upload {fail_at} failed)"
+        for name, value in snapshot(params(other)).items():
+            np.testing.assert_array_equal(value, before[name], err_msg=f"upload {fail_at} failed")
+    checkpoint.load_into(path, params(other), optimizer=target_opt)
+    assert target_opt.lr == 0.05 and len(target_opt.state) == len(params(net))
