@@ -64,6 +64,11 @@ def flipped(raw: bytes, offset: int) -> bytes:
     return bytes(raw)
 
 
+def _write(path, raw):
+    path.write_bytes(raw)
+    return path
+
+
 # -- the file under test and the model it is loaded into ----------------------------------------------
 
 def _trained(seed, lr, steps):
@@ -374,7 +379,3 @@ def test_metadata_that_is_not_a_json_object(saved, target, tmp_path, text, expec
     damaged = rezip(saved, replace={META: npy(np.array(text))})
     _report(check(tmp_path / "m.npz", damaged, target, expect, ("__meta__",)))
 
-
-def _write(path, raw):
-    path.write_bytes(raw)
-    return path
