@@ -378,4 +378,3 @@ def test_optimizer_json_of_the_wrong_shape(saved, target, tmp_path, edit):
 def test_metadata_that_is_not_a_json_object(saved, target, tmp_path, text, expect):
     damaged = rezip(saved, replace={META: npy(np.array(text))})
     _report(check(tmp_path / "m.npz", damaged, target, expect, ("__meta__",)))
-
