@@ -48,6 +48,40 @@ def _number(value, what, low=0.0, high=None, high_open=False) -> float:
     return value
 
 
+_MAX_STEP = 2 ** 53
+
+
+def _index(i):
+    """A parameter index from a state dict (an int, or a decimal string as JSON keys are), else None."""
+    if isinstance(i, str) and i.isascii() and i.isdigit() and len(i) < 20:
+        return int(i)
+    if isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0:
+        return int(i)
+    return None
+
+
+def _option_problem(what: str, value, current):
+    """Why a saved option cannot be loaded, before ``_check_group`` sees it (None if it can):
+    a flag must be a bool (``bool("no")`` is True), and an int too large for a float would make
+    ``float()`` raise OverflowError instead of a message naming the option."""
+    if isinstance(current, (bool, np.bool_)) and not isinstance(value, (bool, np.bool_)):
+        return f"{what}: expected True or False, got {_brief(value)}"
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+            try:
+                float(v)
+            except OverflowError:
+                size = f"an integer of {int(v).bit_length()} bits" if isinstance(v, numbers.Integral) \
+                    else f"a {type(v).__name__} beyond float range"
+                return f"{what}: expected a finite number, got {size}"
+    return None
+
+
+def _brief(value) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
 def _optim_kernel(data: Tensor, name: str, momentum: bool, amsgrad: bool):
     dev = data.device
     ctype = kernels.ctype(data.dtype)
@@ -280,31 +314,48 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict):
         """Restore hyper-parameters and state saved by :meth:`state_dict`.
 
-        Everything is checked before anything changes: group count and sizes, parameter indices,
-        state names and shapes. One ValueError lists every problem found.
+        Everything is checked before anything changes: the structure (dicts and lists where
+        :meth:`state_dict` puts them), group count and sizes, parameter indices, options, steps,
+        state names, dtypes and shapes. One ValueError lists every problem found.
         """
         name = type(self).__name__
+        where = f"{name}.load_state_dict"
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups'")
-        groups = state_dict["param_groups"]
+            raise ValueError(f"{where}: expected a dict with 'state' and 'param_groups'")
+        groups, saved_state = state_dict["param_groups"], state_dict["state"]
+        # The structure first, so that every check below may index and iterate without surprises.
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError(f"{where}: 'param_groups' must be a list of dicts, got {_brief(groups)}")
+        if not isinstance(saved_state, dict) or not all(isinstance(e, dict) for e in saved_state.values()):
+            raise ValueError(f"{where}: 'state' must be a dict of parameter index -> dict, got "
+                             f"{_brief(saved_state)}")
         if len(groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: the state has {len(groups)} parameter group(s), "
+            raise ValueError(f"{where}: the state has {len(groups)} parameter group(s), "
                              f"this optimiser has {len(self.param_groups)}")
-        problems = []
+        problems, indices = [], []
         for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
-            if len(saved.get("params", [])) != len(mine["params"]):
-                problems.append(f"group {k}: {len(saved.get('params', []))} parameters saved, "
-                                f"{len(mine['params'])} here")
+            ids = saved.get("params", [])
+            if not isinstance(ids, (list, tuple)) or not all(_index(i) is not None for i in ids):
+                problems.append(f"group {k}: 'params' must be a list of parameter indices, got {_brief(ids)}")
+            elif len(ids) != len(mine["params"]):
+                problems.append(f"group {k}: {len(ids)} parameters saved, {len(mine['params'])} here")
+            else:
+                indices.extend(_index(i) for i in ids)
         if problems:
-            raise ValueError(f"{name}.load_state_dict: " + "; ".join(problems))
-        params = self.parameters()
-        saved_index = [i for g in groups for i in g["params"]]
-        to_param = {}
-        for pos, i in enumerate(saved_index):
-            to_param[int(i)] = params[pos]
+            raise ValueError(f"{where}: " + "; ".join(problems))
+        seen = set()
+        twice = sorted({i for i in indices if i in seen or seen.add(i)})
+        if twice:
+            raise ValueError(f"{where}: parameter index(es) {twice} are listed in more than one place")
+        to_param = dict(zip(indices, self.parameters()))
         new_groups = []
         for k, (saved, mine) in enumerate(zip(groups, self.param_groups)):
             options = {key: saved[key] for key in self.defaults if key in saved}
+            bad = [f"group {k}: {why}" for key, value in options.items()
+                   for why in [_option_problem(f"{name} {key}", value, mine[key])] if why]
+            if bad:
+                problems.extend(bad)
+                continue
             try:
                 checked = self._check_group({**{k2: v for k2, v in mine.items() if k2 != "params"}, **options})
             except (TypeError, ValueError) as e:
@@ -313,42 +364,49 @@ class Optimizer:
             new_groups.append(checked)
         new_state = {}
         allowed = {"step", *self._state_keys}
-        for i, entry in state_dict["state"].items():
-            try:
-                p = to_param[int(i)]
-            except (KeyError, ValueError):
+        for i, entry in saved_state.items():
+            p = to_param.get(_index(i))
+            if p is None:
                 problems.append(f"state for parameter {i!r}, which no group lists")
+                continue
+            if p in new_state:
+                problems.append(f"parameter {i}: state given twice")
                 continue
             extra = set(entry) - allowed
             if extra:
-                problems.append(f"parameter {i}: unknown state {sorted(extra)} for {name} "
+                problems.append(f"parameter {i}: unknown state {sorted(map(str, extra))} for {name} "
                                 f"(expected {sorted(allowed)})")
                 continue
             st = {}
             step = entry.get("step", 0)
-            if isinstance(step, np.ndarray):
+            if isinstance(step, (np.ndarray, np.generic)) and step.shape == ():
                 step = step.item()
-            if isinstance(step, bool) or not isinstance(step, (numbers.Integral, float)) or step < 0 \
-                    or int(step) != step:
-                problems.append(f"parameter {i}: step must be a non-negative integer, got {step!r}")
+            # Bounded so that beta ** step stays a float and the count stays exact in one.
+            if isinstance(step, bool) or not isinstance(step, (numbers.Integral, float)) \
+                    or not (0 <= step <= _MAX_STEP) or int(step) != step:
+                problems.append(f"parameter {i}: step must be an integer in [0, 2**53], got {_brief(step)}")
                 continue
             st["step"] = int(step)
             for key in self._state_keys:
                 if key not in entry:
                     continue
-                arr = np.asarray(entry[key])
-                if list(arr.shape) != p.shape():
-                    problems.append(f"parameter {i}: {key} has shape {list(arr.shape)}, the parameter "
-                                    f"has shape {p.shape()}")
+                try:
+                    arr = np.asarray(entry[key])
+                except (ValueError, TypeError) as e:     # e.g. a ragged list
+                    problems.append(f"parameter {i}: {key} is not an array ({e})")
                     continue
                 if arr.dtype.kind not in "fiu":
                     problems.append(f"parameter {i}: {key} holds {arr.dtype}, expected numbers")
                     continue
+                if list(arr.shape) != p.shape():
+                    problems.append(f"parameter {i}: {key} has shape {list(arr.shape)}, the parameter "
+                                    f"has shape {p.shape()}")
+                    continue
                 st[key] = arr
             new_state[p] = st
         if problems:
-            raise ValueError(f"{name}.load_state_dict: " + "; ".join(problems))
-        # Checked: only now upload and swap in.
+            raise ValueError(f"{where}: " + "; ".join(problems))
+        # Checked: only now upload, then swap in (an upload that fails leaves the old state in place).
         for p, st in new_state.items():
             data = p.data()
             for key in self._state_keys:

@@ -194,3 +194,127 @@ def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
     assert child.returncode == -signal.SIGKILL
     assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert zipfile.is_zipfile(path)
+
+
+@pytest.mark.parametrize("name", ["m" * 245 + ".npz", "w" * 251 + ".npz", "é" * 125 + ".npz"],
+                         ids=["249-chars", "255-chars", "254-bytes-of-utf8"])
+def test_saving_to_a_name_of_the_longest_legal_length(device, tmp_path, name):
+    # The temporary file beside the target must fit the same 255-byte limit as the target itself.
+    path = tmp_path / name
+    checkpoint.save(path, {"w": np.arange(3.0)})
+    checkpoint.save(path, {"w": np.arange(4.0)})          # over an existing file, too
+    assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert os.listdir(tmp_path) == [name]
+
+
+def _adam_after_a_step(lr=0.1):
+    w = Variable(Tensor.from_numpy(np.zeros((2, 3))), requires_grad=True)
+    opt = Adam([w], lr=lr)
+    w.set_grad(Tensor.from_numpy(np.ones((2, 3))))
+    opt.step()
+    return w, opt
+
+
+def _same_state(a, b):
+    assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()
+    for i in a["state"]:
+        assert a["state"][i].keys() == b["state"][i].keys()
+        for key, value in a["state"][i].items():
+            np.testing.assert_array_equal(value, b["state"][i][key])
+
+
+def _group(sd, **change):
+    return {**sd, "param_groups": [{**sd["param_groups"][0], **change}]}
+
+
+def _entry(sd, **change):
+    return {**sd, "state": {0: {**sd["state"][0], **change}}}
+
+
+MALFORMED_STATE = {     # what is wrong -> (the change, what the message must say)
+    "state is a list": (lambda sd: {**sd, "state": []}, "'state' must be a dict"),
+    "a group is a number": (lambda sd: {**sd, "param_groups": [5]}, "'param_groups' must be a list of dicts"),
+    "the groups are a number": (lambda sd: {**sd, "param_groups": 5}, "'param_groups' must be a list of dicts"),
+    "a state entry is a number": (lambda sd: {**sd, "state": {0: 3}}, "'state' must be a dict"),
+    "params is a string": (lambda sd: _group(sd, params="0"), "'params' must be a list of parameter indices"),
+    "lr beyond float range": (lambda sd: _group(sd, lr=10 ** 400), "Adam lr: expected a finite number"),
+    "beta beyond float range": (lambda sd: _group(sd, betas=[10 ** 400, 0.9]), "Adam betas: expected a finite"),
+    "lr is a string": (lambda sd: _group(sd, lr="fast"), "Adam lr: expected a number"),
+    "a flag is a string": (lambda sd: _group(sd, amsgrad="no"), "Adam amsgrad: expected True or False"),
+    "step is NaN": (lambda sd: _entry(sd, step=float("nan")), "step must be an integer"),
+    "step beyond float range": (lambda sd: _entry(sd, step=10 ** 400), "step must be an integer"),
+    "step is an array": (lambda sd: _entry(sd, step=np.array([1, 2])), "step must be an integer"),
+    "a moment is ragged": (lambda sd: _entry(sd, exp_avg=[[1.0], [1.0, 2.0]]), "exp_avg is not an array"),
+    "a moment is complex": (lambda sd: _entry(sd, exp_avg=np.zeros((2, 3), complex)), "exp_avg holds complex"),
+    "a moment holds strings": (lambda sd: _entry(sd, exp_avg=np.full((2, 3), "x")), "exp_avg holds <U1"),
+    "state given twice": (lambda sd: {**sd, "state": {0: sd["state"][0], "0": sd["state"][0]}}, "given twice"),
+}
+
+
+@pytest.mark.parametrize("what", list(MALFORMED_STATE))
+def test_load_state_dict_names_malformed_state_and_changes_nothing(fp64, what):
+    change, message = MALFORMED_STATE[what]
+    w, opt = _adam_after_a_step()
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match=message) as err:   # never AttributeError or OverflowError
+        opt.load_state_dict(change(opt.state_dict()))
+    assert type(err.value) is ValueError and "Adam.load_state_dict" in str(err.value)
+    _same_state(opt.state_dict(), before)
+    assert opt.param_groups[0]["lr"] == 0.1
+
+
+def test_load_into_refuses_values_its_variables_cannot_hold(device, tmp_path):
+    path = tmp_path / "m.npz"
+    w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)          # float32
+    checkpoint.save(path, {"w": np.array([1.0, 1e39])})                          # float64, beyond float32
+    with pytest.raises(CheckpointError, match=r"w \(values beyond the range of float32\).*Nothing was loaded"):
+        checkpoint.load_into(path, {"w": w})
+    assert w.to_vec() == [1.0, 2.0]
+    checkpoint.save(path, {"w": np.array([3.0, np.inf])})                        # inf stays inf
+    checkpoint.load_into(path, {"w": w})
+    assert w.to_vec() == [3.0, float("inf")]
+
+    labels = Tensor.from_numpy(np.array([1, 2], np.int32))
+    for saved, why in ((np.array([0.5, 1.0]), "saved as float64, the variable is int32"),
+                       (np.array([1, 2 ** 40]), "values beyond the range of int32")):
+        checkpoint.save(path, {"labels": saved})
+        with pytest.raises(CheckpointError, match=why):
+            checkpoint.load_into(path, {"labels": labels})
+        assert labels.to_vec() == [1, 2]
+
+
+def test_a_failed_upload_leaves_parameters_and_optimizer_as_they_were(device, tmp_path, monkeypatch):
+    # Variables and optimiser state are all uploaded before either is changed: a device refusing any
+    # one upload (here simulated, one after another) must not leave the optimiser loaded and some
+    # parameters written.
+    path = tmp_path / "m.npz"
+    net, other = model(0), model(1)
+    opt = Adam(net.parameters(), lr=0.05)
+    x = Variable(Tensor.from_numpy(np.ones((2, 6), np.float32)))
+    net(x).pow(2.0).mean().backward()
+    opt.step()
+    checkpoint.save(path, params(net), optimizer=opt)
+    target_opt = Adam(other.parameters(), lr=0.5)
+    before = snapshot(params(other))
+
+    real, calls = Tensor.from_numpy.__func__, []
+
+    def refusing(cls, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == fail_at:
+            raise RuntimeError("simulated: the device refused an upload")
+        return real(cls, *args, **kwargs)
+
+    uploads = len(params(net)) * 3          # each parameter, and Adam's two moments for each
+    for fail_at in range(1, uploads + 1):
+        calls.clear()
+        monkeypatch.setattr(Tensor, "from_numpy", classmethod(refusing))
+        with pytest.raises(RuntimeError, match="simulated"):
+            checkpoint.load_into(path, params(other), optimizer=target_opt)
+        monkeypatch.undo()
+        assert target_opt.lr == 0.5 and target_opt.state == {}, f"optimiser changed (upload {fail_at} failed)"
+        for name, value in snapshot(params(other)).items():
+            np.testing.assert_array_equal(value, before[name], err_msg=f"upload {fail_at} failed")
+    checkpoint.load_into(path, params(other), optimizer=target_opt)
+    assert target_opt.lr == 0.05 and len(target_opt.state) == len(params(net))
