@@ -116,7 +116,11 @@ class Captured:
                 return rec.output
             rec.close()
         rec = _Recording()
-        output = rec.run(self.fn, args)
+        try:
+            output = rec.run(self.fn, args)
+        except BaseException:
+            rec.close()   # its buffers go back to the device pool, whatever fn raised
+            raise
         self.recordings += 1
         with self._lock:
             old = self._recordings.pop(key, None)
@@ -172,7 +176,9 @@ class _Pool:
 
     def __init__(self, device, recording):
         self.device = device
-        self.recording = recording
+        # The owner's id, not the owner: no reference cycle, so a dropped recording's buffers come
+        # back at once rather than at the next garbage collection.
+        self.owner = id(recording)
         self._free: dict = {}
         self._lock = threading.Lock()
         self.closed = False
@@ -236,7 +242,7 @@ class _Recording:
 
     def keep_storage(self, storage):
         pool = storage.pool
-        if not (isinstance(pool, _Pool) and pool.recording is self):
+        if not (isinstance(pool, _Pool) and pool.owner == id(self)):
             self.keep[id(storage)] = storage   # external: it must outlive the recording
 
     def note_version(self, storage):

@@ -122,6 +122,12 @@ def garbage_pool():
         lambda: 0, small, small.reshape([6]), Tensor.zeros([0, 3]), Tensor.scalar(2.0), Tensor.zeros([3, 1]),
         Tensor.from_numpy(np.array([0, 2], np.int32), dtype="int32"), Variable(small), Variable(small, True),
         Variable(Tensor.from_vec([0.2, 0.8], [2]), True), Variable(Tensor.zeros([2, 1]), True),
+        # Huge and tiny numbers, special values inside tensors, 0-d and zero-size Variables, integers.
+        10**400, -10**400, 5e-324, 1e-45, np.float64(1e300), np.nan,
+        Tensor.from_vec([float("nan"), float("inf"), -float("inf"), 1e38, -1e-45, 0.0], [2, 3]),
+        Tensor.from_numpy(np.array([[2**31 - 1, -2**31, 7]], np.int32)), Variable(Tensor.scalar(-3.0), True),
+        Variable(Tensor.zeros([0, 3]), True), Variable(Tensor.from_numpy(np.array([5, -5, 0], np.int32))),
+        Variable(Tensor.from_vec([float("nan"), 1e30, -1e30], [3]), True),
     ]
 
 
@@ -138,11 +144,14 @@ VARIABLE_METHODS = [
     "view", "transpose", "narrow", "slice", "expand", "unsqueeze", "squeeze", "mse_loss", "l1_loss",
     "smooth_l1_loss", "binary_cross_entropy", "cross_entropy", "nll_loss", "backward", "set_data",
     "set_grad", "requires_grad_", "relu", "exp", "log", "sum", "mean", "item",
+    "sigmoid", "tanh", "gelu", "silu", "sqrt", "abs", "neg_var", "t", "flatten", "__neg__", "__mul__",
+    "__truediv__", "__radd__", "__rmul__", "__pow__", "sub_scalar", "mul_scalar", "detach", "zero_grad",
 ]
 
 TENSOR_METHODS = [
     "reshape", "transpose", "permute", "narrow", "expand", "sum", "mean", "max", "argmax", "astype",
     "matmul", "__add__", "__mul__", "__truediv__", "__pow__", "__rsub__", "item", "size", "apply", "to",
+    "__sub__", "__neg__", "__radd__", "__rmul__", "__rtruediv__", "clone", "numpy", "to_vec",
 ]
 
 
@@ -222,3 +231,67 @@ if __name__ == "__main__":
     for p in problems:
         print(p)
     print(f"{len(problems)} kinds of unexpected exception" if problems else "clean")
+
+
+# -- random calls whose results are checked ------------------------------------------------------------
+
+def _random_operand(rng, shape, dtype):
+    if dtype == np.int32:
+        pool = np.array([0, 1, -1, 7, -7, 2**31 - 1, -2**31, 2**30 + 1, 123456789], np.int64)
+        return rng.choice(pool, size=shape).astype(np.int32)
+    x = np.asarray(rng.standard_normal(shape) * rng.choice([1e-3, 1.0, 1e3]), np.float64)
+    special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e30, -1e-30, 3e38])
+    mask = rng.random(shape) < 0.2
+    x[mask] = rng.choice(special, size=int(mask.sum()))
+    return x.astype(dtype)
+
+
+def _expected(op, a, b, reverse):
+    """numpy's answer under our promotion rules: int32 +-* stay int32 (wrapping), else the widest float."""
+    ints = a.dtype == np.int32 and (b.dtype == np.int32 if isinstance(b, np.ndarray) else
+                                    float(b).is_integer() and -2**31 <= b < 2**31)
+    if ints and op in "+-*":
+        x, y = a.astype(np.int64), np.asarray(b, np.int64)
+        x, y = (y, x) if reverse else (x, y)
+        r = {"+": x + y, "-": x - y, "*": x * y}[op]
+        return ((r + 2**31) % 2**32 - 2**31).astype(np.int32)
+    dt = np.float64 if np.float64 in (a.dtype, getattr(b, "dtype", None)) else np.float32
+    x, y = a.astype(dt).astype(np.float64), np.asarray(b).astype(dt).astype(np.float64)
+    x, y = (y, x) if reverse else (x, y)
+    with np.errstate(all="ignore"):
+        return {"+": x + y, "-": x - y, "*": x * y, "/": x / y}[op].astype(dt)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_arithmetic_calls_agree_with_numpy_under_torchs_promotion(seed, device):
+    rng = np.random.default_rng(seed)
+    dtypes = [np.float32, np.int32] + ([np.float64] if device.fp64 else [])
+    shapes = [(), (0,), (1,), (3,), (2, 3), (17,), (3, 1), (1, 4), (2, 0, 3)]
+    for case in range(120):
+        shape = shapes[rng.integers(len(shapes))]
+        a = _random_operand(rng, shape, dtypes[rng.integers(len(dtypes))])
+        op = "+-*/"[rng.integers(4)]
+        reverse = False
+        if rng.random() < 0.4:   # a Python number, on either side
+            b = float(rng.choice([0.0, 1.0, -2.5, 3.0, 1e300, 5e-324, np.nan, 7.0, -4.0]))
+            reverse = bool(rng.random() < 0.5)
+            ta = Tensor.from_numpy(a)
+            got = {"+": lambda: b + ta if reverse else ta + b, "-": lambda: b - ta if reverse else ta - b,
+                   "*": lambda: b * ta if reverse else ta * b, "/": lambda: b / ta if reverse else ta / b}[op]()
+        else:
+            bshape = [s if rng.random() < 0.7 else 1 for s in shape]
+            b = _random_operand(rng, tuple(bshape), dtypes[rng.integers(len(dtypes))])
+            ta, tb = Tensor.from_numpy(a), Tensor.from_numpy(b)
+            got = {"+": ta + tb, "-": ta - tb, "*": ta * tb, "/": ta / tb}[op]
+        want = _expected(op, a, b, reverse)
+        what = f"case {case}: {a.dtype}{list(shape)} {op} {getattr(b, 'dtype', type(b).__name__)} (reverse={reverse})"
+        assert got.dtype == want.dtype, what
+        out = got.numpy()
+        assert out.shape == want.shape, what
+        if want.dtype == np.int32:
+            np.testing.assert_array_equal(out, want, err_msg=what)
+        else:
+            np.testing.assert_array_equal(np.isnan(out), np.isnan(want), err_msg=what)
+            rtol = 1e-14 if want.dtype == np.float64 else 4e-7
+            ok = ~np.isnan(want)
+            np.testing.assert_allclose(out[ok], want[ok], rtol=rtol, atol=0, err_msg=what)

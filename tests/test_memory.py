@@ -52,3 +52,52 @@ def test_thousand_training_steps_keep_device_and_host_memory_flat(device):
     # Native memory (driver events, kernel arguments): 1 KB leaked per op would be ~40 MB.
     assert _rss_kib() - rss_after_warmup < 32 * 1024
     assert loss.item() < first   # and it was really training
+
+
+def test_a_thousand_refused_calls_leave_device_and_host_memory_flat(device, tmp_path):
+    import pytest
+
+    from axonml_autograd import CaptureError, capture, checkpoint
+    from axonml_autograd.checkpoint import CheckpointError
+
+    x = Variable(Tensor.from_vec([1.0, 2.0, 3.0], [3], device=device), requires_grad=True)
+    w = Variable(Tensor.from_vec([0.5, -1.0, 2.0], [3], device=device), requires_grad=True)
+    opt = Adam([w], lr=1e-3)
+    checkpoint.save(tmp_path / "ok.npz", {"w": w}, optimizer=opt)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes((tmp_path / "ok.npz").read_bytes()[:-40])   # truncated
+    calls = [
+        (lambda: x.matmul(Variable(Tensor.zeros([4, 2], device=device))), ValueError),
+        (lambda: x.add_scalar(10**400), ValueError),
+        (lambda: x.narrow(0, 0.5, 1), TypeError),
+        (lambda: x.reshape([4]), ValueError),
+        (lambda: (x * 2.0).backward(), RuntimeError),
+        (lambda: x.sigmoid().binary_cross_entropy(x * 2.0), None),   # p fine, target 2-6: no error
+        (lambda: capture(lambda t: (t * 2.0).sum().item())(Tensor.ones([3], device=device)), CaptureError),
+        (lambda: checkpoint.load_into(bad, {"w": w}, optimizer=opt), CheckpointError),
+    ]
+
+    def round_of_errors():
+        for call, exc in calls:
+            if exc is None:
+                call()
+                continue
+            with pytest.raises(exc):
+                call()
+
+    for _ in range(20):
+        round_of_errors()
+    device.synchronize()
+    gc.collect()
+    pool = device.pool
+    held = pool.in_use_bytes + pool.held_bytes
+    objects = len(gc.get_objects())
+    rss = _rss_kib()
+    for _ in range(1000 // len(calls)):
+        round_of_errors()
+    device.synchronize()
+    gc.collect()
+    assert pool.in_use_bytes + pool.held_bytes == held
+    assert len(gc.get_objects()) - objects < 200
+    assert _rss_kib() - rss < 32 * 1024
+    assert w.to_vec() == [0.5, -1.0, 2.0]     # the refused loads changed nothing
