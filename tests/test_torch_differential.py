@@ -129,6 +129,7 @@ def test_cross_entropy_over_zero_classes_is_nan(device):
     assert np.isnan(loss.item())
     with pytest.raises(IndexError, match="out of range for 0 classes"):
         logits.cross_entropy([0, 0, 0])
+    assert np.isnan(logits.log_softmax(1).nll_loss(Tensor.from_numpy(np.zeros(3, np.int32), dtype="int32")).item())
 
 
 # Reductions, products and losses on a [5, 7] input: random values, and the same with special values

@@ -114,6 +114,8 @@ def nll_loss(log_probs, targets):
     picked = elementwise("(t < 0 || t >= C) ? NAN : (gid % C == t ? -x : L(0.0))", [lp, tcol],
                          names=("x", "t"), int_scalars={"C": c}, op="nll_loss")
     loss = reduce(picked, "sum", scale=1.0 / n)
+    if c == 0:   # no class to pick: no element carries the NaN, and a sum of nothing would say 0
+        loss = Tensor.full((), float("nan"), lp.dtype, lp.device)
 
     def rule(ctx, g):
         (ids,) = ctx.saved_tensors
