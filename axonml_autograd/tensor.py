@@ -748,7 +748,7 @@ UNARY = {
     "sqrt": "sqrt(a)",
     "abs": "fabs(a)",
     "sign": "isnan(a) ? a : (T)((a > 0) - (a < 0))",
-    "relu": "a > 0 ? a : L(0.0)",
+    "relu": "(a > 0 || a != a) ? a : L(0.0)",
     "sigmoid": "L(1.0) / (L(1.0) + exp(-a))",
     "tanh": "tanh(a)",
     "square": "a * a",
@@ -776,7 +776,7 @@ INT_EXACT = {
     "add": "(int)((uint)a + (uint)b)", "sub": "(int)((uint)a - (uint)b)", "mul": "(int)((uint)a * (uint)b)",
     "maximum": "max(a, b)", "minimum": "min(a, b)",
     "neg": "(int)(0u - (uint)a)", "abs": "(int)abs(a)", "square": "(int)((uint)a * (uint)a)",
-    "sign": "(a > 0) - (a < 0)",
+    "sign": "(a > 0) - (a < 0)", "relu": "a > 0 ? a : 0",
 }
 
 

@@ -54,3 +54,19 @@ def test_float32_with_float64_is_float64_in_either_order(fp64):
         assert r.dtype == np.float64
     np.testing.assert_allclose((f + d).numpy(), np.array([1.6, 2.7]), rtol=1e-15)
     np.testing.assert_allclose((d + f).numpy(), np.array([1.6, 2.7]), rtol=1e-15)
+
+
+def test_float_valued_functions_of_integers_promote_instead_of_failing_to_build():
+    a = Variable(Tensor.from_numpy(np.array([[1, 2, 3], [4, 5, 2**30 + 1]], np.int32)))
+    x = np.array([[1, 2, 3], [4, 5, 2**30 + 1]], np.float64)
+    sm = a.softmax(-1)
+    assert sm.dtype == np.float32
+    np.testing.assert_allclose(sm.numpy(), np.exp(x - x.max(1, keepdims=True)) /
+                               np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True), rtol=1e-6, atol=1e-30)
+    for r in (a.log_softmax(0), a.cross_entropy([0, 1]), a.sigmoid(), a.sqrt()):
+        assert r.dtype == np.float32 and np.isfinite(r.numpy()).all()
+    probs = Variable(Tensor.from_numpy(np.array([0, 1], np.int32)))
+    assert probs.binary_cross_entropy(probs).item() == 0.0
+    relu = (-a).relu()
+    assert relu.dtype == np.int32 and relu.numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
+    assert a.relu().numpy()[1, 2] == 2**30 + 1

@@ -36,6 +36,11 @@ ACTIVATIONS = {
 }
 
 
+def _floats(x):
+    """Integers promoted to float32, as torch does for a float-valued function (they carry no gradient)."""
+    return x if x.dtype.kind == "f" else x.astype("float32")
+
+
 def activation(name, a, **scalars):
     return unary(ACTIVATIONS, name, a, **scalars)
 
@@ -53,7 +58,7 @@ def log_softmax(a, dim=-1):
 def _normalise(a, dim, log):
     op = "log_softmax" if log else "softmax"
     name = "LogSoftmaxBackward" if log else "SoftmaxBackward"
-    x = a.data()
+    x = _floats(a.data())
     d = normalize_axis(dim, x.ndim(), f"{op} dim")
     if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
         return record(name, x.clone(), [a], lambda ctx, g: g)

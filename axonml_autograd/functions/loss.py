@@ -13,6 +13,7 @@ import numpy as np
 
 from ..grad_fn import record
 from ..tensor import Tensor, broadcast_view, cross_entropy_rows, cross_entropy_rows_backward, elementwise, reduce
+from .activation import _floats
 from .arithmetic import unary
 
 
@@ -50,7 +51,7 @@ def smooth_l1_loss(pred, target, beta=1.0):
 def binary_cross_entropy(pred, target):
     """-mean(t log p + (1 - t) log(1 - p)); p must be probabilities in [0, 1] (else the loss is NaN)."""
     _check_same_shape("binary_cross_entropy", pred, target)
-    p, t = pred.data(), target.data()
+    p, t = _floats(pred.data()), _floats(target.data())
     # p outside [0, 1] or NaN gives NaN, not a plausible number (torch raises; that would need a read).
     losses = elementwise("(p >= L(0.0) && p <= L(1.0)) ? -(t * fmax(log(p), L(-100.0)) + (L(1.0) - t) * "
                          "fmax(log(L(1.0) - p), L(-100.0))) : (T)NAN",
@@ -102,7 +103,7 @@ def nll_loss(log_probs, targets):
 
     A target index outside [0, C) read from a device Tensor makes the loss NaN (lists raise IndexError).
     """
-    lp = log_probs.data()
+    lp = _floats(log_probs.data())
     if lp.ndim() != 2:
         raise ValueError(f"nll_loss: expected input of shape [N, C], got {lp.shape()}")
     n, c = lp._shape
@@ -136,7 +137,7 @@ def cross_entropy(logits, targets):
     """
     if logits.ndim() != 2:
         raise ValueError(f"cross_entropy: expected logits of shape [N, C], got {logits.shape()}")
-    x = logits.data()
+    x = _floats(logits.data())
     n, c = x._shape
     if n == 0:
         raise ValueError("cross_entropy: empty batch (input has 0 rows)")
