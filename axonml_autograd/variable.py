@@ -248,8 +248,22 @@ class Variable:
             return arithmetic.scalar("rdiv_scalar", self, other)
         return _as_variable(other, "div").div_var(self)
 
-    def pow(self, exponent): return arithmetic.pow(self, _number(exponent, "pow"))
+    def pow(self, exponent):
+        """``self ** exponent``: a number, or a Variable/Tensor (broadcasting; both sides differentiable)."""
+        if isinstance(exponent, (Variable, Tensor)):
+            return arithmetic.binary("pow", self, _as_variable(exponent, "pow"))
+        return arithmetic.pow(self, _number(exponent, "pow"))
     __pow__ = pow
+
+    def __rpow__(self, base):
+        """``base ** self`` for a number ``base`` (gradient ``base ** x * log(base)``)."""
+        return arithmetic.scalar("rpow_scalar", self, _number(base, "rpow"))
+
+    def maximum(self, other): return arithmetic.binary("maximum", self, _operand(other, self, "maximum"))
+    def minimum(self, other): return arithmetic.binary("minimum", self, _operand(other, self, "minimum"))
+    def atan2(self, other): return arithmetic.binary("atan2", self, _operand(other, self, "atan2"))
+    def fmod(self, other): return arithmetic.binary("fmod", self, _operand(other, self, "fmod"))
+    def remainder(self, other): return arithmetic.binary("remainder", self, _operand(other, self, "remainder"))
 
     def exp(self): return arithmetic.unary(arithmetic.UNARY_OPS, "exp", self)
     def log(self): return arithmetic.unary(arithmetic.UNARY_OPS, "log", self)
@@ -262,7 +276,25 @@ class Variable:
     def leaky_relu(self, slope=0.01): return activation.activation("leaky_relu", self, slope=_number(slope, "leaky_relu"))
     def sigmoid(self): return activation.activation("sigmoid", self)
     def tanh(self): return activation.activation("tanh", self)
-    def gelu(self): return activation.activation("gelu", self)
+    def gelu(self, approximate="none"):
+        """torch's gelu: ``x * Phi(x)`` with erf (``approximate="none"``) or the tanh approximation."""
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+        return activation.activation("gelu" if approximate == "none" else "gelu_tanh", self)
+
+    def softplus(self, beta=1.0, threshold=20.0):
+        return activation.activation("softplus", self, beta=_number(beta, "softplus beta"),
+                                     threshold=_number(threshold, "softplus threshold"))
+    def elu(self, alpha=1.0): return activation.activation("elu", self, alpha=_number(alpha, "elu alpha"))
+    def selu(self): return activation.activation("selu", self)
+    def mish(self): return activation.activation("mish", self)
+    def logsigmoid(self): return activation.activation("logsigmoid", self)
+
+    def hardtanh(self, min_val=-1.0, max_val=1.0):
+        lo, hi = _number(min_val, "hardtanh min_val"), _number(max_val, "hardtanh max_val")
+        if lo > hi:
+            raise ValueError(f"hardtanh: min_val {lo} is greater than max_val {hi}")
+        return activation.activation("hardtanh", self, lo=lo, hi=hi)
     def silu(self): return activation.activation("silu", self)
     def softmax(self, dim=-1): return activation.softmax(self, dim)
     def log_softmax(self, dim=-1): return activation.log_softmax(self, dim)
@@ -313,6 +345,26 @@ class Variable:
     def __len__(self):
         return len(self._data)
 
+
+
+def _maths(name):
+    def op(self):
+        return arithmetic.unary(arithmetic.UNARY_OPS, name, self)
+    op.__name__ = name
+    op.__doc__ = f"Elementwise ``{name}`` (differentiable; torch's gradient)."
+    return op
+
+
+for _name in arithmetic.MATHS:
+    setattr(Variable, _name, _maths(_name))
+
+
+def _operand(other, like, op):
+    """A Variable for the other side of a binary op: Variables and Tensors as they are, numbers as 0-d."""
+    if isinstance(other, (Variable, Tensor)):
+        return _as_variable(other, op)
+    value = _number(other, op)
+    return Variable(Tensor.full((), value, like.dtype if like.dtype.kind == "f" else "float32", like.device))
 
 
 def _note_leaf(var, reset):

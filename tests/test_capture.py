@@ -337,6 +337,10 @@ OPS = {
     "bce": lambda a, x, t: a.sigmoid().binary_cross_entropy(x * 0.4),
     "cross_entropy": lambda a, x, t: (a * x).cross_entropy(t),
     "nll_loss": lambda a, x, t: (a * x).log_softmax(1).nll_loss(t),
+    "maths": lambda a, x, t: (a * x).sin() + (a * x).erf() + (a * a + x).log1p() + (a * x).atan() + (a * 0.3).atanh(),
+    "activations": lambda a, x, t: (a * x).gelu() + (a * x).mish() + (a * x).softplus() + (a * x).elu() + a.logsigmoid(),
+    "binary_maths": lambda a, x, t: a.maximum(x) + a.minimum(0.5) + a.atan2(x) + a.remainder(x) + (a * a + x).pow(a),
+    "rpow": lambda a, x, t: 2.0 ** (a * x),
 }
 
 

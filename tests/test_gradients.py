@@ -7,6 +7,7 @@ max_dim without ties, smooth_l1 away from 0 and +-beta; log/sqrt/fractional pow 
 binary cross-entropy probabilities in (0.05, 0.95).
 """
 
+import math
 import re
 import zlib
 from typing import Callable, NamedTuple
@@ -52,6 +53,12 @@ def gen(kind, shape, rng, previous):
         return (rng.permutation(n) * 0.25 - n * 0.125).reshape(shape)
     if kind == "clamp":      # away from the bounds used below, -0.5 and 0.7
         return _away(rng.uniform(-2, 2, shape), [-0.5, 0.7])
+    if kind == "unit":       # inside (-1, 1): asin, acos, atanh
+        return rng.uniform(-0.9, 0.9, shape)
+    if kind == "big":        # cosh, sinh, exp2 ... over a wider range, and above 1 for acosh-like ops
+        return rng.uniform(-3, 3, shape)
+    if kind == "steps":      # floor, ceil, round, trunc: away from every integer and half-integer
+        return _away(rng.uniform(-3, 3, shape), [k / 2 for k in range(-7, 8)], 0.05)
     raise ValueError(kind)
 
 
@@ -86,8 +93,19 @@ def np_log_softmax(x, dim):
     return x - m - np.log(np.exp(x - m).sum(axis=dim, keepdims=True))
 
 
-def np_gelu(x):
+def np_gelu_tanh(x):
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def np_gelu(x):
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+
+
+def np_softplus(x, beta=1.0, threshold=20.0):
+    return np.where(x * beta > threshold, x, np.log1p(np.exp(x * beta)) / beta)
 
 
 def np_sigmoid(x):
@@ -234,6 +252,15 @@ ACT = {
     "sigmoid": (lambda x: x.sigmoid(), np_sigmoid, "u"),
     "tanh": (lambda x: x.tanh(), np.tanh, "u"),
     "gelu": (lambda x: x.gelu(), np_gelu, "u"),
+    "gelu_tanh": (lambda x: x.gelu("tanh"), np_gelu_tanh, "u"),
+    "softplus": (lambda x: x.softplus(), np_softplus, "u"),
+    "softplus_beta3": (lambda x: x.softplus(3.0, 4.0), lambda x: np_softplus(x, 3.0, 4.0), "u"),
+    "elu": (lambda x: x.elu(0.7), lambda x: np.where(x > 0, x, 0.7 * np.expm1(x)), "nz"),
+    "selu": (lambda x: x.selu(), lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(x)),
+             "nz"),
+    "mish": (lambda x: x.mish(), lambda x: x * np.tanh(np_softplus(x)), "u"),
+    "hardtanh": (lambda x: x.hardtanh(-0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7), "clamp"),
+    "logsigmoid": (lambda x: x.logsigmoid(), lambda x: -np.logaddexp(0, -x), "u"),
     "silu": (lambda x: x.silu(), lambda x: x * np_sigmoid(x), "u"),
 }
 for name, (fn, ref, kind) in ACT.items():
@@ -246,6 +273,31 @@ for name, fn, ref in (("softmax", lambda d: (lambda x: x.softmax(d)), np_softmax
     case(f"{name}_dim1-2x3x5", fn(1), lambda x, r=ref: r(x, 1), ([2, 3, 5], "u"))
     case(f"{name}_dim0-17", fn(0), lambda x, r=ref: r(x, 0), ([17], "u"))
     case(f"{name}_dim1-1x65", fn(1), lambda x, r=ref: r(x, 1), ([1, 65], "u"))
+
+# Maths: one row each, on shapes of 17 and [3, 5], with inputs inside each function's domain.
+MATHS = {
+    "sin": (np.sin, "big"), "cos": (np.cos, "big"), "tan": (np.tan, "unit"), "asin": (np.arcsin, "unit"),
+    "acos": (np.arccos, "unit"), "atan": (np.arctan, "big"), "sinh": (np.sinh, "big"), "cosh": (np.cosh, "big"),
+    "asinh": (np.arcsinh, "big"), "atanh": (np.arctanh, "unit"), "erf": (_erf, "u"),
+    "erfc": (lambda x: 1 - _erf(x), "u"), "log1p": (np.log1p, "pos"), "expm1": (np.expm1, "u"),
+    "log2": (np.log2, "pos"), "log10": (np.log10, "pos"), "exp2": (np.exp2, "u"),
+    "rsqrt": (lambda x: 1 / np.sqrt(x), "pos"), "reciprocal": (lambda x: 1 / x, "pos"),
+    "square": (np.square, "u"), "sign": (np.sign, "nz"), "floor": (np.floor, "steps"),
+    "ceil": (np.ceil, "steps"), "round": (np.round, "steps"), "trunc": (np.trunc, "steps"),
+}
+for name, (ref, kind) in MATHS.items():
+    case(f"{name}-17", lambda x, n=name: getattr(x, n)(), ref, ([17], kind))
+    case(f"{name}-3x5", lambda x, n=name: getattr(x, n)(), ref, ([3, 5], kind))
+
+# Binary maths, broadcasting, both sides differentiable (away from ties, zeros and the remainder's jumps).
+case("maximum-3x1_3x4", lambda a, b: a.maximum(b), np.maximum, ([3, 1], "distinct"), ([3, 4], "u"))
+case("minimum-4_3x4", lambda a, b: a.minimum(b), np.minimum, ([4], "distinct"), ([3, 4], "u"))
+case("atan2-3x17", lambda a, b: a.atan2(b), np.arctan2, ([3, 17], "nz"), ([3, 17], "nz"))
+case("fmod-3x5_5", lambda a, b: a.fmod(b), np.fmod, ([3, 5], "steps"), ([5], lambda r, s, p: r.uniform(1.1, 1.4, s)))
+case("remainder-17", lambda a, b: a.remainder(b), np.remainder, ([17], "steps"),
+     ([17], lambda r, s, p: r.choice([-1.0, 1.0], s) * r.uniform(1.1, 1.4, s)))
+case("pow_tensor_exponent-3x4_4", lambda a, b: a.pow(b), np.power, ([3, 4], "pos"), ([4], "u"))
+case("rpow-17", lambda x: 2.5 ** x, lambda x: 2.5 ** x, ([17], "u"))
 
 # Reductions.
 case("sum-3x17", lambda x: x.sum(), lambda x: np.sum(x), ([3, 17], "u"))

@@ -22,7 +22,41 @@ OPS = {
     "leaky_relu": (lambda v: v.leaky_relu(0.1), lambda t: F.leaky_relu(t, 0.1)),
     "sigmoid": (lambda v: v.sigmoid(), torch.sigmoid),
     "tanh": (lambda v: v.tanh(), torch.tanh),
-    "gelu_tanh": (lambda v: v.gelu(), lambda t: F.gelu(t, approximate="tanh")),
+    "gelu_tanh": (lambda v: v.gelu("tanh"), lambda t: F.gelu(t, approximate="tanh")),
+    "gelu": (lambda v: v.gelu(), F.gelu),
+    "softplus": (lambda v: v.softplus(), F.softplus),
+    "softplus_beta2": (lambda v: v.softplus(2.0, 10.0), lambda t: F.softplus(t, 2.0, 10.0)),
+    "elu": (lambda v: v.elu(0.7), lambda t: F.elu(t, 0.7)),
+    "selu": (lambda v: v.selu(), F.selu),
+    "mish": (lambda v: v.mish(), F.mish),
+    "hardtanh": (lambda v: v.hardtanh(-0.5, 2.0), lambda t: F.hardtanh(t, -0.5, 2.0)),
+    "logsigmoid": (lambda v: v.logsigmoid(), F.logsigmoid),
+    "rpow": (lambda v: 2.0 ** v, lambda t: 2.0 ** t),
+    "sin": (lambda v: v.sin(), torch.sin),
+    "cos": (lambda v: v.cos(), torch.cos),
+    "tan": (lambda v: v.tan(), torch.tan),
+    "asin": (lambda v: v.asin(), torch.asin),
+    "acos": (lambda v: v.acos(), torch.acos),
+    "atan": (lambda v: v.atan(), torch.atan),
+    "sinh": (lambda v: v.sinh(), torch.sinh),
+    "cosh": (lambda v: v.cosh(), torch.cosh),
+    "asinh": (lambda v: v.asinh(), torch.asinh),
+    "atanh": (lambda v: v.atanh(), torch.atanh),
+    "erf": (lambda v: v.erf(), torch.erf),
+    "erfc": (lambda v: v.erfc(), torch.erfc),
+    "log1p": (lambda v: v.log1p(), torch.log1p),
+    "expm1": (lambda v: v.expm1(), torch.expm1),
+    "log2": (lambda v: v.log2(), torch.log2),
+    "log10": (lambda v: v.log10(), torch.log10),
+    "exp2": (lambda v: v.exp2(), torch.exp2),
+    "rsqrt": (lambda v: v.rsqrt(), torch.rsqrt),
+    "reciprocal": (lambda v: v.reciprocal(), torch.reciprocal),
+    "square": (lambda v: v.square(), torch.square),
+    "sign": (lambda v: v.sign(), torch.sign),
+    "floor": (lambda v: v.floor(), torch.floor),
+    "ceil": (lambda v: v.ceil(), torch.ceil),
+    "round": (lambda v: v.round(), torch.round),
+    "trunc": (lambda v: v.trunc(), torch.trunc),
     "silu": (lambda v: v.silu(), F.silu),
     "exp": (lambda v: v.exp(), torch.exp),
     "log": (lambda v: v.log(), torch.log),
@@ -191,3 +225,37 @@ def test_reductions_products_and_losses_match_torch(name, dtype, kind, device):
     scale = 1e3 if dtype == np.float32 else 1e5
     _compare(np.arange(got_out.size), got_out, want_out, dtype, f"{name} forward", scale)
     _compare(xs.reshape(-1), got_grad, want_grad, dtype, f"{name} gradient", scale)
+
+
+PAIR_VALUES = [0.0, -0.0, 0.5, 1.5, -2.5, 3.0, -3.0, 1e30, float("nan"), float("inf"), float("-inf")]
+BINARY_OPS = {
+    "maximum": (lambda a, b: a.maximum(b), torch.maximum),
+    "minimum": (lambda a, b: a.minimum(b), torch.minimum),
+    "atan2": (lambda a, b: a.atan2(b), torch.atan2),
+    "fmod": (lambda a, b: a.fmod(b), torch.fmod),
+    "remainder": (lambda a, b: a.remainder(b), torch.remainder),
+    "pow": (lambda a, b: a.pow(b), torch.pow),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(BINARY_OPS))
+def test_binary_op_and_both_gradients_match_torch_on_every_pair_of_special_values(name, dtype, device):
+    if dtype == np.float64 and not device.fp64:
+        pytest.skip("no fp64")
+    ours, theirs = BINARY_OPS[name]
+    a_h, b_h = (np.array(v, dtype) for v in zip(*[(a, b) for a in PAIR_VALUES for b in PAIR_VALUES]))
+    a = Variable(Tensor.from_numpy(a_h, dtype=dtype), requires_grad=True)
+    b = Variable(Tensor.from_numpy(b_h, dtype=dtype), requires_grad=True)
+    out = ours(a, b)
+    out.sum().backward()
+    ta = torch.from_numpy(a_h.astype(np.float64)).requires_grad_(True)
+    tb = torch.from_numpy(b_h.astype(np.float64)).requires_grad_(True)
+    ref = theirs(ta, tb)
+    ref.sum().backward()
+    pairs = np.array([f"({x}, {y})" for x, y in zip(a_h, b_h)])
+    with np.errstate(all="ignore"):
+        want = [r.astype(dtype) for r in (ref.detach().numpy(), ta.grad.numpy(), tb.grad.numpy())]
+    for what, got, w in (("forward", out.numpy(), want[0]), ("gradient a", a.grad().numpy(), want[1]),
+                         ("gradient b", b.grad().numpy(), want[2])):
+        _compare(pairs, got, w, dtype, f"{name} {what}")

@@ -19,6 +19,9 @@ def _bell(a):
     return f"{a} / ((L(1.0) + {a}) * (L(1.0) + {a}))"
 
 
+_SP = "(x > L(20.0) ? x : log1p(exp(x)))"   # softplus(x) with torch's threshold
+
+
 # name: (forward, backward, scalar names); backward reads g, the input x and the output y.
 # At NaN every forward gives NaN, as torch's do, and the gradients at NaN are torch's (relu's passes g).
 ACTIVATIONS = {
@@ -27,12 +30,27 @@ ACTIVATIONS = {
     "sigmoid": ("L(1.0) / (L(1.0) + exp(-x))", f"g * {_bell('exp(-fabs(x))')}", ()),
     "tanh": ("tanh(x)", f"g * L(4.0) * {_bell('exp(L(-2.0) * fabs(x))')}", ()),
     # The product x * a(...) * u' is 0 where a is: at |x| large, u' alone overflows.
-    "gelu": (f"x / (L(1.0) + exp(L(-2.0) * ({_GELU_INNER})))",
+    # gelu with erf (torch's default): x * Phi(x), Phi written with erfc so its left tail keeps its digits.
+    "gelu": ("L(0.5) * x * erfc(-x * L(0.7071067811865476))",
+             "g * (L(0.5) * erfc(-x * L(0.7071067811865476)) + x * L(0.3989422804014327) * exp(L(-0.5) * x * x))",
+             ()),
+    "gelu_tanh": (f"x / (L(1.0) + exp(L(-2.0) * ({_GELU_INNER})))",
              f"g * (L(1.0) / (L(1.0) + exp(L(-2.0) * ({_GELU_INNER}))) + ({_GELU_A} > L(0.0) ? "
              f"L(2.0) * x * {_bell(_GELU_A)} * L(0.7978845608028654) * (L(1.0) + L(0.134145) * x * x) : L(0.0)))",
              ()),
     "silu": ("x / (L(1.0) + exp(-x))",
              "g * (L(1.0) / (L(1.0) + exp(-x))) * (L(1.0) + x * (L(1.0) - L(1.0) / (L(1.0) + exp(-x))))", ()),
+    # softplus: linear above threshold / beta, as torch.
+    "softplus": ("x * beta > threshold ? x : log1p(exp(x * beta)) / beta",
+                 "x * beta > threshold ? g : g / (L(1.0) + exp(-x * beta))", ("beta", "threshold")),
+    "elu": ("x > 0 ? x : alpha * expm1(x)", "x <= 0 ? g * alpha * exp(x) : g", ("alpha",)),
+    "selu": ("x > 0 ? L(1.0507009873554805) * x : L(1.7580993408473766) * expm1(x)",
+             "x <= 0 ? L(1.7580993408473766) * g * exp(x) : L(1.0507009873554805) * g", ()),
+    # mish = x tanh(softplus(x)); sech^2 of softplus in the a / (1 + a)^2 form, exactly 0 when saturated.
+    "mish": (f"x * tanh({_SP})", f"g * (tanh({_SP}) + x / (L(1.0) + exp(-x)) * L(4.0) * {_bell(f'exp(L(-2.0) * {_SP})')})",
+             ()),
+    "hardtanh": ("x != x ? x : fmin(fmax(x, lo), hi)", "(x <= lo || x >= hi) ? L(0.0) : g", ("lo", "hi")),
+    "logsigmoid": ("fmin(x, L(0.0)) - log1p(exp(-fabs(x)))", "g / (L(1.0) + exp(x))", ()),
 }
 
 

@@ -39,6 +39,22 @@ BINARY_OPS = {
     "sub": ("a - b", "g", "-g"),
     "mul": ("a * b", "g * b", "g * a"),
     "div": ("a / b", "g / b", "-g * a / (b * b)"),
+    # NaN wins; as torch: a tie splits the gradient, and where either side is NaN both get all of it.
+    "maximum": ("(a > b || a != a) ? a : b", "a == b ? g * L(0.5) : (a < b ? L(0.0) : g)",
+                "a == b ? g * L(0.5) : (a > b ? L(0.0) : g)"),
+    "minimum": ("(a < b || a != a) ? a : b", "a == b ? g * L(0.5) : (a > b ? L(0.0) : g)",
+                "a == b ? g * L(0.5) : (a < b ? L(0.0) : g)"),
+    "atan2": ("atan2(a, b)", "(a == 0 && b == 0) ? L(0.0) : g * b / (a * a + b * b)",
+              "(a == 0 && b == 0) ? L(0.0) : -g * a / (a * a + b * b)"),
+    "fmod": ("fmod(a, b)", "g", "-g * trunc(a / b)"),
+    # Python's and torch's remainder: the sign of the divisor.
+    # d/db is -g times Python's floor division a // b (which is -1, not -0, for 0.5 // -inf).
+    "remainder": ("(fmod(a, b) != 0 && ((fmod(a, b) < 0) != (b < 0))) ? fmod(a, b) + b : fmod(a, b)", "g",
+                  "-g * (b == 0 ? a / b : (a - fmod(a, b)) / b - "
+                  "((fmod(a, b) != 0 && ((b < 0) != (fmod(a, b) < 0))) ? L(1.0) : L(0.0)))"),
+    # torch's conventions at 0: no gradient through a zero exponent, none to b where a is 0 and b >= 0.
+    "pow": ("pow(a, b)", "b == 0 ? L(0.0) : g * b * pow(a, b - L(1.0))",
+            "(a == 0 && b >= 0) ? L(0.0) : g * pow(a, b) * log(a)"),
 }
 
 
@@ -75,6 +91,7 @@ SCALAR_OPS = {
     "mul_scalar": ("x * s", "g * s"),
     "div_scalar": ("x / s", "g / s"),
     "rdiv_scalar": ("s / x", "-g * s / (x * x)"),
+    "rpow_scalar": ("pow(s, x)", "g * pow(s, x) * log(s)"),
 }
 
 
@@ -93,7 +110,8 @@ def scalar(name, a, value):
 
 # The tensor-level op and operand order of each scalar op (used for integer tensors).
 _TENSOR_SCALAR = {"add_scalar": ("add", False), "sub_scalar": ("sub", False), "rsub_scalar": ("sub", True),
-                  "mul_scalar": ("mul", False), "div_scalar": ("div", False), "rdiv_scalar": ("div", True)}
+                  "mul_scalar": ("mul", False), "div_scalar": ("div", False), "rdiv_scalar": ("div", True),
+                  "rpow_scalar": ("pow", True)}
 
 
 @lru_cache(maxsize=None)
@@ -123,7 +141,35 @@ UNARY_OPS = {
     "abs": ("fabs(x)", "x > 0 ? g : (x < 0 ? -g : L(0.0))", ()),
     "pow": ("pow(x, p)", "p == 0 ? L(0.0) : g * p * pow(x, p - L(1.0))", ("p",)),
     "clamp": ("x != x ? x : fmin(fmax(x, lo), hi)", "(x >= lo && x <= hi) ? g : L(0.0)", ("lo", "hi")),
+    # Maths, with torch's gradients (0 for the step functions; sign(0) = sign(NaN) = 0).
+    "sin": ("sin(x)", "g * cos(x)", ()),
+    "cos": ("cos(x)", "-g * sin(x)", ()),
+    "tan": ("tan(x)", "g * (L(1.0) + y * y)", ()),
+    "asin": ("asin(x)", "g / sqrt(L(1.0) - x * x)", ()),
+    "acos": ("acos(x)", "-g / sqrt(L(1.0) - x * x)", ()),
+    "atan": ("atan(x)", "g / (L(1.0) + x * x)", ()),
+    "sinh": ("sinh(x)", "g * cosh(x)", ()),
+    "cosh": ("cosh(x)", "g * sinh(x)", ()),
+    "asinh": ("asinh(x)", "g / sqrt(x * x + L(1.0))", ()),
+    "atanh": ("atanh(x)", "g / (L(1.0) - x * x)", ()),
+    "erf": ("erf(x)", "g * L(1.1283791670955126) * exp(-x * x)", ()),
+    "erfc": ("erfc(x)", "-g * L(1.1283791670955126) * exp(-x * x)", ()),
+    "log1p": ("log1p(x)", "g / (L(1.0) + x)", ()),
+    "expm1": ("expm1(x)", "g * (y + L(1.0))", ()),
+    "log2": ("log2(x)", "g / (x * L(0.6931471805599453))", ()),
+    "log10": ("log10(x)", "g / (x * L(2.302585092994046))", ()),
+    "exp2": ("exp2(x)", "g * y * L(0.6931471805599453)", ()),
+    "rsqrt": ("rsqrt(x)", "L(-0.5) * g * y * y * y", ()),
+    "reciprocal": ("L(1.0) / x", "-g * y * y", ()),
+    "square": ("x * x", "L(2.0) * g * x", ()),
+    "sign": ("x > 0 ? L(1.0) : (x < 0 ? L(-1.0) : L(0.0))", "L(0.0)", ()),
+    "floor": ("floor(x)", "L(0.0)", ()),
+    "ceil": ("ceil(x)", "L(0.0)", ()),
+    "round": ("rint(x)", "L(0.0)", ()),   # half to even, as torch.round
+    "trunc": ("trunc(x)", "L(0.0)", ()),
 }
+MATHS = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "atanh", "erf", "erfc", "log1p",
+         "expm1", "log2", "log10", "exp2", "rsqrt", "reciprocal", "square", "sign", "floor", "ceil", "round", "trunc")
 
 
 def unary(table, name, a, **scalars):
