@@ -300,8 +300,31 @@ class Variable:
     def log_softmax(self, dim=-1): return activation.log_softmax(self, dim)
 
     # -- reductions ---------------------------------------------------------------------------------
-    def sum(self): return reduction.sum_all(self)
-    def mean(self): return reduction.mean_all(self)
+    def sum(self, dim=None, keepdim=False):
+        """The sum of everything (0-d), or over ``dim`` (an int or a tuple), as torch's ``sum``."""
+        if dim is None and not keepdim:
+            return reduction.sum_all(self)
+        return reduction.reduce_dims(self, dim, keepdim, "sum")
+
+    def mean(self, dim=None, keepdim=False):
+        """The mean of everything (0-d), or over ``dim`` (an int or a tuple), as torch's ``mean``."""
+        if dim is None and not keepdim:
+            return reduction.mean_all(self)
+        return reduction.reduce_dims(self, dim, keepdim, "mean")
+
+    def max(self, dim=None, keepdim=False):
+        """torch's ``max``: over everything a 0-d Variable; along ``dim`` ``(values, indices)``."""
+        return reduction.extreme(self, dim, keepdim, "max")
+
+    def min(self, dim=None, keepdim=False):
+        """torch's ``min``: over everything a 0-d Variable; along ``dim`` ``(values, indices)``."""
+        return reduction.extreme(self, dim, keepdim, "min")
+
+    def argmax(self, dim=None, keepdim=False) -> Tensor:
+        return reduction.arg_extreme(self._data, dim, keepdim, "argmax")
+
+    def argmin(self, dim=None, keepdim=False) -> Tensor:
+        return reduction.arg_extreme(self._data, dim, keepdim, "argmin")
     def sum_dim(self, dim, keepdim=False): return reduction.sum_dim(self, dim, keepdim)
     def mean_dim(self, dim, keepdim=False): return reduction.mean_dim(self, dim, keepdim)
     def var_dim(self, dim, keepdim=False): return reduction.var_dim(self, dim, keepdim)
@@ -314,8 +337,76 @@ class Variable:
     def __rmatmul__(self, other): return linalg.matmul(_as_variable(other, "matmul"), self)
 
     # -- shapes -------------------------------------------------------------------------------------
-    def reshape(self, shape): return shape_ops.reshape(self, shape)
-    def view(self, shape): return shape_ops.reshape(self, shape)
+    def reshape(self, *shape):
+        """``reshape([2, -1])`` or torch's ``reshape(2, -1)``."""
+        return shape_ops.reshape(self, _varargs(shape))
+
+    def view(self, *shape): return shape_ops.reshape(self, _varargs(shape))
+    def permute(self, *dims): return shape_ops.permute(self, _varargs(dims))
+
+    @property
+    def T(self):
+        """The axes reversed (a transpose for 2-D), as torch's ``.T``."""
+        return shape_ops.permute(self, list(reversed(range(self.ndim()))))
+
+    @property
+    def mT(self):
+        """The last two axes swapped (a batch of transposes)."""
+        return shape_ops.transpose(self, -2, -1)
+
+    def size(self, dim=None):
+        """The shape as a list, or the size of axis ``dim`` (torch's ``size``)."""
+        return self._data.size(dim)
+
+    def dim(self) -> int:
+        return self._data.ndim()
+
+    def flip(self, *dims): return shape_ops.flip(self, _varargs(dims))
+    def tril(self, diagonal=0): return shape_ops.triangle(self, diagonal, upper=False)
+    def triu(self, diagonal=0): return shape_ops.triangle(self, diagonal, upper=True)
+    def expand_as(self, other): return self.expand(_as_variable(other, "expand_as").shape())
+
+    def unflatten(self, dim, sizes):
+        shape = self.shape()
+        d = T.normalize_axis(dim, len(shape), "unflatten dim")
+        return self.reshape(shape[:d] + list(sizes) + shape[d + 1:])
+
+    def repeat(self, *sizes):
+        """torch's ``repeat``: tile the data ``sizes[k]`` times along axis k (leading axes added as needed)."""
+        sizes = [T.as_int(s, "repeat: size") for s in _varargs(sizes)]
+        shape = self.shape()
+        if len(sizes) < len(shape):
+            raise ValueError(f"repeat: {len(sizes)} sizes for a tensor of {len(shape)} dims")
+        shape = [1] * (len(sizes) - len(shape)) + shape
+        spread = [v for s in shape for v in (1, s)]
+        tiled = [v for r, s in zip(sizes, shape) for v in (r, s)]
+        return self.reshape(spread).expand(tiled).reshape([r * s for r, s in zip(sizes, shape)])
+
+    def split(self, split_size_or_sections, dim=0):
+        """Pieces along ``dim``: of ``split_size`` each (the last may be shorter), or of the listed sizes."""
+        size = self.shape()[T.normalize_axis(dim, self.ndim(), "split dim")]
+        if isinstance(split_size_or_sections, (list, tuple)):
+            sizes = [T.as_int(s, "split: section") for s in split_size_or_sections]
+            if sum(sizes) != size:
+                raise ValueError(f"split: sections {sizes} do not add up to the size {size} of dim {dim}")
+        else:
+            step = T.as_int(split_size_or_sections, "split: split_size")
+            if step <= 0:
+                raise ValueError(f"split: split_size must be positive, got {step}")
+            sizes = [min(step, size - k) for k in range(0, size, step)] or [0]
+        out, start = [], 0
+        for s in sizes:
+            out.append(self.narrow(dim, start, s))
+            start += s
+        return tuple(out)
+
+    def chunk(self, chunks, dim=0):
+        """torch's ``chunk``: at most ``chunks`` pieces of ``ceil(size / chunks)`` along ``dim``."""
+        chunks = T.as_int(chunks, "chunk: chunks")
+        if chunks <= 0:
+            raise ValueError(f"chunk: chunks must be positive, got {chunks}")
+        size = self.shape()[T.normalize_axis(dim, self.ndim(), "chunk dim")]
+        return self.split(max(1, -(-size // chunks)), dim)
     def transpose(self, d0, d1): return shape_ops.transpose(self, d0, d1)
     def t(self): return shape_ops.transpose(self, -2, -1) if self.ndim() >= 2 else self
     def narrow(self, dim, start, length): return shape_ops.narrow(self, dim, start, length)
@@ -323,11 +414,35 @@ class Variable:
     def expand(self, shape): return shape_ops.expand(self, shape)
     def unsqueeze(self, dim): return shape_ops.unsqueeze(self, dim)
     def squeeze(self, dim=None): return shape_ops.squeeze(self, dim)
-    def flatten(self): return shape_ops.reshape(self, [self.numel()])
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Axes ``start_dim..end_dim`` merged into one (all of them by default)."""
+        shape = self.shape()
+        if not shape:
+            return shape_ops.reshape(self, [1])
+        s = T.normalize_axis(start_dim, len(shape), "flatten start_dim")
+        e = T.normalize_axis(end_dim, len(shape), "flatten end_dim")
+        if s > e:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+        merged = 1
+        for k in range(s, e + 1):
+            merged *= shape[k]
+        return shape_ops.reshape(self, shape[:s] + [merged] + shape[e + 1:])
 
     @staticmethod
     def cat(variables, dim=0) -> "Variable":
         return shape_ops.cat([_as_variable(v, "cat") for v in variables], dim)
+
+    @staticmethod
+    def stack(variables, dim=0) -> "Variable":
+        """Join along a new axis ``dim`` (every shape must be the same)."""
+        vs = [_as_variable(v, "stack") for v in variables]
+        if not vs:
+            raise ValueError("stack: expected a non-empty list of Variables")
+        for v in vs[1:]:
+            if v.shape() != vs[0].shape():
+                raise ValueError(f"stack: shapes {vs[0].shape()} and {v.shape()} differ")
+        d = T.normalize_axis(dim, vs[0].ndim() + 1, "stack dim")
+        return shape_ops.cat([v.unsqueeze(d) for v in vs], d)
 
     # -- losses -------------------------------------------------------------------------------------
     def mse_loss(self, target): return loss.mse_loss(self, _as_variable(target, "mse_loss"))
@@ -371,6 +486,13 @@ def _note_leaf(var, reset):
     cap = T.launch.active_capture()
     if cap is not None:
         cap.note_leaf(var, reset)
+
+
+def _varargs(args):
+    """torch accepts ``f(2, 3)`` and ``f((2, 3))`` / ``f([2, 3])`` alike."""
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return list(args[0])
+    return list(args)
 
 
 def _as_variable(x, op) -> Variable:

@@ -299,6 +299,39 @@ case("remainder-17", lambda a, b: a.remainder(b), np.remainder, ([17], "steps"),
 case("pow_tensor_exponent-3x4_4", lambda a, b: a.pow(b), np.power, ([3, 4], "pos"), ([4], "u"))
 case("rpow-17", lambda x: 2.5 ** x, lambda x: 2.5 ** x, ([17], "u"))
 
+# torch's spellings of reductions and shapes.
+case("sum_tuple-2x3x5", lambda x: x.sum((0, 2)), lambda x: x.sum(axis=(0, 2)), ([2, 3, 5], "u"))
+case("mean_keepdim-3x17", lambda x: x.mean(dim=1, keepdim=True), lambda x: x.mean(axis=1, keepdims=True),
+     ([3, 17], "u"))
+case("sum_all_keepdim-3x5", lambda x: x.sum(keepdim=True), lambda x: x.sum(keepdims=True), ([3, 5], "u"))
+case("max_all-3x17", lambda x: x.max(), lambda x: x.max(), ([3, 17], "distinct"))
+case("max_dim_values-2x3x5", lambda x: x.max(1)[0], lambda x: x.max(axis=1), ([2, 3, 5], "distinct"))
+case("min_all-17", lambda x: x.min(), lambda x: x.min(), ([17], "distinct"))
+case("min_dim_keepdim-3x5", lambda x: x.min(0, keepdim=True)[0], lambda x: x.min(axis=0, keepdims=True),
+     ([3, 5], "distinct"))
+case("permute-2x3x5", lambda x: x.permute(2, 0, 1), lambda x: x.transpose(2, 0, 1), ([2, 3, 5], "u"))
+case("T-3x17", lambda x: x.T, lambda x: x.T, ([3, 17], "u"))
+case("mT-2x3x5", lambda x: x.mT, lambda x: np.swapaxes(x, -1, -2), ([2, 3, 5], "u"))
+case("flip-2x3x5", lambda x: x.flip(0, 2), lambda x: np.flip(x, (0, 2)), ([2, 3, 5], "u"))
+case("flip-17", lambda x: x.flip(0), lambda x: x[::-1], ([17], "u"))
+case("tril-5x7", lambda x: x.tril(), np.tril, ([5, 7], "u"))
+case("triu_1-2x3x5", lambda x: x.triu(1), lambda x: np.triu(x, 1), ([2, 3, 5], "u"))
+case("tril_neg-17x3", lambda x: x.tril(-2), lambda x: np.tril(x, -2), ([17, 3], "u"))
+case("repeat-3x1", lambda x: x.repeat(2, 1, 4), lambda x: np.tile(x, (2, 1, 4)), ([3, 1], "u"))
+case("stack-3x5_3x5", lambda a, b: Variable.stack([a, b], 1), lambda a, b: np.stack([a, b], 1), ([3, 5], "u"),
+     ([3, 5], "u"))
+case("split-17", lambda x: Variable.cat([p * (k + 1) for k, p in enumerate(x.split(5))], 0),
+     lambda x: np.concatenate([p * (k + 1) for k, p in enumerate(np.split(x, [5, 10, 15]))]), ([17], "u"))
+case("chunk-3x17", lambda x: x.chunk(4, 1)[3] * 2.0, lambda x: x[:, 15:] * 2.0, ([3, 17], "u"))
+case("flatten-2x3x5", lambda x: x.flatten(1), lambda x: x.reshape(2, 15), ([2, 3, 5], "u"))
+case("unflatten-3x6", lambda x: x.unflatten(1, (2, 3)), lambda x: x.reshape(3, 2, 3), ([3, 6], "u"))
+case("reshape_varargs-3x17", lambda x: x.reshape(17, -1), lambda x: x.reshape(17, 3), ([3, 17], "u"))
+case("expand_as-3x1", lambda x: x.expand_as(Variable(Tensor.zeros([3, 4], x.dtype))),
+     lambda x: np.broadcast_to(x, (3, 4)), ([3, 1], "u"))
+case("cross_entropy_nd-2x5x3", lambda x: x.cross_entropy([[0, 4, 2], [1, 1, 3]]),
+     lambda x: np_nll(np_log_softmax(x.transpose(0, 2, 1).reshape(6, 5), 1), [0, 4, 2, 1, 1, 3]),
+     ([2, 5, 3], "u"))
+
 # Reductions.
 case("sum-3x17", lambda x: x.sum(), lambda x: np.sum(x), ([3, 17], "u"))
 case("sum-0d", lambda x: x.sum(), lambda x: np.sum(x), ([], "u"))

@@ -135,8 +135,27 @@ def cross_entropy(logits, targets):
     ``nll_loss(log_softmax(logits, 1), targets)``. A target outside [0, C) read from a device Tensor
     makes the loss NaN (lists raise IndexError).
     """
+    if logits.ndim() > 2:
+        # torch's [N, C, d1, ...]: the class axis moved last, every position a row of its own.
+        nd, c = logits.ndim(), logits.shape()[1]
+        rows = logits.permute([0] + list(range(2, nd)) + [1]).reshape([-1, c])
+        if isinstance(targets, Tensor) or callable(getattr(targets, "data", None)) and isinstance(targets.data(), Tensor):
+            t = targets if isinstance(targets, Tensor) else targets.data()
+            want = [logits.shape()[0]] + logits.shape()[2:]
+            if t.shape() != want:
+                raise ValueError(f"cross_entropy: targets of shape {t.shape()} for logits {logits.shape()}; "
+                                 f"expected {want}")
+            flat = t.reshape([t.numel()])
+        else:
+            arr = np.asarray(targets)
+            want = (logits.shape()[0], *logits.shape()[2:])
+            if arr.shape != want:
+                raise ValueError(f"cross_entropy: targets of shape {list(arr.shape)} for logits {logits.shape()}; "
+                                 f"expected {list(want)}")
+            flat = arr.reshape(-1)
+        return cross_entropy(rows, flat)
     if logits.ndim() != 2:
-        raise ValueError(f"cross_entropy: expected logits of shape [N, C], got {logits.shape()}")
+        raise ValueError(f"cross_entropy: expected logits of shape [N, C] or [N, C, d1, ...], got {logits.shape()}")
     x = _floats(logits.data())
     n, c = x._shape
     if n == 0:

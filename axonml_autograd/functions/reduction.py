@@ -95,3 +95,59 @@ def _kept_shape(shape, dim):
     if kept:
         kept[dim] = 1
     return kept
+
+
+# -- torch's spellings: several dims at once, max/min over everything or one dim ------------------------
+
+def _dims(x, dim, op):
+    dims = [dim] if not isinstance(dim, (list, tuple)) else list(dim)
+    ds = sorted({normalize_axis(d, x.ndim(), f"{op} dim") for d in dims}, reverse=True)
+    if len(ds) != len(dims):
+        raise ValueError(f"{op}: dim {list(dims)} names an axis twice")
+    return ds
+
+
+def reduce_dims(a, dim, keepdim, op):
+    """sum or mean over ``dim`` (None: all, an int, or a tuple), keeping the axes when ``keepdim``."""
+    x = a.data()
+    if dim is None:
+        out = sum_all(a) if op == "sum" else mean_all(a)
+        return out.reshape([1] * x.ndim()) if keepdim else out
+    one = sum_dim if op == "sum" else mean_dim
+    out = a
+    for d in _dims(x, dim, op):      # from the last axis down, so the others keep their numbers
+        out = one(out, d, True)
+    if keepdim:
+        return out
+    gone = set(_dims(x, dim, op))
+    return out.reshape([s for k, s in enumerate(x._shape) if k not in gone])
+
+
+def extreme(a, dim, keepdim, op):
+    """max or min: over everything (a 0-d Variable) or along ``dim`` (``(values, int32 indices)``).
+
+    The gradient goes to the first extreme element, as max_dim does (torch spreads it over ties).
+    """
+    x = a.data()
+    if x.numel() == 0 and dim is None:
+        raise ValueError(f"{op}: cannot reduce an empty tensor of shape {x.shape()}")
+    src = a if op == "max" else -a
+    if dim is None:
+        flat = src.reshape([x.numel()]) if x.ndim() else src.reshape([1])
+        values = max_dim(flat, 0)
+        if keepdim:
+            values = values.reshape([1] * x.ndim())
+        return values if op == "max" else -values
+    d = normalize_axis(dim, x.ndim(), f"{op} dim")
+    values = max_dim(src, d, keepdim)
+    indices = src.data().argmax(d, keepdim)
+    return (values if op == "max" else -values), indices
+
+
+def arg_extreme(x: Tensor, dim, keepdim, op) -> Tensor:
+    """argmax/argmin as an int32 Tensor (the first one), over the flattened tensor when dim is None."""
+    src = x if op == "argmax" else -x
+    if dim is None:
+        idx = src.reshape([x.numel()]).argmax(0)
+        return idx.reshape([1] * x.ndim()) if keepdim else idx
+    return src.argmax(normalize_axis(dim, x.ndim(), f"{op} dim"), keepdim)

@@ -127,3 +127,54 @@ def cat(variables, dim=0):
         return tuple(grads)
 
     return record("CatBackward", out, variables, rule, dim=d, sizes=[t._shape[d] for t in tensors])
+
+
+# -- torch's spellings, composed from the ops above or written as one strided copy ----------------------
+
+def permute(a, dims):
+    """The axes in the order ``dims`` (a copy); backward permutes back."""
+    x = a.data()
+    nd = x.ndim()
+    if len(dims) != nd:
+        raise ValueError(f"permute: expected {nd} dims for shape {x.shape()}, got {list(dims)}")
+    perm = [normalize_axis(d, nd, "permute dim") for d in dims]
+    if sorted(perm) != list(range(nd)):
+        raise ValueError(f"permute: {list(dims)} is not a permutation of the {nd} dims of shape {x.shape()}")
+    inverse = [perm.index(k) for k in range(nd)]
+    return record("PermuteBackward", x.permute(perm), [a], lambda ctx, g: g.permute(ctx.attrs["inverse"]),
+                  inverse=inverse)
+
+
+def _flip_tensor(x: Tensor, dims) -> Tensor:
+    st = contiguous_strides(x._shape)
+    strides = [-s if k in dims else s for k, s in enumerate(st)]
+    offset = sum((x._shape[k] - 1) * st[k] for k in dims if x._shape[k] > 0)
+    return copy_view(View(x, x._shape, strides, offset))
+
+
+def flip(a, dims):
+    """The order of the elements reversed along each of ``dims``; backward flips back."""
+    x = a.data()
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    ds = sorted({normalize_axis(d, x.ndim(), "flip dim") for d in dims})
+    if not x.ndim():
+        return reshape(a, [])
+    return record("FlipBackward", _flip_tensor(x, ds), [a], lambda ctx, g: _flip_tensor(g, ctx.attrs["dims"]),
+                  dims=ds)
+
+
+def _triangle(x: Tensor, k: int, upper: bool) -> Tensor:
+    rows, cols = x._shape[-2], x._shape[-1]
+    keep = "(gid % C) - ((gid / C) % R) >= k" if upper else "(gid % C) - ((gid / C) % R) <= k"
+    return elementwise(f"({keep}) ? x : L(0.0)", [x], names=("x",), int_scalars={"C": cols, "R": rows, "k": k},
+                       op="triu" if upper else "tril")
+
+
+def triangle(a, diagonal, upper):
+    """tril/triu over the last two axes: zero above (below) the ``diagonal``-th diagonal."""
+    x = a.data()
+    if x.ndim() < 2:
+        raise ValueError(f"{'triu' if upper else 'tril'}: expected at least 2 dims, got shape {x.shape()}")
+    k = as_int(diagonal, f"{'triu' if upper else 'tril'}: diagonal")
+    return record("TriuBackward" if upper else "TrilBackward", _triangle(x, k, upper), [a],
+                  lambda ctx, g: _triangle(g, ctx.attrs["k"], ctx.attrs["upper"]), k=k, upper=upper)
