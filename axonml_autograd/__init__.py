@@ -19,11 +19,14 @@ from .grad_fn import GradientFunction
 from .backward import backward, check_gradients, gradcheck, numerical_gradient
 from .anomaly import AnomalyError, detect_anomaly
 from .capture import CaptureError, capture
+from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
+from .random import manual_seed
 
 __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "enable_grad", "EnableGradGuard",
            "inference_mode", "InferenceModeGuard", "is_grad_enabled", "is_inference_mode", "backward",
            "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
-           "detect_anomaly", "AnomalyError", "capture", "CaptureError"]
+           "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
+           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed"]
 
 __version__ = "0.1.0"

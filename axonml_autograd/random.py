@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 
 import numpy as np
 
-from . import kernels
+from . import kernels, launch
 from .device import get_device
 from .tensor import Tensor, _local_size, _parse_shape
 
@@ -60,9 +61,54 @@ def _check_float_dtype(t: Tensor, op) -> None:
         raise TypeError(f"{op}: random numbers need a float32 or float64 tensor, got {t.dtype}")
 
 
+# -- the per-device generator: where calls without a seed draw from ---------------------------------------
+
+DEFAULT_SEED = 67280421310721   # a fixed start (torch's), so a program without manual_seed repeats itself
+
+
+class Generator:
+    """A device's stream of fresh numbers: a seed and the next unused Philox block.
+
+    Each call without ``seed=`` takes the next ``blocks`` blocks, so successive calls never repeat;
+    the counter lives on the host (a draw needs no device read) and ``manual_seed`` resets it.
+    """
+
+    def __init__(self, seed=DEFAULT_SEED):
+        self.seed, self.offset = seed, 0
+        self._lock = threading.Lock()
+
+    def draw(self, blocks: int):
+        with self._lock:
+            offset = self.offset
+            self.offset = (offset + blocks) % _U64
+            return self.seed, offset
+
+
+def generator(device=None) -> Generator:
+    dev = get_device(device)
+    gen = dev.__dict__.get("_generator")
+    if gen is None:
+        gen = dev.__dict__.setdefault("_generator", Generator())
+    return gen
+
+
+def manual_seed(seed, device=None) -> Generator:
+    """Restart the generator of ``device`` (default: the default device) at ``seed``."""
+    gen = generator(device)
+    with gen._lock:
+        gen.seed, gen.offset = _check_u64(seed, "manual_seed seed"), 0
+    return gen
+
+
+def _words(value):
+    return np.uint32(value & 0xFFFFFFFF).tobytes(), np.uint32(value >> 32).tobytes()
+
+
 def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     _check_float_dtype(t, op)
-    seed = _check_u64(seed, f"{op} seed")
+    fresh = seed is None
+    if not fresh:
+        seed = _check_u64(seed, f"{op} seed")
     offset = _check_u64(offset, f"{op} offset")
     n = t.numel()
     if n == 0:
@@ -70,14 +116,30 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     dev = t.device
     per_block = 4 if t.dtype == np.float32 else 2
     blocks = -(-n // per_block)
+    if fresh:
+        gen = generator(dev)
+        seed, drawn = gen.draw(blocks)
+        offset = (offset + drawn) % _U64
     knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist)
     local = _local_size(dev)
     T = t.dtype.type
-    kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,),
-                   t.buffer, np.int32(n),
-                   np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32),
-                   np.uint32(offset & 0xFFFFFFFF), np.uint32(offset >> 32),
-                   T(a), T(b))
+    args = kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,),
+                          t.buffer, np.int32(n),
+                          np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32),
+                          np.uint32(offset & 0xFFFFFFFF), np.uint32(offset >> 32),
+                          T(a), T(b), dynamic=fresh)
+    cap = launch.active_capture() if fresh else None
+    if cap is not None:
+        # A replay must draw fresh numbers too (a dropout mask that never changes would be wrong):
+        # each replay takes the next blocks of the generator and writes their offset into the launch.
+        base = offset - drawn
+
+        def redraw():
+            seed_now, start = gen.draw(blocks)
+            args[2:4] = _words(seed_now)
+            args[4:6] = _words((base + start) % _U64)
+
+        cap.on_replay(redraw)
     t._version += 1
     return t
 
@@ -126,7 +188,8 @@ def uniform(shape, seed, dtype="float32", device=None, low=0.0, high=1.0, offset
     [True, True, True]
     """
     low, high = _check_range(low, high, "uniform")
-    seed, offset = _check_u64(seed, "uniform seed"), _check_u64(offset, "uniform offset")
+    seed = None if seed is None else _check_u64(seed, "uniform seed")
+    offset = _check_u64(offset, "uniform offset")
     t = _new(shape, dtype, device, "uniform")
     t = _fill(t, seed, offset, "uniform", low, high, "uniform")
     t._version = 0  # a fresh tensor, not one that was changed in place
@@ -140,7 +203,8 @@ def normal(shape, seed, dtype="float32", device=None, mean=0.0, std=1.0, offset=
     [4]
     """
     mean, std = _check_normal(mean, std, "normal")
-    seed, offset = _check_u64(seed, "normal seed"), _check_u64(offset, "normal offset")
+    seed = None if seed is None else _check_u64(seed, "normal seed")
+    offset = _check_u64(offset, "normal offset")
     t = _new(shape, dtype, device, "normal")
     t = _fill(t, seed, offset, "normal", mean, std, "normal")
     t._version = 0

@@ -237,14 +237,15 @@ class Tensor:
         return cls.full((), value, dtype, device)
 
     @classmethod
-    def rand(cls, shape, seed=0, dtype="float32", device=None) -> "Tensor":
-        """Uniform numbers in [0, 1) from a counter-based generator: same seed, same numbers anywhere."""
+    def rand(cls, shape, seed=None, dtype="float32", device=None) -> "Tensor":
+        """Uniform numbers in [0, 1): fresh ones from the device's generator (``random.manual_seed``),
+        or with ``seed=`` the same numbers anywhere, every time."""
         from .random import uniform
         return uniform(shape, seed, dtype=dtype, device=device)
 
     @classmethod
-    def randn(cls, shape, seed=0, dtype="float32", device=None) -> "Tensor":
-        """Standard normal numbers from a counter-based generator: same seed, same numbers anywhere."""
+    def randn(cls, shape, seed=None, dtype="float32", device=None) -> "Tensor":
+        """Standard normal numbers: fresh from the device's generator, or reproducible with ``seed=``."""
         from .random import normal
         return normal(shape, seed, dtype=dtype, device=device)
 

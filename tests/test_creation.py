@@ -1,0 +1,67 @@
+"""arange, linspace, eye, *_like and randint against numpy, on odd sizes; bad sizes name the op."""
+
+import numpy as np
+import pytest
+
+from axonml_autograd import (Tensor, Variable, arange, eye, full_like, linspace, manual_seed, ones_like, rand_like,
+                             randint, randn_like, zeros_like)
+
+
+@pytest.mark.parametrize("args", [(5,), (0,), (1,), (-3, 14, 4), (17, 3, -2), (65,), (7, 7)])
+def test_integer_arange_is_int32_like_numpys(args):
+    got = arange(*args)
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got.numpy(), np.arange(*args))
+
+
+@pytest.mark.parametrize("args", [(1.0, 2.0, 0.25), (0.0, 1.0, 0.1), (-1.5, 2.0, 0.5), (3.0,), (0, 1, 0.3)])
+def test_float_arange_matches_numpy(args):
+    got = arange(*args)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.numpy(), np.arange(*args, dtype=np.float64), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("start,end,steps", [(0.0, 1.0, 5), (-2.0, 3.0, 17), (1.0, 1.0, 3), (0.0, 1.0, 1),
+                                             (0.0, 1.0, 0), (2.5, -1.0, 129)])
+def test_linspace_hits_both_ends_and_matches_numpy(start, end, steps):
+    got = linspace(start, end, steps).numpy()
+    want = np.linspace(start, end, steps)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    if steps > 1:
+        assert got[0] == np.float32(start) and got[-1] == np.float32(end)
+
+
+@pytest.mark.parametrize("n,m", [(1, None), (3, None), (17, 5), (2, 65), (0, 3)])
+def test_eye_matches_numpy(n, m):
+    np.testing.assert_array_equal(eye(n, m).numpy(), np.eye(n, m, dtype=np.float32))
+
+
+def test_like_constructors_keep_shape_dtype_and_device(device):
+    x = Variable(Tensor.from_vec([1.0, 2.0, 3.0], [3, 1], device=device))
+    for t, fill in ((zeros_like(x), 0.0), (ones_like(x), 1.0), (full_like(x, 2.5), 2.5)):
+        assert t.shape() == [3, 1] and t.dtype == np.float32 and t.device is device
+        assert t.to_vec() == [fill] * 3
+    assert zeros_like(x, dtype="int32").dtype == np.int32
+    manual_seed(3, device)
+    a, b = rand_like(x), randn_like(x)
+    assert a.shape() == b.shape() == [3, 1] and not np.array_equal(a.numpy(), rand_like(x).numpy())
+    np.testing.assert_array_equal(rand_like(x, seed=4).numpy(), Tensor.rand([3, 1], seed=4).numpy())
+
+
+def test_randint_covers_its_range_and_nothing_else():
+    r = randint(-3, 4, [4000], seed=1).numpy()
+    assert r.dtype == np.int32 and set(np.unique(r)) == set(range(-3, 4))
+    assert abs(np.bincount(r + 3).min() - 4000 / 7) < 120      # roughly uniform
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: arange(0, 5, 0), ValueError, r"arange: .* step non-zero"),
+    (lambda: arange(0, float("inf")), ValueError, r"arange: start, end and step must be finite"),
+    (lambda: linspace(0, 1, -1), ValueError, r"linspace: steps must be non-negative"),
+    (lambda: linspace(0, 1, 2.5), TypeError, r"linspace: steps must be an int"),
+    (lambda: eye(-1), ValueError, r"eye: sizes must be non-negative"),
+    (lambda: randint(5, 5, [3]), ValueError, r"randint: expected low < high"),
+])
+def test_bad_arguments_name_the_constructor(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
