@@ -446,6 +446,11 @@ class Tensor:
     def argmax(self, axis, keepdim=False) -> "Tensor":
         return reduce(self, "argmax", axis, keepdim)[1]
 
+    def __getitem__(self, key) -> "Tensor":
+        """torch's indexing (see ``functions/indexing.py``), as a new tensor."""
+        from .variable import Variable
+        return Variable(self)[key]._data
+
     def apply(self, name) -> "Tensor":
         """A unary op from :data:`UNARY` by name, e.g. ``t.apply("exp")``."""
         if not isinstance(name, str) or name not in UNARY:

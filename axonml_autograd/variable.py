@@ -16,7 +16,7 @@ import weakref
 from typing import Optional
 
 from . import tensor as T
-from .functions import activation, arithmetic, linalg, loss, reduction
+from .functions import activation, arithmetic, indexing, linalg, loss, reduction
 from .functions import shape as shape_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
@@ -453,6 +453,14 @@ class Variable:
         return loss.binary_cross_entropy(self, _as_variable(target, "binary_cross_entropy"))
     def cross_entropy(self, targets): return loss.cross_entropy(self, targets)
     def nll_loss(self, targets): return loss.nll_loss(self, targets)
+
+    # -- indexing and selection ---------------------------------------------------------------------
+    def __getitem__(self, key):
+        """torch's indexing: ints, slices (positive steps), None, ..., and one list / int32 Tensor axis."""
+        return indexing.getitem(self, key)
+
+    def index_select(self, dim, index): return indexing.index_select(self, dim, index)
+    def gather(self, dim, index): return indexing.gather(self, dim, index)
 
     def __bool__(self):
         raise TypeError("the truth value of a Variable is ambiguous; compare its to_vec() instead")

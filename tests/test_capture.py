@@ -308,6 +308,13 @@ def test_dropping_a_capture_returns_its_buffers_to_the_pool(device):
 # Every differentiable op under capture: loss and gradient of a replay equal an eager call's bit for
 # bit. `a` is a [3, 4] parameter, `x` the [3, 4] argument (values in [0.5, 2), so log and sqrt are
 # defined), `t` int32 class indices [3].
+def _GATHER_INDEX():
+    global _gather_index
+    if "_gather_index" not in globals():   # made outside every capture (made inside, it is an upload)
+        _gather_index = Tensor.from_numpy(np.array([[0, 0, 1], [3, 2, 1], [1, 1, 1]], np.int32), dtype="int32")
+    return _gather_index
+
+
 OPS = {
     "add": lambda a, x, t: a + x, "sub": lambda a, x, t: a - x, "mul": lambda a, x, t: a * x,
     "div": lambda a, x, t: a / x, "neg": lambda a, x, t: -a * x,
@@ -341,6 +348,9 @@ OPS = {
     "activations": lambda a, x, t: (a * x).gelu() + (a * x).mish() + (a * x).softplus() + (a * x).elu() + a.logsigmoid(),
     "binary_maths": lambda a, x, t: a.maximum(x) + a.minimum(0.5) + a.atan2(x) + a.remainder(x) + (a * a + x).pow(a),
     "rpow": lambda a, x, t: 2.0 ** (a * x),
+    # (an index list inside a captured function would be an upload: the indices come in as tensors)
+    "indexing": lambda a, x, t: (a * x)[:, t] + a[1:, None, ::2].sum() + (a * x).gather(1, _GATHER_INDEX()),
+    "index_by_tensor": lambda a, x, t: (a * x).index_select(1, t),
 }
 
 

@@ -332,6 +332,18 @@ case("cross_entropy_nd-2x5x3", lambda x: x.cross_entropy([[0, 4, 2], [1, 1, 3]])
      lambda x: np_nll(np_log_softmax(x.transpose(0, 2, 1).reshape(6, 5), 1), [0, 4, 2, 1, 1, 3]),
      ([2, 5, 3], "u"))
 
+# Indexing and selection (repeated indices accumulate).
+case("index_int-3x17", lambda x: x[1], lambda x: x[1], ([3, 17], "u"))
+case("index_slices-2x3x5", lambda x: x[:, 1:, ::2], lambda x: x[:, 1:, ::2], ([2, 3, 5], "u"))
+case("index_neg_none_ellipsis-2x3x5", lambda x: x[..., -1, None], lambda x: x[..., -1, None], ([2, 3, 5], "u"))
+case("index_list_repeats-3x17", lambda x: x[:, [16, 0, 16, 3]], lambda x: x[:, [16, 0, 16, 3]], ([3, 17], "u"))
+case("index_select-65x3", lambda x: x.index_select(0, [64, 1, 64, 64, 0]), lambda x: x[[64, 1, 64, 64, 0]],
+     ([65, 3], "u"))
+case("gather-3x5", lambda x: x.gather(1, np.array([[4, 0, 4], [1, 1, 2], [0, 3, 3]])),
+     lambda x: np.take_along_axis(x, np.array([[4, 0, 4], [1, 1, 2], [0, 3, 3]]), 1), ([3, 5], "u"))
+case("embedding-17x3", lambda w: __import__("axonml_autograd.nn.functional", fromlist=["embedding"]).embedding(
+     [[16, 2], [2, 0]], w), lambda w: w[np.array([[16, 2], [2, 0]])], ([17, 3], "u"))
+
 # Reductions.
 case("sum-3x17", lambda x: x.sum(), lambda x: np.sum(x), ([3, 17], "u"))
 case("sum-0d", lambda x: x.sum(), lambda x: np.sum(x), ([], "u"))

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 
-from . import init
-from .tensor import Tensor
-from .variable import Variable
+from .. import init
+from ..tensor import Tensor
+from ..variable import Variable
 
 __all__ = ["Module", "Linear", "MLP"]
 

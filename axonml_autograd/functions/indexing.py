@@ -1,0 +1,195 @@
+"""Indexing and selection: ``x[...]``, ``index_select``, ``gather`` and ``embedding``.
+
+Basic indexing (ints, negative too, slices with positive steps, ``None``, ``...``) is one strided
+copy, and its gradient is written back through the same window into zeros (each element is taken
+at most once, so nothing needs adding). One axis may be indexed by a list or a 1-D int32 Tensor
+(advanced indexing): that is ``index_select``, whose gradient sums the repeated indices in a fixed
+order (``cl_kernels/index.cl.mako``), so it is the same bit for bit at every run.
+
+Index lists are checked on the host (``IndexError`` naming the index and the size); an index held
+in a device tensor cannot be checked without a read, so one outside the axis reads nothing out of
+bounds and gives NaN there.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> x = Variable(Tensor.from_vec([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [2, 3]), requires_grad=True)
+>>> x[1].to_vec(), x[:, -1].to_vec(), x[:, [2, 0, 2]].shape()
+([3.0, 4.0, 5.0], [2.0, 5.0], [2, 3])
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import numbers
+
+import numpy as np
+
+from .. import kernels
+from ..grad_fn import record
+from ..tensor import Tensor, View, as_int, contiguous_strides, copy_view, elementwise, normalize_axis
+
+_TEMPLATE = "index.cl.mako"
+
+
+def _indices(index, size, op, device) -> Tensor:
+    """An int32 device tensor of indices into an axis of ``size`` (lists range-checked, negatives wrapped)."""
+    if isinstance(index, Tensor) or callable(getattr(index, "data", None)) and isinstance(index.data(), Tensor):
+        t = index if isinstance(index, Tensor) else index.data()
+        if t.dtype != np.int32:
+            raise TypeError(f"{op}: an index tensor must be int32, got {t.dtype}")
+        if t.ndim() != 1:
+            raise IndexError(f"{op}: an index tensor must be 1-D, got shape {t.shape()}")
+        if t.device is not device:
+            raise ValueError(f"{op}: the index tensor is on another device")
+        return t
+    if isinstance(index, (str, bytes)) or not hasattr(index, "__len__"):
+        raise TypeError(f"{op}: expected a list of ints or an int32 Tensor, got {index!r}")
+    arr = np.asarray(index)
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"{op}: indices must be integers, got {list(arr.reshape(-1)[:5])}")
+    arr = arr.astype(np.int64).reshape(-1)
+    bad = (arr < -size) | (arr >= size)
+    if bad.any():
+        raise IndexError(f"{op}: index {int(arr[bad][0])} is out of range for an axis of size {size}")
+    return Tensor.from_numpy(np.where(arr < 0, arr + size, arr).astype(np.int32), dtype="int32", device=device)
+
+
+def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
+    out = Tensor._wrap(tuple(out_shape), src.dtype, src.device)
+    n = out.numel()
+    if n:
+        dev = src.device
+        knl = kernels.get_kernel(dev, _TEMPLATE, which, ctype=kernels.ctype(src.dtype), mode=mode)
+        local = min(256, dev.max_work_group_size)
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), src.buffer, idx.buffer, out.buffer,
+                       np.int32(R), np.int32(K), np.int32(inner), np.int32(n))
+    return out
+
+
+def index_select(a, dim, index):
+    """``x`` with axis ``dim`` replaced by the entries ``index`` names (a list or a 1-D int32 Tensor)."""
+    x = a.data()
+    if x.ndim() == 0:
+        raise IndexError("index_select: a 0-d tensor has no axis to select from")
+    d = normalize_axis(dim, x.ndim(), "index_select dim")
+    R = x._shape[d]
+    idx = _indices(index, R, "index_select", x.device)
+    K = idx.numel()
+    outer, inner = math.prod(x._shape[:d]), math.prod(x._shape[d + 1:])
+    shape = x._shape[:d] + (K,) + x._shape[d + 1:]
+    out = _launch("forward", "select", x, idx, shape, R, K, inner)
+
+    def rule(ctx, g):
+        (ids,) = ctx.saved_tensors
+        return _launch("backward", "select", g, ids, ctx.attrs["shape"], ctx.attrs["R"], ctx.attrs["K"],
+                       ctx.attrs["inner"])
+
+    return record("IndexSelectBackward", out, [a], rule, saved=(idx,), shape=x._shape, R=R, K=K, inner=inner,
+                  outer=outer)
+
+
+def gather(a, dim, index):
+    """torch's ``gather``: ``out[..., k, ...] = x[..., index[..., k, ...], ...]`` along ``dim``; ``index`` is
+    an int32 Tensor of ``x``'s shape except along ``dim``."""
+    x = a.data()
+    t = index if isinstance(index, Tensor) else index.data() if callable(getattr(index, "data", None)) else None
+    if t is None:
+        arr = np.asarray(index)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"gather: indices must be integers, got {arr.dtype}")
+        t = Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=x.device)
+    if t.dtype != np.int32:
+        raise TypeError(f"gather: the index tensor must be int32, got {t.dtype}")
+    d = normalize_axis(dim, x.ndim(), "gather dim")
+    if t.ndim() != x.ndim() or any(t._shape[k] != x._shape[k] for k in range(x.ndim()) if k != d):
+        raise ValueError(f"gather: index shape {t.shape()} must equal input shape {x.shape()} outside dim {d}")
+    R, K = x._shape[d], t._shape[d]
+    inner = math.prod(x._shape[d + 1:])
+    out = _launch("forward", "gather", x, t, t._shape, R, K, inner)
+
+    def rule(ctx, g):
+        (ids,) = ctx.saved_tensors
+        return _launch("backward", "gather", g, ids, ctx.attrs["shape"], ctx.attrs["R"], ctx.attrs["K"],
+                       ctx.attrs["inner"])
+
+    return record("GatherBackward", out, [a], rule, saved=(t,), shape=x._shape, R=R, K=K, inner=inner)
+
+
+def embedding(input, weight):
+    """Rows of ``weight`` [V, D] for every index in ``input`` (any shape): the result is input's shape + [D]."""
+    from ..variable import Variable
+    w = weight if isinstance(weight, Variable) else Variable(weight)
+    if w.ndim() != 2:
+        raise ValueError(f"embedding: weight must be [num_embeddings, dim], got {w.shape()}")
+    t = input if isinstance(input, Tensor) else input.data() if isinstance(input, Variable) else None
+    if t is None:
+        arr = np.asarray(input)
+        shape = list(arr.shape)
+        flat = arr.reshape(-1).tolist()
+    else:
+        shape, flat = t.shape(), t.reshape([t.numel()])
+    rows = index_select(w, 0, flat)
+    return rows.reshape(shape + [w.shape()[1]])
+
+
+def getitem(a, key):
+    """``x[key]``: basic indexing as one strided copy, then at most one advanced (list/tensor) axis."""
+    from ..variable import Variable
+    x = a.data()
+    key = key if isinstance(key, tuple) else (key,)
+    consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if sum(1 for k in key if k is Ellipsis) > 1:
+        raise IndexError("index: an index can only have a single ellipsis ('...')")
+    if consumed > x.ndim():
+        raise IndexError(f"index: too many indices ({consumed}) for a tensor of {x.ndim()} dimensions")
+    full = []
+    for k in key:
+        if k is Ellipsis:
+            full.extend([builtins.slice(None)] * (x.ndim() - consumed))
+        else:
+            full.append(k)
+    full.extend([builtins.slice(None)] * (x.ndim() - sum(1 for k in full if k is not None)))
+    st = contiguous_strides(x._shape)
+    shape, strides, offset, d = [], [], 0, 0
+    advanced = None   # (output axis, index) of the one list/tensor index
+    for k in full:
+        if k is None:
+            shape.append(1)
+            strides.append(0)
+            continue
+        size = x._shape[d]
+        if isinstance(k, builtins.slice):
+            start, stop, step = k.indices(size) if k.step is None or as_int(k.step, "index: slice step") > 0 \
+                else (None, None, None)
+            if step is None:
+                raise ValueError(f"index: slice steps must be positive, got {k.step}")
+            length = len(range(start, stop, step))
+            offset += start * st[d] if length else 0
+            shape.append(length)
+            strides.append(st[d] * step)
+        elif isinstance(k, (numbers.Integral, np.integer)) and not isinstance(k, (bool, np.bool_)):
+            i = int(k)
+            if not -size <= i < size:
+                raise IndexError(f"index: {i} is out of range for dim {d} of size {size}")
+            offset += (i % size) * st[d]
+        elif isinstance(k, (list, tuple, np.ndarray, Tensor, Variable)):
+            if advanced is not None:
+                raise IndexError("index: only one axis may be indexed by a list or tensor")
+            advanced = (len(shape), k)
+            shape.append(size)
+            strides.append(st[d])
+        else:
+            raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32 Tensor, got {k!r}")
+        d += 1
+    out = copy_view(View(x, shape, strides, offset))
+
+    def rule(ctx, g):
+        whole = Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device)
+        if g.numel():
+            elementwise("g", [g], names=("g",), out=View(whole, g._shape, ctx.attrs["strides"], ctx.attrs["offset"]))
+        return whole
+
+    picked = record("IndexBackward", out, [a], rule, shape=x._shape, strides=tuple(strides), offset=offset)
+    if advanced is None:
+        return picked
+    return index_select(picked, advanced[0], advanced[1])
