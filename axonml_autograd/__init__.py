@@ -22,11 +22,20 @@ from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed
 
+
+def where(condition, a, b):
+    """``a`` where ``condition`` is non-zero, else ``b`` (Variables, Tensors or numbers; broadcasting)."""
+    from .variable import _operand
+    like = a if isinstance(a, Variable) else b if isinstance(b, Variable) else Variable(
+        a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor.scalar(0.0))
+    return _operand(a, like, "where").where(condition, _operand(b, like, "where"))
+
+
 __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "enable_grad", "EnableGradGuard",
            "inference_mode", "InferenceModeGuard", "is_grad_enabled", "is_inference_mode", "backward",
            "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
-           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed"]
+           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where"]
 
 __version__ = "0.1.0"

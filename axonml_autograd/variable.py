@@ -320,6 +320,26 @@ class Variable:
         """torch's ``min``: over everything a 0-d Variable; along ``dim`` ``(values, indices)``."""
         return reduction.extreme(self, dim, keepdim, "min")
 
+    def var(self, dim=None, correction=1, keepdim=False):
+        """torch's ``var`` (``correction=1``: unbiased; 0: population)."""
+        return reduction.variance(self, dim, correction, keepdim)
+
+    def std(self, dim=None, correction=1, keepdim=False):
+        return reduction.variance(self, dim, correction, keepdim).sqrt()
+
+    def amax(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amax")
+    def amin(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amin")
+    def logsumexp(self, dim, keepdim=False): return reduction.logsumexp(self, dim, keepdim)
+    def norm(self, p=2, dim=None, keepdim=False): return reduction.norm(self, p, dim, keepdim)
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` is non-zero, else ``other`` (a Variable, Tensor or number)."""
+        return arithmetic.where(condition, self, _operand(other, self, "where"))
+
+    def masked_fill(self, mask, value):
+        """``value`` where ``mask`` is non-zero (broadcasting), else ``self``."""
+        return arithmetic.where(mask, _operand(value, self, "masked_fill"), self)
+
     def argmax(self, dim=None, keepdim=False) -> Tensor:
         return reduction.arg_extreme(self._data, dim, keepdim, "argmax")
 

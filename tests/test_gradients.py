@@ -332,6 +332,24 @@ case("cross_entropy_nd-2x5x3", lambda x: x.cross_entropy([[0, 4, 2], [1, 1, 3]])
      lambda x: np_nll(np_log_softmax(x.transpose(0, 2, 1).reshape(6, 5), 1), [0, 4, 2, 1, 1, 3]),
      ([2, 5, 3], "u"))
 
+# torch-style reductions and selection by a mask.
+case("var_correction0-3x17", lambda x: x.var(1, correction=0), lambda x: x.var(axis=1), ([3, 17], "u"))
+case("var_all-2x3x5", lambda x: x.var(), lambda x: x.var(ddof=1), ([2, 3, 5], "u"))
+case("std_tuple_keepdim-2x3x5", lambda x: x.std((0, 2), keepdim=True),
+     lambda x: x.std(axis=(0, 2), ddof=1, keepdims=True), ([2, 3, 5], "u"))
+case("amax_tuple-2x3x5", lambda x: x.amax((1, 2)), lambda x: x.max(axis=(1, 2)), ([2, 3, 5], "distinct"))
+case("amin-17", lambda x: x.amin(0), lambda x: x.min(axis=0), ([17], "distinct"))
+case("logsumexp-3x17", lambda x: x.logsumexp(1), lambda x: np.log(np.exp(x).sum(axis=1)), ([3, 17], "u"))
+case("norm2-3x5", lambda x: x.norm(), lambda x: np.sqrt((x * x).sum()), ([3, 5], "nz"))
+case("norm1_dim-3x17", lambda x: x.norm(1, 1), lambda x: np.abs(x).sum(axis=1), ([3, 17], "nz"))
+case("norm3_keepdim-3x5", lambda x: x.norm(3, 0, keepdim=True),
+     lambda x: (np.abs(x) ** 3).sum(axis=0, keepdims=True) ** (1 / 3), ([3, 5], "nz"))
+case("where-3x1_3x4", lambda a, b: a.where(Tensor.from_numpy(np.array([1, 0, 0, 1], np.int32), dtype="int32"), b),
+     lambda a, b: np.where(np.array([1, 0, 0, 1]) != 0, a, b), ([3, 1], "u"), ([3, 4], "u"))
+case("masked_fill-3x17", lambda x: x.masked_fill(Tensor.from_numpy((np.arange(17) % 3 == 0).astype(np.int32),
+                                                                   dtype="int32"), 2.5),
+     lambda x: np.where(np.arange(17) % 3 == 0, 2.5, x), ([3, 17], "u"))
+
 # Indexing and selection (repeated indices accumulate).
 case("index_int-3x17", lambda x: x[1], lambda x: x[1], ([3, 17], "u"))
 case("index_slices-2x3x5", lambda x: x[:, 1:, ::2], lambda x: x[:, 1:, ::2], ([2, 3, 5], "u"))

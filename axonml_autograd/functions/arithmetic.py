@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from ..grad_fn import record
 from .. import tensor as tensor_ops
-from ..tensor import as_float, elementwise, sum_to_shape
+from ..tensor import Tensor, as_float, elementwise, sum_to_shape
 
 
 @lru_cache(maxsize=None)
@@ -201,3 +201,27 @@ def clamp(a, min_value=None, max_value=None):
     if lo > hi:
         raise ValueError(f"clamp: min {min_value} is greater than max {max_value}")
     return unary(UNARY_OPS, "clamp", a, lo=lo, hi=hi)
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` is non-zero, else ``b``, broadcasting all three; the gradient goes to the
+    side that was taken (the condition gets none)."""
+    c = condition.data() if callable(getattr(condition, "data", None)) and not isinstance(condition, Tensor) \
+        else condition
+    if not isinstance(c, Tensor):
+        raise TypeError(f"where: the condition must be a Tensor or Variable, got {type(condition).__name__}")
+    x, y = a.data(), b.data()
+    out = elementwise("c != 0 ? a : b", [c, x, y], names=("c", "a", "b"), op="where",
+                      dtype=x.dtype if x.dtype.itemsize >= y.dtype.itemsize else y.dtype)
+
+    def rule(ctx, g):
+        (cs,) = ctx.saved_tensors
+        shapes = ctx.attrs["shapes"]
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = sum_to_shape(elementwise("c != 0 ? g : L(0.0)", [g, cs], names=("g", "c")), shapes[0])
+        if ctx.needs_input_grad[1]:
+            gb = sum_to_shape(elementwise("c != 0 ? L(0.0) : g", [g, cs], names=("g", "c")), shapes[1])
+        return ga, gb
+
+    return record("WhereBackward", out, [a, b], rule, saved=(c,), shapes=(x._shape, y._shape))

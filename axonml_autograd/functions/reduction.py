@@ -151,3 +151,56 @@ def arg_extreme(x: Tensor, dim, keepdim, op) -> Tensor:
         idx = src.reshape([x.numel()]).argmax(0)
         return idx.reshape([1] * x.ndim()) if keepdim else idx
     return src.argmax(normalize_axis(dim, x.ndim(), f"{op} dim"), keepdim)
+
+
+def variance(a, dim, correction, keepdim):
+    """torch's ``var``: squared deviations from the mean over ``dim`` (None, an int or a tuple), divided
+    by the count minus ``correction`` (1: unbiased, 0: the population variance)."""
+    x = a.data()
+    dims = list(range(x.ndim())) if dim is None else _dims(x, dim, "var")
+    count = math.prod(x._shape[d] for d in dims) if x.ndim() else 1
+    denom = count - correction
+    centered = a - reduce_dims(a, dims if x.ndim() else None, True, "mean")
+    total = reduce_dims(centered * centered, dims if x.ndim() else None, keepdim, "sum")
+    return total * (1.0 / denom if denom > 0 else float("nan"))
+
+
+def amax(a, dim, keepdim, op):
+    """amax/amin over ``dim`` (an int or a tuple; None: everything) without indices."""
+    x = a.data()
+    if dim is None:
+        return extreme(a, None, keepdim, "max" if op == "amax" else "min")
+    out = a
+    for d in _dims(x, dim, op):
+        out = extreme(out, d, True, "max" if op == "amax" else "min")[0]
+    if keepdim:
+        return out
+    gone = set(_dims(x, dim, op))
+    return out.reshape([s for k, s in enumerate(x._shape) if k not in gone])
+
+
+def logsumexp(a, dim, keepdim):
+    """log(sum(exp(x))) over ``dim``, shifted by the (constant) maximum so nothing overflows."""
+    x = a.data()
+    m = reduce(x, "max", normalize_axis(dim, x.ndim(), "logsumexp dim"), keepdim=True) if x.ndim() else x
+    # An infinite maximum would turn x - m into NaN; shifting by 0 there gives torch's answer.
+    m = elementwise("isinf(m) ? L(0.0) : m", [m], names=("m",))
+    from ..variable import Variable
+    mv = Variable(m)
+    s = (a - mv).exp().sum(dim, keepdim=True).log() + mv
+    return s if keepdim else s.reshape([n for k, n in enumerate(x._shape) if k != normalize_axis(dim, x.ndim())])
+
+
+def norm(a, p, dim, keepdim):
+    """The p-norm over ``dim`` (None: everything): p = 2 (default), 1, inf, -inf or any positive number."""
+    if p in ("fro", 2, 2.0):
+        return reduce_dims(a * a, dim, keepdim, "sum").sqrt()
+    if p in (1, 1.0):
+        return reduce_dims(a.abs(), dim, keepdim, "sum")
+    if p == float("inf"):
+        return amax(a.abs(), dim, keepdim, "amax")
+    if p == float("-inf"):
+        return amax(a.abs(), dim, keepdim, "amin")
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or p <= 0:
+        raise ValueError(f"norm: p must be a positive number, inf, -inf or 'fro', got {p!r}")
+    return reduce_dims(a.abs().pow(float(p)), dim, keepdim, "sum").pow(1.0 / p)
