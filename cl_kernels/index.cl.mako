@@ -6,6 +6,7 @@
 ## An index outside [0, R) (only a device tensor can hold one; lists are checked on the host) reads
 ## nothing out of bounds: the element comes out NaN (0 for integer tensors).
 ##
+## `rows`: CPUs take a whole row of `inner` elements per work-item, GPUs one element.
 ## backward: each input element sums, in index order, the gradients of the result elements that took
 ## it: a fixed order, so the result is the same bit for bit at every run, unlike atomic adds. It
 ## costs K reads per input element: fine for embeddings and row selections of moderate K.
@@ -17,9 +18,62 @@ typedef ${ctype} T;
 % if mode == "select":
 #define IDX(o, k, i) idx[k]
 % else:
-#define IDX(o, k, i) idx[((o) * K + (k)) * inner + (i)]
+#define IDX(o, k, i) idx[((long)(o) * K + (k)) * inner + (i)]
+% endif
+% if ctype in ("float", "double"):
+#define BAD ((T)NAN)
+% else:
+#define BAD ((T)0)
 % endif
 
+% if rows:
+## CPUs: one work-item per row of `inner` contiguous elements (a plain loop the compiler vectorises).
+__kernel void forward(__global const T *x, __global const int *idx, __global T *out,
+                      const int R, const int K, const int inner, const int n)
+{
+    const int row = get_global_id(0);          // (o, k)
+    if (row >= n) return;
+    const int k = row % K;
+    const int o = row / K;
+    __global T *dst = out + (long)row * inner;
+% if mode == "select":
+    const int j = idx[k];
+    if (j >= 0 && j < R) {
+        __global const T *src = x + ((long)o * R + j) * inner;
+        for (int i = 0; i < inner; ++i) dst[i] = src[i];
+    } else {
+        for (int i = 0; i < inner; ++i) dst[i] = BAD;
+    }
+% else:
+    for (int i = 0; i < inner; ++i) {
+        const int j = IDX(o, k, i);
+        dst[i] = (j >= 0 && j < R) ? x[((long)o * R + j) * inner + i] : BAD;
+    }
+% endif
+}
+
+__kernel void backward(__global const T *g, __global const int *idx, __global T *gx,
+                       const int R, const int K, const int inner, const int n)
+{
+    const int row = get_global_id(0);          // (o, r)
+    if (row >= n) return;
+    const int r = row % R;
+    const int o = row / R;
+    __global T *dst = gx + (long)row * inner;
+    for (int i = 0; i < inner; ++i) dst[i] = 0;
+    for (int k = 0; k < K; ++k) {
+        __global const T *src = g + ((long)o * K + k) * inner;
+% if mode == "select":
+        if (idx[k] == r)
+            for (int i = 0; i < inner; ++i) dst[i] += src[i];
+% else:
+        for (int i = 0; i < inner; ++i)
+            if (IDX(o, k, i) == r) dst[i] += src[i];
+% endif
+    }
+}
+% else:
+## GPUs: one work-item per element, neighbours on neighbouring addresses.
 __kernel void forward(__global const T *x, __global const int *idx, __global T *out,
                       const int R, const int K, const int inner, const int n)
 {
@@ -29,11 +83,7 @@ __kernel void forward(__global const T *x, __global const int *idx, __global T *
     const int k = (gid / inner) % K;
     const int o = gid / (inner * K);
     const int j = IDX(o, k, i);
-% if ctype in ("float", "double"):
-    out[gid] = (j >= 0 && j < R) ? x[((long)o * R + j) * inner + i] : (T)NAN;
-% else:
-    out[gid] = (j >= 0 && j < R) ? x[((long)o * R + j) * inner + i] : (T)0;
-% endif
+    out[gid] = (j >= 0 && j < R) ? x[((long)o * R + j) * inner + i] : BAD;
 }
 
 __kernel void backward(__global const T *g, __global const int *idx, __global T *gx,
@@ -49,3 +99,4 @@ __kernel void backward(__global const T *g, __global const int *idx, __global T 
         if (IDX(o, k, i) == r) s += g[((long)o * K + k) * inner + i];
     gx[gid] = s;
 }
+% endif

@@ -21,6 +21,9 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
   bmm          batched matmul [32,128,128] @ [32,128,128], GFLOP/s
   add          16M float32 ``a + b``, GB/s counting 3 arrays moved (numpy: ``np.add(a, b, out=c)``)
   sum          16M float32 full sum, GB/s
+  select       index_select (rows of [50000, 256] by 4096 indices), gather (along dim 1 of [4096, 256])
+               and embedding ([64, 64] indices into [50000, 256]), GB/s of the result written, against
+               numpy's fancy indexing (and torch's ops)
   softmax_ce   cross-entropy (log-softmax + NLL) forward+backward on [128, 1000] logits, ms
   mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
                step makes no device->host read
@@ -53,8 +56,8 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "softmax_ce", "mlp", "mlp_captured", "mlp_backward",
-            "chain", "chain_captured", "first_step", "memory")
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "mlp", "mlp_captured",
+            "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
 MLP_SIZES = (784, 256, 10)
@@ -371,6 +374,46 @@ class Bench:
         return Row("sum", "sum 16M float32", "GB/s", "throughput", gbs.pop("ours"), gbs, "numpy",
                    {"text": ">= 1.0x numpy", "baseline": "numpy", "min_ratio": 1.0},
                    "" if err < 1e-2 else f"WARNING: error {err:.1e} per sqrt(n) vs float64 sum", best=best)
+
+    def select(self):
+        np = self.np
+        import axonml_autograd.nn.functional as F
+        V, D, K = 50000, 256, 4096
+        w_h = self.rng.standard_normal((V, D), dtype=np.float32)
+        idx_h = self.rng.integers(0, V, K).astype(np.int32)
+        g_idx_h = self.rng.integers(0, D, (K, D)).astype(np.int32)
+        src_h = self.rng.standard_normal((K, D), dtype=np.float32)
+        emb_h = self.rng.integers(0, V, (64, 64)).astype(np.int32)
+        w = self.Variable(self.Tensor.from_numpy(w_h, device=self.dev))
+        src = self.Variable(self.Tensor.from_numpy(src_h, device=self.dev))
+        idx = self.Tensor.from_numpy(idx_h, dtype="int32", device=self.dev)
+        g_idx = self.Tensor.from_numpy(g_idx_h, dtype="int32", device=self.dev)
+        emb = self.Tensor.from_numpy(emb_h, dtype="int32", device=self.dev)
+        cases = [
+            ("index_select", lambda: w.index_select(0, idx), lambda: w_h[idx_h], K * D,
+             lambda t: (lambda tw, ti: lambda: t.index_select(tw, 0, ti))(t.from_numpy(w_h), t.from_numpy(idx_h.astype(np.int64)))),
+            ("gather", lambda: src.gather(1, g_idx), lambda: np.take_along_axis(src_h, g_idx_h, 1), K * D,
+             lambda t: (lambda ts, ti: lambda: t.gather(ts, 1, ti))(t.from_numpy(src_h), t.from_numpy(g_idx_h.astype(np.int64)))),
+            ("embedding", lambda: F.embedding(emb, w), lambda: w_h[emb_h], 64 * 64 * D,
+             lambda t: (lambda tw, ti: lambda: t.nn.functional.embedding(ti, tw))(t.from_numpy(w_h), t.from_numpy(emb_h.astype(np.int64)))),
+        ]
+        rows = []
+        for name, ours_fn, numpy_fn, n_out, torch_make in cases:
+            err = _rel_err(ours_fn().numpy(), numpy_fn())
+
+            def ours(f=ours_fn):
+                f()
+                self.finish()
+
+            fns = {"ours": ours, "numpy": numpy_fn}
+            if self.torch:
+                fns["torch"] = torch_make(self.torch)
+            t = measure(fns, *self.reps(15, 5))
+            # Bytes of the result written plus the rows or elements read (the indices are small).
+            gbs, best = t.convert(lambda v: 2 * n_out * 4 / v / 1e9)
+            rows.append(Row(f"select_{name}", f"{name} forward", "GB/s", "throughput", gbs.pop("ours"), gbs, "numpy",
+                            {"text": "report"}, _err_note(err), best=best))
+        return rows
 
     # -- autograd rows --------------------------------------------------------------------------------
     def softmax_ce(self):

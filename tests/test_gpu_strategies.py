@@ -100,3 +100,25 @@ def test_fused_cross_entropy_rows_match_numpy_on_both_strategies(gpu_like, devic
         tol = 1e-12 if dtype == np.float64 else 1e-5
         np.testing.assert_allclose(loss.numpy(), want_loss, rtol=tol, atol=tol)
         np.testing.assert_allclose(gx.numpy(), want_grad, rtol=tol, atol=tol)
+
+
+def test_selection_per_element_matches_the_row_path_and_numpy(gpu_like, device):
+    from axonml_autograd import Variable
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((17, 5)).astype(np.float32)
+    idx = np.array([16, 0, 16, 3, 3, 3], np.int32)
+    gidx = rng.integers(0, 5, (17, 3)).astype(np.int32)
+    results = []
+    for dev in (device, gpu_like):
+        v = Variable(Tensor.from_numpy(x, device=dev), requires_grad=True)
+        sel = v.index_select(0, Tensor.from_numpy(idx, dtype="int32", device=dev))
+        gat = v.gather(1, Tensor.from_numpy(gidx, dtype="int32", device=dev))
+        (sel.sum() + (gat * 2.0).sum()).backward()
+        results.append((sel.numpy(), gat.numpy(), v.grad().numpy()))
+    want_grad = np.zeros_like(x)
+    np.add.at(want_grad, idx, 1.0)
+    np.add.at(want_grad, (np.arange(17)[:, None].repeat(3, 1), gidx), 2.0)
+    for sel, gat, grad in results:
+        np.testing.assert_array_equal(sel, x[idx])
+        np.testing.assert_array_equal(gat, np.take_along_axis(x, gidx, 1))
+        np.testing.assert_array_equal(grad, want_grad)
