@@ -16,7 +16,7 @@ import weakref
 from typing import Optional
 
 from . import tensor as T
-from .functions import activation, arithmetic, indexing, linalg, loss, reduction
+from .functions import activation, arithmetic, compare, indexing, linalg, loss, reduction
 from .functions import shape as shape_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
@@ -473,6 +473,30 @@ class Variable:
         return loss.binary_cross_entropy(self, _as_variable(target, "binary_cross_entropy"))
     def cross_entropy(self, targets): return loss.cross_entropy(self, targets)
     def nll_loss(self, targets): return loss.nll_loss(self, targets)
+
+    # -- comparisons and masks (int32 0/1 tensors, no gradient; see functions/compare.py) ----------
+    __hash__ = object.__hash__   # still usable as a dict key (optimiser state) with an elementwise ==
+
+    def __eq__(self, other): return compare.compare("eq", self._data, other)
+    def __ne__(self, other): return compare.compare("ne", self._data, other)
+    def __lt__(self, other): return compare.compare("lt", self._data, other)
+    def __le__(self, other): return compare.compare("le", self._data, other)
+    def __gt__(self, other): return compare.compare("gt", self._data, other)
+    def __ge__(self, other): return compare.compare("ge", self._data, other)
+    def eq(self, other): return compare.compare("eq", self._data, other)
+    def ne(self, other): return compare.compare("ne", self._data, other)
+    def lt(self, other): return compare.compare("lt", self._data, other)
+    def le(self, other): return compare.compare("le", self._data, other)
+    def gt(self, other): return compare.compare("gt", self._data, other)
+    def ge(self, other): return compare.compare("ge", self._data, other)
+    def isnan(self): return compare.test("isnan", self._data)
+    def isinf(self): return compare.test("isinf", self._data)
+    def isfinite(self): return compare.test("isfinite", self._data)
+    def logical_not(self): return compare.test("logical_not", self._data)
+    def logical_and(self, other): return compare.logical("logical_and", self._data, other)
+    def logical_or(self, other): return compare.logical("logical_or", self._data, other)
+    def any(self, dim=None, keepdim=False): return compare.any_all("any", self._data, dim, keepdim)
+    def all(self, dim=None, keepdim=False): return compare.any_all("all", self._data, dim, keepdim)
 
     # -- indexing and selection ---------------------------------------------------------------------
     def __getitem__(self, key):
