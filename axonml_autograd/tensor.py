@@ -446,32 +446,9 @@ class Tensor:
     def argmax(self, axis, keepdim=False) -> "Tensor":
         return reduce(self, "argmax", axis, keepdim)[1]
 
-    # Comparisons give int32 0/1 masks (functions/compare.py); Tensors stay usable as dict keys.
+    # Comparisons (== != < <= > >=, attached by functions/compare.py) give int32 0/1 masks; Tensors
+    # stay usable as dict keys.
     __hash__ = object.__hash__
-
-    def __eq__(self, other):
-        from .functions.compare import compare
-        return compare("eq", self, other)
-
-    def __ne__(self, other):
-        from .functions.compare import compare
-        return compare("ne", self, other)
-
-    def __lt__(self, other):
-        from .functions.compare import compare
-        return compare("lt", self, other)
-
-    def __le__(self, other):
-        from .functions.compare import compare
-        return compare("le", self, other)
-
-    def __gt__(self, other):
-        from .functions.compare import compare
-        return compare("gt", self, other)
-
-    def __ge__(self, other):
-        from .functions.compare import compare
-        return compare("ge", self, other)
 
     def __bool__(self):
         raise TypeError("the truth value of a Tensor is ambiguous; read it with item(), or use any()/all()")

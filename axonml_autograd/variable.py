@@ -477,18 +477,6 @@ class Variable:
     # -- comparisons and masks (int32 0/1 tensors, no gradient; see functions/compare.py) ----------
     __hash__ = object.__hash__   # still usable as a dict key (optimiser state) with an elementwise ==
 
-    def __eq__(self, other): return compare.compare("eq", self._data, other)
-    def __ne__(self, other): return compare.compare("ne", self._data, other)
-    def __lt__(self, other): return compare.compare("lt", self._data, other)
-    def __le__(self, other): return compare.compare("le", self._data, other)
-    def __gt__(self, other): return compare.compare("gt", self._data, other)
-    def __ge__(self, other): return compare.compare("ge", self._data, other)
-    def eq(self, other): return compare.compare("eq", self._data, other)
-    def ne(self, other): return compare.compare("ne", self._data, other)
-    def lt(self, other): return compare.compare("lt", self._data, other)
-    def le(self, other): return compare.compare("le", self._data, other)
-    def gt(self, other): return compare.compare("gt", self._data, other)
-    def ge(self, other): return compare.compare("ge", self._data, other)
     def isnan(self): return compare.test("isnan", self._data)
     def isinf(self): return compare.test("isinf", self._data)
     def isfinite(self): return compare.test("isfinite", self._data)
@@ -512,6 +500,18 @@ class Variable:
     def __len__(self):
         return len(self._data)
 
+
+
+def _comparison(op):
+    def method(self, other):
+        return compare.compare(op, self._data, other)
+    method.__name__ = op
+    return method
+
+
+for _op, _dunder in compare.DUNDERS.items():
+    setattr(Variable, _op, _comparison(_op))
+    setattr(Variable, _dunder, _comparison(_op))
 
 
 def _maths(name):

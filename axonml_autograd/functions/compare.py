@@ -14,6 +14,7 @@ import numpy as np
 from ..tensor import Tensor, as_float, elementwise, reduce
 
 OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+DUNDERS = {op: f"__{op}__" for op in OPS}
 TESTS = {"isnan": "x != x", "isinf": "isinf(x)", "isfinite": "isfinite(x)", "logical_not": "x == 0"}
 
 
@@ -75,8 +76,9 @@ def _attach():
         setattr(Tensor, op, method(logical, op))
     for op in ("any", "all"):
         setattr(Tensor, op, method(any_all, op))
-    for op in OPS:
+    for op, dunder in DUNDERS.items():
         setattr(Tensor, op, method(compare, op))
+        setattr(Tensor, dunder, method(compare, op))
 
 
 _attach()
