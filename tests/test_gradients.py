@@ -120,6 +120,13 @@ def np_nll(lp, targets):
     return -np.mean(lp[np.arange(lp.shape[0]), np.asarray(targets)])
 
 
+def _np_scatter_add(x, dim, index, src):
+    out = x.copy()
+    rows = np.arange(index.shape[0])[:, None].repeat(index.shape[1], 1)
+    np.add.at(out, (rows, index), src)
+    return out
+
+
 def np_smooth_l1(p, t, beta):
     d = np.abs(p - t)
     return np.mean(np.where(d < beta, 0.5 * d * d / beta, d - 0.5 * beta))
@@ -359,6 +366,9 @@ case("index_select-65x3", lambda x: x.index_select(0, [64, 1, 64, 64, 0]), lambd
      ([65, 3], "u"))
 case("gather-3x5", lambda x: x.gather(1, np.array([[4, 0, 4], [1, 1, 2], [0, 3, 3]])),
      lambda x: np.take_along_axis(x, np.array([[4, 0, 4], [1, 1, 2], [0, 3, 3]]), 1), ([3, 5], "u"))
+case("scatter_add-3x5_3x4", lambda x, s: x.scatter_add(1, np.array([[4, 0, 4, 1], [2, 2, 2, 2], [0, 1, 3, 4]]), s),
+     lambda x, s: _np_scatter_add(x, 1, np.array([[4, 0, 4, 1], [2, 2, 2, 2], [0, 1, 3, 4]]), s),
+     ([3, 5], "u"), ([3, 4], "u"))
 case("embedding-17x3", lambda w: __import__("axonml_autograd.nn.functional", fromlist=["embedding"]).embedding(
      [[16, 2], [2, 0]], w), lambda w: w[np.array([[16, 2], [2, 0]])], ([17, 3], "u"))
 

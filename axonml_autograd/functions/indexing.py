@@ -194,3 +194,28 @@ def getitem(a, key):
     if advanced is None:
         return picked
     return index_select(picked, advanced[0], advanced[1])
+
+
+def scatter_add(a, dim, index, src):
+    """torch's ``scatter_add``: ``a`` plus, at ``index`` along ``dim``, the values of ``src`` (index and src of
+    one shape, equal to ``a``'s outside ``dim``); repeats add up in index order, deterministically."""
+    from ..variable import Variable
+    x = a.data()
+    s = src if isinstance(src, Variable) else Variable(src)
+    t = index if isinstance(index, Tensor) else index.data() if callable(getattr(index, "data", None)) else \
+        Tensor.from_numpy(np.asarray(index).astype(np.int32), dtype="int32", device=x.device)
+    if t.dtype != np.int32:
+        raise TypeError(f"scatter_add: the index tensor must be int32, got {t.dtype}")
+    d = normalize_axis(dim, x.ndim(), "scatter_add dim")
+    if t._shape != s.data()._shape or t.ndim() != x.ndim() or \
+            any(t._shape[k] != x._shape[k] for k in range(x.ndim()) if k != d):
+        raise ValueError(f"scatter_add: index {t.shape()} and src {s.shape()} must have one shape, equal to "
+                         f"the input's {x.shape()} outside dim {d}")
+    R, K, inner = x._shape[d], t._shape[d], math.prod(x._shape[d + 1:])
+    # The sums are gather's gradient: each target element adds, in index order, the sources aimed at it.
+    added = _launch("backward", "gather", s.data(), t, x._shape, R, K, inner)
+    spread = record("ScatterAddBackward", added, [s],
+                    lambda ctx, g: _launch("forward", "gather", g, ctx.saved_tensors[0], ctx.attrs["shape"],
+                                           ctx.attrs["R"], ctx.attrs["K"], ctx.attrs["inner"]),
+                    saved=(t,), shape=t._shape, R=R, K=K, inner=inner)
+    return a + spread
