@@ -493,7 +493,8 @@ class Variable:
 
     def index_select(self, dim, index): return indexing.index_select(self, dim, index)
     def gather(self, dim, index): return indexing.gather(self, dim, index)
-    def scatter_add(self, dim, index, src): return indexing.scatter_add(self, dim, index, _as_variable(src, "scatter_add"))
+    def scatter_add(self, dim, index, src):
+        return indexing.scatter_add(self, dim, index, _as_variable(src, "scatter_add"))
 
     def __bool__(self):
         raise TypeError("the truth value of a Variable is ambiguous; compare its to_vec() instead")

@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyopencl as cl
 import pytest
 
 from axonml_autograd import Tensor, kernels, launch

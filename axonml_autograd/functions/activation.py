@@ -47,8 +47,8 @@ ACTIVATIONS = {
     "selu": ("x > 0 ? L(1.0507009873554805) * x : L(1.7580993408473766) * expm1(x)",
              "x <= 0 ? L(1.7580993408473766) * g * exp(x) : L(1.0507009873554805) * g", ()),
     # mish = x tanh(softplus(x)); sech^2 of softplus in the a / (1 + a)^2 form, exactly 0 when saturated.
-    "mish": (f"x * tanh({_SP})", f"g * (tanh({_SP}) + x / (L(1.0) + exp(-x)) * L(4.0) * {_bell(f'exp(L(-2.0) * {_SP})')})",
-             ()),
+    "mish": (f"x * tanh({_SP})",
+             f"g * (tanh({_SP}) + x / (L(1.0) + exp(-x)) * L(4.0) * {_bell(f'exp(L(-2.0) * {_SP})')})", ()),
     "hardtanh": ("x != x ? x : fmin(fmax(x, lo), hi)", "(x <= lo || x >= hi) ? L(0.0) : g", ("lo", "hi")),
     "logsigmoid": ("fmin(x, L(0.0)) - log1p(exp(-fabs(x)))", "g / (L(1.0) + exp(x))", ()),
 }

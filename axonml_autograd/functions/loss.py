@@ -139,7 +139,9 @@ def cross_entropy(logits, targets):
         # torch's [N, C, d1, ...]: the class axis moved last, every position a row of its own.
         nd, c = logits.ndim(), logits.shape()[1]
         rows = logits.permute([0] + list(range(2, nd)) + [1]).reshape([-1, c])
-        if isinstance(targets, Tensor) or callable(getattr(targets, "data", None)) and isinstance(targets.data(), Tensor):
+        device_targets = isinstance(targets, Tensor) or (callable(getattr(targets, "data", None))
+                                                         and isinstance(targets.data(), Tensor))
+        if device_targets:
             t = targets if isinstance(targets, Tensor) else targets.data()
             want = [logits.shape()[0]] + logits.shape()[2:]
             if t.shape() != want:
