@@ -383,6 +383,7 @@ class Variable:
 
     def flip(self, *dims): return shape_ops.flip(self, _varargs(dims))
     def tril(self, diagonal=0): return shape_ops.triangle(self, diagonal, upper=False)
+    def diagonal(self, offset=0, dim1=0, dim2=1): return shape_ops.diagonal(self, offset, dim1, dim2)
     def triu(self, diagonal=0): return shape_ops.triangle(self, diagonal, upper=True)
     def expand_as(self, other): return self.expand(_as_variable(other, "expand_as").shape())
 

@@ -178,3 +178,31 @@ def triangle(a, diagonal, upper):
     k = as_int(diagonal, f"{'triu' if upper else 'tril'}: diagonal")
     return record("TriuBackward" if upper else "TrilBackward", _triangle(x, k, upper), [a],
                   lambda ctx, g: _triangle(g, ctx.attrs["k"], ctx.attrs["upper"]), k=k, upper=upper)
+
+
+def diagonal(a, offset=0, dim1=0, dim2=1):
+    """torch's ``diagonal``: the elements ``[i, i + offset]`` of axes ``dim1``, ``dim2``, as a last axis."""
+    x = a.data()
+    nd = x.ndim()
+    if nd < 2:
+        raise ValueError(f"diagonal: expected at least 2 dims, got shape {x.shape()}")
+    d1, d2 = normalize_axis(dim1, nd, "diagonal dim1"), normalize_axis(dim2, nd, "diagonal dim2")
+    if d1 == d2:
+        raise ValueError(f"diagonal: dim1 and dim2 must differ, got {dim1} and {dim2}")
+    k = as_int(offset, "diagonal: offset")
+    st = contiguous_strides(x._shape)
+    rows, cols = x._shape[d1], x._shape[d2]
+    length = max(0, min(rows, cols - k) if k >= 0 else min(rows + k, cols))
+    start = (k * st[d2] if k >= 0 else -k * st[d1]) if length else 0
+    keep = [i for i in range(nd) if i not in (d1, d2)]
+    shape = [x._shape[i] for i in keep] + [length]
+    strides = [st[i] for i in keep] + [st[d1] + st[d2]]
+    out = copy_view(View(x, shape, strides, start))
+
+    def rule(ctx, g):
+        whole = Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device)
+        if g.numel():
+            elementwise("g", [g], names=("g",), out=View(whole, g._shape, ctx.attrs["strides"], ctx.attrs["start"]))
+        return whole
+
+    return record("DiagonalBackward", out, [a], rule, shape=x._shape, strides=tuple(strides), start=start)
