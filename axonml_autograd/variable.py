@@ -327,6 +327,8 @@ class Variable:
     def std(self, dim=None, correction=1, keepdim=False):
         return reduction.variance(self, dim, correction, keepdim).sqrt()
 
+    def cumsum(self, dim): return reduction.cumsum(self, dim)
+    def prod(self, dim=None, keepdim=False): return reduction.prod(self, dim, keepdim)
     def amax(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amax")
     def amin(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amin")
     def logsumexp(self, dim, keepdim=False): return reduction.logsumexp(self, dim, keepdim)

@@ -122,3 +122,12 @@ def test_selection_per_element_matches_the_row_path_and_numpy(gpu_like, device):
         np.testing.assert_array_equal(sel, x[idx])
         np.testing.assert_array_equal(gat, np.take_along_axis(x, gidx, 1))
         np.testing.assert_array_equal(grad, want_grad)
+
+
+def test_running_sums_and_products_match_numpy_on_both_strategies(gpu_like, device):
+    from axonml_autograd import Variable
+    x = np.random.default_rng(4).uniform(0.5, 1.5, (3, 17, 5))
+    for dev in (device, gpu_like):
+        v = Variable(Tensor.from_numpy(x, device=dev))
+        np.testing.assert_allclose(v.cumsum(1).numpy(), np.cumsum(x, 1), rtol=1e-6)
+        np.testing.assert_allclose(v.prod(2).numpy(), np.prod(x, 2), rtol=1e-6)

@@ -350,6 +350,12 @@ case("std_tuple_keepdim-2x3x5", lambda x: x.std((0, 2), keepdim=True),
      lambda x: x.std(axis=(0, 2), ddof=1, keepdims=True), ([2, 3, 5], "u"))
 case("amax_tuple-2x3x5", lambda x: x.amax((1, 2)), lambda x: x.max(axis=(1, 2)), ([2, 3, 5], "distinct"))
 case("amin-17", lambda x: x.amin(0), lambda x: x.min(axis=0), ([17], "distinct"))
+case("cumsum-3x17", lambda x: x.cumsum(1), lambda x: np.cumsum(x, 1), ([3, 17], "u"))
+case("cumsum_dim0-2x3x5", lambda x: x.cumsum(0), lambda x: np.cumsum(x, 0), ([2, 3, 5], "u"))
+case("prod-3x5", lambda x: x.prod(1), lambda x: np.prod(x, 1), ([3, 5], "u"))
+case("prod_all_keepdim-2x3", lambda x: x.prod(keepdim=True), lambda x: np.prod(x, keepdims=True), ([2, 3], "u"))
+case("prod_with_zero-17", lambda x: x.prod(0), lambda x: np.prod(x, 0),
+     ([17], lambda r, s, p: np.where(np.arange(17) == 5, 0.0, r.uniform(0.8, 1.2, s))))
 case("logsumexp-3x17", lambda x: x.logsumexp(1), lambda x: np.log(np.exp(x).sum(axis=1)), ([3, 17], "u"))
 case("norm2-3x5", lambda x: x.norm(), lambda x: np.sqrt((x * x).sum()), ([3, 5], "nz"))
 case("norm1_dim-3x17", lambda x: x.norm(1, 1), lambda x: np.abs(x).sum(axis=1), ([3, 17], "nz"))

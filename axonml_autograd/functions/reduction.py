@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from .. import kernels
 from ..grad_fn import record
 from ..tensor import Tensor, broadcast_view, elementwise, normalize_axis, reduce
 
@@ -204,3 +207,63 @@ def norm(a, p, dim, keepdim):
     if not isinstance(p, (int, float)) or isinstance(p, bool) or p <= 0:
         raise ValueError(f"norm: p must be a positive number, inf, -inf or 'fro', got {p!r}")
     return reduce_dims(a.abs().pow(float(p)), dim, keepdim, "sum").pow(1.0 / p)
+
+
+def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False) -> Tensor:
+    """Running sums/products of ``x`` along axis ``d`` (``cl_kernels/scan.cl.mako``)."""
+    out = Tensor._wrap(x._shape, x.dtype, x.device)
+    R = x._shape[d]
+    if x.numel() and R:
+        dev = x.device
+        inner = math.prod(x._shape[d + 1:])
+        n = x.numel() // R
+        knl = kernels.get_kernel(dev, "scan.cl.mako", "scan", ctype=kernels.ctype(x.dtype), op=op,
+                                 reverse=bool(reverse), exclusive=bool(exclusive))
+        local = 1 if dev.is_cpu else min(64, dev.max_work_group_size)
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), x.buffer, out.buffer, np.int32(R),
+                       np.int32(inner), np.int32(n))
+    return out
+
+
+def cumsum(a, dim):
+    """Running sums along ``dim``; the gradient is the running sum of ``g`` taken backwards."""
+    x = a.data()
+    if x.ndim() == 0:
+        return a * 1.0
+    d = normalize_axis(dim, x.ndim(), "cumsum dim")
+    return record("CumsumBackward", _scan(x, d, "sum"), [a],
+                  lambda ctx, g: _scan(g, ctx.attrs["dim"], "sum", reverse=True), dim=d)
+
+
+def prod(a, dim=None, keepdim=False):
+    """The product over ``dim`` (None: everything). The gradient of each element is the product of all
+    the others (prefix times suffix products), exact when some elements are 0."""
+    x = a.data()
+    if dim is None:
+        flat = a.reshape([x.numel()]) if x.ndim() else a.reshape([1])
+        out = prod(flat, 0)
+        return out.reshape([1] * x.ndim()) if keepdim else out
+    d = normalize_axis(dim, x.ndim(), "prod dim") if x.ndim() else 0
+    if x.ndim() == 0:
+        return a * 1.0
+    R = x._shape[d]
+    kept = list(x._shape)
+    kept[d] = 1
+    if R == 0:
+        ones = Tensor.ones(kept if keepdim else [s for k, s in enumerate(x._shape) if k != d], x.dtype, x.device)
+        return record("ProdBackward", ones, [a], lambda ctx, g: Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device),
+                      shape=x._shape)
+    running = _scan(x, d, "prod")
+    out = running.narrow(d, R - 1, 1)
+    if not keepdim:
+        out = out.reshape([s for k, s in enumerate(x._shape) if k != d])
+
+    def rule(ctx, g):
+        (xs,) = ctx.saved_tensors
+        dd = ctx.attrs["dim"]
+        before = _scan(xs, dd, "prod", exclusive=True)
+        after = _scan(xs, dd, "prod", reverse=True, exclusive=True)
+        spread = broadcast_view(g.reshape(ctx.attrs["kept"]), xs._shape)
+        return elementwise("g * p * q", [spread, before, after], names=("g", "p", "q"))
+
+    return record("ProdBackward", out, [a], rule, saved=(x,), dim=d, kept=kept)
