@@ -31,30 +31,8 @@ def backward(output, grad_output=None, retain_graph=False):
     ``grad_output`` (a Tensor or Variable of the output's shape) is required unless the output has one
     element. Unless ``retain_graph``, the graph's saved tensors are released afterwards.
     """
-    from .variable import Variable
-
-    if not isinstance(output, Variable):
-        raise TypeError(f"backward: expected a Variable, got {type(output).__name__}")
-    if not output._requires_grad:
-        raise RuntimeError("backward: the output does not require grad and has no grad_fn; make an input "
-                           "Variable(..., requires_grad=True) and compute outside no_grad")
+    grad = _root_grad(output, grad_output, "backward")
     data = output._data
-    if grad_output is None:
-        if data.numel() != 1:
-            raise RuntimeError(f"backward: the output has shape {data.shape()}; a gradient can be created "
-                               "implicitly only for one-element outputs, so pass grad_output")
-        grad = Tensor.ones(data._shape, data.dtype, data.device)
-    else:
-        grad = grad_output._data if isinstance(grad_output, Variable) else grad_output
-        if not isinstance(grad, Tensor):
-            raise TypeError(f"backward: grad_output must be a Tensor or Variable, got {type(grad).__name__}")
-        if grad._shape != data._shape:
-            raise ValueError(f"backward: grad_output has shape {grad.shape()} but the output has shape "
-                             f"{data.shape()}")
-        if grad.device is not data.device:
-            raise ValueError("backward: grad_output is on another device than the output")
-        if grad.dtype != data.dtype:
-            grad = grad.astype(data.dtype)
 
     # Anomaly mode is the one case where backward reads the device: each gradient, as it is made.
     check = anomaly.is_anomaly_enabled()
@@ -65,13 +43,104 @@ def backward(output, grad_output=None, retain_graph=False):
     T.launch.flush(data.device)   # the step's kernels go to the device now, back to back
 
 
-def run(root, grad, retain_graph=False, check=False, caller_owns_root=False):
+def _root_grad(output, grad_output, op) -> Tensor:
+    """The gradient backward starts from: ones for a one-element output, else ``grad_output``, checked."""
+    from .variable import Variable
+
+    if not isinstance(output, Variable):
+        raise TypeError(f"{op}: expected a Variable, got {type(output).__name__}")
+    if not output._requires_grad:
+        raise RuntimeError(f"{op}: the output does not require grad and has no grad_fn; make an input "
+                           "Variable(..., requires_grad=True) and compute outside no_grad")
+    data = output._data
+    if grad_output is None:
+        if data.numel() != 1:
+            raise RuntimeError(f"{op}: the output has shape {data.shape()}; a gradient can be created "
+                               "implicitly only for one-element outputs, so pass grad_output")
+        return Tensor.ones(data._shape, data.dtype, data.device)
+    grad = grad_output._data if isinstance(grad_output, Variable) else grad_output
+    if not isinstance(grad, Tensor):
+        raise TypeError(f"{op}: grad_output must be a Tensor or Variable, got {type(grad).__name__}")
+    if grad._shape != data._shape:
+        raise ValueError(f"{op}: grad_output has shape {grad.shape()} but the output has shape {data.shape()}")
+    if grad.device is not data.device:
+        raise ValueError(f"{op}: grad_output is on another device than the output")
+    return grad if grad.dtype == data.dtype else grad.astype(data.dtype)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
+    """d(outputs)/d(inputs) as a tuple of Tensors, one per input, like ``torch.autograd.grad``.
+
+    No ``.grad()`` changes. ``outputs`` and ``inputs`` are a Variable or a sequence of them; an input the
+    outputs do not depend on gives None with ``allow_unused=True`` and raises otherwise. The graph is
+    released unless ``retain_graph``. ``create_graph=True`` (gradients of gradients) is not there yet.
+
+    >>> from axonml_autograd import Tensor, Variable, grad
+    >>> x = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
+    >>> grad((x * x).sum(), x)[0].to_vec(), x.grad()
+    ([2.0, 4.0], None)
+    """
+    from .variable import Variable
+
+    if create_graph:
+        raise NotImplementedError("grad: create_graph=True (differentiating a gradient again) is not supported "
+                                  "yet; the gradients come back as constants")
+    outs = [outputs] if isinstance(outputs, Variable) else list(outputs)
+    ins = [inputs] if isinstance(inputs, Variable) else list(inputs)
+    gos = [None] * len(outs) if grad_outputs is None else \
+        [grad_outputs] if not isinstance(grad_outputs, (list, tuple)) else list(grad_outputs)
+    if len(gos) != len(outs):
+        raise ValueError(f"grad: {len(gos)} grad_outputs for {len(outs)} outputs")
+    for k, v in enumerate(ins):
+        if not isinstance(v, Variable) or not v._requires_grad:
+            raise RuntimeError(f"grad: input {k} is not a Variable that requires grad")
+    nodes = [v._node() for v in ins]   # a leaf's accumulator, or the op that made a non-leaf
+    collect = {node: [] for node in nodes}
+    for k, (out, go) in enumerate(zip(outs, gos)):
+        g = _root_grad(out, go, "grad")
+        keep = bool(retain_graph) or k + 1 < len(outs)
+        run(out._node(), g, keep, anomaly.is_anomaly_enabled(), caller_owns_root=go is not None,
+            accumulate=False, collect=collect)
+        T.launch.flush(out._data.device)
+    result = []
+    for k, (v, node) in enumerate(zip(ins, nodes)):
+        parts = collect[node]
+        if not parts:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {k} (shape {v.shape()}) was not used to compute the outputs; "
+                                   "pass allow_unused=True to get None for it")
+            result.append(None)
+            continue
+        total = parts[0] if len(parts) == 1 else parts[0].clone()
+        for p in parts[1:]:
+            total = T.binary("add", total, p)
+        result.append(total)
+    return tuple(result)
+
+
+def _run_hooks(hooks, g, what):
+    for hook in list(hooks):
+        replaced = hook(g)
+        if replaced is not None:
+            r = replaced._data if hasattr(replaced, "_data") else replaced
+            if not isinstance(r, Tensor) or r._shape != g._shape:
+                raise RuntimeError(f"{what}: a gradient hook returned {type(replaced).__name__} "
+                                   f"{getattr(r, 'shape', lambda: '')()}; expected a tensor of shape {g.shape()}")
+            g = r
+    return g
+
+
+def run(root, grad, retain_graph=False, check=False, caller_owns_root=False, accumulate=True, collect=None):
     """The engine: each node of ``root``'s graph once, in rank order (see graph.py), in one pass.
 
     A node runs when all its consumers have run: ``waiting`` counts the consumers not yet done, and
     ``ready`` grows rank by rank as the counts reach zero (the reading order of the list is the rank
     order). A leaf keeps its first gradient without a copy when no other leaf received that buffer
     and it is not the caller's ``grad_output`` (owned buffers are tracked by storage).
+
+    Hooks run on a node's gradient before its rule (a leaf's before and after accumulation).
+    ``collect`` (node -> [gradient]) receives the gradients of the given nodes; with
+    ``accumulate=False`` no leaf's ``.grad`` changes (``grad()``).
     """
     waiting = consumer_counts(root)
     pending = {root: grad}
@@ -84,10 +153,20 @@ def run(root, grad, retain_graph=False, check=False, caller_owns_root=False):
         g = pending.pop(node, None)
         nxt_nodes = node._next
         if g is not None:
+            if node.hooks:
+                g = _run_hooks(node.hooks, g, node._name)
+            if collect is not None and node in collect:
+                collect[node].append(g)
             if node.__class__ is AccumulateGrad:
-                sid = id(g._storage)
-                node.variable.accumulate_grad(g, owned=sid not in given)
-                given.add(sid)
+                var = node.variable
+                if var._hooks:
+                    g = _run_hooks(var._hooks, g, "AccumulateGrad")
+                if accumulate:
+                    sid = id(g._storage)
+                    var.accumulate_grad(g, owned=sid not in given)
+                    given.add(sid)
+                    for hook in list(var._post_hooks or ()):
+                        hook(var)
             else:
                 if node._released:
                     node.saved_tensors   # raises the retain_graph error
@@ -217,7 +296,7 @@ def check_gradients(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
     return True
 
 
-__all__ = ["backward", "numerical_gradient", "gradcheck", "check_gradients", "GradcheckError", "Variable"]
+__all__ = ["backward", "grad", "numerical_gradient", "gradcheck", "check_gradients", "GradcheckError", "Variable"]
 
 
 def __getattr__(name):

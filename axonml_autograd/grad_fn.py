@@ -22,7 +22,7 @@ _Variable = None   # variable.py imports this module; bound on first use
 class GradientFunction:
     """A recorded op: ``name()``, ``next_functions()`` and ``apply(grad)``."""
 
-    __slots__ = ("_name", "_rule", "_saved", "_versions", "_next", "needs_input_grad", "attrs",
+    __slots__ = ("_name", "_rule", "_saved", "_versions", "_next", "needs_input_grad", "attrs", "hooks",
                  "_released", "creation", "__weakref__")
 
     def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None):
@@ -34,6 +34,7 @@ class GradientFunction:
         self._saved = saved = saved if saved.__class__ is tuple else tuple(saved)
         self._versions = tuple([t._storage.version if t is not None else 0 for t in saved]) if saved else ()
         self.attrs = attrs or {}
+        self.hooks = None      # Variable.register_hook on the op's result: run on its gradient
         self._released = False
         self.creation = None   # (file, line, code) of the user's call, recorded in anomaly mode
 

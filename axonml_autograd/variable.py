@@ -25,7 +25,8 @@ from .tensor import Tensor
 class Variable:
     """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
 
-    __slots__ = ("_data", "_requires_grad", "_grad", "_grad_fn", "_accumulator", "_inference", "__weakref__")
+    __slots__ = ("_data", "_requires_grad", "_grad", "_grad_fn", "_accumulator", "_inference", "_hooks",
+                 "_post_hooks", "__weakref__")
 
     def __init__(self, data: Tensor, requires_grad: bool = False):
         if isinstance(data, Variable):
@@ -42,6 +43,7 @@ class Variable:
         self._grad_fn: Optional[GradientFunction] = None
         self._accumulator = None
         self._inference = False
+        self._hooks = self._post_hooks = None
 
     # -- construction, as in the crate -------------------------------------------------------------
     @classmethod
@@ -58,6 +60,7 @@ class Variable:
         v = cls.__new__(cls)
         v._data, v._requires_grad, v._grad, v._grad_fn = data, True, None, node
         v._accumulator, v._inference = None, False
+        v._hooks = v._post_hooks = None
         return v
 
     # -- facts --------------------------------------------------------------------------------------
@@ -169,6 +172,50 @@ class Variable:
         else:
             dst._version += 1
         return self
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def register_hook(self, fn) -> "RemovableHandle":
+        """Run ``fn(grad)`` when this Variable's gradient is computed; a Tensor it returns replaces the
+        gradient. Returns a handle whose ``remove()`` takes the hook off."""
+        if not callable(fn):
+            raise TypeError(f"register_hook: expected a callable, got {fn!r}")
+        if not self._requires_grad:
+            raise RuntimeError("register_hook: this Variable does not require grad, so no gradient reaches it")
+        if self._grad_fn is not None:
+            if self._grad_fn.hooks is None:
+                self._grad_fn.hooks = []
+            hooks = self._grad_fn.hooks
+        else:
+            if self._hooks is None:
+                self._hooks = []
+            hooks = self._hooks
+        hooks.append(fn)
+        return RemovableHandle(hooks, fn)
+
+    def register_post_accumulate_grad_hook(self, fn) -> "RemovableHandle":
+        """For a leaf: run ``fn(variable)`` after backward has added to its ``.grad()`` (where a data-parallel
+        wrapper starts reducing a bucket while the rest of backward goes on)."""
+        if not callable(fn):
+            raise TypeError(f"register_post_accumulate_grad_hook: expected a callable, got {fn!r}")
+        if self._grad_fn is not None or not self._requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: only a leaf that requires grad has one")
+        if self._post_hooks is None:
+            self._post_hooks = []
+        self._post_hooks.append(fn)
+        return RemovableHandle(self._post_hooks, fn)
+
+    def retain_grad(self):
+        """Keep this non-leaf's gradient in ``.grad()`` after backward (summed over backward calls)."""
+        if self._grad_fn is None:
+            return   # a leaf keeps its gradient anyway
+        ref = weakref.ref(self)
+
+        def keep(g):
+            v = ref()
+            if v is not None:
+                v._grad = g.clone() if v._grad is None else T.binary("add", v._grad, g)
+
+        self.register_hook(keep)
 
     def zero_grad(self):
         """Forget the accumulated gradient (the next backward starts from zero)."""
@@ -543,6 +590,21 @@ def _note_leaf(var, reset):
     cap = T.launch.active_capture()
     if cap is not None:
         cap.note_leaf(var, reset)
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""
+
+    __slots__ = ("_hooks", "_fn")
+
+    def __init__(self, hooks, fn):
+        self._hooks, self._fn = hooks, fn
+
+    def remove(self):
+        try:
+            self._hooks.remove(self._fn)
+        except ValueError:
+            pass
 
 
 def _varargs(args):
