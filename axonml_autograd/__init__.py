@@ -21,6 +21,7 @@ from .anomaly import AnomalyError, detect_anomaly
 from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed
+from .serialization import load, save
 
 
 def where(condition, a, b):
@@ -36,6 +37,6 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
-           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where"]
+           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load"]
 
 __version__ = "0.1.0"
