@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import Tensor, View, as_int, contiguous_strides, copy_view, elementwise, normalize_axis
+from ..tensor import Tensor, View, as_int, contiguous_strides, copy_view, normalize_axis
+from .shape import into_zeros
 
 _TEMPLATE = "index.cl.mako"
 
@@ -183,14 +184,9 @@ def getitem(a, key):
             raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32 Tensor, got {k!r}")
         d += 1
     out = copy_view(View(x, shape, strides, offset))
-
-    def rule(ctx, g):
-        whole = Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device)
-        if g.numel():
-            elementwise("g", [g], names=("g",), out=View(whole, g._shape, ctx.attrs["strides"], ctx.attrs["offset"]))
-        return whole
-
-    picked = record("IndexBackward", out, [a], rule, shape=x._shape, strides=tuple(strides), offset=offset)
+    picked = record("IndexBackward", out, [a],
+                    lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"]),
+                    shape=x._shape, strides=tuple(strides), offset=offset)
     if advanced is None:
         return picked
     return index_select(picked, advanced[0], advanced[1])

@@ -25,21 +25,23 @@ def transpose(a, d0, d1):
                   lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1)
 
 
+def into_zeros(g: Tensor, shape, strides, offset) -> Tensor:
+    """A selection's gradient: ``g`` written through the window it was read from (``strides``,
+    ``offset``) into zeros of the source's ``shape``. Each element was read at most once, so no adding."""
+    whole = Tensor.zeros(shape, g.dtype, g.device)
+    if g.numel():
+        elementwise("g", [g], names=("g",), out=View(whole, g._shape, strides, offset))
+    return whole
+
+
 def _window(a, starts, lengths, name):
     """The block ``[starts[k], starts[k] + lengths[k])`` on every axis, as a copy."""
     x = a.data()
     st = contiguous_strides(x._shape)
     offset = sum(s * k for s, k in zip(starts, st))
     out = copy_view(View(x, lengths, st, offset))
-
-    def rule(ctx, g):
-        full = Tensor.zeros(ctx.shape, g.dtype, g.device)
-        strides = contiguous_strides(ctx.shape)
-        if g.numel():
-            elementwise("g", [g], names=("g",), out=View(full, g._shape, strides, ctx.offset))
-        return full
-
-    return record(name, out, [a], rule, shape=x._shape, offset=offset)
+    return record(name, out, [a], lambda ctx, g: into_zeros(g, ctx.shape, contiguous_strides(ctx.shape), ctx.offset),
+                  shape=x._shape, offset=offset)
 
 
 def narrow(a, dim, start, length):
@@ -198,11 +200,6 @@ def diagonal(a, offset=0, dim1=0, dim2=1):
     shape = [x._shape[i] for i in keep] + [length]
     strides = [st[i] for i in keep] + [st[d1] + st[d2]]
     out = copy_view(View(x, shape, strides, start))
-
-    def rule(ctx, g):
-        whole = Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device)
-        if g.numel():
-            elementwise("g", [g], names=("g",), out=View(whole, g._shape, ctx.attrs["strides"], ctx.attrs["start"]))
-        return whole
-
-    return record("DiagonalBackward", out, [a], rule, shape=x._shape, strides=tuple(strides), start=start)
+    return record("DiagonalBackward", out, [a],
+                  lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["start"]),
+                  shape=x._shape, strides=tuple(strides), start=start)
