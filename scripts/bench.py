@@ -148,6 +148,23 @@ def measure(fns: dict, warmup: int, repeats: int) -> "Timings":
     return result
 
 
+def alternating_blocks(fns: dict, blocks: int, reps: int, warm_s: float) -> dict:
+    """Per name, the mean seconds per call of each of ``blocks`` blocks of ``reps`` calls; the names take
+    turns block by block, each block after at least ``warm_s`` of its own warm-up (see ``measure``)."""
+    times = {k: [] for k in fns}
+    for _ in range(blocks):
+        for k, fn in fns.items():
+            t0, calls = time.perf_counter(), 0
+            while calls < 2 or time.perf_counter() - t0 < warm_s:
+                fn()
+                calls += 1
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                fn()
+            times[k].append((time.perf_counter() - t0) / reps)
+    return times
+
+
 class Timings(dict):
     best: dict
 

@@ -49,6 +49,8 @@ def main():
     import statistics
     import time
 
+    from bench import alternating_blocks   # this folder: the same block timing as bench.py
+
     import numpy as np
 
     from axonml_autograd import Tensor, get_device
@@ -89,17 +91,8 @@ def main():
         t0 = time.perf_counter()
         theirs()
         reps = max(1, int(0.1 / max(time.perf_counter() - t0, 1e-6)))   # about 0.1 s of numpy per block
-        t_ours, t_np = [], []
-        for _ in range(args.repeats):
-            for fn, times in ((ours, t_ours), (theirs, t_np)):
-                t0, calls = time.perf_counter(), 0
-                while calls < 2 or time.perf_counter() - t0 < args.warmup:
-                    fn()
-                    calls += 1
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                times.append((time.perf_counter() - t0) / reps)
+        times = alternating_blocks({"ours": ours, "numpy": theirs}, args.repeats, reps, args.warmup)
+        t_ours, t_np = times["ours"], times["numpy"]
         flop = 2.0 * n ** 3
         go, gn = flop / statistics.median(t_ours) / 1e9, flop / statistics.median(t_np) / 1e9
         bo, bn = flop / min(t_ours) / 1e9, flop / min(t_np) / 1e9

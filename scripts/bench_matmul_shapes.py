@@ -50,6 +50,8 @@ def main():
     import numpy as np
     import torch
 
+    from bench import alternating_blocks   # this folder: the same block timing as bench.py
+
     from axonml_autograd import Tensor, get_device
     from axonml_autograd.matmul import matmul
 
@@ -90,17 +92,8 @@ def main():
             for _ in range(5):
                 ours()
             reps = max(5, int(0.03 / ((time.perf_counter() - t0) / 5)))
-        t_ours, t_torch = [], []
-        for _ in range(args.blocks):
-            for fn, times in ((ours, t_ours), (theirs, t_torch)):
-                t0, calls = time.perf_counter(), 0
-                while calls < 2 or time.perf_counter() - t0 < args.warmup:
-                    fn()
-                    calls += 1
-                t0 = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                times.append((time.perf_counter() - t0) / reps)
+        times = alternating_blocks({"ours": ours, "torch": theirs}, args.blocks, reps, args.warmup)
+        t_ours, t_torch = times["ours"], times["torch"]
         flop = 2.0 * m * n * k
         go, gt = flop / statistics.median(t_ours) / 1e9, flop / statistics.median(t_torch) / 1e9
         bo, bt = flop / min(t_ours) / 1e9, flop / min(t_torch) / 1e9
