@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 
+from . import kernels
 from . import random as _random
 from .device import get_device
 from .tensor import Tensor, _parse_shape, as_float, as_int, elementwise
@@ -32,20 +33,23 @@ def _is_int(v) -> bool:
 
 
 def arange(start, end=None, step=1, dtype=None, device=None) -> Tensor:
-    """``[start, start + step, ...)`` up to ``end`` (exclusive); int32 when every bound is an int."""
+    """``[start, start + step, ...)`` up to ``end`` (exclusive); int64 when every bound is an int, as torch."""
     if end is None:
         start, end = 0, start
     ints = all(_is_int(v) for v in (start, end, step))
-    dt = dtype or ("int32" if ints else "float32")
+    dt = dtype or ("int64" if ints else "float32")
     s, e, d = (as_float(v, f"arange {w}") for v, w in ((start, "start"), (end, "end"), (step, "step")))
     if d == 0 or not all(math.isfinite(v) for v in (s, e, d)):
         raise ValueError(f"arange: start, end and step must be finite and step non-zero, got {start}, {end}, {step}")
     n = max(0, math.ceil((e - s) / d))
     dev = get_device(device)
     if np.dtype(dt).kind != "f":
-        return elementwise("s + gid * d", [], names=(), int_scalars={"s": as_int(start, "arange start"),
-                                                                  "d": as_int(step, "arange step")},
-                           shape=(n,), dtype=dt, device=dev, op="arange")
+        bounds = {"s": as_int(start, "arange start"), "d": as_int(step, "arange step")}
+        if np.dtype(dt) == np.int64:
+            return elementwise("s + (long)gid * d", [], names=(), long_scalars=bounds, shape=(n,), dtype=dt,
+                               device=dev, op="arange")
+        return elementwise("s + gid * d", [], names=(), int_scalars=bounds, shape=(n,), dtype=dt, device=dev,
+                           op="arange")
     return elementwise("s + (T)gid * d", [], names=(), scalars={"s": s, "d": d}, shape=(n,), dtype=dt, device=dev,
                        op="arange")
 
@@ -103,16 +107,17 @@ def randn_like(x, seed=None, dtype=None) -> Tensor:
     return Tensor.randn(t._shape, seed, dtype or t.dtype, t.device)
 
 
-def randint(low, high, shape, seed=None, device=None) -> Tensor:
-    """int32 values uniform in ``[low, high)`` (from the device's generator unless ``seed`` is given)."""
+def randint(low, high, shape, seed=None, device=None, dtype="int64") -> Tensor:
+    """Integers uniform in ``[low, high)`` (from the device's generator unless ``seed`` is given); int64
+    like torch's, or ``dtype="int32"``. The span ``high - low`` is below 2**31."""
     low, high = as_int(low, "randint: low"), as_int(high, "randint: high")
     if not (-2**31 <= low < high <= 2**31 and high - low < 2**31):
         raise ValueError(f"randint: expected low < high within int32 (a span below 2**31), got {low} and {high}")
     u = _random.uniform(_parse_shape(shape, "randint shape"), seed, dtype="float64" if get_device(device).fp64
                         else "float32", device=device)
     # floor(u * span) < span for u < 1, whatever the rounding, by the min.
-    return elementwise("min((int)floor(u * (double)span), span - 1) + lo", [u], names=("u",),
-                       int_scalars={"span": high - low, "lo": low}, dtype="int32", op="randint") \
-        if u.dtype == np.float64 else \
-        elementwise("min((int)floor(u * (float)span), span - 1) + lo", [u], names=("u",),
-                    int_scalars={"span": high - low, "lo": low}, dtype="int32", op="randint")
+    dt = np.dtype(dtype)
+    if dt.kind != "i":
+        raise TypeError(f"randint: dtype must be int32 or int64, got {dt}")
+    return elementwise(f"min((int)floor(u * ({kernels.ctype(u.dtype)})span), span - 1) + lo", [u], names=("u",),
+                       int_scalars={"span": high - low, "lo": low}, dtype=dt, op="randint")

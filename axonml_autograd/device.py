@@ -29,6 +29,9 @@ from . import launch
 INSTALL_HINT = 'install an OpenCL platform, for example: pip install "pyopencl[pocl]"'
 
 
+SUPPORTED_DTYPES = ("float32", "float64", "int32", "int64", "bool")
+
+
 class DeviceError(RuntimeError):
     """No usable OpenCL device, or a device that cannot do what was asked."""
 
@@ -320,9 +323,9 @@ class Device:
         try:
             dt = np.dtype(dtype)
         except TypeError as e:
-            raise TypeError(f"dtype: expected 'float32', 'float64' or 'int32', got {dtype!r}") from e
-        if dt not in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int32)):
-            raise TypeError(f"dtype: {dt} is not supported; use float32, float64 or int32")
+            raise TypeError(f"dtype: expected one of {', '.join(SUPPORTED_DTYPES)}, got {dtype!r}") from e
+        if dt.name not in SUPPORTED_DTYPES:
+            raise TypeError(f"dtype: {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
         if dt == np.float64 and not self.fp64:
             raise DeviceError(f"float64 is not available on device {self.info.name} "
                               f"({self.selector}): it lacks cl_khr_fp64")

@@ -50,7 +50,9 @@ def _template(name: str) -> Template:
     return Template(filename=str(path), strict_undefined=True)
 
 
-CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int"}
+# bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.
+CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
+          np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar"}
 
 
 def ctype(dtype) -> str:

@@ -53,6 +53,20 @@ class _Storage:
             pass
 
 
+def native_dtype(dtype) -> np.dtype:
+    """The device dtype that holds a numpy dtype's values: float32, float64, int32, int64 and bool as they
+    are; float16 widens to float32, narrower integers to int32, unsigned 32/64-bit ones to int64 (values
+    that int64 cannot hold are refused when copied)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return dt if dt in (np.float32, np.float64) else np.dtype(np.float32 if dt.itemsize < 8 else np.float64)
+    if dt.kind == "b":
+        return dt
+    if dt.kind in "iu":
+        return np.dtype(np.int32) if dt.itemsize < 4 or (dt.kind == "i" and dt.itemsize == 4) else np.dtype(np.int64)
+    raise TypeError(f"expected numbers, got {dt}")
+
+
 def as_float(value, what) -> float:
     """``value`` as a Python float; TypeError for a non-number, ValueError beyond float range (10**400)."""
     if value.__class__ is float:
@@ -174,19 +188,20 @@ class Tensor:
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise TypeError(f"from_numpy: expected numbers, got an array of {arr.dtype}")
         if dtype is None:
-            # Floats keep their type (float16 widens to float32); integers of any width become int32,
-            # which the check below refuses to do for values it cannot hold; booleans become float32.
-            dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else \
-                np.int32 if arr.dtype.kind in "iu" else np.float32
+            dtype = native_dtype(arr.dtype)
         t = cls(arr.shape, dtype, device)
         if t.dtype.kind == "i" and arr.dtype.kind in "fiu" and arr.size:
-            # As Tensor.full: a value that int32 cannot hold exactly is refused, never wrapped or truncated.
-            wide = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
-            bad = ~np.isfinite(wide) | (wide != np.floor(wide)) | (wide < -2**31) | (wide >= 2**31) \
-                if arr.dtype.kind == "f" else (wide < -2**31) | (wide >= 2**31)
+            # As Tensor.full: a value the integer type cannot hold exactly is refused, never wrapped or
+            # truncated.
+            lo, hi = -2 ** (8 * t.dtype.itemsize - 1), 2 ** (8 * t.dtype.itemsize - 1)
+            if arr.dtype.kind == "f":
+                wide = arr.astype(np.float64)
+                bad = ~np.isfinite(wide) | (wide != np.floor(wide)) | (wide < lo) | (wide >= hi)
+            else:
+                bad = (arr < lo) | (arr >= hi)
             if bad.any():
                 raise ValueError(f"from_numpy: value {arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} "
-                                 f"is not an int32")
+                                 f"is not an {t.dtype}")
         # A private copy: the upload does not wait, so the caller may change `array` right after.
         host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
@@ -410,7 +425,10 @@ class Tensor:
             args = [other, self] if reverse else [self, other]
             return binary(name, *args)
         if isinstance(other, numbers.Real) and not isinstance(other, (bool, np.bool_)):
-            return scalar_op(name, self, as_float(other, name), reverse)
+            # Whole Python ints stay exact (an int64 tensor plus 2**60 must not go through a float).
+            value = int(other) if isinstance(other, numbers.Integral) and self.dtype.kind != "f" \
+                else as_float(other, name)
+            return scalar_op(name, self, value, reverse)
         return NotImplemented
 
     __add__ = lambda self, o: self._binary(o, "add")
@@ -423,7 +441,12 @@ class Tensor:
     __rtruediv__ = lambda self, o: self._binary(o, "div", True)
     __pow__ = lambda self, o: self._binary(o, "pow")
     __rpow__ = lambda self, o: self._binary(o, "pow", True)
+    __floordiv__ = lambda self, o: self._binary(o, "floordiv")
+    __rfloordiv__ = lambda self, o: self._binary(o, "floordiv", True)
+    __mod__ = lambda self, o: self._binary(o, "mod")
+    __rmod__ = lambda self, o: self._binary(o, "mod", True)
     __neg__ = lambda self: unary("neg", self)
+    __abs__ = lambda self: unary("abs", self)
 
     def __matmul__(self, other):
         if not isinstance(other, Tensor):
@@ -574,11 +597,11 @@ def _descriptor(x):
 
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
                 scalars: Optional[dict] = None, shape=None, dtype=None, out=None, op="elementwise",
-                device=None, int_scalars: Optional[dict] = None) -> Tensor:
+                device=None, int_scalars: Optional[dict] = None, long_scalars: Optional[dict] = None) -> Tensor:
     """``out = expr(inputs, scalars)`` in one kernel, broadcasting the inputs (Tensors or Views).
 
     ``expr`` is OpenCL C over the input names, the scalar names (``scalars`` in the tensor's float
-    type, ``int_scalars`` as int) and ``gid`` (the output element's flat index, so ``gid % C`` is the
+    type, ``int_scalars`` as int, ``long_scalars`` as long) and ``gid`` (the output element's flat index, so ``gid % C`` is the
     column of a contiguous [N, C] output); ``L(0.5)`` writes a literal of the tensor's float type. ``out`` may be a View into an
     existing tensor (used by ``cat``); ``device`` is needed only when there are no inputs.
 
@@ -588,11 +611,12 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     """
     scalars = scalars or _NONE
     int_scalars = int_scalars or _NONE
+    long_scalars = long_scalars or _NONE
     # The key: everything the plan depends on. Built inline, once per op: a Tensor operand is
     # described by (device, dtype number, shape), a View by its tensor's and its own layout.
     n_in = len(inputs)
     key = [expr, names if names.__class__ is tuple and len(names) == n_in else tuple(names[:n_in]),
-           tuple(scalars), tuple(int_scalars), shape if shape is None else tuple(shape), dtype,
+           tuple(scalars), tuple(int_scalars), tuple(long_scalars), shape if shape is None else tuple(shape), dtype,
            None if out is None else _descriptor(out), device]
     for x in inputs:
         if x.__class__ is View:
@@ -604,7 +628,8 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     if plan is None:
         if len(_plans) > 20000:  # many distinct shapes: start over rather than grow without bound
             _plans.clear()
-        plan = _plans[key] = _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op, device)
+        plan = _plans[key] = _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, dtype,
+                                             out, op, device)
     if out is not None:
         result = out.tensor
         result._version += 1
@@ -633,19 +658,22 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
                 args.append(np.array(v, dtype=plan.scalar_dtype).tobytes())
     for v in int_scalars.values():
         args.append(_pack_int(v))
+    for v in long_scalars.values():
+        args.append(_pack_long(v))
     launch.kernel(plan.kernel_device, knl, plan.global_size, plan.local_size, args, packed=True,
                   preset=plan.preset, fusable=plan if plan.fuse else None)
     return result
 
 
 _pack_int = struct.Struct("=i").pack
+_pack_long = struct.Struct("=q").pack
 _NONE: dict = {}   # never written: the default for absent scalars
 
 
 _plans: dict = {}
 
 
-def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op, device) -> _Plan:
+def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, dtype, out, op, device) -> _Plan:
     views = [x if isinstance(x, View) else x.view() for x in inputs]
     tensors = [v.tensor for v in views]
     operands = tensors + ([out.tensor] if out is not None else [])
@@ -693,10 +721,10 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
-                  int_scalars=tuple(int_scalars), expr=expr, inner=inner,
+                  int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
                   types=types if any(t != ctype for t in types) else ())
     plan.kernel, plan.vector = None, 0
-    if dev.is_cpu and "strided" not in kinds and names and not int_scalars and params["types"] == () \
+    if dev.is_cpu and "strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == () \
             and _vector_safe(expr):
         try:
             plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", vector=_VECTOR[ctype], **params)
@@ -717,7 +745,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     plan.global_size, plan.local_size = (global_size,), (local_size,)
     shared = plan.kernel
     plan.kernel = cl.Kernel(shared.program, shared.function_name)
-    first_int = 1 + len(views) + len(scalars) + len(int_scalars)
+    first_int = 1 + len(views) + len(scalars) + len(int_scalars) + len(long_scalars)
     plan.preset = tuple((first_int + k, _pack_int(value)) for k, value in enumerate(ints))
     for index, value in plan.preset:
         plan.kernel.set_arg(index, np.frombuffer(value, dtype=np.int32)[0])
@@ -726,7 +754,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, shape, dtype, out, op,
     # What a capture needs to fuse this launch with its neighbours (fusion.py): only whole contiguous
     # float operands of one type, no integer scalars, no use of the element index.
     plan.n, plan.n_bytes, plan.chunk_bytes = n, _pack_int(n), _pack_int(chunk)
-    fusable = ("strided" not in kinds and names and not int_scalars and params["types"] == ()
+    fusable = ("strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == ()
                and plan.dtype.kind == "f" and not re.search(r"\bgid\b", expr))
     plan.fuse = (expr, names, tuple(scalars), ctype, plan.vector) if fusable else None
     return plan
@@ -739,12 +767,18 @@ def copy_view(v: View) -> Tensor:
 
 def fill(t: Tensor, value) -> Tensor:
     """Set every element of ``t`` to ``value`` in place."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+    if (isinstance(value, (bool, np.bool_)) and t.dtype.kind != "b") or not isinstance(value, numbers.Real):
         raise TypeError(f"fill: value must be a number, got {value!r}")
     if t.dtype.kind == "f":
         value = as_float(value, "fill")
-    elif not (-2**31 <= value < 2**31 and (isinstance(value, (numbers.Integral, np.integer)) or value == int(value))):
-        raise ValueError(f"fill: value {value!r} is not an int32")
+    elif t.dtype.kind == "b":
+        value = bool(value)
+    else:
+        bound = 2 ** (8 * t.dtype.itemsize - 1)
+        if not (math.isfinite(value) and -bound <= value < bound
+                and (isinstance(value, (numbers.Integral, np.integer)) or value == int(value))):
+            raise ValueError(f"fill: value {value!r} is not an {t.dtype}")
+        value = int(value)
     if t.numel():
         # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.
         launch.fill(t.device, t.buffer, t.dtype.type(value), t.numel() * t.dtype.itemsize)
@@ -778,37 +812,63 @@ BINARY = {
     "minimum": "(a < b || isnan(a)) ? a : b",
     "eq": "(T)(a == b)",
     "gt": "(T)(a > b)",
+    "floordiv": "floor(a / b)",   # torch's floor_divide of floats
+    # Python's and torch's remainder: the sign of the divisor.
+    "mod": "(fmod(a, b) != 0 && ((fmod(a, b) < 0) != (b < 0))) ? fmod(a, b) + b : fmod(a, b)",
 }
 
 
-# Integer operands, as torch does it: + - * (and max/min, neg, abs, square, sign) of int32 stay
-# int32, computed in integers (exact; wrapping on overflow); true division and every other function
-# promote to float32 first, so `7 / 2` is 3.5 and `exp` of an int32 tensor is exp of its values.
-# Wrapping goes through unsigned arithmetic, where OpenCL C (like C) defines it.
-INT_EXACT = {
-    "add": "(int)((uint)a + (uint)b)", "sub": "(int)((uint)a - (uint)b)", "mul": "(int)((uint)a * (uint)b)",
-    "maximum": "max(a, b)", "minimum": "min(a, b)",
-    "neg": "(int)(0u - (uint)a)", "abs": "(int)abs(a)", "square": "(int)((uint)a * (uint)a)",
-    "sign": "(a > 0) - (a < 0)", "relu": "a > 0 ? a : 0",
+# Integer operands, as torch does it: + - * // % (and max/min, neg, abs, square, sign) of integers stay
+# integers, computed exactly in the wider of the two integer types (wrapping on overflow); true
+# division and every other function promote to float32 first, so `7 / 2` is 3.5 and `exp` of an int32
+# tensor is exp of its values. bool counts as an integer 0/1 (bool op bool gives int64, as Python's
+# True + True == 2). Wrapping goes through unsigned arithmetic, where OpenCL C (like C) defines it.
+# Division by zero is defined, as numpy's: x // 0 == 0 and x % 0 == 0; MIN // -1 wraps to MIN.
+_INT_EXACT = {
+    "add": "({I})(({U})a + ({U})b)", "sub": "({I})(({U})a - ({U})b)", "mul": "({I})(({U})a * ({U})b)",
+    "maximum": "max(({I})a, ({I})b)", "minimum": "min(({I})a, ({I})b)",
+    "floordiv": "b == 0 ? ({I})0 : (b == -1 ? ({I})(({U})0 - ({U})a) : "
+                "({I})(a / b - (a % b != 0 && ((a < 0) != (b < 0)))))",
+    "mod": "(b == 0 || b == -1) ? ({I})0 : ((a % b != 0 && ((a % b < 0) != (b < 0))) ? ({I})(a % b + b) : ({I})(a % b))",
+    "neg": "({I})(({U})0 - ({U})a)", "abs": "({I})(a < 0 ? ({U})0 - ({U})a : ({U})a)",
+    "square": "({I})(({U})a * ({U})a)", "sign": "({I})((a > 0) - (a < 0))", "relu": "a > 0 ? ({I})a : ({I})0",
 }
+INT_OPS = frozenset(_INT_EXACT)
+INT_EXACT = {np.dtype(dt): {k: v.format(I=c, U="u" + c) for k, v in _INT_EXACT.items()}
+             for dt, c in ((np.int32, "int"), (np.int64, "long"))}
 
 
 def _int(t: Tensor) -> bool:
     return t.dtype.kind != "f"
 
 
+def result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
+    """torch's promotion of two tensor dtypes, whichever comes first: float beats integer beats bool,
+    and within a kind the wider wins (bool with bool, in arithmetic, is int64)."""
+    if a.kind == "f" or b.kind == "f":
+        return max((d for d in (a, b) if d.kind == "f"), key=lambda d: d.itemsize)
+    ints = [d for d in (a, b) if d.kind == "i"]
+    return max(ints, key=lambda d: d.itemsize) if ints else np.dtype(np.int64)
+
+
+def _int_result(x: Tensor) -> np.dtype:
+    return x.dtype if x.dtype.kind == "i" else np.dtype(np.int64)
+
+
 def unary(name: str, x: Tensor) -> Tensor:
     if _int(x):
-        if name in INT_EXACT:
-            return elementwise(INT_EXACT[name], [x], op=name, dtype=np.int32)
+        dt = _int_result(x)
+        if name in INT_EXACT[dt]:
+            return elementwise(INT_EXACT[dt][name], [x], op=name, dtype=dt)
         x = x.astype("float32")
     return elementwise(UNARY[name], [x], op=name)
 
 
 def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
     if _int(a) and _int(b):
-        if name in INT_EXACT:
-            return elementwise(INT_EXACT[name], [a, b], op=name, dtype=np.int32)
+        dt = result_dtype(a.dtype, b.dtype)
+        if name in INT_EXACT[dt]:
+            return elementwise(INT_EXACT[dt][name], [a, b], op=name, dtype=dt)
         a, b = a.astype("float32"), b.astype("float32")
     return elementwise(BINARY[name], [a, b], op=name)
 
@@ -816,16 +876,29 @@ def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
 def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
     """``x <op> value`` (or ``value <op> x`` when ``reverse``), the scalar passed as a kernel argument.
 
-    An int32 ``x`` with a whole-number ``value`` under + - * stays int32 (the scalar goes in as an
-    int); otherwise an int32 ``x`` is promoted to float32 first.
+    An integer ``x`` with a whole-number ``value`` its type can hold, under + - * // % max min, stays
+    integer (the scalar goes in as an int or long); otherwise an integer ``x`` is promoted to float32 first.
     """
     tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
     if _int(x):
-        if name in INT_EXACT and float(value).is_integer() and -2**31 <= value < 2**31:
-            return elementwise(INT_EXACT[name], [x], names=(tensor_name,), int_scalars={scalar_name: int(value)},
-                               op=name, dtype=np.int32)
+        dt = _int_result(x)
+        bound = 2 ** (8 * dt.itemsize - 1)
+        if name in INT_EXACT[dt] and float(value).is_integer() and -bound <= value < bound:
+            key = "int_scalars" if dt == np.int32 else "long_scalars"
+            return elementwise(INT_EXACT[dt][name], [x], names=(tensor_name,), op=name, dtype=dt,
+                               **{key: {scalar_name: int(value)}})
         x = x.astype("float32")
     return elementwise(BINARY[name], [x], names=(tensor_name,), scalars={scalar_name: value}, op=name)
+
+
+def as_index(t: Tensor, op: str) -> Tensor:
+    """An int32 or int64 index tensor as int32 for the index kernels. int64 values beyond int32 are
+    clamped to its ends, which are out of range for any axis, so they are still caught (never wrapped)."""
+    if t.dtype == np.int32:
+        return t
+    if t.dtype == np.int64:
+        return elementwise("(int)clamp(a, (long)INT_MIN, (long)INT_MAX)", [t], op=op, dtype=np.int32)
+    raise TypeError(f"{op}: an index tensor must be int32 or int64, got {t.dtype}")
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -906,6 +979,11 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
         return reduce(x.astype("float32"), op, axis, keepdim, scale)
+    if op == "sum" and x.dtype.kind != "f" and x.dtype != np.int64:
+        return reduce(x.astype("int64"), op, axis, keepdim, scale)   # torch: integer sums are int64
+    if x.dtype.kind == "b":   # max of a mask: in int32, then back
+        res = reduce(x.astype("int32"), op, axis, keepdim, scale)
+        return (res[0].astype("bool"), res[1]) if op == "argmax" else res.astype("bool")
     scale = scale / R if op == "mean" else scale
     vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
     while P > 1:

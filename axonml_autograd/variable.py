@@ -306,6 +306,28 @@ class Variable:
         """``base ** self`` for a number ``base`` (gradient ``base ** x * log(base)``)."""
         return arithmetic.scalar("rpow_scalar", self, _number(base, "rpow"))
 
+    def __floordiv__(self, other): return self._floor_or_mod(other, "floordiv", False)
+    def __rfloordiv__(self, other): return self._floor_or_mod(other, "floordiv", True)
+    def __mod__(self, other): return self._floor_or_mod(other, "mod", False)
+    def __rmod__(self, other): return self._floor_or_mod(other, "mod", True)
+
+    def _floor_or_mod(self, other, op, reverse):
+        """``//`` and ``%`` as Python and torch: integers stay exact integers (no gradient); for floats
+        ``a // b`` is ``floor(a / b)`` (gradient 0, as floor's) and ``a % b`` is :meth:`remainder`."""
+        if isinstance(other, (Variable, Tensor)):
+            o = _as_variable(other, op)
+        elif isinstance(other, numbers.Real) and not isinstance(other, bool):
+            if self._data.dtype.kind != "f" and isinstance(other, numbers.Integral):
+                t = self._data._binary(int(other), op, reverse)   # the exact integer scalar path
+                return Variable(t)
+            o = _operand(other, self, op)
+        else:
+            raise TypeError(f"{op}: expected a Variable, Tensor or number, got {type(other).__name__}")
+        a, b = (o, self) if reverse else (self, o)
+        if a._data.dtype.kind != "f" and b._data.dtype.kind != "f":
+            return Variable(T.binary(op, a._data, b._data))
+        return a.div(b).floor() if op == "floordiv" else a.remainder(b)
+
     def maximum(self, other): return arithmetic.binary("maximum", self, _operand(other, self, "maximum"))
     def minimum(self, other): return arithmetic.binary("minimum", self, _operand(other, self, "minimum"))
     def atan2(self, other): return arithmetic.binary("atan2", self, _operand(other, self, "atan2"))
@@ -564,6 +586,13 @@ def _comparison(op):
 for _op, _dunder in compare.DUNDERS.items():
     setattr(Variable, _op, _comparison(_op))
     setattr(Variable, _dunder, _comparison(_op))
+for _op in ("and", "or", "xor", "not"):
+    def _bit(self, other=None, _op=_op):
+        return compare.bitwise(_op, self._data, other.data() if isinstance(other, Variable) else other)
+    setattr(Variable, f"bitwise_{_op}", _bit)
+    setattr(Variable, "__invert__" if _op == "not" else f"__{_op}__", _bit)
+    if _op != "not":
+        setattr(Variable, f"__r{_op}__", _bit)
 
 
 def _maths(name):

@@ -10,6 +10,9 @@
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
     int_names = tuple(context.get("int_scalars", ()))
+    def store(value):
+        # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
+        return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
 %>
 % if "double" in optypes:
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
@@ -34,6 +37,9 @@ __kernel void ew(
 % endfor
 % for s in int_names:
     const int ${s},
+% endfor
+% for s in context.get("long_scalars", ()):
+    const long ${s},
 % endfor
 % for op, kind in zip(operands, kinds):
   % if kind == "strided":
@@ -68,7 +74,7 @@ __kernel void ew(
   % for i, name in enumerate(names):
         const ${optypes[i + 1]} ${name} = in_${name}[gid];
   % endfor
-        out[gid] = (${optypes[0]})(${expr});
+        out[gid] = ${store("(" + expr + ")")};
     }
 % else:
 <%
@@ -112,7 +118,7 @@ __kernel void ew(
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
             const ${optypes[i + 1]} ${name} = in_${name}[${at(name, kind)}];
   % endfor
-            out[${at("out", kinds[0])}] = (${optypes[0]})(${expr});
+            out[${at("out", kinds[0])}] = ${store("(" + expr + ")")};
         }
     }
 % endif

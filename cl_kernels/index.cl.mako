@@ -3,8 +3,9 @@
 ## The tensor is seen as [outer, R, inner] (the indexed axis in the middle) and the result as
 ## [outer, K, inner]. mode "select": one index list idx[K] for every (outer, inner) position
 ## (index_select, x[..., idx, ...]); mode "gather": an index per result element, idx[outer, K, inner].
-## An index outside [0, R) (only a device tensor can hold one; lists are checked on the host) reads
-## nothing out of bounds: the element comes out NaN (0 for integer tensors).
+## A negative index counts from the end. An index outside [-R, R) (only a device tensor can hold one;
+## lists are checked on the host) reads nothing out of bounds: the element comes out NaN (0 for
+## integer tensors).
 ##
 ## `rows`: CPUs take a whole row of `inner` elements per work-item, GPUs one element.
 ## backward: each input element sums, in index order, the gradients of the result elements that took
@@ -16,10 +17,12 @@
 typedef ${ctype} T;
 
 % if mode == "select":
-#define IDX(o, k, i) idx[k]
+#define IDX(o, k, i) WRAP(idx[k])
 % else:
-#define IDX(o, k, i) idx[((long)(o) * K + (k)) * inner + (i)]
+#define IDX(o, k, i) WRAP(idx[((long)(o) * K + (k)) * inner + (i)])
 % endif
+// A negative index counts from the end, as in torch; one still outside [0, R) after that reads nothing.
+#define WRAP(j) ((j) < 0 ? (j) + R : (j))
 % if ctype in ("float", "double"):
 #define BAD ((T)NAN)
 % else:
@@ -37,7 +40,7 @@ __kernel void forward(__global const T *x, __global const int *idx, __global T *
     const int o = row / K;
     __global T *dst = out + (long)row * inner;
 % if mode == "select":
-    const int j = idx[k];
+    const int j = WRAP(idx[k]);
     if (j >= 0 && j < R) {
         __global const T *src = x + ((long)o * R + j) * inner;
         for (int i = 0; i < inner; ++i) dst[i] = src[i];
@@ -64,7 +67,7 @@ __kernel void backward(__global const T *g, __global const int *idx, __global T 
     for (int k = 0; k < K; ++k) {
         __global const T *src = g + ((long)o * K + k) * inner;
 % if mode == "select":
-        if (idx[k] == r)
+        if (WRAP(idx[k]) == r)
             for (int i = 0; i < inner; ++i) dst[i] += src[i];
 % else:
         for (int i = 0; i < inner; ++i)

@@ -18,10 +18,12 @@ typedef ${ctype} T;
 #define IDENTITY ((T)0)
 % elif ctype == "int":
 #define IDENTITY INT_MIN
+% elif ctype == "long":
+#define IDENTITY LONG_MIN
 % else:
 #define IDENTITY (-INFINITY)
 % endif
-% if ctype == "int":
+% if ctype in ("int", "long"):
 #define IS_NAN(x) 0
 % else:
 #define IS_NAN(x) ((x) != (x))   // inline, where isnan() may be an out-of-line call

@@ -1,4 +1,4 @@
-"""Comparisons and masks against numpy: int32 0/1 results, broadcasting, NaN compares false, and
+"""Comparisons and masks against numpy: bool results, broadcasting, NaN compares false, and
 Tensors and Variables still work as dict keys."""
 
 import numpy as np
@@ -13,33 +13,33 @@ B = np.array([1.0, 1.0, -2.0, np.nan, 2.0])
 @pytest.mark.parametrize("op,ref", [("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
                                     ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)])
 @pytest.mark.parametrize("kind", ["tensor", "variable", "number"])
-def test_comparisons_give_int32_masks_like_numpy(op, ref, kind):
+def test_comparisons_give_bool_masks_like_numpy(op, ref, kind):
     a = Tensor.from_numpy(A)
     left = a if kind == "tensor" else Variable(a)
     right = 2.0 if kind == "number" else Tensor.from_numpy(B)
     got = getattr(left, op)(right) if kind != "tensor" else {
         "eq": lambda: left == right, "ne": lambda: left != right, "lt": lambda: left < right,
         "le": lambda: left <= right, "gt": lambda: left > right, "ge": lambda: left >= right}[op]()
-    assert got.dtype == np.int32
-    np.testing.assert_array_equal(got.numpy(), ref(A, 2.0 if kind == "number" else B).astype(np.int32))
+    assert got.dtype == np.bool_
+    np.testing.assert_array_equal(got.numpy(), ref(A, 2.0 if kind == "number" else B))
 
 
 def test_operators_on_variables_and_masks_feeding_where():
     v = Variable(Tensor.from_numpy(A), requires_grad=True)
     mask = (v > 0.5).logical_and(v.isfinite())
-    np.testing.assert_array_equal(mask.numpy(), ((A > 0.5) & np.isfinite(A)).astype(np.int32))
+    np.testing.assert_array_equal(mask.numpy(), ((A > 0.5) & np.isfinite(A)))
     out = v.masked_fill(mask.logical_not(), 0.0)
     np.testing.assert_array_equal(out.numpy(), np.where((A > 0.5) & np.isfinite(A), A, 0.0))
-    assert v.isnan().numpy().tolist() == np.isnan(A).astype(np.int32).tolist()
-    assert v.isinf().numpy().tolist() == np.isinf(A).astype(np.int32).tolist()
+    assert v.isnan().numpy().tolist() == np.isnan(A).tolist()
+    assert v.isinf().numpy().tolist() == np.isinf(A).tolist()
 
 
 @pytest.mark.parametrize("dim", [None, 0, 1])
 def test_any_and_all_reduce_on_the_device_like_numpy(dim):
     m = np.array([[0, 1, 0], [0, 0, 0]], np.int32)
     t = Tensor.from_numpy(m)
-    np.testing.assert_array_equal(Variable(t).any(dim).numpy(), np.any(m, axis=dim).astype(np.int32))
-    np.testing.assert_array_equal(Variable(t).all(dim).numpy(), np.all(m != 0, axis=dim).astype(np.int32))
+    np.testing.assert_array_equal(Variable(t).any(dim).numpy(), np.any(m, axis=dim))
+    np.testing.assert_array_equal(Variable(t).all(dim).numpy(), np.all(m != 0, axis=dim))
     assert Variable(Tensor.zeros([0])).all().item() == 1 and Variable(Tensor.zeros([0])).any().item() == 0
 
 

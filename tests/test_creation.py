@@ -8,9 +8,9 @@ from axonml_autograd import (Tensor, Variable, arange, eye, full_like, linspace,
 
 
 @pytest.mark.parametrize("args", [(5,), (0,), (1,), (-3, 14, 4), (17, 3, -2), (65,), (7, 7)])
-def test_integer_arange_is_int32_like_numpys(args):
+def test_integer_arange_is_int64_like_torchs(args):
     got = arange(*args)
-    assert got.dtype == np.int32
+    assert got.dtype == np.int64
     np.testing.assert_array_equal(got.numpy(), np.arange(*args))
 
 
@@ -50,7 +50,7 @@ def test_like_constructors_keep_shape_dtype_and_device(device):
 
 def test_randint_covers_its_range_and_nothing_else():
     r = randint(-3, 4, [4000], seed=1).numpy()
-    assert r.dtype == np.int32 and set(np.unique(r)) == set(range(-3, 4))
+    assert r.dtype == np.int64 and set(np.unique(r)) == set(range(-3, 4))
     assert abs(np.bincount(r + 3).min() - 4000 / 7) < 120      # roughly uniform
 
 

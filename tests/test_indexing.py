@@ -38,8 +38,9 @@ def test_a_device_index_tensor_selects_and_its_gradient_sums_repeats_determinist
 
 def test_an_out_of_range_device_index_reads_nothing_out_of_bounds_and_gives_nan():
     w = Variable(Tensor.from_numpy(X[0]))
-    got = w.index_select(0, Tensor.from_numpy(np.array([1, 17, -1, 2], np.int32), dtype="int32")).numpy()
-    np.testing.assert_array_equal(got[[0, 3]], X[0][[1, 2]].astype(got.dtype))
+    rows = X[0].shape[0]
+    got = w.index_select(0, Tensor.from_numpy(np.array([1, 17, -rows - 1, 2, -1], np.int32), dtype="int32")).numpy()
+    np.testing.assert_array_equal(got[[0, 3, 4]], X[0][[1, 2, -1]].astype(got.dtype))   # -1: the last row
     assert np.isnan(got[[1, 2]]).all()
 
 

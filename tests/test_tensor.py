@@ -74,7 +74,7 @@ def test_from_vec_rejects_non_flat_numbers(values, exc):
         Tensor.from_vec(values, [2])
 
 
-@pytest.mark.parametrize("dtype", ["float16", "int64", "complex64", "not-a-dtype", object])
+@pytest.mark.parametrize("dtype", ["float16", "int8", "uint32", "complex64", "not-a-dtype", object])
 def test_unsupported_dtype_raises_type_error(dtype):
     with pytest.raises(TypeError, match="dtype"):
         Tensor.from_vec([1.0], [1], dtype=dtype)
@@ -89,15 +89,19 @@ def test_bad_shape_raises(shape, exc):
         Tensor.zeros(shape)
 
 
-def test_from_numpy_keeps_floats_maps_integers_to_int32_and_booleans_to_float32():
-    # An integer array stays integral (int64 values became float32 and lost bits beyond 2**24).
+def test_from_numpy_keeps_the_arrays_dtype_widening_only_what_the_device_lacks():
+    # int64 keeps every bit (as float32 it lost those beyond 2**24); a value int32 cannot hold is refused.
     with pytest.raises(ValueError, match="is not an int32"):
-        Tensor.from_numpy(np.array([2**40], dtype=np.int64))
+        Tensor.from_numpy(np.array([2**40], dtype=np.int64), dtype="int32")
+    with pytest.raises(ValueError, match="is not an int64"):
+        Tensor.from_numpy(np.array([2**63], dtype=np.uint64))
     for arr, want in [(np.arange(6, dtype=np.float64).reshape(2, 3), np.float64),
                       (np.arange(4, dtype=np.int32), np.int32),
-                      (np.array([0, 2**24 + 1, -2**31], dtype=np.int64), np.int32),
+                      (np.array([0, 2**40 + 1, -2**63, 2**63 - 1], dtype=np.int64), np.int64),
                       (np.arange(4, dtype=np.uint8), np.int32),
-                      (np.array([True, False]), np.float32),
+                      (np.array([0, 2**32 - 1], dtype=np.uint32), np.int64),
+                      (np.array([True, False]), np.bool_),
+                      (np.float16(1.5), np.float32),
                       (np.float32(2.5), np.float32)]:
         if want == np.float64 and not DEV.fp64:
             continue
@@ -199,6 +203,7 @@ NP_BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
     "maximum": np.maximum, "minimum": np.minimum,
     "eq": lambda a, b: (a == b).astype(a.dtype), "gt": lambda a, b: (a > b).astype(a.dtype),
+    "floordiv": np.floor_divide, "mod": np.mod,
 }
 POSITIVE = {"log", "sqrt", "pow", "reciprocal", "div"}
 

@@ -177,7 +177,7 @@ def unary(table, name, a, **scalars):
     forward, backward, scalar_names = table[name]
     x = a.data()
     if x.dtype.kind != "f":
-        if name in tensor_ops.INT_EXACT and not scalar_names:   # neg, abs: integers stay integers
+        if name in tensor_ops.INT_OPS and not scalar_names:   # neg, abs: integers stay integers
             return record(node_name(name), tensor_ops.unary(name, x), [a], None)
         x = x.astype("float32")   # like torch: a float function of integers promotes them to float32
     values = {s: as_float(scalars[s], f"{name} {s}") for s in scalar_names}

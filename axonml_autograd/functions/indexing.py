@@ -2,13 +2,14 @@
 
 Basic indexing (ints, negative too, slices with positive steps, ``None``, ``...``) is one strided
 copy, and its gradient is written back through the same window into zeros (each element is taken
-at most once, so nothing needs adding). One axis may be indexed by a list or a 1-D int32 Tensor
+at most once, so nothing needs adding). One axis may be indexed by a list or a 1-D int32/int64 Tensor
 (advanced indexing): that is ``index_select``, whose gradient sums the repeated indices in a fixed
 order (``cl_kernels/index.cl.mako``), so it is the same bit for bit at every run.
 
 Index lists are checked on the host (``IndexError`` naming the index and the size); an index held
-in a device tensor cannot be checked without a read, so one outside the axis reads nothing out of
-bounds and gives NaN there.
+in a device tensor cannot be checked without a read: a negative one counts from the end (as in
+torch), and one outside the axis reads nothing out of bounds and gives NaN there (0 for integer
+tensors; int64 values beyond int32 stay out of range, never wrapped).
 
 >>> from axonml_autograd import Tensor, Variable
 >>> x = Variable(Tensor.from_vec([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], [2, 3]), requires_grad=True)
@@ -26,7 +27,7 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import Tensor, View, as_int, contiguous_strides, copy_view, normalize_axis
+from ..tensor import Tensor, View, as_index, as_int, contiguous_strides, copy_view, normalize_axis
 from .shape import into_zeros
 
 _TEMPLATE = "index.cl.mako"
@@ -36,15 +37,16 @@ def _indices(index, size, op, device) -> Tensor:
     """An int32 device tensor of indices into an axis of ``size`` (lists range-checked, negatives wrapped)."""
     if isinstance(index, Tensor) or callable(getattr(index, "data", None)) and isinstance(index.data(), Tensor):
         t = index if isinstance(index, Tensor) else index.data()
-        if t.dtype != np.int32:
-            raise TypeError(f"{op}: an index tensor must be int32, got {t.dtype}")
+        if t.dtype.kind == "b":
+            raise TypeError(f"{op}: a bool mask cannot index (its result's shape would need a host read); "
+                            "use where() or masked_fill(), or integer indices")
         if t.ndim() != 1:
             raise IndexError(f"{op}: an index tensor must be 1-D, got shape {t.shape()}")
         if t.device is not device:
             raise ValueError(f"{op}: the index tensor is on another device")
-        return t
+        return as_index(t, op)
     if isinstance(index, (str, bytes)) or not hasattr(index, "__len__"):
-        raise TypeError(f"{op}: expected a list of ints or an int32 Tensor, got {index!r}")
+        raise TypeError(f"{op}: expected a list of ints or an int32/int64 Tensor, got {index!r}")
     arr = np.asarray(index)
     if arr.size and arr.dtype.kind not in "iu":
         raise TypeError(f"{op}: indices must be integers, got {list(arr.reshape(-1)[:5])}")
@@ -69,7 +71,7 @@ def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
 
 
 def index_select(a, dim, index):
-    """``x`` with axis ``dim`` replaced by the entries ``index`` names (a list or a 1-D int32 Tensor)."""
+    """``x`` with axis ``dim`` replaced by the entries ``index`` names (a list or a 1-D int32/int64 Tensor)."""
     x = a.data()
     if x.ndim() == 0:
         raise IndexError("index_select: a 0-d tensor has no axis to select from")
@@ -92,7 +94,7 @@ def index_select(a, dim, index):
 
 def gather(a, dim, index):
     """torch's ``gather``: ``out[..., k, ...] = x[..., index[..., k, ...], ...]`` along ``dim``; ``index`` is
-    an int32 Tensor of ``x``'s shape except along ``dim``."""
+    an int32/int64 Tensor of ``x``'s shape except along ``dim``."""
     x = a.data()
     t = index if isinstance(index, Tensor) else index.data() if callable(getattr(index, "data", None)) else None
     if t is None:
@@ -100,8 +102,7 @@ def gather(a, dim, index):
         if arr.dtype.kind not in "iu":
             raise TypeError(f"gather: indices must be integers, got {arr.dtype}")
         t = Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=x.device)
-    if t.dtype != np.int32:
-        raise TypeError(f"gather: the index tensor must be int32, got {t.dtype}")
+    t = as_index(t, "gather")
     d = normalize_axis(dim, x.ndim(), "gather dim")
     if t.ndim() != x.ndim() or any(t._shape[k] != x._shape[k] for k in range(x.ndim()) if k != d):
         raise ValueError(f"gather: index shape {t.shape()} must equal input shape {x.shape()} outside dim {d}")
@@ -181,7 +182,7 @@ def getitem(a, key):
             shape.append(size)
             strides.append(st[d])
         else:
-            raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32 Tensor, got {k!r}")
+            raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32/int64 Tensor, got {k!r}")
         d += 1
     out = copy_view(View(x, shape, strides, offset))
     picked = record("IndexBackward", out, [a],
@@ -200,8 +201,7 @@ def scatter_add(a, dim, index, src):
     s = src if isinstance(src, Variable) else Variable(src)
     t = index if isinstance(index, Tensor) else index.data() if callable(getattr(index, "data", None)) else \
         Tensor.from_numpy(np.asarray(index).astype(np.int32), dtype="int32", device=x.device)
-    if t.dtype != np.int32:
-        raise TypeError(f"scatter_add: the index tensor must be int32, got {t.dtype}")
+    t = as_index(t, "scatter_add")
     d = normalize_axis(dim, x.ndim(), "scatter_add dim")
     if t._shape != s.data()._shape or t.ndim() != x.ndim() or \
             any(t._shape[k] != x._shape[k] for k in range(x.ndim()) if k != d):

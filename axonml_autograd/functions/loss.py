@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..grad_fn import record
-from ..tensor import Tensor, broadcast_view, cross_entropy_rows, cross_entropy_rows_backward, elementwise, reduce
+from ..tensor import Tensor, as_index, broadcast_view, cross_entropy_rows, cross_entropy_rows_backward, elementwise, reduce
 from .activation import _floats
 from .arithmetic import unary
 
@@ -91,11 +91,11 @@ def _class_indices(targets, n, c, device) -> Tensor:
         return Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=device)
     if t.shape() != [n]:
         raise ValueError(f"targets: expected shape [{n}] (one index per row), got {t.shape()}")
-    if t.dtype != np.int32:
+    if t.dtype.kind != "i":
         # A float tensor would be truncated (2.7 -> class 2) without a word; torch refuses it too.
-        raise TypeError(f"targets: class indices must be an int32 tensor, got a {t.dtype} tensor; "
-                        "convert it with .astype('int32') if its values are whole numbers")
-    return t
+        raise TypeError(f"targets: class indices must be an int32 or int64 tensor, got a {t.dtype} tensor; "
+                        "convert it with .astype('int64') if its values are whole numbers")
+    return as_index(t, "targets")
 
 
 def nll_loss(log_probs, targets):
