@@ -236,6 +236,26 @@ def _shape_text(t: Tensor) -> str:
     return str(tuple(t._shape))
 
 
+def _transposed_base(t: Tensor, trans: bool):
+    """``x.T`` (a view: ``x`` with its last two axes swapped) is read as ``x`` with the transpose flag
+    flipped, so the kernel reads it in place; any other view is laid out by the buffer property."""
+    strides, offset = t._view
+    shape = t._shape
+    if len(shape) >= 2 and offset == 0:
+        base_shape = shape[:-2] + (shape[-1], shape[-2])
+        cs = contiguous_strides(base_shape)
+        if tuple(strides) == cs[:-2] + (cs[-1], cs[-2]):
+            return _over(t, base_shape), not trans
+    return t, trans
+
+
+def _over(t: Tensor, shape) -> Tensor:
+    """A contiguous tensor of ``shape`` over the start of ``t``'s buffer."""
+    base = Tensor.__new__(Tensor)
+    base.device, base.dtype, base._shape, base._storage, base._view = t.device, t.dtype, tuple(shape), t._storage, None
+    return base
+
+
 def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
            out: Optional[Tensor] = None, strategy: Optional[str] = None) -> Tensor:
     """``op(a) @ op(b)`` with numpy's ``matmul`` rules, ``op`` transposing the last two axes when asked.
@@ -251,6 +271,10 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     """
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and {type(b).__name__}")
+    if a._view is not None:
+        a, trans_a = _transposed_base(a, trans_a)
+    if b._view is not None:
+        b, trans_b = _transposed_base(b, trans_b)
     # Repeated signatures (a training loop) skip the shape logic below: ~30 us of Python that, at
     # n = 256, is a tenth of the whole multiply. Everything the launches depend on is in the key.
     key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,

@@ -144,13 +144,24 @@ class View:
     __slots__ = ("tensor", "shape", "strides", "offset")
 
     def __init__(self, tensor: "Tensor", shape, strides, offset=0):
+        # Windows are written in the coordinates of a contiguous tensor: a permuted one is laid out
+        # contiguously first (once; see Tensor._materialize). Tensor.view() builds its own.
+        if tensor is not None and tensor._view is not None:
+            tensor._materialize()
         self.tensor, self.shape, self.strides, self.offset = tensor, tuple(shape), tuple(strides), offset
 
 
 class Tensor:
-    """A contiguous device array: an OpenCL buffer, a shape and a dtype."""
+    """A device array: an OpenCL buffer, a shape and a dtype.
 
-    __slots__ = ("_storage", "_shape", "dtype", "device", "__weakref__")
+    Most tensors are contiguous. ``permute``, ``transpose`` and ``.T`` give views instead: the same
+    buffer read with other strides (``_view`` holds them), no copy. Elementwise kernels read a view in
+    place and matmul reads a transposed one in place; any other kernel that needs contiguous data
+    lays the view out contiguously at its first use (``_materialize``), after which it no longer
+    follows writes to the tensor it came from.
+    """
+
+    __slots__ = ("_storage", "_shape", "dtype", "device", "_view", "__weakref__")
 
     def __init__(self, shape, dtype="float32", device=None, _storage=None):
         dev = get_device(device)
@@ -161,6 +172,7 @@ class Tensor:
         if n > INT32_MAX:
             raise ValueError(f"shape {list(self._shape)} has {n} elements; at most {INT32_MAX} are supported")
         self._storage = _storage if _storage is not None else _Storage(dev, n * self.dtype.itemsize)
+        self._view = None   # (strides, offset) in elements for a permuted view; None when contiguous
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -169,6 +181,7 @@ class Tensor:
         t = cls.__new__(cls)
         t.device, t.dtype, t._shape = device, dtype, shape
         t._storage = _Storage(device, math.prod(shape) * dtype.itemsize)
+        t._view = None
         return t
 
     @classmethod
@@ -267,6 +280,9 @@ class Tensor:
     # -- facts --------------------------------------------------------------------------------------
     @property
     def buffer(self) -> cl.Buffer:
+        """The device buffer, laid out contiguously (a permuted view is copied once, here)."""
+        if self._view is not None:
+            self._materialize()
         storage = self._storage
         if launch.recording_threads:
             cap = launch.active_capture()
@@ -336,15 +352,38 @@ class Tensor:
 
     # -- views and copies ---------------------------------------------------------------------------
     def view(self) -> View:
-        return View(self, self._shape, contiguous_strides(self._shape), 0)
+        """This tensor as a kernel operand: its buffer with its strides (a permuted view stays one)."""
+        if self._view is None:
+            return View(self, self._shape, contiguous_strides(self._shape), 0)
+        strides, offset = self._view
+        return View(self._raw(), self._shape, strides, offset)
+
+    def _raw(self) -> "Tensor":
+        """A contiguous, flat tensor over the whole of this one's buffer (the base of its view)."""
+        t = Tensor.__new__(Tensor)
+        t.device, t.dtype, t._view, t._storage = self.device, self.dtype, None, self._storage
+        t._shape = (self._storage.nbytes // self.dtype.itemsize,)
+        return t
+
+    def _materialize(self):
+        """Lay a permuted view out contiguously in a buffer of its own, in place. The version carries
+        over, so a saved tensor's in-place check still sees writes made before this."""
+        copy = copy_view(self.view())
+        copy._storage.version = self._storage.version
+        self._storage, self._view = copy._storage, None
+
+    def is_contiguous(self) -> bool:
+        return self._view is None
 
     def reshape(self, shape) -> "Tensor":
-        """The same data with another shape (shares the buffer; one axis may be -1)."""
+        """The same data with another shape (shares the buffer; one axis may be -1). A permuted view is
+        copied first, as torch's reshape does when it must."""
         shape = infer_shape(shape, self.numel(), self._shape)
-        return Tensor(shape, self.dtype, self.device, _storage=self._storage)
+        base = self if self._view is None else self.contiguous()
+        return Tensor(shape, self.dtype, self.device, _storage=base._storage)
 
     def transpose(self, d0=0, d1=1) -> "Tensor":
-        """A copy with axes ``d0`` and ``d1`` swapped."""
+        """A view with axes ``d0`` and ``d1`` swapped (no copy)."""
         nd = self.ndim()
         a, b = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
         perm = list(range(nd))
@@ -356,8 +395,16 @@ class Tensor:
         perm = [normalize_axis(p, nd, "permute") for p in perm]
         if sorted(perm) != list(range(nd)):
             raise ValueError(f"permute: {perm} is not a permutation of {list(range(nd))}")
-        st = contiguous_strides(self._shape)
-        return copy_view(View(self, [self._shape[p] for p in perm], [st[p] for p in perm], 0))
+        strides, offset = self._view if self._view is not None else (contiguous_strides(self._shape), 0)
+        shape = tuple(self._shape[p] for p in perm)
+        strides = tuple(strides[p] for p in perm)
+        t = Tensor.__new__(Tensor)
+        t.device, t.dtype, t._shape, t._storage = self.device, self.dtype, shape, self._storage
+        # Size-1 axes do not move anything: such a permute (or undoing one) is contiguous again.
+        walk = tuple(st for st, n in zip(strides, shape) if n != 1)
+        dense = tuple(st for st, n in zip(contiguous_strides(shape), shape) if n != 1)
+        t._view = None if (walk == dense and offset == 0) else (strides, offset)
+        return t
 
     @property
     def T(self) -> "Tensor":
@@ -398,10 +445,13 @@ class Tensor:
         return copy_view(broadcast_view(self, target))
 
     def contiguous(self) -> "Tensor":
-        return self
+        """This tensor if it is contiguous, else a contiguous copy."""
+        return self if self._view is None else copy_view(self.view())
 
     def clone(self) -> "Tensor":
         """A copy in a new buffer (the driver's buffer copy: no kernel to build)."""
+        if self._view is not None:
+            return copy_view(self.view())
         t = Tensor._wrap(self._shape, self.dtype, self.device)
         nbytes = self.numel() * self.dtype.itemsize
         if nbytes:
@@ -517,10 +567,10 @@ def broadcast_view(t: Tensor, shape) -> View:
     """``t`` read as ``shape`` with stride 0 on the broadcast axes."""
     shape = tuple(shape)
     lead = len(shape) - t.ndim()
-    st = contiguous_strides(t._shape)
-    strides = [0] * lead + [0 if (t._shape[k] == 1 and shape[lead + k] != 1) else st[k]
+    v = t.view()
+    strides = [0] * lead + [0 if (t._shape[k] == 1 and shape[lead + k] != 1) else v.strides[k]
                             for k in range(t.ndim())]
-    return View(t, shape, strides, 0)
+    return View(v.tensor, shape, strides, v.offset)
 
 
 def _check_same_device(op, tensors):
@@ -592,7 +642,7 @@ def _descriptor(x):
     if isinstance(x, View):
         t = x.tensor
         return (t.device, t.dtype.num, x.shape, x.strides, x.offset)
-    return (x.device, x.dtype.num, x._shape)
+    return (x.device, x.dtype.num, x._shape, x._view)
 
 
 def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "c", "d"),
@@ -622,7 +672,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
         if x.__class__ is View:
             key.append(_descriptor(x))
         else:
-            key += (x.device, x.dtype.num, x._shape)
+            key += (x.device, x.dtype.num, x._shape, x._view)
     key = tuple(key)
     plan = _plans.get(key)
     if plan is None:
@@ -637,6 +687,7 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
         result = Tensor.__new__(Tensor)
         result.device, result.dtype, result._shape = plan.kernel_device, plan.dtype, plan.shape
         result._storage = _Storage(plan.kernel_device, plan.nbytes)
+        result._view = None
     knl = plan.kernel
     if knl is None:  # nothing to compute
         return result
@@ -645,6 +696,8 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
     args = [result.buffer]
     if launch.recording_threads:   # the buffer property tells a capture which buffers it reads
         for x in inputs:
+            if x.__class__ is not View and x._view is not None:
+                x = x.view()   # read in place, not laid out
             args.append(x.tensor.buffer if x.__class__ is View else x.buffer)
     else:
         for x in inputs:
