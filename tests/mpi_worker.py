@@ -1,0 +1,129 @@
+"""The program tests/test_distributed.py starts under ``mpiexec -n 2`` (and once without it).
+
+    python tests/mpi_worker.py MODE OUTDIR [options]
+
+Modes:
+  train       a few SGD steps of a small MLP through DistributedDataParallel, batch --batch per rank,
+              on the rows of a global batch that belong to this rank; writes OUTDIR/<tag>-rank<r>.npz.
+              Without mpiexec the one process takes the whole global batch: the reference.
+  raise       rank 1 raises before a collective that rank 0 waits in; the job must abort, not hang.
+  checkpoint  --phase full: 5 Adam steps, rank 0 saving a checkpoint after step 3;
+              --phase resume: fresh (differently seeded) model, load that checkpoint on every rank, 2 steps.
+
+Everything runs under ``main()``: importing this file (pytest's doctest collection does) does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+SIZES = [8, 16, 4]
+
+
+def global_batch(step, rows):
+    """The global batch of a step: the same on every rank, whatever the world size."""
+    rng = np.random.default_rng([1234, step])
+    return rng.standard_normal((rows, SIZES[0])).astype(np.float32), \
+        rng.integers(0, SIZES[-1], rows).astype(np.int32)
+
+
+def my_rows(x, y, rank, per_rank):
+    return x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]
+
+
+def step_data(step, args, rank, world):
+    from axonml_autograd import Tensor, Variable
+    rows = args.batch * args.replicas
+    x, y = global_batch(step, rows)
+    per_rank = rows // world
+    x, y = my_rows(x, y, rank, per_rank)
+    return Variable(Tensor.from_numpy(x)), Tensor.from_numpy(y, dtype="int32")
+
+
+def save_params(path, model):
+    np.savez(path, **{name: p.numpy() for name, p in model.named_parameters()})
+
+
+def run_train(args):
+    from axonml_autograd import distributed
+    from axonml_autograd.distributed import DistributedDataParallel
+    from axonml_autograd.nn import MLP
+    from axonml_autograd.optim import SGD
+
+    distributed.init()
+    rank, world = distributed.rank(), distributed.world_size()
+    for tag, cap in (("default", 25), ("small-buckets", 0.0003)):
+        # Each rank starts from other weights: the wrapper must broadcast rank 0's.
+        model = MLP(SIZES, seed=rank)
+        ddp = DistributedDataParallel(model, bucket_cap_mb=cap)
+        opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for step in range(args.steps):
+            x, y = step_data(step, args, rank, world)
+            opt.zero_grad()
+            loss = model(x).cross_entropy(y)     # the model called directly, backward() by the user
+            loss.backward()
+            opt.step()
+        if world > 1:
+            assert ddp.reductions == args.steps, ddp.reductions
+            assert len(ddp.buckets) == (1 if cap == 25 else 3), [len(b) for b in ddp.buckets]
+        save_params(os.path.join(args.out, f"{tag}-rank{rank}.npz"), model)
+
+
+def run_raise(args):
+    from axonml_autograd import Tensor, distributed
+
+    distributed.init()
+    if distributed.rank() == 1:
+        raise RuntimeError("rank 1 fails on purpose")
+    distributed.all_reduce(Tensor.ones([4]))   # rank 0 waits here for a partner that is gone
+    print("rank 0 got past the collective", flush=True)
+
+
+def run_checkpoint(args):
+    from axonml_autograd import distributed, save
+    from axonml_autograd.serialization import load_into
+    from axonml_autograd.distributed import DistributedDataParallel
+    from axonml_autograd.nn import MLP
+    from axonml_autograd.optim import Adam
+
+    distributed.init()
+    rank, world = distributed.rank(), distributed.world_size()
+    ckpt = os.path.join(args.out, "checkpoint.npz")
+    model = MLP(SIZES, seed=0 if args.phase == "full" else 100 + rank)
+    opt = Adam(model.parameters(), lr=0.01)
+    first = 0
+    if args.phase == "resume":
+        load_into(ckpt, dict(model.named_parameters()), optimizer=opt)
+        first = 3
+    DistributedDataParallel(model)
+    for step in range(first, 5):
+        x, y = step_data(step, args, rank, world)
+        opt.zero_grad()
+        model(x).cross_entropy(y).backward()
+        opt.step()
+        if args.phase == "full" and step == 2:
+            if rank == 0:
+                save(ckpt, dict(model.named_parameters()), optimizer=opt)
+            distributed.barrier()
+    save_params(os.path.join(args.out, f"{args.phase}-rank{rank}.npz"), model)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["train", "raise", "checkpoint"])
+    p.add_argument("out")
+    p.add_argument("--batch", type=int, default=5, help="rows per rank")
+    p.add_argument("--replicas", type=int, default=2, help="the world size the global batch is made for")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--phase", choices=["full", "resume"], default="full")
+    args = p.parse_args(argv)
+    {"train": run_train, "raise": run_raise, "checkpoint": run_checkpoint}[args.mode](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
