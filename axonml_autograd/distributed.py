@@ -402,6 +402,7 @@ class DistributedDataParallel:
         self._handles = []
         self.reductions = 0              # completed gradient reductions (for tests and tools)
         self.last_wait_seconds = 0.0     # time the last reduction spent waiting after backward's end
+        self.last_started_early = 0
         init()
         self.world_size = _world.size
         self.rank = _world.rank
@@ -539,6 +540,7 @@ class DistributedDataParallel:
         if red is None:
             return
         t0 = time.perf_counter()
+        self.last_started_early = red.next   # buckets whose MPI reduction began while backward ran
         self._progress(red, block=True)
         _world.MPI.Request.Waitall(red.requests)
         self.last_wait_seconds = time.perf_counter() - t0

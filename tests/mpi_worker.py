@@ -7,6 +7,7 @@ Modes:
               on the rows of a global batch that belong to this rank; writes OUTDIR/<tag>-rank<r>.npz.
               Without mpiexec the one process takes the whole global batch: the reference.
   raise       rank 1 raises before a collective that rank 0 waits in; the job must abort, not hang.
+  collectives all_reduce (each op), broadcast, all_gather against numpy; mismatched shapes raise on all ranks.
   checkpoint  --phase full: 5 Adam steps, rank 0 saving a checkpoint after step 3;
               --phase resume: fresh (differently seeded) model, load that checkpoint on every rank, 2 steps.
 
@@ -83,6 +84,53 @@ def run_raise(args):
     print("rank 0 got past the collective", flush=True)
 
 
+def run_collectives(args):
+    from axonml_autograd import Tensor, Variable, distributed
+    from axonml_autograd.distributed import DistributedDataParallel
+
+    distributed.init()
+    rank, world = distributed.rank(), distributed.world_size()
+    assert world == 2 and distributed.local_rank() == rank and distributed.local_world_size() == 2
+
+    def mine(r):
+        return np.array([r + 1.0, -3.0 * r, 0.5, 7.0 - r], dtype=np.float32)
+
+    everyone = np.stack([mine(r) for r in range(world)])
+    for op, expected in (("sum", everyone.sum(0)), ("mean", everyone.mean(0)), ("max", everyone.max(0)),
+                         ("min", everyone.min(0))):
+        t = Tensor.from_numpy(mine(rank))
+        assert distributed.all_reduce(t, op=op) is t
+        np.testing.assert_array_equal(t.numpy(), expected, err_msg=op)
+    v = Variable(Tensor.from_numpy(mine(rank)), requires_grad=True)
+    distributed.all_reduce(v)
+    np.testing.assert_array_equal(v.numpy(), everyone.sum(0))
+    ints = Tensor.from_numpy(np.array([rank, 10 * rank], dtype=np.int32), dtype="int32")
+    np.testing.assert_array_equal(distributed.all_reduce(ints).numpy(), [1, 10])
+
+    t = Tensor.from_numpy(mine(rank).reshape(2, 2))
+    distributed.broadcast(t, root=1)
+    np.testing.assert_array_equal(t.numpy(), mine(1).reshape(2, 2))
+
+    parts = distributed.all_gather(Tensor.from_numpy(mine(rank)))
+    assert len(parts) == world
+    for r, part in enumerate(parts):
+        np.testing.assert_array_equal(part.numpy(), mine(r))
+    np.testing.assert_array_equal(distributed.all_gather(Tensor.from_numpy(mine(rank)), stack=True).numpy(), everyone)
+
+    try:   # shapes that differ between ranks: every rank raises, none waits
+        distributed.all_gather(Tensor.zeros([rank + 1]))
+        raise AssertionError("all_gather accepted different shapes")
+    except ValueError as e:
+        assert "rank 0: [1]" in str(e) and "rank 1: [2]" in str(e), e
+    try:
+        DistributedDataParallel([Variable(Tensor.zeros([3 + rank]), requires_grad=True)])
+        raise AssertionError("DistributedDataParallel accepted different models")
+    except ValueError as e:
+        assert "rank 1 has 1 parameters [4]" in str(e), e
+    distributed.barrier()
+    print(f"rank {rank}: collectives ok", flush=True)
+
+
 def run_checkpoint(args):
     from axonml_autograd import distributed, save
     from axonml_autograd.serialization import load_into
@@ -114,14 +162,15 @@ def run_checkpoint(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["train", "raise", "checkpoint"])
+    p.add_argument("mode", choices=["train", "raise", "checkpoint", "collectives"])
     p.add_argument("out")
     p.add_argument("--batch", type=int, default=5, help="rows per rank")
     p.add_argument("--replicas", type=int, default=2, help="the world size the global batch is made for")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--phase", choices=["full", "resume"], default="full")
     args = p.parse_args(argv)
-    {"train": run_train, "raise": run_raise, "checkpoint": run_checkpoint}[args.mode](args)
+    {"train": run_train, "raise": run_raise, "checkpoint": run_checkpoint,
+     "collectives": run_collectives}[args.mode](args)
     return 0
 
 
