@@ -52,13 +52,13 @@ def mpiexec():
     return path
 
 
-def launch2(mpiexec, *args):
-    """Run the worker on two ranks; returns (returncode, output, seconds)."""
+def launch2(mpiexec, *args, script=WORKER):
+    """Run the worker (or ``script``) on two ranks; returns (returncode, output, seconds)."""
     env = _clean_env()
     # Open MPI refuses root unless told, and wants --oversubscribe for more ranks than cores.
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [mpiexec, "--oversubscribe", "--bind-to", "none", "-n", "2",
-           "-x", "PYTHONPATH", sys.executable, WORKER, *args]
+           "-x", "PYTHONPATH", sys.executable, script, *args]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
@@ -127,6 +127,17 @@ def test_a_checkpoint_saved_by_rank_0_resumes_on_two_ranks_with_identical_parame
         resumed = params_of(tmp_path / path)
         for name, want in full.items():   # steps 4 and 5 after the reload: the same program, the same bits
             np.testing.assert_array_equal(resumed[name], want, err_msg=f"{path} {name}")
+
+
+def test_train_digits_distributed_prints_and_writes_only_on_rank_0(mpiexec, tmp_path):
+    pytest.importorskip("sklearn")
+    rc, out, _ = launch2(mpiexec, "--distributed", "--epochs", "2", "--no-progress", "--out", str(tmp_path),
+                         script=os.path.join(ROOT, "scripts", "train_digits.py"))
+    assert rc == 0, out
+    # Each epoch line and the summary once (two ranks printing would double them).
+    assert out.count("epoch   2/2  loss") == 1 and out.count("test accuracy:") == 1, out
+    assert "ranks:           2 (batch 64 per rank, 128 per step in all; 719 images per rank per epoch)" in out
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "history.json", "history.png"]
 
 
 # -- a world of one -------------------------------------------------------------------------------------
