@@ -13,10 +13,10 @@ Without ``mpiexec`` (or without ``mpi4py``) everything here works as a world of 
 collectives return their input, the wrapper adds nothing, the sampler yields every index.
 
 **Host transfers.** The library never reads the device inside forward, backward or an optimiser step,
-with one sanctioned exception: the gradient all-reduce. Each bucket of gradients is packed into
-one device buffer and copied to the host by a non-blocking read (an event; the rest of backward
-keeps being enqueued meanwhile), reduced by a non-blocking ``MPI_Iallreduce`` once that read is
-done, and uploaded back at the end of backward: one read and one upload per bucket per step.
+with one sanctioned exception: the gradient all-reduce. Each bucket's gradients are copied into one
+host array by non-blocking reads (events; the rest of backward keeps being enqueued meanwhile),
+reduced by a non-blocking ``MPI_Iallreduce`` once those reads are done, and uploaded back at the
+end of backward: one read per gradient and one upload per bucket per step.
 Because of them a step with a :class:`DistributedDataParallel` cannot run inside ``capture()``
 (which refuses host reads); reduce explicitly between captured pieces with
 :meth:`DistributedDataParallel.reduce_gradients` if needed.
@@ -324,12 +324,24 @@ class _Bucket:
         self.dtype, self.device = params[0]._data.dtype, params[0]._data.device
 
 
+class _Done:
+    """Stands in for the read event of a bucket with nothing to read."""
+
+    def wait(self):
+        pass
+
+    @property
+    def command_execution_status(self):
+        import pyopencl as cl
+        return cl.command_execution_status.COMPLETE
+
+
 class _Reduction:
     """One step's reduction in flight: which buckets are complete, their reads and MPI requests."""
 
     def __init__(self, n_buckets):
         self.arrived = [set() for _ in range(n_buckets)]
-        self.packed = [None] * n_buckets      # device tensor holding the bucket, kept alive for its read
+        self.packed = [None] * n_buckets      # the gradients being read, kept alive for their reads
         self.sent = [None] * n_buckets        # host array the read fills
         self.events = [None] * n_buckets      # the read's event
         self.received = [None] * n_buckets    # host array MPI fills with the sum
@@ -346,8 +358,8 @@ class DistributedDataParallel:
     that reaches them returns with each ``.grad()`` averaged over the ranks:
 
     * The parameters are split, in reverse order, into buckets of about ``bucket_cap_mb`` megabytes.
-    * When a bucket's last gradient has been accumulated (a post-accumulate hook), its gradients are
-      packed into one device buffer whose non-blocking read starts; once the read is done, a
+    * When a bucket's last gradient has been accumulated (a post-accumulate hook), non-blocking reads
+      of its gradients into one host array start; once they are done, a
       non-blocking ``MPI_Iallreduce`` of it starts, while backward goes on with the earlier layers.
     * When backward finishes (a :func:`~axonml_autograd.backward.queue_callback`), the remaining
       reads and reductions are waited for, and each sum is uploaded and divided by the world size
@@ -497,17 +509,25 @@ class DistributedDataParallel:
         self._progress(red, block=False)
 
     def _read(self, red, bucket):
-        """Pack the bucket's gradients into one device buffer and start its non-blocking read."""
-        parts = []
-        for p in bucket.params:
-            g = p._grad
-            if g is None:
-                g = Tensor.zeros(p._data._shape, p._data.dtype, p._data.device)
-            parts.append(g.reshape([-1]))
-        packed = parts[0] if len(parts) == 1 else T.cat(parts, 0)
+        """Start the non-blocking reads of the bucket's gradients into one host array.
+
+        One read per gradient, each into its slice of the array (no packing kernel): the queue is in
+        order, so the last read's event completing means the whole bucket has arrived.
+        """
         host = np.empty(bucket.numel, dtype=bucket.dtype)
-        red.packed[bucket.index], red.sent[bucket.index] = packed, host
-        red.events[bucket.index] = launch.read_async(bucket.device, host, packed.buffer)
+        kept, event = [], None
+        for p, offset in zip(bucket.params, bucket.offsets):
+            g = p._grad
+            if g is None:   # no gradient reached it on this rank: zeros stand in
+                host[offset:offset + p._data.numel()] = 0
+                continue
+            if g.dtype != bucket.dtype:
+                g = g.astype(bucket.dtype)
+            kept.append(g)   # alive until the read is done
+            if g.numel():
+                event = launch.read_async(bucket.device, host[offset:offset + g.numel()], g.buffer)
+        red.packed[bucket.index], red.sent[bucket.index] = kept, host
+        red.events[bucket.index] = event if event is not None else _Done()
 
     def _progress(self, red, block):
         """Start the MPI reductions of the buckets whose reads are done, strictly in bucket order

@@ -7,7 +7,8 @@ Modes:
               on the rows of a global batch that belong to this rank; writes OUTDIR/<tag>-rank<r>.npz.
               Without mpiexec the one process takes the whole global batch: the reference.
   raise       rank 1 raises before a collective that rank 0 waits in; the job must abort, not hang.
-  collectives all_reduce (each op), broadcast, all_gather against numpy; mismatched shapes raise on all ranks.
+  collectives all_reduce (each op), broadcast, all_gather against numpy; mismatched shapes raise on all ranks;
+              a parameter one rank leaves unused, gradient accumulation, no_sync and reduce_gradients.
   checkpoint  --phase full: 5 Adam steps, rank 0 saving a checkpoint after step 3;
               --phase resume: fresh (differently seeded) model, load that checkpoint on every rank, 2 steps.
 
@@ -127,6 +128,28 @@ def run_collectives(args):
         raise AssertionError("DistributedDataParallel accepted different models")
     except ValueError as e:
         assert "rank 1 has 1 parameters [4]" in str(e), e
+
+    # A parameter only rank 0 uses: rank 1 contributes zeros, both end with the average.
+    a = Variable(Tensor.ones([3]), requires_grad=True)
+    b = Variable(Tensor.ones([2]), requires_grad=True)
+    ddp = DistributedDataParallel([a, b])
+
+    def loss():
+        out = (a * float(rank + 1)).sum()
+        return out + (b * 3.0).sum() if rank == 0 else out
+
+    loss().backward()
+    assert a.grad().to_vec() == [1.5] * 3 and b.grad().to_vec() == [1.5] * 2, (a.grad(), b.grad())
+    loss().backward()   # accumulating without zero_grad: the average of the sums is the sum of averages
+    assert a.grad().to_vec() == [3.0] * 3 and b.grad().to_vec() == [3.0] * 2
+    a.zero_grad(), b.zero_grad()
+    with ddp.no_sync():   # local accumulation only, then one explicit reduction
+        loss().backward()
+        loss().backward()
+    assert a.grad().to_vec() == [2.0 * (rank + 1)] * 3
+    ddp.reduce_gradients()
+    assert a.grad().to_vec() == [3.0] * 3 and b.grad().to_vec() == [3.0] * 2
+    assert ddp.reductions == 3
     distributed.barrier()
     print(f"rank {rank}: collectives ok", flush=True)
 
