@@ -51,7 +51,7 @@ import numpy as np
 
 from . import launch
 from . import tensor as T
-from .backward import queue_callback
+from .backward import _callback_stack, queue_callback
 from .tensor import Tensor, View, contiguous_strides
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "local_rank", "local_world_size", "barrier",
@@ -324,6 +324,12 @@ class _Bucket:
         self.dtype, self.device = params[0]._data.dtype, params[0]._data.device
 
 
+def _current_backward():
+    """An object that identifies the backward() running in this thread (None outside one)."""
+    stack = _callback_stack()
+    return stack[-1] if stack else None
+
+
 class _Done:
     """Stands in for the read event of a bucket with nothing to read."""
 
@@ -347,6 +353,7 @@ class _Reduction:
         self.received = [None] * n_buckets    # host array MPI fills with the sum
         self.requests = []
         self.next = 0                         # buckets [0, next) have their MPI reduction started
+        self.backward = None                  # which backward() started it (its callback list)
 
 
 class DistributedDataParallel:
@@ -497,8 +504,12 @@ class DistributedDataParallel:
         if not self._sync:
             return
         red = self._reduction
+        running = _current_backward()
+        if red is not None and red.backward is not running:
+            red = None   # left over from a backward that raised before it finished: start afresh
         if red is None:
             red = self._reduction = _Reduction(len(self._buckets))
+            red.backward = running
             queue_callback(self._finish)
         index = self._bucket_of[id(p)]
         arrived = red.arrived[index]

@@ -150,6 +150,17 @@ def run_collectives(args):
     ddp.reduce_gradients()
     assert a.grad().to_vec() == [3.0] * 3 and b.grad().to_vec() == [3.0] * 2
     assert ddp.reductions == 3
+
+    # Inside capture() the gradient read is refused on every rank; the next eager backward still works.
+    from axonml_autograd import CaptureError, capture
+    try:
+        capture(lambda t: loss().backward())(Tensor.ones([1]))
+        raise AssertionError("a captured data-parallel backward was accepted")
+    except CaptureError as e:
+        assert "data-parallel" in str(e), e
+    a.zero_grad(), b.zero_grad()
+    loss().backward()
+    assert a.grad().to_vec() == [1.5] * 3 and b.grad().to_vec() == [1.5] * 2
     distributed.barrier()
     print(f"rank {rank}: collectives ok", flush=True)
 
