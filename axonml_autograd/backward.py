@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from . import anomaly
@@ -39,8 +41,53 @@ def backward(output, grad_output=None, retain_graph=False):
     if check:
         anomaly.check_root(grad)
     root = output._node()
-    run(root, grad, retain_graph, check, caller_owns_root=grad_output is not None)
-    T.launch.flush(data.device)   # the step's kernels go to the device now, back to back
+    stack = _callback_stack()
+    stack.append([])
+    try:
+        run(root, grad, retain_graph, check, caller_owns_root=grad_output is not None)
+        T.launch.flush(data.device)   # the step's kernels go to the device now, back to back
+    finally:
+        callbacks = stack.pop()
+    for fn in callbacks:
+        fn()
+
+
+# -- "backward finished" callbacks ------------------------------------------------------------------------
+# A hook that starts work during backward (a data-parallel wrapper reducing gradient buckets) needs
+# a place to finish it before backward() returns, so that the caller sees the finished gradients.
+# Per thread, and a stack because a backward may run inside another (a hook calling backward()).
+_tls = threading.local()
+
+
+def _callback_stack() -> list:
+    stack = getattr(_tls, "callbacks", None)
+    if stack is None:
+        stack = _tls.callbacks = []
+    return stack
+
+
+def queue_callback(fn):
+    """Run ``fn()`` once when the ``backward()`` now running in this thread has finished.
+
+    PyTorch's ``Variable._execution_engine.queue_callback``: call it from a hook during backward.
+    The callbacks run in the order they were queued, after every gradient has been accumulated (and
+    not at all if backward raised). Raises RuntimeError outside backward.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> from axonml_autograd.backward import queue_callback
+    >>> x = Variable(Tensor.from_vec([1.0], [1]), requires_grad=True)
+    >>> seen = []
+    >>> _ = x.register_post_accumulate_grad_hook(lambda v: queue_callback(lambda: seen.append(v.grad().to_vec())))
+    >>> (x * 3.0).sum().backward()
+    >>> seen
+    [[3.0]]
+    """
+    if not callable(fn):
+        raise TypeError(f"queue_callback: expected a callable, got {fn!r}")
+    stack = _callback_stack()
+    if not stack:
+        raise RuntimeError("queue_callback: no backward() is running in this thread; call it from a hook")
+    stack[-1].append(fn)
 
 
 def _root_grad(output, grad_output, op) -> Tensor:
@@ -296,7 +343,7 @@ def check_gradients(func, inputs, eps=1e-6, atol=1e-5, rtol=1e-3) -> bool:
     return True
 
 
-__all__ = ["backward", "grad", "numerical_gradient", "gradcheck", "check_gradients", "GradcheckError", "Variable"]
+__all__ = ["backward", "grad", "queue_callback", "numerical_gradient", "gradcheck", "check_gradients", "GradcheckError", "Variable"]
 
 
 def __getattr__(name):

@@ -145,6 +145,23 @@ def read(device, host, buffer):
     cl.enqueue_copy(device._queue, host, buffer, is_blocking=True)
 
 
+def read_async(device, host, buffer):
+    """Start copying ``buffer`` into ``host`` and return the copy's ``pyopencl.Event`` without waiting.
+
+    The copy runs after every command before it (the queue is in order). ``host`` must stay alive and
+    unread until the event completes (``event.wait()``, or a status of COMPLETE). Used by
+    ``distributed.DistributedDataParallel``: a gradient bucket leaves the device while the rest of
+    backward is still being enqueued.
+    """
+    cap = active_capture()
+    if cap is not None:
+        raise CaptureError("capture: the function reads the device (a data-parallel gradient reduction); "
+                           "a replay runs no Python, so it cannot repeat a read. Capture the steps "
+                           "before and after the reduction separately, or run the step eagerly")
+    flush(device)
+    return cl.enqueue_copy(device._queue, host, buffer, is_blocking=False)
+
+
 def _submit(device, cmd):
     if recording_threads:
         cap = getattr(_tls, "capture", None)

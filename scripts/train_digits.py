@@ -10,10 +10,16 @@ the Adam step never read from the device. The loss and accuracy are read once pe
     python scripts/train_digits.py --device 0:0 --epochs 40 --out runs/digits
     python scripts/train_digits.py --resume runs/digits/checkpoint.npz --epochs 60
     python scripts/train_digits.py --no-capture          # every step eagerly (the same numbers, slower)
+    mpiexec -n 2 python scripts/train_digits.py --distributed   # data-parallel over two processes
 
 Each training step (zero_grad, forward, backward, Adam) runs through ``capture``: the first call per
 batch shape records its device work and later calls replay it with no Python per op. The learning
 rate set per epoch is honoured by the replays.
+
+With ``--distributed`` (under ``mpiexec -n N``) each rank takes its share of every epoch
+(``DistributedSampler``), ``--batch-size`` rows per step, and ``DistributedDataParallel`` averages the
+gradients during backward; steps then run eagerly (the all-reduce reads the host, which a capture
+refuses). Only rank 0 prints and writes the artefacts.
 
 Artefacts in ``--out``: ``checkpoint.npz`` (parameters, optimiser state, history; written at the
 end of every epoch), ``history.json`` and ``history.png`` (when matplotlib is installed).
@@ -32,7 +38,7 @@ import time
 
 import numpy as np
 
-from axonml_autograd import DeviceError, Tensor, Variable, capture, checkpoint, no_grad, set_default_device
+from axonml_autograd import DeviceError, Tensor, Variable, capture, checkpoint, distributed, no_grad, set_default_device
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import Adam
 from axonml_autograd.tensor import elementwise
@@ -66,6 +72,8 @@ def parse_args(argv=None):
                    help="stop after this epoch as if interrupted (the schedule still spans --epochs)")
     p.add_argument("--min-accuracy", type=float, default=None,
                    help="exit with status 2 if the final test accuracy (%%) is lower")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an `mpiexec -n N` launch (batch size per rank)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "hidden"):
         if getattr(args, name) < 1:
@@ -146,7 +154,13 @@ def write_json(path, obj):
 
 def main(argv=None):
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else print
+    rank, world = 0, 1
+    if args.distributed:
+        distributed.init()    # before the device is chosen: each local rank gets its own where there are several
+        rank, world = distributed.rank(), distributed.world_size()
+    lead = rank == 0          # only rank 0 prints and writes files
+    say = (lambda *a: None) if args.quiet or not lead else print
+    show = print if lead else (lambda *a, **k: None)
     t_start = time.perf_counter()
     try:
         device = set_default_device(args.device)
@@ -177,15 +191,23 @@ def main(argv=None):
         except checkpoint.CheckpointError as e:
             sys.exit(f"train_digits.py: cannot resume: {e}")
         say(f"resumed from {args.resume} at epoch {start_epoch}")
+    ddp = sampler = None
+    if args.distributed:
+        # Rank 0's parameters go to every rank; gradients are averaged during each backward.
+        ddp = distributed.DistributedDataParallel(model)
+        # The order depends only on (seed, epoch), as below; in a world of one it is the same order.
+        sampler = distributed.DistributedSampler(n_train, seed=args.seed)
 
-    os.makedirs(args.out, exist_ok=True)
+    if lead:
+        os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, CHECKPOINT_NAME)
-    steps_per_epoch = -(-n_train // args.batch_size)
+    n_local = len(sampler) if sampler is not None else n_train
+    steps_per_epoch = -(-n_local // args.batch_size)
     end_epoch = args.epochs if args.stop_after is None else max(start_epoch, min(args.epochs, args.stop_after))
     epochs_to_run = end_epoch - start_epoch
 
     bar = None
-    if not (args.quiet or args.no_progress) and epochs_to_run:
+    if not (args.quiet or args.no_progress) and epochs_to_run and lead:
         try:
             from tqdm import tqdm
             bar = tqdm(total=epochs_to_run * steps_per_epoch, unit="step", dynamic_ncols=True,
@@ -200,7 +222,8 @@ def main(argv=None):
         opt.step()
         return loss
 
-    step_fn = train_step if args.no_capture else capture(train_step)
+    eager = args.no_capture or world > 1   # in a world of one the wrapper adds no hooks: capture works
+    step_fn = train_step if eager else capture(train_step)
     train_seconds, epoch_seconds = 0.0, []
     run_meta = {"hidden": hidden, "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
                 "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
@@ -208,30 +231,39 @@ def main(argv=None):
     for epoch in range(start_epoch, end_epoch):
         t0 = time.perf_counter()
         # The order depends only on (seed, epoch), so a resumed run sees the batches it would have seen.
-        order = np.random.default_rng([args.seed, epoch]).permutation(n_train)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            order = sampler.indices()   # this rank's share
+        else:
+            order = np.random.default_rng([args.seed, epoch]).permutation(n_train)
         epoch_x = Tensor.from_numpy(x_train[order], dtype=args.dtype)
         epoch_y = Tensor.from_numpy(y_train[order], dtype="int32")
         opt.lr = lr_at(args, epoch)        # a kernel argument: no rebuild
         loss_sum = Tensor.zeros([], args.dtype)
         for step in range(steps_per_epoch):
             start = step * args.batch_size
-            size = min(args.batch_size, n_train - start)
+            size = min(args.batch_size, n_local - start)
             loss = step_fn(epoch_x.narrow(0, start, size), epoch_y.narrow(0, start, size))
             # On the device, before the next step (a replay rewrites the same loss buffer).
             accumulate(loss_sum, loss.data(), float(size))
             if bar is not None:
                 bar.update(1)
         # The epoch's first read; it waits for its last kernels, so the timing is honest.
-        mean_loss = loss_sum.item() / n_train
+        if world > 1:   # every rank's share (equal sizes): one small round trip per epoch
+            distributed.all_reduce(loss_sum)
+        mean_loss = loss_sum.item() / (n_local * world)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         epoch_seconds.append(seconds)
         train_acc = evaluate(model, epoch_x, epoch_y)
+        if world > 1:
+            train_acc = distributed.all_reduce(Tensor.from_vec([train_acc], [1]), op="mean").item()
         test_acc = evaluate(model, test_x, test_y)
         history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": mean_loss, "train_accuracy": train_acc,
                         "test_accuracy": test_acc, "seconds": seconds})
-        checkpoint.save(ckpt_path, params, optimizer=opt,
-                        metadata={**run_meta, "epoch": epoch + 1, "history": history})
+        if lead:
+            checkpoint.save(ckpt_path, params, optimizer=opt,
+                            metadata={**run_meta, "epoch": epoch + 1, "history": history})
         if bar is not None:
             bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
             bar.set_postfix(loss=f"{mean_loss:.4f}", train=f"{100 * train_acc:.1f}%", test=f"{100 * test_acc:.1f}%")
@@ -242,41 +274,48 @@ def main(argv=None):
         bar.close()
 
     final_acc = history[-1]["test_accuracy"] if history else evaluate(model, test_x, test_y)
-    if not epochs_to_run and not os.path.exists(ckpt_path):
-        checkpoint.save(ckpt_path, params, optimizer=opt,
-                        metadata={**run_meta, "epoch": start_epoch, "history": history})
-    write_json(os.path.join(args.out, "history.json"),
-               {"device": f"{device.name} ({device.info.platform}, {device.type}, {device.selector})",
-                **run_meta, "epochs": args.epochs, "history": history})
-    plot = save_plot(history, os.path.join(args.out, "history.png")) if history else None
+    plot = None
+    if lead:
+        if not epochs_to_run and not os.path.exists(ckpt_path):
+            checkpoint.save(ckpt_path, params, optimizer=opt,
+                            metadata={**run_meta, "epoch": start_epoch, "history": history})
+        write_json(os.path.join(args.out, "history.json"),
+                   {"device": f"{device.name} ({device.info.platform}, {device.type}, {device.selector})",
+                    **run_meta, "epochs": args.epochs, "ranks": world, "history": history})
+        plot = save_plot(history, os.path.join(args.out, "history.png")) if history else None
 
     steps = epochs_to_run * steps_per_epoch
-    print(f"device:          {device.name.strip()} ({device.info.platform}, {device.type}, {device.selector})")
-    print(f"model:           MLP {n_features}-{hidden}-{n_classes} relu, {args.dtype}, Adam lr={args.lr} "
-          f"({args.schedule}), "
-          f"batch {args.batch_size}, {n_train} train / {len(y_test)} test images")
-    print(f"epochs:          {end_epoch}" + (f" of {args.epochs}" if end_epoch != args.epochs else "")
-          + (f" ({epochs_to_run} run here, resumed at {start_epoch})" if args.resume else ""))
-    print(f"test accuracy:   {100 * final_acc:.2f} %")
+    show(f"device:          {device.name.strip()} ({device.info.platform}, {device.type}, {device.selector})")
+    show(f"model:           MLP {n_features}-{hidden}-{n_classes} relu, {args.dtype}, Adam lr={args.lr} "
+         f"({args.schedule}), "
+         f"batch {args.batch_size}, {n_train} train / {len(y_test)} test images")
+    show(f"epochs:          {end_epoch}" + (f" of {args.epochs}" if end_epoch != args.epochs else "")
+         + (f" ({epochs_to_run} run here, resumed at {start_epoch})" if args.resume else ""))
+    show(f"test accuracy:   {100 * final_acc:.2f} %")
     if epochs_to_run:
         steady = epoch_seconds[1:] or epoch_seconds
-        print(f"time per epoch:  {statistics.median(steady):.3f} s (median; first epoch "
-              f"{epoch_seconds[0]:.2f} s incl. kernel builds)")
+        show(f"time per epoch:  {statistics.median(steady):.3f} s (median; first epoch "
+             f"{epoch_seconds[0]:.2f} s incl. kernel builds)")
         later = epoch_seconds[1:]
         steady_rate = f"{steps_per_epoch * len(later) / sum(later):.1f} after the first epoch, " if later else ""
-        print(f"steps per second: {steady_rate}{steps / train_seconds:.1f} overall "
-              f"({steps} steps in {train_seconds:.2f} s)")
-    if args.no_capture:
-        print("capture:         off (--no-capture): every step ran eagerly")
+        show(f"steps per second: {steady_rate}{steps / train_seconds:.1f} overall "
+             f"({steps} steps in {train_seconds:.2f} s)")
+    if ddp is not None:
+        show(f"ranks:           {world} (batch {args.batch_size} per rank, {args.batch_size * world} per step in all; "
+             f"{n_local} images per rank per epoch)")
+    if world > 1:
+        show("capture:         off (--distributed): every step ran eagerly, the gradients averaged in backward")
+    elif eager:
+        show("capture:         off (--no-capture): every step ran eagerly")
     else:
-        print(f"capture:         {step_fn.replays} of {step_fn.replays + step_fn.recordings} steps replayed "
-              f"({step_fn.recordings} recorded)")
-    print(f"total time:      {time.perf_counter() - t_start:.1f} s")
-    print(f"artefacts:       {ckpt_path}, {os.path.join(args.out, 'history.json')}"
-          + (f", {plot}" if plot else " (no plot: matplotlib not installed)"))
+        show(f"capture:         {step_fn.replays} of {step_fn.replays + step_fn.recordings} steps replayed "
+             f"({step_fn.recordings} recorded)")
+    show(f"total time:      {time.perf_counter() - t_start:.1f} s")
+    show(f"artefacts:       {ckpt_path}, {os.path.join(args.out, 'history.json')}"
+         + (f", {plot}" if plot else " (no plot: matplotlib not installed)"))
     if args.min_accuracy is not None and 100 * final_acc < args.min_accuracy:
-        print(f"test accuracy {100 * final_acc:.2f} % is below --min-accuracy {args.min_accuracy} %",
-              file=sys.stderr)
+        show(f"test accuracy {100 * final_acc:.2f} % is below --min-accuracy {args.min_accuracy} %",
+             file=sys.stderr)
         return 2
     return 0
 
