@@ -25,8 +25,8 @@ from typing import Iterable
 
 import numpy as np
 
-from . import kernels, launch
-from .tensor import Tensor, ew_launch_shape
+from .. import kernels, launch
+from ..tensor import Tensor, ew_launch_shape
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
 
@@ -117,7 +117,7 @@ class Optimizer:
 
     # -- groups -------------------------------------------------------------------------------------
     def add_param_group(self, group: dict):
-        from .variable import Variable
+        from ..variable import Variable
 
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"{type(self).__name__}: a parameter group is a dict with a 'params' list, "
@@ -183,7 +183,7 @@ class Optimizer:
                                "load_state_dict) before stepping again")
         loss = None
         if closure is not None:
-            from .no_grad import enable_grad
+            from ..no_grad import enable_grad
             with enable_grad():
                 loss = closure()
         # Check every parameter before launching anything: a bad gradient on the last parameter must
