@@ -85,6 +85,17 @@ class LRScheduler:
     and, where a closed form exists, ``_get_closed_form_lr`` (used when SequentialLR restarts one).
     ``last_epoch=-1`` starts afresh; another value resumes, which needs ``initial_lr`` in every group
     (as a reloaded optimiser state has it).
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> from axonml_autograd.optim import SGD
+    >>> opt = SGD([Variable(Tensor.zeros([1]), requires_grad=True)], lr=1.0)
+    >>> sched = ExponentialLR(opt, gamma=0.5)
+    >>> sched.step()
+    >>> saved = sched.state_dict()                 # counters and base rates, not the optimiser
+    >>> sched.step(); sched.step()
+    >>> sched.load_state_dict(saved)
+    >>> sched.last_epoch, sched.get_last_lr(), opt.param_groups[0]["initial_lr"]
+    (1, [0.5], 1.0)
     """
 
     def __init__(self, optimizer, last_epoch: int = -1):
