@@ -22,6 +22,8 @@ from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed
 from .serialization import load, save
+from . import data, optim, utils   # training toolkit: loaders, optimisers + lr_scheduler, clip_grad_norm_
+from .data import randperm
 
 
 def where(condition, a, b):
@@ -37,6 +39,7 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
-           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load"]
+           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
+           "randperm"]
 
 __version__ = "0.1.0"

@@ -5,8 +5,8 @@
 ## Every hyper-parameter and every step-dependent quantity (learning rate, Adam's bias corrections)
 ## is a kernel argument: a schedule that changes lr every step, or the step count itself, never
 ## triggers a new OpenCL build. The template is specialised only on the element type, on what
-## changes the set of buffers the kernel touches (a momentum buffer or not, AMSGrad's extra moment),
-## and on the vector width.
+## changes the set of buffers the kernel touches (a momentum buffer or not, AMSGrad's extra moment,
+## RMSprop's centred mean), and on the vector width.
 ##
 ## Launch shape: as the elementwise kernels, each work-item updates `chunk` consecutive elements: 1
 ## on GPUs, long runs on CPUs, where `vector` > 0 walks the run `vector` elements at a time
@@ -17,6 +17,7 @@
 ##   ctype:    "float" or "double"
 ##   momentum: SGD only, whether a momentum buffer exists (momentum != 0)
 ##   amsgrad:  Adam/AdamW only, whether a running maximum of the second moment is kept
+##   centered: RMSprop only, whether a running mean of the gradient is kept (centered variance)
 ##   vector:   the CPU vector width (0: scalar loop only)
 <%
     vw = vector
@@ -118,4 +119,79 @@ __kernel void adam_step(
     const int chunk)
 {
 ${chunked(adam)}
+}
+
+// PyTorch's RMSprop: g += wd * p; v = alpha v + (1 - alpha) g^2; centred: m = lerp(m, g, 1 - alpha)
+// and the denominator uses the variance v - m^2; avg = sqrt(.) + eps; with momentum
+// b = mu b + g / avg and p -= lr b, else p -= lr g / avg. State starts at zero, as in PyTorch.
+<%def name="rmsprop(V, load, store)">
+        const ${V} w = ${load("p")};
+        const ${V} g = ${load("grad")} + weight_decay * w;
+        const ${V} v = alpha * ${load("square_avg")} + (((T)1) - alpha) * g * g;
+        ${store("square_avg", "v")};
+% if centered:
+        const ${V} m0 = ${load("grad_avg")};
+        const ${V} m = m0 + (((T)1) - alpha) * (g - m0);
+        ${store("grad_avg", "m")};
+        const ${V} avg = sqrt(v - m * m) + eps;
+% else:
+        const ${V} avg = sqrt(v) + eps;
+% endif
+% if momentum:
+        const ${V} b = mu * ${load("momentum_buffer")} + g / avg;
+        ${store("momentum_buffer", "b")};
+        ${store("p", "w - lr * b")};
+% else:
+        ${store("p", "w - lr * (g / avg)")};
+% endif
+</%def>
+
+__kernel void rmsprop_step(
+    __global T *p,
+    __global const T *grad,
+    __global T *square_avg,
+% if centered:
+    __global T *grad_avg,
+% endif
+% if momentum:
+    __global T *momentum_buffer,
+% endif
+    const T lr,
+    const T alpha,
+    const T eps,
+    const T weight_decay,
+% if momentum:
+    const T mu,
+% endif
+    const int n,
+    const int chunk)
+{
+${chunked(rmsprop)}
+}
+
+// PyTorch's Adagrad: g += wd * p; s += g^2; p -= clr * g / (sqrt(s) + eps) with
+// clr = lr / (1 + (t - 1) lr_decay) from the host. PyTorch fills s with initial_accumulator_value
+// when the optimiser is made; here the first step reads `init` instead of the (uninitialised) sum,
+// so creating the state costs no fill.
+<%def name="adagrad(V, load, store)">
+        const ${V} w = ${load("p")};
+        const ${V} g = ${load("grad")} + weight_decay * w;
+        const ${V} s = (first_step ? (${V})(init) : ${load("sum")}) + g * g;
+        ${store("sum", "s")};
+        ${store("p", "w - clr * (g / (sqrt(s) + eps))")};
+</%def>
+
+__kernel void adagrad_step(
+    __global T *p,
+    __global const T *grad,
+    __global T *sum,
+    const T clr,
+    const T eps,
+    const T weight_decay,
+    const T init,
+    const int first_step,
+    const int n,
+    const int chunk)
+{
+${chunked(adagrad)}
 }

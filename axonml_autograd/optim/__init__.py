@@ -1,4 +1,5 @@
-"""Optimisers that update parameters on the device: :class:`SGD`, :class:`Adam` and :class:`AdamW`.
+"""Optimisers that update parameters on the device: :class:`SGD`, :class:`Adam`, :class:`AdamW`,
+:class:`RMSprop` and :class:`Adagrad`; learning-rate schedules in :mod:`.lr_scheduler`.
 
 Each step launches one fused kernel per parameter (``cl_kernels/optim.cl.mako``) that reads the
 parameter, its gradient and its state and writes them back in place. The state (momentum buffers,
@@ -25,10 +26,10 @@ from typing import Iterable
 
 import numpy as np
 
-from . import kernels, launch
-from .tensor import Tensor, ew_launch_shape
+from .. import kernels, launch
+from ..tensor import Tensor, ew_launch_shape
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
 
 _TEMPLATE = "optim.cl.mako"
 
@@ -77,17 +78,28 @@ def _option_problem(what: str, value, current):
     return None
 
 
+def _finite(value) -> bool:
+    """Whether ``value`` is a real number (not a bool) that converts to a finite float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _brief(value) -> str:
     text = repr(value)
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def _optim_kernel(data: Tensor, name: str, momentum: bool, amsgrad: bool):
+def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool = False,
+                  centered: bool = False):
     dev = data.device
     ctype = kernels.ctype(data.dtype)
     vector = {"float": 8, "double": 4}[ctype] if dev.is_cpu else 0
     return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
-                              vector=vector)
+                              centered=centered, vector=vector)
 
 
 class Optimizer:
@@ -117,7 +129,7 @@ class Optimizer:
 
     # -- groups -------------------------------------------------------------------------------------
     def add_param_group(self, group: dict):
-        from .variable import Variable
+        from ..variable import Variable
 
         if not isinstance(group, dict) or "params" not in group:
             raise TypeError(f"{type(self).__name__}: a parameter group is a dict with a 'params' list, "
@@ -152,14 +164,39 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
-        """The learning rate of the first group; setting it sets every group's (no recompile)."""
-        return self.param_groups[0]["lr"]
+        """The learning rate, when every parameter group has the same one.
+
+        A shorthand for single-rate training (``opt.lr = schedule(epoch)``). Groups are PyTorch's
+        ``param_groups``: edit ``opt.param_groups[k]["lr"]`` for one group, or use a scheduler from
+        :mod:`axonml_autograd.optim.lr_scheduler`. When the groups' rates differ, reading or setting
+        ``opt.lr`` raises instead of picking one group or flattening them all. Setting a rate never
+        rebuilds a kernel: it is a kernel argument, also of captured replays.
+
+        >>> from axonml_autograd import Tensor, Variable
+        >>> a, b = (Variable(Tensor.zeros([2]), requires_grad=True) for _ in range(2))
+        >>> opt = SGD([{"params": [a]}, {"params": [b]}], lr=0.1)
+        >>> opt.lr = 0.05                      # every group had 0.1: one shared rate
+        >>> opt.param_groups[1]["lr"] = 0.5    # now they differ
+        >>> opt.lr = 0.01
+        Traceback (most recent call last):
+        ...
+        ValueError: SGD.lr: the 2 parameter groups have different learning rates [0.05, 0.5]; set param_groups[k]['lr'] for the group you mean
+        """
+        return self._shared_lr()
 
     @lr.setter
     def lr(self, value):
-        value = _number(value, "lr")
+        self._shared_lr()
+        value = _number(value, f"{type(self).__name__}.lr")
         for g in self.param_groups:
             g["lr"] = value
+
+    def _shared_lr(self) -> float:
+        rates = [g["lr"] for g in self.param_groups]
+        if any(r != rates[0] for r in rates):
+            raise ValueError(f"{type(self).__name__}.lr: the {len(rates)} parameter groups have different "
+                             f"learning rates {rates}; set param_groups[k]['lr'] for the group you mean")
+        return rates[0]
 
     def parameters(self) -> list:
         return [p for g in self.param_groups for p in g["params"]]
@@ -183,13 +220,16 @@ class Optimizer:
                                "load_state_dict) before stepping again")
         loss = None
         if closure is not None:
-            from .no_grad import enable_grad
+            from ..no_grad import enable_grad
             with enable_grad():
                 loss = closure()
         # Check every parameter before launching anything: a bad gradient on the last parameter must
         # not leave the first ones updated.
         work = []
-        for group in self.param_groups:
+        for k, group in enumerate(self.param_groups):
+            lr = group.get("lr")
+            if not (_finite(lr) and lr >= 0):
+                raise ValueError(f"{name}.step: param_groups[{k}]['lr'] must be a finite number >= 0, got {lr!r}")
             for p in group["params"]:
                 grad = p.grad()
                 if grad is None:
@@ -361,6 +401,11 @@ class Optimizer:
             except (TypeError, ValueError) as e:
                 problems.append(f"group {k}: {e}")
                 continue
+            # What a scheduler keeps in a group besides the options (initial_lr, OneCycleLR's max_lr...)
+            # comes back too, as PyTorch restores every group entry; only plain finite numbers.
+            for key, value in saved.items():
+                if key not in self.defaults and key != "params" and _finite(value):
+                    checked[key] = float(value)
             new_groups.append(checked)
         new_state = {}
         allowed = {"step", *self._state_keys}
@@ -522,3 +567,100 @@ class AdamW(Adam):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (``torch.optim.RMSprop``): divide the gradient by a running root mean square.
+
+    ``g += wd * p``; ``v = alpha v + (1 - alpha) g^2``; ``centered=True`` also keeps
+    ``m = lerp(m, g, 1 - alpha)`` and uses ``v - m^2``; ``avg = sqrt(.) + eps``; with ``momentum``
+    ``b = momentum * b + g / avg`` and ``p -= lr * b``, else ``p -= lr * g / avg``. One fused kernel
+    per parameter; the state (``square_avg``, ``grad_avg``, ``momentum_buffer``) stays on the device.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> w = Variable(Tensor.from_vec([1.0, -1.0], [2]), requires_grad=True)
+    >>> opt = RMSprop([w], lr=0.01, alpha=0.99)
+    >>> (w * 3.0).sum().backward()
+    >>> opt.step()                      # v = 0.01 * 9, so the step is lr * 3 / 0.3 = 0.1
+    >>> [round(v, 4) for v in w.to_vec()]
+    [0.9, -1.1]
+    """
+
+    _state_keys = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                                      centered=centered))
+
+    def _check_group(self, g):
+        g["lr"] = _number(g["lr"], "RMSprop lr")
+        g["alpha"] = _number(g["alpha"], "RMSprop alpha", 0.0, 1.0)
+        g["eps"] = _number(g["eps"], "RMSprop eps")
+        g["weight_decay"] = _number(g["weight_decay"], "RMSprop weight_decay")
+        g["momentum"] = _number(g["momentum"], "RMSprop momentum")
+        g["centered"] = bool(g["centered"])
+        return g
+
+    def _needed_state(self, g):
+        return ("square_avg",) + (("grad_avg",) if g["centered"] else ()) + \
+            (("momentum_buffer",) if g["momentum"] != 0 else ())
+
+    def _kernel(self, g, data):
+        return _optim_kernel(data, "rmsprop_step", momentum=g["momentum"] != 0, centered=g["centered"])
+
+    def _buffers(self, g, data, grad, state):
+        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
+
+    def _scalars(self, g, state, fresh, T):
+        scalars = [T(g["lr"]), T(g["alpha"]), T(g["eps"]), T(g["weight_decay"])]
+        return scalars + [T(g["momentum"])] if g["momentum"] != 0 else scalars
+
+
+class Adagrad(Optimizer):
+    """Adagrad (``torch.optim.Adagrad``): per-element rates from the sum of squared gradients.
+
+    ``g += wd * p``; ``s += g^2`` (``s`` starts at ``initial_accumulator_value``);
+    ``p -= lr / (1 + (t - 1) * lr_decay) * g / (sqrt(s) + eps)``, ``t`` counted per parameter.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> w = Variable(Tensor.from_vec([1.0, -1.0], [2]), requires_grad=True)
+    >>> opt = Adagrad([w], lr=0.5)
+    >>> (w * 2.0).sum().backward()
+    >>> opt.step()                      # s = 4, so the step is lr * 2 / 2 = 0.5
+    >>> [round(v, 4) for v in w.to_vec()]
+    [0.5, -1.5]
+    """
+
+    _state_keys = ("sum",)
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value, eps=eps))
+
+    def _check_group(self, g):
+        g["lr"] = _number(g["lr"], "Adagrad lr")
+        g["lr_decay"] = _number(g["lr_decay"], "Adagrad lr_decay")
+        g["weight_decay"] = _number(g["weight_decay"], "Adagrad weight_decay")
+        g["initial_accumulator_value"] = _number(g["initial_accumulator_value"], "Adagrad initial_accumulator_value")
+        g["eps"] = _number(g["eps"], "Adagrad eps")
+        return g
+
+    def _needed_state(self, g):
+        return ("sum",)
+
+    def _kernel(self, g, data):
+        return _optim_kernel(data, "adagrad_step")
+
+    def _buffers(self, g, data, grad, state):
+        # A new sum is not filled: the kernel's first step reads initial_accumulator_value instead.
+        s = state.get("sum")
+        if s is None:
+            s = state["sum"] = Tensor._wrap(data._shape, data.dtype, data.device)
+        return [data.buffer, grad.buffer, s.buffer]
+
+    def _scalars(self, g, state, fresh, T):
+        clr = g["lr"] / (1.0 + (state["step"] - 1) * g["lr_decay"])
+        return [T(clr), T(g["eps"]), T(g["weight_decay"]), T(g["initial_accumulator_value"]), np.int32(fresh)]
+
+
+from . import lr_scheduler  # noqa: E402  (it subclasses nothing here but names Optimizer)

@@ -1,0 +1,295 @@
+"""Datasets and batches: :class:`TensorDataset`, :class:`DataLoader` and :func:`randperm`.
+
+Device-resident data (a TensorDataset of device Tensors or Variables) is uploaded once, by you; each
+epoch the loader draws a permutation on the device (random keys from the device generator, sorted by
+a bitonic network: ``cl_kernels/shuffle.cl.mako``) and gathers every batch on the device with
+``index_select``. Nothing is read back and nothing is uploaded again, so the host runs ahead of
+the device through a whole epoch.
+
+Host data (a TensorDataset of numpy arrays, or any object with ``__len__`` and ``__getitem__``)
+is batched on the host and each batch uploaded without waiting for the device (the queue's
+non-blocking upload), so the next batch's copy overlaps the current step.
+
+>>> import numpy as np
+>>> from axonml_autograd import Tensor
+>>> x = Tensor.from_numpy(np.arange(10, dtype=np.float32).reshape(5, 2))
+>>> y = Tensor.from_numpy(np.array([0, 1, 0, 1, 1], dtype=np.int32))
+>>> loader = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=True, seed=0)
+>>> len(loader), sorted(v for _xb, yb in loader for v in yb.to_vec())
+(3, [0, 0, 1, 1, 1])
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import kernels, random
+from .device import get_device
+from .tensor import Tensor, _local_size
+
+__all__ = ["TensorDataset", "DataLoader", "randperm"]
+
+_TEMPLATE = "shuffle.cl.mako"
+
+
+def _blocks(n: int) -> int:
+    """Philox blocks one permutation of n takes (2n float32 uniforms, four per block)."""
+    return -(-2 * n // 4)
+
+
+def randperm(n, seed=None, device=None, offset=0) -> Tensor:
+    """A random permutation of ``0 .. n-1`` as an int32 device Tensor, made on the device.
+
+    Without ``seed`` the numbers come from the device generator (``manual_seed`` makes them
+    repeatable; successive calls differ). With ``seed`` the permutation depends only on
+    ``(seed, offset)``; ``offset`` in Philox blocks, one permutation of ``n`` using ``ceil(n / 2)``.
+    No host read, no upload: it can be part of a captured function (each replay draws anew when
+    ``seed`` is None).
+
+    >>> p = randperm(6, seed=3)
+    >>> sorted(p.to_vec()), p.to_vec() == randperm(6, seed=3).to_vec()
+    ([0, 1, 2, 3, 4, 5], True)
+    """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise TypeError(f"randperm: n must be a non-negative int, got {n!r}")
+    n = int(n)
+    if n >= 2 ** 30:
+        raise ValueError(f"randperm: n must be below 2**30, got {n}")
+    dev = get_device(device)
+    size = 1 << max(n - 1, 0).bit_length()          # the next power of two >= n
+    idx = Tensor._wrap((size,), np.dtype(np.int32), dev)
+    if n == 0:
+        return Tensor((0,), "int32", dev)
+    u = Tensor._wrap((2 * n,), np.dtype(np.float32), dev)
+    random.uniform_(u, seed, offset=offset)
+    hi = Tensor._wrap((size,), np.dtype(np.uint32), dev)
+    lo = Tensor._wrap((size,), np.dtype(np.uint32), dev)
+    local = _local_size(dev)
+    kernels.launch(dev, kernels.get_kernel(dev, _TEMPLATE, "keys"), (kernels.round_up(size, local),), (local,),
+                   u.buffer, hi.buffer, lo.buffer, idx.buffer, np.int32(n), np.int32(size))
+    step = kernels.get_kernel(dev, _TEMPLATE, "bitonic_step")
+    pairs = size // 2
+    gsize = (kernels.round_up(max(pairs, 1), local),)
+    k = 2
+    while k <= size:
+        j = k // 2
+        while j >= 1:
+            kernels.launch(dev, step, gsize, (local,), hi.buffer, lo.buffer, idx.buffer, np.int32(j), np.int32(k),
+                           np.int32(pairs))
+            j //= 2
+        k *= 2
+    # The first n entries are the permutation (the padding sorted last); the tensor shares the buffer.
+    return Tensor((n,), "int32", dev, _storage=idx._storage)
+
+
+def _as_tensor(x):
+    """(Tensor, was it a Variable) for a device tensor, or None for anything else."""
+    from .variable import Variable
+    if isinstance(x, Variable):
+        return x.data(), True
+    if isinstance(x, Tensor):
+        return x, False
+    return None
+
+
+class TensorDataset:
+    """Samples made of rows of tensors that share their first dimension: ``dataset[i]`` is
+    ``(t0[i], t1[i], ...)``.
+
+    The tensors are all device Tensors/Variables (device-resident data: the :class:`DataLoader`
+    gathers batches on the device) or all numpy arrays (host data: the loader uploads each batch).
+
+    >>> import numpy as np
+    >>> ds = TensorDataset(np.zeros((4, 3)), np.arange(4))
+    >>> len(ds), [a.shape for a in ds[2]]
+    (4, [(3,), ()])
+    """
+
+    def __init__(self, *tensors):
+        if not tensors:
+            raise ValueError("TensorDataset: expected at least one tensor")
+        devs = [_as_tensor(t) for t in tensors]
+        if all(d is not None for d in devs):
+            self.on_device = True
+            self.tensors = tuple(t for t, _ in devs)
+            self._variables = tuple(v for _, v in devs)
+            first_dev = self.tensors[0].device
+            for k, t in enumerate(self.tensors):
+                if t.device is not first_dev:
+                    raise ValueError(f"TensorDataset: tensor {k} is on {t.device.name}, tensor 0 on {first_dev.name}")
+        elif all(d is None for d in devs):
+            self.on_device = False
+            arrays = []
+            for k, t in enumerate(tensors):
+                if not isinstance(t, np.ndarray):
+                    raise TypeError(f"TensorDataset: tensor {k} is a {type(t).__name__}; give device Tensors/"
+                                    "Variables or numpy arrays")
+                arrays.append(t)
+            self.tensors = tuple(arrays)
+            self._variables = (False,) * len(arrays)
+        else:
+            raise TypeError("TensorDataset: mix of device tensors and host arrays; give all of one kind")
+        shapes = [list(t.shape()) if self.on_device else list(t.shape) for t in self.tensors]
+        for k, s in enumerate(shapes):
+            if not s:
+                raise ValueError(f"TensorDataset: tensor {k} is 0-d; every tensor needs a first (sample) dimension")
+            if s[0] != shapes[0][0]:
+                raise ValueError(f"TensorDataset: tensors must share their first dimension, got shapes {shapes[0]} "
+                                 f"(tensor 0) and {s} (tensor {k})")
+        self._len = shapes[0][0]
+
+    def __len__(self):
+        return self._len
+
+    def __getitem__(self, i):
+        return tuple(t[i] for t in self.tensors)
+
+
+def _int(value, what, low) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what}: expected an int, got {value!r}")
+    value = int(value)
+    if value < low:
+        raise ValueError(f"{what}: expected an int >= {low}, got {value}")
+    return value
+
+
+class DataLoader:
+    """Batches of a dataset, in order or shuffled, as PyTorch's ``DataLoader`` (no worker processes).
+
+    ``dataset``: a :class:`TensorDataset` (device tensors or numpy arrays), or any object with
+    ``__len__`` and ``__getitem__`` returning a tuple of array-likes (host data, stacked per batch).
+    Each batch is a list with one tensor per dataset field, of the fields' kind (Variables without
+    grad for Variables, Tensors otherwise; host data becomes Tensors on ``device``).
+
+    ``shuffle=True`` draws a new order each epoch (each ``iter(loader)``): on the device for device
+    data (see :func:`randperm`), with numpy for host data. ``seed`` makes the sequence of orders
+    repeatable (epoch ``e`` uses its own part of the seed's stream; ``loader.epoch`` says which is
+    next); without it the orders come from the device generator (``manual_seed``). ``drop_last``
+    drops a last, smaller batch. ``sampler``: an iterable of sample indices, read afresh each epoch
+    (e.g. a distributed sampler's share); its indices are uploaded once per epoch, without blocking,
+    and the batches gathered from them; it excludes ``shuffle``.
+
+    Batches are data, not part of any graph. Device batches are gathered copies: the dataset's
+    tensors are never changed.
+
+    >>> import numpy as np
+    >>> loader = DataLoader(TensorDataset(np.arange(5.0)), batch_size=2)
+    >>> [b.to_vec() for (b,) in loader]
+    [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    >>> len(DataLoader(TensorDataset(np.arange(5.0)), batch_size=2, drop_last=True))
+    2
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, sampler=None, device=None):
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
+        self.dataset = dataset
+        self.batch_size = _int(batch_size, "DataLoader batch_size", 1)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        if sampler is not None and self.shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True exclude each other (the sampler picks the order)")
+        if sampler is not None and not hasattr(sampler, "__iter__"):
+            raise TypeError(f"DataLoader: sampler must be an iterable of indices, got {type(sampler).__name__}")
+        self.sampler = sampler
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+                raise ValueError(f"DataLoader seed: expected an int in [0, 2**64), got {seed!r}")
+            seed = int(seed)
+        self.seed = seed
+        self.epoch = 0
+        self.on_device = isinstance(dataset, TensorDataset) and dataset.on_device
+        self.device = dataset.tensors[0].device if self.on_device else get_device(device)
+
+    def _count(self) -> int:
+        if self.sampler is None:
+            return len(self.dataset)
+        if not hasattr(self.sampler, "__len__"):
+            raise TypeError("DataLoader: len() needs a sampler with __len__")
+        return len(self.sampler)
+
+    def __len__(self):
+        n = self._count()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        n = len(self.dataset)
+        order = None       # None: 0 .. n-1 in turn; else a device int32 Tensor or a host int array
+        if self.sampler is not None:
+            order = self._sampled(n)
+            count = len(order) if not isinstance(order, Tensor) else order.numel()
+        else:
+            count = n
+            if self.shuffle:
+                order = self._permutation(n, epoch)
+        b = self.batch_size
+        stop = count - count % b if self.drop_last else count
+        return self._batches(order, count, stop, b)
+
+    def _batches(self, order, count, stop, b):
+        for start in range(0, stop, b):
+            size = min(b, count - start)
+            yield self._device_batch(order, start, size) if self.on_device else self._host_batch(order, start, size)
+
+    # -- orders ---------------------------------------------------------------------------------------
+    def _permutation(self, n, epoch):
+        if self.on_device:
+            if self.seed is None:
+                return randperm(n, device=self.device)
+            return randperm(n, seed=self.seed, device=self.device, offset=epoch * _blocks(n))
+        if self.seed is None:
+            # A host order still follows the device generator, so manual_seed repeats it too.
+            gen_seed, offset = random.generator(self.device).draw(1)
+            rng = np.random.default_rng([gen_seed, offset])
+        else:
+            rng = np.random.default_rng([self.seed, epoch])
+        return rng.permutation(n)
+
+    def _sampled(self, n):
+        indices = np.fromiter((_int(i, "DataLoader sampler index", -n) for i in self.sampler), dtype=np.int64)
+        bad = (indices < -n) | (indices >= n)
+        if bad.any():
+            raise IndexError(f"DataLoader: sampler index {int(indices[bad][0])} is out of range for a dataset of {n}")
+        indices = np.where(indices < 0, indices + n, indices)
+        if self.on_device:   # one upload per epoch, not waited for; batches index into it on the device
+            return Tensor.from_numpy(indices.astype(np.int32), dtype="int32", device=self.device)
+        return indices
+
+    # -- batches --------------------------------------------------------------------------------------
+    def _device_batch(self, order, start, size):
+        from .functions.indexing import index_select
+        from .variable import Variable
+        ds = self.dataset
+        out = []
+        if order is None:
+            rows = [t.narrow(0, start, size) for t in ds.tensors]
+        else:
+            ids = order.narrow(0, start, size)
+            rows = [index_select(Variable(t), 0, ids).data() for t in ds.tensors]
+        for t, was_variable in zip(rows, ds._variables):
+            out.append(Variable(t) if was_variable else t)
+        return out
+
+    def _host_batch(self, order, start, size):
+        ids = np.arange(start, start + size) if order is None else order[start:start + size]
+        ds = self.dataset
+        if isinstance(ds, TensorDataset):
+            fields = [a[ids] for a in ds.tensors]
+        else:
+            samples = [ds[int(i)] for i in ids]
+            if not all(isinstance(s, (tuple, list)) for s in samples):
+                samples = [(s,) for s in samples]
+            fields = [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]
+        # from_numpy keeps a private copy and uploads it without waiting for the device.
+        return [Tensor.from_numpy(f, device=self.device) for f in fields]
+
+    def __repr__(self):
+        kind = "device" if self.on_device else "host"
+        return (f"DataLoader({kind} data of {len(self.dataset)}, batch_size={self.batch_size}, "
+                f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")
