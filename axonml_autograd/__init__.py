@@ -24,6 +24,7 @@ from .random import manual_seed
 from .serialization import load, save
 from . import data, optim, utils   # training toolkit: loaders, optimisers + lr_scheduler, clip_grad_norm_
 from .data import randperm
+from .custom import Function, FunctionCtx, Kernel, elementwise   # your own ops in OpenCL C
 
 
 def where(condition, a, b):
@@ -40,6 +41,6 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
            "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
-           "randperm"]
+           "randperm", "elementwise", "Function", "FunctionCtx", "Kernel"]
 
 __version__ = "0.1.0"

@@ -23,7 +23,7 @@ launches two and four.
 >>> x = Variable(Tensor.from_vec([-1.0, 0.0, 2.0], [3]), requires_grad=True)
 >>> Swish.apply(x).sum().backward()
 >>> [round(v, 4) for v in x.grad().to_vec()]
-[0.0724, 0.5, 1.0908]
+[0.0723, 0.5, 1.0908]
 """
 
 from __future__ import annotations

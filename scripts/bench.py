@@ -56,7 +56,7 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "mlp", "mlp_captured",
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -475,6 +475,56 @@ class Bench:
         ms, best = tm.convert(lambda v: v * 1e3)
         return Row("softmax_ce", "cross-entropy fwd+bwd [128,1000]", "ms", "time", ms.pop("ours"), ms,
                    "torch" if self.torch else "numpy", {"text": "report"}, _err_note(err), best=best)
+
+    def custom_op(self):
+        """The README's "Writing your own op" example: swish as one Function (a kernel each way) against
+        the same maths composed from built-in ops (x * sigmoid(x): two kernels forward, four backward)."""
+        np = self.np
+        from axonml_autograd import Function, elementwise
+
+        class Swish(Function):
+            @staticmethod
+            def forward(ctx, x):
+                ctx.save_for_backward(x)
+                return elementwise("x / (L(1.0) + exp(-x))", x=x)
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return elementwise("g * (L(1.0) + exp(-x) * (L(1.0) + x)) / ((L(1.0) + exp(-x)) * (L(1.0) + exp(-x)))",
+                                   g=g, x=x)
+
+        x_h = self.rng.standard_normal((1024, 1024), dtype=np.float32)
+        x = self.Variable(self.Tensor.from_numpy(x_h, device=self.dev), requires_grad=True)
+
+        def fused():
+            x.zero_grad()
+            Swish.apply(x).sum().backward()
+            self.finish()
+
+        def composed():
+            x.zero_grad()
+            (x * x.sigmoid()).sum().backward()
+            self.finish()
+
+        composed()
+        g_ref = x.grad().numpy()
+        fused()
+        err = _rel_err(x.grad().numpy(), g_ref)
+        fns = {"ours": fused, "composed": composed}
+        if self.torch:
+            torch = self.torch
+            tx = torch.from_numpy(x_h.copy()).requires_grad_(True)
+
+            def torch_run():
+                tx.grad = None
+                (tx * torch.sigmoid(tx)).sum().backward()
+
+            fns["torch"] = torch_run
+        tm = measure(fns, *self.reps(20, 5, 3, 2))
+        ms, best = tm.convert(lambda v: v * 1e3)
+        return Row("custom_op", "swish Function fwd+bwd [1024,1024]", "ms", "time", ms.pop("ours"), ms,
+                   "composed", {"text": "report"}, _err_note(err, "vs composed"), best=best)
 
     def _mlp(self, seed=1):
         """Our MLP (weights [in, out]) with its data, an optimiser and a step function; plus numpy copies."""
