@@ -150,13 +150,14 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 def _run_hooks(hooks, g, what):
     """Each hook on ``g`` (a Tensor, or with create_graph a Variable); what one returns replaces ``g``."""
     graph = g.__class__ is not Tensor
+    shape = g._data._shape if graph else g._shape
     for hook in list(hooks):
         replaced = hook(g)
         if replaced is not None:
             r = replaced._data if hasattr(replaced, "_data") else replaced
-            if not isinstance(r, Tensor) or r._shape != g._shape:
+            if not isinstance(r, Tensor) or r._shape != shape:
                 raise RuntimeError(f"{what}: a gradient hook returned {type(replaced).__name__} "
-                                   f"{getattr(r, 'shape', lambda: '')()}; expected a tensor of shape {g.shape()}")
+                                   f"{getattr(r, 'shape', lambda: '')()}; expected a tensor of shape {list(shape)}")
             if graph:   # keep a returned Variable's graph; a Tensor is a constant
                 g = replaced if hasattr(replaced, "_data") else g.__class__(r)
             else:
@@ -404,6 +405,21 @@ def gradgradcheck(func, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-
               for a, f in zip(arrays, flags + [True])]
         return first(*vs).data().numpy().astype(np.float64)
 
+    # The create_graph gradients' values first: the derivatives below are those of whatever the
+    # differentiable rules compute, so their values must be backward's (already checked by gradcheck).
+    built = first(*inputs, v).data().numpy()
+    plain = grad(func(*inputs), [inputs[k] for k in wanted], grad_outputs=v.data(), allow_unused=True)
+    start = 0
+    for k, g in zip(wanted, plain):
+        n = inputs[k].numel()
+        want = np.zeros(n) if g is None else g.numpy().reshape(-1)
+        got = built[start:start + n]
+        start += n
+        bad = ~(np.abs(got - want) <= atol + rtol * np.abs(want))
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise GradcheckError(f"input {k}: the create_graph=True gradient [{i}] is {float(got[i])!r} but "
+                                 f"backward gives {float(want[i])!r} ({int(bad.sum())} of {n} elements differ)")
     labels = [f"input {k}" for k in range(len(inputs))] + ["grad_output"]
     return _compare_jacobians(first, inputs + [v], eps, atol, rtol, evaluate, labels)
 
