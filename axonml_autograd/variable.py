@@ -179,8 +179,9 @@ class Variable:
         if T.launch.recording_threads:
             _note_leaf(self, False)
         if grad._data.dtype != self._data.dtype:
-            grad = grad.astype(self._data.dtype) if hasattr(grad, "astype") else Variable(
-                grad._data.astype(self._data.dtype))
+            # A cast would cut the graph, and the next order would be silently wrong.
+            raise RuntimeError(f"backward(create_graph=True): the gradient of a {self._data.dtype} leaf came out "
+                               f"{grad._data.dtype}; make the computation keep the leaf's dtype")
         prev = self.grad_variable()
         # A copy for the first one too: the engine's tensors may be shared with other leaves.
         total = grad * 1.0 if prev is None else prev + grad
