@@ -16,7 +16,7 @@ from .no_grad import (EnableGradGuard, InferenceModeGuard, NoGradGuard, enable_g
                       is_grad_enabled, is_inference_mode, no_grad)
 from .variable import Variable
 from .grad_fn import GradientFunction
-from .backward import backward, check_gradients, grad, gradcheck, numerical_gradient
+from .backward import backward, check_gradients, grad, gradcheck, gradgradcheck, numerical_gradient
 from .anomaly import AnomalyError, detect_anomaly
 from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
@@ -37,7 +37,7 @@ def where(condition, a, b):
 
 __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "enable_grad", "EnableGradGuard",
            "inference_mode", "InferenceModeGuard", "is_grad_enabled", "is_inference_mode", "backward", "grad",
-           "numerical_gradient", "gradcheck", "check_gradients", "Device", "DeviceError", "DeviceMemoryError",
+           "numerical_gradient", "gradcheck", "check_gradients", "gradgradcheck", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
            "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",

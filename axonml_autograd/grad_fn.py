@@ -5,6 +5,12 @@ backward needs, and a backward rule ``rule(ctx, grad) -> (grad_input, ...)``. Th
 their forwards in ``functions/``; this module only keeps them honest: saved tensors are released after
 backward, a second backward through a released node raises, and a saved tensor that was modified in
 place after it was saved is refused rather than used.
+
+A node may also carry a *differentiable* rule ``vrule(ctx, g)``: the same gradient written with
+Variable ops over a Variable ``g``, which ``backward(create_graph=True)`` runs instead so the gradient
+is itself part of a graph. The node keeps no input Variables for it: ``ctx.input(k, t)`` rebuilds
+input ``k`` from a saved tensor ``t`` and the node that produced that input (``next_functions()[k]``),
+and ``ctx.output(t)`` turns the op's saved result into a Variable whose gradient flows into this node.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ _Variable = None   # variable.py imports this module; bound on first use
 class GradientFunction:
     """A recorded op: ``name()``, ``next_functions()`` and ``apply(grad)``."""
 
-    __slots__ = ("_name", "_rule", "_saved", "_versions", "_next", "needs_input_grad", "attrs", "hooks",
+    __slots__ = ("_name", "_rule", "_vrule", "_saved", "_versions", "_next", "needs_input_grad", "attrs", "hooks",
                  "_released", "creation", "__weakref__")
 
-    def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None):
+    def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None, vrule=None):
         self._name = name
         self._rule = rule
+        self._vrule = vrule    # the rule over Variables, for create_graph=True (None: first order only)
         # List comprehensions and direct storage reads: this runs once per recorded op.
         self._next = nxt = next_functions if next_functions.__class__ is tuple else tuple(next_functions)
         self.needs_input_grad = tuple([n is not None for n in nxt])
@@ -79,6 +86,36 @@ class GradientFunction:
         self._saved = ()
         self._released = True
 
+    # -- for differentiable rules (create_graph=True) ----------------------------------------------------
+    def input(self, k: int, tensor: Tensor):
+        """Input ``k`` of the op as a Variable holding ``tensor`` (a saved copy of that input's data),
+        connected to the graph: its gradient flows to the node that produced input ``k``; a constant
+        when that input needed no gradient."""
+        global _Variable
+        if _Variable is None:
+            from .variable import Variable as _Variable
+        nxt = self._next[k]
+        if nxt is None:
+            return _Variable(tensor)
+        if nxt.__class__ is AccumulateGrad and nxt.variable._data is tensor:
+            return nxt.variable   # the leaf itself
+        return _Variable._from_op(tensor, nxt)
+
+    def output(self, tensor: Tensor):
+        """The op's result (saved as ``tensor``) as a Variable whose gradient flows into this node."""
+        global _Variable
+        if _Variable is None:
+            from .variable import Variable as _Variable
+        return _Variable._from_op(tensor, self)
+
+    def differentiable_rule(self):
+        """The rule over Variables, or a NotImplementedError naming the op when it has none."""
+        if self._vrule is None:
+            raise NotImplementedError(
+                f"{self._name}: this op has no differentiable backward rule, so create_graph=True cannot "
+                "build a graph through its gradient (differentiate it once, or compose it from other ops)")
+        return self._vrule
+
     def __repr__(self):
         return f"<{self._name}>"
 
@@ -100,11 +137,12 @@ class AccumulateGrad(GradientFunction):
         pass  # a leaf's node is reused by every graph the leaf takes part in
 
 
-def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), **attrs):
+def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), vrule=None, **attrs):
     """Wrap ``out`` in a Variable and, when grad mode records, attach a node for ``rule``.
 
     ``inputs`` are the op's Variable inputs (None for a constant); ``saved`` the tensors the rule reads
-    back through ``ctx.saved_tensors``; keyword arguments become ``ctx.<name>`` in the rule.
+    back through ``ctx.saved_tensors``; keyword arguments become ``ctx.<name>`` in the rule. ``vrule``
+    is the same rule over Variables (``vrule(ctx, g_variable)``), for gradients of gradients.
     """
     global _Variable
     if _Variable is None:
@@ -140,7 +178,7 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), *
                 raise RuntimeError(f"{name}: an input was created in inference_mode and cannot be "
                                    "used in a graph that records gradients; clone it outside "
                                    "inference_mode or use no_grad instead")
-            node = GradientFunction(name, rule, tuple(nxt), saved, attrs)
+            node = GradientFunction(name, rule, tuple(nxt), saved, attrs, vrule)
             node.creation = site
             return _Variable._from_op(out, node)
     result = _Variable(out)

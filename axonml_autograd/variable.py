@@ -25,8 +25,10 @@ from .tensor import Tensor
 class Variable:
     """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
 
+    # _grad_var (set only by backward(create_graph=True), read with getattr so that recording an op does
+    # not pay for it): the graph-connected gradient whose data ``_grad`` is.
     __slots__ = ("_data", "_requires_grad", "_grad", "_grad_fn", "_accumulator", "_inference", "_hooks",
-                 "_post_hooks", "__weakref__")
+                 "_post_hooks", "_grad_var", "__weakref__")
 
     def __init__(self, data: Tensor, requires_grad: bool = False):
         if isinstance(data, Variable):
@@ -109,8 +111,35 @@ class Variable:
 
     # -- gradients ----------------------------------------------------------------------------------
     def grad(self) -> Optional[Tensor]:
-        """The accumulated gradient of a leaf (None before the first backward, and for non-leaves)."""
+        """The accumulated gradient of a leaf (None before the first backward, and for non-leaves).
+
+        Always a Tensor (the crate's API); after ``backward(create_graph=True)`` it is the data of
+        ``grad_variable()``, the gradient as part of a graph.
+        """
         return self._grad
+
+    def grad_variable(self) -> Optional["Variable"]:
+        """The accumulated gradient as a Variable (PyTorch's ``x.grad``).
+
+        After ``backward(create_graph=True)`` it is connected to the graph that computed it, so it can
+        be differentiated (a gradient penalty, a Hessian-vector product); otherwise a constant wrapping
+        ``grad()``. None when there is no gradient.
+
+        >>> from axonml_autograd import Tensor, Variable
+        >>> x = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
+        >>> (x * x * x).sum().backward(create_graph=True)
+        >>> x.grad().to_vec()                        # 3x^2
+        [3.0, 12.0]
+        >>> g = x.grad_variable()
+        >>> x.zero_grad()
+        >>> g.sum().backward()                       # d/dx of sum(3x^2) = 6x
+        >>> x.grad().to_vec()
+        [6.0, 12.0]
+        """
+        gv = getattr(self, "_grad_var", None)
+        if gv is not None and gv._data is self._grad:
+            return gv
+        return None if self._grad is None else Variable(self._grad)
 
     def set_grad(self, grad: Optional[Tensor]):
         if grad is not None:
@@ -118,6 +147,7 @@ class Variable:
         if T.launch.recording_threads:
             _note_leaf(self, True)
         self._grad = grad
+        self._grad_var = None
 
     def accumulate_grad(self, grad: Tensor, owned: bool = False):
         """Add ``grad`` to this Variable's gradient on the device.
@@ -134,8 +164,29 @@ class Variable:
             else:
                 # Without the promise, a copy: the tensor may be shared with other consumers.
                 self._grad = grad if owned else grad.clone()
+        elif getattr(self, "_grad_var", None) is not None:
+            # The gradient belongs to a graph (create_graph=True): adding in place would change a
+            # tensor that graph may have saved, so the sum is a new tensor (and a constant).
+            self._grad = T.binary("add", self._grad, grad)
+            self._grad_var = None
         else:
             T.elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
+
+    def _accumulate_grad_variable(self, grad: "Variable"):
+        """backward(create_graph=True)'s accumulation: the new gradient is a Variable op of the old one
+        and ``grad``, so the sum stays differentiable; ``grad()`` is its data."""
+        self._check_grad(grad._data, "accumulate_grad")
+        if T.launch.recording_threads:
+            _note_leaf(self, False)
+        if grad._data.dtype != self._data.dtype:
+            # A cast would cut the graph, and the next order would be silently wrong.
+            raise RuntimeError(f"backward(create_graph=True): the gradient of a {self._data.dtype} leaf came out "
+                               f"{grad._data.dtype}; make the computation keep the leaf's dtype")
+        prev = self.grad_variable()
+        # A copy for the first one too: the engine's tensors may be shared with other leaves.
+        total = grad * 1.0 if prev is None else prev + grad
+        self._grad_var = total
+        self._grad = total._data
 
     def _check_grad(self, grad, what):
         if not isinstance(grad, Tensor):
@@ -213,6 +264,7 @@ class Variable:
         def keep(g):
             v = ref()
             if v is not None:
+                g = g._data if isinstance(g, Variable) else g   # with create_graph, a Variable
                 v._grad = g.clone() if v._grad is None else T.binary("add", v._grad, g)
 
         self.register_hook(keep)
@@ -222,6 +274,7 @@ class Variable:
         if T.launch.recording_threads:
             _note_leaf(self, True)
         self._grad = None
+        self._grad_var = None
 
     def detach(self) -> "Variable":
         """The same data, cut from the graph (shares the device buffer)."""
@@ -245,10 +298,14 @@ class Variable:
             self._accumulator = weakref.ref(node)
         return node
 
-    def backward(self, grad_output=None, retain_graph: bool = False):
-        """Compute gradients of this output for every leaf that requires grad (see ``backward.py``)."""
+    def backward(self, grad_output=None, retain_graph=None, create_graph: bool = False):
+        """Compute gradients of this output for every leaf that requires grad (see ``backward.py``).
+
+        ``retain_graph`` defaults to ``create_graph``; with ``create_graph=True`` the gradients are
+        built from Variable ops, and a leaf's ``grad_variable()`` can be differentiated again.
+        """
         from .backward import backward
-        backward(self, grad_output, retain_graph)
+        backward(self, grad_output, retain_graph, create_graph)
 
     # -- arithmetic ---------------------------------------------------------------------------------
     def _binary(self, other, name, scalar_name, reverse_name=None):

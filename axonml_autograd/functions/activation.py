@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..grad_fn import record
 from ..tensor import elementwise, normalize_axis, reduce, softmax_rows, softmax_rows_backward
-from .arithmetic import unary
+from . import differentiable as dv
+from .arithmetic import PIECEWISE, register_vjps, unary
 
 # GELU's tanh approximation: 0.5 x (1 + tanh(u)), u = k (x + 0.044715 x^3), k = sqrt(2 / pi), written as
 # x * sigmoid(2u). The curves' derivatives use sech^2 and sigmoid' in the form a / (1 + a)^2 with
@@ -54,6 +55,70 @@ ACTIVATIONS = {
 }
 
 
+def _sigmoid_grad(g, x):
+    s = x.sigmoid()
+    return g * s * (1.0 - s)
+
+
+def _tanh_grad(g, x):
+    t = x.tanh()
+    return g * (1.0 - t * t)
+
+
+def _gelu_grad(g, x):
+    cdf = (x * -0.7071067811865476).erfc() * 0.5
+    pdf = (x * x * -0.5).exp() * 0.3989422804014327
+    return g * (cdf + x * pdf)
+
+
+def _gelu_tanh_grad(g, x):
+    # d/dx of x * sigmoid(2u), u = k (x + 0.044715 x^3): sigmoid(2u) + x sigmoid'(2u) 2k (1 + 0.134145 x^2)
+    s = ((x + x * x * x * 0.044715) * (2.0 * 0.7978845608028654)).sigmoid()
+    return g * (s + x * s * (1.0 - s) * (x * x * 0.134145 + 1.0) * (2.0 * 0.7978845608028654))
+
+
+def _silu_grad(g, x):
+    s = x.sigmoid()
+    return g * s * (x * (1.0 - s) + 1.0)
+
+
+def _softplus_grad(g, x, beta, threshold):
+    linear = elementwise("x * beta > threshold ? 1 : 0", [x.data()], names=("x",),
+                         scalars={"beta": beta, "threshold": threshold}, dtype="int32")
+    return dv.select(linear, g, g * (x * beta).sigmoid())
+
+
+def _exp_left(g, x, scale, right):
+    """elu/selu: ``g * scale * exp(x)`` for x <= 0, ``g * right`` above (exp of min(x, 0), so the side not
+    taken stays finite for the next order)."""
+    left = x.data() <= 0
+    return dv.select(left, g * x.clamp(max=0.0).exp() * scale, g * right if right != 1.0 else g)
+
+
+def _mish_grad(g, x):
+    t = x.softplus().tanh()
+    return g * (t + x * x.sigmoid() * (1.0 - t * t))
+
+
+# The same rules over Variables (g, x, y, scalars), for create_graph=True (see arithmetic.UNARY_VJPS).
+ACTIVATION_VJPS = {
+    "relu": PIECEWISE,
+    "leaky_relu": PIECEWISE,
+    "sigmoid": lambda g, x, y, s: _sigmoid_grad(g, x),
+    "tanh": lambda g, x, y, s: _tanh_grad(g, x),
+    "gelu": lambda g, x, y, s: _gelu_grad(g, x),
+    "gelu_tanh": lambda g, x, y, s: _gelu_tanh_grad(g, x),
+    "silu": lambda g, x, y, s: _silu_grad(g, x),
+    "softplus": lambda g, x, y, s: _softplus_grad(g, x, s["beta"], s["threshold"]),
+    "elu": lambda g, x, y, s: _exp_left(g, x, s["alpha"], 1.0),
+    "selu": lambda g, x, y, s: _exp_left(g, x, 1.7580993408473766, 1.0507009873554805),
+    "mish": lambda g, x, y, s: _mish_grad(g, x),
+    "hardtanh": PIECEWISE,
+    "logsigmoid": lambda g, x, y, s: g * (-x).sigmoid(),
+}
+register_vjps(ACTIVATIONS, ACTIVATION_VJPS)
+
+
 def _floats(x):
     """Integers promoted to float32, as torch does for a float-valued function (they carry no gradient)."""
     return x if x.dtype.kind == "f" else x.astype("float32")
@@ -79,10 +144,12 @@ def _normalise(a, dim, log):
     x = _floats(a.data())
     d = normalize_axis(dim, x.ndim(), f"{op} dim")
     if x.numel() == 0:   # nothing to normalise; the max pass would refuse an empty axis
-        return record(name, x.clone(), [a], lambda ctx, g: g)
+        return record(name, x.clone(), [a], lambda ctx, g: g, vrule=lambda ctx, g: g)
+    vrule = _log_softmax_vrule if log else _softmax_vrule
     if d == x.ndim() - 1:   # rows are contiguous: one kernel each way
         y = softmax_rows(x, log)
-        return record(name, y, [a], lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0], log), saved=(y,))
+        return record(name, y, [a], lambda ctx, g: softmax_rows_backward(g, ctx.saved_tensors[0], log), saved=(y,),
+                      dim=d, vrule=vrule)
     # Another axis: composed from reductions and elementwise kernels over that axis.
     m = reduce(x, "max", d, keepdim=True)
     e = elementwise("exp(x - m)", [x, m], names=("x", "m"), op=op)
@@ -100,4 +167,14 @@ def _normalise(a, dim, log):
         gy = elementwise("g * y", [g, ys], names=("g", "y"))
         return elementwise("y * (g - s)", [ys, g, reduce(gy, "sum", ctx.dim, keepdim=True)], names=("y", "g", "s"))
 
-    return record(name, y, [a], rule, saved=(y,), dim=d)
+    return record(name, y, [a], rule, saved=(y,), dim=d, vrule=vrule)
+
+
+def _softmax_vrule(ctx, g):
+    y = ctx.output(ctx.saved_tensors[0])
+    return y * (g - (g * y).sum(ctx.attrs["dim"], keepdim=True))
+
+
+def _log_softmax_vrule(ctx, g):
+    y = ctx.output(ctx.saved_tensors[0])
+    return g - y.exp() * g.sum(ctx.attrs["dim"], keepdim=True)

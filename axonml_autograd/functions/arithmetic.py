@@ -6,9 +6,11 @@ A binary op's backward reduces the gradient over exactly the axes that broadcast
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 
+from . import differentiable as dv
 from ..grad_fn import record
 from .. import tensor as tensor_ops
 from ..tensor import Tensor, as_float, elementwise, sum_to_shape
@@ -57,6 +59,73 @@ BINARY_OPS = {
             "(a == 0 && b >= 0) ? L(0.0) : g * pow(a, b) * log(a)"),
 }
 
+# The same backward rules over Variables (g, a, b), for create_graph=True: (for a, for b). PIECEWISE marks
+# a rule that is g times a piecewise-constant factor of the inputs (the expression above with g = 1).
+PIECEWISE = "piecewise"
+
+
+def _pow_grad_a(g, a, b):
+    taken = b.data() != 0
+    return dv.select(taken, g * b * a.pow(b - 1.0), 0.0)
+
+
+def _pow_grad_b(g, a, b):
+    skip = (a.data() == 0).logical_and(b.data() >= 0)
+    # log(a) only where it is used: the branch not taken must stay finite, or its zero gradient times
+    # an infinite derivative would be NaN in the next order.
+    safe = dv.select(skip, 1.0, a)
+    return dv.select(skip, 0.0, g * safe.pow(b) * safe.log())
+
+
+def _atan2_grad(sign_of, g, a, b):
+    both_zero = (a.data() == 0).logical_and(b.data() == 0)
+    denom = dv.select(both_zero, 1.0, a * a + b * b)
+    return dv.select(both_zero, 0.0, g * (b if sign_of == "a" else -a) / denom)
+
+
+BINARY_VJPS = {
+    "add": (lambda g, a, b: g, lambda g, a, b: g),
+    "sub": (lambda g, a, b: g, lambda g, a, b: -g),
+    "mul": (lambda g, a, b: g * b, lambda g, a, b: g * a),
+    "div": (lambda g, a, b: g / b, lambda g, a, b: -g * a / (b * b)),
+    "maximum": (PIECEWISE, PIECEWISE),
+    "minimum": (PIECEWISE, PIECEWISE),
+    "atan2": (lambda g, a, b: _atan2_grad("a", g, a, b), lambda g, a, b: _atan2_grad("b", g, a, b)),
+    "fmod": (PIECEWISE, PIECEWISE),
+    "remainder": (PIECEWISE, PIECEWISE),
+    "pow": (_pow_grad_a, _pow_grad_b),
+}
+
+
+def _binary_vrule(name):
+    """The differentiable rule of BINARY_OPS[name], from BINARY_VJPS (None when it has none)."""
+    if name not in BINARY_VJPS:
+        return None
+    _forward, expr_a, expr_b = BINARY_OPS[name]
+    kept = reads(expr_a + " " + expr_b, ("a", "b"))
+    rules = tuple(zip(BINARY_VJPS[name], (expr_a, expr_b)))
+
+    def vrule(ctx, g):
+        saved = ctx.saved_tensors
+        ops = {n: ctx.input(0 if n == "a" else 1, t) for n, t in zip(kept, saved)}
+        a, b = ops.get("a"), ops.get("b")
+        out = []
+        for k, (fn, expr) in enumerate(rules):
+            if not ctx.needs_input_grad[k]:
+                out.append(None)
+                continue
+            if fn is PIECEWISE:
+                grad = g * dv.factor(expr, kept, saved, like=g)
+            else:
+                grad = fn(g, a, b)
+            out.append(dv.sum_to(grad, ctx.attrs["shapes"][k]))
+        return tuple(out)
+
+    return vrule
+
+
+_BINARY_VRULES = {}
+
 
 def binary(name, a, b):
     """``a <name> b`` for Variables with numpy broadcasting."""
@@ -79,8 +148,11 @@ def binary(name, a, b):
             gb = sum_to_shape(apply_rule(grad_b, g, {n: saved[n] for n in reads(grad_b, kept)}), shapes[1])
         return ga, gb
 
+    vrule = _BINARY_VRULES.get(name)
+    if vrule is None and name not in _BINARY_VRULES:
+        vrule = _BINARY_VRULES[name] = _binary_vrule(name)
     return record(node_name(name), out, [a, b], rule, saved=[{"a": x, "b": y}[n] for n in kept],
-                  shapes=(x._shape, y._shape))
+                  shapes=(x._shape, y._shape), vrule=vrule)
 
 
 # name: (forward with scalar s, backward); `x` is the input.
@@ -93,11 +165,21 @@ SCALAR_OPS = {
     "rdiv_scalar": ("s / x", "-g * s / (x * x)"),
     "rpow_scalar": ("pow(s, x)", "g * pow(s, x) * log(s)"),
 }
+# Over Variables (g, x, s), for create_graph=True.
+SCALAR_VJPS = {
+    "add_scalar": lambda g, x, s: g,
+    "sub_scalar": lambda g, x, s: g,
+    "rsub_scalar": lambda g, x, s: -g,
+    "mul_scalar": lambda g, x, s: g * s,
+    "div_scalar": lambda g, x, s: g / s,
+    "rdiv_scalar": lambda g, x, s: g * -s / (x * x),
+    "rpow_scalar": lambda g, x, s: g * (s ** x) * math.log(s),
+}
 
 
 def scalar(name, a, value):
     """``a <op> value`` with a Python number, passed to the kernel as an argument (no recompile)."""
-    forward, backward, kept, node = _scalar_spec(name)
+    forward, backward, kept, node, vrule = _scalar_spec(name)
     x = a._data
     value = as_float(value, name)
     if x.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
@@ -105,7 +187,7 @@ def scalar(name, a, value):
         return record(node, tensor_ops.scalar_op(base, x, value, reverse), [a], None)
     out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
     return record(node, out, [a], _scalar_rule, saved=(x,) if kept else (), backward=backward, kept=kept,
-                  value=value)
+                  value=value, vrule=vrule)
 
 
 # The tensor-level op and operand order of each scalar op (used for integer tensors).
@@ -117,7 +199,21 @@ _TENSOR_SCALAR = {"add_scalar": ("add", False), "sub_scalar": ("sub", False), "r
 @lru_cache(maxsize=None)
 def _scalar_spec(name):
     forward, backward = SCALAR_OPS[name]
-    return forward, backward, reads(backward, ("x",)), node_name(name)
+    return forward, backward, reads(backward, ("x",)), node_name(name), _scalar_vrule(name)
+
+
+@lru_cache(maxsize=None)
+def _scalar_vrule(name):
+    vjp = SCALAR_VJPS.get(name)
+    if vjp is None:
+        return None
+
+    def vrule(ctx, g):
+        attrs = ctx.attrs
+        x = ctx.input(0, ctx.saved_tensors[0]) if attrs["kept"] else None
+        return vjp(g, x, attrs["value"])
+
+    return vrule
 
 
 def _scalar_rule(ctx, g):
@@ -168,6 +264,78 @@ UNARY_OPS = {
     "round": ("rint(x)", "L(0.0)", ()),   # half to even, as torch.round
     "trunc": ("trunc(x)", "L(0.0)", ()),
 }
+# The same rules over Variables, for create_graph=True: vjp(g, x, y, scalars) with x the input and y the
+# output as Variables (each only where the expression above reads it, else None); PIECEWISE marks g times
+# a piecewise-constant factor, ZERO a step function's zero gradient.
+ZERO = "zero"
+_LN2, _LN10, _2_SQRT_PI = 0.6931471805599453, 2.302585092994046, 1.1283791670955126
+UNARY_VJPS = {
+    "neg": lambda g, x, y, s: -g,
+    "exp": lambda g, x, y, s: g * y,
+    "log": lambda g, x, y, s: g / x,
+    "sqrt": lambda g, x, y, s: g / y * 0.5,
+    "abs": PIECEWISE,
+    "pow": lambda g, x, y, s: dv.zeros(g) if s["p"] == 0 else g * x.pow(s["p"] - 1.0) * s["p"],
+    "clamp": PIECEWISE,
+    "sin": lambda g, x, y, s: g * x.cos(),
+    "cos": lambda g, x, y, s: -g * x.sin(),
+    "tan": lambda g, x, y, s: g * (y * y + 1.0),
+    "asin": lambda g, x, y, s: g * (1.0 - x * x).rsqrt(),
+    "acos": lambda g, x, y, s: -g * (1.0 - x * x).rsqrt(),
+    "atan": lambda g, x, y, s: g / (x * x + 1.0),
+    "sinh": lambda g, x, y, s: g * x.cosh(),
+    "cosh": lambda g, x, y, s: g * x.sinh(),
+    "asinh": lambda g, x, y, s: g * (x * x + 1.0).rsqrt(),
+    "atanh": lambda g, x, y, s: g / (1.0 - x * x),
+    "erf": lambda g, x, y, s: g * (-(x * x)).exp() * _2_SQRT_PI,
+    "erfc": lambda g, x, y, s: g * (-(x * x)).exp() * -_2_SQRT_PI,
+    "log1p": lambda g, x, y, s: g / (x + 1.0),
+    "expm1": lambda g, x, y, s: g * (y + 1.0),
+    "log2": lambda g, x, y, s: g / (x * _LN2),
+    "log10": lambda g, x, y, s: g / (x * _LN10),
+    "exp2": lambda g, x, y, s: g * y * _LN2,
+    "rsqrt": lambda g, x, y, s: g * y * y * y * -0.5,
+    "reciprocal": lambda g, x, y, s: -g * y * y,
+    "square": lambda g, x, y, s: g * x * 2.0,
+    "sign": ZERO, "floor": ZERO, "ceil": ZERO, "round": ZERO, "trunc": ZERO,
+}
+
+# id(table) -> (table, its VJPS): unary() finds the differentiable rule of any registered table's row.
+_VJP_TABLES: dict = {}
+
+
+def register_vjps(table, vjps):
+    """Declare ``vjps`` (same keys as ``table``) as the differentiable rules of a unary op table."""
+    _VJP_TABLES[id(table)] = (table, vjps)
+    _unary_vrule.cache_clear()
+
+
+@lru_cache(maxsize=None)
+def _unary_vrule(table_id, name):
+    table, vjps = _VJP_TABLES.get(table_id, (None, {}))
+    vjp = vjps.get(name)
+    if vjp is None:
+        return None
+    backward = table[name][1]
+    kept = reads(backward, ("x", "y"))
+
+    def vrule(ctx, g):
+        saved = ctx.saved_tensors
+        if vjp is ZERO:
+            return dv.zeros(g)
+        if vjp is PIECEWISE:
+            return g * dv.factor(backward, kept, saved, ctx.attrs["scalars"], like=g)
+        x = y = None
+        for n, t in zip(kept, saved):
+            if n == "x":
+                x = ctx.input(0, t)
+            else:
+                y = ctx.output(t)
+        return vjp(g, x, y, ctx.attrs["scalars"])
+
+    return vrule
+
+
 MATHS = ("sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "atanh", "erf", "erfc", "log1p",
          "expm1", "log2", "log10", "exp2", "rsqrt", "reciprocal", "square", "sign", "floor", "ceil", "round", "trunc")
 
@@ -188,7 +356,8 @@ def unary(table, name, a, **scalars):
     def rule(ctx, g):
         return apply_rule(backward, g, dict(zip(kept, ctx.saved_tensors)), ctx.attrs["scalars"])
 
-    return record(node_name(name), y, [a], rule, saved=[{"x": x, "y": y}[n] for n in kept], scalars=values)
+    return record(node_name(name), y, [a], rule, saved=[{"x": x, "y": y}[n] for n in kept], scalars=values,
+                  vrule=_unary_vrule(id(table), name))
 
 
 def pow(a, exponent):
@@ -224,4 +393,18 @@ def where(condition, a, b):
             gb = sum_to_shape(elementwise("c != 0 ? L(0.0) : g", [g, cs], names=("g", "c")), shapes[1])
         return ga, gb
 
-    return record("WhereBackward", out, [a, b], rule, saved=(c,), shapes=(x._shape, y._shape))
+    return record("WhereBackward", out, [a, b], rule, saved=(c,), shapes=(x._shape, y._shape), vrule=_where_vrule)
+
+
+def _where_vrule(ctx, g):
+    (cs,) = ctx.saved_tensors
+    shapes = ctx.attrs["shapes"]
+    ga = gb = None
+    if ctx.needs_input_grad[0]:
+        ga = dv.sum_to(dv.select(cs, g, 0.0), shapes[0])
+    if ctx.needs_input_grad[1]:
+        gb = dv.sum_to(dv.select(cs, 0.0, g), shapes[1])
+    return ga, gb
+
+
+register_vjps(UNARY_OPS, UNARY_VJPS)

@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels
 from ..grad_fn import record
 from ..tensor import Tensor, View, as_index, as_int, contiguous_strides, copy_view, normalize_axis
-from .shape import into_zeros
+from .shape import _window_rule_vrule, into_zeros
 
 _TEMPLATE = "index.cl.mako"
 
@@ -89,7 +89,41 @@ def index_select(a, dim, index):
                        ctx.attrs["inner"])
 
     return record("IndexSelectBackward", out, [a], rule, saved=(idx,), shape=x._shape, R=R, K=K, inner=inner,
-                  outer=outer)
+                  outer=outer, mode="select", vrule=_indexed_vrule)
+
+
+def indexed(which, mode, src, idx, out_shape, R, K, inner):
+    """``_launch`` over Variables: select/gather (``which="forward"``) or their gradient, the ordered
+    index-add (``"backward"``), each differentiable, its gradient being the other one."""
+    out = _launch(which, mode, src.data(), idx, out_shape, R, K, inner)
+    return record(_INDEXED_NAMES[which, mode], out, [src], _indexed_rule,
+                  saved=(idx,), which=which, mode=mode, shape=src.data()._shape, R=R, K=K, inner=inner,
+                  vrule=_indexed_dual_vrule)
+
+
+_INDEXED_NAMES = {("forward", "select"): "IndexSelectBackward", ("forward", "gather"): "GatherBackward",
+                  ("backward", "select"): "IndexAddBackward", ("backward", "gather"): "ScatterAddBackward"}
+
+
+def _indexed_rule(ctx, g):
+    attrs = ctx.attrs
+    other = "backward" if attrs["which"] == "forward" else "forward"
+    return _launch(other, attrs["mode"], g, ctx.saved_tensors[0], attrs["shape"], attrs["R"], attrs["K"],
+                   attrs["inner"])
+
+
+def _indexed_dual_vrule(ctx, g):
+    attrs = ctx.attrs
+    other = "backward" if attrs["which"] == "forward" else "forward"
+    return indexed(other, attrs["mode"], g, ctx.saved_tensors[0], attrs["shape"], attrs["R"], attrs["K"],
+                   attrs["inner"])
+
+
+def _indexed_vrule(ctx, g):
+    """index_select's and gather's differentiable rule: the index-add of ``g``."""
+    attrs = ctx.attrs
+    return indexed("backward", attrs["mode"], g, ctx.saved_tensors[0], attrs["shape"], attrs["R"], attrs["K"],
+                   attrs["inner"])
 
 
 def gather(a, dim, index):
@@ -115,7 +149,8 @@ def gather(a, dim, index):
         return _launch("backward", "gather", g, ids, ctx.attrs["shape"], ctx.attrs["R"], ctx.attrs["K"],
                        ctx.attrs["inner"])
 
-    return record("GatherBackward", out, [a], rule, saved=(t,), shape=x._shape, R=R, K=K, inner=inner)
+    return record("GatherBackward", out, [a], rule, saved=(t,), shape=x._shape, R=R, K=K, inner=inner,
+                  mode="gather", vrule=_indexed_vrule)
 
 
 def embedding(input, weight):
@@ -187,7 +222,7 @@ def getitem(a, key):
     out = copy_view(View(x, shape, strides, offset))
     picked = record("IndexBackward", out, [a],
                     lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"]),
-                    shape=x._shape, strides=tuple(strides), offset=offset)
+                    shape=x._shape, strides=tuple(strides), offset=offset, vrule=_window_rule_vrule)
     if advanced is None:
         return picked
     return index_select(picked, advanced[0], advanced[1])
@@ -213,5 +248,7 @@ def scatter_add(a, dim, index, src):
     spread = record("ScatterAddBackward", added, [s],
                     lambda ctx, g: _launch("forward", "gather", g, ctx.saved_tensors[0], ctx.attrs["shape"],
                                            ctx.attrs["R"], ctx.attrs["K"], ctx.attrs["inner"]),
-                    saved=(t,), shape=t._shape, R=R, K=K, inner=inner)
+                    saved=(t,), shape=t._shape, R=R, K=K, inner=inner,
+                    vrule=lambda ctx, g: indexed("forward", "gather", g, ctx.saved_tensors[0], ctx.attrs["shape"],
+                                                 ctx.attrs["R"], ctx.attrs["K"], ctx.attrs["inner"]))
     return a + spread

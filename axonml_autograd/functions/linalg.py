@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import differentiable as dv
 from ..grad_fn import record
 from ..matmul import matmul as matmul_tensors
 from ..tensor import sum_to_shape
@@ -32,4 +33,15 @@ def matmul(a, b):
             gb = sum_to_shape(matmul_tensors(xs, g, trans_a=True), ys._shape)
         return ga, gb
 
-    return record("MatmulBackward", out, [a, b], rule, saved=(x, y))
+    return record("MatmulBackward", out, [a, b], rule, saved=(x, y), vrule=_matmul_vrule)
+
+
+def _matmul_vrule(ctx, g):
+    xs, ys = ctx.saved_tensors
+    a, b = ctx.input(0, xs), ctx.input(1, ys)
+    ga = gb = None
+    if ctx.needs_input_grad[0]:
+        ga = dv.sum_to(matmul(g, b.mT), xs._shape)
+    if ctx.needs_input_grad[1]:
+        gb = dv.sum_to(matmul(a.mT, g), ys._shape)
+    return ga, gb

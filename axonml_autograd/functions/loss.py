@@ -14,7 +14,8 @@ import numpy as np
 from ..grad_fn import record
 from ..tensor import Tensor, as_index, broadcast_view, cross_entropy_rows, cross_entropy_rows_backward, elementwise, reduce
 from .activation import _floats
-from .arithmetic import unary
+from . import differentiable as dv
+from .arithmetic import register_vjps, unary
 
 
 def _check_same_shape(name, p, t):
@@ -37,6 +38,17 @@ _SMOOTH_L1 = {
     "smooth_l1": ("fabs(x) < beta ? L(0.5) * x * x / beta : fabs(x) - L(0.5) * beta",
                   "(fabs(x) < beta || x != x) ? g * x / beta : (x > 0 ? g : (x < 0 ? -g : L(0.0)))", ("beta",)),
 }
+
+
+def _smooth_l1_grad(g, x, y, s):
+    beta = s["beta"]
+    quadratic = elementwise("(fabs(x) < beta || x != x) ? 1 : 0", [x.data()], names=("x",), scalars={"beta": beta},
+                            dtype="int32")
+    sign = elementwise("x > 0 ? L(1.0) : (x < 0 ? L(-1.0) : L(0.0))", [x.data()], names=("x",))
+    return dv.select(quadratic, g * x * (1.0 / beta), g * dv.const(g, sign))
+
+
+register_vjps(_SMOOTH_L1, {"smooth_l1": _smooth_l1_grad})
 
 
 def smooth_l1_loss(pred, target, beta=1.0):
@@ -68,7 +80,20 @@ def binary_cross_entropy(pred, target):
                              names=("g", "p"))
         return gp, gt
 
-    return record("BinaryCrossEntropyBackward", losses, [pred, target], rule, saved=(p, t)).mean()
+    return record("BinaryCrossEntropyBackward", losses, [pred, target], rule, saved=(p, t),
+                  vrule=_bce_vrule).mean()
+
+
+def _bce_vrule(ctx, g):
+    ps, ts = ctx.saved_tensors
+    p, t = ctx.input(0, ps), ctx.input(1, ts)
+    gp = gt = None
+    if ctx.needs_input_grad[0]:
+        inside = (ps >= 0).logical_and(ps <= 1)
+        gp = dv.select(inside, g * (p - t) / ((1.0 - p) * p).clamp(min=1e-12), float("nan"))
+    if ctx.needs_input_grad[1]:
+        gt = g * ((1.0 - p).log().clamp(min=-100.0) - p.log().clamp(min=-100.0))
+    return gp, gt
 
 
 def _class_indices(targets, n, c, device) -> Tensor:
@@ -125,7 +150,20 @@ def nll_loss(log_probs, targets):
                                                              broadcast_view(ids.reshape([ctx.n, 1]), shape)],
                            names=("g", "t"), scalars={"s": 1.0 / ctx.n}, int_scalars={"C": ctx.c})
 
-    return record("NllLossBackward", loss, [log_probs], rule, saved=(idx,), n=n, c=c)
+    return record("NllLossBackward", loss, [log_probs], rule, saved=(idx,), n=n, c=c, vrule=_nll_vrule)
+
+
+def _pick(ids, n, c, scale, dtype):
+    """[n, c] with ``scale`` at each row's target column, 0 elsewhere (a constant)."""
+    shape = (n, c)
+    return elementwise("gid % C == t ? s : L(0.0)", [broadcast_view(ids.reshape([n, 1]), shape)], names=("t",),
+                       scalars={"s": scale}, int_scalars={"C": c}, shape=shape, dtype=dtype)
+
+
+def _nll_vrule(ctx, g):
+    (ids,) = ctx.saved_tensors
+    n, c = ctx.attrs["n"], ctx.attrs["c"]
+    return g.reshape([1, 1]).expand([n, c]) * dv.const(g, _pick(ids, n, c, -1.0 / n, g.dtype))
 
 
 def cross_entropy(logits, targets):
@@ -170,4 +208,11 @@ def cross_entropy(logits, targets):
         xs, ids, l = ctx.saved_tensors
         return cross_entropy_rows_backward(g, xs, ids, l, 1.0 / ctx.attrs["n"])
 
-    return record("CrossEntropyBackward", loss, [logits], rule, saved=(x, idx, lse), n=n)
+    return record("CrossEntropyBackward", loss, [logits], rule, saved=(x, idx, lse), n=n, vrule=_cross_entropy_vrule)
+
+
+def _cross_entropy_vrule(ctx, g):
+    xs, ids, _lse = ctx.saved_tensors
+    n, c = xs._shape
+    x = ctx.input(0, xs)
+    return (x.softmax(1) - dv.const(g, _pick(ids, n, c, 1.0, xs.dtype))) * (g * (1.0 / n))

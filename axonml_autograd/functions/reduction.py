@@ -7,8 +7,21 @@ import math
 import numpy as np
 
 from .. import kernels
+from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, broadcast_view, elementwise, normalize_axis, reduce
+
+
+def _spread_vrule(ctx, g):
+    """sum/mean (all or one dim) over Variables: ``g`` reshaped to the kept shape, expanded, scaled."""
+    attrs = ctx.attrs
+    shape = attrs["shape"]
+    dim = attrs.get("dim")
+    kept = [1] * len(shape) if dim is None else _kept_shape(shape, dim)
+    out = dv.expand_to(g, kept, shape)
+    if "n" in attrs:
+        out = out * (1.0 / attrs["n"] if attrs["n"] else float("nan"))
+    return out
 
 
 def _spread(g: Tensor, shape, dim, keepdim, scale=None):
@@ -26,7 +39,7 @@ def _spread(g: Tensor, shape, dim, keepdim, scale=None):
 def sum_all(a):
     x = a.data()
     return record("SumBackward", reduce(x, "sum"), [a], lambda ctx, g: _spread(g, ctx.shape, None, False),
-                  shape=x._shape)
+                  shape=x._shape, vrule=_spread_vrule)
 
 
 def mean_all(a):
@@ -34,7 +47,7 @@ def mean_all(a):
     n = x.numel()
     return record("MeanBackward", reduce(x, "mean"), [a],
                   lambda ctx, g: _spread(g, ctx.shape, None, False, 1.0 / ctx.n if ctx.n else float("nan")),
-                  shape=x._shape, n=n)
+                  shape=x._shape, n=n, vrule=_spread_vrule)
 
 
 def sum_dim(a, dim, keepdim=False):
@@ -42,7 +55,7 @@ def sum_dim(a, dim, keepdim=False):
     d = normalize_axis(dim, x.ndim(), "sum_dim dim")
     return record("SumDimBackward", reduce(x, "sum", d, keepdim), [a],
                   lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim), shape=x._shape, dim=d,
-                  keepdim=keepdim)
+                  keepdim=keepdim, vrule=_spread_vrule)
 
 
 def mean_dim(a, dim, keepdim=False):
@@ -51,7 +64,7 @@ def mean_dim(a, dim, keepdim=False):
     n = x._shape[d] if x._shape else 1
     return record("MeanDimBackward", reduce(x, "mean", d, keepdim), [a],
                   lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim, 1.0 / ctx.n if ctx.n else float("nan")),
-                  shape=x._shape, dim=d, keepdim=keepdim, n=n)
+                  shape=x._shape, dim=d, keepdim=keepdim, n=n, vrule=_spread_vrule)
 
 
 def var_dim(a, dim, keepdim=False):
@@ -70,7 +83,25 @@ def var_dim(a, dim, keepdim=False):
         gk = g.reshape(_kept_shape(c._shape, ctx.dim)) if not ctx.keepdim else g
         return elementwise("L(2.0) * s * c * g", [c, gk], names=("c", "g"), scalars={"s": ctx.inv})
 
-    return record("VarDimBackward", v, [a], rule, saved=(centered,), dim=d, keepdim=keepdim, inv=inv)
+    return record("VarDimBackward", v, [a], rule, saved=(centered,), dim=d, keepdim=keepdim, inv=inv,
+                  vrule=_var_dim_vrule)
+
+
+def _var_dim_vrule(ctx, g):
+    (c,) = ctx.saved_tensors
+    # x - mean(x) as a Variable of x, without x: the saved centred values, through a node whose gradient
+    # is x's (the centring is linear: its gradient is h - mean(h)).
+    centered = record("CenterBackward", c, [ctx.input(0, c)], _center_rule, dim=ctx.dim, vrule=_center_vrule)
+    gk = g.reshape(_kept_shape(c._shape, ctx.dim)) if not ctx.keepdim else g
+    return centered * gk * (2.0 * ctx.inv)
+
+
+def _center_rule(ctx, h):
+    return elementwise("h - m", [h, reduce(h, "mean", ctx.dim, keepdim=True)], names=("h", "m"))
+
+
+def _center_vrule(ctx, h):
+    return h - h.mean_dim(ctx.dim, True)
 
 
 def max_dim(a, dim, keepdim=False):
@@ -90,7 +121,18 @@ def max_dim(a, dim, keepdim=False):
                            [broadcast_view(g.reshape(kept), shape), broadcast_view(idx.reshape(kept), shape)],
                            names=("g", "i"), int_scalars={"inner": inner, "R": size}, shape=shape)
 
-    return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d)
+    return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d, vrule=_max_dim_vrule)
+
+
+def _max_dim_vrule(ctx, g):
+    (idx,) = ctx.saved_tensors
+    shape = ctx.shape
+    kept = _kept_shape(shape, ctx.dim)
+    inner = math.prod(shape[ctx.dim + 1:]) if shape else 1
+    size = shape[ctx.dim] if shape else 1
+    picked = elementwise("(gid / inner) % R == i ? L(1.0) : L(0.0)", [broadcast_view(idx.reshape(kept), shape)],
+                         names=("i",), int_scalars={"inner": inner, "R": size}, shape=shape, dtype=g.dtype)
+    return dv.expand_to(g, kept, shape) * dv.const(g, picked)
 
 
 def _kept_shape(shape, dim):
@@ -232,7 +274,12 @@ def cumsum(a, dim):
         return a * 1.0
     d = normalize_axis(dim, x.ndim(), "cumsum dim")
     return record("CumsumBackward", _scan(x, d, "sum"), [a],
-                  lambda ctx, g: _scan(g, ctx.attrs["dim"], "sum", reverse=True), dim=d)
+                  lambda ctx, g: _scan(g, ctx.attrs["dim"], "sum", reverse=True), dim=d, vrule=_cumsum_vrule)
+
+
+def _cumsum_vrule(ctx, g):
+    d = ctx.attrs["dim"]
+    return g.flip(d).cumsum(d).flip(d)
 
 
 def prod(a, dim=None, keepdim=False):
@@ -252,7 +299,8 @@ def prod(a, dim=None, keepdim=False):
     if R == 0:
         ones = Tensor.ones(kept if keepdim else [s for k, s in enumerate(x._shape) if k != d], x.dtype, x.device)
         return record("ProdBackward", ones, [a], lambda ctx, g: Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device),
-                      shape=x._shape)
+                      shape=x._shape, vrule=lambda ctx, g: dv.const(g, Tensor.zeros(ctx.attrs["shape"], g.dtype,
+                                                                                   g.device)))
     running = _scan(x, d, "prod")
     out = running.narrow(d, R - 1, 1)
     if not keepdim:
@@ -266,4 +314,21 @@ def prod(a, dim=None, keepdim=False):
         spread = broadcast_view(g.reshape(ctx.attrs["kept"]), xs._shape)
         return elementwise("g * p * q", [spread, before, after], names=("g", "p", "q"))
 
-    return record("ProdBackward", out, [a], rule, saved=(x,), dim=d, kept=kept)
+    return record("ProdBackward", out, [a], rule, saved=(x,), dim=d, kept=kept, vrule=_prod_vrule)
+
+
+def _prod_vrule(ctx, g):
+    (xs,) = ctx.saved_tensors
+    d = ctx.attrs["dim"]
+    x = ctx.input(0, xs)
+    shape = list(xs._shape)
+    R = shape[d]
+    # The product of the others, exact with zeros and differentiable: x along a new axis (j) next to d
+    # (i), with the diagonal i == j set to 1, multiplied over j. Each order of differentiation adds such
+    # an axis, so the k-th derivative holds R^k times x's elements.
+    spread = x.unsqueeze(d).expand(shape[:d] + [R] + shape[d:])
+    diagonal = elementwise("(gid / inner) % R == (gid / (inner * R)) % R ? 1 : 0", [], names=(),
+                           int_scalars={"inner": math.prod(shape[d + 1:]), "R": R},
+                           shape=tuple(shape[:d] + [R] + shape[d:]), dtype="int32", device=xs.device)
+    others = spread.masked_fill(diagonal, 1.0).prod(d + 1)
+    return dv.expand_to(g, ctx.attrs["kept"], shape) * others

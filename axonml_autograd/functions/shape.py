@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import builtins
 
+from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, View, as_int, cat as cat_tensors, contiguous_strides, copy_view, normalize_axis, elementwise, sum_to_shape
 
 
 def reshape(a, shape):
     x = a.data()
-    return record("ReshapeBackward", x.reshape(shape), [a], lambda ctx, g: g.reshape(ctx.shape), shape=x._shape)
+    return record("ReshapeBackward", x.reshape(shape), [a], lambda ctx, g: g.reshape(ctx.shape), shape=x._shape,
+                  vrule=_reshape_vrule)
+
+
+def _reshape_vrule(ctx, g):
+    return g.reshape(list(ctx.attrs["shape"]))
 
 
 def transpose(a, d0, d1):
@@ -22,7 +28,8 @@ def transpose(a, d0, d1):
     nd = x.ndim()
     d0, d1 = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
     return record("TransposeBackward", x.transpose(d0, d1), [a],
-                  lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1)
+                  lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1,
+                  vrule=lambda ctx, g: g.transpose(ctx.attrs["d0"], ctx.attrs["d1"]))
 
 
 def into_zeros(g: Tensor, shape, strides, offset) -> Tensor:
@@ -34,6 +41,45 @@ def into_zeros(g: Tensor, shape, strides, offset) -> Tensor:
     return whole
 
 
+def window(a, shape, strides, offset, name="WindowBackward"):
+    """The elements of ``a``'s data read through a strided window (``View(data, shape, strides,
+    offset)``), as a differentiable op over Variables: its gradient writes back through the window."""
+    x = a.data()
+    out = copy_view(View(x, list(shape), list(strides), offset))
+    return record(name, out, [a], lambda ctx, g: into_zeros(g, ctx.attrs["source"], ctx.attrs["strides"],
+                                                            ctx.attrs["offset"]),
+                  source=x._shape, strides=tuple(strides), offset=offset, vrule=_window_vrule)
+
+
+def _window_vrule(ctx, g):
+    attrs = ctx.attrs
+    return into_zeros_variable(g, attrs["source"], attrs["strides"], attrs["offset"])
+
+
+def into_zeros_variable(g, shape, strides, offset):
+    """``into_zeros`` over Variables (the gradient of a window, differentiable): its own gradient reads
+    the window again."""
+    return record("IntoZerosBackward", into_zeros(g.data(), shape, strides, offset), [g],
+                  lambda ctx, h: copy_view(View(h, list(ctx.attrs["window"]), list(ctx.attrs["strides"]),
+                                                ctx.attrs["offset"])),
+                  window=g.data()._shape, strides=tuple(strides), offset=offset, vrule=_into_zeros_vrule)
+
+
+def _into_zeros_vrule(ctx, h):
+    attrs = ctx.attrs
+    return window(h, attrs["window"], attrs["strides"], attrs["offset"])
+
+
+def _window_rule_vrule(ctx, g):
+    """The differentiable rule of the ops that record ``into_zeros`` with ``shape``, ``strides``/``offset``
+    or contiguous strides (narrow, slice, diagonal, basic indexing)."""
+    attrs = ctx.attrs
+    shape = attrs["shape"]
+    strides = attrs.get("strides") or contiguous_strides(shape)
+    offset = attrs["offset"] if "offset" in attrs else attrs["start"]
+    return into_zeros_variable(g, shape, strides, offset)
+
+
 def _window(a, starts, lengths, name):
     """The block ``[starts[k], starts[k] + lengths[k])`` on every axis, as a copy."""
     x = a.data()
@@ -41,7 +87,7 @@ def _window(a, starts, lengths, name):
     offset = sum(s * k for s, k in zip(starts, st))
     out = copy_view(View(x, lengths, st, offset))
     return record(name, out, [a], lambda ctx, g: into_zeros(g, ctx.shape, contiguous_strides(ctx.shape), ctx.offset),
-                  shape=x._shape, offset=offset)
+                  shape=x._shape, offset=offset, vrule=_window_rule_vrule)
 
 
 def narrow(a, dim, start, length):
@@ -89,7 +135,8 @@ def slice(a, ranges):
 def expand(a, shape):
     x = a.data()
     out = x.expand(shape)
-    return record("ExpandBackward", out, [a], lambda ctx, g: sum_to_shape(g, ctx.shape), shape=x._shape)
+    return record("ExpandBackward", out, [a], lambda ctx, g: sum_to_shape(g, ctx.shape), shape=x._shape,
+                  vrule=lambda ctx, g: dv.sum_to(g, ctx.attrs["shape"]))
 
 
 def unsqueeze(a, dim):
@@ -128,7 +175,15 @@ def cat(variables, dim=0):
             start += size
         return tuple(grads)
 
-    return record("CatBackward", out, variables, rule, dim=d, sizes=[t._shape[d] for t in tensors])
+    return record("CatBackward", out, variables, rule, dim=d, sizes=[t._shape[d] for t in tensors], vrule=_cat_vrule)
+
+
+def _cat_vrule(ctx, g):
+    grads, start = [], 0
+    for size, needed in zip(ctx.attrs["sizes"], ctx.needs_input_grad):
+        grads.append(g.narrow(ctx.attrs["dim"], start, size) if needed else None)
+        start += size
+    return tuple(grads)
 
 
 # -- torch's spellings, composed from the ops above or written as one strided copy ----------------------
@@ -144,7 +199,7 @@ def permute(a, dims):
         raise ValueError(f"permute: {list(dims)} is not a permutation of the {nd} dims of shape {x.shape()}")
     inverse = [perm.index(k) for k in range(nd)]
     return record("PermuteBackward", x.permute(perm), [a], lambda ctx, g: g.permute(ctx.attrs["inverse"]),
-                  inverse=inverse)
+                  inverse=inverse, vrule=lambda ctx, g: g.permute(ctx.attrs["inverse"]))
 
 
 def _flip_tensor(x: Tensor, dims) -> Tensor:
@@ -162,7 +217,7 @@ def flip(a, dims):
     if not x.ndim():
         return reshape(a, [])
     return record("FlipBackward", _flip_tensor(x, ds), [a], lambda ctx, g: _flip_tensor(g, ctx.attrs["dims"]),
-                  dims=ds)
+                  dims=ds, vrule=lambda ctx, g: g.flip(ctx.attrs["dims"]))
 
 
 def _triangle(x: Tensor, k: int, upper: bool) -> Tensor:
@@ -179,7 +234,12 @@ def triangle(a, diagonal, upper):
         raise ValueError(f"{'triu' if upper else 'tril'}: expected at least 2 dims, got shape {x.shape()}")
     k = as_int(diagonal, f"{'triu' if upper else 'tril'}: diagonal")
     return record("TriuBackward" if upper else "TrilBackward", _triangle(x, k, upper), [a],
-                  lambda ctx, g: _triangle(g, ctx.attrs["k"], ctx.attrs["upper"]), k=k, upper=upper)
+                  lambda ctx, g: _triangle(g, ctx.attrs["k"], ctx.attrs["upper"]), k=k, upper=upper,
+                  vrule=_triangle_vrule)
+
+
+def _triangle_vrule(ctx, g):
+    return triangle(g, ctx.attrs["k"], ctx.attrs["upper"])
 
 
 def diagonal(a, offset=0, dim1=0, dim2=1):
@@ -202,4 +262,4 @@ def diagonal(a, offset=0, dim1=0, dim2=1):
     out = copy_view(View(x, shape, strides, start))
     return record("DiagonalBackward", out, [a],
                   lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["start"]),
-                  shape=x._shape, strides=tuple(strides), start=start)
+                  shape=x._shape, strides=tuple(strides), start=start, vrule=_window_rule_vrule)

@@ -1,0 +1,79 @@
+"""Helpers for the differentiable backward rules (``vrule``), which ``create_graph=True`` runs.
+
+A differentiable rule gets the incoming gradient ``g`` as a Variable and builds the input gradients
+with Variable ops, so that they are part of a graph and can be differentiated again. The helpers here
+are the pieces that many rules share: constants, zeros, the sum of a broadcast gradient back to an
+input's shape, and the factor of a rule that is piecewise linear in ``g``.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> from axonml_autograd.functions.differentiable import sum_to
+>>> g = Variable(Tensor.from_vec([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]), requires_grad=True)
+>>> sum_to(g, (3,)).to_vec(), sum_to(g, (2, 1)).to_vec()
+([5.0, 7.0, 9.0], [6.0, 15.0])
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from ..tensor import Tensor, elementwise
+
+
+def const(like, tensor: Tensor):
+    """``tensor`` as a constant Variable (``like`` is any Variable: its class is used, no import)."""
+    return like.__class__(tensor)
+
+
+def zeros(g):
+    """A constant zero gradient of ``g``'s shape (the rule of a step function: floor, sign, ...)."""
+    return g.__class__(Tensor.zeros(g._data._shape, g._data.dtype, g._data.device))
+
+
+def number(like, value):
+    """A 0-d constant Variable on ``like``'s device and dtype."""
+    return like.__class__(Tensor.full((), value, like._data.dtype, like._data.device))
+
+
+@lru_cache(maxsize=None)
+def _unit(expression):
+    return re.sub(r"\bg\b", "L(1.0)", expression)
+
+
+def factor(expression, names, tensors, scalars=None, like=None):
+    """The factor of a first-order rule that is ``g`` times something piecewise constant in the inputs
+    (relu, abs, clamp, maximum, fmod...): ``expression`` with ``g`` set to 1, as a constant Variable.
+
+    Its derivative with respect to the inputs is 0 wherever it is defined, so ``g * factor`` is the
+    whole differentiable rule.
+    """
+    t = elementwise(_unit(expression), list(tensors), names=tuple(names), scalars=scalars)
+    return like.__class__(t)
+
+
+def select(mask: Tensor, a, b):
+    """``a`` where ``mask`` is non-zero, else ``b`` (Variables or numbers; the gradient goes to the side
+    taken, so a branch that is not taken may hold anything finite)."""
+    from .arithmetic import where
+    like = a if not isinstance(a, (int, float)) else b
+    return where(mask, a if not isinstance(a, (int, float)) else number(like, a),
+                 b if not isinstance(b, (int, float)) else number(like, b))
+
+
+def sum_to(v, shape):
+    """``v`` summed over the axes broadcasting stretched to reach its shape from ``shape`` (with Variable
+    ops, so it is differentiable: its own gradient is the expansion back)."""
+    shape = tuple(shape)
+    vs = tuple(v._data._shape)
+    if vs == shape:
+        return v
+    lead = len(vs) - len(shape)
+    dims = list(range(lead)) + [lead + k for k, s in enumerate(shape) if s == 1 and vs[lead + k] != 1]
+    if dims:
+        v = v.sum(tuple(dims), keepdim=True)
+    return v.reshape(list(shape))
+
+
+def expand_to(g, kept, shape):
+    """A reduction's gradient: ``g`` (reduced shape) reshaped to ``kept`` and expanded to ``shape``."""
+    return g.reshape(list(kept)).expand(list(shape))

@@ -1,0 +1,393 @@
+"""Gradients of gradients (create_graph=True): every op's second derivatives against finite differences
+of its first derivatives (gradgradcheck, float64), the op list checked complete against the op tables
+and the recorded node names, composites against torch.autograd.grad(create_graph=True), and the
+engine's behaviour (grad_variable, retain_graph's default, hooks, version checks, capture)."""
+
+import ast
+import os
+import pathlib
+import re
+import sys
+
+import numpy as np
+import pytest
+
+import axonml_autograd
+from axonml_autograd import Tensor, Variable, capture, grad, gradgradcheck
+from axonml_autograd.backward import GradcheckError
+from axonml_autograd.functions import activation, arithmetic, loss
+from axonml_autograd.grad_fn import AccumulateGrad
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from test_gradients import CASES, make_arrays, make_vars  # noqa: E402  (the first-order op table)
+
+PACKAGE = pathlib.Path(axonml_autograd.__file__).parent
+GG_ATOL, GG_RTOL = 1e-5, 1e-4
+
+
+# ------------------------------------------------------------------------------------------------------
+# Every op of the library: the same table as the first-order gradcheck
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+def test_second_derivatives_match_finite_differences_float64(c, device, fp64):
+    inputs = make_vars(c, make_arrays(c), "float64", device)
+    assert gradgradcheck(c.fn, inputs, eps=1e-6, atol=GG_ATOL, rtol=GG_RTOL) is True
+    assert all(v.grad() is None for v in inputs)
+
+
+# Third order: gradgradcheck of a first derivative, so that the rules of the gradients' own nodes
+# (the window written back into zeros, the index-add, the centring of var) are differentiated too.
+def _gradient_of(f):
+    def first(*xs):
+        gs = grad(f(*xs), list(xs), create_graph=True, allow_unused=True)
+        return Variable.cat([g.reshape([-1]) for g in gs if g is not None], 0)
+    return first
+
+
+THIRD_ORDER = {
+    "window_narrow_diagonal": (lambda x: (x.narrow(1, 1, 3).pow(3.0)).sum() + x.diagonal(1).exp().sum(), [[3, 5]]),
+    "index_select_gather": (lambda x: x.index_select(0, [2, 0, 2]).pow(3.0).sum()
+                            + x.gather(1, np.array([[4, 0], [1, 1], [3, 3]])).sin().sum(), [[3, 5]]),
+    "scatter_add": (lambda x, s: x.scatter_add(1, np.array([[4, 0, 4], [2, 2, 1], [0, 1, 3]]), s).pow(3.0).sum(),
+                    [[3, 5], [3, 3]]),
+    "var_prod_cumsum": (lambda x: x.var(1).pow(2.0).sum() + x.prod(0).sum() + x.cumsum(1).tanh().sum(), [[3, 4]]),
+    "matmul_softmax_max": (lambda a, b: (a @ b).softmax(1).pow(2.0).sum() + (a @ b).max(1)[0].pow(3.0).sum(),
+                           [[3, 4], [4, 5]]),
+    "losses": (lambda p, t: p.sigmoid().binary_cross_entropy(t.sigmoid()) + p.cross_entropy([1, 0, 3])
+               + p.log_softmax(1).nll_loss([2, 2, 0]), [[3, 4], [3, 4]]),
+}
+
+
+def _third_order_inputs(shapes, device):
+    rng = np.random.default_rng(7)
+    return [Variable(Tensor.from_numpy(rng.uniform(-1, 1, s) + 0.05 * np.arange(np.prod(s)).reshape(s),
+                                       dtype="float64", device=device), requires_grad=True) for s in shapes]
+
+
+@pytest.mark.parametrize("name", list(THIRD_ORDER))
+def test_third_derivatives_match_finite_differences_float64(name, device, fp64):
+    f, shapes = THIRD_ORDER[name]
+    assert gradgradcheck(_gradient_of(f), _third_order_inputs(shapes, device), atol=GG_ATOL, rtol=GG_RTOL)
+
+
+def _walk(v, seen):
+    """The nodes of ``v``'s graph, into ``seen``."""
+    stack = [v.grad_fn()] if v.grad_fn() is not None else []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(n for n in node.next_functions() if n is not None)
+
+
+def _unary_tables():
+    """Every unary op table in functions/ (a dict of (forward, backward, scalar names) rows)."""
+    import importlib
+    tables = []
+    for path in sorted((PACKAGE / "functions").glob("*.py")):
+        mod = importlib.import_module(f"axonml_autograd.functions.{path.stem}")
+        for name, value in vars(mod).items():
+            if isinstance(value, dict) and value and all(
+                    isinstance(row, tuple) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], str)
+                    and isinstance(row[2], tuple) for row in value.values()):
+                tables.append((f"{path.stem}.{name}", value))
+    return tables
+
+
+def _declared_node_names():
+    """Every node name the library can record: literals in functions/ and nn/, and the tables' rows."""
+    names = set()
+    for path in list((PACKAGE / "functions").glob("*.py")) + list((PACKAGE / "nn").glob("*.py")):
+        names |= set(re.findall(r'"([A-Z][A-Za-z0-9]*Backward)"', path.read_text()))
+    for table in [arithmetic.BINARY_OPS, arithmetic.SCALAR_OPS] + [t for _n, t in _unary_tables()]:
+        names |= {arithmetic.node_name(k) for k in table}
+    return names
+
+
+def test_every_table_row_has_a_differentiable_rule():
+    missing = [f"BINARY_OPS[{k!r}]" for k in arithmetic.BINARY_OPS if k not in arithmetic.BINARY_VJPS]
+    missing += [f"SCALAR_OPS[{k!r}]" for k in arithmetic.SCALAR_OPS if k not in arithmetic.SCALAR_VJPS]
+    tables = _unary_tables()
+    assert {n for n, _t in tables} >= {"arithmetic.UNARY_OPS", "activation.ACTIVATIONS", "loss._SMOOTH_L1"}
+    for name, table in tables:
+        registered = arithmetic._VJP_TABLES.get(id(table))
+        if registered is None:
+            missing.append(f"{name} (no register_vjps)")
+            continue
+        missing += [f"{name}[{k!r}]" for k in table if k not in registered[1]]
+    assert not missing, f"rows without a differentiable (create_graph) rule: {missing}"
+
+
+def test_the_op_list_covers_every_recorded_op_and_each_has_a_differentiable_rule(device, fp64):
+    """Each node name the library declares shows up in the graphs (forward and create_graph gradient) of
+    the cases above and the third-order ones, so an op added without a case (and so without a
+    gradgradcheck) fails here."""
+    seen = set()
+    for c in CASES:
+        inputs = make_vars(c, make_arrays(c), "float64", device)
+        out = c.fn(*inputs)
+        _walk(out, seen)
+        wanted = [v for v in inputs if v.requires_grad()]
+        for g in grad(out, wanted, grad_outputs=Tensor.ones(out.data()._shape, "float64", device),
+                      create_graph=True, allow_unused=True):
+            if g is not None:
+                _walk(g, seen)
+    for f, shapes in THIRD_ORDER.values():
+        inputs = _third_order_inputs(shapes, device)
+        first = _gradient_of(f)(*inputs)
+        ones = Variable(Tensor.ones(first.data()._shape, "float64", device), requires_grad=True)
+        for g in grad(first, inputs, grad_outputs=ones, create_graph=True, allow_unused=True):
+            if g is not None:
+                _walk(g, seen)
+    without = sorted({n.name() for n in seen if n._vrule is None and not isinstance(n, AccumulateGrad)})
+    assert not without, f"nodes without a differentiable rule: {without}"
+    covered = {n.name() for n in seen}
+    # CheckpointBackward has no second-order rule on purpose (see test_checkpoint_refuses_create_graph).
+    uncovered = sorted(_declared_node_names() - covered - {"CheckpointBackward"})
+    assert not uncovered, f"ops without a gradgradcheck case in test_gradients.CASES: {uncovered}"
+
+
+def test_every_record_call_passes_a_differentiable_rule():
+    """A static check of the same promise: each ``record(...)`` in the package gives ``vrule=`` (or records
+    no rule at all, for integer results); the checkpoint's node is the one documented exception."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "id", getattr(call.func, "attr", None)) == "record"):
+                continue
+            if path.name in ("grad_fn.py", "launch.py", "capture.py"):
+                continue
+            name = ast.unparse(call.args[0]) if call.args else "?"
+            no_rule = len(call.args) > 3 and isinstance(call.args[3], ast.Constant) and call.args[3].value is None
+            if no_rule or any(k.arg == "vrule" for k in call.keywords) or "CheckpointBackward" in name:
+                continue
+            offenders.append(f"{path.relative_to(PACKAGE)}:{call.lineno} {name}")
+    assert not offenders, f"record() without vrule=: {offenders}"
+
+
+def test_gradgradcheck_catches_a_wrong_second_order_rule(device, fp64, monkeypatch):
+    # First order right, second order wrong: the derivative of cos(x) is dropped.
+    monkeypatch.setitem(arithmetic.UNARY_VJPS, "sin", lambda g, x, y, s: g * x.detach().cos())
+    arithmetic._unary_vrule.cache_clear()
+    try:
+        x = Variable(Tensor.from_vec([0.5, -1.0, 2.0], [3], dtype="float64", device=device), requires_grad=True)
+        with pytest.raises(GradcheckError, match=r"input 0 \(shape \[3\]\): d output\[1\] / d input\[1\] is 0\.0"):
+            gradgradcheck(lambda v: v.sin(), [x])
+    finally:
+        monkeypatch.undo()
+        arithmetic._unary_vrule.cache_clear()
+    # A rule whose values are wrong (not linear in g) is caught before its derivatives are compared.
+    monkeypatch.setitem(arithmetic.BINARY_VJPS, "mul", (lambda g, a, b: g * g * b, lambda g, a, b: g * a))
+    monkeypatch.setattr(arithmetic, "_BINARY_VRULES", {})
+    b = Variable(Tensor.from_vec([1.0, 2.0, 3.0], [3], dtype="float64", device=device), requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"input 0: the create_graph=True gradient \[0\] is .* but backward gives"):
+        gradgradcheck(lambda p, q: p * q, [x, b])
+    # The derivative in the incoming gradient is compared too (here it is dropped).
+    monkeypatch.setitem(arithmetic.BINARY_VJPS, "mul", (lambda g, a, b: g.detach() * b, lambda g, a, b: g * a))
+    monkeypatch.setattr(arithmetic, "_BINARY_VRULES", {})
+    with pytest.raises(GradcheckError, match="grad_output"):
+        gradgradcheck(lambda p, q: p * q, [x, b])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Against torch.autograd.grad(create_graph=True), float64
+# ------------------------------------------------------------------------------------------------------
+
+def _pair(a, device, requires_grad=True):
+    torch = pytest.importorskip("torch")
+    return (Variable(Tensor.from_numpy(a, dtype="float64", device=device), requires_grad=requires_grad),
+            torch.tensor(a, dtype=torch.float64, requires_grad=requires_grad))
+
+
+def test_gradient_penalty_matches_torch(device, fp64):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    (x, tx), (w1, tw1), (b1, tb1), (w2, tw2) = [_pair(rng.standard_normal(s), device) for s in
+                                                ([5, 3], [3, 17], [17], [17, 1])]
+
+    def critic(x, w1, b1, w2, F):
+        return F(x @ w1 + b1) @ w2
+
+    (gx,) = grad(critic(x, w1, b1, w2, lambda h: h.tanh()).sum(), x, create_graph=True)
+    penalty = ((gx * gx).sum(1).sqrt() - 1.0).pow(2.0).mean()
+    ours = grad(penalty, [x, w1, b1, w2])
+    (tgx,) = torch.autograd.grad(critic(tx, tw1, tb1, tw2, torch.tanh).sum(), tx, create_graph=True)
+    tpen = ((tgx.norm(dim=1) - 1) ** 2).mean()
+    theirs = torch.autograd.grad(tpen, [tx, tw1, tb1, tw2])
+    np.testing.assert_allclose(penalty.item(), tpen.item(), rtol=1e-12)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_vector_product_of_an_mlp_loss_matches_torch(device, fp64):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    xa, targets = rng.standard_normal((9, 4)), [0, 2, 1, 2, 2, 0, 1, 1, 0]
+    (w1, tw1), (b1, tb1), (w2, tw2) = [_pair(rng.standard_normal(s) * 0.7, device) for s in ([4, 6], [6], [6, 3])]
+    vs = [rng.standard_normal(s) for s in ([4, 6], [6], [6, 3])]
+    x = Variable(Tensor.from_numpy(xa, dtype="float64", device=device))
+    loss_ = (x @ w1 + b1).gelu().matmul(w2).cross_entropy(targets)
+    gs = grad(loss_, [w1, b1, w2], create_graph=True)
+    hv = grad(list(gs), [w1, b1, w2], grad_outputs=[Tensor.from_numpy(v, device=device) for v in vs])
+
+    tl = torch.nn.functional.cross_entropy(torch.nn.functional.gelu(torch.tensor(xa) @ tw1 + tb1) @ tw2,
+                                           torch.tensor(targets))
+    tgs = torch.autograd.grad(tl, [tw1, tb1, tw2], create_graph=True)
+    thv = torch.autograd.grad(tgs, [tw1, tb1, tw2], grad_outputs=[torch.tensor(v) for v in vs])
+    for a, b in zip(hv, thv):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_third_derivative_of_tanh_matches_torch_and_the_closed_form(device, fp64):
+    torch = pytest.importorskip("torch")
+    xs = np.array([-2.5, -0.3, 0.0, 0.7, 3.0])
+    x, tx = _pair(xs, device)
+    d = x.tanh().sum()
+    td = tx.tanh().sum()
+    for _ in range(3):
+        (d,) = grad(d.sum(), x, create_graph=True)
+        (td,) = torch.autograd.grad(td.sum(), tx, create_graph=True)
+    np.testing.assert_allclose(d.numpy(), td.detach().numpy(), rtol=1e-12, atol=1e-14)
+    t = np.tanh(xs)
+    np.testing.assert_allclose(d.numpy(), -2 * (1 - t ** 2) * (1 - 3 * t ** 2), rtol=1e-12, atol=1e-14)
+
+
+def test_fourth_order_of_a_broadcast_product_and_a_reduction(device, fp64):
+    # d^4/dx^4 of sum(x^2 * y) * sum(x^2): every order goes through mul, sum, expand and sum_to.
+    x = Variable(Tensor.from_numpy(np.array([[0.5], [1.5]]), dtype="float64", device=device), requires_grad=True)
+    y = Variable(Tensor.from_numpy(np.array([1.0, -2.0, 0.5]), dtype="float64", device=device))
+    f = (x * x * y).sum() * (x * x).sum()
+    s = -0.5   # sum(y), so f = s Q^2 with Q = sum(x^2)
+    d = f
+    for _ in range(4):
+        (d,) = grad(d.sum(), x, create_graph=True)
+    # The 4th derivatives of Q^2 are 8 (d_ij d_kl + d_ik d_jl + d_il d_jk); summed over i, j, k with
+    # n = 2 entries each term gives n: 8 * 3n = 48 per entry, times s.
+    assert d.shape() == [2, 1]
+    np.testing.assert_allclose(d.numpy()[:, 0], [48 * s, 48 * s], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The engine
+# ------------------------------------------------------------------------------------------------------
+
+def _x(device, values=(1.0, -2.0, 0.5)):
+    return Variable(Tensor.from_vec(list(values), [len(values)], dtype="float64", device=device), requires_grad=True)
+
+
+def test_backward_with_create_graph_leaves_a_differentiable_grad_variable(device, fp64):
+    x = _x(device)
+    (x * x * x).sum().backward(create_graph=True)
+    xs = np.array([1.0, -2.0, 0.5])
+    g = x.grad_variable()
+    assert g.requires_grad() and g.data() is x.grad()
+    np.testing.assert_allclose(x.grad().numpy(), 3 * xs ** 2)
+    x.zero_grad()
+    (g * g).sum().backward()                       # d/dx sum(9 x^4) = 36 x^3
+    np.testing.assert_allclose(x.grad().numpy(), 36 * xs ** 3)
+    assert not x.grad_variable().requires_grad()   # a plain backward's gradient is a constant
+
+
+def test_create_graph_accumulates_differentiably_and_a_plain_backward_then_adds_out_of_place(device, fp64):
+    x = _x(device)
+    xs = np.array([1.0, -2.0, 0.5])
+    (x * x).sum().backward(create_graph=True)
+    (x * x * x).sum().backward(create_graph=True)
+    g = x.grad_variable()
+    np.testing.assert_allclose(g.numpy(), 2 * xs + 3 * xs ** 2)
+    (hx,) = grad(g.sum(), x, retain_graph=True)
+    np.testing.assert_allclose(hx.numpy(), 2 + 6 * xs)
+    kept = g.numpy()
+    x.sin().sum().backward()
+    np.testing.assert_allclose(g.numpy(), kept)    # the graph's tensor was not written in place
+    np.testing.assert_allclose(x.grad().numpy(), kept + np.cos(xs))
+
+
+def test_retain_graph_defaults_to_create_graph(device, fp64):
+    x = _x(device)
+    y = (x.exp() * x).sum()
+    y.backward(create_graph=True)
+    y.backward(create_graph=True)                  # still there
+    y = (x.exp() * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()
+    (g,) = grad((x * x).sum(), x, create_graph=True, retain_graph=False)
+    np.testing.assert_allclose(g.numpy(), [2.0, -4.0, 1.0])
+
+
+def test_grad_create_graph_allow_unused_and_a_connected_grad_output(device, fp64):
+    x, z = _x(device), _x(device)
+    y = (x * x).sum()
+    with pytest.raises(RuntimeError, match="input 1 .* was not used"):
+        grad(y, [x, z], create_graph=True)
+    gx, gz = grad(y, [x, z], create_graph=True, allow_unused=True)
+    assert gz is None and gx.requires_grad()
+    # A grad_output that requires grad is part of the new graph: d/du of <u, J^T ...> (double vjp).
+    u = Variable(Tensor.zeros([3], "float64", device), requires_grad=True)
+    (vjp,) = grad(x.sin(), x, grad_outputs=u, create_graph=True)
+    (jv,) = grad(vjp, u, grad_outputs=Tensor.ones([3], "float64", device))
+    np.testing.assert_allclose(jv.numpy(), np.cos([1.0, -2.0, 0.5]))
+
+
+def test_a_saved_tensor_changed_in_place_is_refused_in_the_second_order(device, fp64):
+    x = _x(device)
+    (g,) = grad(x.sin().sum(), x, create_graph=True)      # g = cos(x), built on sin's saved x
+    x.set_data(Tensor.from_vec([0.0, 0.0, 0.0], [3], dtype="float64", device=device))
+    with pytest.raises(RuntimeError, match="modified in place"):
+        grad(g.sum(), x)
+
+
+def test_checkpoint_refuses_create_graph_naming_the_op(device, fp64):
+    from axonml_autograd.checkpoint import checkpoint
+    x = _x(device)
+    with pytest.raises(NotImplementedError, match="CheckpointBackward: this op has no differentiable backward"):
+        grad(checkpoint(lambda v: v.exp(), x).sum(), x, create_graph=True)
+
+
+def test_hooks_see_a_variable_under_create_graph_and_retain_grad_keeps_its_data(device, fp64):
+    x = _x(device)
+    y = x * x
+    y.retain_grad()
+    seen = []
+    y.register_hook(lambda g: seen.append(isinstance(g, Variable) and g.requires_grad()) or g * 2.0)
+    (y * x).sum().backward(create_graph=True)
+    assert seen == [True]                           # d/dy (y x) = x: a Variable of the new graph
+    xs = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(y.grad().numpy(), xs)
+    np.testing.assert_allclose(x.grad().numpy(), xs ** 2 + 2 * xs * 2 * xs)   # the hook doubled y's path
+    # x.grad = y + 4x^2, with y's value standing for y (a gradient through it reaches y's node, and its
+    # hook, again, as in torch): d/dx sum = 2 * 2x (doubled) + 8x.
+    (h,) = grad(x.grad_variable().sum(), x)
+    assert seen == [True, False]                    # the second pass is a plain backward: a Tensor
+    np.testing.assert_allclose(h.numpy(), 4 * xs + 8 * xs)
+
+
+def test_a_gradient_penalty_step_captures_and_replays_like_eager(device, fp64):
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((4, 3))
+    batches = [Tensor.from_numpy(rng.standard_normal((6, 4)), dtype="float64", device=device) for _ in range(4)]
+
+    def make():
+        w = Variable(Tensor.from_numpy(w0, dtype="float64", device=device), requires_grad=True)
+
+        def step(xb):
+            x = Variable(xb, requires_grad=True)
+            (gx,) = grad(x.matmul(w).tanh().sum(), x, create_graph=True)
+            penalty = (gx * gx).sum()
+            (gw,) = grad(penalty, w)
+            w.set_data(w.data() - gw * 0.1)
+            return penalty
+        return w, step
+
+    w_eager, eager = make()
+    w_cap, step = make()
+    captured = capture(step)
+    for xb in batches:
+        a, b = eager(xb), captured(xb)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
+    assert captured.replays >= 2
