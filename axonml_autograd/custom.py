@@ -116,6 +116,8 @@ class FunctionCtx:
         self._non_differentiable = ()
         self._node = None
         self._saved_kinds = ()
+        self._origins = ()       # per saved tensor: ("input", k), ("output", j) or None
+        self._connected = None   # in a differentiable backward: the saved tensors as graph Variables
         self.needs_input_grad = ()
 
     def save_for_backward(self, *tensors):
@@ -138,6 +140,8 @@ class FunctionCtx:
             return self._to_save
         from .variable import Variable
         data = self._node.saved_tensors   # raises after release, or when one was written in place
+        if self._connected is not None:
+            return self._connected
         return tuple(None if t is None else Variable(t) if kind else t for t, kind in zip(data, self._saved_kinds))
 
 
@@ -179,38 +183,88 @@ class Function:
         differentiable = [k for k, (o, d) in enumerate(zip(outs, datas)) if id(o) not in skip and d.dtype.kind == "f"]
         saved = tuple(None if t is None else _data(t) for t in ctx._to_save)
         ctx._saved_kinds = tuple(isinstance(t, Variable) for t in ctx._to_save)
+        ctx._origins = tuple(_origin(t, args, outs) for t in ctx._to_save)
         shapes = [None if v is None else v.data()._shape for v in var_inputs]
         name = f"{cls.__name__}Backward"
         results = []
         for k, d in enumerate(datas):
             if k in differentiable and any(ctx.needs_input_grad):
-                rule = _rule(cls, ctx, k, datas, differentiable, shapes, len(args))
-                results.append(record(name, d, var_inputs, rule, saved=saved))
+                rule, vrule = _rules(cls, ctx, k, datas, differentiable, shapes, len(args))
+                results.append(record(name, d, var_inputs, rule, saved=saved, vrule=vrule))
             else:
                 results.append(Variable(d))
         return results[0] if single else tuple(results)
 
 
-def _rule(cls, ctx, k, datas, differentiable, shapes, n_args):
-    """The backward of output ``k``: ``cls.backward`` with this output's gradient and zeros for the
-    others. A VJP is linear in the gradients, so the nodes of several outputs add up to one call."""
+def _origin(t, args, outs):
+    for k, a in enumerate(args):
+        if t is a:
+            return ("input", k)
+    for j, o in enumerate(outs):
+        if t is o:
+            return ("output", j)
+    return None
+
+
+def _rules(cls, ctx, k, datas, differentiable, shapes, n_args):
+    """The backward of output ``k``, first-order and differentiable: ``cls.backward`` with this output's
+    gradient and zeros for the others (a VJP is linear in the gradients, so the nodes of several
+    outputs add up to one call). The differentiable rule runs it with grad mode on, the saved
+    inputs and this output connected to the graph (``create_graph=True``)."""
     from .variable import Variable
 
-    def rule(node, g):
+    def run(node, g, connected):
         grads = []
         for j, d in enumerate(datas):
             if j == k:
-                grads.append(Variable(g))
+                grads.append(g)
             elif j in differentiable:
                 grads.append(Variable(Tensor.zeros(d._shape, d.dtype, d.device)))
             else:
                 grads.append(None)
         ctx._node = node
         try:
+            if connected:
+                saved = node.saved_tensors
+                ctx._connected = tuple(
+                    None if t is None else
+                    node.input(o[1], t) if o is not None and o[0] == "input" else
+                    node.output(t) if o == ("output", k) else
+                    Variable(t) if kind else t
+                    for t, o, kind in zip(saved, ctx._origins, ctx._saved_kinds))
+                with enable_grad():
+                    return cls.backward(ctx, *grads)
             with no_grad():
-                result = cls.backward(ctx, *grads)
+                return cls.backward(ctx, *grads)
+        finally:
+            ctx._node = ctx._connected = None
+
+    def rule(node, g):
+        return check(node, run(node, Variable(g), False), as_data=True)
+
+    def vrule(node, g):
+        grads = check(node, run(node, g, True), as_data=False)
+        # A VJP is linear in g and (for a non-linear op) depends on the saved inputs: a gradient that
+        # is off the graph although they are on it was made by something not differentiable
+        # (elementwise, a Kernel). Its derivative would silently be 0, so refuse.
+        live = g.requires_grad() or any(getattr(t, "requires_grad", lambda: False)() for t in (ctx_saved(node) or ()))
+        for j, r in enumerate(grads):
+            if r is not None and live and not r.requires_grad():
+                raise NotImplementedError(
+                    f"{cls.__name__}.backward: gradient {j} is not differentiable (made with elementwise() or a "
+                    "Kernel?), so create_graph=True cannot differentiate it again; write backward with Variable "
+                    "ops, or as another Function, to differentiate it twice")
+        return grads
+
+    def ctx_saved(node):
+        ctx._node = node
+        try:
+            return tuple(None if t is None else node.input(o[1], t) if o is not None and o[0] == "input" else None
+                         for t, o in zip(node.saved_tensors, ctx._origins))
         finally:
             ctx._node = None
+
+    def check(node, result, as_data):
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != n_args:
             raise TypeError(f"{cls.__name__}.backward returned {len(result)} gradients; forward took {n_args} "
@@ -223,14 +277,13 @@ def _rule(cls, ctx, k, datas, differentiable, shapes, n_args):
             if not isinstance(r, (Tensor, Variable)):
                 raise TypeError(f"{cls.__name__}.backward: gradient {j} must be a Tensor, Variable or None, "
                                 f"got {type(r).__name__}")
-            r = _data(r)
-            if r._shape != shape:
-                raise ValueError(f"{cls.__name__}.backward: gradient {j} has shape {list(r._shape)}, but "
+            if _data(r)._shape != shape:
+                raise ValueError(f"{cls.__name__}.backward: gradient {j} has shape {list(_data(r)._shape)}, but "
                                  f"input {j} has shape {list(shape)}")
-            out.append(r)
+            out.append(_data(r) if as_data else r if isinstance(r, Variable) else Variable(r))
         return tuple(out)
 
-    return rule
+    return rule, vrule
 
 
 # -- whole kernels -----------------------------------------------------------------------------------------

@@ -255,3 +255,42 @@ def test_a_kernel_write_bumps_the_version_and_replays_under_capture():
         t = Tensor.from_vec([1.0, -1.0], [2])
         assert double(t).to_vec() == [2.0, -2.0]
     assert double.replays >= 1
+
+
+def test_a_function_written_with_variable_ops_differentiates_twice():
+    from axonml_autograd import gradgradcheck
+
+    class Cube(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 3.0 * x * x
+
+    x = var((17,))
+    assert gradgradcheck(lambda x: Cube.apply(x), [x])
+
+
+def test_a_gradient_made_with_elementwise_refuses_create_graph_instead_of_giving_zero():
+    from axonml_autograd import grad
+
+    class SinK(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return elementwise("sin(a)", x)
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return elementwise("g * cos(x)", g=g, x=x)
+
+    x = var((3,))
+    (gx,) = grad(SinK.apply(x).sum(), [x])              # first order is fine
+    np.testing.assert_allclose(gx.numpy(), np.cos(x.numpy()), rtol=1e-13)
+    with pytest.raises(NotImplementedError, match="SinK.backward: gradient 0 is not differentiable"):
+        grad(SinK.apply(x).sum(), [x], create_graph=True)
