@@ -35,6 +35,11 @@ class KernelBuildError(RuntimeError):
 
 
 def _template_dir() -> Path:
+    # A source checkout's own templates first: an editable install elsewhere (another worktree) must
+    # not shadow them. Installed wheels have no cl_kernels/ beside the package and fall through.
+    beside = Path(__file__).resolve().parent.parent / "cl_kernels"
+    if (beside / "__init__.py").exists():
+        return beside
     try:
         from importlib.resources import files
         return Path(str(files("axonml_autograd.cl_kernels")))
