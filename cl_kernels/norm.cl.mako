@@ -387,15 +387,15 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
     db[c] = sg;
 % endif
 % if has_weight:
-    const T k = invstd * w[c];
+    const T kscale = invstd * w[c];
 % else:
-    const T k = invstd;
+    const T kscale = invstd;
 % endif
 % if training:
     const T m1 = sg / (T)M, m2 = sgx / (T)M;
-    ${each("dx[i] = k * (g[i] - m1 - (x[i] - mean) * invstd * m2);")}
+    ${each("dx[i] = kscale * (g[i] - m1 - (x[i] - mean) * invstd * m2);")}
 % else:
-    ${each("dx[i] = k * g[i];")}
+    ${each("dx[i] = kscale * g[i];")}
 % endif
 }
 % endif

@@ -217,8 +217,8 @@ def _class_indices(targets, n, c, device, ignore_index=None, shape=None) -> Tens
     elif callable(getattr(targets, "data", None)) and isinstance(targets.data(), Tensor):
         t = targets.data()
     else:
-        if isinstance(targets, (str, bytes)) or not (hasattr(targets, "__len__") or np.ndim(targets) == 0
-                                                     and isinstance(targets, (int, np.integer))):
+        scalar_ok = shape == [] and isinstance(targets, (int, np.integer)) and not isinstance(targets, bool)
+        if isinstance(targets, (str, bytes)) or not (hasattr(targets, "__len__") or scalar_ok):
             raise TypeError(f"targets: expected a list of class indices or a Tensor, got {type(targets).__name__}")
         arr = np.asarray(targets)
         if arr.dtype.kind not in "iuf" or (arr.dtype.kind == "f" and not np.all(arr == np.floor(arr))):
@@ -248,9 +248,9 @@ def _as_rows(name, a, targets, ignore_index):
     if nd == 1:   # unbatched: one row, a 0-d target
         c = a.shape()[0]
         t = targets
-        if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
-            t = [int(t)]
-        idx = _class_indices(t, 1, c, a.device, ignore_index, shape=[] if not isinstance(t, list) else [1])
+        tt = t if isinstance(t, Tensor) else t.data() if callable(getattr(t, "data", None)) else None
+        scalar = (isinstance(t, (int, np.integer)) and not isinstance(t, bool)) or (tt is not None and tt.ndim() == 0)
+        idx = _class_indices(t, 1, c, a.device, ignore_index, shape=[] if scalar else [1])
         return a.reshape([1, c]), idx, []
     shape = a.shape()
     c = shape[1]
@@ -335,7 +335,7 @@ def cross_entropy(logits, targets, weight=None, ignore_index=-100, reduction="me
     NaN (lists raise IndexError).
     """
     t = targets.data() if callable(getattr(targets, "data", None)) else targets
-    if isinstance(t, Tensor) and t.dtype.kind == "f":
+    if isinstance(t, Tensor) and t.dtype.kind == "f" and t.shape() == logits.shape():
         return _soft_cross_entropy(logits, _variable(targets, "cross_entropy", "target"), weight, reduction,
                                    label_smoothing)
     return _class_loss("cross_entropy", logits, targets, weight, ignore_index, reduction, label_smoothing, nll=False)

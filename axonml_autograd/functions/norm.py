@@ -66,7 +66,7 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     rstd = Tensor._wrap((rows,), x.dtype, dev)
     if rows and cols:
         knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="layer_norm", has_weight=w is not None,
-                                       has_bias=b is not None, affine=False)
+                                       has_bias=b is not None, affine=w is not None or b is not None)
         args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
         kernels.launch(dev, knl, (rows * local,), (local,), *args, y.buffer, mean.buffer, rstd.buffer,
                        x.dtype.type(eps), np.int32(rows), np.int32(cols))
@@ -74,13 +74,12 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     def rule(ctx, g):
         xs, ms, rs = ctx.saved_tensors[:3]
         ws = ctx.saved_tensors[3] if ctx.attrs["has_weight"] else None
-        affine = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        return layer_norm_backward(g, xs, ms, rs, ws, affine, ctx.attrs["rows"], ctx.attrs["cols"],
+        return layer_norm_backward(g, xs, ms, rs, ws, ctx.attrs["has_bias"], ctx.attrs["rows"], ctx.attrs["cols"],
                                    ctx.attrs["shape"])
 
     saved = (x, mean, rstd) + ((w,) if w is not None else ())
     return record("NativeLayerNormBackward", y, [a, weight, bias], rule, saved=saved, rows=rows, cols=cols,
-                  shape=shape, has_weight=w is not None)
+                  shape=shape, has_weight=w is not None, has_bias=b is not None)
 
 
 def _blocks(device, rows, cols):
@@ -95,8 +94,11 @@ def _blocks(device, rows, cols):
     return -(-rows // per), per
 
 
-def layer_norm_backward(g, x, mean, rstd, w, affine, rows, cols, shape):
+def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
+    """dx, and (with a weight or a bias) dweight and dbias. The kernel is built with the forward's
+    parameters, so both live in one program."""
     dev = x.device
+    affine = w is not None or has_bias
     g = g if g.dtype == x.dtype else g.astype(x.dtype)
     dx = Tensor._wrap(x._shape, x.dtype, dev)
     gw = gb = None
@@ -106,7 +108,7 @@ def layer_norm_backward(g, x, mean, rstd, w, affine, rows, cols, shape):
     nblk, per = _blocks(dev, rows, cols)
     partial = Tensor._wrap((nblk, 2, cols), x.dtype, dev) if affine else None
     knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="layer_norm", has_weight=w is not None,
-                                   has_bias=False, affine=affine)
+                                   has_bias=has_bias, affine=affine)
     args = [g.buffer, x.buffer, mean.buffer, rstd.buffer] + ([w.buffer] if w is not None else []) + \
         ([partial.buffer] if affine else [])
     kernels.launch(dev, knl, (nblk * local,), (local,), *args, dx.buffer, np.int32(rows), np.int32(cols),
@@ -172,17 +174,20 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
             rm._version += 1
             rv._version += 1
 
+    flags = dict(has_weight=w is not None, has_bias=b is not None, has_running=has_running, training=bool(training),
+                 cumulative=cumulative)
+
     def rule(ctx, g):
         xs, ms, ivs = ctx.saved_tensors[:3]
-        ws = ctx.saved_tensors[3] if ctx.attrs["has_weight"] else None
-        return batch_norm_backward(g, xs, ms, ivs, ws, ctx.attrs["training"])
+        ws = ctx.saved_tensors[3] if ctx.attrs["flags"]["has_weight"] else None
+        return batch_norm_backward(g, xs, ms, ivs, ws, ctx.attrs["flags"])
 
     saved = (x, mean, invstd) + ((w,) if w is not None else ())
-    return record("NativeBatchNormBackward", y, [a, weight, bias], rule, saved=saved, has_weight=w is not None,
-                  training=bool(training))
+    return record("NativeBatchNormBackward", y, [a, weight, bias], rule, saved=saved, flags=flags)
 
 
-def batch_norm_backward(g, x, mean, invstd, w, training):
+def batch_norm_backward(g, x, mean, invstd, w, flags):
+    """dx, dweight, dbias in one kernel, built with the forward's parameters (``flags``): one program."""
     dev = x.device
     g = g if g.dtype == x.dtype else g.astype(x.dtype)
     N, C = x._shape[0], x._shape[1]
@@ -192,8 +197,7 @@ def batch_norm_backward(g, x, mean, invstd, w, training):
     db = Tensor._wrap((C,), x.dtype, dev)
     if x.numel() == 0:
         return dx, Tensor.zeros((C,), x.dtype, dev), Tensor.zeros((C,), x.dtype, dev)
-    knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="batch_norm", has_weight=w is not None,
-                                   has_bias=False, has_running=False, training=bool(training), cumulative=False)
+    knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="batch_norm", **flags)
     args = [g.buffer, x.buffer, mean.buffer, invstd.buffer] + ([w.buffer] if w is not None else [])
     kernels.launch(dev, knl, (C * local,), (local,), *args, dx.buffer, dw.buffer, db.buffer,
                    np.int32(N), np.int32(C), np.int32(S))
