@@ -240,6 +240,13 @@ def _class_indices(targets, n, c, device, ignore_index=None, shape=None) -> Tens
     return t.reshape([n])
 
 
+def _brief_targets(t) -> str:
+    if isinstance(t, Tensor) or callable(getattr(t, "data", None)):
+        return f"of shape {(t if isinstance(t, Tensor) else t.data()).shape()}"
+    text = repr(t)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _as_rows(name, a, targets, ignore_index):
     """(rows Variable [R, C], int32 targets [R], shape of the per-row result) for [C], [N, C], [N, C, d...]."""
     nd = a.ndim()
@@ -250,7 +257,10 @@ def _as_rows(name, a, targets, ignore_index):
         t = targets
         tt = t if isinstance(t, Tensor) else t.data() if callable(getattr(t, "data", None)) else None
         scalar = (isinstance(t, (int, np.integer)) and not isinstance(t, bool)) or (tt is not None and tt.ndim() == 0)
-        idx = _class_indices(t, 1, c, a.device, ignore_index, shape=[] if scalar else [1])
+        if not scalar:
+            raise ValueError(f"{name}: expected input of shape [N, C] or [N, C, d1, ...] (or [C] with one class "
+                             f"index, unbatched), got input {a.shape()} with targets {_brief_targets(t)}")
+        idx = _class_indices(t, 1, c, a.device, ignore_index, shape=[])
         return a.reshape([1, c]), idx, []
     shape = a.shape()
     c = shape[1]
@@ -262,10 +272,12 @@ def _as_rows(name, a, targets, ignore_index):
     # torch's [N, C, d1, ...]: the class axis moved last, every position a row of its own.
     batch = [shape[0]] + shape[2:]
     rows = a.permute([0] + list(range(2, nd)) + [1]).reshape([-1, c])
-    try:
-        idx = _class_indices(targets, math.prod(batch), c, a.device, ignore_index, shape=batch)
-    except ValueError as e:
-        raise ValueError(f"{name}: targets do not fit input {shape}; expected shape {batch} ({e})") from None
+    tt = targets if isinstance(targets, Tensor) else targets.data() if callable(getattr(targets, "data", None)) \
+        else None
+    given = tt.shape() if tt is not None else list(np.shape(targets))
+    if given != batch:
+        raise ValueError(f"{name}: targets of shape {given} for logits {shape}; expected {batch}")
+    idx = _class_indices(targets, math.prod(batch), c, a.device, ignore_index, shape=batch)
     if math.prod(batch) == 0:
         raise ValueError(f"{name}: empty batch (input has 0 rows)")
     return rows, idx, batch
