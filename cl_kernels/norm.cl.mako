@@ -48,11 +48,14 @@ void forward(__global const T *x,
              __global const T *b,
 % endif
              __global T *y, __global T *mean_out, __global T *rstd_out, const T eps,
-             const int rows, const int cols)
+             const int rows, const int cols, const int per_block)
 {
 % if strategy == "serial":
-    const int r = get_global_id(0);
-    if (r >= rows) return;
+    // A block of rows per work-item: a few dozen work-groups rather than one per row, whose
+    // scheduling PoCL pays for one by one.
+    const int r0 = get_global_id(0) * per_block;
+    const int r1 = min(rows, r0 + per_block);
+    for (int r = r0; r < r1; ++r) {
     __global const T *xr = x + (size_t)r * cols;
     __global T *yr = y + (size_t)r * cols;
     const int vend = cols - cols % ${vw};
@@ -88,6 +91,7 @@ void forward(__global const T *x,
     }
     mean_out[r] = mean;
     rstd_out[r] = rstd;
+    }
 % else:
     __local T part[${local_size}];
     const int r = get_group_id(0);

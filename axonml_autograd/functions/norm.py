@@ -68,8 +68,10 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
         knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="layer_norm", has_weight=w is not None,
                                        has_bias=b is not None, affine=w is not None or b is not None)
         args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
-        kernels.launch(dev, knl, (rows * local,), (local,), *args, y.buffer, mean.buffer, rstd.buffer,
-                       x.dtype.type(eps), np.int32(rows), np.int32(cols))
+        # CPUs: blocks of rows per work-item (as the backward); GPUs: a work-group per row.
+        groups, per = _blocks(dev, rows, cols) if strategy == "serial" else (rows, 1)
+        kernels.launch(dev, knl, (groups * local,), (local,), *args, y.buffer, mean.buffer, rstd.buffer,
+                       x.dtype.type(eps), np.int32(rows), np.int32(cols), np.int32(per))
 
     def rule(ctx, g):
         xs, ms, rs = ctx.saved_tensors[:3]
