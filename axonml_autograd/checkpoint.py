@@ -28,6 +28,7 @@ import math
 import os
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from typing import Mapping, NamedTuple, Optional
@@ -177,7 +178,13 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
 
     ``optimizer`` (an Optimizer, or its state_dict()) and ``metadata`` (a JSON-serialisable dict, e.g.
     the epoch) travel in the same file. The path is used as given (no ``.npz`` is appended).
+    PyTorch's order, ``save(model.state_dict(), path)``, works too. The file gets the permissions
+    the process's umask gives a new file (0644 under the usual 022), as ``open()`` would.
     """
+    if isinstance(path, Mapping) and isinstance(named_variables, (str, bytes, os.PathLike)):
+        path, named_variables = named_variables, path   # torch.save(obj, f)
+    if not isinstance(named_variables, Mapping):
+        raise TypeError(f"save: expected a mapping of names to tensors, got {type(named_variables).__name__}")
     path = os.fspath(path)
     entries = {}
     for name, value in named_variables.items():
@@ -197,6 +204,12 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(directory, os.path.basename(path)), suffix=".tmp",
                                dir=directory)
     try:
+        # mkstemp makes its file 0600; a checkpoint is an ordinary file and gets what open() would give.
+        mode = 0o666 & ~_umask()
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)
+        else:
+            os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             # The .npz layout written by hand: np.savez would reject names like "file" (its own argument).
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -213,6 +226,24 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
             pass
         raise
     _fsync_dir(directory)
+
+
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux's /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:   # elsewhere the only way to read it is to set it (briefly) and put it back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def _temp_prefix(directory: str, name: str) -> str:

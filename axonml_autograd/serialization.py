@@ -10,6 +10,11 @@ functions.
 >>> save(path, {"w": Variable(Tensor.from_vec([1.0, 2.0], [2]))})
 >>> load(path)["w"].tolist()
 [1.0, 2.0]
+>>> from axonml_autograd.nn import Linear
+>>> layer = Linear(2, 1, seed=0)
+>>> save(layer.state_dict(), path)              # torch.save's order works too
+>>> layer.load_state_dict(load(path))
+IncompatibleKeys(missing_keys=[], unexpected_keys=[])
 """
 
 from .checkpoint import Checkpoint, CheckpointError, CheckpointMismatchError, load, load_into, read, save

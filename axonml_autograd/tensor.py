@@ -1047,7 +1047,10 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
     return vals
 
 
-def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=()) -> None:
+_CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows=False, has_den=False)
+
+
+def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
     if device.is_cpu:
         strategy, local, global_size = "serial", 1, rows
     else:
@@ -1055,7 +1058,7 @@ def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=()) 
         strategy, local = "local", min(cap, 256 if cols > 512 else 64)
         global_size = rows * local
     knl = kernels.get_kernel(device, "softmax.cl.mako", which, ctype=kernels.ctype(dtype), op=op,
-                             strategy=strategy, local_size=local)
+                             strategy=strategy, local_size=local, **(flags or _CE_FLAGS))
     kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
 
 
@@ -1079,28 +1082,43 @@ def softmax_rows_backward(g: Tensor, y: Tensor, log: bool = False) -> Tensor:
     return gx
 
 
-def cross_entropy_rows(x: Tensor, targets: Tensor):
+def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = None, ignore_index: int = -100,
+                       label_smoothing: float = 0.0, nll: bool = False, count: bool = False):
     """Per-row cross-entropy of logits ``x`` [rows, cols] against int32 class indices [rows].
 
-    Returns ``(loss, lse)``, each [rows]: the row's loss (NaN for a target outside [0, cols)) and its
-    log-sum-exp, which the backward needs. One pass per row: log-softmax is never materialised.
+    Returns ``(loss, lse)``: the rows' losses ([rows]; with ``count``, [2, rows]: first each row's
+    weight, ``weight[target]`` or 1, 0 where the target is ``ignore_index``, then the losses) and each row's
+    log-sum-exp, which the backward needs. A target outside [0, cols) other than ``ignore_index`` gives
+    NaN. ``nll``: ``x`` holds log-probabilities already (no softmax; the lse is not written).
+    One pass per row: log-softmax is never materialised.
     """
     rows, cols = x._shape
-    loss = Tensor._wrap((rows,), x.dtype, x.device)
+    loss = Tensor._wrap((2, rows) if count else (rows,), x.dtype, x.device)
     lse = Tensor._wrap((rows,), x.dtype, x.device)
     if rows:
+        flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count)
         _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, x.buffer, targets.buffer,
-                        lse.buffer, loss.buffer)
+                        *([weight.buffer] if weight is not None else []), lse.buffer, loss.buffer,
+                        scalars=(np.int32(ignore_index), x.dtype.type(label_smoothing)), flags=flags)
     return loss, lse
 
 
-def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tensor, scale: float) -> Tensor:
-    """``g * scale * (softmax(x) - onehot(targets))`` for a one-element ``g`` (0 on invalid rows)."""
+def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tensor, scale: float,
+                                weight: Optional[Tensor] = None, ignore_index: int = -100,
+                                label_smoothing: float = 0.0, nll: bool = False, den: Optional[Tensor] = None
+                                ) -> Tensor:
+    """The gradient of :func:`cross_entropy_rows`: ``g * scale (/ den[0])`` times each row's derivative,
+    ``g`` one element or one per row (0 on ignored and invalid rows)."""
     gx = Tensor._wrap(x._shape, x.dtype, x.device)
     rows, cols = x._shape
     if x.numel():
+        flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll,
+                     g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None)
         _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, g.buffer, x.buffer,
-                        targets.buffer, lse.buffer, gx.buffer, scalars=(x.dtype.type(scale),))
+                        targets.buffer, *([weight.buffer] if weight is not None else []), lse.buffer,
+                        *([den.buffer] if den is not None else []), gx.buffer,
+                        scalars=(x.dtype.type(scale), np.int32(ignore_index), x.dtype.type(label_smoothing)),
+                        flags=flags)
     return gx
 
 

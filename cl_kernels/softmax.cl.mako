@@ -2,7 +2,13 @@
 ## pass per row instead of a max, an exp, a sum and a normalisation kernel each. op "cross_entropy"
 ## fuses log-softmax with picking each row's target: the forward writes each row's loss and its
 ## log-sum-exp, the backward g * scale * (softmax - onehot) from the logits and that log-sum-exp.
-## A target outside [0, cols) makes its row's loss NaN and its gradient 0.
+## A target equal to ignore_index gives its row loss 0, weight 0 and gradient 0; any other target outside
+## [0, cols) makes its row's loss NaN (its weight counting 1) and its gradient 0. Options (template flags): class `weighted`
+## (weight[target] scales a row, and its weight is what a mean divides by), label `smoothing`
+## ((1 - eps) of the target's loss plus eps / cols of every class's, weighted), `nll` (the input is
+## already log-probabilities: no softmax), `count` (the forward writes each row's weight first and the
+## losses after them, [2, rows], for the mean's denominator), `g_rows` (a gradient per row, for reduction="none") and
+## `has_den` (the backward divides by den[0], that denominator).
 ## strategy "serial" (CPUs): one work-item per row, plain loops in a fixed order.
 ## strategy "local" (GPUs): one work-group of ${local_size} work-items per row, combined in local
 ## memory along a fixed tree. Either way the result does not depend on timing.
@@ -10,39 +16,102 @@
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
 typedef ${ctype} T;
+% if op == "cross_entropy":
+% if weighted:
+#define W(c) weight[c]
+% else:
+#define W(c) ((T)1)
+% endif
+% if g_rows:
+#define G(r) g[r]
+% else:
+#define G(r) g[0]
+% endif
+% endif
 <%
     def row_max(v, m):   # NaN wins, as in numpy
         return f"{m} = ({v} > {m} || {v} != {v}) ? {v} : {m};"
 %>
 % if strategy == "serial":
 % if op == "cross_entropy":
-__kernel void forward(__global const T *x, __global const int *target, __global T *lse, __global T *loss,
+__kernel void forward(__global const T *x, __global const int *target,
+% if weighted:
+                      __global const T *weight,
+% endif
+                      __global T *lse, __global T *loss, const int ignore_index, const T smooth,
                       const int rows, const int cols)
 {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const T *xr = x + r * cols;
+    const int t = target[r];
+    const int ignored = t == ignore_index;
+    const int valid = !ignored && t >= 0 && t < cols;
+% if nll:
+    const T l = 0;
+% else:
     T m = -INFINITY;
     for (int c = 0; c < cols; ++c) { const T v = xr[c]; ${row_max("v", "m")} }
     T s = 0;
     for (int c = 0; c < cols; ++c) s += exp(xr[c] - m);
     const T l = m + log(s);
-    const int t = target[r];
     lse[r] = l;
-    loss[r] = (t < 0 || t >= cols) ? (T)NAN : l - xr[t];
+% endif
+    const T wt = ignored ? (T)0 : (valid ? W(t) : (T)1);
+    T row = ignored ? (T)0 : (valid ? wt * (l - xr[t]) : (T)NAN);
+% if smoothing:
+    T sw = 0, swx = 0;
+    for (int c = 0; c < cols; ++c) { const T wc = W(c); sw += wc; swx += wc * xr[c]; }
+    row = ignored ? (T)0 : ((T)1 - smooth) * row + smooth / (T)cols * (l * sw - swx);
+% endif
+% if count:
+    loss[r] = wt;
+    loss[rows + r] = row;
+% else:
+    loss[r] = row;
+% endif
 }
 
 __kernel void backward(__global const T *g, __global const T *x, __global const int *target,
-                       __global const T *lse, __global T *gx, const T scale, const int rows, const int cols)
+% if weighted:
+                       __global const T *weight,
+% endif
+                       __global const T *lse,
+% if has_den:
+                       __global const T *den,
+% endif
+                       __global T *gx, const T scale, const int ignore_index, const T smooth,
+                       const int rows, const int cols)
 {
     const int r = get_global_id(0);
     if (r >= rows) return;
     __global const T *xr = x + r * cols;
     __global T *out = gx + r * cols;
     const int t = target[r];
-    const T gs = (t < 0 || t >= cols) ? (T)0 : g[0] * scale;
+    const int valid = t != ignore_index && t >= 0 && t < cols;
+% if has_den:
+    const T gs = valid ? G(r) * scale / den[0] : (T)0;
+% else:
+    const T gs = valid ? G(r) * scale : (T)0;
+% endif
+    const T wt = valid ? W(t) : (T)0;
+% if nll:
+    for (int c = 0; c < cols; ++c) out[c] = c == t ? -gs * wt : (T)0;
+% else:
     const T l = lse[r];
-    for (int c = 0; c < cols; ++c) out[c] = gs * (exp(xr[c] - l) - (c == t ? (T)1 : (T)0));
+  % if smoothing:
+    T sw = 0;
+    for (int c = 0; c < cols; ++c) sw += W(c);
+    const T a = gs * ((T)1 - smooth) * wt, e = gs * smooth / (T)cols;
+    for (int c = 0; c < cols; ++c) {
+        const T p = exp(xr[c] - l);
+        out[c] = a * (p - (c == t ? (T)1 : (T)0)) + e * (sw * p - W(c));
+    }
+  % else:
+    const T a = gs * wt;
+    for (int c = 0; c < cols; ++c) out[c] = a * (exp(xr[c] - l) - (c == t ? (T)1 : (T)0));
+  % endif
+% endif
 }
 % else:
 __kernel void forward(__global const T *x, __global T *y, const int rows, const int cols)
@@ -89,13 +158,24 @@ __kernel void backward(__global const T *g, __global const T *y, __global T *gx,
 %>
 % if op == "cross_entropy":
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
-void forward(__global const T *x, __global const int *target, __global T *lse, __global T *loss,
+void forward(__global const T *x, __global const int *target,
+% if weighted:
+             __global const T *weight,
+% endif
+             __global T *lse, __global T *loss, const int ignore_index, const T smooth,
              const int rows, const int cols)
 {
     __local T part[${local_size}];
+    __local T part2[${local_size}];
     const int r = get_group_id(0);
     const int lid = get_local_id(0);
     __global const T *xr = x + r * cols;
+    const int t = target[r];
+    const int ignored = t == ignore_index;
+    const int valid = !ignored && t >= 0 && t < cols;
+% if nll:
+    const T l = 0;
+% else:
     T m = -INFINITY;
     for (int c = lid; c < cols; c += ${local_size}) { const T v = xr[c]; ${row_max("v", "m")} }
     part[lid] = m;
@@ -114,26 +194,87 @@ void forward(__global const T *x, __global const int *target, __global T *lse, _
     if (lid < ${h}) part[lid] += part[lid + ${h}];
     barrier(CLK_LOCAL_MEM_FENCE);
 % endfor
+    const T l = m + log(part[0]);
+% endif
+% if smoothing:
+    barrier(CLK_LOCAL_MEM_FENCE);
+    T sw = 0, swx = 0;
+    for (int c = lid; c < cols; c += ${local_size}) { const T wc = W(c); sw += wc; swx += wc * xr[c]; }
+    part[lid] = sw;
+    part2[lid] = swx;
+    barrier(CLK_LOCAL_MEM_FENCE);
+% for h in halves:
+    if (lid < ${h}) { part[lid] += part[lid + ${h}]; part2[lid] += part2[lid + ${h}]; }
+    barrier(CLK_LOCAL_MEM_FENCE);
+% endfor
+% endif
     if (lid == 0) {
-        const T l = m + log(part[0]);
-        const int t = target[r];
+        const T wt = ignored ? (T)0 : (valid ? W(t) : (T)1);
+        T row = ignored ? (T)0 : (valid ? wt * (l - xr[t]) : (T)NAN);
+% if smoothing:
+        row = ignored ? (T)0 : ((T)1 - smooth) * row + smooth / (T)cols * (l * part[0] - part2[0]);
+% endif
+% if not nll:
         lse[r] = l;
-        loss[r] = (t < 0 || t >= cols) ? (T)NAN : l - xr[t];
+% endif
+% if count:
+        loss[r] = wt;
+        loss[rows + r] = row;
+% else:
+        loss[r] = row;
+% endif
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
 void backward(__global const T *g, __global const T *x, __global const int *target,
-              __global const T *lse, __global T *gx, const T scale, const int rows, const int cols)
+% if weighted:
+              __global const T *weight,
+% endif
+              __global const T *lse,
+% if has_den:
+              __global const T *den,
+% endif
+              __global T *gx, const T scale, const int ignore_index, const T smooth,
+              const int rows, const int cols)
 {
     const int r = get_group_id(0);
     const int lid = get_local_id(0);
     __global const T *xr = x + r * cols;
     __global T *out = gx + r * cols;
     const int t = target[r];
-    const T gs = (t < 0 || t >= cols) ? (T)0 : g[0] * scale;
+    const int valid = t != ignore_index && t >= 0 && t < cols;
+% if has_den:
+    const T gs = valid ? G(r) * scale / den[0] : (T)0;
+% else:
+    const T gs = valid ? G(r) * scale : (T)0;
+% endif
+    const T wt = valid ? W(t) : (T)0;
+% if nll:
+    for (int c = lid; c < cols; c += ${local_size}) out[c] = c == t ? -gs * wt : (T)0;
+% else:
     const T l = lse[r];
-    for (int c = lid; c < cols; c += ${local_size}) out[c] = gs * (exp(xr[c] - l) - (c == t ? (T)1 : (T)0));
+  % if smoothing:
+    __local T part[${local_size}];
+    T sw = 0;
+    for (int c = lid; c < cols; c += ${local_size}) sw += W(c);
+    part[lid] = sw;
+    barrier(CLK_LOCAL_MEM_FENCE);
+% for h in halves:
+    if (lid < ${h}) part[lid] += part[lid + ${h}];
+    barrier(CLK_LOCAL_MEM_FENCE);
+% endfor
+    sw = part[0];
+    const T a = gs * ((T)1 - smooth) * wt, e = gs * smooth / (T)cols;
+    for (int c = lid; c < cols; c += ${local_size}) {
+        const T p = exp(xr[c] - l);
+        out[c] = a * (p - (c == t ? (T)1 : (T)0)) + e * (sw * p - W(c));
+    }
+  % else:
+    const T a = gs * wt;
+    for (int c = lid; c < cols; c += ${local_size}) out[c] = a * (exp(xr[c] - l) - (c == t ? (T)1 : (T)0));
+  % endif
+% endif
 }
 % else:
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))

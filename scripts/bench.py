@@ -25,6 +25,8 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
                and embedding ([64, 64] indices into [50000, 256]), GB/s of the result written, against
                numpy's fancy indexing (and torch's ops)
   softmax_ce   cross-entropy (log-softmax + NLL) forward+backward on [128, 1000] logits, ms
+  layer_norm   F.layer_norm forward+backward (dx, dweight, dbias) on [4096, 768] float32, ms; target
+               <= 1.5x torch's time
   mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
                step makes no device->host read
   mlp_captured the same step through ``capture()``: recorded once, then replayed
@@ -56,7 +58,8 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "mlp", "mlp_captured",
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "mlp",
+            "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -525,6 +528,44 @@ class Bench:
         ms, best = tm.convert(lambda v: v * 1e3)
         return Row("custom_op", "swish Function fwd+bwd [1024,1024]", "ms", "time", ms.pop("ours"), ms,
                    "composed", {"text": "report"}, _err_note(err, "vs composed"), best=best)
+    def layer_norm(self):
+        np = self.np
+        import axonml_autograd.nn.functional as F
+        rows, cols = 4096, 768
+        x_h = self.rng.standard_normal((rows, cols), dtype=np.float32)
+        g_h = self.rng.standard_normal((rows, cols), dtype=np.float32)
+        w_h = self.rng.standard_normal(cols, dtype=np.float32)
+        b_h = self.rng.standard_normal(cols, dtype=np.float32)
+        x, w, b = (self.Variable(self.Tensor.from_numpy(a, device=self.dev), requires_grad=True)
+                   for a in (x_h, w_h, b_h))
+        g = self.Tensor.from_numpy(g_h, device=self.dev)
+
+        def ours():
+            for v in (x, w, b):
+                v.zero_grad()
+            F.layer_norm(x, (cols,), w, b).backward(g)
+            self.finish()
+
+        ours()
+        x64 = x_h.astype(np.float64)
+        xhat = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+        err = max(_rel_err(b.grad().numpy(), g_h.sum(0)), _rel_err(w.grad().numpy(), (g_h * xhat).sum(0)))
+        fns = {"ours": ours}
+        if self.torch:
+            torch = self.torch
+            tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x_h, w_h, b_h))
+            tg = torch.from_numpy(g_h)
+
+            def torch_run():
+                tx.grad = tw.grad = tb.grad = None
+                torch.nn.functional.layer_norm(tx, (cols,), tw, tb).backward(tg)
+
+            fns["torch"] = torch_run
+        tm = measure(fns, *self.reps(20, 6, 2, 1))
+        ms, best = tm.convert(lambda v: v * 1e3)
+        target = {"text": "<= 1.5x torch", "baseline": "torch", "min_ratio": 1 / 1.5} if self.torch else {"text": "report"}
+        return Row("layer_norm", "layer_norm fwd+bwd [4096,768]", "ms", "time", ms.pop("ours"), ms, "torch",
+                   target, _err_note(err), best=best)
 
     def _mlp(self, seed=1):
         """Our MLP (weights [in, out]) with its data, an optimiser and a step function; plus numpy copies."""

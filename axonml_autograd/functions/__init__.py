@@ -3,9 +3,10 @@
 | module | ops |
 |---|---|
 | arithmetic | add sub mul div neg, scalar forms, pow exp log sqrt abs clamp |
-| activation | relu leaky_relu sigmoid tanh gelu silu softmax log_softmax |
+| activation | relu leaky_relu sigmoid tanh gelu silu softmax log_softmax dropout |
 | reduction | sum mean sum_dim mean_dim var_dim max_dim |
-| linalg | matmul |
+| linalg | matmul linear |
+| norm | layer_norm batch_norm (fused kernels) |
 | shape | reshape transpose narrow slice expand unsqueeze squeeze cat |
-| loss | mse_loss binary_cross_entropy cross_entropy nll_loss l1_loss smooth_l1_loss |
+| loss | mse_loss l1_loss smooth_l1_loss huber_loss binary_cross_entropy(_with_logits) kl_div cross_entropy nll_loss |
 """

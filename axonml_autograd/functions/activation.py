@@ -178,3 +178,28 @@ def _softmax_vrule(ctx, g):
 def _log_softmax_vrule(ctx, g):
     y = ctx.output(ctx.saved_tensors[0])
     return g - y.exp() * g.sum(ctx.attrs["dim"], keepdim=True)
+
+
+def dropout(a, p):
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
+
+    The mask comes from the device generator (``Tensor.rand`` without a seed), so every call (and
+    every captured replay) draws a fresh one; forward and backward are one kernel each, the uniform
+    numbers being the saved mask.
+    """
+    from ..tensor import Tensor
+    x = _floats(a.data())
+    if p >= 1.0:   # torch: everything dropped (and no division by zero)
+        return record("DropoutBackward", elementwise("L(0.0) * a", [x], op="dropout"), [a],
+                      lambda ctx, g: elementwise("L(0.0) * g", [g], names=("g",)))
+    u = Tensor.rand(x._shape, dtype=x.dtype, device=x.device)
+    scale = 1.0 / (1.0 - p)
+    y = elementwise("u >= p ? x * s : L(0.0)", [x, u], names=("x", "u"), scalars={"p": p, "s": scale},
+                    op="dropout")
+
+    def rule(ctx, g):
+        (us,) = ctx.saved_tensors
+        return elementwise("u >= p ? g * s : L(0.0)", [g, us], names=("g", "u"),
+                           scalars={"p": ctx.attrs["p"], "s": ctx.attrs["s"]})
+
+    return record("DropoutBackward", y, [a], rule, saved=(u,), p=p, s=scale)

@@ -45,3 +45,35 @@ def _matmul_vrule(ctx, g):
     if ctx.needs_input_grad[1]:
         gb = dv.sum_to(matmul(a.mT, g), ys._shape)
     return ga, gb
+
+
+def linear(a, w, b=None):
+    """torch's ``F.linear``: ``a @ w^T + b`` with ``w`` of shape ``[out, in]``; any leading dims on ``a``.
+
+    The transpose is the matmul kernel's flag, never a copy: forward ``a @ w^T``, backward ``g @ w``
+    and ``g^T @ a``.
+    """
+    x, wt = a.data(), w.data()
+    if wt.ndim() != 2:
+        raise ValueError(f"linear: weight must be [out_features, in_features], got {wt.shape()}")
+    if x.ndim() == 0 or x._shape[-1] != wt._shape[1]:
+        raise ValueError(f"linear: input of shape {x.shape()} does not fit weight {wt.shape()} "
+                         f"(expected input [..., {wt._shape[1]}])")
+    lead = x._shape[:-1]
+    x2 = x.reshape([-1, wt._shape[1]]) if x.ndim() != 2 else x
+    out = matmul_tensors(x2, wt, trans_b=True)
+    if x.ndim() != 2:
+        out = out.reshape(list(lead) + [wt._shape[0]])
+
+    def rule(ctx, g):
+        xs, ws = ctx.saved_tensors
+        g2 = g.reshape([-1, ws._shape[0]])
+        ga = gw = None
+        if ctx.needs_input_grad[0]:
+            ga = matmul_tensors(g2, ws).reshape(xs._shape)
+        if ctx.needs_input_grad[1]:
+            gw = matmul_tensors(g2, xs.reshape([-1, ws._shape[1]]), trans_a=True)
+        return ga, gw
+
+    y = record("LinearBackward", out, [a, w], rule, saved=(x, wt))
+    return y if b is None else y + b

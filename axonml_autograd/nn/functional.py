@@ -1,14 +1,277 @@
-"""Layers as functions (``import axonml_autograd.nn.functional as F``), PyTorch's argument order.
+"""Layers and losses as functions (``import axonml_autograd.nn.functional as F``), PyTorch's argument order.
 
 >>> from axonml_autograd import Tensor, Variable
 >>> import axonml_autograd.nn.functional as F
 >>> w = Variable(Tensor.from_vec([0.0, 1.0, 10.0, 11.0, 20.0, 21.0], [3, 2]), requires_grad=True)
 >>> F.embedding([[2, 0]], w).to_vec()
 [20.0, 21.0, 0.0, 1.0]
+>>> logits = Variable(Tensor.from_vec([2.0, 0.0, 0.0, 2.0], [2, 2]), requires_grad=True)
+>>> round(F.cross_entropy(logits, [0, -100]).item(), 4)      # the second row is ignored
+0.1269
+>>> F.one_hot([2, 0], 3).to_vec()
+[0, 0, 1, 1, 0, 0]
 """
 
 from __future__ import annotations
 
-from ..functions.indexing import embedding
+import math
+import numbers
 
-__all__ = ["embedding"]
+import numpy as np
+
+from .. import tensor as T
+from ..functions import activation as _act
+from ..functions import linalg as _linalg
+from ..functions import loss as _loss
+from ..functions import norm as _norm
+from ..functions.indexing import embedding as _embedding
+from ..grad_fn import record
+from ..tensor import Tensor, View, as_float, as_int, contiguous_strides, copy_view
+
+__all__ = ["linear", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
+           "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",
+           "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
+           "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
+
+
+def _var(x, op, what="input"):
+    from ..variable import Variable
+    if isinstance(x, Variable):
+        return x
+    if isinstance(x, Tensor):
+        return Variable(x)
+    raise TypeError(f"{op}: {what} must be a Variable or Tensor, got {type(x).__name__}")
+
+
+def _opt_var(x, op, what):
+    return None if x is None else _var(x, op, what)
+
+
+def _probability(p, op):
+    p = as_float(p, f"{op}: p")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{op}: dropout probability has to be between 0 and 1, but got {p}")
+    return p
+
+
+# -- layers -------------------------------------------------------------------------------------------------
+
+def linear(input, weight, bias=None, *, layout="torch"):
+    """``input @ weight^T + bias`` with torch's ``[out, in]`` weight; ``layout="in_out"`` takes the
+    crate's ``[in, out]`` weight (``nn.Linear``'s) and computes ``input @ weight + bias``.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> x = Variable(Tensor.ones([2, 3]))
+    >>> linear(x, Variable(Tensor.ones([4, 3]))).shape()
+    [2, 4]
+    """
+    x, w = _var(input, "linear"), _var(weight, "linear", "weight")
+    b = _opt_var(bias, "linear", "bias")
+    if layout == "in_out":
+        if w.ndim() != 2 or x.ndim() == 0 or x.shape()[-1] != w.shape()[0]:
+            raise ValueError(f"linear: input of shape {x.shape()} does not fit weight {w.shape()} "
+                             f"(layout in_out: expected input [..., {w.shape()[0] if w.ndim() else '?'}])")
+        y = x.matmul(w)
+        return y.add_var(b) if b is not None else y
+    if layout != "torch":
+        raise ValueError(f"linear: layout must be 'torch' ([out, in]) or 'in_out' ([in, out]), got {layout!r}")
+    return _linalg.linear(x, w, b)
+
+
+def embedding(input, weight, padding_idx=None):
+    """Rows of ``weight`` [V, D] for every index in ``input`` (a list or an int32 Tensor, any shape).
+
+    With ``padding_idx`` the rows looked up at that index pass no gradient to the weight (torch's rule).
+    """
+    w = _var(weight, "embedding", "weight")
+    if padding_idx is None:
+        return _embedding(input, w)
+    v = w.shape()[0] if w.ndim() == 2 else 0
+    pad_i = as_int(padding_idx, "embedding: padding_idx")
+    if not -v <= pad_i < v:
+        raise ValueError(f"embedding: padding_idx {pad_i} is out of range for {v} embeddings")
+    pad_i %= max(v, 1)
+    idx = input.data() if callable(getattr(input, "data", None)) and not isinstance(input, Tensor) else input
+    if not isinstance(idx, Tensor):
+        arr = np.asarray(idx)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"embedding: indices must be integers, got {arr.dtype}")
+        idx = Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=w.device)
+    rows = _embedding(idx, w)
+    # The same values either way; the gradient reaches the weight only where the index is not padding.
+    keep = T.elementwise("(int)(i != p)", [idx.reshape(idx.shape() + [1])], names=("i",), int_scalars={"p": pad_i},
+                         op="embedding", dtype=np.int32)
+    return rows.where(keep, rows.detach())
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability ``p`` (a fresh mask from the device generator at every call,
+    captured replays included) and scale the rest by ``1/(1-p)``; the identity when not ``training``."""
+    x = _var(input, "dropout")
+    p = _probability(p, "dropout")
+    if not training or p == 0.0:
+        return x
+    return _act.dropout(x, p)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``normalized_shape`` axes (mean 0, variance 1, biased), then
+    ``* weight + bias``: one kernel forward, one (plus a column sum for weight and bias) backward."""
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (normalized_shape,)
+    return _norm.layer_norm(_var(input, "layer_norm"), tuple(normalized_shape),
+                            _opt_var(weight, "layer_norm", "weight"), _opt_var(bias, "layer_norm", "bias"),
+                            as_float(eps, "layer_norm: eps"))
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               num_batches_tracked=None):
+    """Per-channel normalisation of ``[N, C, ...]``: the batch's statistics when ``training`` (updating
+    the running ones in place on the device), else the running statistics. One kernel each way."""
+    if momentum is not None:
+        momentum = as_float(momentum, "batch_norm: momentum")
+    return _norm.batch_norm(_var(input, "batch_norm"), running_mean, running_var,
+                            _opt_var(weight, "batch_norm", "weight"), _opt_var(bias, "batch_norm", "bias"),
+                            bool(training), momentum, as_float(eps, "batch_norm: eps"), num_batches_tracked)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise ``[N, C, ...]`` over each group of ``C / num_groups`` channels (and the spatial axes),
+    then a per-channel ``* weight + bias``: layer_norm's kernels over ``[N * G, rest]`` rows."""
+    x = _var(input, "group_norm")
+    g = as_int(num_groups, "group_norm: num_groups")
+    shape = x.shape()
+    if len(shape) < 2:
+        raise ValueError(f"group_norm: expected input of shape [N, C, ...], got {shape}")
+    n, c = shape[0], shape[1]
+    if g <= 0 or c % g:
+        raise ValueError(f"group_norm: num_groups {g} must divide the number of channels {c}")
+    rest = math.prod(shape[1:]) // g
+    y = _norm.layer_norm(x.reshape([n * g, rest]), (rest,), None, None, as_float(eps, "group_norm: eps"))
+    y = y.reshape(shape)
+    affine_shape = [1, c] + [1] * (len(shape) - 2)
+    for what, p in (("weight", weight), ("bias", bias)):
+        if p is not None and list(p.shape()) != [c]:
+            raise ValueError(f"group_norm: {what} of shape {list(p.shape())} for {c} channels")
+    if weight is not None:
+        y = y * _var(weight, "group_norm", "weight").reshape(affine_shape)
+    if bias is not None:
+        y = y + _var(bias, "group_norm", "bias").reshape(affine_shape)
+    return y
+
+
+def one_hot(tensor, num_classes=-1) -> Tensor:
+    """int32 ``[..., num_classes]`` with a 1 at each index (no gradient). ``num_classes=-1`` takes
+    ``max + 1`` of a list; a device Tensor needs ``num_classes`` (finding the max would be a read)."""
+    num_classes = as_int(num_classes, "one_hot: num_classes")
+    if isinstance(tensor, Tensor) or callable(getattr(tensor, "data", None)):
+        idx = tensor if isinstance(tensor, Tensor) else tensor.data()
+        if idx.dtype != np.int32:
+            raise TypeError(f"one_hot: indices must be an int32 tensor, got {idx.dtype}")
+        if num_classes < 0:
+            raise ValueError("one_hot: give num_classes for a device tensor of indices")
+    else:
+        arr = np.asarray(tensor)
+        if arr.size and arr.dtype.kind not in "iu":
+            raise TypeError(f"one_hot: indices must be integers, got {arr.dtype}")
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"one_hot: class values must be non-negative, got {int(arr.min())}")
+        if num_classes < 0:
+            num_classes = int(arr.max()) + 1 if arr.size else 0
+        elif arr.size and arr.max() >= num_classes:
+            raise ValueError(f"one_hot: class value {int(arr.max())} is out of range for {num_classes} classes")
+        idx = Tensor.from_numpy(arr.astype(np.int32), dtype="int32")
+    shape = tuple(idx.shape()) + (num_classes,)
+    if math.prod(shape) == 0:
+        return Tensor(shape, "int32", idx.device)
+    column = T.broadcast_view(idx.reshape(list(idx.shape()) + [1]), shape)
+    return T.elementwise("(int)(i == gid % C)", [column], names=("i",), int_scalars={"C": num_classes},
+                         op="one_hot", dtype=np.int32)
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """torch's ``F.pad``: ``pad = (left, right)`` for the last axis, then ``(top, bottom)`` for the one
+    before, ...; constant mode with ``value`` (non-negative pads)."""
+    x = _var(input, "pad")
+    if mode != "constant":
+        raise ValueError(f"pad: mode {mode!r} is not supported (only 'constant')")
+    if not isinstance(pad, (list, tuple)) or len(pad) % 2 or len(pad) // 2 > x.ndim():
+        raise ValueError(f"pad: expected an even number of pads, at most 2 per axis of the input {x.shape()}, "
+                         f"got {pad!r}")
+    pads = [as_int(p, "pad: pad") for p in pad]
+    if any(p < 0 for p in pads):
+        raise ValueError(f"pad: negative pads are not supported, got {pads}")
+    value = as_float(value, "pad: value")
+    data = x.data()
+    shape = list(data._shape)
+    before, out_shape = [0] * len(shape), list(shape)
+    for k in range(len(pads) // 2):
+        axis = len(shape) - 1 - k
+        before[axis] = pads[2 * k]
+        out_shape[axis] += pads[2 * k] + pads[2 * k + 1]
+    st = contiguous_strides(out_shape)
+    offset = sum(b * s for b, s in zip(before, st))
+    out = Tensor.full(out_shape, value, data.dtype, data.device)
+    if data.numel():
+        T.elementwise("a", [data], out=View(out, data._shape, st, offset), op="pad")
+        out._version = 0
+
+    def rule(ctx, g):
+        return copy_view(View(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"]))
+
+    return record("ConstantPadNdBackward", out, [x], rule, shape=data._shape, strides=st, offset=offset)
+
+
+# -- activations (the Variable methods, in torch's spelling) ----------------------------------------------
+
+def relu(input): return _var(input, "relu").relu()
+def leaky_relu(input, negative_slope=0.01): return _var(input, "leaky_relu").leaky_relu(negative_slope)
+def gelu(input, approximate="none"): return _var(input, "gelu").gelu(approximate)
+def silu(input): return _var(input, "silu").silu()
+def tanh(input): return _var(input, "tanh").tanh()
+def sigmoid(input): return _var(input, "sigmoid").sigmoid()
+def softplus(input, beta=1.0, threshold=20.0): return _var(input, "softplus").softplus(beta, threshold)
+def elu(input, alpha=1.0): return _var(input, "elu").elu(alpha)
+def softmax(input, dim=-1): return _var(input, "softmax").softmax(dim)
+def log_softmax(input, dim=-1): return _var(input, "log_softmax").log_softmax(dim)
+
+
+# -- losses --------------------------------------------------------------------------------------------------
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """torch's ``F.cross_entropy`` (class indices, or probabilities as a float tensor of the input's shape)."""
+    return _loss.cross_entropy(_var(input, "cross_entropy"), target, weight, ignore_index, reduction, label_smoothing)
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """torch's ``F.nll_loss`` over log-probabilities ``[N, C]`` (``[C]``, ``[N, C, d1, ...]``)."""
+    return _loss.nll_loss(_var(input, "nll_loss"), target, weight, ignore_index, reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    return _loss.binary_cross_entropy(_var(input, "binary_cross_entropy"), target, weight, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    return _loss.binary_cross_entropy_with_logits(_var(input, "binary_cross_entropy_with_logits"), target, weight,
+                                                  reduction, pos_weight)
+
+
+def mse_loss(input, target, reduction="mean"):
+    return _loss.mse_loss(_var(input, "mse_loss"), target, reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    return _loss.l1_loss(_var(input, "l1_loss"), target, reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    return _loss.smooth_l1_loss(_var(input, "smooth_l1_loss"), target, beta, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    return _loss.huber_loss(_var(input, "huber_loss"), target, reduction, delta)
+
+
+def kl_div(input, target, reduction="mean", log_target=False):
+    return _loss.kl_div(_var(input, "kl_div"), target, reduction, log_target)

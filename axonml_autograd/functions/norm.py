@@ -1,0 +1,206 @@
+"""Layer norm and batch norm: one fused kernel forward and one backward each (``cl_kernels/norm.cl.mako``).
+
+layer_norm's backward writes dx and, per block of rows, the column sums that make dweight and dbias;
+a column reduction over the blocks finishes them (no reduction at all when there is one block).
+batch_norm's backward writes dx, dweight and dbias in one kernel (a channel per work-item or group).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import kernels
+from ..grad_fn import record
+from ..tensor import Tensor, reduce
+from .activation import _floats
+
+_TEMPLATE = "norm.cl.mako"
+_VW = {"float": 8, "double": 4}
+
+
+def _geometry(device):
+    """(strategy, local size): a work-item per row on CPUs, a work-group per row on GPUs."""
+    if device.is_cpu:
+        return "serial", 1
+    cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
+    return "local", cap
+
+
+def _kernel(device, dtype, which, **params):
+    strategy, local = _geometry(device)
+    ct = kernels.ctype(dtype)
+    # Every template parameter is named (the template is strict about undefined names).
+    full = dict(has_weight=False, has_bias=False, affine=False, has_running=False, training=False,
+                cumulative=False)
+    full.update(params)
+    return kernels.get_kernel(device, _TEMPLATE, which, ctype=ct, vw=_VW[ct], strategy=strategy,
+                              local_size=local, **full), strategy, local
+
+
+def _same(t: Tensor, like: Tensor, what, op):
+    if t.device is not like.device:
+        raise ValueError(f"{op}: {what} is on another device than the input")
+    return t if t.dtype == like.dtype else t.astype(like.dtype)
+
+
+def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """torch's ``F.layer_norm``: normalise over the trailing ``normalized_shape`` axes, then
+    ``* weight + bias`` (each optional, of shape ``normalized_shape``)."""
+    x = _floats(a.data())
+    shape = tuple(int(s) for s in normalized_shape)
+    if not shape or x._shape[x.ndim() - len(shape):] != shape or x.ndim() < len(shape):
+        raise ValueError(f"layer_norm: input of shape {x.shape()} does not end in normalized_shape "
+                         f"{list(shape)}")
+    for what, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape()) != shape:
+            raise ValueError(f"layer_norm: {what} of shape {p.shape()} for normalized_shape {list(shape)}")
+    cols = math.prod(shape)
+    rows = x.numel() // cols if cols else 0
+    dev = x.device
+    w = _same(weight.data(), x, "weight", "layer_norm") if weight is not None else None
+    b = _same(bias.data(), x, "bias", "layer_norm") if bias is not None else None
+    y = Tensor._wrap(x._shape, x.dtype, dev)
+    mean = Tensor._wrap((rows,), x.dtype, dev)
+    rstd = Tensor._wrap((rows,), x.dtype, dev)
+    if rows and cols:
+        knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="layer_norm", has_weight=w is not None,
+                                       has_bias=b is not None, affine=w is not None or b is not None)
+        args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
+        # CPUs: blocks of rows per work-item (as the backward); GPUs: a work-group per row.
+        groups, per = _blocks(dev, rows, cols) if strategy == "serial" else (rows, 1)
+        kernels.launch(dev, knl, (groups * local,), (local,), *args, y.buffer, mean.buffer, rstd.buffer,
+                       x.dtype.type(eps), np.int32(rows), np.int32(cols), np.int32(per))
+
+    def rule(ctx, g):
+        xs, ms, rs = ctx.saved_tensors[:3]
+        ws = ctx.saved_tensors[3] if ctx.attrs["has_weight"] else None
+        return layer_norm_backward(g, xs, ms, rs, ws, ctx.attrs["has_bias"], ctx.attrs["rows"], ctx.attrs["cols"],
+                                   ctx.attrs["shape"])
+
+    saved = (x, mean, rstd) + ((w,) if w is not None else ())
+    return record("NativeLayerNormBackward", y, [a, weight, bias], rule, saved=saved, rows=rows, cols=cols,
+                  shape=shape, has_weight=w is not None, has_bias=b is not None)
+
+
+def _blocks(device, rows, cols):
+    """(blocks, rows per block) for layer_norm's backward: enough blocks to fill the device, each long
+    enough that the partial column sums are a small part of the traffic."""
+    if device.is_cpu:
+        want = 8 * device.compute_units
+    else:
+        want = 4 * max(1, device.compute_units) * 4
+    per = max(1, -(-rows // want))
+    per = max(per, min(rows, 8))
+    return -(-rows // per), per
+
+
+def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
+    """dx, and (with a weight or a bias) dweight and dbias. The kernel is built with the forward's
+    parameters, so both live in one program."""
+    dev = x.device
+    affine = w is not None or has_bias
+    g = g if g.dtype == x.dtype else g.astype(x.dtype)
+    dx = Tensor._wrap(x._shape, x.dtype, dev)
+    gw = gb = None
+    if not (rows and cols):
+        zero = Tensor.zeros(shape, x.dtype, dev)
+        return Tensor.zeros(x._shape, x.dtype, dev), zero, zero
+    nblk, per = _blocks(dev, rows, cols)
+    partial = Tensor._wrap((nblk, 2, cols), x.dtype, dev) if affine else None
+    knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="layer_norm", has_weight=w is not None,
+                                   has_bias=has_bias, affine=affine)
+    args = [g.buffer, x.buffer, mean.buffer, rstd.buffer] + ([w.buffer] if w is not None else []) + \
+        ([partial.buffer] if affine else [])
+    kernels.launch(dev, knl, (nblk * local,), (local,), *args, dx.buffer, np.int32(rows), np.int32(cols),
+                   np.int32(per))
+    if affine:
+        sums = partial.reshape((2 * cols,)) if nblk == 1 else reduce(partial.reshape((nblk, 2 * cols)), "sum", 0)
+        both = sums.reshape((2, cols))
+        gw = both.narrow(0, 0, 1).reshape(shape)
+        gb = both.narrow(0, 1, 1).reshape(shape)
+    return dx, gw, gb
+
+
+def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               num_batches_tracked=None):
+    """torch's ``F.batch_norm`` over ``[N, C]``, ``[N, C, L]`` or ``[N, C, H, W]`` (any ``[N, C, ...]``).
+
+    ``training``: normalise with the batch's statistics and, when running buffers are given, update
+    them in place on the device (``momentum``, or with ``momentum=None`` the cumulative average over
+    ``num_batches_tracked``, which the caller has already advanced). Otherwise the running statistics.
+    """
+    x = _floats(a.data())
+    if x.ndim() < 2:
+        raise ValueError(f"batch_norm: expected input of shape [N, C, ...], got {x.shape()}")
+    N, C = x._shape[0], x._shape[1]
+    S = math.prod(x._shape[2:])
+    dev = x.device
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var go together (both or neither)")
+    if not training and running_mean is None:
+        raise ValueError("batch_norm: eval mode needs running_mean and running_var")
+    if training and N * S <= 1:
+        raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
+                         f"of shape {x.shape()}")
+    for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight),
+                    ("bias", bias)):
+        if t is not None and list(t.shape()) != [C]:
+            raise ValueError(f"batch_norm: {what} of shape {list(t.shape())} for an input with {C} channels "
+                             f"(input shape {x.shape()})")
+    rm = running_mean.data() if running_mean is not None and not isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data() if running_var is not None and not isinstance(running_var, Tensor) else running_var
+    if rm is not None and (rm.dtype != x.dtype or rv.dtype != x.dtype):
+        raise TypeError(f"batch_norm: running statistics are {rm.dtype}, the input {x.dtype}")
+    w = _same(weight.data(), x, "weight", "batch_norm") if weight is not None else None
+    b = _same(bias.data(), x, "bias", "batch_norm") if bias is not None else None
+    cumulative = training and rm is not None and momentum is None
+    if cumulative and num_batches_tracked is None:
+        raise ValueError("batch_norm: momentum=None (a cumulative average) needs num_batches_tracked")
+    y = Tensor._wrap(x._shape, x.dtype, dev)
+    mean = Tensor._wrap((C,), x.dtype, dev)
+    invstd = Tensor._wrap((C,), x.dtype, dev)
+    has_running = rm is not None
+    if x.numel():
+        knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="batch_norm", has_weight=w is not None,
+                                       has_bias=b is not None, has_running=has_running, training=bool(training),
+                                       cumulative=cumulative)
+        args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
+        if has_running:
+            args += [rm.buffer, rv.buffer] + ([num_batches_tracked.buffer] if cumulative else [])
+        kernels.launch(dev, knl, (C * local,), (local,), *args, y.buffer, mean.buffer, invstd.buffer,
+                       x.dtype.type(eps), x.dtype.type(0.0 if momentum is None else momentum),
+                       np.int32(N), np.int32(C), np.int32(S))
+        if training and has_running:
+            rm._version += 1
+            rv._version += 1
+
+    flags = dict(has_weight=w is not None, has_bias=b is not None, has_running=has_running, training=bool(training),
+                 cumulative=cumulative)
+
+    def rule(ctx, g):
+        xs, ms, ivs = ctx.saved_tensors[:3]
+        ws = ctx.saved_tensors[3] if ctx.attrs["flags"]["has_weight"] else None
+        return batch_norm_backward(g, xs, ms, ivs, ws, ctx.attrs["flags"])
+
+    saved = (x, mean, invstd) + ((w,) if w is not None else ())
+    return record("NativeBatchNormBackward", y, [a, weight, bias], rule, saved=saved, flags=flags)
+
+
+def batch_norm_backward(g, x, mean, invstd, w, flags):
+    """dx, dweight, dbias in one kernel, built with the forward's parameters (``flags``): one program."""
+    dev = x.device
+    g = g if g.dtype == x.dtype else g.astype(x.dtype)
+    N, C = x._shape[0], x._shape[1]
+    S = math.prod(x._shape[2:])
+    dx = Tensor._wrap(x._shape, x.dtype, dev)
+    dw = Tensor._wrap((C,), x.dtype, dev)
+    db = Tensor._wrap((C,), x.dtype, dev)
+    if x.numel() == 0:
+        return dx, Tensor.zeros((C,), x.dtype, dev), Tensor.zeros((C,), x.dtype, dev)
+    knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="batch_norm", **flags)
+    args = [g.buffer, x.buffer, mean.buffer, invstd.buffer] + ([w.buffer] if w is not None else [])
+    kernels.launch(dev, knl, (C * local,), (local,), *args, dx.buffer, dw.buffer, db.buffer,
+                   np.int32(N), np.int32(C), np.int32(S))
+    return dx, dw, db

@@ -1,0 +1,250 @@
+"""Layers that hold parameters and call ``nn.functional``: ``Linear``, ``Embedding``, ``Dropout``,
+``Flatten``, ``Identity``, the activation modules, and the ``MLP`` of the examples.
+
+``Linear`` follows the crate's example, ``y = x @ W + b`` with ``W`` of shape ``[in, out]``, and is
+initialised like ``torch.nn.Linear`` (weight and bias uniform in ``±1/sqrt(in)``), the fans computed
+for the ``[in, out]`` layout. ``F.linear`` takes torch's ``[out, in]`` weights.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> net = MLP([4, 8, 3], seed=0)
+>>> [name for name, _ in net.named_parameters()]
+['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias']
+>>> net(Variable(Tensor.zeros([2, 4]))).shape()
+[2, 3]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from .. import init
+from ..tensor import Tensor, as_float, as_int
+from ..variable import Variable
+from . import functional as F
+from .module import Module
+
+__all__ = ["Linear", "Embedding", "Dropout", "Flatten", "Unflatten", "Identity", "MLP", "ReLU", "LeakyReLU",
+           "GELU", "Tanh", "Sigmoid", "SiLU", "ELU", "SELU", "Softplus", "Mish", "Hardtanh", "LogSigmoid",
+           "Softmax", "LogSoftmax"]
+
+
+def _positive_int(value, what):
+    v = as_int(value, what)
+    if v < 0:
+        raise ValueError(f"{what} must be non-negative, got {v}")
+    return v
+
+
+class Linear(Module):
+    """``y = x @ weight + bias``, weight ``[in_features, out_features]``, bias ``[out_features]``.
+
+    >>> layer = Linear(3, 2, seed=0)
+    >>> layer.weight.shape(), layer(Variable(Tensor.zeros([5, 3]))).shape()
+    ([3, 2], [5, 2])
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None,
+                 dtype="float32", device=None):
+        super().__init__()
+        in_features = _positive_int(in_features, "Linear: in_features")
+        out_features = _positive_int(out_features, "Linear: out_features")
+        if seed is None:
+            seed = init.next_seed()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Variable(Tensor.empty([in_features, out_features], dtype, device), requires_grad=True)
+        # torch.nn.Linear's choice: kaiming_uniform_(a=sqrt(5)), i.e. a bound of 1/sqrt(fan_in).
+        if in_features and out_features:
+            init.kaiming_uniform_(self.weight, a=math.sqrt(5), layout="in_out", seed=init.derive_seed(seed, 0))
+        self.bias = None
+        if bias:
+            self.bias = Variable(Tensor.empty([out_features], dtype, device), requires_grad=True)
+            bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
+
+    def forward(self, x):
+        if x.ndim() == 0 or x.shape()[-1] != self.in_features:
+            raise ValueError(f"Linear: input of shape {x.shape()} does not fit weight {self.weight.shape()} "
+                             f"(expected input [..., {self.in_features}])")
+        return F.linear(x, self.weight, self.bias, layout="in_out")
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """Rows of a ``[num_embeddings, embedding_dim]`` weight, initialised ``N(0, 1)`` as torch's.
+
+    With ``padding_idx`` that row starts at zero and never receives a gradient.
+
+    >>> emb = Embedding(10, 3, padding_idx=0, seed=0)
+    >>> emb([[0, 4]]).shape(), emb.weight.data().numpy()[0].tolist()
+    ([1, 2, 3], [0.0, 0.0, 0.0])
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, seed=None,
+                 dtype="float32", device=None):
+        super().__init__()
+        self.num_embeddings = _positive_int(num_embeddings, "Embedding: num_embeddings")
+        self.embedding_dim = _positive_int(embedding_dim, "Embedding: embedding_dim")
+        if padding_idx is not None:
+            padding_idx = as_int(padding_idx, "Embedding: padding_idx")
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for "
+                                 f"{self.num_embeddings} embeddings")
+            padding_idx %= self.num_embeddings
+        self.padding_idx = padding_idx
+        self.weight = Variable(Tensor.empty([self.num_embeddings, self.embedding_dim], dtype, device),
+                               requires_grad=True)
+        if self.weight.numel():
+            init.normal_(self.weight, 0.0, 1.0, seed=seed)
+        if padding_idx is not None and self.embedding_dim:
+            from .. import tensor as T
+            row = self.weight.data().reshape([self.num_embeddings, self.embedding_dim])
+            zero = Tensor.zeros([1, self.embedding_dim], dtype, device)
+            T.elementwise("a", [zero], out=T.View(row, (1, self.embedding_dim), (self.embedding_dim, 1),
+                                                 padding_idx * self.embedding_dim), op="embedding_padding")
+
+    def forward(self, indices):
+        return F.embedding(indices, self.weight, padding_idx=self.padding_idx)
+
+    def extra_repr(self):
+        extra = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{extra}"
+
+
+class Dropout(Module):
+    """Zero elements with probability ``p`` (a fresh mask from the device generator at every call,
+    captured replays included), scaling the rest by ``1/(1-p)``; the identity in ``eval()`` mode."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = F._probability(p, "Dropout")
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Identity(Module):
+    """Returns its input."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class Flatten(Module):
+    """Axes ``start_dim..end_dim`` merged into one (by default all but the batch axis)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim, self.end_dim = as_int(start_dim, "Flatten: start_dim"), as_int(end_dim, "Flatten: end_dim")
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Axis ``dim`` split into ``sizes``."""
+
+    def __init__(self, dim: int, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = as_int(dim, "Unflatten: dim"), tuple(unflattened_size)
+
+    def forward(self, x):
+        return x.unflatten(self.dim, self.unflattened_size)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+# -- activation modules: a name, the Variable method it calls, and its options -------------------------
+
+def _activation(name, method, doc, options=(), repr_keys=None):
+    """A Module class calling ``x.<method>(**options)``; ``options`` are (name, default) pairs."""
+    keys = [k for k, _ in options]
+
+    def __init__(self, *args, **kwargs):
+        Module.__init__(self)
+        if len(args) > len(options):
+            raise TypeError(f"{name}: takes at most {len(options)} positional arguments, got {len(args)}")
+        values = dict(options)
+        values.update(zip(keys, args))
+        for k, v in kwargs.items():
+            if k not in values:
+                raise TypeError(f"{name}: unexpected argument {k!r}")
+            values[k] = v
+        for k in keys:
+            setattr(self, k, values[k])
+
+    def forward(self, x):
+        return method(x, **{k: getattr(self, k) for k in keys})
+
+    def extra_repr(self):
+        shown = repr_keys if repr_keys is not None else keys
+        return ", ".join(f"{k}={getattr(self, k)!r}" if isinstance(getattr(self, k), str)
+                         else f"{k}={getattr(self, k)}" for k in shown)
+
+    return type(name, (Module,), {"__init__": __init__, "forward": forward, "extra_repr": extra_repr,
+                                  "__doc__": doc, "__module__": __name__})
+
+
+ReLU = _activation("ReLU", lambda x: x.relu(), "``max(x, 0)``.")
+Tanh = _activation("Tanh", lambda x: x.tanh(), "``tanh(x)``.")
+Sigmoid = _activation("Sigmoid", lambda x: x.sigmoid(), "``1 / (1 + exp(-x))``.")
+SiLU = _activation("SiLU", lambda x: x.silu(), "``x * sigmoid(x)``.")
+SELU = _activation("SELU", lambda x: x.selu(), "torch's ``selu``.")
+Mish = _activation("Mish", lambda x: x.mish(), "``x * tanh(softplus(x))``.")
+LogSigmoid = _activation("LogSigmoid", lambda x: x.logsigmoid(), "``log(sigmoid(x))``.")
+LeakyReLU = _activation("LeakyReLU", lambda x, negative_slope: x.leaky_relu(negative_slope),
+                        "``x`` for positive ``x``, else ``negative_slope * x``.", (("negative_slope", 0.01),))
+GELU = _activation("GELU", lambda x, approximate: x.gelu(approximate),
+                   "``x * Phi(x)`` (``approximate='tanh'``: the tanh form).", (("approximate", "none"),))
+ELU = _activation("ELU", lambda x, alpha: x.elu(alpha), "torch's ``elu``.", (("alpha", 1.0),))
+Softplus = _activation("Softplus", lambda x, beta, threshold: x.softplus(beta, threshold),
+                       "``log(1 + exp(beta x)) / beta``, linear above ``threshold``.",
+                       (("beta", 1.0), ("threshold", 20.0)))
+Hardtanh = _activation("Hardtanh", lambda x, min_val, max_val: x.hardtanh(min_val, max_val),
+                       "``x`` clamped to ``[min_val, max_val]``.", (("min_val", -1.0), ("max_val", 1.0)))
+Softmax = _activation("Softmax", lambda x, dim: x.softmax(-1 if dim is None else dim),
+                      "softmax along ``dim``.", (("dim", None),))
+LogSoftmax = _activation("LogSoftmax", lambda x, dim: x.log_softmax(-1 if dim is None else dim),
+                         "log-softmax along ``dim``.", (("dim", None),))
+
+
+_ACTIVATIONS = ("relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu")
+
+
+class MLP(Module):
+    """Linear layers of the given ``sizes`` with ``activation`` between them (none after the last)."""
+
+    def __init__(self, sizes, activation="relu", seed=None, dtype="float32", device=None):
+        super().__init__()
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"MLP: expected at least an input and an output size, got {sizes}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"MLP: activation must be one of {_ACTIVATIONS}, got {activation!r}")
+        if seed is None:
+            seed = init.next_seed()
+        self.activation = activation
+        self.layers = [Linear(a, b, seed=init.derive_seed(seed, k), dtype=dtype, device=device)
+                       for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+    def forward(self, x):
+        for k, layer in enumerate(self.layers):
+            x = layer(x)
+            if k + 1 < len(self.layers):
+                x = getattr(x, self.activation)()
+        return x
+
+    def extra_repr(self):
+        return f"activation={self.activation!r}"

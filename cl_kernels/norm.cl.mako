@@ -1,0 +1,405 @@
+## Layer norm and batch norm, forward and backward, one kernel each way (see functions/norm.py).
+## layer_norm: x is [rows, cols], each row normalised over its cols, with an optional per-column weight
+## and bias. The forward saves each row's mean and 1/std. The backward writes dx row by row and, for the
+## weight and bias, each row block's column sums of g * xhat and g into partial[block, cols] (a column
+## belongs to one work-item, so no two write it); the caller sums the blocks (a column reduction).
+## batch_norm: x is [N, C, S] (S the spatial size, 1 for [N, C]); channel c's statistics run over N*S
+## values. Training uses the batch's mean and biased variance and updates the running statistics in
+## place (momentum, unbiased variance, as torch); eval uses the running statistics.
+## strategy "serial" (CPUs): a work-item per row (block, channel), loops over contiguous runs done
+## ${vw} elements at a time in vector registers, the tail one by one.
+## strategy "local" (GPUs): a work-group of ${local_size} work-items per row (block, channel), combined
+## in local memory along a fixed tree. Every sum is folded in an order fixed by the shape alone.
+% if ctype == "double":
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+% endif
+typedef ${ctype} T;
+typedef ${ctype}${vw} TV;
+#define VLOAD vload${vw}
+#define VSTORE vstore${vw}
+<%
+    lanes = [f"s{'0123456789abcdef'[k]}" for k in range(vw)]
+    def hsum(v):
+        return "(" + " + ".join(f"{v}.{lane}" for lane in lanes) + ")"
+    halves = [2 ** k for k in reversed(range(local_size.bit_length() - 1))] if strategy == "local" else []
+    def tree(arr):
+        out = ["barrier(CLK_LOCAL_MEM_FENCE);"]
+        for h in halves:
+            out.append(f"if (lid < {h}) {arr}[lid] += {arr}[lid + {h}];")
+            out.append("barrier(CLK_LOCAL_MEM_FENCE);")
+        return "\n    ".join(out)
+    def tree2(a, b):
+        out = ["barrier(CLK_LOCAL_MEM_FENCE);"]
+        for h in halves:
+            out.append(f"if (lid < {h}) {{ {a}[lid] += {a}[lid + {h}]; {b}[lid] += {b}[lid + {h}]; }}")
+            out.append("barrier(CLK_LOCAL_MEM_FENCE);")
+        return "\n    ".join(out)
+%>
+% if kind == "layer_norm":
+__kernel
+% if strategy == "local":
+__attribute__((reqd_work_group_size(${local_size}, 1, 1)))
+% endif
+void forward(__global const T *x,
+% if has_weight:
+             __global const T *w,
+% endif
+% if has_bias:
+             __global const T *b,
+% endif
+             __global T *y, __global T *mean_out, __global T *rstd_out, const T eps,
+             const int rows, const int cols, const int per_block)
+{
+% if strategy == "serial":
+    // A block of rows per work-item: a few dozen work-groups rather than one per row, whose
+    // scheduling PoCL pays for one by one.
+    const int r0 = get_global_id(0) * per_block;
+    const int r1 = min(rows, r0 + per_block);
+    for (int r = r0; r < r1; ++r) {
+    __global const T *xr = x + (size_t)r * cols;
+    __global T *yr = y + (size_t)r * cols;
+    const int vend = cols - cols % ${vw};
+    TV acc = (TV)(0);
+    for (int c = 0; c < vend; c += ${vw}) acc += VLOAD(0, xr + c);
+    T s = ${hsum("acc")};
+    for (int c = vend; c < cols; ++c) s += xr[c];
+    const T mean = s / (T)cols;
+    TV acc2 = (TV)(0);
+    for (int c = 0; c < vend; c += ${vw}) { const TV d = VLOAD(0, xr + c) - mean; acc2 += d * d; }
+    T ss = ${hsum("acc2")};
+    for (int c = vend; c < cols; ++c) { const T d = xr[c] - mean; ss += d * d; }
+    const T rstd = (T)1 / sqrt(ss / (T)cols + eps);
+    for (int c = 0; c < vend; c += ${vw}) {
+        TV v = (VLOAD(0, xr + c) - mean) * rstd;
+  % if has_weight:
+        v *= VLOAD(0, w + c);
+  % endif
+  % if has_bias:
+        v += VLOAD(0, b + c);
+  % endif
+        VSTORE(v, 0, yr + c);
+    }
+    for (int c = vend; c < cols; ++c) {
+        T v = (xr[c] - mean) * rstd;
+  % if has_weight:
+        v *= w[c];
+  % endif
+  % if has_bias:
+        v += b[c];
+  % endif
+        yr[c] = v;
+    }
+    mean_out[r] = mean;
+    rstd_out[r] = rstd;
+    }
+% else:
+    __local T part[${local_size}];
+    const int r = get_group_id(0);
+    const int lid = get_local_id(0);
+    __global const T *xr = x + (size_t)r * cols;
+    __global T *yr = y + (size_t)r * cols;
+    T s = 0;
+    for (int c = lid; c < cols; c += ${local_size}) s += xr[c];
+    part[lid] = s;
+    ${tree("part")}
+    const T mean = part[0] / (T)cols;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    T ss = 0;
+    for (int c = lid; c < cols; c += ${local_size}) { const T d = xr[c] - mean; ss += d * d; }
+    part[lid] = ss;
+    ${tree("part")}
+    const T rstd = (T)1 / sqrt(part[0] / (T)cols + eps);
+    for (int c = lid; c < cols; c += ${local_size}) {
+        T v = (xr[c] - mean) * rstd;
+  % if has_weight:
+        v *= w[c];
+  % endif
+  % if has_bias:
+        v += b[c];
+  % endif
+        yr[c] = v;
+    }
+    if (lid == 0) { mean_out[r] = mean; rstd_out[r] = rstd; }
+% endif
+}
+
+## Rows [blk * per_block, ...) of g, x: dx, and (when affine) partial[blk][0..cols) = sum g * xhat,
+## partial[blk][cols..2 cols) = sum g.
+__kernel
+% if strategy == "local":
+__attribute__((reqd_work_group_size(${local_size}, 1, 1)))
+% endif
+void backward(__global const T *g, __global const T *x, __global const T *mean_in, __global const T *rstd_in,
+% if has_weight:
+              __global const T *w,
+% endif
+% if affine:
+              __global T *partial,
+% endif
+              __global T *dx, const int rows, const int cols, const int per_block)
+{
+% if strategy == "serial":
+    const int blk = get_global_id(0);
+    const int r0 = blk * per_block;
+    if (r0 >= rows) return;
+    const int r1 = min(rows, r0 + per_block);
+    const int vend = cols - cols % ${vw};
+  % if affine:
+    __global T *pw = partial + (size_t)blk * 2 * cols;
+    __global T *pb = pw + cols;
+    for (int c = 0; c < cols; ++c) { pw[c] = 0; pb[c] = 0; }
+  % endif
+    const T inv_n = (T)1 / (T)cols;
+    for (int r = r0; r < r1; ++r) {
+        __global const T *gr = g + (size_t)r * cols;
+        __global const T *xr = x + (size_t)r * cols;
+        __global T *dr = dx + (size_t)r * cols;
+        const T mean = mean_in[r], rstd = rstd_in[r];
+        TV a1 = (TV)(0), a2 = (TV)(0);
+        for (int c = 0; c < vend; c += ${vw}) {
+            TV gw = VLOAD(0, gr + c);
+  % if has_weight:
+            gw *= VLOAD(0, w + c);
+  % endif
+            const TV xh = (VLOAD(0, xr + c) - mean) * rstd;
+            a1 += gw;
+            a2 += gw * xh;
+        }
+        T s1 = ${hsum("a1")}, s2 = ${hsum("a2")};
+        for (int c = vend; c < cols; ++c) {
+  % if has_weight:
+            const T gw = gr[c] * w[c];
+  % else:
+            const T gw = gr[c];
+  % endif
+            s1 += gw;
+            s2 += gw * (xr[c] - mean) * rstd;
+        }
+        const T m1 = s1 * inv_n, m2 = s2 * inv_n;
+        for (int c = 0; c < vend; c += ${vw}) {
+            const TV gv = VLOAD(0, gr + c);
+  % if has_weight:
+            const TV gw = gv * VLOAD(0, w + c);
+  % else:
+            const TV gw = gv;
+  % endif
+            const TV xh = (VLOAD(0, xr + c) - mean) * rstd;
+            VSTORE(rstd * (gw - m1 - xh * m2), 0, dr + c);
+  % if affine:
+            VSTORE(VLOAD(0, pw + c) + gv * xh, 0, pw + c);
+            VSTORE(VLOAD(0, pb + c) + gv, 0, pb + c);
+  % endif
+        }
+        for (int c = vend; c < cols; ++c) {
+            const T gv = gr[c];
+  % if has_weight:
+            const T gw = gv * w[c];
+  % else:
+            const T gw = gv;
+  % endif
+            const T xh = (xr[c] - mean) * rstd;
+            dr[c] = rstd * (gw - m1 - xh * m2);
+  % if affine:
+            pw[c] += gv * xh;
+            pb[c] += gv;
+  % endif
+        }
+    }
+% else:
+    __local T p1[${local_size}];
+    __local T p2[${local_size}];
+    const int blk = get_group_id(0);
+    const int lid = get_local_id(0);
+    const int r0 = blk * per_block;
+    const int r1 = min(rows, r0 + per_block);
+  % if affine:
+    __global T *pw = partial + (size_t)blk * 2 * cols;
+    __global T *pb = pw + cols;
+    for (int c = lid; c < cols; c += ${local_size}) { pw[c] = 0; pb[c] = 0; }
+  % endif
+    const T inv_n = (T)1 / (T)cols;
+    for (int r = r0; r < r1; ++r) {
+        __global const T *gr = g + (size_t)r * cols;
+        __global const T *xr = x + (size_t)r * cols;
+        __global T *dr = dx + (size_t)r * cols;
+        const T mean = mean_in[r], rstd = rstd_in[r];
+        T s1 = 0, s2 = 0;
+        for (int c = lid; c < cols; c += ${local_size}) {
+  % if has_weight:
+            const T gw = gr[c] * w[c];
+  % else:
+            const T gw = gr[c];
+  % endif
+            s1 += gw;
+            s2 += gw * (xr[c] - mean) * rstd;
+        }
+        p1[lid] = s1;
+        p2[lid] = s2;
+        ${tree2("p1", "p2")}
+        const T m1 = p1[0] * inv_n, m2 = p2[0] * inv_n;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int c = lid; c < cols; c += ${local_size}) {
+            const T gv = gr[c];
+  % if has_weight:
+            const T gw = gv * w[c];
+  % else:
+            const T gw = gv;
+  % endif
+            const T xh = (xr[c] - mean) * rstd;
+            dr[c] = rstd * (gw - m1 - xh * m2);
+  % if affine:
+            pw[c] += gv * xh;
+            pb[c] += gv;
+  % endif
+        }
+    }
+% endif
+}
+% else:
+## batch_norm. Element (n, c, s) of x lives at (n * C + c) * S + s.
+__kernel
+% if strategy == "local":
+__attribute__((reqd_work_group_size(${local_size}, 1, 1)))
+% endif
+void forward(__global const T *x,
+% if has_weight:
+             __global const T *w,
+% endif
+% if has_bias:
+             __global const T *b,
+% endif
+% if has_running:
+             __global T *running_mean, __global T *running_var,
+  % if cumulative:
+             __global const int *batches,
+  % endif
+% endif
+             __global T *y, __global T *mean_out, __global T *invstd_out, const T eps, const T momentum,
+             const int N, const int C, const int S)
+{
+<%
+    # One loop over channel c's N*S values; `body` sees the value's index in `i`.
+    def each(body):
+        if strategy == "serial":
+            return (f"for (int n = 0; n < N; ++n) {{ const size_t base = ((size_t)n * C + c) * S; "
+                    f"for (int s = 0; s < S; ++s) {{ const size_t i = base + s; {body} }} }}")
+        return (f"for (int k = lid; k < M; k += {local_size}) {{ const int n = k / S, s = k - n * S; "
+                f"const size_t i = ((size_t)n * C + c) * S + s; {body} }}")
+%>
+% if strategy == "serial":
+    const int c = get_global_id(0);
+    if (c >= C) return;
+% else:
+    __local T part[${local_size}];
+    const int c = get_group_id(0);
+    const int lid = get_local_id(0);
+% endif
+    const int M = N * S;
+% if training:
+    T s1 = 0;
+    ${each("s1 += x[i];")}
+  % if strategy == "local":
+    part[lid] = s1;
+    ${tree("part")}
+    s1 = part[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+  % endif
+    const T mean = s1 / (T)M;
+    T s2 = 0;
+    ${each("const T d = x[i] - mean; s2 += d * d;")}
+  % if strategy == "local":
+    part[lid] = s2;
+    ${tree("part")}
+    s2 = part[0];
+  % endif
+    const T var = s2 / (T)M;
+    const T invstd = (T)1 / sqrt(var + eps);
+  % if has_running:
+  % if strategy == "local":
+    if (lid == 0) {
+  % endif
+  % if cumulative:
+    const T f = (T)1 / (T)batches[0];
+  % else:
+    const T f = momentum;
+  % endif
+    running_mean[c] = ((T)1 - f) * running_mean[c] + f * mean;
+    running_var[c] = ((T)1 - f) * running_var[c] + f * (M > 1 ? s2 / (T)(M - 1) : (T)NAN);
+  % if strategy == "local":
+    }
+  % endif
+  % endif
+% else:
+    const T mean = running_mean[c];
+    const T invstd = (T)1 / sqrt(running_var[c] + eps);
+% endif
+% if has_weight:
+    const T scale = invstd * w[c];
+% else:
+    const T scale = invstd;
+% endif
+% if has_bias:
+    const T shift = b[c] - mean * scale;
+% else:
+    const T shift = -mean * scale;
+% endif
+    ${each("y[i] = x[i] * scale + shift;")}
+% if strategy == "local":
+    if (lid == 0) { mean_out[c] = mean; invstd_out[c] = invstd; }
+% else:
+    mean_out[c] = mean;
+    invstd_out[c] = invstd;
+% endif
+}
+
+## dx, and dweight[c] = sum g * xhat, dbias[c] = sum g (training: with the batch statistics' terms).
+__kernel
+% if strategy == "local":
+__attribute__((reqd_work_group_size(${local_size}, 1, 1)))
+% endif
+void backward(__global const T *g, __global const T *x, __global const T *mean_in, __global const T *invstd_in,
+% if has_weight:
+              __global const T *w,
+% endif
+              __global T *dx, __global T *dw, __global T *db, const int N, const int C, const int S)
+{
+% if strategy == "serial":
+    const int c = get_global_id(0);
+    if (c >= C) return;
+% else:
+    __local T p1[${local_size}];
+    __local T p2[${local_size}];
+    const int c = get_group_id(0);
+    const int lid = get_local_id(0);
+% endif
+    const int M = N * S;
+    const T mean = mean_in[c], invstd = invstd_in[c];
+    T sg = 0, sgx = 0;
+    ${each("const T gv = g[i]; sg += gv; sgx += gv * (x[i] - mean);")}
+% if strategy == "local":
+    p1[lid] = sg;
+    p2[lid] = sgx;
+    ${tree2("p1", "p2")}
+    sg = p1[0];
+    sgx = p2[0];
+% endif
+    sgx *= invstd;
+% if strategy == "local":
+    if (lid == 0) { dw[c] = sgx; db[c] = sg; }
+% else:
+    dw[c] = sgx;
+    db[c] = sg;
+% endif
+% if has_weight:
+    const T kscale = invstd * w[c];
+% else:
+    const T kscale = invstd;
+% endif
+% if training:
+    const T m1 = sg / (T)M, m2 = sgx / (T)M;
+    ${each("dx[i] = kscale * (g[i] - m1 - (x[i] - mean) * invstd * m2);")}
+% else:
+    ${each("dx[i] = kscale * g[i];")}
+% endif
+}
+% endif
