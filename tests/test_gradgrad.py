@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 import axonml_autograd
+import axonml_autograd.nn as nn
+import axonml_autograd.nn.functional as F
 from axonml_autograd import Tensor, Variable, capture, grad, gradgradcheck
 from axonml_autograd.backward import GradcheckError
 from axonml_autograd.functions import activation, arithmetic, loss
 from axonml_autograd.grad_fn import AccumulateGrad
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from test_gradients import CASES, make_arrays, make_vars  # noqa: E402  (the first-order op table)
+from test_gradients import CASES, Case, make_arrays, make_vars  # noqa: E402  (the first-order op table)
 
 PACKAGE = pathlib.Path(axonml_autograd.__file__).parent
 GG_ATOL, GG_RTOL = 1e-5, 1e-4
@@ -29,7 +31,111 @@ GG_ATOL, GG_RTOL = 1e-5, 1e-4
 # Every op of the library: the same table as the first-order gradcheck
 # ------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
+# ------------------------------------------------------------------------------------------------------
+# The nn toolkit's ops with their options (layers, fused norms, losses), second order only here: their
+# first order and forward values are pinned down in test_nn_layers.py, test_norm.py and test_losses.py
+# ------------------------------------------------------------------------------------------------------
+
+NN_CASES = []
+
+
+def nn_case(id, fn, *inputs):
+    NN_CASES.append(Case(id, fn, None, tuple((list(s), k, rg) for s, k, rg in
+                                             (i if len(i) == 3 else (*i, True) for i in inputs))))
+
+
+def _on(x, values, dtype=None):
+    """A constant Tensor on ``x``'s device (class weights, int32 targets, running statistics)."""
+    a = np.asarray(values)
+    return Tensor.from_numpy(a, dtype=dtype or x.dtype, device=x.device)
+
+
+def _dropout(x):
+    axonml_autograd.manual_seed(3)   # the same mask at every evaluation of the finite differences
+    return F.dropout(x, 0.4) * x
+
+
+class _Hooked(nn.Module):
+    """tanh(x) * x with a full backward hook that only looks (it sees Variables under create_graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.register_full_backward_hook(lambda m, gi, go: self.seen.append((type(gi[0]), type(go[0]))))
+
+    def forward(self, x):
+        return x.tanh() * x
+
+
+W5 = [0.5, 2.0, 1.0, 0.25, 1.5]
+# Layers.
+nn_case("linear-3x4_5x4_5", lambda x, w, b: F.linear(x, w, b).tanh(), ([3, 4], "u"), ([5, 4], "u"), ([5], "u"))
+nn_case("linear_batched-2x3x4_5x4-only_weight", lambda x, w: F.linear(x, w).pow(2.0),
+        ([2, 3, 4], "u", False), ([5, 4], "u"))
+nn_case("linear_in_out-3x4_4x5", lambda x, w, b: F.linear(x, w, b, layout="in_out").sin(),
+        ([3, 4], "u"), ([4, 5], "u"), ([5], "u"))
+nn_case("dropout_p0.4-3x5", _dropout, ([3, 5], "u"))
+nn_case("dropout_p1-3x5", lambda x: F.dropout(x, 1.0) + x * x, ([3, 5], "u"))
+nn_case("embedding_padding_idx-5x3", lambda w: F.embedding([[1, 0, 4], [4, 1, 2]], w, padding_idx=1).pow(3.0),
+        ([5, 3], "u"))
+nn_case("pad_constant-2x3", lambda x: F.pad(x, (1, 2, 0, 1), value=0.5).pow(3.0), ([2, 3], "u"))
+nn_case("backward_hook_module-3x5", lambda x: _Hooked()(x), ([3, 5], "u"))
+# Fused norms: affine or not, the batch's statistics or the running ones.
+nn_case("layer_norm_affine-3x5", lambda x, w, b: F.layer_norm(x, 5, w, b), ([3, 5], "u"), ([5], "u"), ([5], "u"))
+nn_case("layer_norm-2x3x4_over_3x4", lambda x: F.layer_norm(x, (3, 4)), ([2, 3, 4], "u"))
+nn_case("layer_norm_weight_only-1x17", lambda x, w: F.layer_norm(x, 17, w, eps=0.1), ([1, 17], "u"),
+        ([17], "u"))
+nn_case("batch_norm_training-5x3", lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+        ([5, 3], "u"), ([3], "u"), ([3], "u"))
+nn_case("batch_norm_training_running-2x3x5",
+        lambda x: F.batch_norm(x, _on(x, np.zeros(3)), _on(x, np.ones(3)), training=True, momentum=0.3),
+        ([2, 3, 5], "u"))
+nn_case("batch_norm_eval-2x3x5", lambda x, w, b: F.batch_norm(x, _on(x, [0.1, -0.2, 0.3]), _on(x, [0.5, 2.0, 1.5]),
+                                                                 w, b, training=False),
+        ([2, 3, 5], "u"), ([3], "u"), ([3], "u"))
+nn_case("group_norm-2x4x3_groups2", lambda x, w, b: F.group_norm(x, 2, w, b), ([2, 4, 3], "u"), ([4], "u"),
+        ([4], "u"))
+# Class-index losses with their options (the pick, weights, ignore_index, smoothing, reductions).
+CE_T = [0, 4, 2, -100, 1]
+nn_case("cross_entropy_weight_ignore-5x5", lambda x: F.cross_entropy(x, CE_T, weight=_on(x, W5)), ([5, 5], "u"))
+nn_case("cross_entropy_smoothing_weight-5x5",
+        lambda x: F.cross_entropy(x, [0, 4, 2, 3, 1], weight=_on(x, W5), label_smoothing=0.2), ([5, 5], "u"))
+nn_case("cross_entropy_smoothing_ignore_sum-5x5",
+        lambda x: F.cross_entropy(x, CE_T, reduction="sum", label_smoothing=0.1), ([5, 5], "u"))
+nn_case("cross_entropy_none-5x5", lambda x: F.cross_entropy(x, CE_T, reduction="none"), ([5, 5], "u"))
+nn_case("cross_entropy_nd_tensor_targets-2x3x5", lambda x: F.cross_entropy(
+        x, _on(x, [[0, 2, 1, 1, 0], [2, 2, 0, 1, 7]], "int32"), ignore_index=7, reduction="none"), ([2, 3, 5], "u"))
+nn_case("cross_entropy_unbatched-5", lambda x: F.cross_entropy(x, 3, label_smoothing=0.3), ([5], "u"))
+nn_case("cross_entropy_soft_targets-3x5", lambda x, t: F.cross_entropy(x, t.softmax(1), weight=_on(x, W5)),
+        ([3, 5], "u"), ([3, 5], "u"))
+nn_case("nll_loss_weight_ignore-5x5", lambda x: F.nll_loss(x.log_softmax(1), CE_T, weight=_on(x, W5)),
+        ([5, 5], "u"))
+nn_case("nll_loss_none_ignore-5x5", lambda x: F.nll_loss(x, [0, 9, 2, 3, 9], ignore_index=9, reduction="none")
+        .pow(3.0), ([5, 5], "u"))
+nn_case("nll_loss_sum_nd-2x3x5", lambda x: F.nll_loss(x.tanh(), [[0, 2, 1, 1, 0], [2, 2, 0, 1, 2]],
+                                                         reduction="sum"), ([2, 3, 5], "u"))
+# Pointwise losses with reductions and weights.
+nn_case("mse_loss_sum-3x5", lambda p, t: F.mse_loss(p, t, reduction="sum"), ([3, 5], "u"), ([3, 5], "u"))
+nn_case("mse_loss_none-17", lambda p, t: F.mse_loss(p, t, reduction="none").sin(), ([17], "u"), ([17], "u"))
+nn_case("l1_loss_none-3x5", lambda p, t: F.l1_loss(p.pow(3.0), t, reduction="none"), ([3, 5], "u"),
+        ([3, 5], lambda rng, s, prev: prev[0] ** 3 - rng.choice([-1.0, 1.0], s) * rng.uniform(0.2, 1.0, s)))
+nn_case("kl_div_batchmean-3x5", lambda x, t: F.kl_div(x.log_softmax(1), t.softmax(1), reduction="batchmean"),
+        ([3, 5], "u"), ([3, 5], "u"))
+nn_case("kl_div_log_target_sum-3x5", lambda x, t: F.kl_div(x, t, reduction="sum", log_target=True),
+        ([3, 5], "u"), ([3, 5], "u"))
+nn_case("binary_cross_entropy_weight_sum-3x5", lambda p, t: F.binary_cross_entropy(
+        p.sigmoid(), t, weight=_on(p, W5), reduction="sum"), ([3, 5], "u"), ([3, 5], "t01"))
+nn_case("binary_cross_entropy_with_logits_pos_weight-3x5", lambda x, t: F.binary_cross_entropy_with_logits(
+        x, t, pos_weight=_on(x, W5), reduction="none"), ([3, 5], "u"), ([3, 5], "t01"))
+nn_case("huber_loss_delta0.5-3x5", lambda p, t: F.huber_loss(p, t, delta=0.5), ([3, 5], "u"),
+        ([3, 5], lambda rng, s, prev: prev[0] - rng.choice([-1.0, 1.0], s) * np.where(
+            rng.uniform(size=s) < 0.5, rng.uniform(0.05, 0.4, s), rng.uniform(0.6, 1.5, s))))
+
+ids = [c.id for c in CASES + NN_CASES]
+assert len(ids) == len(set(ids)), "case ids must be unique"
+
+
+@pytest.mark.parametrize("c", CASES + NN_CASES, ids=ids)
 def test_second_derivatives_match_finite_differences_float64(c, device, fp64):
     inputs = make_vars(c, make_arrays(c), "float64", device)
     assert gradgradcheck(c.fn, inputs, eps=1e-6, atol=GG_ATOL, rtol=GG_RTOL) is True
@@ -125,7 +231,7 @@ def test_the_op_list_covers_every_recorded_op_and_each_has_a_differentiable_rule
     the cases above and the third-order ones, so an op added without a case (and so without a
     gradgradcheck) fails here."""
     seen = set()
-    for c in CASES:
+    for c in CASES + NN_CASES:
         inputs = make_vars(c, make_arrays(c), "float64", device)
         out = c.fn(*inputs)
         _walk(out, seen)
@@ -146,7 +252,7 @@ def test_the_op_list_covers_every_recorded_op_and_each_has_a_differentiable_rule
     covered = {n.name() for n in seen}
     # CheckpointBackward has no second-order rule on purpose (see test_checkpoint_refuses_create_graph).
     uncovered = sorted(_declared_node_names() - covered - {"CheckpointBackward"})
-    assert not uncovered, f"ops without a gradgradcheck case in test_gradients.CASES: {uncovered}"
+    assert not uncovered, f"ops without a gradgradcheck case in test_gradients.CASES or NN_CASES: {uncovered}"
 
 
 def test_every_record_call_passes_a_differentiable_rule():

@@ -191,7 +191,7 @@ def dropout(a, p):
     x = _floats(a.data())
     if p >= 1.0:   # torch: everything dropped (and no division by zero)
         return record("DropoutBackward", elementwise("L(0.0) * a", [x], op="dropout"), [a],
-                      lambda ctx, g: elementwise("L(0.0) * g", [g], names=("g",)))
+                      lambda ctx, g: elementwise("L(0.0) * g", [g], names=("g",)), vrule=lambda ctx, g: g * 0.0)
     u = Tensor.rand(x._shape, dtype=x.dtype, device=x.device)
     scale = 1.0 / (1.0 - p)
     y = elementwise("u >= p ? x * s : L(0.0)", [x, u], names=("x", "u"), scalars={"p": p, "s": scale},
@@ -202,4 +202,10 @@ def dropout(a, p):
         return elementwise("u >= p ? g * s : L(0.0)", [g, us], names=("g", "u"),
                            scalars={"p": ctx.attrs["p"], "s": ctx.attrs["s"]})
 
-    return record("DropoutBackward", y, [a], rule, saved=(u,), p=p, s=scale)
+    return record("DropoutBackward", y, [a], rule, saved=(u,), p=p, s=scale, vrule=_dropout_vrule)
+
+
+def _dropout_vrule(ctx, g):
+    # g times the constant mask-and-scale: linear in g, independent of the input.
+    return g * dv.factor("u >= p ? g * s : L(0.0)", ("u",), ctx.saved_tensors,
+                         {"p": ctx.attrs["p"], "s": ctx.attrs["s"]}, like=g)

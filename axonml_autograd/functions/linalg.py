@@ -75,5 +75,16 @@ def linear(a, w, b=None):
             gw = matmul_tensors(g2, xs.reshape([-1, ws._shape[1]]), trans_a=True)
         return ga, gw
 
-    y = record("LinearBackward", out, [a, w], rule, saved=(x, wt))
+    y = record("LinearBackward", out, [a, w], rule, saved=(x, wt), vrule=_linear_vrule)
     return y if b is None else y + b
+
+
+def _linear_vrule(ctx, g):
+    xs, ws = ctx.saved_tensors
+    out_f, in_f = ws._shape
+    ga = gw = None
+    if ctx.needs_input_grad[0]:
+        ga = matmul(g.reshape([-1, out_f]), ctx.input(1, ws)).reshape(list(xs._shape))
+    if ctx.needs_input_grad[1]:
+        gw = matmul(g.reshape([-1, out_f]).mT, ctx.input(0, xs).reshape([-1, in_f]))
+    return ga, gw

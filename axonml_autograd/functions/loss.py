@@ -15,8 +15,8 @@ import math
 import numpy as np
 
 from ..grad_fn import record
-from ..tensor import (Tensor, View, as_float, as_index, as_int, cross_entropy_rows, cross_entropy_rows_backward,
-                      elementwise, reduce, sum_to_shape)
+from ..tensor import (Tensor, View, as_float, as_index, as_int, broadcast_view, cross_entropy_rows,
+                      cross_entropy_rows_backward, elementwise, reduce, sum_to_shape)
 from . import differentiable as dv
 from .activation import _floats
 from .arithmetic import node_name, register_vjps, unary
@@ -83,7 +83,39 @@ def pointwise(name, *inputs, scalars=None):
             res.append(sum_to_shape(gk, saved[k]._shape))
         return tuple(res)
 
-    return record(node_name(name), out, list(inputs), rule, saved=tensors, scalars=scalars)
+    return record(node_name(name), out, list(inputs), rule, saved=tensors, scalars=scalars, loss=name,
+                  vrule=_pointwise_vrule)
+
+
+def _safe_log(t):
+    """log(t) where t > 0, else 0: the branch a select does not take must stay finite (its gradient is 0
+    times the derivative of what it holds)."""
+    positive = elementwise("t > 0 ? 1 : 0", [t.data()], names=("t",), dtype="int32")
+    return dv.select(positive, dv.select(positive, t, 1.0).log(), 0.0)
+
+
+# The gradients of POINTWISE over Variables (x the input, t the target), for create_graph=True.
+POINTWISE_VJPS = {
+    "mse_loss": (lambda g, x, t: g * (x - t) * 2.0, lambda g, x, t: g * (x - t) * -2.0),
+    # Piecewise constant in x and t: g times a constant sign.
+    "l1_loss": (lambda g, x, t: g * dv.factor(POINTWISE["l1_loss"][1][0], ("x", "t"), (x.data(), t.data()),
+                                              like=g),
+                lambda g, x, t: g * dv.factor(POINTWISE["l1_loss"][1][1], ("x", "t"), (x.data(), t.data()),
+                                              like=g)),
+    "kl_div": (lambda g, x, t: -(g * t),
+               lambda g, x, t: dv.select(elementwise("t > 0 ? 1 : 0", [t.data()], names=("t",), dtype="int32"),
+                                         g * (_safe_log(t) + 1.0 - x), 0.0)),
+    "kl_div_log_target": (lambda g, x, t: -(g * t.exp()), lambda g, x, t: g * t.exp() * (t - x + 1.0)),
+}
+
+
+def _pointwise_vrule(ctx, g):
+    saved = ctx.saved_tensors
+    operands = [ctx.input(k, t) for k, t in enumerate(saved)]
+    res = []
+    for k, fn in enumerate(POINTWISE_VJPS[ctx.attrs["loss"]]):
+        res.append(dv.sum_to(fn(g, *operands), saved[k]._shape) if ctx.needs_input_grad[k] else None)
+    return tuple(res)
 
 
 def mse_loss(pred, target, reduction="mean"):
@@ -173,11 +205,23 @@ def binary_cross_entropy(pred, target, weight=None, reduction="mean"):
                              names=("g", "p"))
         return gp, gt
 
-    losses = record("BinaryCrossEntropyBackward", losses, [pred, target], rule, saved=(p, t))
+    losses = record("BinaryCrossEntropyBackward", losses, [pred, target], rule, saved=(p, t), vrule=_bce_vrule)
     w = _weight_variable(weight, "binary_cross_entropy")
     if w is not None:
         losses = losses * w
     return _reduce(losses, reduction)
+
+
+def _bce_vrule(ctx, g):
+    ps, ts = ctx.saved_tensors
+    p, t = ctx.input(0, ps), ctx.input(1, ts)
+    gp = gt = None
+    if ctx.needs_input_grad[0]:
+        inside = elementwise("(p >= L(0.0) && p <= L(1.0)) ? 1 : 0", [ps], names=("p",), dtype="int32")
+        gp = dv.select(inside, g * (p - t) / ((1.0 - p) * p).clamp(min=1e-12), float("nan"))
+    if ctx.needs_input_grad[1]:
+        gt = g * ((1.0 - p).log().clamp(min=-100.0) - p.log().clamp(min=-100.0))
+    return gp, gt
 
 
 def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
@@ -337,7 +381,42 @@ def _class_loss(name, a, targets, weight, ignore_index, reduction, label_smoothi
     saved = (x, idx, lse) + ((w,) if w is not None else ()) + ((den,) if den is not None else ())
     return record("NllLossBackward" if nll else "CrossEntropyBackward", loss, [rows], rule, saved=saved,
                   weighted=w is not None, mean=mean, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                  nll=nll)
+                  nll=nll, vrule=_class_loss_vrule)
+
+
+def _class_weights(ids, w, rows, cols, ignore_index, smoothing, dtype):
+    """The constant [rows, cols] matrix A with each row's loss ``-sum_c A[r, c] log_softmax(x)[r, c]``:
+    ``w[c] ((1 - eps) [c == t] + eps / C)``, zero on rows whose target is ignored or out of range."""
+    shape = (rows, cols)
+    inputs = [broadcast_view(ids.reshape([rows, 1]), shape)]
+    if w is not None:
+        inputs.append(broadcast_view(w.reshape([1, cols]), shape))
+    wc = "w" if w is not None else "L(1.0)"
+    return elementwise(f"(t == ign || t < 0 || t >= C) ? L(0.0) : {wc} * ((gid % C == t ? L(1.0) - e : L(0.0)) "
+                       "+ e / (T)C)", inputs, names=("t", "w")[:len(inputs)], scalars={"e": smoothing},
+                       int_scalars={"C": cols, "ign": ignore_index}, shape=shape, dtype=dtype)
+
+
+def _class_loss_vrule(ctx, g):
+    """The rows' gradient over Variables: ``G (softmax(x) sum_c A - A)`` for cross-entropy and ``-G A`` for
+    nll (A from :func:`_class_weights`, G the incoming gradient per row, over the summed weights for a
+    mean); differentiable to any order through softmax."""
+    saved = ctx.saved_tensors
+    xs, ids = saved[0], saved[1]
+    attrs = ctx.attrs
+    rows, cols = xs._shape
+    if xs.numel() == 0:
+        return dv.zeros(ctx.input(0, xs))
+    a = _class_weights(ids, saved[3] if attrs["weighted"] else None, rows, cols, attrs["ignore_index"],
+                       attrs["label_smoothing"], xs.dtype)
+    gr = g.reshape([g.numel(), 1])   # one gradient for the whole loss, or one per row ("none")
+    if attrs["mean"]:
+        den = saved[-1]
+        gr = gr * dv.const(g, elementwise("L(1.0) / d", [View(den, (), (), 0)], names=("d",)))
+    if attrs["nll"]:
+        return gr * dv.const(g, elementwise("-a", [a], names=("a",)))
+    x = ctx.input(0, xs)
+    return gr * (x.softmax(1) * dv.const(g, reduce(a, "sum", 1, keepdim=True)) - dv.const(g, a))
 
 
 def nll_loss(log_probs, targets, weight=None, ignore_index=-100, reduction="mean"):

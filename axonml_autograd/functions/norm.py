@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import kernels
+from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, reduce
 from .activation import _floats
@@ -81,7 +82,46 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
 
     saved = (x, mean, rstd) + ((w,) if w is not None else ())
     return record("NativeLayerNormBackward", y, [a, weight, bias], rule, saved=saved, rows=rows, cols=cols,
-                  shape=shape, has_weight=w is not None, has_bias=b is not None)
+                  shape=shape, has_weight=w is not None, has_bias=b is not None, eps=eps, vrule=_layer_norm_vrule)
+
+
+def _normalized_grads(ctx, g, x, dims, wdims, wshape, stats=None, eps=None):
+    """The gradients of ``y = xhat * w + b`` over Variables, ``xhat`` normalised over ``dims`` of ``x``
+    with the statistics recomputed from ``x`` (so the rule is differentiable in ``x`` to any order), or
+    with constant ``stats`` (mean, inverse std) when they were fixed (batch norm in eval mode); ``w`` and
+    ``b`` (``wshape``, broadcast) are shared along ``wdims``."""
+    saved = ctx.saved_tensors
+    has_weight = len(saved) > 3
+    if stats is None:
+        xc = x - x.mean(dims, keepdim=True)
+        rstd = ((xc * xc).mean(dims, keepdim=True) + eps).pow(-0.5)
+    else:
+        xc = x - dv.const(g, stats[0])
+        rstd = dv.const(g, stats[1])
+    xhat = xc * rstd
+    gh = g * ctx.input(1, saved[3]).reshape(wshape) if has_weight else g
+    gx = gw = gb = None
+    if ctx.needs_input_grad[0]:
+        if stats is None:
+            gx = rstd * (gh - gh.mean(dims, keepdim=True) - xhat * (gh * xhat).mean(dims, keepdim=True))
+        else:
+            gx = gh * rstd
+    if ctx.needs_input_grad[1]:
+        gw = (g * xhat).sum(wdims)
+    if ctx.needs_input_grad[2]:
+        gb = g.sum(wdims)
+    return gx, gw, gb
+
+
+def _layer_norm_vrule(ctx, g):
+    xs = ctx.saved_tensors[0]
+    rows, cols, shape = ctx.attrs["rows"], ctx.attrs["cols"], list(ctx.attrs["shape"])
+    if not (rows and cols):
+        return dv.zeros(ctx.input(0, xs)), *(dv.zeros(g.__class__(Tensor.zeros(shape, xs.dtype, xs.device))),) * 2
+    x = ctx.input(0, xs).reshape([rows, cols])
+    gx, gw, gb = _normalized_grads(ctx, g.reshape([rows, cols]), x, 1, 0, [1, cols], eps=ctx.attrs["eps"])
+    return (gx.reshape(list(xs._shape)) if gx is not None else None, gw.reshape(shape) if gw is not None else None,
+            gb.reshape(shape) if gb is not None else None)
 
 
 def _blocks(device, rows, cols):
@@ -185,7 +225,22 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
         return batch_norm_backward(g, xs, ms, ivs, ws, ctx.attrs["flags"])
 
     saved = (x, mean, invstd) + ((w,) if w is not None else ())
-    return record("NativeBatchNormBackward", y, [a, weight, bias], rule, saved=saved, flags=flags)
+    return record("NativeBatchNormBackward", y, [a, weight, bias], rule, saved=saved, flags=flags, eps=eps,
+                  vrule=_batch_norm_vrule)
+
+
+def _batch_norm_vrule(ctx, g):
+    """Training: the batch's statistics, recomputed from the input; eval: the running ones, constants."""
+    xs, ms, ivs = ctx.saved_tensors[:3]
+    N, C = xs._shape[0], xs._shape[1]
+    S = math.prod(xs._shape[2:])
+    if xs.numel() == 0:
+        zero = g.__class__(Tensor.zeros((C,), xs.dtype, xs.device))
+        return dv.zeros(ctx.input(0, xs)), zero, zero
+    x = ctx.input(0, xs).reshape([N, C, S])
+    stats = None if ctx.attrs["flags"]["training"] else (ms.reshape((1, C, 1)), ivs.reshape((1, C, 1)))
+    gx, gw, gb = _normalized_grads(ctx, g.reshape([N, C, S]), x, (0, 2), (0, 2), [1, C, 1], stats, ctx.attrs["eps"])
+    return gx.reshape(list(xs._shape)) if gx is not None else None, gw, gb
 
 
 def batch_norm_backward(g, x, mean, invstd, w, flags):

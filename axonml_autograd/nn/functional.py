@@ -219,7 +219,14 @@ def pad(input, pad, mode="constant", value=0.0):
     def rule(ctx, g):
         return copy_view(View(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"]))
 
-    return record("ConstantPadNdBackward", out, [x], rule, shape=data._shape, strides=st, offset=offset)
+    return record("ConstantPadNdBackward", out, [x], rule, shape=data._shape, strides=st, offset=offset,
+                  vrule=_pad_vrule)
+
+
+def _pad_vrule(ctx, g):
+    # The gradient reads the input's window out of g: a differentiable window (its own gradient writes back).
+    from ..functions.shape import window
+    return window(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"])
 
 
 # -- activations (the Variable methods, in torch's spelling) ----------------------------------------------

@@ -434,8 +434,8 @@ class _BackwardHookState:
         needs = [k for k, a in enumerate(args) if isinstance(a, Variable) and a.requires_grad()]
         self.waiting = len(needs)
         for k in needs:
-            wrapped[k] = record("BackwardHookFunctionBackward", args[k].data(), [args[k]],
-                                lambda ctx, g, k=k: self._input_grad(k, g))
+            rule = lambda ctx, g, k=k: self._input_grad(k, g)   # noqa: E731 (g: a Variable under create_graph)
+            wrapped[k] = record("BackwardHookFunctionBackward", args[k].data(), [args[k]], rule, vrule=rule)
         return tuple(wrapped)
 
     def wrap_outputs(self, out):
@@ -451,7 +451,8 @@ class _BackwardHookState:
                 self._call(tuple(self.grad_input))
             return g
 
-        wrapped = [record("BackwardHookFunctionBackward", o.data(), [o], lambda ctx, g, k=k: rule(k, g))
+        wrapped = [record("BackwardHookFunctionBackward", o.data(), [o], lambda ctx, g, k=k: rule(k, g),
+                          vrule=lambda ctx, g, k=k: rule(k, g))
                    if isinstance(o, Variable) and o.requires_grad() else o for k, o in enumerate(outs)]
         return wrapped[0] if single else type(out)(wrapped)
 
@@ -471,9 +472,11 @@ class _BackwardHookState:
             raise RuntimeError(f"backward hook of {type(self.module).__name__}: replacing grad_input is "
                                "supported for modules with one input that needs a gradient")
         new = result[k]
-        if new is None or not isinstance(new, Tensor) or new.shape() != g.shape():
+        if isinstance(g, Variable) and isinstance(new, Tensor):   # create_graph: a constant replacement
+            new = Variable(new)
+        if new is None or not isinstance(new, type(g)) or new.shape() != g.shape():
             raise RuntimeError(f"backward hook of {type(self.module).__name__}: the replacement gradient "
-                               f"must be a Tensor of shape {g.shape()}")
+                               f"must be a {type(g).__name__} of shape {g.shape()}")
         return new
 
     def _call(self, grad_input):
