@@ -216,8 +216,6 @@ def test_argument_validation():
         SGD([w], lr=-1)
     with pytest.raises(ValueError, match="empty"):
         Adam([])
-    with pytest.raises(ValueError, match="does not require grad"):
-        SGD([Variable(Tensor.zeros([2]))], lr=0.1)
     with pytest.raises(ValueError, match="twice"):
         SGD([w, w], lr=0.1)
     with pytest.raises(TypeError, match="unknown option"):
@@ -247,3 +245,16 @@ def test_training_step_makes_no_host_reads(device, host_traffic, make_opt):
             last = train_step()
     assert (traffic.reads, traffic.waits) == (0, 0)
     assert last.item() < first
+
+
+def test_a_frozen_parameter_is_accepted_and_left_alone_until_unfrozen():
+    frozen = Variable(Tensor.from_vec([1.0, 2.0], [2]))
+    live = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
+    opt = SGD([frozen, live], lr=0.5)
+    (live * 3.0).sum().backward()
+    opt.step()
+    assert frozen.to_vec() == [1.0, 2.0] and live.to_vec() == [-0.5, 0.5]
+    frozen.requires_grad_(True)
+    (frozen * 2.0).sum().backward()
+    opt.step()
+    assert frozen.to_vec() == [0.0, 1.0]

@@ -141,9 +141,8 @@ class Optimizer:
             if not isinstance(p, Variable):
                 raise TypeError(f"{type(self).__name__}: parameter {k} is a {type(p).__name__}, "
                                 "expected a Variable")
-            if not p.requires_grad():
-                raise ValueError(f"{type(self).__name__}: parameter {k} (shape {p.shape()}) does not "
-                                 "require grad")
+            # A frozen parameter (requires_grad False) is accepted, as in torch: it has no gradient,
+            # so step() leaves it alone until it is unfrozen.
             if not p.is_leaf():
                 raise ValueError(f"{type(self).__name__}: parameter {k} (shape {p.shape()}) is not a leaf; "
                                  "optimise the Variables you created, not results of ops")
