@@ -28,6 +28,28 @@ typedef ${ctype}${vw} TV;
             out.append(f"if (lid < {h}) {arr}[lid] += {arr}[lid + {h}];")
             out.append("barrier(CLK_LOCAL_MEM_FENCE);")
         return "\n    ".join(out)
+    UNROLL = 4
+    def row_sums(sums, init, body, start="0"):
+        """OpenCL that sets T scalars `sums` to the row sums of the vector expressions `body(c)` (one per
+        sum), with UNROLL independent accumulators each, then the vector remainder and the scalar tail
+        (`init` gives each scalar's tail term for column c). Fixed order: it depends on cols only."""
+        lines = []
+        for name in sums:
+            lines.append("TV " + ", ".join(f"{name}_v{u} = (TV)(0)" for u in range(UNROLL)) + ";")
+        lines.append(f"int c_ = {start};")
+        lines.append(f"for (; c_ + {UNROLL * vw} <= cols; c_ += {UNROLL * vw}) {{")
+        for u in range(UNROLL):
+            lines.append("    { const int c = c_ + " + str(u * vw) + "; " +
+                         " ".join(f"{name}_v{u} += {expr};" for name, expr in zip(sums, body("c"))) + " }")
+        lines.append("}")
+        lines.append(f"for (; c_ + {vw} <= cols; c_ += {vw}) {{ const int c = c_; " +
+                     " ".join(f"{name}_v0 += {expr};" for name, expr in zip(sums, body("c"))) + " }")
+        for name in sums:
+            total = " + ".join(f"{name}_v{u}" for u in range(UNROLL))
+            lines.append(f"T {name} = {hsum('(' + total + ')')};")
+        lines.append("for (; c_ < cols; ++c_) { const int c = c_; " +
+                     " ".join(f"{name} += {expr};" for name, expr in zip(sums, init("c"))) + " }")
+        return "\n    ".join(lines)
     def tree2(a, b):
         out = ["barrier(CLK_LOCAL_MEM_FENCE);"]
         for h in halves:
@@ -58,17 +80,18 @@ void forward(__global const T *x,
     for (int r = r0; r < r1; ++r) {
     __global const T *xr = x + (size_t)r * cols;
     __global T *yr = y + (size_t)r * cols;
+    T mean, var;
     const int vend = cols - cols % ${vw};
-    TV acc = (TV)(0);
-    for (int c = 0; c < vend; c += ${vw}) acc += VLOAD(0, xr + c);
-    T s = ${hsum("acc")};
-    for (int c = vend; c < cols; ++c) s += xr[c];
-    const T mean = s / (T)cols;
-    TV acc2 = (TV)(0);
-    for (int c = 0; c < vend; c += ${vw}) { const TV d = VLOAD(0, xr + c) - mean; acc2 += d * d; }
-    T ss = ${hsum("acc2")};
-    for (int c = vend; c < cols; ++c) { const T d = xr[c] - mean; ss += d * d; }
-    const T rstd = (T)1 / sqrt(ss / (T)cols + eps);
+    {
+    ${row_sums(["s"], lambda c: [f"xr[{c}]"], lambda c: [f"VLOAD(0, xr + {c})"])}
+    mean = s / (T)cols;
+    }
+    {
+    ${row_sums(["ss"], lambda c: [f"(xr[{c}] - mean) * (xr[{c}] - mean)"],
+               lambda c: [f"(VLOAD(0, xr + {c}) - mean) * (VLOAD(0, xr + {c}) - mean)"])}
+    var = ss;
+    }
+    const T rstd = (T)1 / sqrt(var / (T)cols + eps);
     for (int c = 0; c < vend; c += ${vw}) {
         TV v = (VLOAD(0, xr + c) - mean) * rstd;
   % if has_weight:
@@ -150,61 +173,89 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
     for (int c = 0; c < cols; ++c) { pw[c] = 0; pb[c] = 0; }
   % endif
     const T inv_n = (T)1 / (T)cols;
-    for (int r = r0; r < r1; ++r) {
-        __global const T *gr = g + (size_t)r * cols;
-        __global const T *xr = x + (size_t)r * cols;
-        __global T *dr = dx + (size_t)r * cols;
-        const T mean = mean_in[r], rstd = rstd_in[r];
-        TV a1 = (TV)(0), a2 = (TV)(0);
+<%
+    # Rows go ${RB} at a time: their column sums for the weight and bias gradients are added to the
+    # block's partials in one read-modify-write per column instead of one per row (that traffic cost
+    # as much as the rest of the kernel). A shorter last group takes the rows one by one.
+    RB = 4 if affine else 1
+    def gw_v(k, c):
+        return f"VLOAD(0, gr{k} + {c}) * VLOAD(0, w + {c})" if has_weight else f"VLOAD(0, gr{k} + {c})"
+    def gw_s(k, c):
+        return f"gr{k}[{c}] * w[{c}]" if has_weight else f"gr{k}[{c}]"
+%>
+<%def name="rows_at(count, first)">
+  % for k in range(count):
+        __global const T *gr${k} = g + (size_t)(${first} + ${k}) * cols;
+        __global const T *xr${k} = x + (size_t)(${first} + ${k}) * cols;
+        __global T *dr${k} = dx + (size_t)(${first} + ${k}) * cols;
+        const T mean${k} = mean_in[${first} + ${k}], rstd${k} = rstd_in[${first} + ${k}];
+        T m1_${k}, m2_${k};
+        {
+        ${row_sums(["s1", "s2"], lambda c, k=k: [gw_s(k, c), f"{gw_s(k, c)} * (xr{k}[{c}] - mean{k}) * rstd{k}"],
+                   lambda c, k=k: [gw_v(k, c), f"{gw_v(k, c)} * ((VLOAD(0, xr{k} + {c}) - mean{k}) * rstd{k})"])}
+        m1_${k} = s1 * inv_n; m2_${k} = s2 * inv_n;
+        }
+  % endfor
         for (int c = 0; c < vend; c += ${vw}) {
-            TV gw = VLOAD(0, gr + c);
-  % if has_weight:
-            gw *= VLOAD(0, w + c);
-  % endif
-            const TV xh = (VLOAD(0, xr + c) - mean) * rstd;
-            a1 += gw;
-            a2 += gw * xh;
-        }
-        T s1 = ${hsum("a1")}, s2 = ${hsum("a2")};
-        for (int c = vend; c < cols; ++c) {
-  % if has_weight:
-            const T gw = gr[c] * w[c];
-  % else:
-            const T gw = gr[c];
-  % endif
-            s1 += gw;
-            s2 += gw * (xr[c] - mean) * rstd;
-        }
-        const T m1 = s1 * inv_n, m2 = s2 * inv_n;
-        for (int c = 0; c < vend; c += ${vw}) {
-            const TV gv = VLOAD(0, gr + c);
-  % if has_weight:
-            const TV gw = gv * VLOAD(0, w + c);
-  % else:
-            const TV gw = gv;
-  % endif
-            const TV xh = (VLOAD(0, xr + c) - mean) * rstd;
-            VSTORE(rstd * (gw - m1 - xh * m2), 0, dr + c);
   % if affine:
-            VSTORE(VLOAD(0, pw + c) + gv * xh, 0, pw + c);
-            VSTORE(VLOAD(0, pb + c) + gv, 0, pb + c);
+            TV accw = VLOAD(0, pw + c), accb = VLOAD(0, pb + c);
+  % endif
+  % for k in range(count):
+            {
+                const TV gv = VLOAD(0, gr${k} + c);
+    % if has_weight:
+                const TV gw = gv * VLOAD(0, w + c);
+    % else:
+                const TV gw = gv;
+    % endif
+                const TV xh = (VLOAD(0, xr${k} + c) - mean${k}) * rstd${k};
+                VSTORE(rstd${k} * (gw - m1_${k} - xh * m2_${k}), 0, dr${k} + c);
+    % if affine:
+                accw += gv * xh;
+                accb += gv;
+    % endif
+            }
+  % endfor
+  % if affine:
+            VSTORE(accw, 0, pw + c);
+            VSTORE(accb, 0, pb + c);
   % endif
         }
         for (int c = vend; c < cols; ++c) {
-            const T gv = gr[c];
-  % if has_weight:
-            const T gw = gv * w[c];
-  % else:
-            const T gw = gv;
-  % endif
-            const T xh = (xr[c] - mean) * rstd;
-            dr[c] = rstd * (gw - m1 - xh * m2);
   % if affine:
-            pw[c] += gv * xh;
-            pb[c] += gv;
+            T accw = pw[c], accb = pb[c];
+  % endif
+  % for k in range(count):
+            {
+                const T gv = gr${k}[c];
+    % if has_weight:
+                const T gw = gv * w[c];
+    % else:
+                const T gw = gv;
+    % endif
+                const T xh = (xr${k}[c] - mean${k}) * rstd${k};
+                dr${k}[c] = rstd${k} * (gw - m1_${k} - xh * m2_${k});
+    % if affine:
+                accw += gv * xh;
+                accb += gv;
+    % endif
+            }
+  % endfor
+  % if affine:
+            pw[c] = accw;
+            pb[c] = accb;
   % endif
         }
+</%def>
+    int r = r0;
+    for (; r + ${RB} <= r1; r += ${RB}) {
+${rows_at(RB, "r")}
     }
+  % if RB > 1:
+    for (; r < r1; ++r) {
+${rows_at(1, "r")}
+    }
+  % endif
 % else:
     __local T p1[${local_size}];
     __local T p2[${local_size}];
