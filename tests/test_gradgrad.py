@@ -593,3 +593,32 @@ def test_a_create_graph_step_through_layers_and_losses_captures_and_replays_like
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
     assert captured.replays >= 2
+
+
+@pytest.mark.parametrize("case", ["all_ignored", "zero_weight_target", "out_of_range_device_target", "none_ignored"])
+def test_class_loss_create_graph_gradient_equals_backward_on_edge_rows(case, device, fp64):
+    """Rows that do not count: torch's zeros when every row is ignored, its NaN when the summed weights
+    are 0 on a counted row, a zero row for a device target outside [0, C) (whose loss is NaN)."""
+    xa = np.random.default_rng(4).standard_normal((3, 4))
+    w = Tensor.from_numpy(np.array([0.0, 1.0, 2.0, 1.0]), dtype="float64", device=device)
+    t = {"all_ignored": ([-100, -100, -100], {}), "zero_weight_target": ([0, 0, -100], {"weight": w}),
+         "out_of_range_device_target": (Tensor.from_numpy(np.array([1, 9, 3], np.int32), dtype="int32",
+                                                          device=device), {"weight": w}),
+         "none_ignored": ([1, -100, 3], {"reduction": "none", "label_smoothing": 0.2})}[case]
+    got = []
+    for create_graph in (False, True):
+        x = Variable(Tensor.from_numpy(xa, dtype="float64", device=device), requires_grad=True)
+        loss_ = F.cross_entropy(x, t[0], **t[1])
+        (g,) = grad(loss_, x, grad_outputs=Tensor.ones(loss_.data()._shape, "float64", device),
+                    create_graph=create_graph)
+        got.append(g.numpy())
+    np.testing.assert_array_equal(np.isnan(got[0]), np.isnan(got[1]))
+    np.testing.assert_allclose(got[1], got[0], rtol=1e-13, atol=1e-15)
+    if case == "all_ignored":
+        assert not got[1].any()
+    if case == "zero_weight_target":
+        assert np.isnan(got[1][:2]).all() and not got[1][2].any()
+    if case == "out_of_range_device_target":
+        assert not got[1][1].any() and np.isfinite(got[1]).all()
+    if case == "none_ignored":
+        assert not got[1][1].any() and got[1][0].any()

@@ -388,13 +388,13 @@ def _class_weights(ids, w, rows, cols, ignore_index, smoothing, dtype):
     """The constant [rows, cols] matrix A with each row's loss ``-sum_c A[r, c] log_softmax(x)[r, c]``:
     ``w[c] ((1 - eps) [c == t] + eps / C)``, zero on rows whose target is ignored or out of range."""
     shape = (rows, cols)
-    inputs = [broadcast_view(ids.reshape([rows, 1]), shape)]
-    if w is not None:
-        inputs.append(broadcast_view(w.reshape([1, cols]), shape))
-    wc = "w" if w is not None else "L(1.0)"
-    return elementwise(f"(t == ign || t < 0 || t >= C) ? L(0.0) : {wc} * ((gid % C == t ? L(1.0) - e : L(0.0)) "
-                       "+ e / (T)C)", inputs, names=("t", "w")[:len(inputs)], scalars={"e": smoothing},
-                       int_scalars={"C": cols, "ign": ignore_index}, shape=shape, dtype=dtype)
+    # Ones without class weights: a float operand also makes the kernel compute in the input's float type.
+    w = w if w is not None else Tensor.ones((cols,), dtype, ids.device)
+    return elementwise("(t == ign || t < 0 || t >= C) ? L(0.0) : w * ((gid % C == t ? L(1.0) - e : L(0.0)) "
+                       "+ e / (T)C)", [broadcast_view(ids.reshape([rows, 1]), shape),
+                                       broadcast_view(w.reshape([1, cols]), shape)],
+                       names=("t", "w"), scalars={"e": smoothing}, int_scalars={"C": cols, "ign": ignore_index},
+                       shape=shape, dtype=dtype)
 
 
 def _class_loss_vrule(ctx, g):
@@ -411,8 +411,12 @@ def _class_loss_vrule(ctx, g):
                        attrs["label_smoothing"], xs.dtype)
     gr = g.reshape([g.numel(), 1])   # one gradient for the whole loss, or one per row ("none")
     if attrs["mean"]:
+        # Over the summed weights, on the rows that count (an ignored row stays 0 when all are ignored).
         den = saved[-1]
-        gr = gr * dv.const(g, elementwise("L(1.0) / d", [View(den, (), (), 0)], names=("d",)))
+        per_row = elementwise("(t == ign || t < 0 || t >= C) ? L(0.0) : L(1.0) / d",
+                              [ids.reshape([rows, 1]), View(den, (), (), 0)], names=("t", "d"),
+                              int_scalars={"C": cols, "ign": attrs["ignore_index"]}, dtype=xs.dtype)
+        gr = gr * dv.const(g, per_row)
     if attrs["nll"]:
         return gr * dv.const(g, elementwise("-a", [a], names=("a",)))
     x = ctx.input(0, xs)
