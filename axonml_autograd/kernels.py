@@ -174,6 +174,17 @@ def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Ker
     return knl
 
 
+def vector_width(device, dtype) -> int:
+    """The vector width kernels use for ``dtype`` on ``device``: its preferred width as a power of two
+    OpenCL has a type for (16 floats with AVX-512, 8 with AVX2); devices that report 0 or 1 still get
+    4-wide so the compiler has something to work with."""
+    cl_dev = device.cl_device
+    width = (cl_dev.preferred_vector_width_double if np.dtype(dtype) == np.float64
+             else cl_dev.preferred_vector_width_float)
+    width = int(width or 1)
+    return min(16, max(4, 1 << (width.bit_length() - 1)))
+
+
 def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 

@@ -76,14 +76,7 @@ def _kernel_wg_size(kernel, device) -> int:
     return int(kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
 
 
-def _vector_width(device, dtype) -> int:
-    cl_dev = device.cl_device
-    width = (cl_dev.preferred_vector_width_double if dtype == np.float64
-             else cl_dev.preferred_vector_width_float)
-    # A power of two OpenCL has a vector type for; devices that report 0 or 1 still get 4-wide so the
-    # compiler has something to work with.
-    width = int(width or 1)
-    return min(16, max(4, 1 << (width.bit_length() - 1)))
+_vector_width = kernels.vector_width
 
 
 def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:

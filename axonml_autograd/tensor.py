@@ -1058,7 +1058,8 @@ def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), 
         strategy, local = "local", min(cap, 256 if cols > 512 else 64)
         global_size = rows * local
     knl = kernels.get_kernel(device, "softmax.cl.mako", which, ctype=kernels.ctype(dtype), op=op,
-                             strategy=strategy, local_size=local, **(flags or _CE_FLAGS))
+                             strategy=strategy, local_size=local, vw=kernels.vector_width(device, dtype),
+                             **(flags or _CE_FLAGS))
     kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
 
 
