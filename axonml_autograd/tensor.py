@@ -531,11 +531,43 @@ class Tensor:
         from .variable import Variable
         return Variable(self)[key]._data
 
+    # Variable's ops on a plain Tensor (no gradient): t.sin(), t.index_select(0, idx), t.softmax(1),
+    # t.mT, ... each give Tensors. Only names a Tensor does not define itself arrive here.
+    _NOT_FOR_TENSORS = frozenset({"backward", "grad", "grad_fn", "grad_variable", "accumulate_grad", "set_grad",
+                                  "zero_grad", "register_hook", "register_post_accumulate_grad_hook",
+                                  "retain_grad", "requires_grad", "requires_grad_", "is_leaf", "detach", "data",
+                                  "set_data", "new", "from_tensor"})
+
+    def __getattr__(self, name):
+        from .variable import Variable
+        if name.startswith("_") or name in Tensor._NOT_FOR_TENSORS or not hasattr(Variable, name):
+            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
+        attr = getattr(Variable(self), name)
+        if not callable(attr):
+            return _as_tensors(attr)
+
+        def op(*args, **kwargs):
+            args = [a.data() if isinstance(a, Variable) else a for a in args]
+            return _as_tensors(attr(*args, **kwargs))
+        op.__name__ = name
+        op.__doc__ = getattr(Variable, name).__doc__
+        return op
+
     def apply(self, name) -> "Tensor":
         """A unary op from :data:`UNARY` by name, e.g. ``t.apply("exp")``."""
         if not isinstance(name, str) or name not in UNARY:
             raise ValueError(f"apply: unknown unary op {name!r}; expected one of {sorted(UNARY)}")
         return unary(name, self)
+
+
+def _as_tensors(value):
+    """A Variable op's result for a Tensor caller: Variables become their Tensors (tuples and lists too)."""
+    from .variable import Variable
+    if isinstance(value, Variable):
+        return value.data()
+    if isinstance(value, (tuple, list)):
+        return type(value)(_as_tensors(v) for v in value)
+    return value
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -656,3 +656,19 @@ def test_sum_to_shape_inverts_broadcasting_of_an_op(dtype):
     # The gradient of a + b w.r.t. b of shape [4] when a is [2, 3, 4] is 6 everywhere.
     got = sum_to_shape(Tensor.ones([2, 3, 4], dtype), [4]).numpy()
     np.testing.assert_array_equal(got, np.full(4, 6, dtype))
+
+
+def test_variable_ops_work_on_plain_tensors_and_give_tensors():
+    a = np.array([[0.5, -1.0, 2.0], [3.0, 0.0, -2.5]])
+    t = Tensor.from_numpy(a)
+    np.testing.assert_allclose(t.sin().numpy(), np.sin(a), rtol=1e-15)
+    assert isinstance(t.softmax(1), Tensor)
+    np.testing.assert_array_equal(t.index_select(0, [1, 1]).numpy(), a[[1, 1]])
+    vals, idx = t.max(axis=1), t.argmax(1)
+    np.testing.assert_array_equal(vals.numpy(), a.max(1))
+    parts = t.chunk(3, 1)
+    assert isinstance(parts, tuple) and all(isinstance(p, Tensor) for p in parts)
+    np.testing.assert_array_equal(t.mT.numpy(), a.T)
+    for name in ("backward", "grad", "requires_grad", "data", "no_such_op"):
+        with pytest.raises(AttributeError, match=name):
+            getattr(t, name)
