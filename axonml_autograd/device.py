@@ -268,6 +268,7 @@ class Device:
             raise DeviceError(f"platform {platform_index} has {devices}")
         self.cl_device = devices[device_index]
         self.info = describe(self.cl_device, platform_index, device_index)
+        self._dtypes = {}   # check_dtype's answers, by what it was asked
         try:
             self.context = cl.Context([self.cl_device])
         except cl.Error as e:
@@ -320,6 +321,20 @@ class Device:
 
     def check_dtype(self, dtype) -> np.dtype:
         """The numpy dtype for ``dtype``; raises naming this device if it cannot compute in it."""
+        try:
+            dt = self._dtypes[dtype]   # every tensor made checks one: remember the answers
+            if dt.char != "d" or self.fp64:
+                return dt
+        except (KeyError, TypeError):
+            pass
+        dt = self._check_dtype(dtype)
+        try:
+            self._dtypes[dtype] = dt
+        except TypeError:   # unhashable: not remembered
+            pass
+        return dt
+
+    def _check_dtype(self, dtype) -> np.dtype:
         try:
             dt = np.dtype(dtype)
         except TypeError as e:

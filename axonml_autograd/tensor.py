@@ -380,7 +380,11 @@ class Tensor:
         copied first, as torch's reshape does when it must."""
         shape = infer_shape(shape, self.numel(), self._shape)
         base = self if self._view is None else self.contiguous()
-        return Tensor(shape, self.dtype, self.device, _storage=base._storage)
+        # Built directly: the dtype, device and element count are this tensor's, already checked
+        # (this runs several times per op in backward's sum_to_shape).
+        t = Tensor.__new__(Tensor)
+        t.device, t.dtype, t._shape, t._storage, t._view = self.device, self.dtype, shape, base._storage, None
+        return t
 
     def transpose(self, d0=0, d1=1) -> "Tensor":
         """A view with axes ``d0`` and ``d1`` swapped (no copy)."""
@@ -575,6 +579,8 @@ def _as_tensors(value):
 # ------------------------------------------------------------------------------------------------------
 
 def infer_shape(shape, numel, old_shape=None) -> tuple:
+    if shape.__class__ is tuple and all(s.__class__ is int and s >= 0 for s in shape) and math.prod(shape) == numel:
+        return shape   # the common case, checked in one pass
     if isinstance(shape, (numbers.Integral, np.integer)):
         shape = (shape,)
     if not isinstance(shape, (list, tuple)):
