@@ -35,6 +35,11 @@ class KernelBuildError(RuntimeError):
 
 
 def _template_dir() -> Path:
+    # A source checkout uses its own templates, even when another checkout of the package is installed
+    # in editable mode (the installed finder would otherwise answer for axonml_autograd.cl_kernels).
+    source = Path(__file__).resolve().parent.parent / "cl_kernels"
+    if (source / "matmul.cl.mako").is_file():
+        return source
     try:
         from importlib.resources import files
         return Path(str(files("axonml_autograd.cl_kernels")))

@@ -101,3 +101,6 @@ class MLP(Module):
 
     def __repr__(self):
         return "MLP(" + ", ".join(map(repr, self.layers)) + f", activation={self.activation!r})"
+
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, MaxPool2d  # noqa: E402  (needs Module above)
+__all__ += ["Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from ..functions.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from ..functions.indexing import embedding
 
-__all__ = ["embedding"]
+__all__ = ["embedding", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
