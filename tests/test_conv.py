@@ -300,3 +300,29 @@ def test_bad_arguments_raise_errors_naming_the_op_and_the_argument(call, error, 
         call()
     for w in words:
         assert w in str(info.value), (w, str(info.value))
+
+
+def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from axonml_autograd import checkpoint
+    path = Path(__file__).resolve().parent.parent / "scripts" / "train_digits.py"
+    spec = importlib.util.spec_from_file_location("train_digits", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "cnn"
+    common = ["--model", "cnn", "--channels", "8,16", "--epochs", "5", "--out", str(out), "--no-progress"]
+    assert script.main(common + ["--stop-after", "4"]) == 0
+    assert "CNN conv3x3 1->8" in capsys.readouterr().out
+    history = json.loads((out / "history.json").read_text())["history"]
+    assert history[-1]["loss"] < 0.5 * history[0]["loss"]
+    assert history[-1]["test_accuracy"] > 0.7                      # chance is 10 %
+    shapes = {k: v.shape for k, v in checkpoint.load(out / "checkpoint.npz").items()}
+    assert shapes == {"conv1.weight": (8, 1, 3, 3), "conv1.bias": (8,), "conv2.weight": (16, 8, 3, 3),
+                      "conv2.bias": (16,), "fc.weight": (64, 10), "fc.bias": (10,)}
+    # Resuming without --model rebuilds the CNN from the checkpoint's metadata.
+    assert script.main(["--epochs", "5", "--out", str(out), "--quiet", "--resume", str(out / "checkpoint.npz")]) == 0
+    assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["history"]] == [1, 2, 3, 4, 5]
