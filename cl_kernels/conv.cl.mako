@@ -14,8 +14,8 @@
 ## launch form. Padding is the top/left amount; a bottom/right excess (torch's padding="same" with an
 ## even kernel) only shows in OH/OW, which the host computes.
 ##
-## `rows`: CPUs take a whole row (all OW of one (n, c, i, j, oh), or all W of one (n, c, h)) per
-## work-item, a loop the compiler vectorises; GPUs one element per work-item.
+## `rows`: CPUs take whole rows (RB of them, all of a plane unless that leaves too few work-items) per
+## work-item, loops the compiler vectorises; GPUs one element per work-item.
 % if ctype == "double":
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
@@ -24,83 +24,98 @@ typedef ${ctype} T;
 #define GEOMETRY const int H, const int W, const int OH, const int OW, const int KH, const int KW, \
                  const int SH, const int SW, const int PH, const int PW, const int DH, const int DW
 
-__kernel void im2col(__global const T *restrict x, __global T *restrict cols, GEOMETRY, const int n)
+// CPUs: work-item `gid` fills rows oh in [oh0, oh0 + RB) of plane (n, c, i, j) of cols; GPUs: one element.
+__kernel void im2col(__global const T *restrict x, __global T *restrict cols, GEOMETRY, const int RB,
+                     const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
 % if rows:
-    const int row = gid, ow0 = 0, ow1 = OW;
+    const int blocks = (OH + RB - 1) / RB;
+    const int plane = gid / blocks;                 // ((n * C + c) * KH + i) * KW + j
+    const int oh0 = (gid % blocks) * RB, oh1 = min(OH, oh0 + RB);
+    const int ow0 = 0, ow1 = OW;
 % else:
-    const int row = gid / OW, ow0 = gid % OW, ow1 = ow0 + 1;
+    const int plane = gid / (OH * OW);
+    const int oh0 = (gid / OW) % OH, oh1 = oh0 + 1;
+    const int ow0 = gid % OW, ow1 = ow0 + 1;
 % endif
-    // row = (((n * C + c) * KH + i) * KW + j) * OH + oh
-    const int oh = row % OH;
-    int t = row / OH;
-    const int j = t % KW;
-    t /= KW;
-    const int i = t % KH;
-    const int nc = t / KH;
-    __global T *dst = cols + (long)row * OW;
-    const int h = oh * SH - PH + i * DH;
-    if (h < 0 || h >= H) {
-        for (int ow = ow0; ow < ow1; ++ow) dst[ow] = (T)0;
-        return;
-    }
-    __global const T *src = x + ((long)nc * H + h) * W;
+    const int j = plane % KW;
+    const int i = (plane / KW) % KH;
+    const int nc = plane / (KW * KH);
+    __global const T *src = x + (long)nc * H * W;
     const int w0 = j * DW - PW;
+    for (int oh = oh0; oh < oh1; ++oh) {
+        __global T *dst = cols + ((long)plane * OH + oh) * OW;
+        const int h = oh * SH - PH + i * DH;
+        if (h < 0 || h >= H) {
+            for (int ow = ow0; ow < ow1; ++ow) dst[ow] = (T)0;
+            continue;
+        }
+        __global const T *row = src + h * W;
 % if rows:
-    if (SW == 1) {
-        // Contiguous: zeros, a straight copy, zeros.
-        const int lo = clamp(-w0, 0, OW), hi = clamp(W - w0, lo, OW);
-        for (int ow = 0; ow < lo; ++ow) dst[ow] = (T)0;
-        for (int ow = lo; ow < hi; ++ow) dst[ow] = src[w0 + ow];
-        for (int ow = hi; ow < OW; ++ow) dst[ow] = (T)0;
-        return;
-    }
+        if (SW == 1) {
+            // Contiguous: zeros, a straight copy, zeros.
+            const int lo = clamp(-w0, 0, OW), hi = clamp(W - w0, lo, OW);
+            for (int ow = 0; ow < lo; ++ow) dst[ow] = (T)0;
+            for (int ow = lo; ow < hi; ++ow) dst[ow] = row[w0 + ow];
+            for (int ow = hi; ow < OW; ++ow) dst[ow] = (T)0;
+            continue;
+        }
 % endif
-    for (int ow = ow0; ow < ow1; ++ow) {
-        const int w = w0 + ow * SW;
-        dst[ow] = (w >= 0 && w < W) ? src[w] : (T)0;
+        for (int ow = ow0; ow < ow1; ++ow) {
+            const int w = w0 + ow * SW;
+            dst[ow] = (w >= 0 && w < W) ? row[w] : (T)0;
+        }
     }
 }
 
 // dx[n, c, h, w] = sum over taps (i, j) whose output position (oh, ow) reads (h, w) of
 // dcols[n, c, i, j, oh, ow]: h = oh*SH - PH + i*DH, i.e. oh = (h + PH - i*DH) / SH when that divides.
-__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx, GEOMETRY, const int n)
+// CPUs: work-item `gid` sums rows h in [h0, h0 + RB) of plane (n, c), tap by tap into dx (in L1);
+// GPUs: one element, in a register. Either way the taps come in the order (i, j).
+__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx, GEOMETRY, const int RB,
+                     const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
 % if rows:
-    const int row = gid;               // (n * C + c) * H + h
-    __global T *dst = dx + (long)row * W;
-    for (int w = 0; w < W; ++w) dst[w] = (T)0;
+    const int blocks = (H + RB - 1) / RB;
+    const int nc = gid / blocks;
+    const int h0 = (gid % blocks) * RB, h1 = min(H, h0 + RB);
+    __global T *plane = dx + (long)nc * H * W;
+    for (int h = h0; h < h1; ++h)
+        for (int w = 0; w < W; ++w) plane[h * W + w] = (T)0;
 % else:
-    const int row = gid / W, w = gid % W;
+    const int nc = gid / (H * W);
+    const int h0 = (gid / W) % H, h1 = h0 + 1;
+    const int w = gid % W;
     T s = (T)0;
 % endif
-    const int h = row % H;
-    const int nc = row / H;
     for (int i = 0; i < KH; ++i) {
-        const int th = h + PH - i * DH;
-        if (th < 0 || th % SH != 0 || th / SH >= OH) continue;
-        const int oh = th / SH;
         for (int j = 0; j < KW; ++j) {
-            __global const T *src = dcols + ((((long)nc * KH + i) * KW + j) * OH + oh) * OW;
+            __global const T *tap = dcols + (((long)nc * KH + i) * KW + j) * OH * OW;
             const int w0 = j * DW - PW;      // input column of ow = 0
+            for (int h = h0; h < h1; ++h) {
+                const int th = h + PH - i * DH;
+                if (th < 0 || th % SH != 0 || th / SH >= OH) continue;
+                __global const T *src = tap + (th / SH) * OW;
 % if rows:
-            if (SW == 1) {
-                const int lo = clamp(w0, 0, W), hi = clamp(w0 + OW, lo, W);
-                for (int w = lo; w < hi; ++w) dst[w] += src[w - w0];
-            } else {
-                for (int w = 0; w < W; ++w) {
-                    const int tw = w - w0;
-                    if (tw >= 0 && tw % SW == 0 && tw / SW < OW) dst[w] += src[tw / SW];
+                __global T *dst = plane + h * W;
+                if (SW == 1) {
+                    const int lo = clamp(w0, 0, W), hi = clamp(w0 + OW, lo, W);
+                    for (int w = lo; w < hi; ++w) dst[w] += src[w - w0];
+                } else {
+                    for (int w = 0; w < W; ++w) {
+                        const int tw = w - w0;
+                        if (tw >= 0 && tw % SW == 0 && tw / SW < OW) dst[w] += src[tw / SW];
+                    }
                 }
-            }
 % else:
-            const int tw = w - w0;
-            if (tw >= 0 && tw % SW == 0 && tw / SW < OW) s += src[tw / SW];
+                const int tw = w - w0;
+                if (tw >= 0 && tw % SW == 0 && tw / SW < OW) s += src[tw / SW];
 % endif
+            }
         }
     }
 % if not rows:

@@ -326,3 +326,32 @@ def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
     # Resuming without --model rebuilds the CNN from the checkpoint's metadata.
     assert script.main(["--epochs", "5", "--out", str(out), "--quiet", "--resume", str(out / "checkpoint.npz")]) == 0
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["history"]] == [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def gpu_like(device):
+    """The same hardware as a second Device object marked as a GPU: one element per work-item."""
+    from axonml_autograd.device import Device
+    dev = Device(device.info.platform_index, device.info.device_index)
+    original = Device.is_cpu
+    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
+    yield dev
+    Device.is_cpu = original
+
+
+@pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 1, 1, 1), (2, (2, 0), (1, 2), 3)])
+def test_gpu_launch_shapes_match_torch(gpu_like, stride, padding, dilation, groups):
+    rng = np.random.default_rng(10)
+    xs, ws = rng.standard_normal((2, 6, 9, 8)), rng.standard_normal((3, 6 // groups, 3, 2))
+    x, w = (Variable(Tensor.from_numpy(a, dtype="float64", device=gpu_like), requires_grad=True) for a in (xs, ws))
+    tx, tw = (torch.tensor(a, requires_grad=True) for a in (xs, ws))
+    y = F.max_pool2d(F.conv2d(x, w, None, stride, padding, dilation, groups), 2, 1, 1)
+    y = F.avg_pool2d(y, 2, 1, 1, count_include_pad=False) + F.adaptive_avg_pool2d(y, (2, 3)).sum()
+    ty = TF.max_pool2d(TF.conv2d(tx, tw, None, stride, padding, dilation, groups), 2, 1, 1)
+    ty = TF.avg_pool2d(ty, 2, 1, 1, count_include_pad=False) + TF.adaptive_avg_pool2d(ty, (2, 3)).sum()
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    r = rng.standard_normal(tuple(ty.shape))
+    (y * Variable(Tensor.from_numpy(r, dtype="float64", device=gpu_like))).sum().backward()
+    (ty * torch.tensor(r)).sum().backward()
+    np.testing.assert_allclose(x.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(w.grad().numpy(), tw.grad.numpy(), rtol=1e-10, atol=1e-10)

@@ -170,23 +170,33 @@ def _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation):
     return (H, W, OH, OW, KH, KW, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1])
 
 
+def _row_block(planes, rows, device):
+    """Rows per work-item on CPUs: whole planes, unless that leaves fewer than a few items per core."""
+    want = 16 * device.compute_units
+    return max(1, rows // max(1, -(-want // max(planes, 1)))) if planes < want else rows
+
+
 def _im2col(x: Tensor, geom, cols_shape) -> Tensor:
-    H, W, OH, OW, KH, KW = geom[:6]
+    OH = geom[2]
     cols = Tensor._wrap(cols_shape, x.dtype, x.device)
     if cols.numel():
-        rows = x.device.is_cpu
-        n = cols.numel() // OW if rows else cols.numel()
-        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom], rows=rows)
+        dev = x.device
+        planes = cols.numel() // (OH * geom[3])
+        rb = _row_block(planes, OH, dev) if dev.is_cpu else 1
+        n = planes * -(-OH // rb) if dev.is_cpu else cols.numel()
+        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom, rb], rows=dev.is_cpu)
     return cols
 
 
 def _col2im(dcols: Tensor, geom, x_shape) -> Tensor:
     dx = Tensor._wrap(x_shape, dcols.dtype, dcols.device)
     if dx.numel():
-        rows = dx.device.is_cpu
-        W = geom[1]
-        n = dx.numel() // W if rows else dx.numel()
-        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom], rows=rows)
+        dev = dx.device
+        H = geom[0]
+        planes = x_shape[0] * x_shape[1]
+        rb = _row_block(planes, H, dev) if dev.is_cpu else 1
+        n = planes * -(-H // rb) if dev.is_cpu else dx.numel()
+        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom, rb], rows=dev.is_cpu)
     return dx
 
 
