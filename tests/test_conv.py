@@ -355,3 +355,14 @@ def test_gpu_launch_shapes_match_torch(gpu_like, stride, padding, dilation, grou
     (ty * torch.tensor(r)).sum().backward()
     np.testing.assert_allclose(x.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(w.grad().numpy(), tw.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_a_frozen_weight_still_gives_the_input_gradient():
+    rng = np.random.default_rng(11)
+    xs, ws = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((4, 3, 3, 3))
+    x, w = _var(xs), _var(ws, grad=False)
+    F.conv2d(x, w, stride=2, padding=1).sum().backward()
+    tx = torch.tensor(xs, requires_grad=True)
+    TF.conv2d(tx, torch.tensor(ws), stride=2, padding=1).sum().backward()
+    np.testing.assert_allclose(x.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+    assert w.grad() is None

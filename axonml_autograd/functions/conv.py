@@ -236,7 +236,9 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
         return gx, gw, gb
 
     inputs = [x, w] + ([bias] if bias is not None else [])
-    return record("ConvolutionBackward", y, inputs, rule, saved=(cols, wm), dims=(N, G, Og, K, L), geom=geom,
+    # The columns are kept only for the weight's gradient (a frozen layer keeps none).
+    saved = (cols if w.requires_grad() else None, wm)
+    return record("ConvolutionBackward", y, inputs, rule, saved=saved, dims=(N, G, Og, K, L), geom=geom,
                   pointwise=pointwise, x_shape=xt._shape, w_shape=wt._shape)
 
 
