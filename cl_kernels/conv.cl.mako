@@ -25,9 +25,10 @@ typedef ${ctype} T;
                  const int SH, const int SW, const int PH, const int PW, const int DH, const int DW
 
 // CPUs: work-item `gid` fills rows oh in [oh0, oh0 + RB) of plane (n, c, i, j) of cols; GPUs: one element.
-__kernel void im2col(__global const T *restrict x, __global T *restrict cols, GEOMETRY, const int RB,
-                     const int n)
+__kernel void im2col(__global const T *restrict x_base, __global T *restrict cols, GEOMETRY, const int RB,
+                     const long x_off, const int n)
 {
+    __global const T *x = x_base + x_off;          // the first image of this chunk of the batch
     const int gid = get_global_id(0);
     if (gid >= n) return;
 % if rows:
@@ -74,9 +75,10 @@ __kernel void im2col(__global const T *restrict x, __global T *restrict cols, GE
 // dcols[n, c, i, j, oh, ow]: h = oh*SH - PH + i*DH, i.e. oh = (h + PH - i*DH) / SH when that divides.
 // CPUs: work-item `gid` sums rows h in [h0, h0 + RB) of plane (n, c), tap by tap into dx (in L1);
 // GPUs: one element, in a register. Either way the taps come in the order (i, j).
-__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx, GEOMETRY, const int RB,
-                     const int n)
+__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx_base, GEOMETRY, const int RB,
+                     const long dx_off, const int n)
 {
+    __global T *dx = dx_base + dx_off;             // the first image of this chunk of the batch
     const int gid = get_global_id(0);
     if (gid >= n) return;
 % if rows:
@@ -119,6 +121,6 @@ __kernel void col2im(__global const T *restrict dcols, __global T *restrict dx, 
         }
     }
 % if not rows:
-    dx[gid] = s;
+    dx[(long)nc * H * W + h0 * W + w] = s;
 % endif
 }

@@ -206,7 +206,11 @@ def test_backward_is_the_same_bit_for_bit_every_run():
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_captured_cnn_step_replays_bit_for_bit():
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["whole-batch", "image-by-image"])
+def test_a_captured_cnn_step_replays_bit_for_bit(monkeypatch, chunk_bytes):
+    if chunk_bytes is not None:
+        from axonml_autograd.functions import conv as conv_module
+        monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk_bytes)
     rng = np.random.default_rng(7)
 
     def make():
@@ -366,3 +370,31 @@ def test_a_frozen_weight_still_gives_the_input_gradient():
     TF.conv2d(tx, torch.tensor(ws), stride=2, padding=1).sum().backward()
     np.testing.assert_allclose(x.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
     assert w.grad() is None
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same.")
+@pytest.mark.parametrize("chunk_bytes", [1, 3000])
+@pytest.mark.parametrize("case", [CONV2D_CASES[2], CONV2D_CASES[4], CONV2D_CASES[6]], ids=["groups", "same", "1x1s2"])
+def test_conv2d_in_chunks_of_the_batch_matches_torch(monkeypatch, chunk_bytes, case):
+    from axonml_autograd.functions import conv as conv_module
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", chunk_bytes)   # one image, or a few, per chunk
+    xs, ws, stride, padding, dilation, groups, bias = case
+    xs = (5,) + xs[1:]
+    rng = np.random.default_rng(12)
+    arrays = [rng.standard_normal(xs), rng.standard_normal(ws)] + ([rng.standard_normal(ws[0])] if bias else [])
+    _compare(lambda x, w, b=None: F.conv2d(x, w, b, stride, padding, dilation, groups),
+             lambda x, w, b=None: TF.conv2d(x, w, b, stride, padding, dilation, groups), arrays, rng)
+
+
+def test_a_frozen_input_or_weight_in_chunks(monkeypatch):
+    from axonml_autograd.functions import conv as conv_module
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)
+    rng = np.random.default_rng(13)
+    xs, ws = rng.standard_normal((3, 2, 5, 5)), rng.standard_normal((4, 2, 3, 3))
+    for x_grad in (True, False):
+        x, w = _var(xs, grad=x_grad), _var(ws, grad=not x_grad)
+        tx, tw = torch.tensor(xs, requires_grad=x_grad), torch.tensor(ws, requires_grad=not x_grad)
+        F.conv2d(x, w, padding=1).sum().backward()
+        TF.conv2d(tx, tw, padding=1).sum().backward()
+        ours, theirs = (x, tx) if x_grad else (w, tw)
+        np.testing.assert_allclose(ours.grad().numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-10)
