@@ -1,13 +1,16 @@
 """Convolution and pooling over NCHW (and NCL) tensors, forward and backward side by side.
 
 Convolution is im2col + the batched matmul of ``matmul.py``: the input is unfolded into a column
-matrix ``cols [N, groups, K, OH*OW]`` (``K = in/groups * kh * kw``; ``cl_kernels/conv.cl.mako``),
+matrix ``cols [images, groups, K, OH*OW]`` (``K = in/groups * kh * kw``; ``cl_kernels/conv.cl.mako``),
 and the weight ``[out, in/groups, kh, kw]``, seen as ``[groups, out/groups, K]``, multiplies it in
-one launch for the whole batch (the weight broadcast over it). Backward reuses the saved columns:
+one launch per chunk of the batch (the weight broadcast over the chunk's images). Chunks hold about
+``CHUNK_BYTES`` of columns, so the product reads them from the cache, not from memory. Backward
+keeps the input, not the columns, and for each chunk:
 
-- weight: ``cols @ g^T`` per image (one batched launch), summed over the batch and transposed;
-- input:  ``W^T @ g`` per image (one batched launch, the transpose read in place), folded back onto
-  the input by col2im, a gather with a fixed order of summation (no atomics: same bits every run);
+- weight: unfolds the chunk again and multiplies ``cols @ g^T`` per image; the images' products are
+  summed over the batch at the end (one reduction, a fixed order);
+- input:  ``W^T @ g`` per image (the transpose read in place), folded back onto the input by col2im,
+  a gather with a fixed order of summation (no atomics: the same bits at every run);
 - bias:   ``g`` summed over the batch and the output positions.
 
 A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
