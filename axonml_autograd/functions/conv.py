@@ -39,7 +39,7 @@ import numbers
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, launch
 from ..grad_fn import record
 from ..matmul import matmul
 from ..tensor import Tensor, elementwise, reduce
@@ -249,6 +249,9 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
         for n0, m in chunks:
             cols = _im2col(xt, geom, _window(scratch, (m, G, K, L)), n0)
             matmul(wm, cols, out=_window(y, (m, G, Og, L)), offsets=(0, 0, n0 * O * L))
+            # Hand each chunk to the device now: it computes while Python prepares the next chunk,
+            # instead of waiting for the pending list to fill (a chunk's two launches take ~100 us of Python).
+            launch.flush(xt.device)
     y = y.reshape((N, O, OH, OW))
     if bias is not None:
         y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
@@ -278,6 +281,7 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
                 else:
                     dcols = matmul(wm_s, g_m, trans_a=True, offsets=(0, g_off, 0))        # [m, G, K, L]
                     _col2im(dcols, ctx.geom, gx, n0, m)
+            launch.flush(g.device)
         gw = gb = None
         if need_w:
             gw_t = reduce(per_image.reshape((N_, G_ * K_ * Og_)), "sum", 0).reshape((G_, K_, Og_))
