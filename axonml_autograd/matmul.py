@@ -250,13 +250,17 @@ def _over(t: Tensor, shape) -> Tensor:
 
 
 def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
-           out: Optional[Tensor] = None, strategy: Optional[str] = None) -> Tensor:
+           out: Optional[Tensor] = None, strategy: Optional[str] = None, offsets=(0, 0, 0)) -> Tensor:
     """``op(a) @ op(b)`` with numpy's ``matmul`` rules, ``op`` transposing the last two axes when asked.
 
     Operands of two or more dimensions are stacks of matrices whose leading (batch) dimensions
     broadcast; a 1-D ``a`` is a row vector and a 1-D ``b`` a column vector, and that axis is dropped
     from the result (vector @ vector gives a 0-d tensor). ``out``, if given, must have the result's
     shape and dtype and is written in place.
+
+    ``offsets`` (elements into the buffers of ``a``, ``b`` and ``out``) lets a caller multiply a window
+    of a larger buffer: pass a Tensor sharing that buffer's storage with the window's shape (the
+    convolution walks a batch in chunks this way). The caller keeps the windows inside the buffers.
 
     >>> v = Tensor.from_vec([1.0, 2.0], [2])
     >>> matmul(v, v).shape()
@@ -272,12 +276,18 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     # n = 256, is a tenth of the whole multiply. Everything the launches depend on is in the key.
     key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,
            os.environ.get("AXONML_MATMUL"), _forced_config)
-    if out is None:
-        call = _calls.get(key)
-        if call is not None:
+    if offsets != (0, 0, 0):
+        key += tuple(int(o) for o in offsets)
+    call = _calls.get(key)
+    if call is not None:
+        if out is None:
             result = Tensor._wrap(call[0], a.dtype, a.device)
             call[1](a, b, result)
             return result
+        if out.__class__ is Tensor and out._shape == call[0] and out.dtype == a.dtype and out.device is a.device:
+            out._version += 1
+            call[1](a, b, out)
+            return out
     dev = _check_same_device("matmul", [a, b] + ([out] if out is not None else []))
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: dtypes differ: {a.dtype} and {b.dtype}; convert one with .astype()")
@@ -339,9 +349,9 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     nb_hi, nb_lo = cshape[-2], cshape[-1]
 
     if plan.strategy == "blocked":
-        run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo)
+        run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
     else:
-        run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo)
+        run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
     run(a, b, result)
     if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound
         _calls.clear()
@@ -359,7 +369,7 @@ def _outer_offsets(outer, sa, sb, sc):
                sum(i * s for i, s in zip(idx, sc)))
 
 
-def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
+def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0)):
     """A function (a, b, c) that enqueues the tiled kernel(s) for this signature."""
     p = plan.params
     ts, side = p["ts"], plan.local[0]
@@ -368,7 +378,7 @@ def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo):
     i32, i64 = np.int32, np.int64
     arg_sets = [(i32(M), i32(N), i32(K), i32(nb_lo),
                  i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
-                 i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
+                 i64(oa * mat_a + base[0]), i64(ob * mat_b + base[1]), i64(oc * mat_c + base[2]))
                 for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
     knl, local, launch = plan.kernel, plan.local, kernels.launch
 
@@ -431,7 +441,7 @@ def _blocked_config(plan, M, N, K, nmat) -> BlockedConfig:
     return BlockedConfig(mcp, ncp, kc)
 
 
-def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo):
+def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0)):
     """A function (a, b, c) that enqueues the blocked kernel for this signature."""
     p = plan.params
     mr, nr = p["mr"], p["nr"]
@@ -447,7 +457,7 @@ def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_l
     arg_sets = [(i32(M), i32(N), i32(K), i32(a_row), i32(a_k), i32(b_k), i32(b_n),
                  i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
                  i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
-                 i64(oa * mat_a), i64(ob * mat_b), i64(oc * mat_c))
+                 i64(oa * mat_a + base[0]), i64(ob * mat_b + base[1]), i64(oc * mat_c + base[2]))
                 for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
     knl, local, launch = plan.kernel, plan.local, kernels.launch
 

@@ -27,6 +27,8 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
   softmax_ce   cross-entropy (log-softmax + NLL) forward+backward on [128, 1000] logits, ms
   layer_norm   F.layer_norm forward+backward (dx, dweight, dbias) on [4096, 768] float32, ms; target
                <= 1.5x torch's time
+  conv2d       conv2d forward + backward (input, weight and bias gradients) of [64, 16, 28, 28] with 32
+               3x3 filters, padding 1, float32, ms (target <= 2x torch's time)
   mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
                step makes no device->host read
   mlp_captured the same step through ``capture()``: recorded once, then replayed
@@ -58,8 +60,8 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "mlp",
-            "mlp_captured",
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
+            "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -67,6 +69,7 @@ MLP_SIZES = (784, 256, 10)
 MLP_BATCH = 128
 MLP_LR = 0.01
 CHAIN_OPS = 1000
+CONV_INPUT, CONV_WEIGHT = (64, 16, 28, 28), (32, 16, 3, 3)   # padding 1: the output is [64, 32, 28, 28]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -536,6 +539,14 @@ class Bench:
         g_h = self.rng.standard_normal((rows, cols), dtype=np.float32)
         w_h = self.rng.standard_normal(cols, dtype=np.float32)
         b_h = self.rng.standard_normal(cols, dtype=np.float32)
+    def conv2d(self):
+        np = self.np
+        import axonml_autograd.nn.functional as F
+        x_h = self.rng.standard_normal(CONV_INPUT, dtype=np.float32)
+        w_h = (self.rng.standard_normal(CONV_WEIGHT, dtype=np.float32) / 12.0).astype(np.float32)
+        b_h = self.rng.standard_normal(CONV_WEIGHT[0], dtype=np.float32)
+        out_shape = (CONV_INPUT[0], CONV_WEIGHT[0]) + CONV_INPUT[2:]
+        g_h = self.rng.standard_normal(out_shape, dtype=np.float32)
         x, w, b = (self.Variable(self.Tensor.from_numpy(a, device=self.dev), requires_grad=True)
                    for a in (x_h, w_h, b_h))
         g = self.Tensor.from_numpy(g_h, device=self.dev)
@@ -550,6 +561,15 @@ class Bench:
         x64 = x_h.astype(np.float64)
         xhat = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
         err = max(_rel_err(b.grad().numpy(), g_h.sum(0)), _rel_err(w.grad().numpy(), (g_h * xhat).sum(0)))
+            x.zero_grad(), w.zero_grad(), b.zero_grad()
+            F.conv2d(x, w, b, padding=1).backward(g)
+            self.finish()
+
+        # The forward against numpy (windows of the padded input), the gradients against torch.
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(x_h, ((0, 0), (0, 0), (1, 1), (1, 1))),
+                                                           (3, 3), axis=(2, 3))
+        want = np.einsum("nchwij,ocij->nohw", windows, w_h, optimize=True) + b_h[:, None, None]
+        err = _rel_err(F.conv2d(x, w, b, padding=1).numpy(), want)
         fns = {"ours": ours}
         if self.torch:
             torch = self.torch
@@ -566,6 +586,17 @@ class Bench:
         target = {"text": "<= 1.5x torch", "baseline": "torch", "min_ratio": 1 / 1.5} if self.torch else {"text": "report"}
         return Row("layer_norm", "layer_norm fwd+bwd [4096,768]", "ms", "time", ms.pop("ours"), ms, "torch",
                    target, _err_note(err), best=best)
+                torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(tg)
+
+            torch_run()
+            ours()
+            err = max([err] + [_rel_err(v.grad().numpy(), t.grad.numpy()) for v, t in ((x, tx), (w, tw), (b, tb))])
+            fns["torch"] = torch_run
+        tm = measure(fns, *self.reps(20, 6, 3, 2))
+        ms, best = tm.convert(lambda v: v * 1e3)
+        return Row("conv2d", "conv2d fwd+bwd [64,16,28,28] * [32,16,3,3], padding 1", "ms", "time", ms.pop("ours"),
+                   ms, "torch", {"text": "<= 2x torch", "baseline": "torch", "min_ratio": 0.5},
+                   _err_note(err, "" if self.torch else "torch not installed: target not checked"), best=best)
 
     def _mlp(self, seed=1):
         """Our MLP (weights [in, out]) with its data, an optimiser and a step function; plus numpy copies."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train an MLP on scikit-learn's handwritten digits (8x8 images, 10 classes) with axonml-autograd.
+"""Train an MLP or a small CNN on scikit-learn's handwritten digits (8x8 images, 10 classes) with axonml-autograd.
 
 The data set ships inside scikit-learn's wheel (``load_digits``: 1,797 images), so nothing is
 downloaded. Everything after the one-off preprocessing runs on the OpenCL device: the training set
@@ -11,6 +11,7 @@ the Adam step never read from the device. The loss and accuracy are read once pe
     python scripts/train_digits.py --resume runs/digits/checkpoint.npz --epochs 60
     python scripts/train_digits.py --no-capture          # every step eagerly (the same numbers, slower)
     mpiexec -n 2 python scripts/train_digits.py --distributed   # data-parallel over two processes
+    python scripts/train_digits.py --model cnn           # conv-relu-pool x2 + linear: >= 98 % test accuracy
 
 Each training step (zero_grad, forward, backward, Adam) runs through ``capture``: the first call per
 batch shape records its device work and later calls replay it with no Python per op. The learning
@@ -39,17 +40,48 @@ import time
 import numpy as np
 
 from axonml_autograd import DeviceError, Tensor, Variable, capture, checkpoint, distributed, no_grad, set_default_device
-from axonml_autograd.nn import MLP
+import axonml_autograd.nn.functional as F
+from axonml_autograd import init
+from axonml_autograd.nn import MLP, Conv2d, Linear, Module
 from axonml_autograd.optim import Adam
 from axonml_autograd.tensor import elementwise
 
 CHECKPOINT_NAME = "checkpoint.npz"
+MODELS = ("mlp", "cnn")
+
+
+class DigitsCNN(Module):
+    """conv 3x3 (1 -> c1, padding 1), relu, max-pool 2, conv 3x3 (c1 -> c2, padding 1), relu, max-pool 2,
+    flatten, linear (c2 * 2 * 2 -> 10): the 8x8 image shrinks to 4x4, then 2x2."""
+
+    def __init__(self, channels=(32, 64), classes=10, seed=0, dtype="float32"):
+        c1, c2 = channels
+        self.channels = (c1, c2)
+        self.conv1 = Conv2d(1, c1, 3, padding=1, seed=init.derive_seed(seed, 0), dtype=dtype)
+        self.conv2 = Conv2d(c1, c2, 3, padding=1, seed=init.derive_seed(seed, 1), dtype=dtype)
+        self.fc = Linear(c2 * 2 * 2, classes, seed=init.derive_seed(seed, 2), dtype=dtype)
+
+    def forward(self, x):
+        n = x.shape()[0]
+        h = x.reshape([n, 1, 8, 8])
+        h = F.max_pool2d(self.conv1(h).relu(), 2)
+        h = F.max_pool2d(self.conv2(h).relu(), 2)
+        return self.fc(h.reshape([n, -1]))
+
+    def __repr__(self):
+        c1, c2 = self.channels
+        return (f"CNN conv3x3 1->{c1}, relu, maxpool 2, conv3x3 {c1}->{c2}, relu, maxpool 2, "
+                f"linear {c2 * 4}->10")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=20, help="total number of epochs")
+    p.add_argument("--model", default="mlp", choices=MODELS, help="mlp: 64-hidden-10; cnn: two conv layers "
+                   "(--channels) and a linear one (with --resume, the checkpoint's model is used)")
+    p.add_argument("--channels", default="32,64", help="the CNN's two conv layers' output channels")
+    p.add_argument("--epochs", type=int, default=None, help="total number of epochs (default: 20 for the "
+                   "MLP, 30 for the CNN)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3, help="Adam's initial learning rate")
     p.add_argument("--schedule", default="cosine", choices=["cosine", "constant"],
@@ -75,6 +107,14 @@ def parse_args(argv=None):
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over the ranks of an `mpiexec -n N` launch (batch size per rank)")
     args = p.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = 30 if args.model == "cnn" else 20
+    try:
+        args.channels = tuple(int(c) for c in args.channels.split(","))
+        if len(args.channels) != 2 or min(args.channels) < 1:
+            raise ValueError
+    except ValueError:
+        p.error(f"--channels must be two positive ints like 32,64, got {args.channels!r}")
     for name in ("epochs", "batch_size", "hidden"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -174,15 +214,21 @@ def main(argv=None):
     test_y = Tensor.from_numpy(y_test, dtype="int32")
 
     hidden, start_epoch, history = args.hidden, 0, []
+    model_kind, channels = args.model, args.channels
     if args.resume:
         try:
             meta = checkpoint.read(args.resume).metadata
         except (OSError, checkpoint.CheckpointError) as e:
             sys.exit(f"train_digits.py: cannot resume: {e}")
         hidden = int(meta.get("hidden", hidden))
+        model_kind = meta.get("model", "mlp")
+        channels = tuple(meta.get("channels", channels))
         start_epoch = int(meta.get("epoch", 0))
         history = list(meta.get("history", []))
-    model = MLP([n_features, hidden, n_classes], seed=args.seed, dtype=args.dtype)
+    if model_kind == "cnn":
+        model = DigitsCNN(channels, n_classes, seed=args.seed, dtype=args.dtype)
+    else:
+        model = MLP([n_features, hidden, n_classes], seed=args.seed, dtype=args.dtype)
     params = dict(model.named_parameters())
     opt = Adam(model.parameters(), lr=args.lr)
     if args.resume:
@@ -225,7 +271,7 @@ def main(argv=None):
     eager = args.no_capture or world > 1   # in a world of one the wrapper adds no hooks: capture works
     step_fn = train_step if eager else capture(train_step)
     train_seconds, epoch_seconds = 0.0, []
-    run_meta = {"hidden": hidden, "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
+    run_meta = {"model": model_kind, "hidden": hidden, "channels": list(channels), "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
                 "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
                 "input_mean": mean.tolist(), "input_std": std.tolist()}
     for epoch in range(start_epoch, end_epoch):
@@ -286,7 +332,8 @@ def main(argv=None):
 
     steps = epochs_to_run * steps_per_epoch
     show(f"device:          {device.name.strip()} ({device.info.platform}, {device.type}, {device.selector})")
-    show(f"model:           MLP {n_features}-{hidden}-{n_classes} relu, {args.dtype}, Adam lr={args.lr} "
+    described = repr(model) if model_kind == "cnn" else f"MLP {n_features}-{hidden}-{n_classes} relu"
+    show(f"model:           {described}, {args.dtype}, Adam lr={args.lr} "
          f"({args.schedule}), "
          f"batch {args.batch_size}, {n_train} train / {len(y_test)} test images")
     show(f"epochs:          {end_epoch}" + (f" of {args.epochs}" if end_epoch != args.epochs else "")

@@ -1,0 +1,454 @@
+"""Convolution and pooling over NCHW (and NCL) tensors, forward and backward side by side.
+
+Convolution is im2col + the batched matmul of ``matmul.py``: the input is unfolded into a column
+matrix ``cols [images, groups, K, OH*OW]`` (``K = in/groups * kh * kw``; ``cl_kernels/conv.cl.mako``),
+and the weight ``[out, in/groups, kh, kw]``, seen as ``[groups, out/groups, K]``, multiplies it in
+one launch per chunk of the batch (the weight broadcast over the chunk's images). Chunks hold about
+``CHUNK_BYTES`` of columns, so the product reads them from the cache, not from memory. Backward
+keeps the input, not the columns, and for each chunk:
+
+- weight: unfolds the chunk again and multiplies ``cols @ g^T`` per image; the images' products are
+  summed over the batch at the end (one reduction, a fixed order);
+- input:  ``W^T @ g`` per image (the transpose read in place), folded back onto the input by col2im,
+  a gather with a fixed order of summation (no atomics: the same bits at every run);
+- bias:   ``g`` summed over the batch and the output positions.
+
+A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
+
+Pooling (``cl_kernels/pool.cl.mako``) is one kernel each way; max pooling keeps the position of each
+window's maximum for backward, and every backward is a gather as well. Semantics, argument names and
+error cases follow ``torch.nn.functional``.
+
+>>> from axonml_autograd import Tensor, Variable
+>>> x = Variable(Tensor.from_vec([float(k) for k in range(16)], [1, 1, 4, 4]), requires_grad=True)
+>>> w = Variable(Tensor.from_vec([1.0, 0.0, 0.0, 1.0], [1, 1, 2, 2]), requires_grad=True)
+>>> y = conv2d(x, w, stride=2)          # y[i, j] = x[2i, 2j] + x[2i+1, 2j+1]
+>>> y.to_vec()
+[5.0, 9.0, 21.0, 25.0]
+>>> max_pool2d(x, 2).to_vec()
+[5.0, 7.0, 13.0, 15.0]
+>>> y.sum().backward()
+>>> w.grad().to_vec()
+[20.0, 24.0, 36.0, 40.0]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import kernels, launch
+from ..grad_fn import record
+from ..matmul import matmul
+from ..tensor import Tensor, elementwise, reduce
+
+_CONV = "conv.cl.mako"
+_POOL = "pool.cl.mako"
+
+
+# ------------------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------------------
+
+def _variable(x, op, what):
+    from ..variable import Variable
+    if isinstance(x, Variable):
+        return x
+    if isinstance(x, Tensor):
+        return Variable(x)
+    raise TypeError(f"{op}: {what} must be a Variable or a Tensor, got {type(x).__name__}")
+
+
+def _ints(value, n, op, what, minimum):
+    """``value`` as a tuple of ``n`` ints >= ``minimum`` (an int is repeated, as torch does)."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        vals = (int(value),) * n
+    elif isinstance(value, (tuple, list)) and len(value) == n and all(
+            isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
+        vals = tuple(int(v) for v in value)
+    elif isinstance(value, (tuple, list)) and len(value) == 1 and n > 1:
+        return _ints(value[0], n, op, what, minimum)
+    else:
+        raise TypeError(f"{op}: {what} must be an int or a tuple of {n} ints, got {value!r}")
+    if any(v < minimum for v in vals):
+        raise ValueError(f"{op}: {what} must be >= {minimum}, got {value!r}")
+    return vals
+
+
+def _check_input(x, op, spatial):
+    """The input as a batched tensor: (Variable, batched?) for an [N, C, *spatial] or [C, *spatial] input."""
+    nd = x.ndim()
+    if nd not in (spatial + 1, spatial + 2):
+        layout = "NCL" if spatial == 1 else "NCHW"
+        raise ValueError(f"{op}: expected a {spatial + 1}-D or {spatial + 2}-D input ({layout}, the batch "
+                         f"optional), got shape {x.shape()}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: input must be float32 or float64, got {x.dtype}")
+    if nd == spatial + 1:
+        return x.reshape([1] + x.shape()), False
+    return x, True
+
+
+def _launch(template, name, dtype, n, args, rows=None, **params):
+    """Enqueue ``name`` over ``n`` items (rows on CPUs for the conv kernels, elements otherwise)."""
+    dev = args[0].device
+    if rows is not None:
+        params["rows"] = rows
+    knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
+    local = 1 if rows else min(64 if dev.is_cpu else 256, dev.max_work_group_size)
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,),
+                   *[a.buffer if isinstance(a, Tensor) else a if isinstance(a, np.generic) else np.int32(a)
+                     for a in args], np.int32(n))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Convolution
+# ------------------------------------------------------------------------------------------------------
+
+def _conv_padding(padding, n, op, stride, dilation, kernel):
+    """(before, after) per spatial axis, from an int, a tuple, or torch's "valid" / "same"."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return [(0, 0)] * n
+        if mode == "same":
+            if any(s != 1 for s in stride):
+                raise ValueError(f"{op}: padding='same' is not supported for strided convolutions "
+                                 f"(stride={stride})")
+            # torch puts the odd one of an even total at the end.
+            return [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for d, k in zip(dilation, kernel)]
+        raise ValueError(f"{op}: padding must be an int, a tuple of {n} ints, 'valid' or 'same', got {padding!r}")
+    return [(p, p) for p in _ints(padding, n, op, "padding", 0)]
+
+
+def _convolution(op, x, weight, bias, stride, padding, dilation, groups, spatial):
+    """conv1d and conv2d: check and normalise the arguments, then run the 2-D form."""
+    x = _variable(x, op, "input")
+    w = _variable(weight, op, "weight")
+    x, batched = _check_input(x, op, spatial)
+    if w.ndim() != spatial + 2:
+        want = "[out, in/groups, k]" if spatial == 1 else "[out, in/groups, kh, kw]"
+        raise ValueError(f"{op}: weight must be {spatial + 2}-D {want}, got shape {w.shape()}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: input and weight dtypes differ: {x.dtype} and {w.dtype}")
+    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    N, C = x.shape()[:2]
+    O, Cg = w.shape()[:2]
+    kernel = tuple(w.shape()[2:])
+    if O % groups:
+        raise ValueError(f"{op}: out_channels ({O}, weight {w.shape()}) must be divisible by groups={groups}")
+    if Cg * groups != C:
+        raise ValueError(f"{op}: input {x.shape()} has {C} channels, but weight {w.shape()} with groups={groups} "
+                         f"expects {Cg * groups}")
+    if bias is not None:
+        bias = _variable(bias, op, "bias")
+        if bias.shape() != [O]:
+            raise ValueError(f"{op}: bias must have shape [{O}] (out_channels of weight {w.shape()}), "
+                             f"got {bias.shape()}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"{op}: input and bias dtypes differ: {x.dtype} and {bias.dtype}")
+    stride = _ints(stride, spatial, op, "stride", 1)
+    dilation = _ints(dilation, spatial, op, "dilation", 1)
+    pads = _conv_padding(padding, spatial, op, stride, dilation, kernel)
+    sizes = x.shape()[2:]
+    out = [(s + p0 + p1 - d * (k - 1) - 1) // st + 1
+           for s, (p0, p1), d, k, st in zip(sizes, pads, dilation, kernel, stride)]
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: the kernel {list(kernel)} (dilation {list(dilation)}) is larger than the padded "
+                         f"input {list(sizes)} (padding {[p for p in pads]})")
+    if spatial == 1:   # as 2-D with a height of 1
+        x4 = x.reshape([N, C, 1, sizes[0]])
+        w4 = w.reshape([O, Cg, 1, kernel[0]])
+        y = _conv2d(x4, w4, bias, (1, stride[0]), (0, pads[0][0]), (1, dilation[0]), groups, (1, out[0]))
+        y = y.reshape([N, O, out[0]])
+    else:
+        y = _conv2d(x, w, bias, stride, (pads[0][0], pads[1][0]), dilation, groups, tuple(out))
+    return y if batched else y.reshape(y.shape()[1:])
+
+
+def _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation):
+    return (H, W, OH, OW, KH, KW, stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1])
+
+
+def _row_block(planes, rows, device):
+    """Rows per work-item on CPUs: whole planes, unless that leaves fewer than a few items per core."""
+    want = 16 * device.compute_units
+    return max(1, rows // max(1, -(-want // max(planes, 1)))) if planes < want else rows
+
+
+def _im2col(x: Tensor, geom, cols: Tensor, n0=0) -> Tensor:
+    """Unfold images n0, n0 + 1, ... of ``x`` into ``cols`` ([images, G, K, L], written in place)."""
+    OH = geom[2]
+    if cols.numel():
+        dev = x.device
+        planes = cols.numel() // (OH * geom[3])
+        rb = _row_block(planes, OH, dev) if dev.is_cpu else 1
+        n = planes * -(-OH // rb) if dev.is_cpu else cols.numel()
+        x_off = np.int64(n0 * math.prod(x._shape[1:]))
+        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom, rb, x_off], rows=dev.is_cpu)
+    return cols
+
+
+def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
+    """Fold ``dcols`` ([images, G, K, L]) onto images n0 .. n0 + images - 1 of ``dx`` (written in place)."""
+    per_image = math.prod(dx._shape[1:])
+    if images * per_image:
+        dev = dx.device
+        H = geom[0]
+        planes = images * dx._shape[1]
+        rb = _row_block(planes, H, dev) if dev.is_cpu else 1
+        n = planes * -(-H // rb) if dev.is_cpu else images * per_image
+        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom, rb, np.int64(n0 * per_image)], rows=dev.is_cpu)
+    return dx
+
+
+# The batch goes through im2col and the products in chunks whose columns take about this many bytes:
+# a chunk's columns are then still in the cache when the product reads them (for [64, 16, 28, 28]
+# with 3x3 filters, the whole batch's columns are 29 MB; its forward+backward took 38 ms in one go
+# against 23 ms in 4 MB chunks on a busy 2-core machine, 16.5 against 14.5 ms on a quieter one; 1 MB
+# chunks were slower again, launch costs). Backward does not keep the columns: it unfolds each chunk
+# again, which also keeps the graph's memory at the input's size.
+CHUNK_BYTES = 4 << 20
+
+
+def _window(t: Tensor, shape) -> Tensor:
+    """A tensor of ``shape`` on ``t``'s storage (the offset goes to the kernel separately)."""
+    return Tensor(shape, t.dtype, t.device, _storage=t._storage)
+
+
+def _chunks(N, per_image_bytes):
+    size = max(1, min(N, CHUNK_BYTES // max(1, per_image_bytes)))
+    return [(n0, min(size, N - n0)) for n0 in range(0, N, size)], size
+
+
+def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
+    """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
+    xt, wt = x.data(), w.data()
+    N, C, H, W = xt._shape
+    O, Cg, KH, KW = wt._shape
+    OH, OW = out_hw
+    G, Og, K, L = groups, O // groups, Cg * KH * KW, OH * OW
+    geom = _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation)
+    # A 1x1 convolution's columns are the input itself.
+    pointwise = KH == KW == 1 and stride == (1, 1) and pad == (0, 0)
+    wm = wt.reshape((G, Og, K))
+    chunks, size = _chunks(N, G * K * L * xt.dtype.itemsize)
+    if pointwise:
+        chunks, size = [(0, N)], N
+    y = Tensor._wrap((N, G, Og, L), xt.dtype, xt.device)
+    if len(chunks) == 1:
+        cols = xt.reshape((N, G, K, L)) if pointwise else _im2col(xt, geom, Tensor._wrap((N, G, K, L), xt.dtype,
+                                                                                            xt.device))
+        matmul(wm, cols, out=y)
+    else:
+        scratch = Tensor._wrap((size, G, K, L), xt.dtype, xt.device)
+        for n0, m in chunks:
+            cols = _im2col(xt, geom, _window(scratch, (m, G, K, L)), n0)
+            matmul(wm, cols, out=_window(y, (m, G, Og, L)), offsets=(0, 0, n0 * O * L))
+            # Hand each chunk to the device now: it computes while Python prepares the next chunk,
+            # instead of waiting for the pending list to fill (a chunk's two launches take ~100 us of Python).
+            launch.flush(xt.device)
+    y = y.reshape((N, O, OH, OW))
+    if bias is not None:
+        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+
+    def rule(ctx, g):
+        xs, wm_s = ctx.saved_tensors
+        N_, G_, Og_, K_, L_ = ctx.dims
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        gx = Tensor._wrap(ctx.x_shape, g.dtype, g.device) if need_x else None
+        # Per image, cols @ g^T ([K, Og]; the kernel copies panels of its right operand, and g's
+        # [L, Og] is K/Og times smaller than cols' [L, K]), then summed over the batch.
+        per_image = Tensor._wrap((N_, G_, K_, Og_), g.dtype, g.device) if need_w else None
+        for n0, m in ctx.chunks:
+            g_m = _window(g, (m, G_, Og_, L_))
+            g_off = n0 * G_ * Og_ * L_
+            if need_w:
+                if ctx.pointwise:
+                    cols, c_off = _window(xs, (m, G_, K_, L_)), n0 * G_ * K_ * L_
+                else:
+                    cols, c_off = _im2col(xs, ctx.geom, Tensor._wrap((m, G_, K_, L_), g.dtype, g.device), n0), 0
+                matmul(cols, g_m, trans_b=True, out=_window(per_image, (m, G_, K_, Og_)),
+                       offsets=(c_off, g_off, n0 * G_ * K_ * Og_))
+            if need_x:
+                if ctx.pointwise:    # the columns' gradient is the input's
+                    matmul(wm_s, g_m, trans_a=True, out=_window(gx, (m, G_, K_, L_)),
+                           offsets=(0, g_off, n0 * G_ * K_ * L_))
+                else:
+                    dcols = matmul(wm_s, g_m, trans_a=True, offsets=(0, g_off, 0))        # [m, G, K, L]
+                    _col2im(dcols, ctx.geom, gx, n0, m)
+            launch.flush(g.device)
+        gw = gb = None
+        if need_w:
+            gw_t = reduce(per_image.reshape((N_, G_ * K_ * Og_)), "sum", 0).reshape((G_, K_, Og_))
+            gw = gw_t.permute((0, 2, 1)).reshape(ctx.w_shape)
+        if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:
+            per_channel = reduce(g.reshape((N_, G_ * Og_, L_)), "sum", 2)   # [N, O]
+            gb = reduce(per_channel, "sum", 0)
+        return gx, gw, gb
+
+    inputs = [x, w] + ([bias] if bias is not None else [])
+    # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
+    return record("ConvolutionBackward", y, inputs, rule, saved=(xt, wm), dims=(N, G, Og, K, L), geom=geom,
+                  pointwise=pointwise, chunks=chunks, x_shape=xt._shape, w_shape=wt._shape)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation, as torch) of ``input`` [N, C, H, W] (or [C, H, W]) with
+    ``weight`` [out, C/groups, kh, kw] and an optional ``bias`` [out].
+
+    ``stride``, ``dilation`` and ``padding`` are ints or (h, w) pairs; ``padding`` may also be
+    ``"valid"`` (none) or ``"same"`` (output as large as the input; stride 1 only).
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> x = Variable(Tensor.ones([2, 4, 5, 5]))
+    >>> w = Variable(Tensor.ones([6, 2, 3, 3]))
+    >>> conv2d(x, w, padding=1, groups=2).shape()
+    [2, 6, 5, 5]
+    """
+    return _convolution("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution of ``input`` [N, C, L] (or [C, L]) with ``weight`` [out, C/groups, k], as torch.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> x = Variable(Tensor.from_vec([1.0, 2.0, 3.0, 4.0], [1, 1, 4]))
+    >>> conv1d(x, Variable(Tensor.from_vec([1.0, -1.0], [1, 1, 2])), padding="same").to_vec()
+    [-1.0, -1.0, -1.0, 4.0]
+    """
+    return _convolution("conv1d", input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pooling
+# ------------------------------------------------------------------------------------------------------
+
+def _pool_size(size, k, s, p, d, ceil_mode):
+    """torch's pooling output size, ceil_mode's last window starting inside the input or left padding."""
+    eff = d * (k - 1) + 1
+    out = (size + 2 * p - eff + ((s - 1) if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode):
+    k = _ints(kernel_size, 2, op, "kernel_size", 1)
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) else \
+        _ints(stride, 2, op, "stride", 1)
+    p = _ints(padding, 2, op, "padding", 0)
+    d = _ints(dilation, 2, op, "dilation", 1)
+    if any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise ValueError(f"{op}: padding {list(p)} must be at most half of kernel_size {list(k)}")
+    H, W = x.shape()[2:]
+    out = (_pool_size(H, k[0], s[0], p[0], d[0], ceil_mode), _pool_size(W, k[1], s[1], p[1], d[1], ceil_mode))
+    if out[0] < 1 or out[1] < 1:
+        raise ValueError(f"{op}: input {x.shape()} is too small for kernel_size {list(k)} (padding {list(p)}, "
+                         f"dilation {list(d)}): the output would be {list(out)}")
+    return k, s, p, d, out
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over ``kernel_size`` windows of [N, C, H, W] (or [C, H, W]); ``stride`` defaults to the
+    kernel size. Ties go to the first maximum in row-major order and NaN propagates, as in torch.
+    With ``return_indices`` also the int32 position ``h * W + w`` of each maximum in its plane.
+
+    >>> from axonml_autograd import Tensor
+    >>> x = Tensor.from_vec([1.0, 3.0, 3.0, 2.0], [1, 1, 1, 4])
+    >>> y, i = max_pool2d(x, (1, 2), return_indices=True)
+    >>> y.to_vec(), i.to_vec()
+    ([3.0, 3.0], [1, 2])
+    """
+    op = "max_pool2d"
+    x, batched = _check_input(_variable(input, op, "input"), op, 2)
+    k, s, p, d, (OH, OW) = _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode)
+    xt = x.data()
+    N, C, H, W = xt._shape
+    geom = _geometry(H, W, OH, OW, k[0], k[1], s, p, d)
+    y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
+    idx = Tensor._wrap((N, C, OH, OW), np.dtype(np.int32), xt.device)
+    if y.numel():
+        _launch(_POOL, "max_forward", xt.dtype, y.numel(), [xt, y, idx, *geom])
+
+    def rule(ctx, g):
+        (ids,) = ctx.saved_tensors
+        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
+        if dx.numel():
+            _launch(_POOL, "max_backward", g.dtype, dx.numel(), [g, ids, dx, *ctx.geom])
+        return dx
+
+    out = record("MaxPool2DBackward", y, [x], rule, saved=(idx,), geom=geom, x_shape=xt._shape)
+    if not batched:
+        out, idx = out.reshape(out.shape()[1:]), idx.reshape(idx._shape[1:])
+    return (out, idx) if return_indices else out
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """Mean over ``kernel_size`` windows of [N, C, H, W] (or [C, H, W]), with torch's divisor:
+    padding counts when ``count_include_pad``; ``divisor_override`` replaces the divisor.
+
+    >>> from axonml_autograd import Tensor
+    >>> x = Tensor.from_vec([1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2])
+    >>> avg_pool2d(x, 2).to_vec(), avg_pool2d(x, 2, padding=1, count_include_pad=False).to_vec()
+    ([2.5], [1.0, 2.0, 3.0, 4.0])
+    """
+    op = "avg_pool2d"
+    x, batched = _check_input(_variable(input, op, "input"), op, 2)
+    k, s, p, d, (OH, OW) = _pool_args(op, x, kernel_size, stride, padding, 1, ceil_mode)
+    divisor = 0
+    if divisor_override is not None:
+        divisor = _ints(divisor_override, 1, op, "divisor_override", 1)[0]
+    xt = x.data()
+    N, C, H, W = xt._shape
+    geom = _geometry(H, W, OH, OW, k[0], k[1], s, p, d)
+    extra = (int(bool(count_include_pad)), divisor)
+    y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
+    if y.numel():
+        _launch(_POOL, "avg_forward", xt.dtype, y.numel(), [xt, y, *geom, *extra])
+
+    def rule(ctx, g):
+        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
+        if dx.numel():
+            _launch(_POOL, "avg_backward", g.dtype, dx.numel(), [g, dx, *ctx.geom, *ctx.extra])
+        return dx
+
+    out = record("AvgPool2DBackward", y, [x], rule, geom=geom, extra=extra, x_shape=xt._shape)
+    return out if batched else out.reshape(out.shape()[1:])
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Mean over the windows that split [N, C, H, W] (or [C, H, W]) into ``output_size`` (an int, or an
+    (h, w) pair where None keeps that input size) as evenly as torch does.
+
+    >>> from axonml_autograd import Tensor
+    >>> x = Tensor.from_vec([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1, 1, 2, 3])
+    >>> adaptive_avg_pool2d(x, (1, 2)).to_vec()
+    [3.0, 4.0]
+    """
+    op = "adaptive_avg_pool2d"
+    x, batched = _check_input(_variable(input, op, "input"), op, 2)
+    xt = x.data()
+    N, C, H, W = xt._shape
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(s if s is not None else (H, W)[k] for k, s in enumerate(output_size))
+    OH, OW = _ints(output_size, 2, op, "output_size", 1)
+    if H < 1 or W < 1:
+        raise ValueError(f"{op}: input {xt.shape()} has an empty spatial dimension")
+    y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
+    if y.numel():
+        _launch(_POOL, "adaptive_avg_forward", xt.dtype, y.numel(), [xt, y, H, W, OH, OW])
+
+    def rule(ctx, g):
+        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
+        if dx.numel():
+            _launch(_POOL, "adaptive_avg_backward", g.dtype, dx.numel(), [g, dx, *ctx.sizes])
+        return dx
+
+    out = record("AdaptiveAvgPool2DBackward", y, [x], rule, sizes=(H, W, OH, OW), x_shape=xt._shape)
+    return out if batched else out.reshape(out.shape()[1:])

@@ -1,0 +1,191 @@
+## 2-D pooling over [N, C, H, W] (NCHW, contiguous) planes, forward and backward, one element per
+## work-item. Geometry is all kernel arguments; a program is specialised on the element type only.
+##
+## Backward kernels are gathers: each input element sums, in a fixed order, the gradients of the
+## outputs whose window holds it, so there are no atomics and results are the same at every run.
+## The outputs whose window row tap i lands on input row h have oh = (h + PH - i*DH) / SH, when that
+## divides and is in range: the same inversion as col2im in conv.cl.mako.
+##
+## max: the window's first maximum (row-major scan, `v > best`), and a NaN wins (the last NaN in the
+## scan): torch's rule. Its position h * W + w in the plane is kept for backward.
+## avg: torch's divisor: the window clipped to the padded input (count_include_pad), or to the input
+## itself, or `divisor` when positive (divisor_override).
+## adaptive_avg: output (oh, ow) averages rows [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns.
+% if ctype == "double":
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+% endif
+typedef ${ctype} T;
+
+#define GEOMETRY const int H, const int W, const int OH, const int OW, const int KH, const int KW, \
+                 const int SH, const int SW, const int PH, const int PW, const int DH, const int DW
+
+__kernel void max_forward(__global const T *restrict x, __global T *restrict y, __global int *restrict idx,
+                          GEOMETRY, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int ow = gid % OW;
+    const int t = gid / OW;
+    const int oh = t % OH;
+    const int nc = t / OH;
+    const int hs = oh * SH - PH, ws = ow * SW - PW;
+    // torch starts from the window's first in-range position with -inf.
+    int h0 = hs, w0 = ws;
+    while (h0 < 0) h0 += DH;
+    while (w0 < 0) w0 += DW;
+    __global const T *src = x + (long)nc * H * W;
+    T best = -INFINITY;
+    int at = h0 * W + w0;
+    for (int i = 0; i < KH; ++i) {
+        const int h = hs + i * DH;
+        if (h < 0 || h >= H) continue;
+        for (int j = 0; j < KW; ++j) {
+            const int w = ws + j * DW;
+            if (w < 0 || w >= W) continue;
+            const T v = src[h * W + w];
+            if (v > best || isnan(v)) {
+                best = v;
+                at = h * W + w;
+            }
+        }
+    }
+    y[gid] = best;
+    idx[gid] = at;
+}
+
+__kernel void max_backward(__global const T *restrict g, __global const int *restrict idx,
+                           __global T *restrict dx, GEOMETRY, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int w = gid % W;
+    const int t = gid / W;
+    const int h = t % H;
+    const int nc = t / H;
+    const int me = h * W + w;
+    const long base = (long)nc * OH * OW;
+    T s = (T)0;
+    for (int i = 0; i < KH; ++i) {
+        const int th = h + PH - i * DH;
+        if (th < 0 || th % SH != 0 || th / SH >= OH) continue;
+        const int oh = th / SH;
+        for (int j = 0; j < KW; ++j) {
+            const int tw = w + PW - j * DW;
+            if (tw < 0 || tw % SW != 0 || tw / SW >= OW) continue;
+            const long o = base + oh * OW + tw / SW;
+            if (idx[o] == me) s += g[o];
+        }
+    }
+    dx[gid] = s;
+}
+
+// The divisor of output (oh, ow) of avg pooling, and its window clipped to the input.
+inline int avg_window(int oh, int ow, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
+                      int include_pad, int divisor, int *hs, int *he, int *ws, int *we)
+{
+    int h0 = oh * SH - PH, w0 = ow * SW - PW;
+    int h1 = min(h0 + KH, H + PH), w1 = min(w0 + KW, W + PW);
+    const int padded = (h1 - h0) * (w1 - w0);
+    h0 = max(h0, 0);
+    w0 = max(w0, 0);
+    h1 = min(h1, H);
+    w1 = min(w1, W);
+    *hs = h0; *he = h1; *ws = w0; *we = w1;
+    return divisor > 0 ? divisor : include_pad ? padded : (h1 - h0) * (w1 - w0);
+}
+
+__kernel void avg_forward(__global const T *restrict x, __global T *restrict y, GEOMETRY,
+                          const int include_pad, const int divisor, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int ow = gid % OW;
+    const int t = gid / OW;
+    const int oh = t % OH;
+    const int nc = t / OH;
+    int hs, he, ws, we;
+    const int div = avg_window(oh, ow, H, W, KH, KW, SH, SW, PH, PW, include_pad, divisor, &hs, &he, &ws, &we);
+    if (hs >= he || ws >= we) {     // only ceil_mode's last window can lie wholly in the padding
+        y[gid] = (T)0;
+        return;
+    }
+    __global const T *src = x + (long)nc * H * W;
+    T s = (T)0;
+    for (int h = hs; h < he; ++h)
+        for (int w = ws; w < we; ++w)
+            s += src[h * W + w];
+    y[gid] = s / (T)div;
+}
+
+__kernel void avg_backward(__global const T *restrict g, __global T *restrict dx, GEOMETRY,
+                           const int include_pad, const int divisor, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int w = gid % W;
+    const int t = gid / W;
+    const int h = t % H;
+    const int nc = t / H;
+    const long base = (long)nc * OH * OW;
+    T s = (T)0;
+    for (int i = 0; i < KH; ++i) {
+        const int th = h + PH - i;
+        if (th < 0 || th % SH != 0 || th / SH >= OH) continue;
+        const int oh = th / SH;
+        for (int j = 0; j < KW; ++j) {
+            const int tw = w + PW - j;
+            if (tw < 0 || tw % SW != 0 || tw / SW >= OW) continue;
+            const int ow = tw / SW;
+            int hs, he, ws, we;
+            const int div = avg_window(oh, ow, H, W, KH, KW, SH, SW, PH, PW, include_pad, divisor,
+                                       &hs, &he, &ws, &we);
+            s += g[base + oh * OW + ow] / (T)div;
+        }
+    }
+    dx[gid] = s;
+}
+
+__kernel void adaptive_avg_forward(__global const T *restrict x, __global T *restrict y,
+                                   const int H, const int W, const int OH, const int OW, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int ow = gid % OW;
+    const int t = gid / OW;
+    const int oh = t % OH;
+    const int nc = t / OH;
+    const int hs = (oh * H) / OH, he = ((oh + 1) * H + OH - 1) / OH;
+    const int ws = (ow * W) / OW, we = ((ow + 1) * W + OW - 1) / OW;
+    __global const T *src = x + (long)nc * H * W;
+    T s = (T)0;
+    for (int h = hs; h < he; ++h)
+        for (int w = ws; w < we; ++w)
+            s += src[h * W + w];
+    y[gid] = s / (T)((he - hs) * (we - ws));
+}
+
+__kernel void adaptive_avg_backward(__global const T *restrict g, __global T *restrict dx,
+                                    const int H, const int W, const int OH, const int OW, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int w = gid % W;
+    const int t = gid / W;
+    const int h = t % H;
+    const int nc = t / H;
+    const long base = (long)nc * OH * OW;
+    // Outputs whose window holds h: oh in [floor(h*OH/H), ceil((h+1)*OH/H)); likewise ow.
+    const int oh0 = (h * OH) / H, oh1 = min(OH, ((h + 1) * OH + H - 1) / H);
+    const int ow0 = (w * OW) / W, ow1 = min(OW, ((w + 1) * OW + W - 1) / W);
+    T s = (T)0;
+    for (int oh = oh0; oh < oh1; ++oh) {
+        const int hs = (oh * H) / OH, he = ((oh + 1) * H + OH - 1) / OH;
+        if (h < hs || h >= he) continue;
+        for (int ow = ow0; ow < ow1; ++ow) {
+            const int ws = (ow * W) / OW, we = ((ow + 1) * W + OW - 1) / OW;
+            if (w < ws || w >= we) continue;
+            s += g[base + oh * OW + ow] / (T)((he - hs) * (we - ws));
+        }
+    }
+    dx[gid] = s;
+}
