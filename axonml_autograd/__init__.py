@@ -27,6 +27,58 @@ from .data import randperm
 from .custom import Function, FunctionCtx, Kernel, elementwise   # your own ops in OpenCL C
 
 
+def zeros(*shape, dtype="float32", device=None) -> Tensor:
+    """torch's ``zeros(2, 3)`` / ``zeros([2, 3])``: a Tensor (wrap it in a Variable for a gradient)."""
+    return Tensor.zeros(_shape_args(shape), dtype, device)
+
+
+def ones(*shape, dtype="float32", device=None) -> Tensor:
+    return Tensor.ones(_shape_args(shape), dtype, device)
+
+
+def full(shape, fill_value, dtype="float32", device=None) -> Tensor:
+    return Tensor.full(shape, fill_value, dtype, device)
+
+
+def rand(*shape, seed=None, dtype="float32", device=None) -> Tensor:
+    """Uniform [0, 1) from the device generator (``manual_seed``), or reproducible with ``seed=``."""
+    return Tensor.rand(_shape_args(shape), seed, dtype, device)
+
+
+def randn(*shape, seed=None, dtype="float32", device=None) -> Tensor:
+    return Tensor.randn(_shape_args(shape), seed, dtype, device)
+
+
+def from_numpy(array, dtype=None, device=None) -> Tensor:
+    return Tensor.from_numpy(array, dtype, device)
+
+
+def cat(tensors, dim=0):
+    """torch's ``cat``: Variables (differentiable) or Tensors, joined along ``dim``.
+
+    >>> from axonml_autograd import Tensor, cat
+    >>> cat([Tensor.ones([1, 2]), Tensor.zeros([1, 2])]).to_vec()
+    [1.0, 1.0, 0.0, 0.0]
+    """
+    return _join(Variable.cat, tensors, dim)
+
+
+def stack(tensors, dim=0):
+    """torch's ``stack``: join along a new axis ``dim``."""
+    return _join(Variable.stack, tensors, dim)
+
+
+def _join(fn, tensors, dim):
+    tensors = list(tensors)
+    if tensors and all(isinstance(t, Tensor) for t in tensors):
+        return fn([Variable(t) for t in tensors], dim).data()
+    return fn(tensors, dim)
+
+
+def _shape_args(shape):
+    return list(shape[0]) if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else list(shape)
+
+
 def where(condition, a, b):
     """``a`` where ``condition`` is non-zero, else ``b`` (Variables, Tensors or numbers; broadcasting)."""
     from .variable import _operand
@@ -41,6 +93,7 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
            "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
-           "randperm", "elementwise", "Function", "FunctionCtx", "Kernel"]
+           "randperm", "elementwise", "Function", "FunctionCtx", "Kernel", "zeros", "ones", "full", "rand", "randn",
+           "from_numpy", "cat", "stack"]
 
 __version__ = "0.1.0"

@@ -65,3 +65,19 @@ def test_randint_covers_its_range_and_nothing_else():
 def test_bad_arguments_name_the_constructor(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_torch_style_top_level_constructors_and_joins():
+    import axonml_autograd as ag
+    from axonml_autograd import Variable
+    assert ag.zeros(2, 3).numpy().tolist() == np.zeros((2, 3)).tolist()
+    assert ag.ones([4], dtype="int64").numpy().tolist() == [1, 1, 1, 1]
+    assert ag.full([2], 7.5).to_vec() == [7.5, 7.5]
+    np.testing.assert_array_equal(ag.rand(5, seed=3).numpy(), ag.rand([5], seed=3).numpy())
+    assert ag.from_numpy(np.arange(3)).dtype == np.int64
+    a, b = np.arange(6.0).reshape(2, 3), -np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(ag.cat([ag.from_numpy(a), ag.from_numpy(b)], 1).numpy(), np.concatenate([a, b], 1))
+    np.testing.assert_array_equal(ag.stack([ag.from_numpy(a), ag.from_numpy(b)], 2).numpy(), np.stack([a, b], 2))
+    v = Variable(ag.from_numpy(a), requires_grad=True)
+    ag.stack([v, v * 2.0]).sum().backward()
+    np.testing.assert_array_equal(v.grad().numpy(), np.full((2, 3), 3.0))

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from . import functional
+from .. import init   # nn.init.xavier_uniform_(...), as in torch
 from .layers import (ELU, GELU, MLP, SELU, Dropout, Embedding, Flatten, Hardtanh, Identity, LeakyReLU, Linear,
                      LogSigmoid, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh, Unflatten)
 from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, KLDivLoss, L1Loss, MSELoss, NLLLoss,
@@ -29,4 +30,4 @@ __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "Sta
            "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
            "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss",
-           "BCEWithLogitsLoss", "KLDivLoss", "functional"]
+           "BCEWithLogitsLoss", "KLDivLoss", "functional", "init"]
