@@ -130,6 +130,38 @@ nn_case("binary_cross_entropy_with_logits_pos_weight-3x5", lambda x, t: F.binary
 nn_case("huber_loss_delta0.5-3x5", lambda p, t: F.huber_loss(p, t, delta=0.5), ([3, 5], "u"),
         ([3, 5], lambda rng, s, prev: prev[0] - rng.choice([-1.0, 1.0], s) * np.where(
             rng.uniform(size=s) < 0.5, rng.uniform(0.05, 0.4, s), rng.uniform(0.6, 1.5, s))))
+# Convolution and pooling: the conv family (conv2d, its input gradient, its weight gradient) differentiated
+# through each other, with strides, padding, dilation, groups, bias or none, conv1d through conv2d; the
+# pools' gradients (max pooling's scatter, the average pools' adjoints) and theirs. A nonlinearity after
+# the op makes the incoming gradient depend on the inputs, so every rule's rule is exercised.
+nn_case("conv2d_bias-2x2x4x3_3x2x2x2", lambda x, w, b: F.conv2d(x, w, b).tanh(),
+        ([2, 2, 4, 3], "u"), ([3, 2, 2, 2], "u"), ([3], "u"))
+nn_case("conv2d_stride2_padding1_no_bias-1x2x5x4", lambda x, w: F.conv2d(x, w, stride=2, padding=1).pow(2.0),
+        ([1, 2, 5, 4], "u"), ([2, 2, 3, 2], "u"))
+nn_case("conv2d_dilation2_groups2_bias-1x4x5x5", lambda x, w, b: F.conv2d(x, w, b, padding=(1, 0), dilation=2,
+                                                                         groups=2).sin(),
+        ([1, 4, 5, 5], "u"), ([4, 2, 2, 2], "u"), ([4], "u"))
+nn_case("conv2d_pointwise_groups3-2x3x2x3", lambda x, w: F.conv2d(x, w, groups=3).pow(3.0),
+        ([2, 3, 2, 3], "u"), ([3, 1, 1, 1], "u"))
+nn_case("conv2d_same_frozen_weight-1x1x3x5", lambda x, w: F.conv2d(x, w, padding="same").tanh(),
+        ([1, 1, 3, 5], "u"), ([2, 1, 2, 3], "u", False))
+nn_case("conv2d_frozen_input_unbatched-2x3x3", lambda x, w, b: F.conv2d(x, w, b, stride=(1, 2)).pow(2.0),
+        ([2, 3, 3], "u", False), ([3, 2, 2, 2], "u"), ([3], "u"))
+nn_case("conv1d_stride2_padding1_bias-2x2x7", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1).tanh(),
+        ([2, 2, 7], "u"), ([3, 2, 3], "u"), ([3], "u"))
+nn_case("conv1d_dilation2_groups2_unbatched-4x9", lambda x, w: F.conv1d(x, w, dilation=2, groups=2).pow(2.0),
+        ([4, 9], "u"), ([2, 2, 3], "u"))
+nn_case("max_pool2d_stride1_padding1-1x2x3x5", lambda x: F.max_pool2d(x, 2, stride=1, padding=1).pow(2.0),
+        ([1, 2, 3, 5], "distinct"))
+nn_case("max_pool2d_dilation2_ceil_unbatched-2x5x6",
+        lambda x: F.max_pool2d(x, (2, 3), stride=2, dilation=(2, 1), ceil_mode=True).tanh(), ([2, 5, 6], "distinct"))
+nn_case("avg_pool2d_padding_exclude_ceil-1x2x5x4", lambda x: F.avg_pool2d(
+        x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False).pow(2.0), ([1, 2, 5, 4], "u"))
+nn_case("avg_pool2d_divisor_override-2x1x4x5", lambda x: F.avg_pool2d(x, (2, 3), stride=1, divisor_override=4)
+        .sin(), ([2, 1, 4, 5], "u"))
+nn_case("adaptive_avg_pool2d_2x3-1x2x3x5", lambda x: F.adaptive_avg_pool2d(x, (2, 3)).pow(2.0), ([1, 2, 3, 5], "u"))
+nn_case("adaptive_avg_pool2d_unbatched-2x5x4", lambda x: F.adaptive_avg_pool2d(x, (3, None)).tanh(),
+        ([2, 5, 4], "u"))
 
 ids = [c.id for c in CASES + NN_CASES]
 assert len(ids) == len(set(ids)), "case ids must be unique"
@@ -162,6 +194,11 @@ THIRD_ORDER = {
                            [[3, 4], [4, 5]]),
     "losses": (lambda p, t: p.sigmoid().binary_cross_entropy(t.sigmoid()) + p.cross_entropy([1, 0, 3])
                + p.log_softmax(1).nll_loss([2, 2, 0]), [[3, 4], [3, 4]]),
+    # The conv family's nodes and the pools' gradient nodes differentiated once more.
+    "conv2d_pools": (lambda x, w, b: F.max_pool2d(F.conv2d(x, w, b, stride=(1, 2), padding=1), 2, stride=1)
+                     .pow(3.0).sum() + F.avg_pool2d(F.conv2d(x, w, groups=1, dilation=2).tanh(), 2, padding=1)
+                     .pow(3.0).sum() + F.adaptive_avg_pool2d(x, (3, 2)).pow(3.0).sum(),
+                     [[1, 2, 5, 4], [2, 2, 2, 2], [2]]),
 }
 
 
