@@ -384,6 +384,47 @@ def test_hessian_vector_product_of_an_mlp_loss_matches_torch(device, fp64):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def _cnn(x, w1, b1, w2, w3, b3, wl, f, torch_like):
+    """conv2d (padding) -> tanh -> max_pool2d -> conv2d (stride, dilation, groups) -> avg_pool2d ->
+    adaptive_avg_pool2d -> conv1d over the channels -> linear, written once for both libraries."""
+    h = f.max_pool2d(f.conv2d(x, w1, b1, padding=1).tanh(), 2, stride=1)
+    h = f.conv2d(h, w2, stride=2, dilation=(1, 2), padding=(1, 2), groups=2).sin()
+    h = f.adaptive_avg_pool2d(f.avg_pool2d(h, 2, stride=1, padding=1, count_include_pad=False), (2, 3))
+    h = h.reshape(2, 4, 6) if torch_like else h.reshape([2, 4, 6])
+    h = f.conv1d(h, w3, b3, padding=1).tanh()
+    return f.linear(h.reshape(2, -1) if torch_like else h.reshape([2, -1]), wl)
+
+
+def test_cnn_gradient_penalty_and_hessian_vector_product_match_torch(device, fp64):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    shapes = ([4, 3, 3, 3], [4], [4, 2, 2, 2], [2, 4, 3], [2], [3, 12])
+    params = [_pair(rng.standard_normal(s) * 0.6, device) for s in shapes]
+    ours, theirs = [p for p, _ in params], [t for _, t in params]
+    (x, tx) = _pair(rng.standard_normal((2, 3, 7, 6)), device)
+    vs = [rng.standard_normal(s) for s in shapes]
+
+    # WGAN-GP: the penalty on the input gradient's norm, differentiated into every weight and the input.
+    (gx,) = grad(_cnn(x, *ours, F, False).sum(), x, create_graph=True)
+    penalty = ((gx * gx).sum((1, 2, 3)).sqrt() - 1.0).pow(2.0).mean()
+    got = grad(penalty, [x] + ours)
+    (tgx,) = torch.autograd.grad(_cnn(tx, *theirs, torch.nn.functional, True).sum(), tx, create_graph=True)
+    tpen = ((tgx.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    want = torch.autograd.grad(tpen, [tx] + theirs)
+    np.testing.assert_allclose(penalty.item(), tpen.item(), rtol=1e-12)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+    # A Hessian-vector product in the weights (the gradients of the weight gradients, biases included).
+    loss_ = _cnn(x, *ours, F, False).pow(2.0).sum()
+    gs = grad(loss_, ours, create_graph=True)
+    hv = grad(list(gs), ours, grad_outputs=[Tensor.from_numpy(v, dtype="float64", device=device) for v in vs])
+    tgs = torch.autograd.grad(_cnn(tx, *theirs, torch.nn.functional, True).pow(2).sum(), theirs, create_graph=True)
+    thv = torch.autograd.grad(tgs, theirs, grad_outputs=[torch.tensor(v) for v in vs])
+    for a, b in zip(hv, thv):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11)
+
+
 def test_third_derivative_of_tanh_matches_torch_and_the_closed_form(device, fp64):
     torch = pytest.importorskip("torch")
     xs = np.array([-2.5, -0.3, 0.0, 0.7, 3.0])
@@ -532,6 +573,40 @@ def test_a_gradient_penalty_step_captures_and_replays_like_eager(device, fp64):
     for xb in batches:
         a, b = eager(xb), captured(xb)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
+    assert captured.replays >= 2
+
+
+def test_a_cnn_gradient_penalty_step_captures_and_replays_like_eager(device, fp64, monkeypatch):
+    from axonml_autograd.functions import conv as conv_module
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)   # one image per chunk: the chunked path replays too
+    rng = np.random.default_rng(8)
+    w0, b0 = rng.standard_normal((3, 2, 3, 3)) * 0.5, rng.standard_normal(3)
+    batches = [Tensor.from_numpy(rng.standard_normal((2, 2, 5, 6)), dtype="float64", device=device) for _ in range(4)]
+
+    def make():
+        w = Variable(Tensor.from_numpy(w0, dtype="float64", device=device), requires_grad=True)
+        b = Variable(Tensor.from_numpy(b0, dtype="float64", device=device), requires_grad=True)
+
+        def step(xb):
+            x = Variable(xb, requires_grad=True)
+            h = F.max_pool2d(F.conv2d(x, w, b, padding=1, stride=(1, 2)).tanh(), 2, stride=1)
+            out = F.adaptive_avg_pool2d(F.avg_pool2d(h, 2, padding=1), 1).sum()
+            (gx,) = grad(out, x, create_graph=True)
+            penalty = (gx * gx).sum()
+            gw, gb = grad(penalty, [w, b])
+            w.set_data(w.data() - gw * 0.1)
+            b.set_data(b.data() - gb * 0.1)
+            return penalty
+        return w, step
+
+    w_eager, eager = make()
+    w_cap, step = make()
+    captured = capture(step)
+    for xb in batches:
+        a, b = eager(xb), captured(xb)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert a.item() > 0
     np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
     assert captured.replays >= 2
 

@@ -307,7 +307,8 @@ def _conv_backward(g: Tensor, spec, xs=None, wt=None):
 def _conv_rule(ctx, g):
     xs, ws = ctx.saved_tensors
     spec = ctx.spec
-    g = g.contiguous()   # a permuted view's gradient arrives as a view; the kernels read plain buffers
+    # The gradient of a permuted result arrives as a view, and the chunks below read its storage directly.
+    g = g.contiguous()
     need = ctx.needs_input_grad
     gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None)
     gb = None
@@ -332,7 +333,7 @@ _CONV_FAMILY = {"conv": "ConvolutionBackward", "input": "ConvolutionInputGradBac
 
 def _conv_family_op(kind, a, b, spec):
     """A member of the family over Variables: ``conv`` (x, w), ``input`` GI(g, w), ``weight`` GW(x, g)."""
-    at, bt = a.data().contiguous(), b.data().contiguous()
+    at, bt = a.data().contiguous(), b.data().contiguous()   # the chunks read their storage directly
     if kind == "conv":
         out = _conv_forward(at, bt, spec)
     elif kind == "input":
@@ -377,7 +378,7 @@ def _conv_family_vrule(ctx, v):
 
 def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
-    xt, wt = x.data().contiguous(), w.data().contiguous()   # the kernels read plain buffers
+    xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
     spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
     y = _conv_forward(xt, wt, spec)
     if bias is not None:
@@ -459,7 +460,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     op = "max_pool2d"
     x, batched = _check_input(_variable(input, op, "input"), op, 2)
     k, s, p, d, (OH, OW) = _pool_args(op, x, kernel_size, stride, padding, dilation, ceil_mode)
-    xt = x.data().contiguous()   # the kernels read plain buffers
+    xt = x.data()
     N, C, H, W = xt._shape
     geom = _geometry(H, W, OH, OW, k[0], k[1], s, p, d)
     y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
@@ -490,7 +491,7 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     divisor = 0
     if divisor_override is not None:
         divisor = _ints(divisor_override, 1, op, "divisor_override", 1)[0]
-    xt = x.data().contiguous()   # the kernels read plain buffers
+    xt = x.data()
     N, C, H, W = xt._shape
     geom = _geometry(H, W, OH, OW, k[0], k[1], s, p, d)
     extra = (int(bool(count_include_pad)), divisor)
@@ -514,7 +515,7 @@ def adaptive_avg_pool2d(input, output_size):
     """
     op = "adaptive_avg_pool2d"
     x, batched = _check_input(_variable(input, op, "input"), op, 2)
-    xt = x.data().contiguous()   # the kernels read plain buffers
+    xt = x.data()
     N, C, H, W = xt._shape
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(s if s is not None else (H, W)[k] for k, s in enumerate(output_size))
@@ -551,15 +552,14 @@ def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> 
 
 
 def _pool_rule(ctx, g):
-    # A permuted view's gradient arrives as a view; the kernels read plain buffers.
-    return _pool_apply(ctx.kind, 1 - ctx.direction, g.contiguous(), ctx.saved_tensors, ctx.params, ctx.x_shape,
+    return _pool_apply(ctx.kind, 1 - ctx.direction, g, ctx.saved_tensors, ctx.params, ctx.x_shape,
                        ctx.y_shape)
 
 
 def _pool_vrule(ctx, g):
     saved = ctx.saved_tensors
     direction = 1 - ctx.direction
-    out = _pool_apply(ctx.kind, direction, g.data().contiguous(), saved, ctx.params, ctx.x_shape, ctx.y_shape)
+    out = _pool_apply(ctx.kind, direction, g.data(), saved, ctx.params, ctx.x_shape, ctx.y_shape)
     return record(_POOL_NODES[ctx.kind][direction], out, [g], _pool_rule, saved=saved, kind=ctx.kind,
                   direction=direction, params=ctx.params, x_shape=ctx.x_shape, y_shape=ctx.y_shape,
                   vrule=_pool_vrule)
