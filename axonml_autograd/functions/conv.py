@@ -19,6 +19,10 @@ Pooling (``cl_kernels/pool.cl.mako``) is one kernel each way; max pooling keeps 
 window's maximum for backward, and every backward is a gather as well. Semantics, argument names and
 error cases follow ``torch.nn.functional``.
 
+Gradients of gradients (``create_graph=True``): the convolution, its input gradient and its weight
+gradient are recorded ops whose differentiable rules are made of each other (see ``_CONV_FAMILY``);
+each pool and its gradient (the adjoint map) likewise (``_POOL_NODES``). Both run the kernels above.
+
 >>> from axonml_autograd import Tensor, Variable
 >>> x = Variable(Tensor.from_vec([float(k) for k in range(16)], [1, 1, 4, 4]), requires_grad=True)
 >>> w = Variable(Tensor.from_vec([1.0, 0.0, 0.0, 1.0], [1, 1, 2, 2]), requires_grad=True)
