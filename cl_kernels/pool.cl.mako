@@ -79,6 +79,16 @@ __kernel void max_backward(__global const T *restrict g, __global const int *res
     dx[gid] = s;
 }
 
+// max_backward's adjoint, for gradients of gradients: each output takes the input at the position
+// max_forward kept, y[o] = x[plane(o), idx[o]] (with those positions fixed, max pooling is this gather).
+__kernel void max_gather(__global const T *restrict x, __global const int *restrict idx,
+                         __global T *restrict y, GEOMETRY, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    y[gid] = x[(long)(gid / (OH * OW)) * H * W + idx[gid]];
+}
+
 // The divisor of output (oh, ow) of avg pooling, and its window clipped to the input.
 inline int avg_window(int oh, int ow, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW,
                       int include_pad, int divisor, int *hs, int *he, int *ws, int *we)

@@ -398,3 +398,21 @@ def test_a_frozen_input_or_weight_in_chunks(monkeypatch):
         TF.conv2d(tx, tw, padding=1).sum().backward()
         ours, theirs = (x, tx) if x_grad else (w, tw)
         np.testing.assert_allclose(ours.grad().numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"])
+def test_permuted_inputs_and_permuted_gradients_are_read_as_their_values(op):
+    # A permute is a strided view of its buffer: the input arrives as one in forward, and the gradient of a
+    # permuted result arrives as one in backward; conv's chunks read storage directly, so both are laid out
+    # first (conv2d's gradients came out wrong before).
+    rng = np.random.default_rng(14)
+    xs, ws = rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((4, 3, 2, 2))
+    ours = {"conv2d": lambda x, w: F.conv2d(x, w, padding=1), "max_pool2d": lambda x, w: F.max_pool2d(x, 2, 1),
+            "avg_pool2d": lambda x, w: F.avg_pool2d(x, 2, 1), "adaptive_avg_pool2d":
+            lambda x, w: F.adaptive_avg_pool2d(x, (2, 3))}[op]
+    theirs = {"conv2d": lambda x, w: TF.conv2d(x, w, padding=1), "max_pool2d": lambda x, w: TF.max_pool2d(x, 2, 1),
+              "avg_pool2d": lambda x, w: TF.avg_pool2d(x, 2, 1), "adaptive_avg_pool2d":
+              lambda x, w: TF.adaptive_avg_pool2d(x, (2, 3))}[op]
+    arrays = [xs, ws] if op == "conv2d" else [xs]
+    _compare(lambda x, w=None: ours(x.permute([0, 2, 1, 3]), w).permute([0, 2, 3, 1]) * 1.0,
+             lambda x, w=None: theirs(x.permute(0, 2, 1, 3), w).permute(0, 2, 3, 1), arrays, rng)

@@ -130,6 +130,38 @@ nn_case("binary_cross_entropy_with_logits_pos_weight-3x5", lambda x, t: F.binary
 nn_case("huber_loss_delta0.5-3x5", lambda p, t: F.huber_loss(p, t, delta=0.5), ([3, 5], "u"),
         ([3, 5], lambda rng, s, prev: prev[0] - rng.choice([-1.0, 1.0], s) * np.where(
             rng.uniform(size=s) < 0.5, rng.uniform(0.05, 0.4, s), rng.uniform(0.6, 1.5, s))))
+# Convolution and pooling: the conv family (conv2d, its input gradient, its weight gradient) differentiated
+# through each other, with strides, padding, dilation, groups, bias or none, conv1d through conv2d; the
+# pools' gradients (max pooling's scatter, the average pools' adjoints) and theirs. A nonlinearity after
+# the op makes the incoming gradient depend on the inputs, so every rule's rule is exercised.
+nn_case("conv2d_bias-2x2x4x3_3x2x2x2", lambda x, w, b: F.conv2d(x, w, b).tanh(),
+        ([2, 2, 4, 3], "u"), ([3, 2, 2, 2], "u"), ([3], "u"))
+nn_case("conv2d_stride2_padding1_no_bias-1x2x5x4", lambda x, w: F.conv2d(x, w, stride=2, padding=1).pow(2.0),
+        ([1, 2, 5, 4], "u"), ([2, 2, 3, 2], "u"))
+nn_case("conv2d_dilation2_groups2_bias-1x4x5x5", lambda x, w, b: F.conv2d(x, w, b, padding=(1, 0), dilation=2,
+                                                                         groups=2).sin(),
+        ([1, 4, 5, 5], "u"), ([4, 2, 2, 2], "u"), ([4], "u"))
+nn_case("conv2d_pointwise_groups3-2x3x2x3", lambda x, w: F.conv2d(x, w, groups=3).pow(3.0),
+        ([2, 3, 2, 3], "u"), ([3, 1, 1, 1], "u"))
+nn_case("conv2d_same_frozen_weight-1x1x3x5", lambda x, w: F.conv2d(x, w, padding="same").tanh(),
+        ([1, 1, 3, 5], "u"), ([2, 1, 2, 3], "u", False))
+nn_case("conv2d_frozen_input_unbatched-2x3x3", lambda x, w, b: F.conv2d(x, w, b, stride=(1, 2)).pow(2.0),
+        ([2, 3, 3], "u", False), ([3, 2, 2, 2], "u"), ([3], "u"))
+nn_case("conv1d_stride2_padding1_bias-2x2x7", lambda x, w, b: F.conv1d(x, w, b, stride=2, padding=1).tanh(),
+        ([2, 2, 7], "u"), ([3, 2, 3], "u"), ([3], "u"))
+nn_case("conv1d_dilation2_groups2_unbatched-4x9", lambda x, w: F.conv1d(x, w, dilation=2, groups=2).pow(2.0),
+        ([4, 9], "u"), ([2, 2, 3], "u"))
+nn_case("max_pool2d_stride1_padding1-1x2x3x5", lambda x: F.max_pool2d(x, 2, stride=1, padding=1).pow(2.0),
+        ([1, 2, 3, 5], "distinct"))
+nn_case("max_pool2d_dilation2_ceil_unbatched-2x5x6",
+        lambda x: F.max_pool2d(x, (2, 3), stride=2, dilation=(2, 1), ceil_mode=True).tanh(), ([2, 5, 6], "distinct"))
+nn_case("avg_pool2d_padding_exclude_ceil-1x2x5x4", lambda x: F.avg_pool2d(
+        x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False).pow(2.0), ([1, 2, 5, 4], "u"))
+nn_case("avg_pool2d_divisor_override-2x1x4x5", lambda x: F.avg_pool2d(x, (2, 3), stride=1, divisor_override=4)
+        .sin(), ([2, 1, 4, 5], "u"))
+nn_case("adaptive_avg_pool2d_2x3-1x2x3x5", lambda x: F.adaptive_avg_pool2d(x, (2, 3)).pow(2.0), ([1, 2, 3, 5], "u"))
+nn_case("adaptive_avg_pool2d_unbatched-2x5x4", lambda x: F.adaptive_avg_pool2d(x, (3, None)).tanh(),
+        ([2, 5, 4], "u"))
 
 ids = [c.id for c in CASES + NN_CASES]
 assert len(ids) == len(set(ids)), "case ids must be unique"
@@ -162,6 +194,11 @@ THIRD_ORDER = {
                            [[3, 4], [4, 5]]),
     "losses": (lambda p, t: p.sigmoid().binary_cross_entropy(t.sigmoid()) + p.cross_entropy([1, 0, 3])
                + p.log_softmax(1).nll_loss([2, 2, 0]), [[3, 4], [3, 4]]),
+    # The conv family's nodes and the pools' gradient nodes differentiated once more.
+    "conv2d_pools": (lambda x, w, b: F.max_pool2d(F.conv2d(x, w, b, stride=(1, 2), padding=1), 2, stride=1)
+                     .pow(3.0).sum() + F.avg_pool2d(F.conv2d(x, w, groups=1, dilation=2).tanh(), 2, padding=1)
+                     .pow(3.0).sum() + F.adaptive_avg_pool2d(x, (3, 2)).pow(3.0).sum(),
+                     [[1, 2, 5, 4], [2, 2, 2, 2], [2]]),
 }
 
 
@@ -347,6 +384,47 @@ def test_hessian_vector_product_of_an_mlp_loss_matches_torch(device, fp64):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
 
 
+def _cnn(x, w1, b1, w2, w3, b3, wl, f, torch_like):
+    """conv2d (padding) -> tanh -> max_pool2d -> conv2d (stride, dilation, groups) -> avg_pool2d ->
+    adaptive_avg_pool2d -> conv1d over the channels -> linear, written once for both libraries."""
+    h = f.max_pool2d(f.conv2d(x, w1, b1, padding=1).tanh(), 2, stride=1)
+    h = f.conv2d(h, w2, stride=2, dilation=(1, 2), padding=(1, 2), groups=2).sin()
+    h = f.adaptive_avg_pool2d(f.avg_pool2d(h, 2, stride=1, padding=1, count_include_pad=False), (2, 3))
+    h = h.reshape(2, 4, 6) if torch_like else h.reshape([2, 4, 6])
+    h = f.conv1d(h, w3, b3, padding=1).tanh()
+    return f.linear(h.reshape(2, -1) if torch_like else h.reshape([2, -1]), wl)
+
+
+def test_cnn_gradient_penalty_and_hessian_vector_product_match_torch(device, fp64):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    shapes = ([4, 3, 3, 3], [4], [4, 2, 2, 2], [2, 4, 3], [2], [3, 12])
+    params = [_pair(rng.standard_normal(s) * 0.6, device) for s in shapes]
+    ours, theirs = [p for p, _ in params], [t for _, t in params]
+    (x, tx) = _pair(rng.standard_normal((2, 3, 7, 6)), device)
+    vs = [rng.standard_normal(s) for s in shapes]
+
+    # WGAN-GP: the penalty on the input gradient's norm, differentiated into every weight and the input.
+    (gx,) = grad(_cnn(x, *ours, F, False).sum(), x, create_graph=True)
+    penalty = ((gx * gx).sum((1, 2, 3)).sqrt() - 1.0).pow(2.0).mean()
+    got = grad(penalty, [x] + ours)
+    (tgx,) = torch.autograd.grad(_cnn(tx, *theirs, torch.nn.functional, True).sum(), tx, create_graph=True)
+    tpen = ((tgx.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    want = torch.autograd.grad(tpen, [tx] + theirs)
+    np.testing.assert_allclose(penalty.item(), tpen.item(), rtol=1e-12)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-12)
+
+    # A Hessian-vector product in the weights (the gradients of the weight gradients, biases included).
+    loss_ = _cnn(x, *ours, F, False).pow(2.0).sum()
+    gs = grad(loss_, ours, create_graph=True)
+    hv = grad(list(gs), ours, grad_outputs=[Tensor.from_numpy(v, dtype="float64", device=device) for v in vs])
+    tgs = torch.autograd.grad(_cnn(tx, *theirs, torch.nn.functional, True).pow(2).sum(), theirs, create_graph=True)
+    thv = torch.autograd.grad(tgs, theirs, grad_outputs=[torch.tensor(v) for v in vs])
+    for a, b in zip(hv, thv):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-9, atol=1e-11)
+
+
 def test_third_derivative_of_tanh_matches_torch_and_the_closed_form(device, fp64):
     torch = pytest.importorskip("torch")
     xs = np.array([-2.5, -0.3, 0.0, 0.7, 3.0])
@@ -495,6 +573,40 @@ def test_a_gradient_penalty_step_captures_and_replays_like_eager(device, fp64):
     for xb in batches:
         a, b = eager(xb), captured(xb)
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
+    assert captured.replays >= 2
+
+
+def test_a_cnn_gradient_penalty_step_captures_and_replays_like_eager(device, fp64, monkeypatch):
+    from axonml_autograd.functions import conv as conv_module
+    monkeypatch.setattr(conv_module, "CHUNK_BYTES", 1)   # one image per chunk: the chunked path replays too
+    rng = np.random.default_rng(8)
+    w0, b0 = rng.standard_normal((3, 2, 3, 3)) * 0.5, rng.standard_normal(3)
+    batches = [Tensor.from_numpy(rng.standard_normal((2, 2, 5, 6)), dtype="float64", device=device) for _ in range(4)]
+
+    def make():
+        w = Variable(Tensor.from_numpy(w0, dtype="float64", device=device), requires_grad=True)
+        b = Variable(Tensor.from_numpy(b0, dtype="float64", device=device), requires_grad=True)
+
+        def step(xb):
+            x = Variable(xb, requires_grad=True)
+            h = F.max_pool2d(F.conv2d(x, w, b, padding=1, stride=(1, 2)).tanh(), 2, stride=1)
+            out = F.adaptive_avg_pool2d(F.avg_pool2d(h, 2, padding=1), 1).sum()
+            (gx,) = grad(out, x, create_graph=True)
+            penalty = (gx * gx).sum()
+            gw, gb = grad(penalty, [w, b])
+            w.set_data(w.data() - gw * 0.1)
+            b.set_data(b.data() - gb * 0.1)
+            return penalty
+        return w, step
+
+    w_eager, eager = make()
+    w_cap, step = make()
+    captured = capture(step)
+    for xb in batches:
+        a, b = eager(xb), captured(xb)
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert a.item() > 0
     np.testing.assert_array_equal(w_eager.numpy(), w_cap.numpy())
     assert captured.replays >= 2
 

@@ -19,6 +19,10 @@ Pooling (``cl_kernels/pool.cl.mako``) is one kernel each way; max pooling keeps 
 window's maximum for backward, and every backward is a gather as well. Semantics, argument names and
 error cases follow ``torch.nn.functional``.
 
+Gradients of gradients (``create_graph=True``): the convolution, its input gradient and its weight
+gradient are recorded ops whose differentiable rules are made of each other (see ``_CONV_FAMILY``);
+each pool and its gradient (the adjoint map) likewise (``_POOL_NODES``). Both run the kernels above.
+
 >>> from axonml_autograd import Tensor, Variable
 >>> x = Variable(Tensor.from_vec([float(k) for k in range(16)], [1, 1, 4, 4]), requires_grad=True)
 >>> w = Variable(Tensor.from_vec([1.0, 0.0, 0.0, 1.0], [1, 1, 2, 2]), requires_grad=True)
@@ -225,76 +229,169 @@ def _chunks(N, per_image_bytes):
     return [(n0, min(size, N - n0)) for n0 in range(0, N, size)], size
 
 
-def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
-    """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
-    xt, wt = x.data(), w.data()
-    N, C, H, W = xt._shape
-    O, Cg, KH, KW = wt._shape
+class _ConvSpec(tuple):
+    """The shapes and launch geometry that a convolution and its two gradients share."""
+    __slots__ = ()
+    x_shape = property(lambda s: s[0])     # (N, C, H, W)
+    w_shape = property(lambda s: s[1])     # (O, C/groups, KH, KW)
+    y_shape = property(lambda s: s[2])     # (N, O, OH, OW)
+    dims = property(lambda s: s[3])        # (N, G, Og, K, L)
+    geom = property(lambda s: s[4])
+    pointwise = property(lambda s: s[5])   # a 1x1 filter with stride 1 and no padding: no unfolding
+    chunks = property(lambda s: s[6])      # [(first image, images)] of the batch
+    chunk = property(lambda s: s[7])       # the largest chunk
+
+
+def _conv_spec(x_shape, w_shape, stride, pad, dilation, groups, out_hw, dtype):
+    N, C, H, W = x_shape
+    O, Cg, KH, KW = w_shape
     OH, OW = out_hw
     G, Og, K, L = groups, O // groups, Cg * KH * KW, OH * OW
-    geom = _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation)
-    # A 1x1 convolution's columns are the input itself.
-    pointwise = KH == KW == 1 and stride == (1, 1) and pad == (0, 0)
+    pointwise = KH == KW == 1 and tuple(stride) == (1, 1) and tuple(pad) == (0, 0)
+    chunks, size = ([(0, N)], N) if pointwise else _chunks(N, G * K * L * dtype.itemsize)
+    return _ConvSpec((tuple(x_shape), tuple(w_shape), (N, O, OH, OW), (N, G, Og, K, L),
+                      _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation), pointwise, chunks, size))
+
+
+def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
+    """conv2d(x, w) without bias, [N, O, OH, OW]: per chunk of the batch, im2col and one batched product."""
+    N, G, Og, K, L = spec.dims
     wm = wt.reshape((G, Og, K))
-    chunks, size = _chunks(N, G * K * L * xt.dtype.itemsize)
-    if pointwise:
-        chunks, size = [(0, N)], N
     y = Tensor._wrap((N, G, Og, L), xt.dtype, xt.device)
-    if len(chunks) == 1:
-        cols = xt.reshape((N, G, K, L)) if pointwise else _im2col(xt, geom, Tensor._wrap((N, G, K, L), xt.dtype,
-                                                                                            xt.device))
+    if len(spec.chunks) == 1:
+        cols = xt.reshape((N, G, K, L)) if spec.pointwise else \
+            _im2col(xt, spec.geom, Tensor._wrap((N, G, K, L), xt.dtype, xt.device))
         matmul(wm, cols, out=y)
     else:
-        scratch = Tensor._wrap((size, G, K, L), xt.dtype, xt.device)
-        for n0, m in chunks:
-            cols = _im2col(xt, geom, _window(scratch, (m, G, K, L)), n0)
-            matmul(wm, cols, out=_window(y, (m, G, Og, L)), offsets=(0, 0, n0 * O * L))
+        scratch = Tensor._wrap((spec.chunk, G, K, L), xt.dtype, xt.device)
+        for n0, m in spec.chunks:
+            cols = _im2col(xt, spec.geom, _window(scratch, (m, G, K, L)), n0)
+            matmul(wm, cols, out=_window(y, (m, G, Og, L)), offsets=(0, 0, n0 * G * Og * L))
             # Hand each chunk to the device now: it computes while Python prepares the next chunk,
             # instead of waiting for the pending list to fill (a chunk's two launches take ~100 us of Python).
             launch.flush(xt.device)
-    y = y.reshape((N, O, OH, OW))
-    if bias is not None:
-        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+    return y.reshape(spec.y_shape)
 
-    def rule(ctx, g):
-        xs, wm_s = ctx.saved_tensors
-        N_, G_, Og_, K_, L_ = ctx.dims
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        gx = Tensor._wrap(ctx.x_shape, g.dtype, g.device) if need_x else None
-        # Per image, cols @ g^T ([K, Og]; the kernel copies panels of its right operand, and g's
-        # [L, Og] is K/Og times smaller than cols' [L, K]), then summed over the batch.
-        per_image = Tensor._wrap((N_, G_, K_, Og_), g.dtype, g.device) if need_w else None
-        for n0, m in ctx.chunks:
-            g_m = _window(g, (m, G_, Og_, L_))
-            g_off = n0 * G_ * Og_ * L_
-            if need_w:
-                if ctx.pointwise:
-                    cols, c_off = _window(xs, (m, G_, K_, L_)), n0 * G_ * K_ * L_
-                else:
-                    cols, c_off = _im2col(xs, ctx.geom, Tensor._wrap((m, G_, K_, L_), g.dtype, g.device), n0), 0
-                matmul(cols, g_m, trans_b=True, out=_window(per_image, (m, G_, K_, Og_)),
-                       offsets=(c_off, g_off, n0 * G_ * K_ * Og_))
-            if need_x:
-                if ctx.pointwise:    # the columns' gradient is the input's
-                    matmul(wm_s, g_m, trans_a=True, out=_window(gx, (m, G_, K_, L_)),
-                           offsets=(0, g_off, n0 * G_ * K_ * L_))
-                else:
-                    dcols = matmul(wm_s, g_m, trans_a=True, offsets=(0, g_off, 0))        # [m, G, K, L]
-                    _col2im(dcols, ctx.geom, gx, n0, m)
-            launch.flush(g.device)
-        gw = gb = None
+
+def _conv_backward(g: Tensor, spec, xs=None, wt=None):
+    """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's). The input's needs the
+    weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed)."""
+    N_, G_, Og_, K_, L_ = spec.dims
+    need_x, need_w = wt is not None, xs is not None
+    wm_s = wt.reshape((G_, Og_, K_)) if need_x else None
+    gx = Tensor._wrap(spec.x_shape, g.dtype, g.device) if need_x else None
+    # Per image, cols @ g^T ([K, Og]; the kernel copies panels of its right operand, and g's
+    # [L, Og] is K/Og times smaller than cols' [L, K]), then summed over the batch.
+    per_image = Tensor._wrap((N_, G_, K_, Og_), g.dtype, g.device) if need_w else None
+    for n0, m in spec.chunks:
+        g_m = _window(g, (m, G_, Og_, L_))
+        g_off = n0 * G_ * Og_ * L_
         if need_w:
-            gw_t = reduce(per_image.reshape((N_, G_ * K_ * Og_)), "sum", 0).reshape((G_, K_, Og_))
-            gw = gw_t.permute((0, 2, 1)).reshape(ctx.w_shape)
-        if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:
-            per_channel = reduce(g.reshape((N_, G_ * Og_, L_)), "sum", 2)   # [N, O]
-            gb = reduce(per_channel, "sum", 0)
-        return gx, gw, gb
+            if spec.pointwise:
+                cols, c_off = _window(xs, (m, G_, K_, L_)), n0 * G_ * K_ * L_
+            else:
+                cols, c_off = _im2col(xs, spec.geom, Tensor._wrap((m, G_, K_, L_), g.dtype, g.device), n0), 0
+            matmul(cols, g_m, trans_b=True, out=_window(per_image, (m, G_, K_, Og_)),
+                   offsets=(c_off, g_off, n0 * G_ * K_ * Og_))
+        if need_x:
+            if spec.pointwise:    # the columns' gradient is the input's
+                matmul(wm_s, g_m, trans_a=True, out=_window(gx, (m, G_, K_, L_)),
+                       offsets=(0, g_off, n0 * G_ * K_ * L_))
+            else:
+                dcols = matmul(wm_s, g_m, trans_a=True, offsets=(0, g_off, 0))        # [m, G, K, L]
+                _col2im(dcols, spec.geom, gx, n0, m)
+        launch.flush(g.device)
+    gw = None
+    if need_w:
+        gw_t = reduce(per_image.reshape((N_, G_ * K_ * Og_)), "sum", 0).reshape((G_, K_, Og_))
+        gw = gw_t.permute((0, 2, 1)).reshape(spec.w_shape)
+    return gx, gw
 
+
+def _conv_rule(ctx, g):
+    xs, ws = ctx.saved_tensors
+    spec = ctx.spec
+    # The gradient of a permuted result arrives as a view, and the chunks below read its storage directly.
+    g = g.contiguous()
+    need = ctx.needs_input_grad
+    gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None)
+    gb = None
+    if len(need) > 2 and need[2]:
+        N_, G_, Og_, _K, L_ = spec.dims
+        per_channel = reduce(g.reshape((N_, G_ * Og_, L_)), "sum", 2)   # [N, O]
+        gb = reduce(per_channel, "sum", 0)
+    return gx, gw, gb
+
+
+# Gradients of gradients. conv2d(x, w), its input gradient GI(g, w) and its weight gradient GW(x, g)
+# are bilinear, and their gradients are the same three maps again, by <u, conv(x, w)> = <GI(u, w), x>
+# = <GW(x, u), w>:
+#   conv(x, w) with upstream u:  x gets GI(u, w),    w gets GW(x, u)
+#   GI(g, w)   with upstream v:  g gets conv(v, w),  w gets GW(v, g)
+#   GW(x, g)   with upstream v:  x gets GI(g, v),    g gets conv(x, v)
+# So each is a recorded op whose rule runs the Tensor code above and whose differentiable rule records
+# the family again: exact to every order, with the same kernels as the first-order path.
+_CONV_FAMILY = {"conv": "ConvolutionBackward", "input": "ConvolutionInputGradBackward",
+                "weight": "ConvolutionWeightGradBackward"}
+
+
+def _conv_family_op(kind, a, b, spec):
+    """A member of the family over Variables: ``conv`` (x, w), ``input`` GI(g, w), ``weight`` GW(x, g)."""
+    at, bt = a.data().contiguous(), b.data().contiguous()   # the chunks read their storage directly
+    if kind == "conv":
+        out = _conv_forward(at, bt, spec)
+    elif kind == "input":
+        out = _conv_backward(at, spec, wt=bt)[0]
+    else:
+        out = _conv_backward(bt, spec, xs=at)[1]
+    return record(_CONV_FAMILY[kind], out, [a, b], _conv_family_rule, saved=(at, bt), spec=spec, kind=kind,
+                  vrule=_conv_family_vrule)
+
+
+def _conv_family_rule(ctx, v):
+    at, bt = ctx.saved_tensors
+    spec, kind = ctx.spec, ctx.kind
+    if kind == "conv":
+        return _conv_rule(ctx, v)[:2]
+    v = v.contiguous()
+    need_a, need_b = ctx.needs_input_grad
+    if kind == "input":     # a = g, b = w
+        return (_conv_forward(v, bt, spec) if need_a else None,
+                _conv_backward(at, spec, xs=v)[1] if need_b else None)
+    return (_conv_backward(bt, spec, wt=v)[0] if need_a else None,     # a = x, b = g
+            _conv_forward(at, v, spec) if need_b else None)
+
+
+def _conv_family_vrule(ctx, v):
+    at, bt = ctx.saved_tensors
+    spec, kind = ctx.spec, ctx.kind
+    need = ctx.needs_input_grad
+    a, b = ctx.input(0, at), ctx.input(1, bt)
+    if kind == "conv":      # a = x, b = w, and the bias (when there is one) gets v summed
+        ga = _conv_family_op("input", v, b, spec) if need[0] else None
+        gb = _conv_family_op("weight", a, v, spec) if need[1] else None
+        if len(need) > 2:
+            return ga, gb, v.sum((0, 2, 3)) if need[2] else None
+        return ga, gb
+    if kind == "input":
+        return (_conv_family_op("conv", v, b, spec) if need[0] else None,
+                _conv_family_op("weight", v, a, spec) if need[1] else None)
+    return (_conv_family_op("input", b, v, spec) if need[0] else None,
+            _conv_family_op("conv", a, v, spec) if need[1] else None)
+
+
+def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
+    """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
+    xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
+    spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
+    y = _conv_forward(xt, wt, spec)
+    if bias is not None:
+        O = wt._shape[0]
+        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
     inputs = [x, w] + ([bias] if bias is not None else [])
     # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
-    return record("ConvolutionBackward", y, inputs, rule, saved=(xt, wm), dims=(N, G, Og, K, L), geom=geom,
-                  pointwise=pointwise, chunks=chunks, x_shape=xt._shape, w_shape=wt._shape)
+    return record("ConvolutionBackward", y, inputs, _conv_rule, saved=(xt, wt), spec=spec, kind="conv",
+                  vrule=_conv_family_vrule)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -375,14 +472,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if y.numel():
         _launch(_POOL, "max_forward", xt.dtype, y.numel(), [xt, y, idx, *geom])
 
-    def rule(ctx, g):
-        (ids,) = ctx.saved_tensors
-        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
-        if dx.numel():
-            _launch(_POOL, "max_backward", g.dtype, dx.numel(), [g, ids, dx, *ctx.geom])
-        return dx
-
-    out = record("MaxPool2DBackward", y, [x], rule, saved=(idx,), geom=geom, x_shape=xt._shape)
+    out = record("MaxPool2DBackward", y, [x], _pool_rule, saved=(idx,), kind="max", direction=0, params=geom,
+                 x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
     if not batched:
         out, idx = out.reshape(out.shape()[1:]), idx.reshape(idx._shape[1:])
     return (out, idx) if return_indices else out
@@ -412,13 +503,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     if y.numel():
         _launch(_POOL, "avg_forward", xt.dtype, y.numel(), [xt, y, *geom, *extra])
 
-    def rule(ctx, g):
-        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
-        if dx.numel():
-            _launch(_POOL, "avg_backward", g.dtype, dx.numel(), [g, dx, *ctx.geom, *ctx.extra])
-        return dx
-
-    out = record("AvgPool2DBackward", y, [x], rule, geom=geom, extra=extra, x_shape=xt._shape)
+    out = record("AvgPool2DBackward", y, [x], _pool_rule, kind="avg", direction=0, params=geom + extra,
+                 x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
     return out if batched else out.reshape(out.shape()[1:])
 
 
@@ -444,11 +530,40 @@ def adaptive_avg_pool2d(input, output_size):
     if y.numel():
         _launch(_POOL, "adaptive_avg_forward", xt.dtype, y.numel(), [xt, y, H, W, OH, OW])
 
-    def rule(ctx, g):
-        dx = Tensor._wrap(ctx.x_shape, g.dtype, g.device)
-        if dx.numel():
-            _launch(_POOL, "adaptive_avg_backward", g.dtype, dx.numel(), [g, dx, *ctx.sizes])
-        return dx
-
-    out = record("AdaptiveAvgPool2DBackward", y, [x], rule, sizes=(H, W, OH, OW), x_shape=xt._shape)
+    out = record("AdaptiveAvgPool2DBackward", y, [x], _pool_rule, kind="adaptive_avg", direction=0,
+                 params=(H, W, OH, OW), x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
     return out if batched else out.reshape(out.shape()[1:])
+
+
+# Pooling is linear in the input once max pooling's positions are fixed (they are constant almost
+# everywhere): each pool is a map P from the input to the output, and its gradient is the adjoint P^T
+# (avg/adaptive_avg_backward, or max_backward's scatter into the kept positions). The adjoint's own
+# gradient is P again (for max pooling, the gather at those positions). So both directions are
+# recorded ops, each the other's rule: direction 0 is P (the pool's node), 1 is P^T (its gradient's).
+_POOL_NODES = {"max": ("MaxPool2DBackward", "MaxPool2DGradBackward"),
+               "avg": ("AvgPool2DBackward", "AvgPool2DGradBackward"),
+               "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward")}
+_POOL_KERNELS = {"max": ("max_gather", "max_backward"), "avg": ("avg_forward", "avg_backward"),
+                 "adaptive_avg": ("adaptive_avg_forward", "adaptive_avg_backward")}
+
+
+def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> Tensor:
+    """P (direction 0: input -> output) or P^T (1: output -> input) applied to ``t``."""
+    out = Tensor._wrap(x_shape if direction else y_shape, t.dtype, t.device)
+    if out.numel():
+        _launch(_POOL, _POOL_KERNELS[kind][direction], t.dtype, out.numel(), [t, *saved, out, *params])
+    return out
+
+
+def _pool_rule(ctx, g):
+    return _pool_apply(ctx.kind, 1 - ctx.direction, g, ctx.saved_tensors, ctx.params, ctx.x_shape,
+                       ctx.y_shape)
+
+
+def _pool_vrule(ctx, g):
+    saved = ctx.saved_tensors
+    direction = 1 - ctx.direction
+    out = _pool_apply(ctx.kind, direction, g.data(), saved, ctx.params, ctx.x_shape, ctx.y_shape)
+    return record(_POOL_NODES[ctx.kind][direction], out, [g], _pool_rule, saved=saved, kind=ctx.kind,
+                  direction=direction, params=ctx.params, x_shape=ctx.x_shape, y_shape=ctx.y_shape,
+                  vrule=_pool_vrule)
