@@ -1135,7 +1135,10 @@ def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = No
     loss = Tensor._wrap((2, rows) if count else (rows,), x.dtype, x.device)
     lse = Tensor._wrap((rows,), x.dtype, x.device)
     if rows:
-        flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count)
+        # has_den follows count (a mean counts in forward and divides in backward): the backward's flags
+        # are then the forward's and both kernels come from one program (one build less on a cold start).
+        flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count,
+                     has_den=count)
         _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, x.buffer, targets.buffer,
                         *([weight.buffer] if weight is not None else []), lse.buffer, loss.buffer,
                         scalars=(np.int32(ignore_index), x.dtype.type(label_smoothing)), flags=flags)
@@ -1152,7 +1155,8 @@ def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tens
     rows, cols = x._shape
     if x.numel():
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll,
-                     g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None)
+                     g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None,
+                     count=den is not None)
         _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, g.buffer, x.buffer,
                         targets.buffer, *([weight.buffer] if weight is not None else []), lse.buffer,
                         *([den.buffer] if den is not None else []), gx.buffer,
