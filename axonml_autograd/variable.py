@@ -700,6 +700,15 @@ def _varargs(args):
     return list(args)
 
 
+def as_variable(x, op, what="input") -> Variable:
+    """``x`` (a Variable or a Tensor) as a Variable; a TypeError naming ``op`` and ``what`` otherwise."""
+    if isinstance(x, Variable):
+        return x
+    if isinstance(x, Tensor):
+        return Variable(x)
+    raise TypeError(f"{op}: {what} must be a Variable or Tensor, got {type(x).__name__}")
+
+
 def _as_variable(x, op) -> Variable:
     if isinstance(x, Variable):
         return x

@@ -14,6 +14,19 @@ def device():
     return default_device()
 
 
+@pytest.fixture(scope="module")
+def gpu_like(device):
+    """The same hardware as a second Device object marked as a GPU, so the GPU launch strategies (one
+    element per work-item, a work-group per row, local-memory reductions) run here too. Its kernel and
+    plan caches are its own: the GPU-shaped launches do not mix with the rest of the suite."""
+    from axonml_autograd.device import Device
+    dev = Device(device.info.platform_index, device.info.device_index)
+    original = Device.is_cpu
+    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
+    yield dev
+    Device.is_cpu = original
+
+
 @pytest.fixture
 def fp64(device):
     if not device.fp64:

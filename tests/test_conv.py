@@ -332,15 +332,6 @@ def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["history"]] == [1, 2, 3, 4, 5]
 
 
-@pytest.fixture(scope="module")
-def gpu_like(device):
-    """The same hardware as a second Device object marked as a GPU: one element per work-item."""
-    from axonml_autograd.device import Device
-    dev = Device(device.info.platform_index, device.info.device_index)
-    original = Device.is_cpu
-    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    yield dev
-    Device.is_cpu = original
 
 
 @pytest.mark.parametrize("stride, padding, dilation, groups", [(1, 1, 1, 1), (2, (2, 0), (1, 2), 3)])

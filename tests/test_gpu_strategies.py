@@ -10,16 +10,9 @@ from axonml_autograd.tensor import (ew_launch_shape, _reduce_layout, cat, elemen
                                     softmax_rows_backward)
 
 
-@pytest.fixture(scope="module")
-def gpu_like(device):
-    # A second Device object for the same hardware: its kernel and plan caches are its own, so the
-    # GPU-shaped launches do not mix with the rest of the suite.
-    dev = Device(device.info.platform_index, device.info.device_index)
-    original = Device.is_cpu
-    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    assert ew_launch_shape(dev, 1000)[0] == 1 and _reduce_layout(dev, 1, 1000, 1)[0] == "local"
-    yield dev
-    Device.is_cpu = original
+@pytest.fixture(scope="module", autouse=True)
+def gpu_strategies_are_chosen(gpu_like):
+    assert ew_launch_shape(gpu_like, 1000)[0] == 1 and _reduce_layout(gpu_like, 1, 1000, 1)[0] == "local"
 
 
 @pytest.mark.parametrize("a_shape,b_shape", [((129,), (129,)), ((3, 1), (3, 4)), ((17, 65), (65,)),

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor, Variable, capture, check_gradients
-from axonml_autograd.device import Device
 import axonml_autograd.nn as nn
 import axonml_autograd.nn.functional as F
 
@@ -16,13 +15,6 @@ TF = torch.nn.functional
 REDUCTIONS = ["mean", "sum", "none"]
 
 
-@pytest.fixture(scope="module")
-def gpu_like(device):
-    dev = Device(device.info.platform_index, device.info.device_index)
-    original = Device.is_cpu
-    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    yield dev
-    Device.is_cpu = original
 
 
 def _compare(ours, theirs, arrays, device=None, rtol=1e-10, atol=1e-11, grads=True):

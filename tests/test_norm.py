@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor, Variable, capture, check_gradients
-from axonml_autograd.device import Device
 import axonml_autograd.nn as nn
 import axonml_autograd.nn.functional as F
 
@@ -17,14 +16,6 @@ def _v(a, grad=True, device=None):
     return Variable(Tensor.from_numpy(np.asarray(a), device=device), requires_grad=grad)
 
 
-@pytest.fixture(scope="module")
-def gpu_like(device):
-    # The same hardware seen as a GPU: a work-group per row / block / channel (see test_gpu_strategies).
-    dev = Device(device.info.platform_index, device.info.device_index)
-    original = Device.is_cpu
-    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    yield dev
-    Device.is_cpu = original
 
 
 LN_CASES = [((1, 1), (1,)), ((5, 17), (17,)), ((3, 4, 65), (4, 65)), ((65, 3), (3,)), ((2, 9, 8), (8,)),

@@ -56,13 +56,9 @@ _POOL = "pool.cl.mako"
 # Arguments
 # ------------------------------------------------------------------------------------------------------
 
-def _variable(x, op, what):
-    from ..variable import Variable
-    if isinstance(x, Variable):
-        return x
-    if isinstance(x, Tensor):
-        return Variable(x)
-    raise TypeError(f"{op}: {what} must be a Variable or a Tensor, got {type(x).__name__}")
+def _variable(x, op, what="input"):
+    from ..variable import as_variable
+    return as_variable(x, op, what)
 
 
 def _ints(value, n, op, what, minimum):

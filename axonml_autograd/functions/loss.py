@@ -43,13 +43,9 @@ def _check_same_shape(name, p, t):
         raise ValueError(f"{name}: input shape {p.shape()} and target shape {t.shape()} differ")
 
 
-def _variable(x, name, what):
-    from ..variable import Variable
-    if isinstance(x, Variable):
-        return x
-    if isinstance(x, Tensor):
-        return Variable(x)
-    raise TypeError(f"{name}: {what} must be a Variable or Tensor, got {type(x).__name__}")
+def _variable(x, op, what="input"):
+    from ..variable import as_variable
+    return as_variable(x, op, what)
 
 
 # name: (forward, gradient for each input); x is the input, t the target, g the incoming gradient.

@@ -4,10 +4,11 @@
 (``F.linear`` takes torch's ``[out, in]``); everything else takes PyTorch's shapes and options.
 
 >>> from axonml_autograd import Tensor, Variable
->>> net = MLP([4, 8, 3], seed=0)
->>> [name for name, _ in net.named_parameters()]
-['layers.0.weight', 'layers.0.bias', 'layers.1.weight', 'layers.1.bias']
->>> net(Variable(Tensor.zeros([2, 4]))).shape()
+>>> import axonml_autograd.nn as nn
+>>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+>>> [name for name, _ in model.named_parameters()]
+['0.weight', '0.bias', '2.weight', '2.bias']
+>>> model(Variable(Tensor.zeros([2, 4]))).shape()
 [2, 3]
 """
 

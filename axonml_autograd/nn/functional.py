@@ -36,12 +36,8 @@ __all__ = ["linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_a
 
 
 def _var(x, op, what="input"):
-    from ..variable import Variable
-    if isinstance(x, Variable):
-        return x
-    if isinstance(x, Tensor):
-        return Variable(x)
-    raise TypeError(f"{op}: {what} must be a Variable or Tensor, got {type(x).__name__}")
+    from ..variable import as_variable
+    return as_variable(x, op, what)
 
 
 def _opt_var(x, op, what):
