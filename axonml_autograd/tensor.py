@@ -523,7 +523,7 @@ class Tensor:
     def argmax(self, axis, keepdim=False) -> "Tensor":
         return reduce(self, "argmax", axis, keepdim)[1]
 
-    # Comparisons (== != < <= > >=, attached by functions/compare.py) give int32 0/1 masks; Tensors
+    # Comparisons (== != < <= > >=, attached by functions/compare.py) give bool masks; Tensors
     # stay usable as dict keys.
     __hash__ = object.__hash__
 

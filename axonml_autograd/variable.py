@@ -603,7 +603,7 @@ class Variable:
     def cross_entropy(self, targets): return loss.cross_entropy(self, targets)
     def nll_loss(self, targets): return loss.nll_loss(self, targets)
 
-    # -- comparisons and masks (int32 0/1 tensors, no gradient; see functions/compare.py) ----------
+    # -- comparisons and masks (bool tensors, no gradient; see functions/compare.py) ---------------
     __hash__ = object.__hash__   # still usable as a dict key (optimiser state) with an elementwise ==
 
     def isnan(self): return compare.test("isnan", self._data)
