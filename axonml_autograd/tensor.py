@@ -955,7 +955,14 @@ def unary(name: str, x: Tensor) -> Tensor:
     return elementwise(UNARY[name], [x], op=name)
 
 
+def _no_bool_subtraction(name, *tensors):
+    if name == "sub" and any(t.dtype.kind == "b" for t in tensors):
+        raise TypeError("sub: subtraction with a bool tensor is not supported (as in torch); to invert a mask "
+                        "use ~ or logical_not(), or convert it with .astype('int64')")
+
+
 def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
+    _no_bool_subtraction(name, a, b)
     if _int(a) and _int(b):
         dt = result_dtype(a.dtype, b.dtype)
         if name in INT_EXACT[dt]:
@@ -971,6 +978,7 @@ def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
     integer (the scalar goes in as an int or long); otherwise an integer ``x`` is promoted to float32 first.
     """
     tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
+    _no_bool_subtraction(name, x)
     if _int(x):
         dt = _int_result(x)
         bound = 2 ** (8 * dt.itemsize - 1)

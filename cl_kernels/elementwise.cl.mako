@@ -10,6 +10,9 @@
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
     int_names = tuple(context.get("int_scalars", ()))
+    # Float operands are read as T, the widest float type: float32 op float64 computes in double, and
+    # builtins like fmod(a, b) are not ambiguous between their float and double forms.
+    loadtypes = tuple(ctype if t in ("float", "double") else t for t in optypes[1:])
     def store(value):
         # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
         return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
@@ -72,7 +75,7 @@ __kernel void ew(
   % endif
     for (; gid < end; ++gid) {
   % for i, name in enumerate(names):
-        const ${optypes[i + 1]} ${name} = in_${name}[gid];
+        const ${loadtypes[i]} ${name} = in_${name}[gid];
   % endfor
         out[gid] = ${store("(" + expr + ")")};
     }
@@ -116,7 +119,7 @@ __kernel void ew(
         for (; col_ < stop_; ++col_, ++flat_) {
             const int gid = flat_;
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
-            const ${optypes[i + 1]} ${name} = in_${name}[${at(name, kind)}];
+            const ${loadtypes[i]} ${name} = in_${name}[${at(name, kind)}];
   % endfor
             out[${at("out", kinds[0])}] = ${store("(" + expr + ")")};
         }

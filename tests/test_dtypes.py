@@ -85,8 +85,13 @@ def test_promotion_follows_torch_in_either_order(left, right, fp64):
     want = max(left, right, key=TORCH_ORDER.get)
     if want == "bool":
         want = "int64"   # bool + bool counts in integers, like Python's True + True == 2
-    for got in (a + b, b + a, a * b, Variable(a) - Variable(b)):
+    for got in (a + b, b + a, a * b, Variable(a) * Variable(b)):
         assert got.dtype == np.dtype(want), (left, right, got.dtype)
+    if "bool" in (left, right):   # as torch: no subtraction with a bool, the message points to ~
+        with pytest.raises(TypeError, match="sub: subtraction with a bool tensor.*~"):
+            Variable(a) - Variable(b)
+    else:
+        assert (a - b).dtype == np.dtype(want)
     np.testing.assert_array_equal((a + b).numpy(), np.array([2, 1, 1]))
 
 
@@ -206,3 +211,50 @@ def test_int64_broadcasting_on_odd_shapes(shape):
     np.testing.assert_array_equal(got.numpy(), a - b)
     np.testing.assert_array_equal((Tensor.from_numpy(a) % Tensor.from_numpy(b)).numpy(),
                                   np.where(b == 0, 0, np.mod(a, np.where(b == 0, 1, b))))
+
+
+_TORCH_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+              "div": lambda a, b: a / b, "floordiv": lambda a, b: a // b, "mod": lambda a, b: a % b,
+              "lt": lambda a, b: a < b, "eq": lambda a, b: a == b, "and": lambda a, b: a & b,
+              "or": lambda a, b: a | b, "xor": lambda a, b: a ^ b}
+
+
+@pytest.mark.parametrize("left,right", list(itertools.product(DTYPES, DTYPES)))
+def test_every_dtype_pair_agrees_with_torch_on_every_binary_operator(left, right, fp64):
+    """Values and result dtypes against torch, broadcasting [3, 4] with [4]. Documented differences:
+    bool op bool under + * // % counts in int64 here (torch keeps bool for + and *, refuses // and %)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(TORCH_ORDER[left] * 5 + TORCH_ORDER[right])
+
+    def make(shape, dt):
+        if dt == "bool":
+            return rng.random(shape) < 0.5
+        if dt.startswith("int"):
+            return rng.integers(-50, 50, shape).astype(dt)
+        return (rng.standard_normal(shape) * 10).astype(dt)
+
+    a, b = make((3, 4), left), make((4,), right)
+    for name, op in _TORCH_OPS.items():
+        bb = b
+        if name in ("div", "floordiv", "mod"):
+            bb = np.ones_like(b) if right == "bool" else np.where(b == 0, 3, b).astype(b.dtype)
+        try:
+            want = op(torch.from_numpy(a), torch.from_numpy(np.array(bb)))
+        except RuntimeError:   # torch refuses: bitwise ops of floats, subtraction with a bool
+            if left == right == "bool" and name in ("floordiv", "mod"):
+                assert op(Tensor.from_numpy(a), Tensor.from_numpy(bb)).dtype == np.int64   # documented: int64
+                continue
+            with pytest.raises(TypeError):
+                op(Tensor.from_numpy(a), Tensor.from_numpy(bb))
+            continue
+        got = op(Tensor.from_numpy(a), Tensor.from_numpy(bb))
+        w = want.numpy()
+        if left == right == "bool" and name in ("add", "mul"):
+            assert got.dtype == np.int64
+            continue
+        assert got.dtype == w.dtype, (name, left, right, got.dtype, w.dtype)
+        if w.dtype.kind == "f":
+            np.testing.assert_allclose(got.numpy(), w, rtol=1e-6 if w.dtype == np.float32 else 1e-13, atol=1e-6,
+                                       err_msg=f"{name} {left} {right}")
+        else:
+            np.testing.assert_array_equal(got.numpy(), w, err_msg=f"{name} {left} {right}")

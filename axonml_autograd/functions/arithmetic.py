@@ -131,6 +131,7 @@ def binary(name, a, b):
     """``a <name> b`` for Variables with numpy broadcasting."""
     forward, grad_a, grad_b = BINARY_OPS[name]
     x, y = a.data(), b.data()
+    tensor_ops._no_bool_subtraction(name, x, y)
     if x.dtype.kind != "f" and y.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
         return record(node_name(name), tensor_ops.binary(name, x, y), [a, b], None)
     out = elementwise(forward, [x, y], op=name)
