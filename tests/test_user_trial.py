@@ -1,0 +1,40 @@
+"""What a PyTorch user tried first and found missing or different (each pinned against numpy or torch)."""
+
+import numpy as np
+import pytest
+
+from axonml_autograd import Tensor, Variable
+
+X = np.array([[3.0, -1.0, 3.0, 0.5], [2.0, 7.0, -4.0, 7.0], [0.0, 0.0, -9.0, 1.0]])
+
+
+def test_max_and_min_along_a_dim_have_values_and_indices_fields_on_variables_and_tensors():
+    for x in (Variable(Tensor.from_numpy(X)), Tensor.from_numpy(X)):
+        r = x.max(1)
+        np.testing.assert_array_equal(r.values.numpy(), X.max(1))
+        np.testing.assert_array_equal(r.indices.numpy(), X.argmax(1))
+        values, indices = x.min(dim=0, keepdim=True)      # still unpacks as a pair
+        np.testing.assert_array_equal(values.numpy(), X.min(0, keepdims=True))
+        np.testing.assert_array_equal(indices.numpy(), X.argmin(0)[None])
+        assert isinstance(r.values, type(x))
+
+
+def test_tensor_reductions_take_torchs_dim_keyword_tuples_and_no_dim_for_argmax():
+    t = Tensor.from_numpy(X)
+    np.testing.assert_array_equal(t.sum(dim=1).numpy(), X.sum(1))
+    np.testing.assert_allclose(t.mean(dim=(0, 1), keepdim=True).numpy(), X.mean((0, 1), keepdims=True))
+    np.testing.assert_array_equal(t.sum((0, 1)).numpy(), X.sum((0, 1)))
+    assert t.argmax().item() == X.argmax() and t.argmax(keepdim=True).shape() == [1, 1]
+    assert t.argmax(dim=-1).to_vec() == X.argmax(-1).tolist()
+    assert t.max().item() == 7.0
+    with pytest.raises(TypeError, match="sum: give axis or dim"):
+        t.sum(axis=0, dim=0)
+
+
+def test_max_along_a_dim_of_a_tensor_is_captured_and_replayed():
+    from axonml_autograd import capture
+    f = capture(lambda t: t.max(dim=1).values * 2.0)
+    for k in range(3):
+        x = np.random.default_rng(k).normal(size=(5, 17))
+        np.testing.assert_allclose(f(Tensor.from_numpy(x)).numpy(), 2 * x.max(1))
+    assert f.replays == 2
