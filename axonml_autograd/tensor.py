@@ -128,6 +128,16 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
     return tuple(out)
 
 
+def _is_dtype(value) -> bool:
+    if isinstance(value, (str, type, np.dtype)):
+        try:
+            np.dtype(value)
+            return True
+        except TypeError:
+            return False
+    return False
+
+
 def _reduce_dims(x, op, axis, keepdim):
     """sum/mean over None, one axis, or (as torch) a tuple of axes."""
     if isinstance(axis, (tuple, list)):
@@ -360,6 +370,13 @@ class Tensor:
             raise ValueError(f"item: only a one-element tensor converts to a number, shape is {self.shape()}")
         return self.numpy().reshape(-1)[0].item()
 
+    def __float__(self): return float(self.item())
+    def __int__(self): return int(self.item())
+
+    def tolist(self):
+        """torch's ``tolist``: nested lists of Python numbers (a number for a 0-d tensor)."""
+        return self.numpy().tolist()
+
     def __repr__(self):
         n = self.numel()
         if n <= 20:
@@ -487,7 +504,9 @@ class Tensor:
         return elementwise("a", [self], dtype=dt)
 
     def to(self, device) -> "Tensor":
-        """This tensor on another device (goes through the host)."""
+        """This tensor on another device (goes through the host), or in a dtype as torch's ``to``."""
+        if not isinstance(device, Device) and _is_dtype(device):
+            return self.astype(device)
         dev = get_device(device)
         return self if dev is self.device else Tensor.from_numpy(self.numpy(), self.dtype, dev)
 

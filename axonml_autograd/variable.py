@@ -628,6 +628,24 @@ class Variable:
     def __bool__(self):
         raise TypeError("the truth value of a Variable is ambiguous; compare its to_vec() instead")
 
+    # torch's conversions: float(x)/int(x) read a one-element Variable (as item()), tolist() nests.
+    def __float__(self): return float(self._data.item())
+    def __int__(self): return int(self._data.item())
+    def tolist(self): return self._data.tolist()
+
+    # torch's dtype casts. Float to float keeps the graph (the gradient is cast back); integer and bool
+    # results have none. Defined last in the class, as these names shadow the builtins in its body.
+    def to(self, dtype):
+        """This Variable in ``dtype`` (``"float64"``, ``np.int64``...); torch's ``x.to(torch.float64)``."""
+        return shape_ops.cast(self, dtype)
+
+    def type(self, dtype): return shape_ops.cast(self, dtype, "type")
+    def float(self): return shape_ops.cast(self, "float32", "float")
+    def double(self): return shape_ops.cast(self, "float64", "double")
+    def int(self): return shape_ops.cast(self, "int32", "int")
+    def long(self): return shape_ops.cast(self, "int64", "long")
+    def bool(self): return shape_ops.cast(self, "bool", "bool")
+
     def __len__(self):
         return len(self._data)
 

@@ -38,3 +38,52 @@ def test_max_along_a_dim_of_a_tensor_is_captured_and_replayed():
         x = np.random.default_rng(k).normal(size=(5, 17))
         np.testing.assert_allclose(f(Tensor.from_numpy(x)).numpy(), 2 * x.max(1))
     assert f.replays == 2
+
+
+def test_float_int_and_tolist_read_like_torch():
+    torch = pytest.importorskip("torch")
+    for x in (Tensor.from_numpy(np.array([2.5])), Variable(Tensor.from_numpy(np.array(7, dtype=np.int64)))):
+        ref = torch.tensor(x.numpy())
+        assert float(x) == float(ref) and int(x) == int(ref)
+    t = Tensor.from_numpy(X)
+    assert t.tolist() == torch.tensor(X).tolist() and Variable(t).tolist() == X.tolist()
+    assert Tensor.from_numpy(np.array(3.0)).tolist() == 3.0
+    with pytest.raises(ValueError, match="item: only a one-element"):
+        float(t)
+
+
+@pytest.mark.parametrize("method,dtype", [("float", np.float32), ("double", np.float64), ("long", np.int64),
+                                          ("int", np.int32), ("bool", np.bool_)])
+def test_dtype_casts_match_torch(method, dtype):
+    torch = pytest.importorskip("torch")
+    a = np.array([[-1.75, 0.0, 2.5], [3.0, -0.0, 1e-3]])
+    want = getattr(torch.tensor(a), method)().numpy()
+    for x in (Tensor.from_numpy(a), Variable(Tensor.from_numpy(a))):
+        for got in (getattr(x, method)(), x.to(dtype), x.to(np.dtype(dtype).name)):
+            assert isinstance(got, type(x)) and got.dtype == dtype
+            np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_float_casts_carry_the_gradient_back_in_the_source_dtype_and_integer_ones_none():
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).normal(size=(3, 17))
+    x = Variable(Tensor.from_numpy(a), requires_grad=True)
+    y = x.float()
+    assert y.requires_grad() and y.dtype == np.float32
+    (y * y.double().float()).sum().backward()
+    xt = torch.tensor(a, requires_grad=True)
+    (xt.float() * xt.float().double().float()).sum().backward()
+    assert x.grad().dtype == np.float64
+    np.testing.assert_array_equal(x.grad().numpy(), xt.grad.numpy())
+    assert not x.long().requires_grad() and x.double() is x
+    with pytest.raises(TypeError, match="to: dtype"):
+        x.to("complex64")
+
+
+def test_a_cast_is_captured_and_replayed():
+    from axonml_autograd import capture
+    f = capture(lambda t: (t.double() * 2.0).long())
+    for k in range(3):
+        x = np.random.default_rng(k).normal(size=(65,)).astype(np.float32) * 10
+        np.testing.assert_array_equal(f(Tensor.from_numpy(x)).numpy(), (x.astype(np.float64) * 2).astype(np.int64))
+    assert f.replays == 2
