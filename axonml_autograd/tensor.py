@@ -555,13 +555,17 @@ class Tensor:
     def mean(self, axis=None, keepdim=False, *, dim=None) -> "Tensor":
         return _reduce_dims(self, "mean", _axis_or_dim(axis, dim, "mean"), keepdim)
 
-    def max(self, axis=None, keepdim=False, *, dim=None):
-        """torch's ``max``: over everything a 0-d Tensor; along a dim ``(values, indices)`` (as Variable's)."""
-        axis = _axis_or_dim(axis, dim, "max")
-        if axis is None:
-            return reduce(self, "max", None, keepdim)
+    def max(self, dim=None, keepdim=False, *, axis=None):
+        """torch's ``max``: over everything a 0-d Tensor; along ``dim`` ``(values, indices)`` as Variable's.
+
+        numpy's keyword ``axis=`` gives the values alone, as numpy's ``max``.
+        """
+        if dim is None:
+            return reduce(self, "max", axis, keepdim)
+        if axis is not None:
+            raise TypeError("max: give axis or dim, not both")
         from .functions.reduction import ValuesIndices
-        values, indices = reduce(self, "argmax", normalize_axis(axis, self.ndim(), "max dim"), keepdim)
+        values, indices = reduce(self, "argmax", normalize_axis(dim, self.ndim(), "max dim"), keepdim)
         return ValuesIndices(values, indices)
 
     def argmax(self, axis=None, keepdim=False, *, dim=None) -> "Tensor":

@@ -87,3 +87,10 @@ def test_a_cast_is_captured_and_replayed():
         x = np.random.default_rng(k).normal(size=(65,)).astype(np.float32) * 10
         np.testing.assert_array_equal(f(Tensor.from_numpy(x)).numpy(), (x.astype(np.float64) * 2).astype(np.int64))
     assert f.replays == 2
+
+
+def test_tensor_max_keeps_numpys_axis_keyword_for_the_values_alone():
+    t = Tensor.from_numpy(X)
+    np.testing.assert_array_equal(t.max(axis=1, keepdim=True).numpy(), X.max(1, keepdims=True))
+    with pytest.raises(TypeError, match="max: give axis or dim"):
+        t.max(1, axis=1)
