@@ -94,3 +94,60 @@ def test_tensor_max_keeps_numpys_axis_keyword_for_the_values_alone():
     np.testing.assert_array_equal(t.max(axis=1, keepdim=True).numpy(), X.max(1, keepdims=True))
     with pytest.raises(TypeError, match="max: give axis or dim"):
         t.max(1, axis=1)
+
+
+class _Mul(__import__("axonml_autograd").Function):
+    """a * b whose backward returns gradients of the broadcast shape, as torch allows."""
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        from axonml_autograd import elementwise
+        return elementwise("a * b", a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        return g * b, g * a     # Variables under create_graph, Tensors otherwise: both broadcast
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 4), (4,)), ((3, 1), (1, 17)), ((2, 3, 4), (3, 1)), ((1,), (65,))])
+def test_function_gradients_of_the_broadcast_shape_are_summed_back_like_torch(sa, sb):
+    torch = pytest.importorskip("torch")
+    from axonml_autograd import grad
+    rng = np.random.default_rng(0)
+    an, bn = rng.normal(size=sa), rng.normal(size=sb)
+    a, b = (Variable(Tensor.from_numpy(v), requires_grad=True) for v in (an, bn))
+    out = _Mul.apply(a, b)
+    out.pow(2.0).sum().backward()
+    at, bt = (torch.tensor(v, requires_grad=True) for v in (an, bn))
+    (at * bt).pow(2).sum().backward()
+    np.testing.assert_allclose(a.grad().numpy(), at.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(b.grad().numpy(), bt.grad.numpy(), rtol=1e-12)
+    # and differentiated again: the sum back to the input's shape is part of the graph
+    a2, b2 = (Variable(Tensor.from_numpy(v), requires_grad=True) for v in (an, bn))
+    (gb,) = grad(_Mul.apply(a2, b2).pow(2.0).sum(), [b2], create_graph=True)
+    (gbt,) = torch.autograd.grad((at * bt).pow(2).sum(), [bt], create_graph=True)
+    (gb * gb).sum().backward()
+    (gbt * gbt).sum().backward()
+    at.grad = None
+    np.testing.assert_allclose(gb.numpy(), gbt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(a2.grad().numpy(), torch.autograd.grad((torch.autograd.grad(
+        (at * bt).pow(2).sum(), [bt], create_graph=True)[0] ** 2).sum(), [at])[0].numpy(), rtol=1e-10)
+
+
+class _FirstOnly(__import__("axonml_autograd").Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        from axonml_autograd import elementwise
+        return elementwise("a", a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+def test_function_gradient_that_does_not_broadcast_to_the_input_still_raises():
+    a = Variable(Tensor.from_numpy(np.ones((3, 4))), requires_grad=True)
+    b = Variable(Tensor.from_numpy(np.ones(5)), requires_grad=True)
+    with pytest.raises(ValueError, match=r"_FirstOnly.backward: gradient 1 has shape \[3, 4\], but input 1 has shape \[5\]"):
+        _FirstOnly.apply(a, b).sum().backward()
