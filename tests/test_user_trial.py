@@ -151,3 +151,57 @@ def test_function_gradient_that_does_not_broadcast_to_the_input_still_raises():
     b = Variable(Tensor.from_numpy(np.ones(5)), requires_grad=True)
     with pytest.raises(ValueError, match=r"_FirstOnly.backward: gradient 1 has shape \[3, 4\], but input 1 has shape \[5\]"):
         _FirstOnly.apply(a, b).sum().backward()
+
+
+def test_torch_aliases_give_torchs_values_and_gradients():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(size=s) for s in ((3, 17), (17, 5), (2, 5, 3), (2, 4, 3))]
+
+    def run(a, b, c, d):
+        return [a.mm(b), c.bmm(d.transpose(1, 2).contiguous()), a.view_as(b.T[:3]), a.reshape_as(b.T[:3]).clamp_min(-0.5),
+                a.clamp_max(0.25).neg(), b.negative().clone() * 2, a.T.contiguous()]
+
+    ours = [Variable(Tensor.from_numpy(v), requires_grad=True) for v in arrays]
+    ref = [torch.tensor(v, requires_grad=True) for v in arrays]
+    got, want = run(*ours), run(*ref)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.detach().numpy(), rtol=1e-12, atol=1e-15)
+    sum(((g * g).sum() for g in got), Variable(Tensor.zeros([], "float64"))).backward()
+    sum((w * w).sum() for w in want).backward()
+    for o, r in zip(ours, ref):
+        np.testing.assert_allclose(o.grad().numpy(), r.grad.numpy(), rtol=1e-12, atol=1e-15)
+    assert not ours[0].T.is_contiguous() and ours[0].T.contiguous().is_contiguous()
+    assert ours[0].contiguous() is ours[0]
+
+
+def test_mm_and_bmm_refuse_other_ranks_naming_the_op():
+    a = Variable(Tensor.zeros([2, 3, 4]))
+    with pytest.raises(ValueError, match=r"mm: expected 2-D operands, got shapes \[2, 3, 4\]"):
+        a.mm(a)
+    with pytest.raises(ValueError, match=r"bmm: expected 3-D operands"):
+        a.bmm(Tensor.zeros([4, 5]))
+    with pytest.raises(ValueError, match=r"bmm: batch sizes differ"):
+        a.bmm(Tensor.zeros([1, 4, 5]))
+
+
+def test_backward_takes_torchs_gradient_keyword_and_grad_names_grad_outputs():
+    from axonml_autograd import grad
+    x = Variable(Tensor.from_numpy(np.arange(3.0)), requires_grad=True)
+    (x * x).backward(gradient=Tensor.from_numpy(np.array([1.0, 0.5, 2.0])))
+    assert x.grad().to_vec() == [0.0, 1.0, 8.0]
+    with pytest.raises(RuntimeError, match="so pass grad_outputs$"):
+        grad(x * x, x)
+    with pytest.raises(RuntimeError, match="so pass grad_output$"):
+        (x * x).backward()
+    with pytest.raises(TypeError, match="backward: give grad_output or gradient"):
+        (x * x).backward(Tensor.ones([3], "float64"), gradient=Tensor.ones([3], "float64"))
+
+
+def test_clone_is_captured_and_replayed():
+    from axonml_autograd import capture
+    f = capture(lambda t: Variable(t).T.clone() * 3.0)
+    for k in range(3):
+        x = np.random.default_rng(k).normal(size=(3, 17)).astype(np.float32)
+        np.testing.assert_allclose(f(Tensor.from_numpy(x)).numpy(), 3 * x.T, rtol=1e-6)
+    assert f.replays == 2

@@ -284,3 +284,8 @@ def cast(a, dtype, op="to"):
         return Variable(out)
     return record("ToCopyBackward", out, [a], lambda ctx, g: g.astype(ctx.src), src=x.dtype,
                   vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
+
+
+def clone(a):
+    """A differentiable copy (torch's ``clone``): the gradient passes through unchanged."""
+    return record("CloneBackward", a.data().clone(), [a], lambda ctx, g: g, vrule=lambda ctx, g: g)
