@@ -108,18 +108,19 @@ def _root_grad(output, grad_output, op) -> Tensor:
         raise RuntimeError(f"{op}: the output does not require grad and has no grad_fn; make an input "
                            "Variable(..., requires_grad=True) and compute outside no_grad")
     data = output._data
+    arg = "grad_outputs" if op == "grad" else "grad_output"   # each function's own argument name
     if grad_output is None:
         if data.numel() != 1:
             raise RuntimeError(f"{op}: the output has shape {data.shape()}; a gradient can be created "
-                               "implicitly only for one-element outputs, so pass grad_output")
+                               f"implicitly only for one-element outputs, so pass {arg}")
         return Tensor.ones(data._shape, data.dtype, data.device)
     grad = grad_output._data if isinstance(grad_output, Variable) else grad_output
     if not isinstance(grad, Tensor):
-        raise TypeError(f"{op}: grad_output must be a Tensor or Variable, got {type(grad).__name__}")
+        raise TypeError(f"{op}: {arg} must be a Tensor or Variable, got {type(grad).__name__}")
     if grad._shape != data._shape:
-        raise ValueError(f"{op}: grad_output has shape {grad.shape()} but the output has shape {data.shape()}")
+        raise ValueError(f"{op}: {arg} has shape {grad.shape()} but the output has shape {data.shape()}")
     if grad.device is not data.device:
-        raise ValueError(f"{op}: grad_output is on another device than the output")
+        raise ValueError(f"{op}: {arg} is on another device than the output")
     return grad if grad.dtype == data.dtype else grad.astype(data.dtype)
 
 

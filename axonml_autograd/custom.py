@@ -40,7 +40,8 @@ from . import kernels
 from . import tensor as T
 from .grad_fn import record
 from .no_grad import enable_grad, is_grad_enabled, no_grad
-from .tensor import Tensor
+from .functions import differentiable as dv
+from .tensor import Tensor, sum_to_shape
 
 __all__ = ["elementwise", "Function", "FunctionCtx", "Kernel"]
 
@@ -278,12 +279,21 @@ def _rules(cls, ctx, k, datas, differentiable, shapes, n_args):
                 raise TypeError(f"{cls.__name__}.backward: gradient {j} must be a Tensor, Variable or None, "
                                 f"got {type(r).__name__}")
             if _data(r)._shape != shape:
-                raise ValueError(f"{cls.__name__}.backward: gradient {j} has shape {list(_data(r)._shape)}, but "
-                                 f"input {j} has shape {list(shape)}")
+                if not _expandable(shape, _data(r)._shape):
+                    raise ValueError(f"{cls.__name__}.backward: gradient {j} has shape {list(_data(r)._shape)}, "
+                                     f"but input {j} has shape {list(shape)}")
+                # As torch: a gradient of the broadcast shape is summed back to the input's.
+                r = sum_to_shape(_data(r), shape) if as_data else dv.sum_to(
+                    r if isinstance(r, Variable) else Variable(r), shape)
             out.append(_data(r) if as_data else r if isinstance(r, Variable) else Variable(r))
         return tuple(out)
 
     return rule, vrule
+
+
+def _expandable(shape, to) -> bool:
+    """Whether ``shape`` broadcasts to ``to`` (numpy's rules)."""
+    return len(shape) <= len(to) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(to)))
 
 
 # -- whole kernels -----------------------------------------------------------------------------------------

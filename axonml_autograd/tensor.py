@@ -128,6 +128,34 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
     return tuple(out)
 
 
+def _is_dtype(value) -> bool:
+    if isinstance(value, (str, type, np.dtype)):
+        try:
+            np.dtype(value)
+            return True
+        except TypeError:
+            return False
+    return False
+
+
+def _reduce_dims(x, op, axis, keepdim):
+    """sum/mean over None, one axis, or (as torch) a tuple of axes."""
+    if isinstance(axis, (tuple, list)):
+        from .functions.reduction import reduce_dims
+        from .variable import Variable
+        return reduce_dims(Variable(x), tuple(axis), keepdim, op).data()
+    return reduce(x, op, axis, keepdim)
+
+
+def _axis_or_dim(axis, dim, op):
+    """The reduced axes given as numpy's ``axis`` or torch's ``dim`` (not both)."""
+    if dim is None:
+        return axis
+    if axis is not None:
+        raise TypeError(f"{op}: give axis or dim, not both")
+    return dim
+
+
 def normalize_axis(axis: int, ndim: int, what="dim") -> int:
     if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral, np.integer)):
         raise TypeError(f"{what}: expected an int, got {axis!r}")
@@ -342,6 +370,13 @@ class Tensor:
             raise ValueError(f"item: only a one-element tensor converts to a number, shape is {self.shape()}")
         return self.numpy().reshape(-1)[0].item()
 
+    def __float__(self): return float(self.item())
+    def __int__(self): return int(self.item())
+
+    def tolist(self):
+        """torch's ``tolist``: nested lists of Python numbers (a number for a 0-d tensor)."""
+        return self.numpy().tolist()
+
     def __repr__(self):
         n = self.numel()
         if n <= 20:
@@ -469,7 +504,9 @@ class Tensor:
         return elementwise("a", [self], dtype=dt)
 
     def to(self, device) -> "Tensor":
-        """This tensor on another device (goes through the host)."""
+        """This tensor on another device (goes through the host), or in a dtype as torch's ``to``."""
+        if not isinstance(device, Device) and _is_dtype(device):
+            return self.astype(device)
         dev = get_device(device)
         return self if dev is self.device else Tensor.from_numpy(self.numpy(), self.dtype, dev)
 
@@ -511,16 +548,31 @@ class Tensor:
         from .matmul import matmul
         return matmul(self, other, trans_a=trans_a, trans_b=trans_b)
 
-    def sum(self, axis=None, keepdim=False) -> "Tensor":
-        return reduce(self, "sum", axis, keepdim)
+    # ``dim`` is torch's name for ``axis``; both are accepted by keyword.
+    def sum(self, axis=None, keepdim=False, *, dim=None) -> "Tensor":
+        return _reduce_dims(self, "sum", _axis_or_dim(axis, dim, "sum"), keepdim)
 
-    def mean(self, axis=None, keepdim=False) -> "Tensor":
-        return reduce(self, "mean", axis, keepdim)
+    def mean(self, axis=None, keepdim=False, *, dim=None) -> "Tensor":
+        return _reduce_dims(self, "mean", _axis_or_dim(axis, dim, "mean"), keepdim)
 
-    def max(self, axis=None, keepdim=False) -> "Tensor":
-        return reduce(self, "max", axis, keepdim)
+    def max(self, dim=None, keepdim=False, *, axis=None):
+        """torch's ``max``: over everything a 0-d Tensor; along ``dim`` ``(values, indices)`` as Variable's.
 
-    def argmax(self, axis, keepdim=False) -> "Tensor":
+        numpy's keyword ``axis=`` gives the values alone, as numpy's ``max``.
+        """
+        if dim is None:
+            return reduce(self, "max", axis, keepdim)
+        if axis is not None:
+            raise TypeError("max: give axis or dim, not both")
+        from .functions.reduction import ValuesIndices
+        values, indices = reduce(self, "argmax", normalize_axis(dim, self.ndim(), "max dim"), keepdim)
+        return ValuesIndices(values, indices)
+
+    def argmax(self, axis=None, keepdim=False, *, dim=None) -> "Tensor":
+        axis = _axis_or_dim(axis, dim, "argmax")
+        if axis is None:   # over the flattened tensor, as torch
+            idx = reduce(self.reshape([self.numel()]), "argmax", 0, False)[1]
+            return idx.reshape([1] * self.ndim()) if keepdim else idx
         return reduce(self, "argmax", axis, keepdim)[1]
 
     # Comparisons (== != < <= > >=, attached by functions/compare.py) give bool masks; Tensors
@@ -569,6 +621,8 @@ def _as_tensors(value):
     from .variable import Variable
     if isinstance(value, Variable):
         return value.data()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):   # (values, indices) of max/min
+        return type(value)(*(_as_tensors(v) for v in value))
     if isinstance(value, (tuple, list)):
         return type(value)(_as_tensors(v) for v in value)
     return value

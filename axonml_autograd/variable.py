@@ -298,13 +298,18 @@ class Variable:
             self._accumulator = weakref.ref(node)
         return node
 
-    def backward(self, grad_output=None, retain_graph=None, create_graph: bool = False):
+    def backward(self, grad_output=None, retain_graph=None, create_graph: bool = False, *, gradient=None):
         """Compute gradients of this output for every leaf that requires grad (see ``backward.py``).
 
         ``retain_graph`` defaults to ``create_graph``; with ``create_graph=True`` the gradients are
         built from Variable ops, and a leaf's ``grad_variable()`` can be differentiated again.
+        ``gradient=`` is torch's name for ``grad_output``.
         """
         from .backward import backward
+        if gradient is not None:
+            if grad_output is not None:
+                raise TypeError("backward: give grad_output or gradient, not both")
+            grad_output = gradient
         backward(self, grad_output, retain_graph, create_graph)
 
     # -- arithmetic ---------------------------------------------------------------------------------
@@ -322,6 +327,8 @@ class Variable:
     def mul_var(self, other): return arithmetic.binary("mul", self, _as_variable(other, "mul_var"))
     def div_var(self, other): return arithmetic.binary("div", self, _as_variable(other, "div_var"))
     def neg_var(self): return arithmetic.unary(arithmetic.UNARY_OPS, "neg", self)
+    def neg(self): return arithmetic.unary(arithmetic.UNARY_OPS, "neg", self)
+    negative = neg
 
     def add(self, other): return self._binary(other, "add", "add_scalar")
     def sub(self, other): return self._binary(other, "sub", "sub_scalar")
@@ -396,6 +403,8 @@ class Variable:
     def sqrt(self): return arithmetic.unary(arithmetic.UNARY_OPS, "sqrt", self)
     def abs(self): return arithmetic.unary(arithmetic.UNARY_OPS, "abs", self)
     def clamp(self, min=None, max=None): return arithmetic.clamp(self, min, max)
+    def clamp_min(self, min): return arithmetic.clamp(self, min, None)
+    def clamp_max(self, max): return arithmetic.clamp(self, None, max)
 
     # -- activations --------------------------------------------------------------------------------
     def relu(self): return activation.activation("relu", self)
@@ -484,6 +493,22 @@ class Variable:
 
     def __rmatmul__(self, other): return linalg.matmul(_as_variable(other, "matmul"), self)
 
+    def mm(self, other):
+        """torch's ``mm``: a matmul of two 2-D operands (no batching, no broadcasting)."""
+        other = _as_variable(other, "mm")
+        if self.ndim() != 2 or other.ndim() != 2:
+            raise ValueError(f"mm: expected 2-D operands, got shapes {self.shape()} and {other.shape()}")
+        return linalg.matmul(self, other)
+
+    def bmm(self, other):
+        """torch's ``bmm``: batched matmul of [b, n, k] and [b, k, m] (no broadcasting of the batch)."""
+        other = _as_variable(other, "bmm")
+        if self.ndim() != 3 or other.ndim() != 3:
+            raise ValueError(f"bmm: expected 3-D operands, got shapes {self.shape()} and {other.shape()}")
+        if self.shape()[0] != other.shape()[0]:
+            raise ValueError(f"bmm: batch sizes differ: {self.shape()} and {other.shape()}")
+        return linalg.matmul(self, other)
+
     # -- shapes -------------------------------------------------------------------------------------
     def reshape(self, *shape):
         """``reshape([2, -1])`` or torch's ``reshape(2, -1)``."""
@@ -514,6 +539,17 @@ class Variable:
     def diagonal(self, offset=0, dim1=0, dim2=1): return shape_ops.diagonal(self, offset, dim1, dim2)
     def triu(self, diagonal=0): return shape_ops.triangle(self, diagonal, upper=True)
     def expand_as(self, other): return self.expand(_as_variable(other, "expand_as").shape())
+    def view_as(self, other): return self.reshape(_as_variable(other, "view_as").shape())
+    def reshape_as(self, other): return self.reshape(_as_variable(other, "reshape_as").shape())
+    def is_contiguous(self) -> bool: return self._data.is_contiguous()
+
+    def clone(self):
+        """A copy in a new buffer, differentiable (torch's ``clone``; a view comes out contiguous)."""
+        return shape_ops.clone(self)
+
+    def contiguous(self):
+        """Itself when its data is laid out contiguously, else a contiguous differentiable copy."""
+        return self if self._data.is_contiguous() else shape_ops.clone(self)
 
     def unflatten(self, dim, sizes):
         shape = self.shape()
@@ -627,6 +663,24 @@ class Variable:
 
     def __bool__(self):
         raise TypeError("the truth value of a Variable is ambiguous; compare its to_vec() instead")
+
+    # torch's conversions: float(x)/int(x) read a one-element Variable (as item()), tolist() nests.
+    def __float__(self): return float(self._data.item())
+    def __int__(self): return int(self._data.item())
+    def tolist(self): return self._data.tolist()
+
+    # torch's dtype casts. Float to float keeps the graph (the gradient is cast back); integer and bool
+    # results have none. Defined last in the class, as these names shadow the builtins in its body.
+    def to(self, dtype):
+        """This Variable in ``dtype`` (``"float64"``, ``np.int64``...); torch's ``x.to(torch.float64)``."""
+        return shape_ops.cast(self, dtype)
+
+    def type(self, dtype): return shape_ops.cast(self, dtype, "type")
+    def float(self): return shape_ops.cast(self, "float32", "float")
+    def double(self): return shape_ops.cast(self, "float64", "double")
+    def int(self): return shape_ops.cast(self, "int32", "int")
+    def long(self): return shape_ops.cast(self, "int64", "long")
+    def bool(self): return shape_ops.cast(self, "bool", "bool")
 
     def __len__(self):
         return len(self._data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -168,6 +169,10 @@ def reduce_dims(a, dim, keepdim, op):
     return out.reshape([s for k, s in enumerate(x._shape) if k not in gone])
 
 
+# torch's ``torch.return_types.max``: unpacks as a pair, and has ``.values`` / ``.indices``.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
 def extreme(a, dim, keepdim, op):
     """max or min: over everything (a 0-d Variable) or along ``dim`` (``(values, int32 indices)``).
 
@@ -186,7 +191,7 @@ def extreme(a, dim, keepdim, op):
     d = normalize_axis(dim, x.ndim(), f"{op} dim")
     values = max_dim(src, d, keepdim)
     indices = src.data().argmax(d, keepdim)
-    return (values if op == "max" else -values), indices
+    return ValuesIndices(values if op == "max" else -values, indices)
 
 
 def arg_extreme(x: Tensor, dim, keepdim, op) -> Tensor:

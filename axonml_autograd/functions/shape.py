@@ -263,3 +263,29 @@ def diagonal(a, offset=0, dim1=0, dim2=1):
     return record("DiagonalBackward", out, [a],
                   lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["start"]),
                   shape=x._shape, strides=tuple(strides), start=start, vrule=_window_rule_vrule)
+
+
+def cast(a, dtype, op="to"):
+    """``a`` in another dtype (torch's ``to(dtype)``/``float()``/``long()``...).
+
+    Float to float is differentiable (the gradient cast back); a cast to or from an integer or bool
+    dtype gives a Variable without a graph, as torch only lets float tensors require grad.
+    """
+    from ..variable import Variable
+    x = a.data()
+    try:
+        dt = x.device.check_dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{op}: {e}") from None
+    if dt == x.dtype:
+        return a
+    out = x.astype(dt)
+    if dt.kind != "f" or x.dtype.kind != "f":
+        return Variable(out)
+    return record("ToCopyBackward", out, [a], lambda ctx, g: g.astype(ctx.src), src=x.dtype,
+                  vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
+
+
+def clone(a):
+    """A differentiable copy (torch's ``clone``): the gradient passes through unchanged."""
+    return record("CloneBackward", a.data().clone(), [a], lambda ctx, g: g, vrule=lambda ctx, g: g)
