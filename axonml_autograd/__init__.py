@@ -8,6 +8,10 @@
 [4.0, 6.0]
 """
 
+import builtins as _builtins
+
+import numpy as _np
+
 from .device import Device, DeviceError, DeviceMemoryError, default_device, empty_cache, get_device, set_default_device
 from .kernels import KernelBuildError
 from .tensor import Tensor
@@ -36,7 +40,11 @@ def ones(*shape, dtype="float32", device=None) -> Tensor:
     return Tensor.ones(_shape_args(shape), dtype, device)
 
 
-def full(shape, fill_value, dtype="float32", device=None) -> Tensor:
+def full(shape, fill_value, dtype=None, device=None) -> Tensor:
+    """torch's ``full``: without ``dtype`` the value decides (bool, int64 for an int, else float32)."""
+    if dtype is None:
+        dtype = ("bool" if isinstance(fill_value, _builtins.bool) else "int64" if isinstance(fill_value, int)
+                 else "float32")   # the builtin: this module's `bool` is the dtype
     return Tensor.full(shape, fill_value, dtype, device)
 
 
@@ -95,5 +103,11 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
            "randperm", "elementwise", "Function", "FunctionCtx", "Kernel", "zeros", "ones", "full", "rand", "randn",
            "from_numpy", "cat", "stack"]
+
+# torch-style dtype names (ag.float32, ag.int64, ag.bool): numpy dtypes, accepted wherever a dtype is.
+# Not in __all__: `from axonml_autograd import *` must not shadow the builtin bool.
+float32, float64, int32, int64 = (_np.dtype(n) for n in ("float32", "float64", "int32", "int64"))
+bool = _np.dtype("bool")  # noqa: A001
+long, double = int64, float64
 
 __version__ = "0.1.0"

@@ -515,7 +515,9 @@ class Tensor:
         if isinstance(other, Tensor):
             args = [other, self] if reverse else [self, other]
             return binary(name, *args)
-        if isinstance(other, numbers.Real) and not isinstance(other, (bool, np.bool_)):
+        if isinstance(other, (bool, np.bool_)):
+            other = int(other)   # 0 or 1, as in torch (x * True)
+        if isinstance(other, numbers.Real):
             # Whole Python ints stay exact (an int64 tensor plus 2**60 must not go through a float).
             value = int(other) if isinstance(other, numbers.Integral) and self.dtype.kind != "f" \
                 else as_float(other, name)

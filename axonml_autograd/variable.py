@@ -318,8 +318,9 @@ class Variable:
             return arithmetic.binary(name, self, other)
         if isinstance(other, Tensor):
             return arithmetic.binary(name, self, Variable(other))
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return arithmetic.scalar(scalar_name, self, other)
+        if isinstance(other, numbers.Real):
+            # A Python bool counts as 0 or 1, as in torch (x * True).
+            return arithmetic.scalar(scalar_name, self, int(other) if isinstance(other, bool) else other)
         raise TypeError(f"{name}: expected a Variable, Tensor or number, got {type(other).__name__}")
 
     def add_var(self, other): return arithmetic.binary("add", self, _as_variable(other, "add_var"))

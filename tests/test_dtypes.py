@@ -258,3 +258,19 @@ def test_every_dtype_pair_agrees_with_torch_on_every_binary_operator(left, right
                                        err_msg=f"{name} {left} {right}")
         else:
             np.testing.assert_array_equal(got.numpy(), w, err_msg=f"{name} {left} {right}")
+
+
+def test_torch_conveniences_for_integers_bools_and_dtype_names():
+    import axonml_autograd as ag
+    big = np.array([1, 2**40, -5], np.int64)
+    v = Variable(Tensor.from_numpy(big))
+    np.testing.assert_array_equal((v + 2**60).numpy(), big + 2**60)      # exact through the Variable path too
+    c = v.clamp(0, 100)
+    assert c.dtype == np.int64 and c.numpy().tolist() == [1, 100, 0]      # integers stay integers, as torch
+    assert (Tensor.from_vec([1.5, -2.0], [2]) * True).to_vec() == [1.5, -2.0]   # a Python bool is 0 or 1
+    assert (Tensor.from_vec([1.5, -2.0], [2]) + False).to_vec() == [1.5, -2.0]
+    assert ag.full([2], 7).dtype == np.int64 and ag.full([2], True).dtype == np.bool_
+    assert ag.full([2], 7.5).dtype == np.float32
+    assert ag.float32 == np.float32 and ag.int64 == np.int64 and ag.bool == np.bool_ and ag.long == np.int64
+    assert Tensor.zeros([2], dtype=ag.int64).dtype == np.int64
+    assert "bool" not in ag.__all__   # `import *` keeps the builtin

@@ -7,8 +7,11 @@ A binary op's backward reduces the gradient over exactly the axes that broadcast
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from functools import lru_cache
+
+import numpy as np
 
 from . import differentiable as dv
 from ..grad_fn import record
@@ -182,10 +185,12 @@ def scalar(name, a, value):
     """``a <op> value`` with a Python number, passed to the kernel as an argument (no recompile)."""
     forward, backward, kept, node, vrule = _scalar_spec(name)
     x = a._data
-    value = as_float(value, name)
     if x.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
         base, reverse = _TENSOR_SCALAR[name]
-        return record(node, tensor_ops.scalar_op(base, x, value, reverse), [a], None)
+        # A whole Python int stays exact (int64 + 2**60 must not pass through a float).
+        exact = int(value) if isinstance(value, numbers.Integral) else as_float(value, name)
+        return record(node, tensor_ops.scalar_op(base, x, exact, reverse), [a], None)
+    value = as_float(value, name)
     out = elementwise(forward, [x], names=("x",), scalars={"s": value}, op=name)
     return record(node, out, [a], _scalar_rule, saved=(x,) if kept else (), backward=backward, kept=kept,
                   value=value, vrule=vrule)
@@ -366,6 +371,19 @@ def pow(a, exponent):
 
 
 def clamp(a, min_value=None, max_value=None):
+    x = a.data()
+    if x.dtype.kind == "i" and all(v is None or (isinstance(v, numbers.Integral) and not isinstance(v, bool))
+                                   for v in (min_value, max_value)):
+        # Integers with integer bounds stay integers, as in torch (no gradient).
+        info = np.iinfo(x.dtype)
+        lo = info.min if min_value is None else max(int(min_value), info.min)
+        hi = info.max if max_value is None else min(int(max_value), info.max)
+        if lo > hi:
+            raise ValueError(f"clamp: min {min_value} is greater than max {max_value}")
+        key = "int_scalars" if x.dtype == np.int32 else "long_scalars"
+        out = elementwise("a < lo ? lo : (a > hi ? hi : a)", [x], op="clamp", dtype=x.dtype,
+                          **{key: {"lo": lo, "hi": hi}})
+        return record(node_name("clamp"), out, [a], None)
     lo = float("-inf") if min_value is None else as_float(min_value, "clamp min")
     hi = float("inf") if max_value is None else as_float(max_value, "clamp max")
     if lo > hi:
