@@ -541,6 +541,55 @@ class Tensor:
     __neg__ = lambda self: unary("neg", self)
     __abs__ = lambda self: unary("abs", self)
 
+    # In place, as torch: the result is written into this tensor's own buffer (a view writes through to
+    # the tensor it views), its version goes up, and a result of another kind (int += float) is refused.
+    __iadd__ = lambda self, o: self.copy_(self + o)
+    __isub__ = lambda self, o: self.copy_(self - o)
+    __imul__ = lambda self, o: self.copy_(self * o)
+    __itruediv__ = lambda self, o: self.copy_(self / o)
+
+    def copy_(self, src) -> "Tensor":
+        """Write ``src`` (a Tensor, broadcast to this shape, or a number) into this tensor, in place.
+
+        >>> t = Tensor.zeros([2, 2])
+        >>> t += Tensor.from_vec([1.0, 2.0], [2])
+        >>> t.to_vec()
+        [1.0, 2.0, 1.0, 2.0]
+        """
+        if not isinstance(src, Tensor):
+            return self.fill_(src)
+        if src.dtype.kind == "f" and self.dtype.kind != "f" or (src.dtype.kind in "iu" and self.dtype.kind == "b"):
+            raise TypeError(f"in-place: a {src.dtype} result cannot be written into a {self.dtype} tensor "
+                            "(as in torch); convert with .astype() and assign")
+        if broadcast_shapes(src._shape, self._shape, op="in-place") != self._shape:
+            raise ValueError(f"in-place: a result of shape {src.shape()} does not fit shape {self.shape()}")
+        if src is self:
+            return self
+        nbytes = self.numel() * self.dtype.itemsize
+        if self._view is None and src._view is None and src.dtype == self.dtype and src._shape == self._shape:
+            if nbytes:
+                launch.copy(self.device, self._storage.buffer if not launch.recording_threads else self.buffer,
+                            src.buffer, nbytes)   # the driver's copy: no kernel to build
+            self._version += 1
+            return self
+        if self.numel():
+            elementwise("a", [src], out=self.view(), op="copy_")   # casts, broadcasts, writes through a view
+        return self
+
+    def fill_(self, value) -> "Tensor":
+        """Set every element to ``value``, in place (through a view, into the tensor it views)."""
+        if self._view is None:
+            return fill(self, value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise TypeError(f"fill_: value must be a number, got {value!r}")
+        if self.numel():
+            elementwise("s", [], names=(), scalars={"s": as_float(value, "fill_")}, out=self.view(),
+                        op="fill_", device=self.device)
+        return self
+
+    def zero_(self) -> "Tensor":
+        return self.fill_(0)
+
     def __matmul__(self, other):
         if not isinstance(other, Tensor):
             return NotImplemented  # lets Variable.__rmatmul__ take Tensor @ Variable

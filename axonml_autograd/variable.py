@@ -347,6 +347,48 @@ class Variable:
     __truediv__ = div
     __neg__ = neg_var
 
+    # -- in place (torch's rules) -----------------------------------------------------------------
+    # Under no_grad, or on a Variable that needs no gradient, the result is written into this
+    # Variable's own buffer (the manual SGD idiom `with no_grad(): w -= lr * w.grad` updates w itself).
+    # A leaf that requires grad refuses while grad mode is on, as in torch. Inside a graph (a result of
+    # ops, grad mode on) the op runs out of place: the name is rebound, the gradients stay right.
+    def _inplace(self, result_fn, op, rebind=True):
+        from .no_grad import is_grad_enabled
+        if self._requires_grad and is_grad_enabled():
+            if self._grad_fn is None:
+                raise RuntimeError(f"{op}: a leaf Variable that requires grad is being used in an in-place "
+                                   "operation; wrap the update in `with no_grad():` (as in torch)")
+            if not rebind:
+                raise NotImplementedError(f"{op}: overwriting a result that is part of a graph is not "
+                                          "supported; build the new value out of place")
+            return result_fn()
+        result = result_fn()
+        self._data.copy_(result._data if isinstance(result, Variable) else result)
+        return self
+
+    def __iadd__(self, other): return self._inplace(lambda: self + other, "add_")
+    def __isub__(self, other): return self._inplace(lambda: self - other, "sub_")
+    def __imul__(self, other): return self._inplace(lambda: self * other, "mul_")
+    def __itruediv__(self, other): return self._inplace(lambda: self / other, "div_")
+
+    def add_(self, other, alpha=1):
+        """In place (see ``__iadd__``): ``self += alpha * other``."""
+        return self._inplace(lambda: self + (other * alpha if alpha != 1 else other), "add_")
+
+    def sub_(self, other, alpha=1):
+        return self._inplace(lambda: self - (other * alpha if alpha != 1 else other), "sub_")
+
+    def mul_(self, other): return self._inplace(lambda: self * other, "mul_")
+    def div_(self, other): return self._inplace(lambda: self / other, "div_")
+    def clamp_(self, min=None, max=None): return self._inplace(lambda: self.clamp(min, max), "clamp_")
+
+    def copy_(self, src):
+        """Write ``src`` (Variable, Tensor or number; broadcast) into this Variable's buffer, in place."""
+        return self._inplace(lambda: src.data() if isinstance(src, Variable) else src, "copy_", rebind=False)
+
+    def fill_(self, value): return self._inplace(lambda: value, "fill_", rebind=False)
+    def zero_(self): return self._inplace(lambda: 0, "zero_", rebind=False)
+
     def __radd__(self, other): return self._binary(other, "add", "add_scalar")
     def __rmul__(self, other): return self._binary(other, "mul", "mul_scalar")
 
