@@ -347,6 +347,47 @@ class Variable:
     __truediv__ = div
     __neg__ = neg_var
 
+    def dot(self, other):
+        """The inner product of two 1-D Variables (torch's ``dot``)."""
+        o = _as_variable(other, "dot")
+        if self.ndim() != 1 or o.ndim() != 1 or self.shape() != o.shape():
+            raise ValueError(f"dot: expected two 1-D Variables of one length, got {self.shape()} and {o.shape()}")
+        return (self * o).sum()
+
+    def outer(self, other):
+        """``self[:, None] * other[None, :]`` for 1-D Variables (torch's ``outer``)."""
+        o = _as_variable(other, "outer")
+        if self.ndim() != 1 or o.ndim() != 1:
+            raise ValueError(f"outer: expected two 1-D Variables, got {self.shape()} and {o.shape()}")
+        return self.unsqueeze(1) * o.unsqueeze(0)
+
+    def roll(self, shifts, dims=None):
+        """torch's ``roll``: elements shifted along ``dims`` (wrapping around); without ``dims`` the
+        flattened Variable is rolled and the shape restored. Two narrows and a cat per dim: differentiable."""
+        if dims is None:
+            return self.reshape([-1]).roll(shifts, 0).reshape(self.shape())
+        shifts = [shifts] if isinstance(shifts, numbers.Integral) else list(shifts)
+        dims = [dims] if isinstance(dims, numbers.Integral) else list(dims)
+        if len(shifts) != len(dims):
+            raise ValueError(f"roll: {len(shifts)} shifts for {len(dims)} dims")
+        out = self
+        for s, d in zip(shifts, dims):
+            d = T.normalize_axis(d, self.ndim(), "roll dim")
+            n = self.shape()[d]
+            k = T.as_int(s, "roll: shift") % n if n else 0
+            if k:
+                out = Variable.cat([out.narrow(d, n - k, k), out.narrow(d, 0, n - k)], d)
+        return out
+
+    def isclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False):
+        """``|self - other| <= atol + rtol * |other|`` elementwise, as a bool tensor (torch's ``isclose``)."""
+        return compare.isclose(self._data, other.data() if isinstance(other, Variable) else other, rtol, atol,
+                               equal_nan)
+
+    def allclose(self, other, rtol=1e-5, atol=1e-8, equal_nan=False) -> bool:
+        """A Python bool (this reads the device): every element ``isclose``."""
+        return bool(self.isclose(other, rtol, atol, equal_nan).all().item())
+
     # -- in place (torch's rules) -----------------------------------------------------------------
     # Under no_grad, or on a Variable that needs no gradient, the result is written into this
     # Variable's own buffer (the manual SGD idiom `with no_grad(): w -= lr * w.grad` updates w itself).

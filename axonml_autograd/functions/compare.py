@@ -67,6 +67,19 @@ def any_all(op: str, a, dim=None, keepdim=False) -> Tensor:
     return elementwise("f != 0" if op == "any" else "f == 0", [found], names=("f",), op=op, dtype=np.bool_)
 
 
+def isclose(a, b, rtol=1e-5, atol=1e-8, equal_nan=False) -> Tensor:
+    """torch's ``isclose``: ``|a - b| <= atol + rtol * |b|`` (infinities equal only to themselves; NaN
+    equal to NaN when ``equal_nan``), as a bool tensor."""
+    x = _tensor(a, Tensor.scalar(0.0), "isclose")
+    y = _tensor(b, x, "isclose")
+    expr = ("(a == b) || (isfinite(a) && isfinite(b) && fabs(a - b) <= atol + rtol * fabs(b))"
+            + (" || (a != a && b != b)" if equal_nan else ""))
+    if x.dtype.kind != "f" and y.dtype.kind != "f":
+        x = x.astype("float64" if x.device.fp64 else "float32")
+    return elementwise(expr, [x, y], scalars={"rtol": as_float(rtol, "isclose rtol"), "atol": as_float(atol, "isclose atol")},
+                       op="isclose", dtype=np.bool_)
+
+
 _BITWISE = {"and": "&", "or": "|", "xor": "^"}
 
 

@@ -29,7 +29,7 @@ from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
 from ..tensor import Tensor, View, as_float, as_int, contiguous_strides, copy_view
 
-__all__ = ["linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
+__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
            "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",
            "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
            "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
@@ -236,6 +236,66 @@ def tanh(input): return _var(input, "tanh").tanh()
 def sigmoid(input): return _var(input, "sigmoid").sigmoid()
 def softplus(input, beta=1.0, threshold=20.0): return _var(input, "softplus").softplus(beta, threshold)
 def elu(input, alpha=1.0): return _var(input, "elu").elu(alpha)
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """torch's ``F.normalize``: ``x / max(||x||_p, eps)`` along ``dim``."""
+    x = _var(input, "normalize")
+    return x / x.norm(p, dim, keepdim=True).clamp(min=eps)
+
+
+def cosine_similarity(x1, x2, dim=1, eps=1e-8):
+    """torch's ``F.cosine_similarity``: ``x1 . x2 / sqrt(max(||x1||^2 ||x2||^2, eps^2))`` along ``dim``
+    (the inputs broadcast)."""
+    a, b = _var(x1, "cosine_similarity", "x1"), _var(x2, "cosine_similarity", "x2")
+    w12 = (a * b).sum(dim)
+    w1, w2 = (a * a).sum(dim), (b * b).sum(dim)
+    return w12 / (w1 * w2).clamp(min=eps * eps).sqrt()
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """torch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v`` over the last two
+    axes (any leading batch/head axes broadcast). ``attn_mask``: a bool mask (True keeps) or an additive
+    float mask; ``is_causal``: position i sees positions <= i. Composed from differentiable ops, so it
+    has gradients of every order and runs inside ``capture``.
+
+    >>> from axonml_autograd import Tensor
+    >>> q = Tensor.ones([1, 2, 4])
+    >>> scaled_dot_product_attention(q, q, q, is_causal=True).shape()
+    [1, 2, 4]
+    """
+    q, k, v = (_var(t, "scaled_dot_product_attention", n) for t, n in ((query, "query"), (key, "key"),
+                                                                      (value, "value")))
+    if q.ndim() < 2 or k.ndim() < 2 or v.ndim() < 2:
+        raise ValueError(f"scaled_dot_product_attention: query, key and value need at least 2 dims, got "
+                         f"{q.shape()}, {k.shape()}, {v.shape()}")
+    if q.shape()[-1] != k.shape()[-1] or k.shape()[-2] != v.shape()[-2]:
+        raise ValueError(f"scaled_dot_product_attention: query {q.shape()}, key {k.shape()} and value "
+                         f"{v.shape()} do not fit (query and key share the last dim, key and value the "
+                         "second-last)")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both (as torch)")
+    L, S = q.shape()[-2], k.shape()[-2]
+    s = 1.0 / math.sqrt(q.shape()[-1]) if scale is None else as_float(scale, "scaled_dot_product_attention: scale")
+    scores = (q @ k.mT) * s
+    if is_causal:
+        # Made on the device from the element index (no upload, so capture can replay it).
+        upper = T.elementwise("(gid % S) > (gid / S)", [], names=(), int_scalars={"S": S}, shape=(L, S),
+                              dtype=np.bool_, device=q.data().device, op="causal mask")
+        scores = scores.masked_fill(upper, float("-inf"))
+    elif attn_mask is not None:
+        m = attn_mask.data() if not isinstance(attn_mask, Tensor) and hasattr(attn_mask, "data") else attn_mask
+        if not isinstance(m, Tensor):
+            raise TypeError(f"scaled_dot_product_attention: attn_mask must be a Tensor or Variable, got "
+                            f"{type(attn_mask).__name__}")
+        if m.dtype.kind == "b":
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            scores = scores + _var(attn_mask, "scaled_dot_product_attention", "attn_mask")
+    weights = scores.softmax(-1)
+    if dropout_p:
+        weights = dropout(weights, dropout_p, True)
+    return weights @ v
+
+
 def softmax(input, dim=-1): return _var(input, "softmax").softmax(dim)
 def log_softmax(input, dim=-1): return _var(input, "log_softmax").log_softmax(dim)
 
