@@ -16,7 +16,7 @@ import weakref
 from typing import Optional
 
 from . import tensor as T
-from .functions import activation, arithmetic, compare, indexing, linalg, loss, reduction
+from .functions import activation, arithmetic, compare, indexing, linalg, loss, reduction, sorting
 from .functions import shape as shape_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
@@ -346,6 +346,17 @@ class Variable:
     __mul__ = mul
     __truediv__ = div
     __neg__ = neg_var
+
+    def sort(self, dim=-1, descending=False, stable=True):
+        """``(values, indices)`` sorted along ``dim`` (stable; NaN largest; int32 indices)."""
+        return sorting.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=True) -> Tensor:
+        return sorting.argsort(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """The ``k`` largest (or smallest) along ``dim`` as ``(values, indices)``, in order."""
+        return sorting.topk(self, k, dim, largest, sorted)
 
     def dot(self, other):
         """The inner product of two 1-D Variables (torch's ``dot``)."""
