@@ -1,0 +1,70 @@
+"""nn.MultiheadAttention against torch's with the same weights (its state_dict loads as it is), in
+float64: outputs, averaged and per-head weights, masks, batch_first, gradients of the input and of
+every parameter."""
+
+import numpy as np
+import pytest
+
+import axonml_autograd.nn as nn
+from axonml_autograd import Tensor, Variable
+
+RNG = np.random.default_rng(8)
+
+
+def _pair(E, H, batch_first, bias=True):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ref = torch.nn.MultiheadAttention(E, H, bias=bias, batch_first=batch_first).double()
+    ours = nn.MultiheadAttention(E, H, bias=bias, batch_first=batch_first, dtype="float64", seed=0)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    return torch, ref, ours
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("masks", ["none", "causal_bool", "float_and_padding"])
+def test_matches_torch_outputs_weights_and_gradients(batch_first, masks, fp64):
+    E, H, N, L, S = 12, 3, 2, 5, 7
+    torch, ref, ours = _pair(E, H, batch_first)
+    shape_q, shape_kv = ((N, L, E), (N, S, E)) if batch_first else ((L, N, E), (S, N, E))
+    q, kv = RNG.standard_normal(shape_q), RNG.standard_normal(shape_kv)
+    kwargs_t, kwargs_o = {}, {}
+    if masks == "causal_bool":
+        m = np.triu(np.ones((L, S), bool), 1)
+        kwargs_t["attn_mask"], kwargs_o["attn_mask"] = torch.from_numpy(m), Tensor.from_numpy(m)
+    elif masks == "float_and_padding":
+        m, pad = RNG.standard_normal((L, S)), np.zeros((N, S), bool)
+        pad[1, -2:] = True
+        kwargs_t.update(attn_mask=torch.from_numpy(m), key_padding_mask=torch.from_numpy(pad))
+        kwargs_o.update(attn_mask=Tensor.from_numpy(m), key_padding_mask=Tensor.from_numpy(pad))
+    tq, tkv = torch.tensor(q, requires_grad=True), torch.tensor(kv, requires_grad=True)
+    t_out, t_w = ref(tq, tkv, tkv, **kwargs_t)
+    vq, vkv = Variable(Tensor.from_numpy(q), requires_grad=True), Variable(Tensor.from_numpy(kv), requires_grad=True)
+    o_out, o_w = ours(vq, vkv, vkv, **kwargs_o)
+    np.testing.assert_allclose(o_out.numpy(), t_out.detach().numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(o_w.numpy(), t_w.detach().numpy(), rtol=1e-11, atol=1e-12)
+    g = RNG.standard_normal(t_out.shape)
+    t_out.backward(torch.from_numpy(g))
+    o_out.backward(Tensor.from_numpy(g))
+    np.testing.assert_allclose(vq.grad().numpy(), tq.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(vkv.grad().numpy(), tkv.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in ours.named_parameters():
+        tp = dict(ref.named_parameters())[name]
+        np.testing.assert_allclose(p.grad().numpy(), tp.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_per_head_weights_and_no_weights(fp64):
+    torch, ref, ours = _pair(8, 2, True, bias=False)
+    x = RNG.standard_normal((3, 4, 8))
+    _, t_w = ref(*(torch.from_numpy(x),) * 3, average_attn_weights=False)
+    out, w = ours(*(Variable(Tensor.from_numpy(x)),) * 3, average_attn_weights=False)
+    np.testing.assert_allclose(w.numpy(), t_w.detach().numpy(), rtol=1e-11, atol=1e-12)
+    assert ours(*(Variable(Tensor.from_numpy(x)),) * 3, need_weights=False)[1] is None
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="embed_dim 10 must be a positive multiple of num_heads 3"):
+        nn.MultiheadAttention(10, 3)
+    m = nn.MultiheadAttention(8, 2, batch_first=True, seed=0)
+    with pytest.raises(ValueError, match="query of width 6, expected embed_dim 8"):
+        x = Variable(Tensor.zeros([2, 3, 6]))
+        m(x, x, x)
