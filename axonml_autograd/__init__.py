@@ -61,6 +61,14 @@ def from_numpy(array, dtype=None, device=None) -> Tensor:
     return Tensor.from_numpy(array, dtype, device)
 
 
+def einsum(equation, *operands):
+    """numpy/torch ``einsum`` over Variables or Tensors (see ``functions/einsum.py``)."""
+    from .functions.einsum import einsum as _einsum
+    result = _einsum(equation, *operands)
+    ops = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
+    return result.data() if all(isinstance(t, Tensor) for t in ops) else result
+
+
 def cat(tensors, dim=0):
     """torch's ``cat``: Variables (differentiable) or Tensors, joined along ``dim``.
 
@@ -102,7 +110,7 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
            "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
            "randperm", "elementwise", "Function", "FunctionCtx", "Kernel", "zeros", "ones", "full", "rand", "randn",
-           "from_numpy", "cat", "stack"]
+           "from_numpy", "cat", "stack", "einsum"]
 
 # torch-style dtype names (ag.float32, ag.int64, ag.bool): numpy dtypes, accepted wherever a dtype is.
 # Not in __all__: `from axonml_autograd import *` must not shadow the builtin bool.
