@@ -358,6 +358,16 @@ class Variable:
         """The ``k`` largest (or smallest) along ``dim`` as ``(values, indices)``, in order."""
         return sorting.topk(self, k, dim, largest, sorted)
 
+    def masked_select(self, mask):
+        """The elements (or rows, for a mask over the leading dims) where ``mask`` is True, in order, as
+        ``x[mask]``. Reads the mask to the host: the result's length depends on it (as in torch)."""
+        return indexing.masked_select(self, mask)
+
+    def nonzero(self) -> Tensor:
+        """torch's ``nonzero``: an int64 [count, ndim] Tensor of the non-zero positions (a host read)."""
+        import numpy as np
+        return Tensor.from_numpy(np.argwhere(self._data.numpy() != 0).astype(np.int64), device=self._data.device)
+
     def dot(self, other):
         """The inner product of two 1-D Variables (torch's ``dot``)."""
         o = _as_variable(other, "dot")

@@ -165,9 +165,23 @@ def test_int64_index_tensors_select_and_an_index_beyond_int32_is_caught_not_wrap
     np.testing.assert_allclose(loss.item(), ref, rtol=1e-12)
 
 
-def test_a_bool_tensor_as_an_index_is_refused_with_a_pointer_to_where():
-    x = Variable(Tensor.zeros([3]))
-    with pytest.raises(TypeError, match="bool mask cannot index.*where"):
+def test_a_bool_mask_selects_like_numpy_with_gradients_and_one_host_read(host_traffic):
+    a = np.arange(24.0).reshape(2, 3, 4)
+    x = Variable(Tensor.from_numpy(a), requires_grad=True)
+    mask = x > 10.5
+    with host_traffic() as t:
+        picked = x[mask]
+    assert t.reads == 1                      # the mask, for the result's length
+    np.testing.assert_array_equal(picked.numpy(), a[a > 10.5])
+    rows = np.array([[True, False, True], [False, False, True]])
+    np.testing.assert_array_equal(x[Tensor.from_numpy(rows)].numpy(), a[rows])
+    np.testing.assert_array_equal(x[rows.tolist()].numpy(), a[rows])
+    np.testing.assert_array_equal(x.masked_select(x < 3).numpy(), a[a < 3])
+    assert x[x > 100].shape() == [0]
+    (x[x > 10.5] * 2.0).sum().backward()
+    np.testing.assert_array_equal(x.grad().numpy(), np.where(a > 10.5, 2.0, 0.0))
+    np.testing.assert_array_equal(x.nonzero().numpy(), np.argwhere(a))
+    with pytest.raises(IndexError, match=r"bool mask of shape \[3\] does not match the leading dims of shape \[2, 3, 4\]"):
         x[Tensor.from_numpy(np.array([True, False, True]))]
 
 

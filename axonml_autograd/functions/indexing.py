@@ -170,10 +170,43 @@ def embedding(input, weight):
     return rows.reshape(shape + [w.shape()[1]])
 
 
+def _bool_mask(key):
+    """``key`` as a numpy bool array when it is a boolean mask (a bool Tensor/Variable, array or list)."""
+    t = key.data() if callable(getattr(key, "data", None)) and not isinstance(key, Tensor) else key
+    if isinstance(t, Tensor):
+        return t if t.dtype.kind == "b" else None
+    if isinstance(t, np.ndarray) and t.dtype.kind == "b":
+        return t
+    if isinstance(t, list) and t and all(isinstance(v, (bool, np.bool_)) for v in np.asarray(t, dtype=object).reshape(-1)):
+        return np.asarray(t, dtype=bool)
+    return None
+
+
+def masked_select(a, mask):
+    """``x[mask]`` for a bool ``mask`` over x's leading dims (torch's boolean indexing): the selected rows,
+    flattened, in order. The result's length depends on the data, so this reads the mask to the host
+    (the one read, as in torch; a capture refuses it). Differentiable through ``index_select``."""
+    x = a.data()
+    m = mask.numpy() if isinstance(mask, Tensor) else np.asarray(mask, dtype=bool)
+    if m.ndim > x.ndim() or tuple(m.shape) != tuple(x._shape[:m.ndim]):
+        raise IndexError(f"index: a bool mask of shape {list(m.shape)} does not match the leading dims of "
+                         f"shape {x.shape()}")
+    rest = list(x._shape[m.ndim:])
+    rows = a.reshape([math.prod(m.shape)] + rest) if m.ndim else a.reshape([1] + rest)
+    picked = np.flatnonzero(m.reshape(-1))
+    return index_select(rows, 0, picked.tolist()) if picked.size else \
+        index_select(rows, 0, []).reshape([0] + rest)
+
+
 def getitem(a, key):
-    """``x[key]``: basic indexing as one strided copy, then at most one advanced (list/tensor) axis."""
+    """``x[key]``: basic indexing as one strided copy, then at most one advanced (list/tensor) axis; a
+    bool mask over the leading dims selects rows (``masked_select``, which reads the mask)."""
     from ..variable import Variable
     x = a.data()
+    if not isinstance(key, tuple):
+        mask = _bool_mask(key)
+        if mask is not None:
+            return masked_select(a, mask)
     key = key if isinstance(key, tuple) else (key,)
     consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
     if sum(1 for k in key if k is Ellipsis) > 1:
