@@ -68,3 +68,31 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="query of width 6, expected embed_dim 8"):
         x = Variable(Tensor.zeros([2, 3, 6]))
         m(x, x, x)
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_transformer_encoder_layer_matches_torch(norm_first, activation, fp64):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    ref = torch.nn.TransformerEncoderLayer(12, 3, dim_feedforward=20, dropout=0.0, activation=activation,
+                                           batch_first=True, norm_first=norm_first).double()
+    ours = nn.TransformerEncoderLayer(12, 3, dim_feedforward=20, dropout=0.0, activation=activation,
+                                      batch_first=True, norm_first=norm_first, dtype="float64", seed=0)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
+    x = RNG.standard_normal((2, 5, 12))
+    mask = np.triu(np.ones((5, 5), bool), 1)
+    pad = np.zeros((2, 5), bool)
+    pad[0, -1] = True
+    tx = torch.tensor(x, requires_grad=True)
+    t_out = ref(tx, src_mask=torch.from_numpy(mask), src_key_padding_mask=torch.from_numpy(pad))
+    vx = Variable(Tensor.from_numpy(x), requires_grad=True)
+    o_out = ours(vx, src_mask=Tensor.from_numpy(mask), src_key_padding_mask=Tensor.from_numpy(pad))
+    np.testing.assert_allclose(o_out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-11)
+    g = RNG.standard_normal(x.shape)
+    t_out.backward(torch.from_numpy(g))
+    o_out.backward(Tensor.from_numpy(g))
+    np.testing.assert_allclose(vx.grad().numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-11)
+    grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad().numpy(), grads[name].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)

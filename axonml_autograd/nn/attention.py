@@ -21,17 +21,27 @@ from . import functional as F
 from .module import Module
 
 
-class _OutProj(Module):
-    """torch's ``out_proj``: a linear layer with a [out, in] weight (its state_dict keys are torch's)."""
+class _TorchLinear(Module):
+    """A linear layer with torch's [out, in] weight, so these modules' state_dicts are torch's. Bias
+    as torch's Linear (uniform in +-1/sqrt(in)), or zeros (MultiheadAttention's out_proj)."""
 
-    def __init__(self, embed_dim, bias, seed, dtype, device):
+    def __init__(self, in_features, out_features, bias, seed, dtype, device, zero_bias=False):
         super().__init__()
-        self.weight = Variable(Tensor.empty([embed_dim, embed_dim], dtype, device), requires_grad=True)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), seed=seed)   # torch's Linear initialisation
-        self.bias = Variable(Tensor.zeros([embed_dim], dtype, device), requires_grad=True) if bias else None
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Variable(Tensor.empty([out_features, in_features], dtype, device), requires_grad=True)
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), seed=init.derive_seed(seed, 0))   # torch's Linear
+        self.bias = None
+        if bias:
+            self.bias = Variable(Tensor.zeros([out_features], dtype, device), requires_grad=True)
+            if not zero_bias:
+                bound = 1.0 / math.sqrt(in_features)
+                init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
 class MultiheadAttention(Module):
@@ -60,7 +70,8 @@ class MultiheadAttention(Module):
         init.xavier_uniform_(self.in_proj_weight, seed=init.derive_seed(seed, 0))   # torch's choice
         self.in_proj_bias = Variable(Tensor.zeros([3 * embed_dim], dtype, device), requires_grad=True) \
             if bias else None
-        self.out_proj = _OutProj(embed_dim, bias, init.derive_seed(seed, 1), dtype, device)
+        self.out_proj = _TorchLinear(embed_dim, embed_dim, bias, init.derive_seed(seed, 1), dtype, device,
+                                     zero_bias=True)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
@@ -105,3 +116,58 @@ class MultiheadAttention(Module):
     def extra_repr(self):
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, " \
                f"batch_first={self.batch_first}"
+
+
+class TransformerEncoderLayer(Module):
+    """torch's ``TransformerEncoderLayer(d_model, nhead, dim_feedforward=2048, dropout=0.1,
+    activation="relu", layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True)``: self-
+    attention and a feed-forward block, each with a residual connection and a LayerNorm (after, or
+    before with ``norm_first``). Its parameters and state_dict keys are torch's.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> layer = TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, seed=0)
+    >>> layer(Variable(Tensor.rand([3, 5, 8], seed=1))).shape()
+    [3, 5, 8]
+    """
+
+    def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
+                 batch_first=False, norm_first=False, bias=True, seed=None, dtype="float32", device=None):
+        super().__init__()
+        from .normalization import LayerNorm
+        from .layers import Dropout
+        if seed is None:
+            seed = init.next_seed()
+        if activation not in ("relu", "gelu") and not callable(activation):
+            raise ValueError(f"TransformerEncoderLayer: activation must be 'relu', 'gelu' or a callable, got "
+                             f"{activation!r}")
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
+                                            seed=init.derive_seed(seed, 0), dtype=dtype, device=device)
+        self.linear1 = _TorchLinear(d_model, dim_feedforward, bias, init.derive_seed(seed, 1), dtype, device)
+        self.dropout = Dropout(dropout)
+        self.linear2 = _TorchLinear(dim_feedforward, d_model, bias, init.derive_seed(seed, 2), dtype, device)
+        self.norm_first = bool(norm_first)
+        self.norm1 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype, device=device)
+        self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype, device=device)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
+        self.activation = activation
+
+    def _act(self, x):
+        if callable(self.activation):
+            return self.activation(x)
+        return x.relu() if self.activation == "relu" else x.gelu()
+
+    def _sa(self, x, mask, padding, is_causal):
+        out = self.self_attn(x, x, x, attn_mask=mask, key_padding_mask=padding, need_weights=False,
+                             is_causal=is_causal)[0]
+        return self.dropout1(out)
+
+    def _ff(self, x):
+        return self.dropout2(self.linear2(self.dropout(self._act(self.linear1(x)))))
+
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        x = src if isinstance(src, Variable) else Variable(src)
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            return x + self._ff(self.norm2(x))
+        x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
+        return self.norm2(x + self._ff(x))
