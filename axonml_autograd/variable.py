@@ -358,6 +358,19 @@ class Variable:
         """The ``k`` largest (or smallest) along ``dim`` as ``(values, indices)``, in order."""
         return sorting.topk(self, k, dim, largest, sorted)
 
+    def new_zeros(self, *size, dtype=None):
+        """A Variable of zeros of ``size`` with this one's dtype and device (torch's ``new_zeros``)."""
+        return Variable(Tensor.zeros(_varargs(size), dtype or self.dtype, self._data.device))
+
+    def new_ones(self, *size, dtype=None):
+        return Variable(Tensor.ones(_varargs(size), dtype or self.dtype, self._data.device))
+
+    def new_full(self, size, fill_value, dtype=None):
+        return Variable(Tensor.full(size, fill_value, dtype or self.dtype, self._data.device))
+
+    def new_empty(self, *size, dtype=None):
+        return Variable(Tensor.empty(_varargs(size), dtype or self.dtype, self._data.device))
+
     def masked_select(self, mask):
         """The elements (or rows, for a mask over the leading dims) where ``mask`` is True, in order, as
         ``x[mask]``. Reads the mask to the host: the result's length depends on it (as in torch)."""

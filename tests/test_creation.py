@@ -81,3 +81,14 @@ def test_torch_style_top_level_constructors_and_joins():
     v = Variable(ag.from_numpy(a), requires_grad=True)
     ag.stack([v, v * 2.0]).sum().backward()
     np.testing.assert_array_equal(v.grad().numpy(), np.full((2, 3), 3.0))
+
+
+def test_new_zeros_and_friends_take_the_dtype_and_device_of_their_source():
+    from axonml_autograd import Variable
+    v = Variable(Tensor.from_vec([1, 2], [2], dtype="int64"))
+    z = v.new_zeros(2, 3)
+    assert z.dtype == np.int64 and z.numpy().tolist() == np.zeros((2, 3)).tolist()
+    assert v.new_ones([2]).to_vec() == [1, 1] and v.new_full([2], 7).to_vec() == [7, 7]
+    assert v.new_zeros(3, dtype="float64").dtype == np.float64
+    t = Tensor.ones([2], dtype="float64")
+    assert isinstance(t.new_zeros(4), Tensor) and t.new_zeros(4).dtype == np.float64
