@@ -581,6 +581,7 @@ class Variable:
         return reduction.variance(self, dim, correction, keepdim).sqrt()
 
     def cumsum(self, dim): return reduction.cumsum(self, dim)
+    def cumprod(self, dim): return reduction.cumprod(self, dim)
     def prod(self, dim=None, keepdim=False): return reduction.prod(self, dim, keepdim)
     def amax(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amax")
     def amin(self, dim=None, keepdim=False): return reduction.amax(self, dim, keepdim, "amin")

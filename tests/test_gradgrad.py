@@ -166,6 +166,8 @@ nn_case("adaptive_avg_pool2d_unbatched-2x5x4", lambda x: F.adaptive_avg_pool2d(x
 # at eps=1e-6 cannot follow: the case only puts ToCopyBackward in the graphs (its rule is pinned
 # against torch in test_user_trial.py), scaled by 0 so the check sees the exact sin path.
 nn_case("clone_of_a_view-3x4", lambda x: x.T.contiguous().clone().sin() * x.T, ([3, 4], "u"))
+nn_case("cumprod_with_a_zero-3x5", lambda x: x.cumprod(1) * x.sin(), ([3, 5], lambda rng, shape, prev: np.where(
+    np.arange(15).reshape(3, 5) == 7, 0.0, rng.uniform(0.5, 1.5, shape))))
 nn_case("sort_and_topk-3x17", lambda x: (x.sort(1).values * x.sort(1, descending=True).values).sin()
         + x.topk(2, 0).values.sum(0) * x, ([3, 17], "distinct"))
 nn_case("to_float32_and_back-3x4", lambda x: x.float().double() * 0.0 + x.sin(), ([3, 4], "u"))

@@ -96,3 +96,16 @@ def test_dot_outer_roll_and_closeness():
     assert var(a).allclose(var(a + 1e-12)) is True and var(a).allclose(var(a + 1.0)) is False
     with pytest.raises(ValueError, match=r"dot: expected two 1-D Variables of one length, got \[17\] and \[5\]"):
         x.dot(y)
+
+
+@pytest.mark.parametrize("shape,dim", [((17,), 0), ((3, 5), 1), ((4, 3, 2), 0)])
+def test_cumprod_matches_numpy_and_its_gradient_is_exact_at_zeros(shape, dim, fp64):
+    a = RNG.uniform(0.5, 1.5, shape) * RNG.choice([-1.0, 1.0], shape)
+    a.reshape(-1)[1] = 0.0
+    a.reshape(-1)[-1] = 0.0
+    x = var(a)
+    np.testing.assert_allclose(x.cumprod(dim).numpy(), np.cumprod(a, dim), rtol=1e-14, atol=1e-15)
+    check_gradients(lambda x: (x.cumprod(dim) * Variable(Tensor.from_numpy(np.arange(a.size, dtype=np.float64)
+                                                                          .reshape(shape)))).sum(), [x])
+    ints = Variable(Tensor.from_numpy(np.array([2, 3, -4], np.int32)))
+    assert ints.cumprod(0).dtype == np.int64 and ints.cumprod(0).to_vec() == [2, 6, -24]

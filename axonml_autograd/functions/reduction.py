@@ -287,6 +287,63 @@ def _cumsum_vrule(ctx, g):
     return g.flip(d).cumsum(d).flip(d)
 
 
+def cumprod(a, dim):
+    """Running products along ``dim``. The gradient comes from a backward recurrence with no division,
+    so it is exact where elements are 0 (``cl_kernels/scan.cl.mako``)."""
+    x = a.data()
+    if x.ndim() == 0:
+        return a * 1.0
+    if x.dtype.kind != "f":   # integers: no gradient, torch's dtype (sums and products of ints are int64)
+        return record("CumprodBackward", _scan(x.astype("int64"), normalize_axis(dim, x.ndim(), "cumprod dim"),
+                                               "prod"), [a], None)
+    d = normalize_axis(dim, x.ndim(), "cumprod dim")
+
+    def rule(ctx, g):
+        (xs,) = ctx.saved_tensors
+        dd = ctx.attrs["dim"]
+        out = Tensor._wrap(xs._shape, xs.dtype, xs.device)
+        R = xs._shape[dd]
+        if xs.numel() and R:
+            dev = xs.device
+            inner = math.prod(xs._shape[dd + 1:])
+            n = xs.numel() // R
+            knl = kernels.get_kernel(dev, "scan.cl.mako", "cumprod_grad", ctype=kernels.ctype(xs.dtype), op="prod",
+                                     reverse=False, exclusive=False)
+            local = 1 if dev.is_cpu else min(64, dev.max_work_group_size)
+            kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), g.contiguous().buffer, xs.buffer,
+                           out.buffer, np.int32(R), np.int32(inner), np.int32(n))
+        return out
+
+    return record("CumprodBackward", _scan(x, d, "prod"), [a], rule, saved=(x,), dim=d, vrule=_cumprod_vrule)
+
+
+def _cumprod_vrule(ctx, g):
+    """dL/dx_i = sum_{k >= i} g_k prod_{j <= k, j != i} x_j, written with differentiable ops: for each i, the
+    running product of x with x_i set to 1, masked to k >= i (O(R^2) memory: for higher orders only)."""
+    (xs,) = ctx.saved_tensors
+    d = ctx.attrs["dim"]
+    x = ctx.input(0, xs)
+    nd = x.ndim()
+    R = xs._shape[d]
+    xm = x.unsqueeze(d)                                    # [..., 1(i), R(j), ...]
+    shape = list(xm.shape())
+    shape[d] = R
+    eye = elementwise("(gid / R) == (gid % R)", [], names=(), int_scalars={"R": R}, shape=(R, R),
+                      dtype=np.bool_, device=xs.device, op="cumprod eye")
+    later = elementwise("(gid % R) >= (gid / R)", [], names=(), int_scalars={"R": R}, shape=(R, R),
+                        dtype=np.bool_, device=xs.device, op="cumprod mask")
+    lead = [1] * d
+    trail = [1] * (nd - d - 1)
+    eye_b = eye.reshape(lead + [R, R] + trail)
+    later_b = later.reshape(lead + [R, R] + trail)
+    from ..variable import Variable
+    ones = Variable(Tensor.ones([1], xs.dtype, xs.device))
+    replaced = ones.where(eye_b, xm.expand(shape))         # x with x_i := 1 in row i
+    running = replaced.cumprod(d + 1)                      # [..., i, k, ...]
+    contrib = running.where(later_b, Variable(Tensor.zeros([1], xs.dtype, xs.device)))
+    return (contrib * g.unsqueeze(d)).sum(d + 1)
+
+
 def prod(a, dim=None, keepdim=False):
     """The product over ``dim`` (None: everything). The gradient of each element is the product of all
     the others (prefix times suffix products), exact when some elements are 0."""
