@@ -1017,8 +1017,9 @@ BINARY = {
 # Integer operands, as torch does it: + - * // % (and max/min, neg, abs, square, sign) of integers stay
 # integers, computed exactly in the wider of the two integer types (wrapping on overflow); true
 # division and every other function promote to float32 first, so `7 / 2` is 3.5 and `exp` of an int32
-# tensor is exp of its values. bool counts as an integer 0/1 (bool op bool gives int64, as Python's
-# True + True == 2). Wrapping goes through unsigned arithmetic, where OpenCL C (like C) defines it.
+# tensor is exp of its values. bool counts as an integer 0/1 beside an integer; bool op bool stays
+# bool as in torch (+ and max are or, * and min are and; - // % are refused). Wrapping goes through
+# unsigned arithmetic, where OpenCL C (like C) defines it.
 # Division by zero is defined, as numpy's: x // 0 == 0 and x % 0 == 0; MIN // -1 wraps to MIN.
 _INT_EXACT = {
     "add": "({I})(({U})a + ({U})b)", "sub": "({I})(({U})a - ({U})b)", "mul": "({I})(({U})a * ({U})b)",
@@ -1040,7 +1041,7 @@ def _int(t: Tensor) -> bool:
 
 def result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     """torch's promotion of two tensor dtypes, whichever comes first: float beats integer beats bool,
-    and within a kind the wider wins (bool with bool, in arithmetic, is int64)."""
+    and within a kind the wider wins (bool with bool is handled by the caller: see _BOOL_OPS)."""
     if a.kind == "f" or b.kind == "f":
         return max((d for d in (a, b) if d.kind == "f"), key=lambda d: d.itemsize)
     ints = [d for d in (a, b) if d.kind == "i"]
@@ -1066,8 +1067,18 @@ def _no_bool_subtraction(name, *tensors):
                         "use ~ or logical_not(), or convert it with .astype('int64')")
 
 
+# bool op bool, as torch: logical forms; other arithmetic on two bools is refused.
+_BOOL_OPS = {"add": "(a != 0) || (b != 0)", "maximum": "(a != 0) || (b != 0)",
+             "mul": "(a != 0) && (b != 0)", "minimum": "(a != 0) && (b != 0)"}
+
+
 def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
     _no_bool_subtraction(name, a, b)
+    if a.dtype.kind == "b" and b.dtype.kind == "b" and name not in ("div", "pow", "atan2", "eq", "gt"):
+        if name not in _BOOL_OPS:
+            raise TypeError(f"{name}: not defined for two bool tensors (as in torch); convert one with "
+                            ".astype('int64')")
+        return elementwise(_BOOL_OPS[name], [a, b], op=name, dtype=np.bool_)
     if _int(a) and _int(b):
         dt = result_dtype(a.dtype, b.dtype)
         if name in INT_EXACT[dt]:

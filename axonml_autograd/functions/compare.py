@@ -2,7 +2,7 @@
 
 Every result is a ``bool`` tensor (one byte per element on the device). ``where``, ``masked_fill`` and
 the logical ops take any mask: bool, or numbers where non-zero counts as true; in arithmetic a bool
-counts as 0/1. Comparisons with NaN are false (``!=`` true), as in IEEE and torch.
+counts as 0/1 beside numbers, and two bools stay bool (+ is or, * is and), as in torch. Comparisons with NaN are false (``!=`` true), as in IEEE and torch.
 """
 
 from __future__ import annotations
