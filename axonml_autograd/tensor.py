@@ -1029,6 +1029,7 @@ _INT_EXACT = {
     "mod": "(b == 0 || b == -1) ? ({I})0 : ((a % b != 0 && ((a % b < 0) != (b < 0))) ? ({I})(a % b + b) : ({I})(a % b))",
     "neg": "({I})(({U})0 - ({U})a)", "abs": "({I})(a < 0 ? ({U})0 - ({U})a : ({U})a)",
     "square": "({I})(({U})a * ({U})a)", "sign": "({I})((a > 0) - (a < 0))", "relu": "a > 0 ? ({I})a : ({I})0",
+    "pow": "({I})ipow_((long)a, (long)b)",
 }
 INT_OPS = frozenset(_INT_EXACT)
 INT_EXACT = {np.dtype(dt): {k: v.format(I=c, U="u" + c) for k, v in _INT_EXACT.items()}
@@ -1095,6 +1096,9 @@ def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
     """
     tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
     _no_bool_subtraction(name, x)
+    if name == "pow" and not reverse and _int(x) and isinstance(value, numbers.Integral) and value < 0:
+        raise ValueError(f"pow: integers to negative integer powers are not allowed (as in torch), got "
+                         f"exponent {value}; convert to float first")
     if _int(x):
         dt = _int_result(x)
         bound = 2 ** (8 * dt.itemsize - 1)

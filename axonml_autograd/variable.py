@@ -481,6 +481,8 @@ class Variable:
         """``self ** exponent``: a number, or a Variable/Tensor (broadcasting; both sides differentiable)."""
         if isinstance(exponent, (Variable, Tensor)):
             return arithmetic.binary("pow", self, _as_variable(exponent, "pow"))
+        if isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
+            return arithmetic.pow(self, int(exponent))   # integers to integer powers stay exact integers
         return arithmetic.pow(self, _number(exponent, "pow"))
     __pow__ = pow
 

@@ -29,6 +29,18 @@ typedef ${ctype}${context.get("vector", 0)} T${context.get("vector", 0)};
 % else:
 #define L(x) x
 % endif
+% if "ipow_" in expr:
+
+// Integer powers as torch computes them: exact, wrapping on overflow (unsigned arithmetic, where
+// OpenCL C defines it); a negative exponent gives what integer division would (1, +-1 or 0).
+inline long ipow_(long a, long e)
+{
+    if (e < 0) return a == 1 ? 1 : (a == -1 ? ((e & 1) ? -1 : 1) : 0);
+    ulong r = 1, b = (ulong)a;
+    while (e > 0) { if (e & 1) r *= b; b *= b; e >>= 1; }
+    return (long)r;
+}
+% endif
 
 __kernel void ew(
     __global ${optypes[0]} *out,

@@ -279,3 +279,25 @@ def test_torch_conveniences_for_integers_bools_and_dtype_names():
     assert ag.float32 == np.float32 and ag.int64 == np.int64 and ag.bool == np.bool_ and ag.long == np.int64
     assert Tensor.zeros([2], dtype=ag.int64).dtype == np.int64
     assert "bool" not in ag.__all__   # `import *` keeps the builtin
+
+
+@pytest.mark.parametrize("dtype", ["int32", "int64"])
+def test_integer_powers_stay_integer_exact_and_wrap_like_torch(dtype):
+    bits = 32 if dtype == "int32" else 64
+    wrap = lambda v: ((v + 2 ** (bits - 1)) % 2 ** bits) - 2 ** (bits - 1)
+    base = np.array([2, -3, 7, 0, 1, -1, 10], dtype)
+    exps = np.array([10, 3, 25, 0, 9, 7, 19], dtype)
+    t, e = Tensor.from_numpy(base), Tensor.from_numpy(exps)
+    for got, want in [(t ** e, [wrap(int(b) ** int(x)) for b, x in zip(base, exps)]),
+                      (t ** 3, [wrap(int(b) ** 3) for b in base]),
+                      (2 ** e, [wrap(2 ** int(x)) for x in exps]),
+                      (Variable(t) ** 2, [int(b) ** 2 for b in base]),
+                      (Variable(t).pow(Variable(e)), [wrap(int(b) ** int(x)) for b, x in zip(base, exps)])]:
+        assert got.dtype == np.dtype(dtype)
+        assert got.numpy().tolist() == want
+    with pytest.raises(ValueError, match="integers to negative integer powers are not allowed"):
+        t ** -1
+    assert (t ** 0.5).dtype == np.float32                           # a float exponent promotes
+    f = Variable(Tensor.from_vec([2.0, 3.0], [2]), requires_grad=True)
+    (f ** 3).sum().backward()                                        # floats keep their gradient
+    assert f.grad().to_vec() == [12.0, 27.0]

@@ -367,6 +367,10 @@ def unary(table, name, a, **scalars):
 
 
 def pow(a, exponent):
+    x = a.data()
+    if x.dtype.kind != "f" and isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
+        # An integer to an integer power stays integer, exact (as torch); no gradient.
+        return record(node_name("pow"), tensor_ops.scalar_op("pow", x, int(exponent)), [a], None)
     return unary(UNARY_OPS, "pow", a, p=exponent)
 
 
