@@ -31,7 +31,6 @@ from __future__ import annotations
 import keyword
 import numbers
 import re
-from typing import Optional
 
 import numpy as np
 import pyopencl as cl
@@ -367,17 +366,8 @@ class Kernel:
         self.params = _parse_params(source, name)
 
     def _kernel(self, device) -> cl.Kernel:
-        key = ("user kernel", self.source, self.name, self.options)
-        knl = device.kernel_cache.get(key)
-        if knl is None:
-            prog = kernels.build(device, self.source, self.options)   # KernelBuildError with the log
-            try:
-                knl = getattr(prog, self.name)
-            except (AttributeError, cl.Error) as e:
-                raise ValueError(f"Kernel: the program has no kernel named {self.name!r}") from e
-            device.kernel_cache[key] = knl
-            device.flush_at = 1
-        return knl
+        # Built once per device, like ours (KernelBuildError with the compiler's log).
+        return kernels.source_kernel(device, self.source, self.name, self.options)
 
     def __call__(self, global_size, *args, local_size=None, device=None):
         from .device import get_device

@@ -21,7 +21,6 @@ non-blocking upload), so the next batch's copy overlaps the current step.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np

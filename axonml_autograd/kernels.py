@@ -159,14 +159,32 @@ def build(device, source: str, options=()) -> cl.Program:
 def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Kernel:
     """The built kernel ``name`` from ``template`` rendered with ``params`` (all hashable)."""
     key = (template, name, tuple(options), tuple(sorted(params.items())))
-    cache = device.kernel_cache
-    knl = cache.get(key)
+    knl = device.kernel_cache.get(key)
     if knl is None:
-        prog = build(device, render(template, **params), options)
-        with _build_lock:   # two threads missing at once must still share one kernel object
-            knl = cache.get(key)
-            if knl is None:
+        knl = _kernel_of(device, key, render(template, **params), name, options)
+    return knl
+
+
+def source_kernel(device, source: str, name: str, options=()) -> cl.Kernel:
+    """The built kernel ``name`` of OpenCL C ``source`` (a user's own, see ``custom.Kernel``), cached
+    per device like the templates' kernels."""
+    key = ("source", source, name, tuple(options))
+    knl = device.kernel_cache.get(key)
+    if knl is None:
+        knl = _kernel_of(device, key, source, name, options)
+    return knl
+
+
+def _kernel_of(device, key, source, name, options) -> cl.Kernel:
+    cache = device.kernel_cache
+    prog = build(device, source, options)
+    with _build_lock:   # two threads missing at once must still share one kernel object
+        knl = cache.get(key)
+        if knl is None:
+            try:
                 knl = cache[key] = getattr(prog, name)
+            except (AttributeError, cl.Error) as e:
+                raise ValueError(f"the program has no kernel named {name!r}") from e
         # A new kernel's first run is slow (the driver specialises it for the launch shape: ~0.1 s
         # on PoCL, in its worker thread). Hand the next launch to the device at once, so that work
         # overlaps the building of the programs that come after it instead of waiting for a flush.

@@ -568,8 +568,7 @@ class Tensor:
         nbytes = self.numel() * self.dtype.itemsize
         if self._view is None and src._view is None and src.dtype == self.dtype and src._shape == self._shape:
             if nbytes:
-                launch.copy(self.device, self._storage.buffer if not launch.recording_threads else self.buffer,
-                            src.buffer, nbytes)   # the driver's copy: no kernel to build
+                launch.copy(self.device, self.buffer, src.buffer, nbytes)   # the driver's copy: no kernel to build
             self._version += 1
             return self
         if self.numel():

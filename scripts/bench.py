@@ -556,15 +556,8 @@ class Bench:
         err = max(_rel_err(b.grad().numpy(), g_h.sum(0)), _rel_err(w.grad().numpy(), (g_h * xhat).sum(0)))
         fns = {"ours": ours}
         if self.torch:
-            torch = self.torch
-            tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x_h, w_h, b_h))
-            tg = torch.from_numpy(g_h)
-
-            def torch_run():
-                tx.grad = tw.grad = tb.grad = None
-                torch.nn.functional.layer_norm(tx, (cols,), tw, tb).backward(tg)
-
-            fns["torch"] = torch_run
+            fns["torch"] = self._torch_fwd_bwd(lambda x, w, b: self.torch.nn.functional.layer_norm(x, (cols,), w, b),
+                                               (x_h, w_h, b_h), g_h)[0]
         tm = measure(fns, *self.reps(20, 6, 2, 1))
         ms, best = tm.convert(lambda v: v * 1e3)
         target = {"text": "<= 1.5x torch", "baseline": "torch", "min_ratio": 1 / 1.5} if self.torch else {"text": "report"}
@@ -595,13 +588,8 @@ class Bench:
         err = _rel_err(F.conv2d(x, w, b, padding=1).numpy(), want)
         fns = {"ours": ours}
         if self.torch:
-            torch = self.torch
-            tx, tw, tb = (torch.from_numpy(a.copy()).requires_grad_(True) for a in (x_h, w_h, b_h))
-            tg = torch.from_numpy(g_h)
-
-            def torch_run():
-                tx.grad = tw.grad = tb.grad = None
-                torch.nn.functional.conv2d(tx, tw, tb, padding=1).backward(tg)
+            torch_run, (tx, tw, tb) = self._torch_fwd_bwd(
+                lambda x, w, b: self.torch.nn.functional.conv2d(x, w, b, padding=1), (x_h, w_h, b_h), g_h)
 
             torch_run()
             ours()
@@ -612,6 +600,20 @@ class Bench:
         return Row("conv2d", "conv2d fwd+bwd [64,16,28,28] * [32,16,3,3], padding 1", "ms", "time", ms.pop("ours"),
                    ms, "torch", {"text": "<= 2x torch", "baseline": "torch", "min_ratio": 0.5},
                    _err_note(err, "" if self.torch else "torch not installed: target not checked"), best=best)
+
+    def _torch_fwd_bwd(self, fn, arrays, g_h):
+        """torch's forward + backward of ``fn`` over copies of ``arrays`` with upstream ``g_h``: the timed
+        function (gradients reset each call) and the leaf tensors, whose ``.grad`` it fills."""
+        torch = self.torch
+        leaves = tuple(torch.from_numpy(a.copy()).requires_grad_(True) for a in arrays)
+        tg = torch.from_numpy(g_h)
+
+        def torch_run():
+            for t in leaves:
+                t.grad = None
+            fn(*leaves).backward(tg)
+
+        return torch_run, leaves
 
     def _mlp(self, seed=1):
         """Our MLP (weights [in, out]) with its data, an optimiser and a step function; plus numpy copies."""

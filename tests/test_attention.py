@@ -96,3 +96,20 @@ def test_transformer_encoder_layer_matches_torch(norm_first, activation, fp64):
     grads = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
         np.testing.assert_allclose(p.grad().numpy(), grads[name].grad.numpy(), rtol=1e-9, atol=1e-11, err_msg=name)
+
+
+def test_multihead_attention_replays_under_capture():
+    from axonml_autograd import capture
+    m = nn.MultiheadAttention(8, 2, batch_first=True, seed=0, dtype="float64")
+    mask = Tensor.from_numpy(np.triu(np.ones((4, 4), bool), 1))
+
+    @capture
+    def attend(x):
+        v = Variable(x)
+        return m(v, v, v, attn_mask=mask)[0]
+
+    for _ in range(3):
+        x = Tensor.from_numpy(RNG.standard_normal((2, 4, 8)))
+        v = Variable(x)
+        np.testing.assert_array_equal(attend(x).numpy(), m(v, v, v, attn_mask=mask)[0].numpy())
+    assert attend.replays >= 1

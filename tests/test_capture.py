@@ -25,8 +25,8 @@ def _batches(n, seed=0, device=None, batch=BATCH):
             for _ in range(n)]
 
 
-def _trainer(make_opt, device=None, seed=3):
-    model = MLP(SIZES, seed=seed, device=device)
+def _trainer(make_opt, device=None, seed=3, sizes=SIZES):
+    model = MLP(sizes, seed=seed, device=device)
     opt = make_opt(model.parameters())
 
     def step(x, y):

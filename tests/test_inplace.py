@@ -81,3 +81,29 @@ def test_writing_a_saved_tensor_in_place_is_caught_at_backward():
         c += 1.0
     with pytest.raises(RuntimeError, match="modified in place"):
         y.backward()
+
+
+def test_a_manual_sgd_step_replays_under_capture_like_its_eager_twin():
+    from axonml_autograd import capture
+
+    def make():
+        w = Variable(Tensor.from_vec([1.0, -2.0, 3.0], [3], dtype="float64"), requires_grad=True)
+
+        def step(x):
+            nonlocal w   # `w -= ...` rebinds the name (to the same Variable: it is updated in place)
+            w.zero_grad()
+            ((w * Variable(x)).sum() ** 2).backward()
+            with no_grad():
+                w -= 0.01 * Variable(w.grad())
+            return w.data()
+        return w, step
+
+    w_eager, eager = make()
+    w_cap, step = make()
+    captured = capture(step)
+    for k in range(4):
+        x = Tensor.from_vec([1.0, 0.5 * k, -1.0], [3], dtype="float64")
+        eager(x)
+        captured(x)
+        np.testing.assert_array_equal(w_cap.numpy(), w_eager.numpy())
+    assert captured.replays >= 1

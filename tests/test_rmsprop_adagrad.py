@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor, Variable, capture, kernels
-from axonml_autograd.nn import MLP
 from axonml_autograd.optim import Adagrad, RMSprop
+from test_capture import _trainer  # noqa: E402  (the captured-training helper)
+from test_optim import run_device  # noqa: E402  (the step-by-step runner)
 
 SHAPES = [(1,), (3,), (17, 5), (65,)]
 
@@ -14,17 +15,6 @@ SHAPES = [(1,), (3,), (17, 5), (65,)]
 def problem(shape, steps=6, seed=0):
     rng = np.random.default_rng(seed)
     return rng.normal(size=shape), [rng.normal(size=shape) for _ in range(steps)]
-
-
-def run_device(make_opt, p0, grads, dtype):
-    w = Variable(Tensor.from_numpy(p0, dtype=dtype), requires_grad=True)
-    opt = make_opt([w])
-    out = []
-    for g in grads:
-        w.set_grad(Tensor.from_numpy(g, dtype=dtype))
-        opt.step()
-        out.append(w.numpy())
-    return out
 
 
 def run_torch(torch, make_opt, p0, grads):
@@ -192,16 +182,7 @@ def test_captured_steps_with_changing_rates_equal_eager_bit_for_bit(device, make
                 Tensor.from_numpy(rng.integers(0, 3, 9).astype(np.int32), dtype="int32")) for _ in range(12)]
 
     def trainer():
-        model = MLP([6, 8, 3], seed=1)
-        opt = make_opt(model.parameters())
-
-        def step(x, y):
-            opt.zero_grad()
-            loss = model(Variable(x)).cross_entropy(y)
-            loss.backward()
-            opt.step()
-            return loss
-        return model, opt, step
+        return _trainer(make_opt, seed=1, sizes=[6, 8, 3])
 
     eager_model, eager_opt, eager_step = trainer()
     model, opt, step = trainer()

@@ -109,3 +109,17 @@ def test_cumprod_matches_numpy_and_its_gradient_is_exact_at_zeros(shape, dim, fp
                                                                           .reshape(shape)))).sum(), [x])
     ints = Variable(Tensor.from_numpy(np.array([2, 3, -4], np.int32)))
     assert ints.cumprod(0).dtype == np.int64 and ints.cumprod(0).to_vec() == [2, 6, -24]
+
+
+def test_cumprod_normalize_and_cosine_replay_under_capture():
+    @capture
+    def f(a, b):
+        x, y = Variable(a), Variable(b)
+        return x.cumprod(1) + F.normalize(x, dim=1) * F.cosine_similarity(x, y, dim=1).unsqueeze(1)
+
+    for _ in range(3):
+        a, b = RNG.standard_normal((3, 5)), RNG.standard_normal((3, 5))
+        want = np.cumprod(a, 1) + a / np.linalg.norm(a, axis=1, keepdims=True) * (
+            (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))[:, None]
+        np.testing.assert_allclose(f(Tensor.from_numpy(a), Tensor.from_numpy(b)).numpy(), want, rtol=1e-12)
+    assert f.replays >= 1

@@ -114,10 +114,7 @@ def max_dim(a, dim, keepdim=False):
     def rule(ctx, g):
         (idx,) = ctx.saved_tensors
         shape = ctx.shape
-        kept = _kept_shape(shape, ctx.dim)
-        # An output element's position along dim, from its flat index in the contiguous result.
-        inner = math.prod(shape[ctx.dim + 1:]) if shape else 1
-        size = shape[ctx.dim] if shape else 1
+        kept, inner, size = _along(shape, ctx.dim)
         return elementwise("(gid / inner) % R == i ? g : L(0.0)",
                            [broadcast_view(g.reshape(kept), shape), broadcast_view(idx.reshape(kept), shape)],
                            names=("g", "i"), int_scalars={"inner": inner, "R": size}, shape=shape)
@@ -125,12 +122,16 @@ def max_dim(a, dim, keepdim=False):
     return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d, vrule=_max_dim_vrule)
 
 
+def _along(shape, dim):
+    """(kept shape, inner size, size of dim): an element's position along ``dim`` is
+    ``(gid / inner) % size`` from its flat index ``gid`` in a contiguous tensor of ``shape``."""
+    return _kept_shape(shape, dim), (math.prod(shape[dim + 1:]) if shape else 1), (shape[dim] if shape else 1)
+
+
 def _max_dim_vrule(ctx, g):
     (idx,) = ctx.saved_tensors
     shape = ctx.shape
-    kept = _kept_shape(shape, ctx.dim)
-    inner = math.prod(shape[ctx.dim + 1:]) if shape else 1
-    size = shape[ctx.dim] if shape else 1
+    kept, inner, size = _along(shape, ctx.dim)
     picked = elementwise("(gid / inner) % R == i ? L(1.0) : L(0.0)", [broadcast_view(idx.reshape(kept), shape)],
                          names=("i",), int_scalars={"inner": inner, "R": size}, shape=shape, dtype=g.dtype)
     return dv.expand_to(g, kept, shape) * dv.const(g, picked)
@@ -256,18 +257,21 @@ def norm(a, p, dim, keepdim):
     return reduce_dims(a.abs().pow(float(p)), dim, keepdim, "sum").pow(1.0 / p)
 
 
-def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False) -> Tensor:
-    """Running sums/products of ``x`` along axis ``d`` (``cl_kernels/scan.cl.mako``)."""
+def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="scan", inputs=None) -> Tensor:
+    """Running sums/products of ``x`` along axis ``d`` (``cl_kernels/scan.cl.mako``): a work-item per
+    column. ``kernel``/``inputs`` run another walk of that template over the same columns (cumprod's
+    gradient reads ``g`` and ``x``)."""
     out = Tensor._wrap(x._shape, x.dtype, x.device)
     R = x._shape[d]
     if x.numel() and R:
         dev = x.device
         inner = math.prod(x._shape[d + 1:])
         n = x.numel() // R
-        knl = kernels.get_kernel(dev, "scan.cl.mako", "scan", ctype=kernels.ctype(x.dtype), op=op,
+        knl = kernels.get_kernel(dev, "scan.cl.mako", kernel, ctype=kernels.ctype(x.dtype), op=op,
                                  reverse=bool(reverse), exclusive=bool(exclusive))
         local = 1 if dev.is_cpu else min(64, dev.max_work_group_size)
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), x.buffer, out.buffer, np.int32(R),
+        buffers = [t.buffer for t in (inputs or [x])]
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *buffers, out.buffer, np.int32(R),
                        np.int32(inner), np.int32(n))
     return out
 
@@ -300,19 +304,7 @@ def cumprod(a, dim):
 
     def rule(ctx, g):
         (xs,) = ctx.saved_tensors
-        dd = ctx.attrs["dim"]
-        out = Tensor._wrap(xs._shape, xs.dtype, xs.device)
-        R = xs._shape[dd]
-        if xs.numel() and R:
-            dev = xs.device
-            inner = math.prod(xs._shape[dd + 1:])
-            n = xs.numel() // R
-            knl = kernels.get_kernel(dev, "scan.cl.mako", "cumprod_grad", ctype=kernels.ctype(xs.dtype), op="prod",
-                                     reverse=False, exclusive=False)
-            local = 1 if dev.is_cpu else min(64, dev.max_work_group_size)
-            kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), g.contiguous().buffer, xs.buffer,
-                           out.buffer, np.int32(R), np.int32(inner), np.int32(n))
-        return out
+        return _scan(xs, ctx.attrs["dim"], "prod", kernel="cumprod_grad", inputs=[g.contiguous(), xs])
 
     return record("CumprodBackward", _scan(x, d, "prod"), [a], rule, saved=(x,), dim=d, vrule=_cumprod_vrule)
 

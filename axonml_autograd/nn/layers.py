@@ -16,10 +16,9 @@ for the ``[in, out]`` layout. ``F.linear`` takes torch's ``[out, in]`` weights.
 from __future__ import annotations
 
 import math
-import numbers
 
 from .. import init
-from ..tensor import Tensor, as_float, as_int
+from ..tensor import Tensor, as_int
 from ..variable import Variable
 from . import functional as F
 from .module import Module
