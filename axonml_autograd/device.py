@@ -25,6 +25,7 @@ import numpy as np
 import pyopencl as cl
 
 from . import launch
+from . import target as _target
 
 INSTALL_HINT = 'install an OpenCL platform, for example: pip install "pyopencl[pocl]"'
 
@@ -261,7 +262,7 @@ class Device:
     Use :func:`get_device` rather than the constructor, so that one device has one object.
     """
 
-    def __init__(self, platform_index: int, device_index: int):
+    def __init__(self, platform_index: int, device_index: int, target: Optional[dict] = None):
         plats = platforms()
         devices = plats[platform_index][2]
         if isinstance(devices, str):
@@ -274,6 +275,10 @@ class Device:
         except cl.Error as e:
             raise DeviceError(f"device {self.info.selector} {self.info.name} refused a context: {e}") from e
         self._queue = cl.CommandQueue(self.context)
+        # Every kernel choice comes from here (target.py): probed once per device and driver, stored
+        # beside the kernel binaries, then AXONML_TARGET and the ``target`` overrides on top.
+        self.target = _target.find(self.cl_device, self.info, target)
+        self.failed_builds: dict = {}   # kernels.first_that_builds: candidates that did not build here
         # launch.py's state: commands not yet handed to the driver (in order), buffers to release
         # after them, upload events in flight, and the lock that serialises setting kernel
         # arguments and enqueueing (clSetKernelArg on a shared kernel object is not thread-safe).
@@ -283,7 +288,7 @@ class Device:
         self.launch_lock = threading.RLock()
         # Pending commands are flushed at this count (and at every read, backward end, optimiser
         # step and synchronize). A GPU gets them sooner: its enqueue is cheap and it idles meanwhile.
-        self.flush_every = 64 if self.info.type == "CPU" else 8
+        self.flush_every = self.target.flush_every
         self.flush_at = self.flush_every   # lowered to 1 for the launch after a new kernel (kernels.py)
         self.pool = BufferPool(self, limit_bytes=self.info.global_mem // 4)
         self.kernel_cache: dict = {}   # filled by kernels.py
@@ -307,11 +312,11 @@ class Device:
     local_mem = property(lambda self: self.info.local_mem)
     max_alloc = property(lambda self: self.info.max_alloc)
     max_work_group_size = property(lambda self: self.info.max_work_group_size)
-    fp64 = property(lambda self: self.info.fp64)
-    fp16 = property(lambda self: self.info.fp16)
+    # What kernels may use: the target's (an emulated target may take fp64 away).
+    fp64 = property(lambda self: self.target.fp64 and self.info.fp64)
+    fp16 = property(lambda self: self.target.fp16 and self.info.fp16)
     opencl_c_version = property(lambda self: self.info.opencl_c_version)
     selector = property(lambda self: self.info.selector)
-    is_cpu = property(lambda self: self.info.type == "CPU")
 
     def supports(self, dtype) -> bool:
         dt = np.dtype(dtype)
@@ -342,8 +347,9 @@ class Device:
         if dt.name not in SUPPORTED_DTYPES:
             raise TypeError(f"dtype: {dt} is not supported; use one of {', '.join(SUPPORTED_DTYPES)}")
         if dt == np.float64 and not self.fp64:
-            raise DeviceError(f"float64 is not available on device {self.info.name} "
-                              f"({self.selector}): it lacks cl_khr_fp64")
+            why = ("its target turns fp64 off (AXONML_TARGET)" if self.info.fp64
+                   else "it lacks cl_khr_fp64")
+            raise DeviceError(f"float64 is not available on device {self.info.name} ({self.selector}): {why}")
         return dt
 
     def synchronize(self):

@@ -17,8 +17,13 @@ One array. Every object has the same keys, so a consumer can iterate without che
 the ``AXONML_DEVICE`` value that picks this device, e.g. ``"0:0"``), ``name``, ``vendor``, ``type``
 (``"CPU"``, ``"GPU"``, ``"ACCELERATOR"``, ``"OTHER"``), ``compute_units``, ``global_mem``, ``local_mem``,
 ``max_alloc`` (bytes), ``max_work_group_size``, ``fp64``, ``fp16`` (bool), ``opencl_c_version``,
-``driver_version`` (str), ``selected`` (bool: the device the library uses when none is named), and
-``error`` (null, or a string saying what went wrong).
+``driver_version`` (str), ``preferred_vector_width_float`` (int: what the device reports), ``target``
+(null, or the validated device target that every kernel choice comes from: ``strategy``, ``vw_float``,
+``vw_double``, ``widths_float``/``widths_double`` (the widths the probe saw work), ``work_group``,
+``local_mem``, ``fp64``, ``fp16``, ``compute_units``, ``chunk``, ``items_per_unit``, ``flush_every``,
+``origin`` (``"probed"``, ``"stored"`` or ``"default"``) and ``overrides`` (fields ``AXONML_TARGET``
+set); see ``axonml_autograd.target``), ``selected`` (bool: the device the library uses when none is
+named), and ``error`` (null, or a string saying what went wrong).
 
 Three kinds of object share that shape:
 
@@ -60,6 +65,7 @@ from . import device as _device
 
 INFO_FIELDS = ("name", "vendor", "type", "compute_units", "global_mem", "local_mem", "max_alloc",
                "max_work_group_size", "fp64", "fp16", "opencl_c_version", "driver_version")
+TARGET_FIELDS = ("preferred_vector_width_float", "target")
 
 # Sizes for --bench. The quick set exists so the test suite can run the real benchmark in seconds.
 FULL = dict(matmul_n=512, elementwise_n=4 * 1024 * 1024, launches=200, repeats=5, budget_s=4.0)
@@ -96,7 +102,7 @@ def _platform_name(p, pi: int) -> str:
 def _blank_entry(platform: str, pi: int, di: Optional[int]) -> dict:
     entry = {"platform": platform, "platform_index": pi, "device_index": di,
              "selector": None if di is None else f"{pi}:{di}"}
-    entry.update({k: None for k in INFO_FIELDS})
+    entry.update({k: None for k in INFO_FIELDS + TARGET_FIELDS})
     entry.update(selected=False, error=None)
     return entry
 
@@ -108,6 +114,18 @@ def _probe_context(cl_device) -> Optional[str]:
     except Exception as e:  # drivers reject contexts with cl.Error, broken ones with anything else
         return f"refused a context: {_describe_error(e)}"
     return None
+
+
+def _target_of(cl_device, info) -> dict:
+    """The device's validated target (stored, or probed now) beside what the device reports."""
+    from . import target as _target
+    out = {"preferred_vector_width_float": int(cl_device.preferred_vector_width_float or 0)}
+    try:
+        out["target"] = _target.find(cl_device, info).as_dict()
+    except Exception as e:   # a target that cannot be found is shown as missing, not a crash
+        out["target"] = None
+        out["target_error"] = _describe_error(e)
+    return out
 
 
 def selection():
@@ -158,6 +176,8 @@ def collect(only: Optional[tuple] = None, probe: bool = True):
             entry.update({k: getattr(info, k) for k in INFO_FIELDS})
             if probe:
                 entry["error"] = _probe_context(d)
+                if entry["error"] is None and isinstance(d, cl.Device):
+                    entry.update(_target_of(d, info))
             entries.append(entry)
     picked, why, sel_error = selection()
     for entry in entries:
@@ -402,6 +422,20 @@ def render_table(entries, sel, benches=None) -> str:
             where = f"device {e['selector']} {e['name'] or ''}".rstrip() if e["selector"] else \
                 f"platform {e['platform_index']} {e['platform']}"
             out.append(f"  {where}: {e['error']}")
+
+    targets = [e for e in entries if e.get("target")]
+    if targets:
+        out.append("")
+        out.append("device targets (what kernels use: probed once, see axonml_autograd.target; "
+                   "AXONML_TARGET overrides):")
+        for e in targets:
+            t = e["target"]
+            reported = e["preferred_vector_width_float"]
+            note = f" (the device reports {reported})" if reported and reported != t["vw_float"] else ""
+            out.append(f"  {e['selector']} {e['name']}: {t['strategy']} strategy; vectors float {t['vw_float']}"
+                       f"{note}, double {t['vw_double']}; work-group {t['work_group']}; local memory "
+                       f"{human_bytes(t['local_mem'])}; fp64 {_yes_no(t['fp64'])}; fp16 {_yes_no(t['fp16'])}"
+                       f" [{t['origin']}{'; overridden: ' + ', '.join(t['overrides']) if t['overrides'] else ''}]")
 
     if benches is not None:
         out.append("")

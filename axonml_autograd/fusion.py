@@ -102,9 +102,12 @@ def _fused_command(group):
         steps.append((out, tuple(operands), tuple(scalar_map), expr))
         written[out] = i
     _expr, _names, _scalars, ctype, vector = first_plan.fuse
+    params = dict(ctype=ctype, vector=vector, nbuf=len(buffers), nscal=len(scalars), steps=tuple(steps))
     try:
-        knl = kernels.get_kernel(device, "fused.cl.mako", "fused", ctype=ctype, vector=vector,
-                                 nbuf=len(buffers), nscal=len(scalars), steps=tuple(steps))
+        # The only candidate: a fused kernel must take the vector path its ops took unfused (same
+        # element order, same bits), so a group whose kernel does not build stays unfused.
+        knl = kernels.first_that_builds(device, "fusion", [tuple(sorted(params.items()))], quiet=True,
+                                        make=lambda _c: kernels.get_kernel(device, "fused.cl.mako", "fused", **params))
     except kernels.KernelBuildError:
         return None
     args = buffers + scalars + [first_plan.n_bytes, first_plan.chunk_bytes]

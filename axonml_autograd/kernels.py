@@ -2,8 +2,9 @@
 
 A kernel is identified by ``(device, template, kernel name, template parameters)``. The first request
 renders and builds; later ones are a dictionary lookup. Across processes the built binaries stay on
-disk (pyopencl's cache, or the platform's own where pyopencl defers to it, as it does for PoCL's
-``POCL_CACHE_DIR``), so a second process does not run the OpenCL compiler again.
+disk (our own checked binary cache, see ``binary_cache_dir``), so a second process does not run the
+OpenCL compiler again. Every build is checked (:func:`build`), and a kernel family that has choices
+falls back through :func:`first_that_builds`; the choices themselves come from ``device.target``.
 
 >>> from axonml_autograd.device import default_device
 >>> from axonml_autograd.kernels import get_kernel
@@ -17,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -75,14 +76,28 @@ _build_count = 0        # programs made in this process (compiled, or loaded fro
 _compile_count = 0      # of those, compiled from source
 
 
-def _source_path(source: str) -> Path:
-    # Rendered sources are written out so that a build error can point at a file with line numbers.
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "axonml_kernels" / f"{digest}.cl"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source)
+def source_dir() -> Path:
+    """A private directory (mode 0700, under the user's cache directory) for the rendered sources of
+    failed builds, so that an error can point at a file with line numbers."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "axonml_autograd" / "failed_sources"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)   # mkdir's mode is masked by umask, and an older directory may be wider
     return path
+
+
+def _source_path(source: str) -> Optional[Path]:
+    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
+    try:
+        path = source_dir() / f"{digest}.cl"
+        # Written afresh each time (never through a link another user could have planted).
+        fd = os.open(path.with_suffix(f".{os.getpid()}.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(path.with_suffix(f".{os.getpid()}.tmp"), path)
+        return path
+    except OSError:
+        return None   # the error still carries the build log
 
 
 def binary_cache_dir() -> Optional[Path]:
@@ -105,14 +120,50 @@ def _binary_path(device, source: str, options) -> Optional[Path]:
     return root / (hashlib.sha256(ident.encode()).hexdigest() + ".bin")
 
 
-def _load_binary(device, path: Path, options):
-    # A platform's own source cache (PoCL's, which pyopencl defers to) still preprocesses the source
-    # to find its entry, ~40 ms a program; loading our own copy of the binary skips that.
+def _options(options) -> bytes:
+    return " ".join(options).encode()
+
+
+def _log(device, prog) -> str:
+    try:
+        return (prog.get_build_info(device.cl_device, cl.program_build_info.LOG) or "").strip()
+    except (cl.Error, RuntimeError):
+        return "<no build log>"
+
+
+def _kernel_names(prog) -> set:
+    try:
+        return {n for n in prog.get_info(cl.program_info.KERNEL_NAMES).split(";") if n}
+    except (cl.Error, RuntimeError):
+        return set()
+
+
+def _quiet(build):
+    # pyopencl turns any build log into a CompilerWarning, and some drivers (Intel's) always write
+    # one: a build that succeeded must not warn (under ``python -W error`` every op would fail).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cl.CompilerWarning)
+        return build()
+
+
+def _load_binary(device, path: Path, options, names):
+    # A platform's own source cache (PoCL's) still preprocesses the source to find its entry, ~40 ms
+    # a program; loading our own copy of the binary skips that. A binary is checked as a build is:
+    # one without the kernels asked for (stored by an older version, or refused by a new driver) is
+    # deleted and the source compiled again.
     try:
         binary = path.read_bytes()
-        return cl.Program(device.context, [device.cl_device], [binary]).build(options=list(options))
-    except (OSError, cl.Error):
-        return None  # missing, unreadable or refused (e.g. a driver update): compile again
+        prog = cl._cl._Program(device.context, [device.cl_device], [binary])
+        _quiet(lambda: prog.build(_options(options), [device.cl_device]))
+    except (OSError, cl.Error, RuntimeError):
+        prog = None
+    if prog is None or not names <= _kernel_names(prog):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+    return prog
 
 
 def _store_binary(prog, path: Path):
@@ -128,41 +179,104 @@ def _store_binary(prog, path: Path):
         pass  # the cache is an optimisation; a read-only home directory must not break a build
 
 
-def build(device, source: str, options=()) -> cl.Program:
-    """Build ``source`` for ``device``; raises :class:`KernelBuildError` with the build log."""
+def _what(template, params) -> str:
+    if template is None:
+        return "source"
+    shown = ", ".join(f"{k}={v!r}" for k, v in sorted(params.items()) if k != "expr" and len(repr(v)) < 60)
+    return f"{template}({shown})"
+
+
+def build(device, source: str, options=(), names=(), what: Optional[str] = None) -> cl.Program:
+    """Build ``source`` for ``device`` and check it holds the kernels ``names``.
+
+    A build is accepted only when the compiler succeeded *and* the program holds every kernel asked
+    for (a driver may "succeed" with an empty program). Otherwise :class:`KernelBuildError` names
+    ``what`` was built, the device, the missing kernels and the build log; nothing of a failed build is
+    kept, in memory or in the binary cache. pyopencl's own binary cache is not used (a binary it
+    stored may be refused after a driver change, and it fails with a KeyError then): ours is checked.
+    """
     global _build_count, _compile_count
+    names = set(names)
     key = ("program", source, tuple(options))
     cache = device.kernel_cache
     prog = cache.get(key)
-    if prog is not None:
+    if prog is not None and names <= _kernel_names(prog):
         return prog
+    what = what or "source"
     with _build_lock:
         prog = cache.get(key)
         if prog is None:
             path = _binary_path(device, source, options)
-            prog = _load_binary(device, path, options) if path is not None and path.exists() else None
+            prog = _load_binary(device, path, options, names) if path is not None and path.exists() else None
             if prog is None:
+                prog = cl._cl._Program(device.context, source)
                 try:
-                    prog = cl.Program(device.context, source).build(options=list(options))
-                except cl.RuntimeError as e:
-                    src_path = _source_path(source)
-                    raise KernelBuildError(
-                        f"OpenCL build failed on {device.name}; rendered source: {src_path}\n{e}") from e
+                    _quiet(lambda: prog.build(_options(options), [device.cl_device]))
+                except (cl.Error, RuntimeError) as e:
+                    raise _build_error(device, what, source, f"the compiler failed:\n{e}") from e
                 _compile_count += 1
+                missing = names - _kernel_names(prog)
+                if missing or not _kernel_names(prog):
+                    raise _build_error(device, what, source,
+                                       f"the build succeeded but the program holds no kernel "
+                                       f"{', '.join(sorted(missing)) or '(none at all)'}; "
+                                       f"build log:\n{_log(device, prog) or '(empty)'}")
                 if path is not None:
                     _store_binary(prog, path)
-            cache[key] = prog
+            prog = cache[key] = cl.Program(prog)   # pyopencl's wrapper: kernels as attributes
             _build_count += 1
+    missing = names - _kernel_names(prog)
+    if missing:
+        raise _build_error(device, what, source, f"the program holds no kernel {', '.join(sorted(missing))}")
     return prog
 
 
-def get_kernel(device, template: str, name: str, options=(), **params) -> cl.Kernel:
-    """The built kernel ``name`` from ``template`` rendered with ``params`` (all hashable)."""
+def _build_error(device, what, source, why) -> "KernelBuildError":
+    path = _source_path(source)
+    where = f"; rendered source: {path}" if path is not None else ""
+    return KernelBuildError(f"kernel build of {what} failed on {device.name} ({device.info.platform}, "
+                            f"{device.target.describe()}){where}\n{why}")
+
+
+def get_kernel(device, template: str, name: str, options=(), local: int = 0, **params) -> cl.Kernel:
+    """The built kernel ``name`` from ``template`` rendered with ``params`` (all hashable).
+
+    ``local``: the work-group size it will be launched with; a kernel the device allows fewer
+    work-items (registers, local memory) raises :class:`KernelBuildError`, as a failed build does.
+    """
     key = (template, name, tuple(options), tuple(sorted(params.items())))
     knl = device.kernel_cache.get(key)
     if knl is None:
-        knl = _kernel_of(device, key, render(template, **params), name, options)
+        _check_width(device, template, params)
+        knl = _kernel_of(device, key, render(template, **params), name, options, _what(template, params))
+    if local > 1:
+        allowed = kernel_work_group_size(device, knl)
+        if allowed < local:
+            raise KernelBuildError(f"kernel {_what(template, params)} on {device.name}: launched with "
+                                   f"{local} work-items but the device allows this kernel {allowed}")
     return knl
+
+
+def _check_width(device, template, params):
+    # A width the target's probe saw fail is refused before it reaches the compiler: some drivers do
+    # not survive such a build (PoCL 3 aborts at exit after an empty "successful" one).
+    width = params.get("vw") or params.get("vector")
+    ct = params.get("ctype")
+    if width and ct in ("float", "double") and not device.target.builds_width(ct == "double" and np.float64 or np.float32, width):
+        seen = device.target.widths_double if ct == "double" else device.target.widths_float
+        raise KernelBuildError(f"kernel build of {_what(template, params)} refused on {device.name}: "
+                               f"{width}-wide {ct} vectors did not build and run right in the target's probe "
+                               f"(working widths: {', '.join(map(str, seen))})")
+
+
+def kernel_work_group_size(device, knl) -> int:
+    """``CL_KERNEL_WORK_GROUP_SIZE``: how many work-items this built kernel may have on ``device``."""
+    key = ("wg", id(knl))
+    size = device.kernel_cache.get(key)
+    if size is None:
+        size = device.kernel_cache[key] = int(knl.get_work_group_info(
+            cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
+    return size
 
 
 def source_kernel(device, source: str, name: str, options=()) -> cl.Kernel:
@@ -171,20 +285,17 @@ def source_kernel(device, source: str, name: str, options=()) -> cl.Kernel:
     key = ("source", source, name, tuple(options))
     knl = device.kernel_cache.get(key)
     if knl is None:
-        knl = _kernel_of(device, key, source, name, options)
+        knl = _kernel_of(device, key, source, name, options, f"kernel {name!r}")
     return knl
 
 
-def _kernel_of(device, key, source, name, options) -> cl.Kernel:
+def _kernel_of(device, key, source, name, options, what) -> cl.Kernel:
     cache = device.kernel_cache
-    prog = build(device, source, options)
+    prog = build(device, source, options, names=(name,), what=what)
     with _build_lock:   # two threads missing at once must still share one kernel object
         knl = cache.get(key)
         if knl is None:
-            try:
-                knl = cache[key] = getattr(prog, name)
-            except (AttributeError, cl.Error) as e:
-                raise ValueError(f"the program has no kernel named {name!r}") from e
+            knl = cache[key] = cl.Kernel(prog, name)
         # A new kernel's first run is slow (the driver specialises it for the launch shape: ~0.1 s
         # on PoCL, in its worker thread). Hand the next launch to the device at once, so that work
         # overlaps the building of the programs that come after it instead of waiting for a flush.
@@ -192,15 +303,47 @@ def _kernel_of(device, key, source, name, options) -> cl.Kernel:
     return knl
 
 
-def vector_width(device, dtype) -> int:
-    """The vector width kernels use for ``dtype`` on ``device``: its preferred width as a power of two
-    OpenCL has a type for (16 floats with AVX-512, 8 with AVX2); devices that report 0 or 1 still get
-    4-wide so the compiler has something to work with."""
-    cl_dev = device.cl_device
-    width = (cl_dev.preferred_vector_width_double if np.dtype(dtype) == np.float64
-             else cl_dev.preferred_vector_width_float)
-    width = int(width or 1)
-    return min(16, max(4, 1 << (width.bit_length() - 1)))
+class KernelFallbackWarning(UserWarning):
+    """A kernel family's first choice did not build on a device; a narrower or simpler one is used."""
+
+
+def first_that_builds(device, family: str, candidates, make, quiet: bool = False):
+    """``make(candidate)`` for the first of ``candidates`` that builds on ``device``: the one fallback
+    path of every kernel family (matmul blocked at the target's width, narrower widths, then tiled;
+    norms and softmax rows narrower; elementwise and fusion scalar).
+
+    A candidate that raised :class:`KernelBuildError` is remembered per device, so it is not tried
+    again in this process; the first fallback of a family is reported once with a
+    :class:`KernelFallbackWarning` naming what was chosen (not when ``quiet``: a fallback that is part
+    of the design, such as an expression with no vector form). Candidates must be hashable.
+    """
+    failed = device.failed_builds
+    errors = []
+    for i, candidate in enumerate(candidates):
+        if (family, candidate) in failed:
+            errors.append(failed[(family, candidate)])
+            continue
+        try:
+            result = make(candidate)
+        except KernelBuildError as e:
+            failed[(family, candidate)] = e
+            errors.append(e)
+            continue
+        if i and not quiet and (family, "warned") not in failed:
+            failed[(family, "warned")] = True
+            first = str(errors[0]).splitlines()[0] if errors else ""
+            warnings.warn(f"{family}: {_brief(candidates[0])} does not build on {device.name}, using "
+                          f"{_brief(candidate)} ({first})", KernelFallbackWarning, stacklevel=3)
+        return result
+    raise KernelBuildError(f"{family}: no candidate builds on {device.name} "
+                           f"(tried {', '.join(map(_brief, candidates))}); first error: "
+                           + (str(errors[0]) if errors else "none"))
+
+
+def _brief(candidate) -> str:
+    if isinstance(candidate, tuple) and all(isinstance(c, tuple) and len(c) == 2 for c in candidate):
+        return "{" + ", ".join(f"{k}={v}" for k, v in candidate) + "}"
+    return repr(candidate)
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -225,4 +368,3 @@ def compile_count() -> int:
     return _compile_count
 
 
-os.environ.setdefault("PYOPENCL_COMPILER_OUTPUT", "0")

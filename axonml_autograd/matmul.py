@@ -72,17 +72,11 @@ class _Plan:
         self.items_per_cu = BLOCKED_ITEMS_PER_CU
 
 
-def _kernel_wg_size(kernel, device) -> int:
-    return int(kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device.cl_device))
-
-
-_vector_width = kernels.vector_width
-
-
 def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     """The plan for these settings; ``auto`` (the strategy was not forced) lets the tuner choose."""
-    # Blocked kernels take the transposes as strides, so all four combos share one plan.
-    key = (id(device), dtype, strategy, auto) + ((trans_a, trans_b) if strategy == "tiled" else ())
+    # Blocked kernels take the transposes as strides (one kernel serves all four combos), but a
+    # blocked plan that falls back to tiled needs them.
+    key = (id(device), dtype, strategy, auto, trans_a, trans_b)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -115,18 +109,25 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False, measure=No
     ctype = kernels.ctype(dtype)
     item = np.dtype(dtype).itemsize
     if strategy == "blocked":
-        vw = _vector_width(device, dtype)
-        mr = BLOCKED_MR_WIDE if _vector_width(device, np.float32) >= 16 else BLOCKED_MR
-        nr = BLOCKED_NV * vw
-        params = dict(ctype=ctype, strategy="blocked", trans_a=False, trans_b=False, ts=0, tsk=0, wpt=0,
-                      mr=mr, nr=nr, vw=vw, kc_max=max(16, BLOCKED_SLICE_BYTES // (nr * item)))
-        knl = kernels.get_kernel(device, TEMPLATE, "matmul_blocked", **params)
-        # One work-item per work-group: its macro block is already a loop, and a fixed local size
-        # keeps PoCL from compiling a work-group function per global size.
-        plan = _Plan("blocked", params, knl, (1, 1, 1), item, device.compute_units)
-        if auto:
-            plan.items_per_cu = _tune_blocked(device, dtype, plan, measure)
-        return plan
+        # The target's vector width, then narrower ones, then the tiled kernel: the first that builds.
+        def make(candidate):
+            if candidate == "tiled":
+                return _make_plan(device, dtype, "tiled", trans_a, trans_b, auto, measure)
+            vw = candidate
+            mr = BLOCKED_MR_WIDE if vw * item >= 64 else BLOCKED_MR   # 512-bit registers: 32 of them
+            nr = BLOCKED_NV * vw
+            params = dict(ctype=ctype, strategy="blocked", trans_a=False, trans_b=False, ts=0, tsk=0, wpt=0,
+                          mr=mr, nr=nr, vw=vw, kc_max=max(16, BLOCKED_SLICE_BYTES // (nr * item)))
+            knl = kernels.get_kernel(device, TEMPLATE, "matmul_blocked", **params)
+            # One work-item per work-group: its macro block is already a loop, and a fixed local size
+            # keeps PoCL from compiling a work-group function per global size.
+            plan = _Plan("blocked", params, knl, (1, 1, 1), item, device.target.compute_units)
+            if auto:
+                plan.items_per_cu = _tune_blocked(device, dtype, plan, measure)
+            return plan
+
+        return kernels.first_that_builds(device, f"matmul {ctype}",
+                                         device.target.vector_widths(dtype) + ["tiled"], make)
     tried, fitting = [], []
     name = _tuning_name("tiled", ctype, int(trans_a), int(trans_b))
     stored = tuning.lookup(device, name) if auto and not measure else None
@@ -137,15 +138,15 @@ def _make_plan(device, dtype, strategy, trans_a, trans_b, auto=False, measure=No
         side = ts // wpt
         threads = side * side
         local_bytes = 2 * tsk * (ts + 1) * item
-        if threads > device.max_work_group_size or local_bytes > device.local_mem:
+        if threads > device.target.work_group or local_bytes > device.target.local_mem:
             tried.append((ts, tsk, wpt, "device limits"))
             continue
         params = dict(ctype=ctype, strategy="tiled", trans_a=bool(trans_a), trans_b=bool(trans_b),
                       ts=ts, tsk=tsk, wpt=wpt, mr=0, nr=0, vw=1, kc_max=0)
         knl = kernels.get_kernel(device, TEMPLATE, "matmul_tiled", **params)
         # The compiled kernel may allow fewer work-items than the device (registers, local memory).
-        if _kernel_wg_size(knl, device) < threads:
-            tried.append((ts, tsk, wpt, f"kernel allows {_kernel_wg_size(knl, device)} work-items"))
+        if kernels.kernel_work_group_size(device, knl) < threads:
+            tried.append((ts, tsk, wpt, f"kernel allows {kernels.kernel_work_group_size(device, knl)} work-items"))
             continue
         fitting.append(_Plan("tiled", params, knl, (side, side, 1)))
         if not measure:
@@ -191,18 +192,21 @@ def tune(device=None, dtype="float32", strategy=None):
     device = device if device is not None else default_device()
     dt = np.dtype(dtype)
     strategy = _choose_strategy(device, strategy)
-    combos = [(False, False)] if strategy == "blocked" else [(ta, tb) for ta in (False, True) for tb in (False, True)]
     with _plans_lock:
-        for ta, tb in combos:
-            plan = _make_plan(device, dt, strategy, ta, tb, auto=True, measure=True)
-            _plans[(id(device), dt, strategy, True) + ((ta, tb) if strategy == "tiled" else ())] = plan
+        plan = None
+        for ta in (False, True):
+            for tb in (False, True):
+                # A blocked plan serves every transpose (they are strides): measured once.
+                if plan is None or plan.strategy == "tiled":
+                    plan = _make_plan(device, dt, strategy, ta, tb, auto=True, measure=True)
+                _plans[(id(device), dt, strategy, True, ta, tb)] = plan
         _calls.clear()    # launchers built from the old plans
     return _info(plan)
 
 
 def _choose_strategy(device, strategy) -> str:
     if strategy is None:
-        strategy = os.environ.get("AXONML_MATMUL") or ("blocked" if device.is_cpu else "tiled")
+        strategy = os.environ.get("AXONML_MATMUL") or ("tiled" if device.target.is_gpu else "blocked")
     strategy = str(strategy).strip().lower()
     if strategy not in STRATEGIES:
         raise ValueError(f"matmul: strategy must be one of {STRATEGIES}, got {strategy!r}")

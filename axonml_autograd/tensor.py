@@ -741,14 +741,15 @@ def _collapse(shape, stride_sets):
 
 
 def _local_size(device) -> int:
-    return min(256, device.max_work_group_size)
+    return device.target.local_size(256)
 
 
 def ew_launch_shape(device, n):
     """(chunk, global size, local size) for n elements: see the comment in elementwise.cl.mako."""
-    if device.is_cpu:
+    t = device.target
+    if not t.is_gpu:
         # A few chunks per core so the pthread scheduler can balance, each long enough to vectorise.
-        chunk = max(4096, -(-n // (8 * device.compute_units)))
+        chunk = max(t.chunk, -(-n // (t.items_per_unit * t.compute_units)))
         chunk = (chunk + 63) & ~63
         return chunk, -(-n // chunk), 1
     local = _local_size(device)
@@ -768,7 +769,8 @@ class _Plan:
                  "chunk_bytes")
 
 
-_VECTOR = {"float": 8, "double": 4}
+# The elementwise loop's vectors stay within 256 bits: wider ones were measured no faster there.
+_EW_VECTOR_BITS = 256
 # Comparisons, selects, integer maths and casts mean something else on vectors (true is -1, ?: is
 # a per-lane select, casts between vector types are illegal), so only plain arithmetic and math
 # builtins take the vector loop.
@@ -918,16 +920,16 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
                   types=types if any(t != ctype for t in types) else ())
-    plan.kernel, plan.vector = None, 0
-    if dev.is_cpu and "strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == () \
-            and _vector_safe(expr):
-        try:
-            plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", vector=_VECTOR[ctype], **params)
-            plan.vector = _VECTOR[ctype]
-        except kernels.KernelBuildError:
-            pass   # an expression with no vector form (e.g. pow of a vector by a scalar): scalar loop
-    if plan.kernel is None:
-        plan.kernel = kernels.get_kernel(dev, "elementwise.cl.mako", "ew", **params)
+    widths = [0]   # 0: the scalar loop, which every device builds
+    if not dev.target.is_gpu and "strided" not in kinds and names and not int_scalars and not long_scalars \
+            and params["types"] == () and _vector_safe(expr):
+        bits = 8 * np.dtype(float_dtype).itemsize
+        widths = [w for w in dev.target.vector_widths(float_dtype, 4) if w * bits <= _EW_VECTOR_BITS][:1] + widths
+    # An expression with no vector form (e.g. pow of a vector by a scalar) takes the scalar loop.
+    plan.vector, plan.kernel = kernels.first_that_builds(
+        dev, f"elementwise {expr}", widths, quiet=True,
+        make=lambda w: (w, kernels.get_kernel(dev, "elementwise.cl.mako", "ew",
+                                              **(dict(vector=w) if w else {}), **params)))
     ints = []
     for kind, st, off in zip(kinds, cstrides, offsets):
         if kind == "strided":
@@ -1128,16 +1130,16 @@ _INNER_BLOCK = 16   # inner positions per work-item in the serial (CPU) reductio
 
 def _reduce_layout(device, outer, R, inner):
     """(strategy, local size, parts P, chunk, work-items per part-row) for one reduction pass."""
-    if device.is_cpu:
+    t = device.target
+    if not t.is_gpu:
         blocks = outer * -(-inner // _INNER_BLOCK)
-        target = 8 * device.compute_units
+        target = t.items_per_unit * t.compute_units
         P = 1
         if blocks < target and R >= 4096:
             P = min(-(-target // blocks), -(-R // 2048))
         chunk = -(-R // P)
         return "serial", 1, -(-R // chunk), chunk, blocks
-    cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
-    L = min(cap, 256 if R > 512 else 32)
+    L = min(t.local_size(256), 256 if R > 512 else 32)
     groups = outer * inner
     P = 1
     if groups < 64 and R > 4 * L:
@@ -1162,7 +1164,7 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None):
              x.dtype.type(scale if P == 1 else 1.0)]
     knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype), strategy=strategy,
                              op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
-                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK)
+                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK, local=L)
     kernels.launch(dev, knl, (rows * P * L,), (L,), *args)
     return out, out_idx, P
 
@@ -1216,15 +1218,16 @@ _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows
 
 
 def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
-    if device.is_cpu:
+    t = device.target
+    if not t.is_gpu:
         strategy, local, global_size = "serial", 1, rows
     else:
-        cap = 1 << (min(256, device.max_work_group_size).bit_length() - 1)
-        strategy, local = "local", min(cap, 256 if cols > 512 else 64)
+        strategy, local = "local", min(t.local_size(256), 256 if cols > 512 else 64)
         global_size = rows * local
-    knl = kernels.get_kernel(device, "softmax.cl.mako", which, ctype=kernels.ctype(dtype), op=op,
-                             strategy=strategy, local_size=local, vw=kernels.vector_width(device, dtype),
-                             **(flags or _CE_FLAGS))
+    params = dict(ctype=kernels.ctype(dtype), op=op, strategy=strategy, local_size=local, **(flags or _CE_FLAGS))
+    knl = kernels.first_that_builds(
+        device, f"softmax rows {which} {params['ctype']}", t.vector_widths(dtype),
+        lambda vw: kernels.get_kernel(device, "softmax.cl.mako", which, vw=vw, local=local, **params))
     kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
 
 

@@ -16,15 +16,12 @@ def device():
 
 @pytest.fixture(scope="module")
 def gpu_like(device):
-    """The same hardware as a second Device object marked as a GPU, so the GPU launch strategies (one
-    element per work-item, a work-group per row, local-memory reductions) run here too. Its kernel and
-    plan caches are its own: the GPU-shaped launches do not mix with the rest of the suite."""
+    """The same hardware as a second Device object whose target takes the GPU strategy, so the GPU
+    launch strategies (one element per work-item, a work-group per row, local-memory reductions, tiled
+    matmul) run here too. Its kernel and plan caches are its own: the GPU-shaped launches do not mix
+    with the rest of the suite."""
     from axonml_autograd.device import Device
-    dev = Device(device.info.platform_index, device.info.device_index)
-    original = Device.is_cpu
-    Device.is_cpu = property(lambda self: self is not dev and original.fget(self))
-    yield dev
-    Device.is_cpu = original
+    return Device(device.info.platform_index, device.info.device_index, target={"strategy": "gpu"})
 
 
 @pytest.fixture

@@ -126,7 +126,7 @@ def test_env_var_and_keyword_pick_the_strategy(monkeypatch):
     assert plan_info(dev)["strategy"] == "tiled"
     assert plan_info(dev, strategy="blocked")["strategy"] == "blocked"
     monkeypatch.delenv("AXONML_MATMUL")
-    assert plan_info(dev)["strategy"] == ("blocked" if dev.is_cpu else "tiled")
+    assert plan_info(dev)["strategy"] == ("tiled" if dev.target.is_gpu else "blocked")
     with pytest.raises(ValueError, match="strategy"):
         matmul(Tensor.ones((2, 2)), Tensor.ones((2, 2)), strategy="magic")
 
@@ -136,8 +136,8 @@ def test_tile_parameters_fit_the_device():
     info = plan_info(dev, strategy="tiled")
     side = info["ts"] // info["wpt"]
     assert info["local"] == (side, side, 1)
-    assert side * side <= dev.max_work_group_size
-    assert 2 * info["tsk"] * (info["ts"] + 1) * 4 <= dev.local_mem
+    assert side * side <= dev.target.work_group <= dev.max_work_group_size
+    assert 2 * info["tsk"] * (info["ts"] + 1) * 4 <= dev.target.local_mem <= dev.local_mem
 
 
 def test_inner_dimension_error_names_both_shapes():

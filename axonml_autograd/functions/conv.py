@@ -97,7 +97,7 @@ def _launch(template, name, dtype, n, args, rows=None, **params):
     if rows is not None:
         params["rows"] = rows
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
-    local = 1 if rows else min(64 if dev.is_cpu else 256, dev.max_work_group_size)
+    local = 1 if rows else dev.target.local_size(256 if dev.target.is_gpu else 64)
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,),
                    *[a.buffer if isinstance(a, Tensor) else a if isinstance(a, np.generic) else np.int32(a)
                      for a in args], np.int32(n))
@@ -176,7 +176,7 @@ def _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation):
 
 def _row_block(planes, rows, device):
     """Rows per work-item on CPUs: whole planes, unless that leaves fewer than a few items per core."""
-    want = 16 * device.compute_units
+    want = 2 * device.target.items_per_unit * device.target.compute_units
     return max(1, rows // max(1, -(-want // max(planes, 1)))) if planes < want else rows
 
 
@@ -186,10 +186,11 @@ def _im2col(x: Tensor, geom, cols: Tensor, n0=0) -> Tensor:
     if cols.numel():
         dev = x.device
         planes = cols.numel() // (OH * geom[3])
-        rb = _row_block(planes, OH, dev) if dev.is_cpu else 1
-        n = planes * -(-OH // rb) if dev.is_cpu else cols.numel()
+        rows = not dev.target.is_gpu
+        rb = _row_block(planes, OH, dev) if rows else 1
+        n = planes * -(-OH // rb) if rows else cols.numel()
         x_off = np.int64(n0 * math.prod(x._shape[1:]))
-        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom, rb, x_off], rows=dev.is_cpu)
+        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom, rb, x_off], rows=rows)
     return cols
 
 
@@ -200,9 +201,10 @@ def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
         dev = dx.device
         H = geom[0]
         planes = images * dx._shape[1]
-        rb = _row_block(planes, H, dev) if dev.is_cpu else 1
-        n = planes * -(-H // rb) if dev.is_cpu else images * per_image
-        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom, rb, np.int64(n0 * per_image)], rows=dev.is_cpu)
+        rows = not dev.target.is_gpu
+        rb = _row_block(planes, H, dev) if rows else 1
+        n = planes * -(-H // rb) if rows else images * per_image
+        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom, rb, np.int64(n0 * per_image)], rows=rows)
     return dx
 
 

@@ -97,7 +97,10 @@ def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool
                   centered: bool = False):
     dev = data.device
     ctype = kernels.ctype(data.dtype)
-    vector = {"float": 8, "double": 4}[ctype] if dev.is_cpu else 0
+    # CPUs: the update loop in vectors of the target's width, within 256 bits; GPUs: one element each.
+    t = dev.target
+    vector = 0 if t.is_gpu else min(t.vector_width(data.dtype), 32 // data.dtype.itemsize)
+    vector = vector if vector >= 2 else 0
     return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
                               centered=centered, vector=vector)
 
