@@ -20,13 +20,14 @@ import math
 import numbers
 import re
 import struct
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 import pyopencl as cl
 
 from . import kernels, launch
-from .device import Device, get_device
+from .device import Device, DeviceError, get_device
 
 INT32_MAX = 2**31 - 1
 
@@ -129,13 +130,62 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
 
 
 def _is_dtype(value) -> bool:
-    if isinstance(value, (str, type, np.dtype)):
+    """Whether ``value`` names a dtype (``np.float64``, ``"float32"``, ``np.dtype("i8")``) rather than a
+    device. A string numpy cannot read as a dtype is a device selector (``"0:0"`` makes numpy raise
+    ValueError, ``"pocl"`` TypeError)."""
+    if isinstance(value, np.dtype):
+        return True
+    if isinstance(value, (str, type)):
         try:
-            np.dtype(value)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # numpy's deprecated aliases ("a") warn
+                np.dtype(value)
             return True
-        except TypeError:
+        except Exception:   # TypeError, ValueError, SyntaxError: whatever numpy's parser raises
             return False
     return False
+
+
+def to_arguments(x, args, device=None, dtype=None, op="to"):
+    """torch's ``to`` overloads as ``(Device or None, dtype or None)`` for ``x``: ``to(device)``,
+    ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` (other's device and dtype) and the keywords.
+
+    A device is a :class:`Device` or a selector (``"0:0"``, ``"pocl"``, ``"pocl:epyc"``, ``0``); a dtype
+    a numpy dtype or its name."""
+    if len(args) > 2:
+        raise TypeError(f"{op}: expected at most a device and a dtype, got {len(args)} arguments")
+    for k, arg in enumerate(args):
+        if hasattr(arg, "_data") and isinstance(getattr(arg, "_data"), Tensor):
+            arg = arg._data   # a Variable: its tensor's device and dtype
+        if isinstance(arg, Tensor):
+            if len(args) != 1 or device is not None or dtype is not None:
+                raise TypeError(f"{op}: a tensor argument takes the place of both the device and the dtype")
+            device, dtype = arg.device, arg.dtype
+        elif _is_dtype(arg):
+            if dtype is not None:
+                raise TypeError(f"{op}: two dtypes given ({dtype!r} and {arg!r})")
+            dtype = arg
+        elif isinstance(arg, (Device, str)) or (isinstance(arg, (numbers.Integral, np.integer))
+                                                 and not isinstance(arg, (bool, np.bool_))):
+            if device is not None or (k == 1 and dtype is None):
+                raise TypeError(f"{op}: expected to(device, dtype), got the arguments {list(args)!r}")
+            device = arg
+        else:
+            raise TypeError(f"{op}: expected a device (a Device or a selector such as '0:0'), a dtype "
+                            f"or a tensor, got {arg!r}")
+    dev = None
+    if device is not None:
+        try:
+            dev = get_device(device)
+        except DeviceError as e:
+            raise DeviceError(f"{op}: {e}") from None
+    dt = None
+    if dtype is not None:
+        try:
+            dt = (dev or x.device).check_dtype(dtype)
+        except TypeError as e:
+            raise TypeError(f"{op}: {e}") from None
+    return dev, dt
 
 
 def _reduce_dims(x, op, axis, keepdim):
@@ -503,12 +553,25 @@ class Tensor:
             return self
         return elementwise("a", [self], dtype=dt)
 
-    def to(self, device) -> "Tensor":
-        """This tensor on another device (goes through the host), or in a dtype as torch's ``to``."""
-        if not isinstance(device, Device) and _is_dtype(device):
-            return self.astype(device)
-        dev = get_device(device)
-        return self if dev is self.device else Tensor.from_numpy(self.numpy(), self.dtype, dev)
+    def to(self, *args, device=None, dtype=None, copy=False) -> "Tensor":
+        """This tensor on another device and/or in another dtype, as torch's ``to``: ``to(device)``,
+        ``to(dtype)``, ``to(device, dtype)``, ``to(other)``. A device is a :class:`Device` or a selector
+        (``"0:0"``, ``"pocl"``); the data goes through the host only when the device differs. Returns
+        this tensor itself when nothing changes (unless ``copy=True``).
+
+        >>> t = Tensor.from_vec([1.5, 2.5], [2])
+        >>> t.to(t.device.selector) is t
+        True
+        >>> t.to("int32").to_vec()
+        [1, 2]
+        """
+        dev, dt = to_arguments(self, args, device, dtype)
+        out = self
+        if dev is not None and dev is not self.device:
+            out = Tensor.from_numpy(self.numpy(), self.dtype, dev)
+        if dt is not None:
+            out = out.astype(dt)
+        return self.clone() if copy and out is self else out
 
     # -- arithmetic (no autograd) -------------------------------------------------------------------
     def _binary(self, other, name, reverse=False):

@@ -792,9 +792,18 @@ class Variable:
 
     # torch's dtype casts. Float to float keeps the graph (the gradient is cast back); integer and bool
     # results have none. Defined last in the class, as these names shadow the builtins in its body.
-    def to(self, dtype):
-        """This Variable in ``dtype`` (``"float64"``, ``np.int64``...); torch's ``x.to(torch.float64)``."""
-        return shape_ops.cast(self, dtype)
+    def to(self, *args, device=None, dtype=None, copy=False):
+        """This Variable on another device and/or in another dtype, as torch's ``to``: ``to(device)``,
+        ``to(dtype)`` (``"float64"``, ``np.int64``...), ``to(device, dtype)``, ``to(other)``.
+
+        Differentiable: the gradient goes back to this Variable's device and dtype (a cast to an
+        integer or bool dtype has no graph). Returns ``self`` when nothing changes (unless ``copy``).
+        """
+        dev, dt = T.to_arguments(self._data, args, device, dtype)
+        out = shape_ops.move(self, dev)
+        if dt is not None:
+            out = shape_ops.cast(out, dt)
+        return shape_ops.clone(self) if copy and out is self else out
 
     def type(self, dtype): return shape_ops.cast(self, dtype, "type")
     def float(self): return shape_ops.cast(self, "float32", "float")

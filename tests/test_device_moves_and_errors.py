@@ -105,3 +105,141 @@ def test_index_selectors_are_unchanged(two_runtimes):
     assert device.resolve_selector("1:") == (1, 0)
     with pytest.raises(DeviceError, match=r"'3:0': device 3:0 does not exist; available"):
         device.resolve_selector("3:0")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Tensor.to / Variable.to: a device (any spelling), a dtype, or both
+# ------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dev():
+    return ag.default_device()
+
+
+@pytest.fixture(scope="module")
+def twin(dev):
+    """A second Device object for the same hardware: its own context, so moving to it is a real copy."""
+    return Device(dev.info.platform_index, dev.info.device_index)
+
+
+def _spellings(d):
+    """The ways of naming device ``d`` that get_device maps to the same object."""
+    return [d, d.selector, f"{d.info.platform_index}", f"{d.info.platform_index}:",
+            d.info.platform_index if d.info.device_index == 0 else d.selector]
+
+
+def test_tensor_to_the_selector_the_mixed_device_error_suggests_returns_the_tensor_itself(dev):
+    t = Tensor.from_vec([1.0, 2.0, 3.0], [3])
+    assert t.device is dev
+    for spelling in _spellings(dev):
+        assert t.to(spelling) is t, spelling
+        assert t.to(device=spelling) is t, spelling
+    assert t.to(dev, "float32") is t and t.to(t) is t
+
+
+def test_tensor_to_another_device_object_copies_through_the_host(dev, twin):
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    t = Tensor.from_numpy(a)
+    moved = t.to(twin)
+    assert moved.device is twin and moved.dtype == np.float32
+    np.testing.assert_array_equal(moved.numpy(), a)
+    back = moved.to(dev.selector)
+    assert back.device is dev
+    np.testing.assert_array_equal(back.numpy(), a)
+    # a transposed view moves as what it shows
+    np.testing.assert_array_equal(t.transpose(0, 1).to(twin).numpy(), a.T)
+
+
+def test_tensor_to_device_and_dtype_together(dev, twin):
+    t = Tensor.from_vec([1.5, -2.5, 3.0], [3])
+    for got in (t.to(twin, "int32"), t.to(device=twin, dtype=np.int32), t.to(Tensor.zeros([1], "int32", twin))):
+        assert got.device is twin and got.dtype == np.int32
+        np.testing.assert_array_equal(got.numpy(), np.array([1.5, -2.5, 3.0], np.float32).astype(np.int32))
+    assert t.to("int32").device is dev
+
+
+def test_tensor_to_copy_true_gives_a_new_buffer(dev):
+    t = Tensor.from_vec([1.0, 2.0], [2])
+    c = t.to(dev, copy=True)
+    assert c is not t and c._storage is not t._storage
+    np.testing.assert_array_equal(c.numpy(), t.numpy())
+
+
+@pytest.mark.parametrize("args,match", [
+    (("no-such-device-xyz",), r"to: device selector 'no-such-device-xyz': no device matches"),
+    ((1.5,), r"to: expected a device .* a dtype or a tensor, got 1.5"),
+    (("float32", "float64"), r"to: two dtypes given"),
+    (("complex64",), r"to: dtype"),
+])
+def test_tensor_to_refuses_what_is_neither_a_device_nor_a_dtype_naming_the_op(args, match):
+    t = Tensor.from_vec([1.0], [1])
+    for x in (t, Variable(t)):
+        with pytest.raises((TypeError, DeviceError), match=match):
+            x.to(*args)
+
+
+def test_variable_to_the_same_device_in_any_spelling_is_the_variable_itself(dev):
+    x = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
+    for spelling in _spellings(dev):
+        assert x.to(spelling) is x, spelling
+    assert x.to(dev, "float32") is x and x.to(x) is x
+
+
+@pytest.mark.parametrize("direction", ["default_to_twin", "twin_to_default"])
+def test_variable_to_another_device_is_differentiable_and_the_gradient_lands_on_the_source_device(
+        dev, twin, direction):
+    src, dst = (dev, twin) if direction == "default_to_twin" else (twin, dev)
+    a = np.array([[0.5, -1.0, 2.0], [1.5, 3.0, -0.25]], np.float32)
+    w = np.array([[1.0, -2.0, 0.5], [0.25, 1.0, 4.0]], np.float32)
+    x = Variable(Tensor.from_numpy(a, device=src), requires_grad=True)
+    for spelling in (dst, dst.selector) if dst is dev else (dst,):
+        y = x.to(spelling)
+        assert y.device is dst and y.grad_fn() is not None and y.grad_fn().name() == "ToCopyBackward"
+        np.testing.assert_array_equal(y.numpy(), a)
+        loss = (y * y * Variable(Tensor.from_numpy(w, device=dst))).sum()
+        x.zero_grad()
+        loss.backward()
+        g = x.grad()
+        assert g.device is src and g.dtype == np.float32
+        np.testing.assert_allclose(g.numpy(), 2 * a * w, rtol=1e-6)
+
+
+def test_variable_to_another_device_and_dtype_casts_the_gradient_back(dev, twin):
+    if not twin.fp64:
+        pytest.skip("no float64 on this device")
+    a = np.array([1.0, -2.0, 0.5], np.float32)
+    x = Variable(Tensor.from_numpy(a), requires_grad=True)
+    y = x.to(twin, "float64")
+    assert y.device is twin and y.dtype == np.float64
+    (y * y * y).sum().backward()
+    assert x.grad().device is dev and x.grad().dtype == np.float32
+    np.testing.assert_allclose(x.grad().numpy(), 3 * a.astype(np.float64) ** 2, rtol=1e-6)
+
+
+def test_variable_moved_between_devices_has_a_second_derivative(dev, twin):
+    a = np.array([1.0, 2.0, -3.0], np.float32)
+    x = Variable(Tensor.from_numpy(a, device=twin), requires_grad=True)
+    y = x.to(dev)
+    (g,) = ag.grad((y * y * y).sum(), x, create_graph=True)   # 3x^2, on x's device
+    assert g.device is twin
+    np.testing.assert_allclose(g.numpy(), 3 * a ** 2, rtol=1e-6)
+    g.sum().backward()
+    assert x.grad().device is twin
+    np.testing.assert_allclose(x.grad().numpy(), 6 * a, rtol=1e-6)
+
+
+def test_variable_to_dtype_keeps_working(dev):
+    x = Variable(Tensor.from_vec([1.25, 2.75], [2]), requires_grad=True)
+    i = x.to("int32")
+    assert i.dtype == np.int32 and not i.requires_grad() and i.to_vec() == [1, 2]
+    if dev.fp64:
+        d = x.to(np.float64)
+        assert d.grad_fn().name() == "ToCopyBackward"
+        (d * d).sum().backward()
+        assert x.grad().dtype == np.float32 and x.grad().to_vec() == [2.5, 5.5]
+
+
+def test_integer_variable_moves_without_a_graph(dev, twin):
+    i = Variable(Tensor.from_vec([1, 2, 3], [3], dtype="int64"))
+    j = i.to(twin)
+    assert j.device is twin and j.dtype == np.int64 and not j.requires_grad() and j.to_vec() == [1, 2, 3]

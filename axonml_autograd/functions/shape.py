@@ -286,6 +286,16 @@ def cast(a, dtype, op="to"):
                   vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
 
 
+def move(a, device):
+    """``a`` on ``device`` (a :class:`Device`), differentiable as torch's ``to(device)``: the gradient is
+    copied back to ``a``'s device. ``a`` itself when it is there already."""
+    x = a.data()
+    if device is None or device is x.device:
+        return a
+    return record("ToCopyBackward", x.to(device), [a], lambda ctx, g: g.to(ctx.attrs["device"]),
+                  device=x.device, vrule=lambda ctx, g: move(g, ctx.attrs["device"]))
+
+
 def clone(a):
     """A differentiable copy (torch's ``clone``): the gradient passes through unchanged."""
     return record("CloneBackward", a.data().clone(), [a], lambda ctx, g: g, vrule=lambda ctx, g: g)
