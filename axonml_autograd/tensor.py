@@ -206,14 +206,53 @@ def _axis_or_dim(axis, dim, op):
     return dim
 
 
-def normalize_axis(axis: int, ndim: int, what="dim") -> int:
+def normalize_axis(axis: int, ndim: int, what="dim", shape=None) -> int:
+    """``axis`` in ``0..ndim-1`` (a 0-d tensor takes 0 and -1, as in torch). Out of range is an
+    IndexError naming ``what`` (the op and the argument), the tensor's ``shape`` when given, and the
+    range, in torch's words."""
     if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral, np.integer)):
         raise TypeError(f"{what}: expected an int, got {axis!r}")
     lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
     if not lo <= axis <= hi:
-        raise IndexError(f"{what}: {axis} is out of range for a tensor of {ndim} dimensions "
-                         f"(expected {lo}..{hi})")
+        of = f"{ndim} dimension{'' if ndim == 1 else 's'}" + ("" if shape is None else f", shape {list(shape)}")
+        raise IndexError(f"{what}: {axis} is out of range for a tensor of {of} "
+                         f"(expected to be in range of [{lo}, {hi}], but got {axis})")
     return int(axis) % max(ndim, 1)
+
+
+def narrow_arguments(shape, dim, start, length, op="narrow"):
+    """``(dim, start, length)`` of a narrow checked against ``shape``; a negative ``start`` counts from
+    the end, as in torch."""
+    nd = len(shape)
+    if nd == 0:
+        raise IndexError(f"{op}: a 0-d tensor has no dimension to narrow")
+    d = normalize_axis(dim, nd, f"{op} dim", shape)
+    start, length = as_int(start, f"{op}: start"), as_int(length, f"{op}: length")
+    size = shape[d]
+    if -size <= start < 0:
+        start += size
+    if not (0 <= start <= size):
+        raise IndexError(f"{op}: start {start} is out of range for dim {d} of size {size} in shape {list(shape)} "
+                         f"(expected to be in range of [{-size}, {size}])")
+    if not (0 <= length and start + length <= size):
+        raise IndexError(f"{op}: start {start} + length {length} exceeds size {size} of dim {d} "
+                         f"in shape {list(shape)}")
+    return d, start, length
+
+
+def permutation(shape, dims, op="permute") -> list:
+    """``dims`` checked as a permutation of the axes of ``shape`` (negative ones counted from the end)."""
+    nd = len(shape)
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__"):
+        raise TypeError(f"{op}: expected a list of dims, got {dims!r}")
+    if len(dims) != nd:
+        raise ValueError(f"{op}: expected {nd} dims for shape {list(shape)}, got {list(dims)} "
+                         "(a permutation of its dims)")
+    perm = [normalize_axis(d, nd, f"{op} dim", shape) for d in dims]
+    if sorted(perm) != list(range(nd)):
+        raise ValueError(f"{op}: {list(dims)} is not a permutation of the {nd} dims of shape {list(shape)} "
+                         "(a dim is repeated)")
+    return perm
 
 
 class View:
@@ -474,16 +513,17 @@ class Tensor:
     def transpose(self, d0=0, d1=1) -> "Tensor":
         """A view with axes ``d0`` and ``d1`` swapped (no copy)."""
         nd = self.ndim()
-        a, b = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
+        a = normalize_axis(d0, nd, "transpose dim0", self._shape)
+        b = normalize_axis(d1, nd, "transpose dim1", self._shape)
+        if nd == 0:
+            return self   # torch: dims 0 and -1 of a 0-d tensor, a no-op
         perm = list(range(nd))
         perm[a], perm[b] = perm[b], perm[a]
         return self.permute(perm)
 
     def permute(self, perm) -> "Tensor":
         nd = self.ndim()
-        perm = [normalize_axis(p, nd, "permute") for p in perm]
-        if sorted(perm) != list(range(nd)):
-            raise ValueError(f"permute: {perm} is not a permutation of {list(range(nd))}")
+        perm = permutation(self._shape, perm)
         strides, offset = self._view if self._view is not None else (contiguous_strides(self._shape), 0)
         shape = tuple(self._shape[p] for p in perm)
         strides = tuple(strides[p] for p in perm)
@@ -501,15 +541,7 @@ class Tensor:
 
     def narrow(self, dim, start, length) -> "Tensor":
         """A copy of ``length`` elements along ``dim`` starting at ``start``."""
-        nd = self.ndim()
-        if nd == 0:
-            raise IndexError("narrow: a 0-d tensor has no dimension to narrow")
-        d = normalize_axis(dim, nd, "narrow dim")
-        start, length = as_int(start, "narrow: start"), as_int(length, "narrow: length")
-        size = self._shape[d]
-        if not (0 <= start <= size and 0 <= length and start + length <= size):
-            raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
-                             f"in shape {self.shape()}")
+        d, start, length = narrow_arguments(self._shape, dim, start, length)
         st = contiguous_strides(self._shape)
         shape = list(self._shape)
         shape[d] = length

@@ -243,3 +243,94 @@ def test_integer_variable_moves_without_a_graph(dev, twin):
     i = Variable(Tensor.from_vec([1, 2, 3], [3], dtype="int64"))
     j = i.to(twin)
     assert j.device is twin and j.dtype == np.int64 and not j.requires_grad() and j.to_vec() == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Shape ops: errors name the op, the argument and the shape (as Tensor and as Variable)
+# ------------------------------------------------------------------------------------------------------
+
+def _both(t):
+    return [t, Variable(t)]
+
+
+def test_transpose_of_a_0d_tensor_accepts_dims_0_and_minus_1_as_a_no_op():
+    for x in _both(Tensor.scalar(2.5)):
+        for d0, d1 in ((0, 0), (-1, 0), (0, -1), (-1, -1)):
+            y = x.transpose(d0, d1)
+            assert y.shape() == [] and y.item() == 2.5
+        assert x.swapaxes(0, -1).shape() == [] and x.t().shape() == [] and x.T.shape() == []
+
+
+def test_transpose_of_a_0d_variable_passes_the_gradient_through():
+    x = Variable(Tensor.scalar(3.0), requires_grad=True)
+    (x.transpose(0, 0) * 2.0).backward()
+    assert x.grad().item() == 2.0
+
+
+SHAPE_ERRORS = [
+    # (call on x, which x, error, message)
+    (lambda x: x.transpose(0, 1), "0d", IndexError,
+     r"^transpose dim1: 1 is out of range for a tensor of 0 dimensions, shape \[\] "
+     r"\(expected to be in range of \[-1, 0\], but got 1\)$"),
+    (lambda x: x.transpose(2, 0), "2x3", IndexError,
+     r"^transpose dim0: 2 is out of range .* shape \[2, 3\] \(expected to be in range of \[-2, 1\], but got 2\)$"),
+    (lambda x: x.swapdims(0, -3), "2x3", IndexError, r"^transpose dim1: -3 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.mT, "0d", ValueError, r"^mT: expected a matrix .* got shape \[\]$"),
+    (lambda x: x.mT, "3", ValueError, r"^mT: expected a matrix .* got shape \[3\]$"),
+    (lambda x: x.permute([0]), "2x3", ValueError, r"^permute: expected 2 dims for shape \[2, 3\], got \[0\] \(a permutation of its dims\)$"),
+    (lambda x: x.permute([0, 1, 2]), "2x3", ValueError, r"^permute: expected 2 dims for shape \[2, 3\], got \[0, 1, 2\] \(a permutation"),
+    (lambda x: x.permute([1, -1]), "2x3", ValueError, r"^permute: \[1, -1\] is not a permutation .* shape \[2, 3\]"),
+    (lambda x: x.permute([0, 5]), "2x3", IndexError, r"^permute dim: 5 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.narrow(1, 2, 2), "2x3", IndexError, r"^narrow: start 2 \+ length 2 exceeds size 3 of dim 1 in shape \[2, 3\]$"),
+    (lambda x: x.narrow(1, -4, 1), "2x3", IndexError,
+     r"^narrow: start -4 is out of range for dim 1 of size 3 in shape \[2, 3\] \(expected to be in range of \[-3, 3\]\)$"),
+    (lambda x: x.narrow(2, 0, 1), "2x3", IndexError, r"^narrow dim: 2 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.narrow(0, 0, 1), "0d", IndexError, r"^narrow: a 0-d tensor has no dimension to narrow$"),
+    (lambda x: x.reshape([4, 2]), "2x3", ValueError, r"^reshape: cannot reshape \[2, 3\] \(6 elements\) to \[4, 2\]$"),
+    (lambda x: x.reshape([-1, -1]), "2x3", ValueError, r"^reshape: only one dimension can be -1, got \[-1, -1\]$"),
+    (lambda x: x.squeeze(2), "2x3", IndexError,
+     r"^squeeze dim: 2 is out of range .* shape \[2, 3\] \(expected to be in range of \[-2, 1\], but got 2\)$"),
+    (lambda x: x.squeeze(1), "0d", IndexError, r"^squeeze dim: 1 is out of range .* shape \[\]"),
+    (lambda x: x.unsqueeze(3), "2x3", IndexError,
+     r"^unsqueeze dim: 3 is out of range for a tensor of shape \[2, 3\] \(expected to be in range of \[-3, 2\], but got 3\)$"),
+    (lambda x: x.unsqueeze(-2), "0d", IndexError,
+     r"^unsqueeze dim: -2 is out of range for a tensor of shape \[\] \(expected to be in range of \[-1, 0\], but got -2\)$"),
+    (lambda x: x.movedim(2, 0), "2x3", IndexError, r"^movedim source: 2 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.moveaxis(0, -3), "2x3", IndexError, r"^moveaxis destination: -3 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.movedim([0, 0], [0, 1]), "2x3", ValueError, r"^movedim: source \[0, 0\] repeats a dim of shape \[2, 3\]$"),
+    (lambda x: x.movedim([0, 1], [1, -1]), "2x3", ValueError, r"^movedim: destination \[1, -1\] repeats a dim"),
+    (lambda x: x.movedim([0, 1], [0]), "2x3", ValueError,
+     r"^movedim: source \[0, 1\] \(2 dims\) and destination \[0\] \(1 dims\) must name as many dims, for shape \[2, 3\]$"),
+    (lambda x: x.flatten(3), "2x3", IndexError, r"^flatten start_dim: 3 is out of range .* shape \[2, 3\]"),
+    (lambda x: x.unflatten(1, (2, 2)), "2x3", ValueError,
+     r"^unflatten: sizes \[2, 2\] do not multiply to the size 3 of dim 1 in shape \[2, 3\]$"),
+]
+
+
+@pytest.mark.parametrize("kind", ["Tensor", "Variable"])
+@pytest.mark.parametrize("call,which,error,message", SHAPE_ERRORS)
+def test_shape_op_errors_name_the_op_the_argument_and_the_shape(call, which, error, message, kind):
+    t = {"0d": Tensor.scalar(1.0), "3": Tensor.zeros([3]), "2x3": Tensor.zeros([2, 3])}[which]
+    x = t if kind == "Tensor" else Variable(t, requires_grad=True)
+    with pytest.raises(error, match=message):
+        call(x)
+
+
+def test_narrow_counts_a_negative_start_from_the_end_as_torch():
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for x in _both(Tensor.from_numpy(a)):
+        np.testing.assert_array_equal(x.narrow(1, -2, 2).numpy(), a[:, 1:3])
+        np.testing.assert_array_equal(x.narrow(-1, -3, 1).numpy(), a[:, 0:1])
+
+
+def test_movedim_matches_numpy_and_moves_the_gradient_back():
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    w = np.random.default_rng(0).normal(size=(4, 2, 3)).astype(np.float32)
+    for src, dst in ((2, 0), (-1, 0), ([0, 2], [2, 0]), ([0], [-1])):
+        want = np.moveaxis(a, src, dst)
+        for x in _both(Tensor.from_numpy(a)):
+            np.testing.assert_array_equal(x.movedim(src, dst).numpy(), want)
+            np.testing.assert_array_equal(x.moveaxis(src, dst).numpy(), want)
+    x = Variable(Tensor.from_numpy(a), requires_grad=True)
+    (x.movedim(2, 0) * Variable(Tensor.from_numpy(w))).sum().backward()
+    np.testing.assert_array_equal(x.grad().numpy(), np.moveaxis(w, 0, 2))
