@@ -82,6 +82,49 @@ def as_float(value, what) -> float:
                          "beyond the range of a float") from None
 
 
+def _short(value) -> str:
+    """A number for a message: a huge int as its first digits and its length."""
+    text = str(value)
+    return f"{text[:12]}... ({len(text)} digits)" if len(text) > 40 else text
+
+
+def numbers_array(values, op, dtype=None) -> np.ndarray:
+    """``np.asarray(values)`` for numbers. Python ints that no numpy integer holds (``10**400``,
+    ``-2**63 - 1``) are kept only where the target is a float that holds them (float64's range); any
+    other is refused with a ValueError naming ``op`` and the value, never an OverflowError. Ragged
+    lists and the like are a TypeError naming ``op``."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{op}: expected numbers ({e})") from e
+    if arr.dtype != object:
+        return arr
+    flat = arr.reshape(-1).tolist()
+    if not all(isinstance(v, numbers.Real) for v in flat):
+        return arr   # the caller's "expected numbers" error
+    try:
+        kind = np.dtype(dtype).kind if dtype is not None else None
+    except TypeError:
+        kind = None   # the caller's dtype check says what is wrong with it
+    if kind is None:
+        kind = "f" if any(not isinstance(v, numbers.Integral) for v in flat) else "i"
+    if kind == "f":
+        for v in flat:
+            try:
+                float(v)
+            except OverflowError:
+                target = np.dtype(dtype).name if dtype is not None else "a float"
+                raise ValueError(f"{op}: value {_short(v)} cannot be converted to {target} without overflow "
+                                 "(it is beyond the range of a float)") from None
+        return np.array(flat, dtype=np.float64).reshape(arr.shape)
+    target = np.dtype(dtype).name if dtype is not None and kind in "iu" else "int64"
+    for v in flat:
+        if isinstance(v, numbers.Integral) and not -2 ** 63 <= v < 2 ** 64:
+            raise ValueError(f"{op}: value {_short(v)} is not an {target} (it cannot be converted without "
+                             "overflow)")
+    return np.array(flat, dtype=np.float64 if kind == "f" else None).reshape(arr.shape)
+
+
 def as_int(value, what) -> int:
     """``value`` as a Python int; TypeError for anything but an integer (a float 2.0 included)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
@@ -307,16 +350,16 @@ class Tensor:
         return cls(shape, dtype, device)
 
     @classmethod
-    def from_numpy(cls, array, dtype=None, device=None) -> "Tensor":
+    def from_numpy(cls, array, dtype=None, device=None, _op="from_numpy") -> "Tensor":
         """Copy a numpy array (or anything ``np.asarray`` takes) to the device.
 
         >>> import numpy as np
         >>> Tensor.from_numpy(np.eye(2)).shape()
         [2, 2]
         """
-        arr = np.asarray(array)
+        arr = numbers_array(array, _op, dtype)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"from_numpy: expected numbers, got an array of {arr.dtype}")
+            raise TypeError(f"{_op}: expected numbers, got an array of {arr.dtype}")
         if dtype is None:
             dtype = native_dtype(arr.dtype)
         t = cls(arr.shape, dtype, device)
@@ -330,10 +373,12 @@ class Tensor:
             else:
                 bad = (arr < lo) | (arr >= hi)
             if bad.any():
-                raise ValueError(f"from_numpy: value {arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} "
-                                 f"is not an {t.dtype}")
+                value = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]].item()
+                raise ValueError(f"{_op}: value {_short(value)} is not an {t.dtype}")
         # A private copy: the upload does not wait, so the caller may change `array` right after.
-        host = np.array(arr, dtype=t.dtype, order="C", copy=True)
+        # A finite float beyond float32's range becomes inf there, as in torch.tensor (no warning).
+        with np.errstate(over="ignore"):
+            host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
             launch.upload(t.device, t.buffer, host)
         return t
@@ -349,23 +394,28 @@ class Tensor:
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
             raise TypeError(f"from_vec: values must be a flat list of numbers, got {type(values).__name__}")
         try:
-            arr = np.asarray(values, dtype=np.float64)
-        except (ValueError, TypeError) as e:
-            raise TypeError(f"from_vec: values must be a flat list of numbers ({e})") from e
+            arr = numbers_array(values, "from_vec", dtype)   # its ValueErrors (too large) name from_vec already
+        except TypeError as e:
+            raise TypeError(f"from_vec: values must be a flat list of numbers ({e.__cause__ or e})") from e
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"from_vec: values must be a flat list of numbers, got an array of {arr.dtype}")
+        if arr.dtype.kind in "iu" and _is_dtype(dtype) and np.dtype(dtype).kind == "i":
+            pass   # ints to an integer dtype stay exact (through float64, 2**62 + 1 lost its last bit)
+        elif arr.dtype.kind in "iub" or dtype is None:
+            arr = arr.astype(np.float64)   # as the crate's Vec<f32>: numbers, float64 unless a dtype says
         if arr.ndim != 1:
             raise ValueError(f"from_vec: values must be a flat list, got an array of shape {list(arr.shape)}")
         if arr.size != math.prod(shape):
             raise ValueError(f"from_vec: {arr.size} values do not fill shape {list(shape)} "
                              f"({math.prod(shape)} elements)")
-        return cls.from_numpy(arr.reshape(shape), dtype=dtype, device=device)
+        return cls.from_numpy(arr.reshape(shape), dtype=dtype, device=device, _op="from_vec")
 
     @classmethod
     def full(cls, shape, value, dtype="float32", device=None) -> "Tensor":
         """A tensor with every element ``value``."""
         t = cls(shape, dtype, device)
-        if t.numel():
-            fill(t, value)
-            t._version = 0  # the constructor's own write is not an in-place change
+        fill(t, value, "full")   # checks the value even when there are no elements
+        t._version = 0  # the constructor's own write is not an in-place change
         return t
 
     @classmethod
@@ -1055,19 +1105,26 @@ def copy_view(v: View) -> Tensor:
     return elementwise("a", [v], shape=v.shape, dtype=v.tensor.dtype, op="copy")
 
 
-def fill(t: Tensor, value) -> Tensor:
-    """Set every element of ``t`` to ``value`` in place."""
+def fill(t: Tensor, value, op="fill") -> Tensor:
+    """Set every element of ``t`` to ``value`` in place. As torch's fill: a finite value beyond the
+    dtype's range is refused (ValueError naming ``op``), never wrapped or made infinite."""
     if (isinstance(value, (bool, np.bool_)) and t.dtype.kind != "b") or not isinstance(value, numbers.Real):
-        raise TypeError(f"fill: value must be a number, got {value!r}")
+        raise TypeError(f"{op}: value must be a number, got {value!r}")
     if t.dtype.kind == "f":
-        value = as_float(value, "fill")
+        value = as_float(value, op)
+        if math.isfinite(value) and abs(value) > float(np.finfo(t.dtype).max):
+            raise ValueError(f"{op}: value {value!r} cannot be converted to {t.dtype} without overflow")
     elif t.dtype.kind == "b":
         value = bool(value)
     else:
         bound = 2 ** (8 * t.dtype.itemsize - 1)
-        if not (math.isfinite(value) and -bound <= value < bound
-                and (isinstance(value, (numbers.Integral, np.integer)) or value == int(value))):
-            raise ValueError(f"fill: value {value!r} is not an {t.dtype}")
+        if isinstance(value, (numbers.Integral, np.integer)):
+            ok = -bound <= value < bound
+        else:
+            ok = math.isfinite(value) and -bound <= value < bound and value == int(value)
+        if not ok:
+            more = " (it cannot be converted without overflow)" if isinstance(value, numbers.Integral) else ""
+            raise ValueError(f"{op}: value {_short(value)} is not an {t.dtype}{more}")
         value = int(value)
     if t.numel():
         # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.

@@ -334,3 +334,64 @@ def test_movedim_matches_numpy_and_moves_the_gradient_back():
     x = Variable(Tensor.from_numpy(a), requires_grad=True)
     (x.movedim(2, 0) * Variable(Tensor.from_numpy(w))).sum().backward()
     np.testing.assert_array_equal(x.grad().numpy(), np.moveaxis(w, 0, 2))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Values too large for the dtype: a ValueError naming the op and the value, never OverflowError
+# ------------------------------------------------------------------------------------------------------
+
+HUGE = 10 ** 400   # beyond float64 and every integer type
+
+TOO_LARGE = [
+    (lambda: Tensor.from_vec([HUGE], [1]), r"^from_vec: value 100000000000\.\.\. \(401 digits\) cannot be converted "
+                                           r"to float32 without overflow"),
+    (lambda: Tensor.from_vec([1.0, -HUGE], [2], dtype="float32"), r"^from_vec: value -10000000000\.\.\. \(402 digits\)"),
+    (lambda: Tensor.from_vec([HUGE], [1], dtype="int64"), r"^from_vec: value 100000000000\.\.\. \(401 digits\) is not an int64"),
+    (lambda: Tensor.from_vec([2 ** 63], [1], dtype="int64"), r"^from_vec: value 9223372036854775808 is not an int64"),
+    (lambda: Tensor.from_vec([2 ** 31], [1], dtype="int32"), r"^from_vec: value 2147483648 is not an int32"),
+    (lambda: Tensor.from_numpy([HUGE]), r"^from_numpy: value 100000000000\.\.\. \(401 digits\) is not an int64"),
+    (lambda: Tensor.from_numpy([[1, 2], [3, -2 ** 64]]), r"^from_numpy: value -18446744073709551616 is not an int64"),
+    (lambda: Tensor.from_numpy([HUGE], dtype="float32"), r"^from_numpy: value 100000000000\.\.\. \(401 digits\) "
+                                                         r"cannot be converted to float32 without overflow"),
+    (lambda: Tensor.from_numpy([0.5, HUGE]), r"^from_numpy: value 100000000000\.\.\. \(401 digits\) cannot be "
+                                             r"converted to a float without overflow"),
+    (lambda: ag.from_numpy([HUGE], dtype="int32"), r"^from_numpy: value 100000000000\.\.\. .* is not an int32"),
+    (lambda: Tensor.full([2], HUGE), r"^full: 100000000000\.\.\. \(401 digits\) is beyond the range of a float"),
+    (lambda: Tensor.full([2], HUGE, dtype="int64"), r"^full: value 100000000000\.\.\. \(401 digits\) is not an int64"),
+    (lambda: Tensor.full([2], -HUGE, dtype="int32"), r"^full: value -10000000000\.\.\. \(402 digits\) is not an int32"),
+    (lambda: Tensor.full([2], 2 ** 63, dtype="int64"), r"^full: value 9223372036854775808 is not an int64"),
+    (lambda: Tensor.full([2], 1e39), r"^full: value 1e\+39 cannot be converted to float32 without overflow$"),
+    (lambda: Tensor.full([2], -10 ** 39), r"^full: value -1e\+39 cannot be converted to float32 without overflow$"),
+    (lambda: Tensor.full([0], HUGE, dtype="int64"), r"^full: value .* is not an int64"),   # even with no elements
+    (lambda: ag.full([2], HUGE), r"^full: value 100000000000\.\.\. \(401 digits\) is not an int64"),
+    (lambda: ag.full([2], HUGE, dtype="float32"), r"^full: 100000000000\.\.\. \(401 digits\) is beyond the range"),
+    (lambda: Tensor.scalar(HUGE), r"^full: .* is beyond the range of a float"),
+    (lambda: Tensor.zeros([2], "int64").fill_(HUGE), r"^fill: value .* is not an int64"),
+]
+
+
+@pytest.mark.parametrize("call,message", TOO_LARGE)
+def test_a_value_too_large_for_the_dtype_is_a_value_error_naming_the_op(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_values_that_fit_are_accepted_and_stay_exact():
+    # through float64, 2**62 + 1 lost its last bit
+    assert Tensor.from_vec([2 ** 62 + 1, -2 ** 63], [2], dtype="int64").to_vec() == [2 ** 62 + 1, -2 ** 63]
+    assert Tensor.full([1], 2 ** 63 - 1, dtype="int64").to_vec() == [2 ** 63 - 1]
+    assert Tensor.full([1], -2 ** 31, dtype="int32").to_vec() == [-2 ** 31]
+    # a Python int beyond int64 is a fine float64 (torch.tensor([2**70], dtype=torch.float64))
+    if ag.default_device().fp64:
+        assert Tensor.from_numpy([1, 2 ** 70], dtype="float64").to_vec() == [1.0, float(2 ** 70)]
+    assert Tensor.from_vec([2 ** 70], [1]).to_vec() == [float(np.float32(2 ** 70))]
+    assert Tensor.full([1], float(np.finfo(np.float32).max)).to_vec() == [float(np.finfo(np.float32).max)]
+    assert Tensor.full([2], float("inf")).to_vec() == [float("inf")] * 2
+
+
+def test_a_finite_float_beyond_float32_becomes_inf_when_copied_as_torch_tensor_does_without_a_warning():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Tensor.from_vec([1e39, -1e39], [2]).to_vec() == [float("inf"), float("-inf")]
+        assert Tensor.from_numpy(np.array([1e39]), dtype="float32").to_vec() == [float("inf")]
