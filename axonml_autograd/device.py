@@ -2,10 +2,22 @@
 
 The device is picked lazily and never by prompting::
 
-    AXONML_DEVICE=pocl python train.py      # a case-insensitive name substring ...
-    AXONML_DEVICE=0:1 python train.py       # ... or platform:device indices
+    AXONML_DEVICE=0:1 python train.py          # platform:device indices (a bare "0" is "0:0")
+    AXONML_DEVICE=epyc python train.py         # a case-insensitive substring of the device's names
+    AXONML_DEVICE=pocl:epyc python train.py    # platform name : device name
+    AXONML_DEVICE=intel: python train.py       # the one device of the platform whose name has "intel"
 
-then ``PYOPENCL_CTX`` as pyopencl parses it, then the first GPU, then the first CPU device.
+then ``PYOPENCL_CTX`` as pyopencl parses it, then the first GPU, then the first CPU device. The same
+selectors work in ``get_device``, ``Tensor(..., device=)`` and ``.to()``.
+
+A selector without a colon is searched for in each device's platform name and vendor, its own name,
+vendor and version, and its type (``cpu``, ``gpu``). With a colon it is ``platform:device``: each
+side is an index when it is all digits, else a substring of the platform's name and vendor (left)
+or of the device's name, vendor, version and type (right); an empty side matches anything.
+(A selector whose colon form matches nothing is tried once more as a plain substring, for
+device names that contain a colon, such as ``gfx90a:sramecc+:xnack-``.) A name must match exactly
+one device: the same CPU under two runtimes (PoCL and Intel's) matches twice, and such a selector
+is refused with a :class:`DeviceError` that lists the matches with their index selectors.
 
 >>> from axonml_autograd.device import default_device
 >>> dev = default_device()
@@ -124,8 +136,12 @@ def all_device_infos():
 
 
 def _parse_index_selector(text: str):
+    """``(platform, device)`` for ``"0:1"``, ``"0:"`` or ``"0"``; None for any other form (``":1"``,
+    device 1 of any platform, is a name-style selector: see :func:`resolve_selector`)."""
     parts = text.split(":")
     if len(parts) not in (1, 2) or not all(part.strip().isdigit() for part in parts if part.strip()):
+        return None
+    if not parts[0].strip() and len(parts) == 2 and parts[1].strip():
         return None
     nums = [int(part) for part in parts if part.strip()]
     return (nums[0], nums[1] if len(nums) > 1 else 0) if nums else None
@@ -142,8 +158,46 @@ def _pick_part(part: str, names) -> Optional[int]:
     return next((i for i, n in enumerate(names) if part.lower() in n.lower()), None)
 
 
-def resolve_selector(selector: Optional[str] = None):
-    """Return ``(platform_index, device_index)`` for a selector, or by the default rules when None."""
+def _platform_text(platform) -> str:
+    return f"{platform.name} {platform.vendor}".lower()
+
+
+def _device_text(d) -> str:
+    # PoCL says "pocl" only in its platform vendor and device version strings.
+    return f"{d.name} {d.vendor} {d.version} {_device_type_name(d)}".lower()
+
+
+def _part_matches(part: str, index: int, text: str) -> bool:
+    """One side of a ``platform:device`` selector: empty matches all, digits an index, else a substring."""
+    part = part.strip()
+    if not part:
+        return True
+    if part.isdigit():
+        return int(part) == index
+    return part.lower() in text
+
+
+def _match_by_name(text: str, candidates) -> list:
+    """The ``(pi, di, d)`` of ``candidates`` that a name selector (with or without a colon) matches."""
+    plain = [c for c in candidates
+             if text.lower() in f"{_platform_text(c[2].platform)} {_device_text(c[2])}"]
+    if ":" not in text:
+        return plain
+    plat_part, _, dev_part = text.partition(":")
+    both = [(pi, di, d) for pi, di, d in candidates
+            if _part_matches(plat_part, pi, _platform_text(d.platform)) and _part_matches(dev_part, di, _device_text(d))]
+    return both or plain
+
+
+def _listing(candidates) -> str:
+    return ", ".join(f"{pi}:{di} {d.name.strip()} ({d.platform.name.strip()})" for pi, di, d in candidates)
+
+
+def resolve_selector(selector: Optional[str] = None, _source: str = "device selector"):
+    """Return ``(platform_index, device_index)`` for a selector, or by the default rules when None.
+
+    See the module docstring for the selector forms; a name that matches several devices raises.
+    """
     candidates = [(pi, di, d) for pi, _p, ds in platforms() if not isinstance(ds, str)
                   for di, d in enumerate(ds)]
     if not candidates:
@@ -155,18 +209,21 @@ def resolve_selector(selector: Optional[str] = None):
             for pi, di, _d in candidates:
                 if (pi, di) == idx:
                     return pi, di
-            raise DeviceError(f"device {text!r} does not exist; available: "
+            raise DeviceError(f"{_source} {text!r}: device {idx[0]}:{idx[1]} does not exist; available: "
                               + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
-        needle = text.lower()
-        for pi, di, d in candidates:
-            # PoCL says "pocl" only in its platform vendor and device version strings.
-            if needle in f"{d.platform.name} {d.platform.vendor} {d.name} {d.vendor} {d.version}".lower():
-                return pi, di
-        raise DeviceError(f"no device matches {text!r}; available: "
-                          + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
+        found = _match_by_name(text, candidates)
+        if len(found) == 1:
+            return found[0][:2]
+        if not found:
+            raise DeviceError(f"{_source} {text!r}: no device matches; available: "
+                              + ", ".join(f"{pi}:{di} {d.name.strip()}" for pi, di, d in candidates))
+        raise DeviceError(
+            f"{_source} {text!r} is ambiguous: it matches {len(found)} devices: {_listing(found)}; "
+            "name one with a more specific name, as 'platform:device' names (for example 'pocl:epyc' or "
+            f"'intel:'), or by its index (for example '{found[0][0]}:{found[0][1]}')")
     env = os.environ.get("AXONML_DEVICE")
     if env:
-        return resolve_selector(env)
+        return resolve_selector(env, "AXONML_DEVICE")
     ctx_env = os.environ.get("PYOPENCL_CTX")
     if ctx_env:
         # pyopencl's own syntax: "platform[:device]" with indices or name substrings.

@@ -163,7 +163,7 @@ def normal_(x, mean=0.0, std=1.0, seed=None):
 def constant_(x, value):
     t = _tensor(x, "constant_")
     before = t._version
-    fill(t, value)
+    fill(t, value, "constant_")
     if t._version == before:   # the float fill bumps it already; the integer fill does not
         t._version += 1
     return x

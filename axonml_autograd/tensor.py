@@ -20,13 +20,14 @@ import math
 import numbers
 import re
 import struct
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 import pyopencl as cl
 
 from . import kernels, launch
-from .device import Device, get_device
+from .device import Device, DeviceError, get_device
 
 INT32_MAX = 2**31 - 1
 
@@ -81,6 +82,49 @@ def as_float(value, what) -> float:
                          "beyond the range of a float") from None
 
 
+def _short(value) -> str:
+    """A number for a message: a huge int as its first digits and its length."""
+    text = str(value)
+    return f"{text[:12]}... ({len(text)} digits)" if len(text) > 40 else text
+
+
+def numbers_array(values, op, dtype=None) -> np.ndarray:
+    """``np.asarray(values)`` for numbers. Python ints that no numpy integer holds (``10**400``,
+    ``-2**63 - 1``) are kept only where the target is a float that holds them (float64's range); any
+    other is refused with a ValueError naming ``op`` and the value, never an OverflowError. Ragged
+    lists and the like are a TypeError naming ``op``."""
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{op}: expected numbers ({e})") from e
+    if arr.dtype != object:
+        return arr
+    flat = arr.reshape(-1).tolist()
+    if not all(isinstance(v, numbers.Real) for v in flat):
+        return arr   # the caller's "expected numbers" error
+    try:
+        kind = np.dtype(dtype).kind if dtype is not None else None
+    except TypeError:
+        kind = None   # the caller's dtype check says what is wrong with it
+    if kind is None:
+        kind = "f" if any(not isinstance(v, numbers.Integral) for v in flat) else "i"
+    if kind == "f":
+        for v in flat:
+            try:
+                float(v)
+            except OverflowError:
+                target = np.dtype(dtype).name if dtype is not None else "a float"
+                raise ValueError(f"{op}: value {_short(v)} cannot be converted to {target} without overflow "
+                                 "(it is beyond the range of a float)") from None
+        return np.array(flat, dtype=np.float64).reshape(arr.shape)
+    target = np.dtype(dtype).name if dtype is not None and kind in "iu" else "int64"
+    for v in flat:
+        if isinstance(v, numbers.Integral) and not -2 ** 63 <= v < 2 ** 64:
+            raise ValueError(f"{op}: value {_short(v)} is not an {target} (it cannot be converted without "
+                             "overflow)")
+    return np.array(flat, dtype=np.float64 if kind == "f" else None).reshape(arr.shape)
+
+
 def as_int(value, what) -> int:
     """``value`` as a Python int; TypeError for anything but an integer (a float 2.0 included)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
@@ -129,13 +173,62 @@ def broadcast_shapes(*shapes, op="broadcast") -> tuple:
 
 
 def _is_dtype(value) -> bool:
-    if isinstance(value, (str, type, np.dtype)):
+    """Whether ``value`` names a dtype (``np.float64``, ``"float32"``, ``np.dtype("i8")``) rather than a
+    device. A string numpy cannot read as a dtype is a device selector (``"0:0"`` makes numpy raise
+    ValueError, ``"pocl"`` TypeError)."""
+    if isinstance(value, np.dtype):
+        return True
+    if isinstance(value, (str, type)):
         try:
-            np.dtype(value)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")   # numpy's deprecated aliases ("a") warn
+                np.dtype(value)
             return True
-        except TypeError:
+        except Exception:   # TypeError, ValueError, SyntaxError: whatever numpy's parser raises
             return False
     return False
+
+
+def to_arguments(x, args, device=None, dtype=None, op="to"):
+    """torch's ``to`` overloads as ``(Device or None, dtype or None)`` for ``x``: ``to(device)``,
+    ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` (other's device and dtype) and the keywords.
+
+    A device is a :class:`Device` or a selector (``"0:0"``, ``"pocl"``, ``"pocl:epyc"``, ``0``); a dtype
+    a numpy dtype or its name."""
+    if len(args) > 2:
+        raise TypeError(f"{op}: expected at most a device and a dtype, got {len(args)} arguments")
+    for k, arg in enumerate(args):
+        if hasattr(arg, "_data") and isinstance(getattr(arg, "_data"), Tensor):
+            arg = arg._data   # a Variable: its tensor's device and dtype
+        if isinstance(arg, Tensor):
+            if len(args) != 1 or device is not None or dtype is not None:
+                raise TypeError(f"{op}: a tensor argument takes the place of both the device and the dtype")
+            device, dtype = arg.device, arg.dtype
+        elif _is_dtype(arg):
+            if dtype is not None:
+                raise TypeError(f"{op}: two dtypes given ({dtype!r} and {arg!r})")
+            dtype = arg
+        elif isinstance(arg, (Device, str)) or (isinstance(arg, (numbers.Integral, np.integer))
+                                                 and not isinstance(arg, (bool, np.bool_))):
+            if device is not None or (k == 1 and dtype is None):
+                raise TypeError(f"{op}: expected to(device, dtype), got the arguments {list(args)!r}")
+            device = arg
+        else:
+            raise TypeError(f"{op}: expected a device (a Device or a selector such as '0:0'), a dtype "
+                            f"or a tensor, got {arg!r}")
+    dev = None
+    if device is not None:
+        try:
+            dev = get_device(device)
+        except DeviceError as e:
+            raise DeviceError(f"{op}: {e}") from None
+    dt = None
+    if dtype is not None:
+        try:
+            dt = (dev or x.device).check_dtype(dtype)
+        except TypeError as e:
+            raise TypeError(f"{op}: {e}") from None
+    return dev, dt
 
 
 def _reduce_dims(x, op, axis, keepdim):
@@ -156,14 +249,53 @@ def _axis_or_dim(axis, dim, op):
     return dim
 
 
-def normalize_axis(axis: int, ndim: int, what="dim") -> int:
+def normalize_axis(axis: int, ndim: int, what="dim", shape=None) -> int:
+    """``axis`` in ``0..ndim-1`` (a 0-d tensor takes 0 and -1, as in torch). Out of range is an
+    IndexError naming ``what`` (the op and the argument), the tensor's ``shape`` when given, and the
+    range, in torch's words."""
     if isinstance(axis, bool) or not isinstance(axis, (numbers.Integral, np.integer)):
         raise TypeError(f"{what}: expected an int, got {axis!r}")
     lo, hi = (-ndim, ndim - 1) if ndim > 0 else (-1, 0)
     if not lo <= axis <= hi:
-        raise IndexError(f"{what}: {axis} is out of range for a tensor of {ndim} dimensions "
-                         f"(expected {lo}..{hi})")
+        of = f"{ndim} dimension{'' if ndim == 1 else 's'}" + ("" if shape is None else f", shape {list(shape)}")
+        raise IndexError(f"{what}: {axis} is out of range for a tensor of {of} "
+                         f"(expected to be in range of [{lo}, {hi}], but got {axis})")
     return int(axis) % max(ndim, 1)
+
+
+def narrow_arguments(shape, dim, start, length, op="narrow"):
+    """``(dim, start, length)`` of a narrow checked against ``shape``; a negative ``start`` counts from
+    the end, as in torch."""
+    nd = len(shape)
+    if nd == 0:
+        raise IndexError(f"{op}: a 0-d tensor has no dimension to narrow")
+    d = normalize_axis(dim, nd, f"{op} dim", shape)
+    start, length = as_int(start, f"{op}: start"), as_int(length, f"{op}: length")
+    size = shape[d]
+    if -size <= start < 0:
+        start += size
+    if not (0 <= start <= size):
+        raise IndexError(f"{op}: start {start} is out of range for dim {d} of size {size} in shape {list(shape)} "
+                         f"(expected to be in range of [{-size}, {size}])")
+    if not (0 <= length and start + length <= size):
+        raise IndexError(f"{op}: start {start} + length {length} exceeds size {size} of dim {d} "
+                         f"in shape {list(shape)}")
+    return d, start, length
+
+
+def permutation(shape, dims, op="permute") -> list:
+    """``dims`` checked as a permutation of the axes of ``shape`` (negative ones counted from the end)."""
+    nd = len(shape)
+    if isinstance(dims, (str, bytes)) or not hasattr(dims, "__len__"):
+        raise TypeError(f"{op}: expected a list of dims, got {dims!r}")
+    if len(dims) != nd:
+        raise ValueError(f"{op}: expected {nd} dims for shape {list(shape)}, got {list(dims)} "
+                         "(a permutation of its dims)")
+    perm = [normalize_axis(d, nd, f"{op} dim", shape) for d in dims]
+    if sorted(perm) != list(range(nd)):
+        raise ValueError(f"{op}: {list(dims)} is not a permutation of the {nd} dims of shape {list(shape)} "
+                         "(a dim is repeated)")
+    return perm
 
 
 class View:
@@ -218,16 +350,16 @@ class Tensor:
         return cls(shape, dtype, device)
 
     @classmethod
-    def from_numpy(cls, array, dtype=None, device=None) -> "Tensor":
+    def from_numpy(cls, array, dtype=None, device=None, _op="from_numpy") -> "Tensor":
         """Copy a numpy array (or anything ``np.asarray`` takes) to the device.
 
         >>> import numpy as np
         >>> Tensor.from_numpy(np.eye(2)).shape()
         [2, 2]
         """
-        arr = np.asarray(array)
+        arr = numbers_array(array, _op, dtype)
         if arr.dtype == object or arr.dtype.kind not in "biuf":
-            raise TypeError(f"from_numpy: expected numbers, got an array of {arr.dtype}")
+            raise TypeError(f"{_op}: expected numbers, got an array of {arr.dtype}")
         if dtype is None:
             dtype = native_dtype(arr.dtype)
         t = cls(arr.shape, dtype, device)
@@ -241,10 +373,12 @@ class Tensor:
             else:
                 bad = (arr < lo) | (arr >= hi)
             if bad.any():
-                raise ValueError(f"from_numpy: value {arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} "
-                                 f"is not an {t.dtype}")
+                value = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]].item()
+                raise ValueError(f"{_op}: value {_short(value)} is not an {t.dtype}")
         # A private copy: the upload does not wait, so the caller may change `array` right after.
-        host = np.array(arr, dtype=t.dtype, order="C", copy=True)
+        # A finite float beyond float32's range becomes inf there, as in torch.tensor (no warning).
+        with np.errstate(over="ignore"):
+            host = np.array(arr, dtype=t.dtype, order="C", copy=True)
         if host.size:
             launch.upload(t.device, t.buffer, host)
         return t
@@ -260,23 +394,28 @@ class Tensor:
         if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
             raise TypeError(f"from_vec: values must be a flat list of numbers, got {type(values).__name__}")
         try:
-            arr = np.asarray(values, dtype=np.float64)
-        except (ValueError, TypeError) as e:
-            raise TypeError(f"from_vec: values must be a flat list of numbers ({e})") from e
+            arr = numbers_array(values, "from_vec", dtype)   # its ValueErrors (too large) name from_vec already
+        except TypeError as e:
+            raise TypeError(f"from_vec: values must be a flat list of numbers ({e.__cause__ or e})") from e
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(f"from_vec: values must be a flat list of numbers, got an array of {arr.dtype}")
+        if arr.dtype.kind in "iu" and _is_dtype(dtype) and np.dtype(dtype).kind == "i":
+            pass   # ints to an integer dtype stay exact (through float64, 2**62 + 1 lost its last bit)
+        elif arr.dtype.kind in "iub" or dtype is None:
+            arr = arr.astype(np.float64)   # as the crate's Vec<f32>: numbers, float64 unless a dtype says
         if arr.ndim != 1:
             raise ValueError(f"from_vec: values must be a flat list, got an array of shape {list(arr.shape)}")
         if arr.size != math.prod(shape):
             raise ValueError(f"from_vec: {arr.size} values do not fill shape {list(shape)} "
                              f"({math.prod(shape)} elements)")
-        return cls.from_numpy(arr.reshape(shape), dtype=dtype, device=device)
+        return cls.from_numpy(arr.reshape(shape), dtype=dtype, device=device, _op="from_vec")
 
     @classmethod
     def full(cls, shape, value, dtype="float32", device=None) -> "Tensor":
         """A tensor with every element ``value``."""
         t = cls(shape, dtype, device)
-        if t.numel():
-            fill(t, value)
-            t._version = 0  # the constructor's own write is not an in-place change
+        fill(t, value, "full")   # checks the value even when there are no elements
+        t._version = 0  # the constructor's own write is not an in-place change
         return t
 
     @classmethod
@@ -424,16 +563,17 @@ class Tensor:
     def transpose(self, d0=0, d1=1) -> "Tensor":
         """A view with axes ``d0`` and ``d1`` swapped (no copy)."""
         nd = self.ndim()
-        a, b = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
+        a = normalize_axis(d0, nd, "transpose dim0", self._shape)
+        b = normalize_axis(d1, nd, "transpose dim1", self._shape)
+        if nd == 0:
+            return self   # torch: dims 0 and -1 of a 0-d tensor, a no-op
         perm = list(range(nd))
         perm[a], perm[b] = perm[b], perm[a]
         return self.permute(perm)
 
     def permute(self, perm) -> "Tensor":
         nd = self.ndim()
-        perm = [normalize_axis(p, nd, "permute") for p in perm]
-        if sorted(perm) != list(range(nd)):
-            raise ValueError(f"permute: {perm} is not a permutation of {list(range(nd))}")
+        perm = permutation(self._shape, perm)
         strides, offset = self._view if self._view is not None else (contiguous_strides(self._shape), 0)
         shape = tuple(self._shape[p] for p in perm)
         strides = tuple(strides[p] for p in perm)
@@ -451,15 +591,7 @@ class Tensor:
 
     def narrow(self, dim, start, length) -> "Tensor":
         """A copy of ``length`` elements along ``dim`` starting at ``start``."""
-        nd = self.ndim()
-        if nd == 0:
-            raise IndexError("narrow: a 0-d tensor has no dimension to narrow")
-        d = normalize_axis(dim, nd, "narrow dim")
-        start, length = as_int(start, "narrow: start"), as_int(length, "narrow: length")
-        size = self._shape[d]
-        if not (0 <= start <= size and 0 <= length and start + length <= size):
-            raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
-                             f"in shape {self.shape()}")
+        d, start, length = narrow_arguments(self._shape, dim, start, length)
         st = contiguous_strides(self._shape)
         shape = list(self._shape)
         shape[d] = length
@@ -503,12 +635,25 @@ class Tensor:
             return self
         return elementwise("a", [self], dtype=dt)
 
-    def to(self, device) -> "Tensor":
-        """This tensor on another device (goes through the host), or in a dtype as torch's ``to``."""
-        if not isinstance(device, Device) and _is_dtype(device):
-            return self.astype(device)
-        dev = get_device(device)
-        return self if dev is self.device else Tensor.from_numpy(self.numpy(), self.dtype, dev)
+    def to(self, *args, device=None, dtype=None, copy=False) -> "Tensor":
+        """This tensor on another device and/or in another dtype, as torch's ``to``: ``to(device)``,
+        ``to(dtype)``, ``to(device, dtype)``, ``to(other)``. A device is a :class:`Device` or a selector
+        (``"0:0"``, ``"pocl"``); the data goes through the host only when the device differs. Returns
+        this tensor itself when nothing changes (unless ``copy=True``).
+
+        >>> t = Tensor.from_vec([1.5, 2.5], [2])
+        >>> t.to(t.device.selector) is t
+        True
+        >>> t.to("int32").to_vec()
+        [1, 2]
+        """
+        dev, dt = to_arguments(self, args, device, dtype)
+        out = self
+        if dev is not None and dev is not self.device:
+            out = Tensor.from_numpy(self.numpy(), self.dtype, dev)
+        if dt is not None:
+            out = out.astype(dt)
+        return self.clone() if copy and out is self else out
 
     # -- arithmetic (no autograd) -------------------------------------------------------------------
     def _binary(self, other, name, reverse=False):
@@ -962,19 +1107,26 @@ def copy_view(v: View) -> Tensor:
     return elementwise("a", [v], shape=v.shape, dtype=v.tensor.dtype, op="copy")
 
 
-def fill(t: Tensor, value) -> Tensor:
-    """Set every element of ``t`` to ``value`` in place."""
+def fill(t: Tensor, value, op="fill") -> Tensor:
+    """Set every element of ``t`` to ``value`` in place. As torch's fill: a finite value beyond the
+    dtype's range is refused (ValueError naming ``op``), never wrapped or made infinite."""
     if (isinstance(value, (bool, np.bool_)) and t.dtype.kind != "b") or not isinstance(value, numbers.Real):
-        raise TypeError(f"fill: value must be a number, got {value!r}")
+        raise TypeError(f"{op}: value must be a number, got {value!r}")
     if t.dtype.kind == "f":
-        value = as_float(value, "fill")
+        value = as_float(value, op)
+        if math.isfinite(value) and abs(value) > float(np.finfo(t.dtype).max):
+            raise ValueError(f"{op}: value {value!r} cannot be converted to {t.dtype} without overflow")
     elif t.dtype.kind == "b":
         value = bool(value)
     else:
         bound = 2 ** (8 * t.dtype.itemsize - 1)
-        if not (math.isfinite(value) and -bound <= value < bound
-                and (isinstance(value, (numbers.Integral, np.integer)) or value == int(value))):
-            raise ValueError(f"fill: value {value!r} is not an {t.dtype}")
+        if isinstance(value, (numbers.Integral, np.integer)):
+            ok = -bound <= value < bound
+        else:
+            ok = math.isfinite(value) and -bound <= value < bound and value == int(value)
+        if not ok:
+            more = " (it cannot be converted without overflow)" if isinstance(value, numbers.Integral) else ""
+            raise ValueError(f"{op}: value {_short(value)} is not an {t.dtype}{more}")
         value = int(value)
     if t.numel():
         # The driver's own fill: no kernel to build. The pattern is one element of the tensor's type.

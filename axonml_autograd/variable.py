@@ -646,6 +646,9 @@ class Variable:
     @property
     def mT(self):
         """The last two axes swapped (a batch of transposes)."""
+        if self.ndim() < 2:
+            raise ValueError(f"mT: expected a matrix or a batch of matrices (at least 2 dimensions), "
+                             f"got shape {self.shape()}")
         return shape_ops.transpose(self, -2, -1)
 
     def size(self, dim=None):
@@ -674,8 +677,14 @@ class Variable:
 
     def unflatten(self, dim, sizes):
         shape = self.shape()
-        d = T.normalize_axis(dim, len(shape), "unflatten dim")
-        return self.reshape(shape[:d] + list(sizes) + shape[d + 1:])
+        d = T.normalize_axis(dim, len(shape), "unflatten dim", shape)
+        sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+        try:
+            new = list(T.infer_shape(sizes, shape[d]))
+        except ValueError:
+            raise ValueError(f"unflatten: sizes {sizes} do not multiply to the size {shape[d]} of dim {d} "
+                             f"in shape {shape}") from None
+        return self.reshape(shape[:d] + new + shape[d + 1:])
 
     def repeat(self, *sizes):
         """torch's ``repeat``: tile the data ``sizes[k]`` times along axis k (leading axes added as needed)."""
@@ -714,6 +723,10 @@ class Variable:
         size = self.shape()[T.normalize_axis(dim, self.ndim(), "chunk dim")]
         return self.split(max(1, -(-size // chunks)), dim)
     def transpose(self, d0, d1): return shape_ops.transpose(self, d0, d1)
+    def swapaxes(self, d0, d1): return shape_ops.transpose(self, d0, d1)
+    def swapdims(self, d0, d1): return shape_ops.transpose(self, d0, d1)
+    def movedim(self, source, destination): return shape_ops.movedim(self, source, destination)
+    def moveaxis(self, source, destination): return shape_ops.movedim(self, source, destination, "moveaxis")
     def t(self): return shape_ops.transpose(self, -2, -1) if self.ndim() >= 2 else self
     def narrow(self, dim, start, length): return shape_ops.narrow(self, dim, start, length)
     def slice(self, ranges): return shape_ops.slice(self, ranges)
@@ -725,8 +738,8 @@ class Variable:
         shape = self.shape()
         if not shape:
             return shape_ops.reshape(self, [1])
-        s = T.normalize_axis(start_dim, len(shape), "flatten start_dim")
-        e = T.normalize_axis(end_dim, len(shape), "flatten end_dim")
+        s = T.normalize_axis(start_dim, len(shape), "flatten start_dim", shape)
+        e = T.normalize_axis(end_dim, len(shape), "flatten end_dim", shape)
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         merged = 1
@@ -792,9 +805,18 @@ class Variable:
 
     # torch's dtype casts. Float to float keeps the graph (the gradient is cast back); integer and bool
     # results have none. Defined last in the class, as these names shadow the builtins in its body.
-    def to(self, dtype):
-        """This Variable in ``dtype`` (``"float64"``, ``np.int64``...); torch's ``x.to(torch.float64)``."""
-        return shape_ops.cast(self, dtype)
+    def to(self, *args, device=None, dtype=None, copy=False):
+        """This Variable on another device and/or in another dtype, as torch's ``to``: ``to(device)``,
+        ``to(dtype)`` (``"float64"``, ``np.int64``...), ``to(device, dtype)``, ``to(other)``.
+
+        Differentiable: the gradient goes back to this Variable's device and dtype (a cast to an
+        integer or bool dtype has no graph). Returns ``self`` when nothing changes (unless ``copy``).
+        """
+        dev, dt = T.to_arguments(self._data, args, device, dtype)
+        out = shape_ops.move(self, dev)
+        if dt is not None:
+            out = shape_ops.cast(out, dt)
+        return shape_ops.clone(self) if copy and out is self else out
 
     def type(self, dtype): return shape_ops.cast(self, dtype, "type")
     def float(self): return shape_ops.cast(self, "float32", "float")

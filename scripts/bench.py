@@ -1038,17 +1038,31 @@ def _count_files(path):
 # The fresh-process first step
 # ------------------------------------------------------------------------------------------------------
 
-def _child_first_step(device, cache_dir):
-    """Run this script with --child-first-step with every kernel cache under ``cache_dir``.
+def first_step_env(cache_dir, base=None) -> dict:
+    """The environment of a --child-first-step process: ``base`` (default ``os.environ``) with every
+    kernel cache pointed under ``cache_dir``, whatever the user's own settings.
 
-    With PoCL, pyopencl does not keep binaries itself (it leaves that to PoCL's own cache,
-    POCL_CACHE_DIR, default ~/.cache/pocl); pyopencl's invoker cache lives under XDG_CACHE_HOME. Both
-    point into ``cache_dir``, which is empty the first time (cold) and filled afterwards (warm).
+    Three caches decide whether a fresh process compiles: the library's own binary cache
+    (``kernels.binary_cache_dir``: AXONML_KERNEL_CACHE, else under XDG_CACHE_HOME), PoCL's
+    (POCL_CACHE_DIR, default ~/.cache/pocl; pyopencl defers to it for PoCL) and pyopencl's compiler
+    and invoker caches (under XDG_CACHE_HOME). A user's AXONML_KERNEL_CACHE (or one set to 0) would
+    otherwise make the cold row read a warm cache, or none. ``cache_dir`` is empty the first time
+    (cold) and filled by that run (warm).
     """
-    env = dict(os.environ)
+    env = dict(os.environ if base is None else base)
+    env["AXONML_KERNEL_CACHE"] = os.path.join(cache_dir, "axonml")
     env["POCL_CACHE_DIR"] = os.path.join(cache_dir, "pocl")
     env["XDG_CACHE_HOME"] = os.path.join(cache_dir, "xdg")
-    os.makedirs(env["POCL_CACHE_DIR"], exist_ok=True)
+    env.pop("POCL_KERNEL_CACHE", None)   # PoCL's switch for its cache: the warm row measures it on
+    for key in ("AXONML_KERNEL_CACHE", "POCL_CACHE_DIR", "XDG_CACHE_HOME"):
+        os.makedirs(env[key], exist_ok=True)
+    return env
+
+
+def _child_first_step(device, cache_dir):
+    """Run this script with --child-first-step with every kernel cache under ``cache_dir`` (see
+    :func:`first_step_env`)."""
+    env = first_step_env(cache_dir)
     cmd = [sys.executable, os.path.abspath(__file__), "--child-first-step"]
     if device is not None:
         cmd += ["--device", device]

@@ -44,3 +44,54 @@ def test_bench_quick_add_chain_writes_json(tmp_path):
         if name == "add" or "torch" in row["baselines"]:   # chain's target is against torch only
             assert row["target_met"] in (True, False), row
     assert rows["add"]["baseline"] == "numpy"
+
+
+def _load_bench():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("axonml_bench_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cold_first_step_child_gets_fresh_empty_caches_even_when_the_user_set_them(tmp_path, monkeypatch):
+    """The cold row must not read the user's warm caches: AXONML_KERNEL_CACHE, POCL_CACHE_DIR and
+    XDG_CACHE_HOME (pyopencl's, and the library's default) all point into the row's fresh directory."""
+    bench = _load_bench()
+    warm = tmp_path / "user_warm"
+    for sub in ("axonml", "pocl", "xdg"):
+        (warm / sub).mkdir(parents=True)
+        (warm / sub / "built.bin").write_bytes(b"warm")
+    user = {"AXONML_KERNEL_CACHE": str(warm / "axonml"), "POCL_CACHE_DIR": str(warm / "pocl"),
+            "XDG_CACHE_HOME": str(warm / "xdg"), "POCL_KERNEL_CACHE": "0", "KEEP_ME": "1"}
+    cold = tmp_path / "cold0"
+    env = bench.first_step_env(str(cold), base=user)
+    assert env["KEEP_ME"] == "1" and "POCL_KERNEL_CACHE" not in env
+    for key in ("AXONML_KERNEL_CACHE", "POCL_CACHE_DIR", "XDG_CACHE_HOME"):
+        path = Path(env[key])
+        assert cold in path.parents, (key, path)
+        assert path.is_dir() and not any(path.iterdir()), (key, path)
+    # What the child's library will use as its binary cache, given that environment:
+    from axonml_autograd import kernels
+    for key in ("AXONML_KERNEL_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.setenv(key, env[key])
+    assert kernels.binary_cache_dir() == Path(env["AXONML_KERNEL_CACHE"])
+    monkeypatch.setenv("AXONML_KERNEL_CACHE", "0")     # a user who turned the cache off: the row still
+    env_off = bench.first_step_env(str(tmp_path / "cold1"))   # measures it, fresh
+    assert Path(env_off["AXONML_KERNEL_CACHE"]).parent == tmp_path / "cold1"
+
+
+def test_first_step_row_runs_its_children_in_that_environment(tmp_path, monkeypatch):
+    bench = _load_bench()
+    monkeypatch.setenv("AXONML_KERNEL_CACHE", str(tmp_path / "user_warm"))
+    seen = []
+
+    def fake_run(cmd, env=None, **kwargs):
+        seen.append(env)
+        out = json.dumps({"import_s": 0.1, "device_s": 0.1, "step_s": 0.1, "to_first_step_s": 0.3, "builds": 1})
+        return subprocess.CompletedProcess(cmd, 0, stdout=out + "\n", stderr="")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    bench._child_first_step(None, str(tmp_path / "cache0"))
+    assert seen and seen[0]["AXONML_KERNEL_CACHE"] == str(tmp_path / "cache0" / "axonml")
+    assert seen[0]["POCL_CACHE_DIR"] == str(tmp_path / "cache0" / "pocl")

@@ -7,10 +7,12 @@ writes the gradient into the selected window of a zero tensor, again through a v
 from __future__ import annotations
 
 import builtins
+import numbers
 
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import Tensor, View, as_int, cat as cat_tensors, contiguous_strides, copy_view, normalize_axis, elementwise, sum_to_shape
+from ..tensor import (Tensor, View, as_int, cat as cat_tensors, contiguous_strides, copy_view, elementwise,
+                      narrow_arguments, normalize_axis, permutation, sum_to_shape)
 
 
 def reshape(a, shape):
@@ -26,7 +28,10 @@ def _reshape_vrule(ctx, g):
 def transpose(a, d0, d1):
     x = a.data()
     nd = x.ndim()
-    d0, d1 = normalize_axis(d0, nd, "transpose dim0"), normalize_axis(d1, nd, "transpose dim1")
+    d0 = normalize_axis(d0, nd, "transpose dim0", x._shape)
+    d1 = normalize_axis(d1, nd, "transpose dim1", x._shape)
+    if nd == 0:
+        return reshape(a, [])   # torch: dims 0 and -1 of a 0-d tensor give the tensor as it is
     return record("TransposeBackward", x.transpose(d0, d1), [a],
                   lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1,
                   vrule=lambda ctx, g: g.transpose(ctx.attrs["d0"], ctx.attrs["d1"]))
@@ -92,14 +97,7 @@ def _window(a, starts, lengths, name):
 
 def narrow(a, dim, start, length):
     x = a.data()
-    if x.ndim() == 0:
-        raise IndexError("narrow: a 0-d tensor has no dimension to narrow")
-    d = normalize_axis(dim, x.ndim(), "narrow dim")
-    size = x._shape[d]
-    start, length = as_int(start, "narrow: start"), as_int(length, "narrow: length")
-    if not (0 <= start <= size and length >= 0 and start + length <= size):
-        raise IndexError(f"narrow: start {start} + length {length} exceeds size {size} of dim {d} "
-                         f"in shape {x.shape()}")
+    d, start, length = narrow_arguments(x._shape, dim, start, length)
     starts = [0] * x.ndim()
     lengths = list(x._shape)
     starts[d], lengths[d] = start, length
@@ -141,7 +139,11 @@ def expand(a, shape):
 
 def unsqueeze(a, dim):
     x = a.data()
-    d = normalize_axis(dim, x.ndim() + 1, "unsqueeze dim")
+    nd = x.ndim()
+    if isinstance(dim, numbers.Integral) and not isinstance(dim, bool) and not -nd - 1 <= dim <= nd:
+        raise IndexError(f"unsqueeze dim: {dim} is out of range for a tensor of shape {x.shape()} (expected to be "
+                         f"in range of [{-nd - 1}, {nd}], but got {dim})")
+    d = normalize_axis(dim, nd + 1, "unsqueeze dim")
     shape = list(x._shape)
     shape.insert(d, 1)
     return reshape(a, shape)
@@ -151,7 +153,7 @@ def squeeze(a, dim=None):
     x = a.data()
     if dim is None:
         return reshape(a, [s for s in x._shape if s != 1])
-    d = normalize_axis(dim, x.ndim(), "squeeze dim")
+    d = normalize_axis(dim, x.ndim(), "squeeze dim", x._shape)
     if x._shape and x._shape[d] != 1:
         return reshape(a, x._shape)  # like PyTorch: squeezing a non-1 axis leaves the shape alone
     shape = list(x._shape)
@@ -192,14 +194,32 @@ def permute(a, dims):
     """The axes in the order ``dims`` (a copy); backward permutes back."""
     x = a.data()
     nd = x.ndim()
-    if len(dims) != nd:
-        raise ValueError(f"permute: expected {nd} dims for shape {x.shape()}, got {list(dims)}")
-    perm = [normalize_axis(d, nd, "permute dim") for d in dims]
-    if sorted(perm) != list(range(nd)):
-        raise ValueError(f"permute: {list(dims)} is not a permutation of the {nd} dims of shape {x.shape()}")
+    perm = permutation(x._shape, dims)
     inverse = [perm.index(k) for k in range(nd)]
     return record("PermuteBackward", x.permute(perm), [a], lambda ctx, g: g.permute(ctx.attrs["inverse"]),
                   inverse=inverse, vrule=lambda ctx, g: g.permute(ctx.attrs["inverse"]))
+
+
+def movedim(a, source, destination, op="movedim"):
+    """torch's ``movedim``/``moveaxis``: the axes ``source`` (an int or a list) moved to the positions
+    ``destination``, the others keeping their order; a permute."""
+    x = a.data()
+    nd = x.ndim()
+    src = [source] if not isinstance(source, (list, tuple)) else list(source)
+    dst = [destination] if not isinstance(destination, (list, tuple)) else list(destination)
+    if len(src) != len(dst):
+        raise ValueError(f"{op}: source {src} ({len(src)} dims) and destination {dst} ({len(dst)} dims) must "
+                         f"name as many dims, for shape {x.shape()}")
+    src = [normalize_axis(d, nd, f"{op} source", x._shape) for d in src]
+    dst = [normalize_axis(d, nd, f"{op} destination", x._shape) for d in dst]
+    for name, given, dims in (("source", source, src), ("destination", destination, dst)):
+        if len(set(dims)) != len(dims):
+            raise ValueError(f"{op}: {name} {given!r} repeats a dim of shape {x.shape()}")
+    order = [None] * nd
+    for s_, d_ in zip(src, dst):
+        order[d_] = s_
+    rest = iter(k for k in range(nd) if k not in src)
+    return permute(a, [k if k is not None else next(rest) for k in order])
 
 
 def _flip_tensor(x: Tensor, dims) -> Tensor:
@@ -284,6 +304,16 @@ def cast(a, dtype, op="to"):
         return Variable(out)
     return record("ToCopyBackward", out, [a], lambda ctx, g: g.astype(ctx.src), src=x.dtype,
                   vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
+
+
+def move(a, device):
+    """``a`` on ``device`` (a :class:`Device`), differentiable as torch's ``to(device)``: the gradient is
+    copied back to ``a``'s device. ``a`` itself when it is there already."""
+    x = a.data()
+    if device is None or device is x.device:
+        return a
+    return record("ToCopyBackward", x.to(device), [a], lambda ctx, g: g.to(ctx.attrs["device"]),
+                  device=x.device, vrule=lambda ctx, g: move(g, ctx.attrs["device"]))
 
 
 def clone(a):
