@@ -31,6 +31,54 @@ from .device import Device, get_device
 INT32_MAX = 2**31 - 1
 
 
+def index_type(*extents) -> str:
+    """The C type kernels index with: ``"int"`` while every element count, offset, stride and reach
+    in ``extents`` (ints, or Tensors/Views, whose reach is their largest element position plus one)
+    fits in 32 bits, ``"long"`` beyond. 32-bit stays the default: ordinary shapes render the same
+    kernels as always, and only tensors (or views into buffers) past 2**31 - 1 elements pay for
+    64-bit arithmetic.
+
+    >>> index_type(1000, 2**31 - 1), index_type(2**31)
+    ('int', 'long')
+    """
+    for e in extents:
+        if e.__class__ is not int:
+            e = _reach(e)
+        if not -INT32_MAX <= e <= INT32_MAX:
+            return "long"
+    return "int"
+
+
+def _reach(x) -> int:
+    """One past the largest element position a Tensor or View touches in its buffer (or an int as is)."""
+    if isinstance(x, View):
+        if 0 in x.shape:
+            return 0
+        return abs(x.offset) + sum((s - 1) * abs(st) for s, st in zip(x.shape, x.strides)) + 1
+    if isinstance(x, Tensor):
+        if x._view is None:
+            return math.prod(x._shape)
+        return _reach(View(None, x._shape, *x._view))
+    return int(x)
+
+
+def check_index32(op: str, *extents) -> None:
+    """Refuse, for a kernel family that indexes in 32 bits, operands past 2**31 - 1 elements (ints,
+    Tensors or Views, as :func:`index_type`): a ValueError that names the op and the limit, never a
+    wrapped index."""
+    for e in extents:
+        n = _reach(e)
+        if n > INT32_MAX:
+            raise ValueError(f"{op}: {n} elements are beyond what {op} supports ({INT32_MAX}, 32-bit "
+                             "indexing); only elementwise ops, comparisons, where, copies, fills and sums "
+                             "take larger tensors")
+
+
+def _index_dtype(itype):
+    """The numpy type of a kernel's index arguments for ``itype``."""
+    return np.int64 if itype == "long" else np.int32
+
+
 class _Storage:
     """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone.
 
@@ -752,7 +800,13 @@ def ew_launch_shape(device, n):
         chunk = (chunk + 63) & ~63
         return chunk, -(-n // chunk), 1
     local = _local_size(device)
+    if n > _MAX_WORK_ITEMS:   # keep the global size well inside 32 bits: a few elements per work-item
+        chunk = -(-n // _MAX_WORK_ITEMS)
+        return chunk, kernels.round_up(-(-n // chunk), local), local
     return 1, kernels.round_up(n, local), local
+
+
+_MAX_WORK_ITEMS = 2**30
 
 
 class _Plan:
@@ -915,9 +969,15 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     inner = tuple("1" if st[-1] == 1 else "0" if st[-1] == 0 else "s" for st in cstrides) if cshape else ()
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
+    chunk, global_size, local_size = ew_launch_shape(dev, n)
+    # Every index the kernel forms: the element count, the last work-item's run, and each strided
+    # operand's offsets and strides (its reach); flat operands stay within n.
+    itype = index_type(n, global_size * chunk,
+                       *[View(None, cshape, st, off) for kind, st, off in zip(kinds, cstrides, offsets)
+                         if kind == "strided"])
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
-                  types=types if any(t != ctype for t in types) else ())
+                  types=types if any(t != ctype for t in types) else (), itype=itype)
     plan.kernel, plan.vector = None, 0
     if dev.is_cpu and "strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == () \
             and _vector_safe(expr):
@@ -933,7 +993,6 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
         if kind == "strided":
             ints.append(off)
             ints.extend(st)
-    chunk, global_size, local_size = ew_launch_shape(dev, n)
     ints.extend(cshape)
     ints += [n, chunk]
     plan.int_args = ints
@@ -941,15 +1000,16 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     shared = plan.kernel
     plan.kernel = cl.Kernel(shared.program, shared.function_name)
     first_int = 1 + len(views) + len(scalars) + len(int_scalars) + len(long_scalars)
-    plan.preset = tuple((first_int + k, _pack_int(value)) for k, value in enumerate(ints))
+    pack_index = _pack_int if itype == "int" else _pack_long
+    plan.preset = tuple((first_int + k, pack_index(value)) for k, value in enumerate(ints))
     for index, value in plan.preset:
-        plan.kernel.set_arg(index, np.frombuffer(value, dtype=np.int32)[0])
+        plan.kernel.set_arg(index, np.frombuffer(value, dtype=_index_dtype(itype))[0])
     plan.scalar_dtype = float_dtype
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
     # What a capture needs to fuse this launch with its neighbours (fusion.py): only whole contiguous
     # float operands of one type, no integer scalars, no use of the element index.
-    plan.n, plan.n_bytes, plan.chunk_bytes = n, _pack_int(n), _pack_int(chunk)
-    fusable = ("strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == ()
+    plan.n, plan.n_bytes, plan.chunk_bytes = n, pack_index(n), pack_index(chunk)
+    fusable = (itype == "int" and "strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == ()
                and plan.dtype.kind == "f" and not re.search(r"\bgid\b", expr))
     plan.fuse = (expr, names, tuple(scalars), ctype, plan.vector) if fusable else None
     return plan
