@@ -1206,24 +1206,38 @@ def _reduce_layout(device, outer, R, inner):
     return "local", L, -(-R // chunk), chunk, groups
 
 
-def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None):
-    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P)."""
+def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
+    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P).
+
+    ``dtype``: the accumulator's and the result's type when it is not ``x``'s (an integer sum in int64).
+    """
     dev = x.device
+    dtype = x.dtype if dtype is None else dtype
     strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner)
+    groups = rows * P
+    itype = index_type(outer * R * inner, groups * L, outer * P * inner)
+    I = _index_dtype(itype)
     with_index = op == "argmax"
-    out = Tensor._wrap((outer, P, inner), x.dtype, dev)
-    args = [x.buffer, np.int32(0), out.buffer]
+    out = Tensor._wrap((outer, P, inner), dtype, dev)
+    args = [x.buffer, I(0), out.buffer]
     out_idx = None
     if with_index:
         out_idx = Tensor._wrap((outer, P, inner), np.dtype(np.int32), dev)
         # The first pass reads no indices; any buffer fills the slot.
         args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
-    args += [np.int32(R), np.int32(inner), np.int32(chunk), np.int32(P),
-             x.dtype.type(scale if P == 1 else 1.0)]
-    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype), strategy=strategy,
+    args += [I(R), I(inner), I(chunk), I(P), dtype.type(scale if P == 1 else 1.0)]
+    params = {}
+    if itype == "long":
+        # The 64-bit form walks its rows in a loop: launch at most _MAX_WORK_ITEMS work-items.
+        args.append(np.int64(groups))
+        groups = min(groups, _MAX_WORK_ITEMS // L)
+        params["itype"] = itype
+    if dtype != x.dtype:
+        params["in_ctype"] = kernels.ctype(x.dtype)
+    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(dtype), strategy=strategy,
                              op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
-                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK)
-    kernels.launch(dev, knl, (rows * P * L,), (L,), *args)
+                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK, **params)
+    kernels.launch(dev, knl, (groups * L,), (L,), *args)
     return out, out_idx, P
 
 
@@ -1257,13 +1271,16 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
         return reduce(x.astype("float32"), op, axis, keepdim, scale)
-    if op == "sum" and x.dtype.kind != "f" and x.dtype != np.int64:
-        return reduce(x.astype("int64"), op, axis, keepdim, scale)   # torch: integer sums are int64
-    if x.dtype.kind == "b":   # max of a mask: in int32, then back
+    if op == "argmax" and R > INT32_MAX:
+        raise ValueError(f"argmax: a dimension of {R} elements is beyond what argmax supports ({INT32_MAX}, "
+                         "int32 positions)")
+    # torch: integer sums are int64; a bool or int32 tensor is read as it is and summed in int64.
+    acc_dtype = np.dtype(np.int64) if op == "sum" and x.dtype.kind != "f" else None
+    if x.dtype.kind == "b" and acc_dtype is None:   # max of a mask: in int32, then back
         res = reduce(x.astype("int32"), op, axis, keepdim, scale)
         return (res[0].astype("bool"), res[1]) if op == "argmax" else res.astype("bool")
     scale = scale / R if op == "mean" else scale
-    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
+    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype)
     while P > 1:
         vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx)
     vals = vals.reshape(out_shape)
