@@ -1293,6 +1293,7 @@ _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows
 
 
 def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
+    check_index32(op, rows * cols)
     if device.is_cpu:
         strategy, local, global_size = "serial", 1, rows
     else:
