@@ -245,8 +245,6 @@ class Tensor:
         self.dtype = dev.check_dtype(dtype)
         self._shape = _parse_shape(shape)
         n = math.prod(self._shape)
-        if n > INT32_MAX:
-            raise ValueError(f"shape {list(self._shape)} has {n} elements; at most {INT32_MAX} are supported")
         self._storage = _storage if _storage is not None else _Storage(dev, n * self.dtype.itemsize)
         self._view = None   # (strides, offset) in elements for a permuted view; None when contiguous
 
