@@ -31,7 +31,8 @@ import numpy as np
 import pyopencl as cl
 
 from . import kernels, launch, tuning
-from .tensor import Tensor, _check_same_device, _collapse, broadcast_shapes, contiguous_strides, fill
+from .tensor import (Tensor, _check_same_device, _collapse, broadcast_shapes, check_index32, contiguous_strides,
+                     fill)
 
 STRATEGIES = ("tiled", "blocked")
 TEMPLATE = "matmul.cl.mako"
@@ -319,6 +320,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         raise ValueError(f"matmul: batch dimensions {a_batch} and {b_batch} cannot be broadcast: "
                          f"{_shape_text(a)} @ {_shape_text(b)}") from None
     out_shape = batch + ((M,) if not a_vec else ()) + ((N,) if not b_vec else ())
+    check_index32("matmul", a.numel() + int(offsets[0]), b.numel() + int(offsets[1]),
+                  math.prod(out_shape) + int(offsets[2]))
     if out is not None:
         if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or out.dtype != a.dtype:
             raise ValueError(f"matmul: out must be a {a.dtype} tensor of shape {out_shape}, got "

@@ -32,7 +32,7 @@ import numpy as np
 
 from . import kernels, launch
 from .device import get_device
-from .tensor import Tensor, _local_size, _parse_shape
+from .tensor import Tensor, _local_size, _parse_shape, check_index32
 
 _TEMPLATE = "philox.cl.mako"
 _U64 = 2**64
@@ -113,6 +113,7 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     n = t.numel()
     if n == 0:
         return t
+    check_index32(op, n)
     dev = t.device
     per_block = 4 if t.dtype == np.float32 else 2
     blocks = -(-n // per_block)
@@ -160,6 +161,7 @@ def _check_normal(mean, std, op):
 
 def _new(shape, dtype, device, op) -> Tensor:
     shape = _parse_shape(shape, f"{op} shape")
+    check_index32(op, math.prod(shape))   # as _fill does, but before allocating
     t = Tensor(shape, dtype, get_device(device))
     _check_float_dtype(t, op)
     return t

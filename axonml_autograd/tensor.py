@@ -32,6 +32,54 @@ from .device import Device, DeviceError, get_device
 INT32_MAX = 2**31 - 1
 
 
+def index_type(*extents) -> str:
+    """The C type kernels index with: ``"int"`` while every element count, offset, stride and reach
+    in ``extents`` (ints, or Tensors/Views, whose reach is their largest element position plus one)
+    fits in 32 bits, ``"long"`` beyond. 32-bit stays the default: ordinary shapes render the same
+    kernels as always, and only tensors (or views into buffers) past 2**31 - 1 elements pay for
+    64-bit arithmetic.
+
+    >>> index_type(1000, 2**31 - 1), index_type(2**31)
+    ('int', 'long')
+    """
+    for e in extents:
+        if e.__class__ is not int:
+            e = _reach(e)
+        if not -INT32_MAX <= e <= INT32_MAX:
+            return "long"
+    return "int"
+
+
+def _reach(x) -> int:
+    """One past the largest element position a Tensor or View touches in its buffer (or an int as is)."""
+    if isinstance(x, View):
+        if 0 in x.shape:
+            return 0
+        return abs(x.offset) + sum((s - 1) * abs(st) for s, st in zip(x.shape, x.strides)) + 1
+    if isinstance(x, Tensor):
+        if x._view is None:
+            return math.prod(x._shape)
+        return _reach(View(None, x._shape, *x._view))
+    return int(x)
+
+
+def check_index32(op: str, *extents) -> None:
+    """Refuse, for a kernel family that indexes in 32 bits, operands past 2**31 - 1 elements (ints,
+    Tensors or Views, as :func:`index_type`): a ValueError that names the op and the limit, never a
+    wrapped index."""
+    for e in extents:
+        n = _reach(e)
+        if n > INT32_MAX:
+            raise ValueError(f"{op}: {n} elements are beyond what {op} supports ({INT32_MAX}, 32-bit "
+                             "indexing); only elementwise ops, comparisons, where, copies, fills and sums "
+                             "take larger tensors")
+
+
+def _index_dtype(itype):
+    """The numpy type of a kernel's index arguments for ``itype``."""
+    return np.int64 if itype == "long" else np.int32
+
+
 class _Storage:
     """Owns one pooled device buffer; returns it to the pool when the last tensor using it is gone.
 
@@ -329,8 +377,6 @@ class Tensor:
         self.dtype = dev.check_dtype(dtype)
         self._shape = _parse_shape(shape)
         n = math.prod(self._shape)
-        if n > INT32_MAX:
-            raise ValueError(f"shape {list(self._shape)} has {n} elements; at most {INT32_MAX} are supported")
         self._storage = _storage if _storage is not None else _Storage(dev, n * self.dtype.itemsize)
         self._view = None   # (strides, offset) in elements for a permuted view; None when contiguous
 
@@ -898,7 +944,13 @@ def ew_launch_shape(device, n):
         chunk = (chunk + 63) & ~63
         return chunk, -(-n // chunk), 1
     local = _local_size(device)
+    if n > _MAX_WORK_ITEMS:   # keep the global size well inside 32 bits: a few elements per work-item
+        chunk = -(-n // _MAX_WORK_ITEMS)
+        return chunk, kernels.round_up(-(-n // chunk), local), local
     return 1, kernels.round_up(n, local), local
+
+
+_MAX_WORK_ITEMS = 2**30
 
 
 class _Plan:
@@ -1062,9 +1114,15 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     inner = tuple("1" if st[-1] == 1 else "0" if st[-1] == 0 else "s" for st in cstrides) if cshape else ()
     ctype = kernels.ctype(float_dtype)
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
+    chunk, global_size, local_size = ew_launch_shape(dev, n)
+    # Every index the kernel forms: the element count, the last work-item's run, and each strided
+    # operand's offsets and strides (its reach); flat operands stay within n.
+    itype = index_type(n, global_size * chunk,
+                       *[View(None, cshape, st, off) for kind, st, off in zip(kinds, cstrides, offsets)
+                         if kind == "strided"])
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
-                  types=types if any(t != ctype for t in types) else ())
+                  types=types if any(t != ctype for t in types) else (), itype=itype)
     widths = [0]   # 0: the scalar loop, which every device builds
     if not dev.target.is_gpu and "strided" not in kinds and names and not int_scalars and not long_scalars \
             and params["types"] == () and _vector_safe(expr):
@@ -1080,7 +1138,6 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
         if kind == "strided":
             ints.append(off)
             ints.extend(st)
-    chunk, global_size, local_size = ew_launch_shape(dev, n)
     ints.extend(cshape)
     ints += [n, chunk]
     plan.int_args = ints
@@ -1088,15 +1145,16 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     shared = plan.kernel
     plan.kernel = cl.Kernel(shared.program, shared.function_name)
     first_int = 1 + len(views) + len(scalars) + len(int_scalars) + len(long_scalars)
-    plan.preset = tuple((first_int + k, _pack_int(value)) for k, value in enumerate(ints))
+    pack_index = _pack_int if itype == "int" else _pack_long
+    plan.preset = tuple((first_int + k, pack_index(value)) for k, value in enumerate(ints))
     for index, value in plan.preset:
-        plan.kernel.set_arg(index, np.frombuffer(value, dtype=np.int32)[0])
+        plan.kernel.set_arg(index, np.frombuffer(value, dtype=_index_dtype(itype))[0])
     plan.scalar_dtype = float_dtype
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
     # What a capture needs to fuse this launch with its neighbours (fusion.py): only whole contiguous
     # float operands of one type, no integer scalars, no use of the element index.
-    plan.n, plan.n_bytes, plan.chunk_bytes = n, _pack_int(n), _pack_int(chunk)
-    fusable = ("strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == ()
+    plan.n, plan.n_bytes, plan.chunk_bytes = n, pack_index(n), pack_index(chunk)
+    fusable = (itype == "int" and "strided" not in kinds and names and not int_scalars and not long_scalars and params["types"] == ()
                and plan.dtype.kind == "f" and not re.search(r"\bgid\b", expr))
     plan.fuse = (expr, names, tuple(scalars), ctype, plan.vector) if fusable else None
     return plan
@@ -1300,24 +1358,39 @@ def _reduce_layout(device, outer, R, inner):
     return "local", L, -(-R // chunk), chunk, groups
 
 
-def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None):
-    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P)."""
+def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
+    """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P).
+
+    ``dtype``: the accumulator's and the result's type when it is not ``x``'s (an integer sum in int64).
+    """
     dev = x.device
+    dtype = x.dtype if dtype is None else dtype
     strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner)
+    groups = rows * P
+    itype = index_type(outer * R * inner, groups * L, outer * P * inner)
+    I = _index_dtype(itype)
     with_index = op == "argmax"
-    out = Tensor._wrap((outer, P, inner), x.dtype, dev)
-    args = [x.buffer, np.int32(0), out.buffer]
+    out = Tensor._wrap((outer, P, inner), dtype, dev)
+    args = [x.buffer, I(0), out.buffer]
     out_idx = None
     if with_index:
         out_idx = Tensor._wrap((outer, P, inner), np.dtype(np.int32), dev)
         # The first pass reads no indices; any buffer fills the slot.
         args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
-    args += [np.int32(R), np.int32(inner), np.int32(chunk), np.int32(P),
-             x.dtype.type(scale if P == 1 else 1.0)]
-    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(x.dtype), strategy=strategy,
+    args += [I(R), I(inner), I(chunk), I(P), dtype.type(scale if P == 1 else 1.0)]
+    params = {}
+    if itype == "long":
+        # The 64-bit form walks its rows in a loop: launch at most _MAX_WORK_ITEMS work-items.
+        args.append(np.int64(groups))
+        groups = min(groups, _MAX_WORK_ITEMS // L)
+        params["itype"] = itype
+    if dtype != x.dtype:
+        params["in_ctype"] = kernels.ctype(x.dtype)
+    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(dtype), strategy=strategy,
                              op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
-                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK, local=L)
-    kernels.launch(dev, knl, (rows * P * L,), (L,), *args)
+                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK, local=L,
+                             **params)
+    kernels.launch(dev, knl, (groups * L,), (L,), *args)
     return out, out_idx, P
 
 
@@ -1351,13 +1424,16 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
         return reduce(x.astype("float32"), op, axis, keepdim, scale)
-    if op == "sum" and x.dtype.kind != "f" and x.dtype != np.int64:
-        return reduce(x.astype("int64"), op, axis, keepdim, scale)   # torch: integer sums are int64
-    if x.dtype.kind == "b":   # max of a mask: in int32, then back
+    if op == "argmax" and R > INT32_MAX:
+        raise ValueError(f"argmax: a dimension of {R} elements is beyond what argmax supports ({INT32_MAX}, "
+                         "int32 positions)")
+    # torch: integer sums are int64; a bool or int32 tensor is read as it is and summed in int64.
+    acc_dtype = np.dtype(np.int64) if op == "sum" and x.dtype.kind != "f" else None
+    if x.dtype.kind == "b" and acc_dtype is None:   # max of a mask: in int32, then back
         res = reduce(x.astype("int32"), op, axis, keepdim, scale)
         return (res[0].astype("bool"), res[1]) if op == "argmax" else res.astype("bool")
     scale = scale / R if op == "mean" else scale
-    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale)
+    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype)
     while P > 1:
         vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx)
     vals = vals.reshape(out_shape)
@@ -1370,6 +1446,7 @@ _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows
 
 
 def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
+    check_index32(op, rows * cols)
     t = device.target
     if not t.is_gpu:
         strategy, local, global_size = "serial", 1, rows

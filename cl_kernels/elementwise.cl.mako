@@ -6,10 +6,14 @@
 ## not end in an underscore (the loop's own variables do).
 ## Each work-item handles `chunk` consecutive elements: 1 on GPUs (neighbouring work-items touch
 ## neighbouring addresses), long runs on CPUs (a plain loop the compiler vectorises).
+## Counts, strides, offsets and positions are of type `itype`: int (the default, and what every tensor
+## below 2**31 elements uses) or long, for tensors and views that reach past 2**31 - 1 elements.
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
     int_names = tuple(context.get("int_scalars", ()))
+    # The index type: int while the tensors fit in 32 bits (the default), long beyond.
+    I = context.get("itype", "int")
     # Float operands are read as T, the widest float type: float32 op float64 computes in double, and
     # builtins like fmod(a, b) are not ambiguous between their float and double forms.
     loadtypes = tuple(ctype if t in ("float", "double") else t for t in optypes[1:])
@@ -58,22 +62,22 @@ __kernel void ew(
 % endfor
 % for op, kind in zip(operands, kinds):
   % if kind == "strided":
-    const int off_${op},
+    const ${I} off_${op},
     % for k in range(rank):
-    const int st_${op}_${k},
+    const ${I} st_${op}_${k},
     % endfor
   % endif
 % endfor
 % for k in range(rank):
-    const int size_${k},
+    const ${I} size_${k},
 % endfor
-    const int n, const int chunk)
+    const ${I} n, const ${I} chunk)
 {
-    const int start = get_global_id(0) * chunk;
-    const int end = min(n, start + chunk);
+    const ${I} start = get_global_id(0) * chunk;
+    const ${I} end = min(n, start + chunk);
 % if "strided" not in kinds:
 <% vw = context.get("vector", 0) %>
-    int gid = start;
+    ${I} gid = start;
   % if vw:
     // CPU runs of contiguous operands, ${vw} elements at a time: math builtins (exp, tanh, ...) have
     // vector versions, but a scalar loop calls the scalar ones. Runs start at multiples of the chunk,
@@ -107,18 +111,18 @@ __kernel void ew(
     // Walk the run row by row: the coordinates above the last axis (div/mod) are worked out once per
     // row, and along a row each operand moves by its last-axis stride (1, 0 or general), which keeps
     // the inner loop free of divisions.
-    int flat_ = start;
+    ${I} flat_ = start;
     while (flat_ < end) {
-        int col_ = flat_ % size_${last};
-        int rest_ = flat_ / size_${last};
+        ${I} col_ = flat_ % size_${last};
+        ${I} rest_ = flat_ / size_${last};
   % for op, kind in zip(operands, kinds):
     % if kind == "strided":
-        int base_${op} = off_${op};
+        ${I} base_${op} = off_${op};
     % endif
   % endfor
   % for k in reversed(range(last)):
         {
-            const int c_ = rest_ % size_${k};
+            const ${I} c_ = rest_ % size_${k};
             rest_ /= size_${k};
     % for op, kind in zip(operands, kinds):
       % if kind == "strided":
@@ -127,9 +131,9 @@ __kernel void ew(
     % endfor
         }
   % endfor
-        const int stop_ = min(size_${last}, col_ + (end - flat_));
+        const ${I} stop_ = min(size_${last}, col_ + (end - flat_));
         for (; col_ < stop_; ++col_, ++flat_) {
-            const int gid = flat_;
+            const ${I} gid = flat_;
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
             const ${loadtypes[i]} ${name} = in_${name}[${at(name, kind)}];
   % endfor

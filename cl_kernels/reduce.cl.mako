@@ -9,6 +9,16 @@
 ## tree, so the result does not depend on timing. With P > 1 parts the caller runs a second pass over P.
 ## op: "sum" (scaled by `scale`, which makes a mean) or "max"; with_index also produces the index of the
 ## first maximum (read from in_idx on a second pass).
+##
+## Positions and counts are of type `itype`: int by default, long for tensors past 2**31 - 1 elements;
+## the long form also walks its rows in a loop (`groups` of them), so the launch stays small however
+## many rows there are. `in_ctype` (a sum only) reads another element type than the accumulator's:
+## a bool or int32 tensor summed in int64 without a widened copy.
+<%
+    I = context.get("itype", "int")
+    IN = "T" if context.get("in_ctype", ctype) == ctype else context.get("in_ctype")
+    long_ = I == "long"
+%>\
 % if ctype == "double":
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
@@ -44,27 +54,31 @@ typedef ${ctype} T;
 ## strategy "serial" (CPUs): one work-item folds a run of R for a block of ${inner_block} neighbouring
 ## inner positions, so the innermost loop walks contiguous memory and the compiler vectorises it; a
 ## plain row (inner == 1) uses eight interleaved accumulators for the same reason.
-__kernel void reduce(__global const T *in, const int in_off,
+__kernel void reduce(__global const ${IN} *in, const ${I} in_off,
                      __global T *out,
 % if with_index:
                      __global const int *in_idx, __global int *out_idx,
 % endif
-                     const int R, const int inner, const int chunk, const int P, const T scale)
+                     const ${I} R, const ${I} inner, const ${I} chunk, const ${I} P, const T scale${", const long groups" if long_ else ""})
 {
-    const int nib = (inner + ${inner_block} - 1) / ${inner_block};
+    const ${I} nib = (inner + ${inner_block} - 1) / ${inner_block};
+% if long_:
+  for (long g = get_global_id(0); g < groups; g += get_global_size(0)) {
+% else:
     const int g = get_global_id(0);
-    const int ib = g % nib;
-    const int p = (g / nib) % P;
-    const int o = g / (nib * P);
-    const int r0 = p * chunk;
-    const int r1 = min(R, r0 + chunk);
-    __global const T *base = in + in_off + (o * R) * inner;
+% endif
+    const ${I} ib = g % nib;
+    const ${I} p = (g / nib) % P;
+    const ${I} o = g / (nib * P);
+    const ${I} r0 = p * chunk;
+    const ${I} r1 = min(R, r0 + chunk);
+    __global const ${IN} *base = in + in_off + (o * R) * inner;
     __global T *dst = out + (o * P + p) * inner;
 % if not with_index:
     if (inner == 1) {
         T acc[8];
         for (int j = 0; j < 8; ++j) acc[j] = IDENTITY;
-        int r = r0;
+        ${I} r = r0;
         for (; r + 8 <= r1; r += 8) {
             for (int j = 0; j < 8; ++j) ${update("acc[j]", None, "base[r + j]", None)}
         }
@@ -76,11 +90,11 @@ __kernel void reduce(__global const T *in, const int in_off,
     % else:
         dst[0] = acc[0];
     % endif
-        return;
+        ${"continue" if long_ else "return"};
     }
 % endif
-    const int i0 = ib * ${inner_block};
-    const int width = min(${inner_block}, inner - i0);
+    const ${I} i0 = ib * ${inner_block};
+    const int width = ${f"(int)min((long){inner_block}, inner - i0)" if long_ else f"min({inner_block}, inner - i0)"};
     T acc[${inner_block}];
 % if with_index:
     int best[${inner_block}];
@@ -92,13 +106,13 @@ __kernel void reduce(__global const T *in, const int in_off,
 % endif
     }
     if (width == ${inner_block}) {
-        for (int r = r0; r < r1; ++r) {
-            __global const T *row = base + r * inner + i0;
+        for (${I} r = r0; r < r1; ++r) {
+            __global const ${IN} *row = base + r * inner + i0;
             for (int j = 0; j < ${inner_block}; ++j) ${update("acc[j]", "best[j]", "row[j]", at)}
         }
     } else {
-        for (int r = r0; r < r1; ++r) {
-            __global const T *row = base + r * inner + i0;
+        for (${I} r = r0; r < r1; ++r) {
+            __global const ${IN} *row = base + r * inner + i0;
             for (int j = 0; j < width; ++j) ${update("acc[j]", "best[j]", "row[j]", at)}
         }
     }
@@ -112,33 +126,40 @@ __kernel void reduce(__global const T *in, const int in_off,
         out_idx[(o * P + p) * inner + i0 + j] = best[j];
 % endif
     }
+% if long_:
+  }
+% endif
 }
 % else:
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
-void reduce(__global const T *in, const int in_off,
+void reduce(__global const ${IN} *in, const ${I} in_off,
             __global T *out,
 % if with_index:
             __global const int *in_idx, __global int *out_idx,
 % endif
-            const int R, const int inner, const int chunk, const int P, const T scale)
+            const ${I} R, const ${I} inner, const ${I} chunk, const ${I} P, const T scale${", const long groups" if long_ else ""})
 {
     __local T acc_l[${local_size}];
 % if with_index:
     __local int idx_l[${local_size}];
 % endif
     const int lid = get_local_id(0);
+% if long_:
+  for (long g = get_group_id(0); g < groups; g += get_num_groups(0)) {
+% else:
     const int g = get_group_id(0);
-    const int i = g % inner;
-    const int p = (g / inner) % P;
-    const int o = g / (inner * P);
-    const int r_end = min(R, (p + 1) * chunk);
-    __global const T *row = in + in_off + (o * R) * inner + i;
+% endif
+    const ${I} i = g % inner;
+    const ${I} p = (g / inner) % P;
+    const ${I} o = g / (inner * P);
+    const ${I} r_end = min(R, (p + 1) * chunk);
+    __global const ${IN} *row = in + in_off + (o * R) * inner + i;
 
     T acc = IDENTITY;
 % if with_index:
     int best = 0x7fffffff;
 % endif
-    for (int r = p * chunk + lid; r < r_end; r += ${local_size}) {
+    for (${I} r = p * chunk + lid; r < r_end; r += ${local_size}) {
         const T v = row[r * inner];
 % if op == "sum":
         acc += v;
@@ -177,7 +198,7 @@ void reduce(__global const T *in, const int in_off,
     barrier(CLK_LOCAL_MEM_FENCE);
 % endfor
     if (lid == 0) {
-        const int at = (o * P + p) * inner + i;
+        const ${I} at = (o * P + p) * inner + i;
 % if op == "sum":
         out[at] = acc_l[0] * scale;
 % else:
@@ -187,5 +208,9 @@ void reduce(__global const T *in, const int in_off,
         out_idx[at] = idx_l[0];
 % endif
     }
+% if long_:
+    barrier(CLK_LOCAL_MEM_FENCE);   // the next row's partial results overwrite acc_l
+  }
+% endif
 }
 % endif

@@ -37,7 +37,8 @@ def logits():
     (lambda: Tensor.from_vec([1.0, 2.0], "2"), TypeError, r"shape: expected a list or tuple"),
     (lambda: Tensor.zeros([2], dtype="float16"), TypeError, r"dtype: float16 is not supported"),
     (lambda: Tensor.zeros([2], dtype="bogus"), TypeError, r"dtype: expected one of float32, float64, int32, int64, bool"),
-    (lambda: Tensor.zeros([2**16, 2**16]), ValueError, r"elements; at most 2147483647"),
+    # Past 2**31 elements a tensor is fine (64-bit indexing); past the device's largest allocation it is not.
+    (lambda: Tensor.zeros([2**20, 2**20]), DeviceMemoryError, r"larger than the device's maximum single allocation"),
     (lambda: Tensor.from_numpy(np.array(["a", "b"])), TypeError, r"from_numpy: expected numbers"),
     (lambda: Variable("abc"), TypeError, r"Variable: expected a Tensor, got str"),
     (lambda: Variable(Tensor.zeros([2]), requires_grad="yes"), TypeError, r"requires_grad must be a bool"),
@@ -113,10 +114,12 @@ def test_cross_entropy_accepts_class_indices_as_a_numpy_array():
 def garbage_pool():
     small = Tensor.from_vec([1.0, -2.0, 3.0, 0.5, 0.0, -1.0], [2, 3])
     return [
-        None, True, False, 0, 1, 2, 3, -1, -7, 2**31, 2**40, 2**63, -2**40, 0.5, -0.0, float("nan"),
+        # Sizes past int32 (2**32: beyond 32-bit indexing; as a float32 shape 16 GB, past most devices'
+        # largest allocation) and past any device ([2**40], [2**20, 2**20]).
+        None, True, False, 0, 1, 2, 3, -1, -7, 2**32, 2**40, 2**63, -2**40, 0.5, -0.0, float("nan"),
         float("inf"), -float("inf"), 1e308, "", "abc", "float32", "float64", "int32", b"xy", [], [1], [2, 3],
         [1, 2, 3], [[1, 2], [3]], [[1, 2], [3, 4]], [1, "a"], [None], (2, 3), (3, 2), (2, -3), (0,), (0, 3),
-        (-1,), (1, 1, 6), [2**16, 2**16], [2**31], [2**30], [1.5, 2], {"a": 1}, {1, 2}, object(),
+        (-1,), (1, 1, 6), [2**20, 2**20], [2**40], [2**30], [1.5, 2], {"a": 1}, {1, 2}, object(),
         np.float32(1.5), np.int64(2), np.int32(-1), np.array([1, 2]), np.array([[1.0, 2.0, 3.0]]),
         np.array(["a"]), np.zeros((0, 3)), np.array([np.nan]), complex(1, 2), slice(0, 1), range(3),
         lambda: 0, small, small.reshape([6]), Tensor.zeros([0, 3]), Tensor.scalar(2.0), Tensor.zeros([3, 1]),

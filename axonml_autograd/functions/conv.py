@@ -46,7 +46,7 @@ import numpy as np
 from .. import kernels, launch
 from ..grad_fn import record
 from ..matmul import matmul
-from ..tensor import Tensor, elementwise, reduce
+from ..tensor import Tensor, check_index32, elementwise, reduce
 
 _CONV = "conv.cl.mako"
 _POOL = "pool.cl.mako"
@@ -94,6 +94,7 @@ def _check_input(x, op, spatial):
 def _launch(template, name, dtype, n, args, rows=None, **params):
     """Enqueue ``name`` over ``n`` items (rows on CPUs for the conv kernels, elements otherwise)."""
     dev = args[0].device
+    check_index32("convolution" if template == _CONV else "pooling", n, *[a for a in args if isinstance(a, Tensor)])
     if rows is not None:
         params["rows"] = rows
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)

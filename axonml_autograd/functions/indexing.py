@@ -27,7 +27,8 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import Tensor, View, as_index, as_int, contiguous_strides, copy_view, normalize_axis
+from ..tensor import (Tensor, View, as_index, as_int, check_index32, contiguous_strides, copy_view,
+                      normalize_axis)
 from .shape import _window_rule_vrule, into_zeros
 
 _TEMPLATE = "index.cl.mako"
@@ -58,6 +59,7 @@ def _indices(index, size, op, device) -> Tensor:
 
 
 def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
+    check_index32(f"index_{mode}", src, math.prod(out_shape))
     out = Tensor._wrap(tuple(out_shape), src.dtype, src.device)
     if out.numel():
         dev = src.device

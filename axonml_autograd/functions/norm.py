@@ -14,7 +14,7 @@ import numpy as np
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import Tensor, reduce
+from ..tensor import Tensor, check_index32, reduce
 from .activation import _floats
 
 _TEMPLATE = "norm.cl.mako"
@@ -42,6 +42,12 @@ def _kernel(device, dtype, which, **params):
     return knl, strategy, local
 
 
+def _input(a, op) -> Tensor:
+    """The input as floats; the norm kernels index in 32 bits, so larger inputs are refused here."""
+    check_index32(op, a.data())
+    return _floats(a.data())
+
+
 def _same(t: Tensor, like: Tensor, what, op):
     if t.device is not like.device:
         raise ValueError(f"{op}: {what} is on another device than the input")
@@ -51,7 +57,7 @@ def _same(t: Tensor, like: Tensor, what, op):
 def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch's ``F.layer_norm``: normalise over the trailing ``normalized_shape`` axes, then
     ``* weight + bias`` (each optional, of shape ``normalized_shape``)."""
-    x = _floats(a.data())
+    x = _input(a, "layer_norm")
     shape = tuple(int(s) for s in normalized_shape)
     if not shape or x._shape[x.ndim() - len(shape):] != shape or x.ndim() < len(shape):
         raise ValueError(f"layer_norm: input of shape {x.shape()} does not end in normalized_shape "
@@ -171,7 +177,7 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
     them in place on the device (``momentum``, or with ``momentum=None`` the cumulative average over
     ``num_batches_tracked``, which the caller has already advanced). Otherwise the running statistics.
     """
-    x = _floats(a.data())
+    x = _input(a, "batch_norm")
     if x.ndim() < 2:
         raise ValueError(f"batch_norm: expected input of shape [N, C, ...], got {x.shape()}")
     N, C = x._shape[0], x._shape[1]

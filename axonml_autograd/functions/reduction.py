@@ -10,7 +10,7 @@ import numpy as np
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import Tensor, broadcast_view, elementwise, normalize_axis, reduce
+from ..tensor import Tensor, broadcast_view, check_index32, elementwise, normalize_axis, reduce
 
 
 def _spread_vrule(ctx, g):
@@ -261,6 +261,7 @@ def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="sc
     """Running sums/products of ``x`` along axis ``d`` (``cl_kernels/scan.cl.mako``): a work-item per
     column. ``kernel``/``inputs`` run another walk of that template over the same columns (cumprod's
     gradient reads ``g`` and ``x``)."""
+    check_index32(f"cum{op}", x)
     out = Tensor._wrap(x._shape, x.dtype, x.device)
     R = x._shape[d]
     if x.numel() and R:

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import Tensor, as_int, normalize_axis
+from ..tensor import Tensor, as_int, check_index32, normalize_axis
 from .indexing import _launch
 from .reduction import ValuesIndices
 
@@ -42,6 +42,7 @@ def _unrows(t: Tensor, moved_shape, back) -> Tensor:
 
 def _argsort_rows(x2: Tensor, descending: bool):
     rows, n = x2._shape
+    check_index32("sort", x2)
     dev = x2.device
     idx = Tensor._wrap((rows, n), np.dtype(np.int32), dev)
     inv = Tensor._wrap((rows, n), np.dtype(np.int32), dev)

@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import kernels, launch
-from ..tensor import Tensor, ew_launch_shape
+from ..tensor import Tensor, check_index32, ew_launch_shape
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
 
@@ -240,6 +240,7 @@ class Optimizer:
                 if grad._shape != data._shape or grad.dtype != data.dtype or grad.device is not data.device:
                     raise ValueError(f"{name}.step: gradient ({grad.dtype} {grad.shape()}) does "
                                      f"not match its parameter ({data.dtype} {data.shape()})")
+                check_index32(f"{name}.step", data)   # the update kernels index in 32 bits
                 work.append((group, p, data, grad))
         done = 0
         cap = launch.active_capture()
