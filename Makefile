@@ -1,12 +1,26 @@
 # Two commands do all the set-up on a fresh machine (a venv in .venv, then the package and its extras):
 #   make demo   -- the main job: train an MLP on the handwritten digits data set (scikit-learn's copy)
 #   make test   -- the test suite
+# Intel's CPU OpenCL runtime as a second implementation (installs the `intel` extra on first use):
+#   make test-intel -- the portability subset (PORTABILITY_TESTS below) and the demo's first epoch on Intel
+#   make demo-intel -- the demo on Intel
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test devices bench clean gpu-check
+.PHONY: demo test devices bench clean gpu-check test-intel demo-intel devices-intel
+
+# The portability subset: the tests that must pass on every OpenCL implementation (one list, here).
+PORTABILITY_TESTS := tests/test_kernels.py tests/test_matmul.py tests/test_gradients.py \
+                     tests/test_softmax_rows.py tests/test_norm.py tests/test_conv.py tests/test_optim.py \
+                     tests/test_random.py tests/test_sorting.py tests/test_indexing.py \
+                     tests/test_heterogeneous_ranks.py
+# AXONML_DEVICE for Intel's runtime: its platform name (PoCL's strings never contain it).
+INTEL_DEVICE      := Intel(R) OpenCL
+INTEL_STAMP       := $(VENV)/.installed-intel
+# Exports OCL_ICD_VENDORS/LD_LIBRARY_PATH so that Intel and PoCL are both visible (scripts/opencl_env.sh).
+INTEL_ENV          = eval "$$(bash scripts/opencl_env.sh $(VENV))" && export AXONML_DEVICE='$(INTEL_DEVICE)'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +39,20 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench.py --quick
+
+$(INTEL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[pocl,test,examples,mpi,intel]"
+	touch $(INTEL_STAMP)
+
+test-intel: $(INTEL_STAMP)
+	$(INTEL_ENV) && $(PY) -m pytest -q $(PORTABILITY_TESTS)
+	$(INTEL_ENV) && $(PY) scripts/train_digits.py --stop-after 1 --no-progress --out runs/digits-intel
+
+demo-intel: $(INTEL_STAMP)
+	$(INTEL_ENV) && $(PY) scripts/train_digits.py --min-accuracy 96 --out runs/digits-intel
+
+devices-intel: $(INTEL_STAMP)
+	$(INTEL_ENV) && $(VENV)/bin/axonml-devices
 
 clean:
 	rm -rf $(VENV) build *.egg-info
