@@ -2,20 +2,31 @@
 #   make demo   -- the main job: train an MLP on the handwritten digits data set (scikit-learn's copy)
 #   make test   -- the test suite
 # Intel's CPU OpenCL runtime as a second implementation (installs the `intel` extra on first use):
-#   make test-intel -- the portability subset (PORTABILITY_TESTS below) and the demo's first epoch on Intel
-#   make demo-intel -- the demo on Intel
+#   make test-intel  -- the portability subset (PORTABILITY_TESTS below) and the demo's first epoch on Intel
+#   make demo-intel  -- the demo on Intel
+# Emulated device limits (axonml_autograd/target.py, AXONML_TARGET):
+#   make test-matrix -- the portability subset and the demo's first epoch under each of MATRIX_TARGETS,
+#                       and every kernel family under the full emulated-target matrix
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test devices bench clean gpu-check test-intel demo-intel devices-intel
+.PHONY: demo test devices bench clean gpu-check test-intel demo-intel devices-intel test-matrix
 
 # The portability subset: the tests that must pass on every OpenCL implementation (one list, here).
+# Every kernel family (matmul, elementwise, fused, reduce, scan, softmax/cross-entropy rows, norms,
+# conv/pool, index, sort, optimisers, Philox), both strategies, the target and its fallbacks.
 PORTABILITY_TESTS := tests/test_kernels.py tests/test_matmul.py tests/test_gradients.py \
                      tests/test_softmax_rows.py tests/test_norm.py tests/test_conv.py tests/test_optim.py \
                      tests/test_random.py tests/test_sorting.py tests/test_indexing.py \
-                     tests/test_heterogeneous_ranks.py
+                     tests/test_gpu_strategies.py tests/test_vector_path.py tests/test_target.py \
+                     tests/test_target_matrix.py
+# Emulated GPUs from small to large (AXONML_TARGET fields). A target without fp64 runs in
+# tests/test_target_matrix.py (float32 there): the suite's gradchecks need float64.
+MATRIX_TARGETS    := strategy=gpu,work_group=64,local_mem=16384,vw_float=1 \
+                     strategy=gpu,work_group=256,local_mem=32768,vw_float=4 \
+                     strategy=gpu,work_group=1024,local_mem=65536,vw_float=16
 # AXONML_DEVICE for Intel's runtime: its platform name (PoCL's strings never contain it).
 INTEL_DEVICE      := Intel(R) OpenCL
 INTEL_STAMP       := $(VENV)/.installed-intel
@@ -45,7 +56,8 @@ $(INTEL_STAMP): $(STAMP)
 	touch $(INTEL_STAMP)
 
 test-intel: $(INTEL_STAMP)
-	$(INTEL_ENV) && $(PY) -m pytest -q $(PORTABILITY_TESTS)
+	$(INTEL_ENV) && $(PY) -W error::pyopencl.CompilerWarning -m pytest -q -W error::pyopencl.CompilerWarning \
+	    $(PORTABILITY_TESTS) tests/test_heterogeneous_ranks.py
 	$(INTEL_ENV) && $(PY) scripts/train_digits.py --stop-after 1 --no-progress --out runs/digits-intel
 
 demo-intel: $(INTEL_STAMP)
@@ -53,6 +65,14 @@ demo-intel: $(INTEL_STAMP)
 
 devices-intel: $(INTEL_STAMP)
 	$(INTEL_ENV) && $(VENV)/bin/axonml-devices
+
+test-matrix: $(STAMP)
+	set -e; for t in $(MATRIX_TARGETS); do \
+	    echo "== AXONML_TARGET=$$t"; \
+	    AXONML_TARGET=$$t $(PY) -m pytest -q $(PORTABILITY_TESTS); \
+	    AXONML_TARGET=$$t $(PY) scripts/train_digits.py --stop-after 1 --no-progress --out runs/digits-matrix; \
+	done
+	AXONML_MATRIX=full $(PY) -m pytest -q tests/test_target_matrix.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

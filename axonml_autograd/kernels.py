@@ -269,6 +269,13 @@ def _check_width(device, template, params):
                                f"(working widths: {', '.join(map(str, seen))})")
 
 
+def fit_local(device, knl, wanted: int) -> int:
+    """``wanted`` work-items per group, or fewer (a power of two) where this built kernel allows fewer:
+    the fallback of kernels whose local size is a launch choice, not a template constant."""
+    allowed = min(wanted, kernel_work_group_size(device, knl)) if wanted > 1 else wanted
+    return 1 << (max(1, allowed).bit_length() - 1)
+
+
 def kernel_work_group_size(device, knl) -> int:
     """``CL_KERNEL_WORK_GROUP_SIZE``: how many work-items this built kernel may have on ``device``."""
     key = ("wg", id(knl))

@@ -122,7 +122,7 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
         seed, drawn = gen.draw(blocks)
         offset = (offset + drawn) % _U64
     knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist)
-    local = _local_size(dev)
+    local = kernels.fit_local(dev, knl, _local_size(dev))
     T = t.dtype.type
     args = kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,),
                           t.buffer, np.int32(n),

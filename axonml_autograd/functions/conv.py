@@ -98,7 +98,7 @@ def _launch(template, name, dtype, n, args, rows=None, **params):
     if rows is not None:
         params["rows"] = rows
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
-    local = 1 if rows else dev.target.local_size(256 if dev.target.is_gpu else 64)
+    local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,),
                    *[a.buffer if isinstance(a, Tensor) else a if isinstance(a, np.generic) else np.int32(a)
                      for a in args], np.int32(n))

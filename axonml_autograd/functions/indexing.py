@@ -66,7 +66,7 @@ def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
         rows = not dev.target.is_gpu   # CPUs: a work-item per contiguous row; GPUs: per element
         n = out.numel() // inner if rows else out.numel()
         knl = kernels.get_kernel(dev, _TEMPLATE, which, ctype=kernels.ctype(src.dtype), mode=mode, rows=rows)
-        local = 1 if rows else dev.target.local_size(256)
+        local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256))
         kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), src.buffer, idx.buffer, out.buffer,
                        np.int32(R), np.int32(K), np.int32(inner), np.int32(n))
     return out

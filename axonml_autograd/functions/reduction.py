@@ -270,7 +270,7 @@ def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="sc
         n = x.numel() // R
         knl = kernels.get_kernel(dev, "scan.cl.mako", kernel, ctype=kernels.ctype(x.dtype), op=op,
                                  reverse=bool(reverse), exclusive=bool(exclusive))
-        local = dev.target.local_size(64) if dev.target.is_gpu else 1
+        local = kernels.fit_local(dev, knl, dev.target.local_size(64)) if dev.target.is_gpu else 1
         buffers = [t.buffer for t in (inputs or [x])]
         kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *buffers, out.buffer, np.int32(R),
                        np.int32(inner), np.int32(n))
