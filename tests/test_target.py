@@ -24,10 +24,23 @@ def _same_hardware(device, **overrides):
     return Device(device.info.platform_index, device.info.device_index, target=overrides)
 
 
+@pytest.fixture(autouse=True)
+def no_environment_target(monkeypatch):
+    # These tests pin the mechanism itself: they make their own targets, whatever AXONML_TARGET the
+    # run emulates (make test-matrix).
+    monkeypatch.delenv("AXONML_TARGET", raising=False)
+
+
+@pytest.fixture
+def plain(device):
+    """The device under test with its probed target, no overrides."""
+    return _same_hardware(device)
+
+
 # -- the probe ---------------------------------------------------------------------------------------
 
-def test_probed_widths_build_and_the_chosen_width_is_among_them(device):
-    t = device.target
+def test_probed_widths_build_and_the_chosen_width_is_among_them(device, plain):
+    t = plain.target
     assert t.vw_float in t.widths_float and t.vw_float in target.WIDTHS
     assert t.widths_float == tuple(sorted(t.widths_float, reverse=True)) and 1 in t.widths_float
     if device.info.fp64:
@@ -47,8 +60,8 @@ def test_probed_widths_build_and_the_chosen_width_is_among_them(device):
         assert plan_info(dev)["vw"] == vw
 
 
-def test_work_group_is_what_a_local_memory_kernel_may_have(device):
-    t = device.target
+def test_work_group_is_what_a_local_memory_kernel_may_have(device, plain):
+    t = plain.target
     assert 1 <= t.work_group <= device.max_work_group_size
     assert t.work_group & (t.work_group - 1) == 0
     assert t.local_mem == device.local_mem and t.compute_units == device.compute_units
@@ -90,9 +103,9 @@ def test_axonml_target_names_a_bad_field_or_value(text, match):
         target.parse_overrides(text)
 
 
-def test_overrides_only_narrow_the_hardware(device):
+def test_overrides_only_narrow_the_hardware(device, plain):
     t = _same_hardware(device, work_group=1 << 20, local_mem=1 << 40, strategy="gpu").target
-    assert t.work_group == device.target.work_group and t.local_mem == device.target.local_mem
+    assert t.work_group == plain.target.work_group and t.local_mem == plain.target.local_mem
     assert t.strategy == "gpu" and t.flush_every == 8
     assert set(t.overrides) >= {"work_group", "local_mem", "strategy"}
     no64 = _same_hardware(device, fp64=False).target
