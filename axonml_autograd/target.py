@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,7 +303,12 @@ def probe(info, step_timeout: float = 20.0) -> Target:
     """
     ctypes = ("float", "double") if info.fp64 else ("float",)
     # 4, 8 and 16 first (every vector unit has 128 bits); 2 and 1 only where 4 failed.
-    results = _run_steps(info, _steps(ctypes, (4, 8, 16)) + ["work_group"], step_timeout)
+    # One child per dtype, side by side: builds dominate, and they use a core each.
+    batches = [_steps(["float"], (4, 8, 16)) + ["work_group"]] + [_steps([ct], (4, 8, 16)) for ct in ctypes[1:]]
+    results = {}
+    with ThreadPoolExecutor(len(batches)) as pool:
+        for part in pool.map(lambda steps: _run_steps(info, steps, step_timeout), batches):
+            results.update(part)
     narrow = [ct for ct in ctypes if not results.get(f"{ct}:4", {}).get("ok")]
     if narrow:
         results.update(_run_steps(info, _steps(narrow, (1, 2)), step_timeout))
