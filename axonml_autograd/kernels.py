@@ -17,6 +17,7 @@ falls back through :func:`first_that_builds`; the choices themselves come from `
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import threading
 import warnings
@@ -109,6 +110,31 @@ def binary_cache_dir() -> Optional[Path]:
         return Path(setting)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "axonml_autograd" / "kernels"
+
+
+def read_store(name: str) -> dict:
+    """The JSON file ``name`` beside the kernel binaries (device targets, tuned choices), or {} when
+    it is missing, unreadable or half-written by a crash."""
+    root = binary_cache_dir()
+    try:
+        return json.loads((root / name).read_text()) if root is not None else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_store(name: str, entries: dict):
+    """Replace the JSON file ``name`` beside the kernel binaries atomically; a read-only cache
+    directory costs a re-measurement next time, nothing else."""
+    root = binary_cache_dir()
+    if root is None:
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f"{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        os.replace(tmp, root / name)
+    except OSError:
+        pass
 
 
 def _binary_path(device, source: str, options) -> Optional[Path]:

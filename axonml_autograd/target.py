@@ -412,7 +412,7 @@ _lock = threading.Lock()
 def store_path() -> Optional[Path]:
     from .kernels import binary_cache_dir
     root = binary_cache_dir()
-    return None if root is None else root / "targets.json"
+    return None if root is None else root / _STORE
 
 
 def device_key(cl_device) -> str:
@@ -424,31 +424,16 @@ def device_key(cl_device) -> str:
                        cl_device.driver_version.strip(), f"probe {PROBE_VERSION}.{probe_hash}"])
 
 
-def _read() -> dict:
-    path = store_path()
-    if path is None or not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+_STORE = "targets.json"
 
 
 def _write(key: str, target: Target):
-    path = store_path()
-    if path is None:
-        return
-    try:
-        entries = _read()
-        record = target.as_dict()
-        record.pop("origin"), record.pop("overrides")   # what was probed, not how it was overridden
-        entries[key] = record
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass   # a read-only cache costs a probe next time, nothing else
+    from .kernels import read_store, write_store
+    record = target.as_dict()
+    record.pop("origin"), record.pop("overrides")   # what was probed, not how it was overridden
+    entries = read_store(_STORE)
+    entries[key] = record
+    write_store(_STORE, entries)
 
 
 def _from_record(record: dict) -> Optional[Target]:
@@ -464,7 +449,8 @@ def find(cl_device, info, overrides: Optional[dict] = None, reprobe: bool = Fals
     ``overrides`` applied on top."""
     key = device_key(cl_device)
     with _lock:
-        target = None if reprobe else _from_record(_read().get(key, {}))
+        from .kernels import read_store
+        target = None if reprobe else _from_record(read_store(_STORE).get(key, {}))
         if target is None:
             target = probe(info)
             if target.origin == "probed":

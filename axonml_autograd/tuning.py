@@ -13,7 +13,6 @@ tuning changes speed, never results.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import threading
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .kernels import binary_cache_dir
+from .kernels import binary_cache_dir, read_store, write_store
 
 _lock = threading.Lock()
 _memory: dict = {}
@@ -37,9 +36,12 @@ def disabled() -> bool:
     return os.environ.get("AXONML_TUNE") == "0"
 
 
+_STORE = "tuning.json"
+
+
 def store_path() -> Optional[Path]:
     root = binary_cache_dir()
-    return None if root is None else root / "tuning.json"
+    return None if root is None else root / _STORE
 
 
 def _device_key(device) -> str:
@@ -48,26 +50,11 @@ def _device_key(device) -> str:
 
 
 def _read() -> dict:
-    path = store_path()
-    if path is None or not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}   # unreadable or half-written by a crash: measure again
+    return read_store(_STORE)
 
 
 def _write(entries: dict):
-    path = store_path()
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    except OSError:
-        pass   # a read-only cache directory costs a re-measurement next time, nothing else
+    write_store(_STORE, entries)
 
 
 def lookup(device, name: str):

@@ -1,6 +1,8 @@
 """Shared fixtures: the device under test (AXONML_DEVICE picks it) and a counter of host round trips."""
 
 import contextlib
+import os
+import sys
 
 import numpy as np
 import pyopencl as cl
@@ -22,6 +24,16 @@ def gpu_like(device):
     with the rest of the suite."""
     from axonml_autograd.device import Device
     return Device(device.info.platform_index, device.info.device_index, target={"strategy": "gpu"})
+
+
+@pytest.fixture(scope="module")
+def mpiexec():
+    """Open MPI's launcher from the venv (the mpi extra), or a skip saying how to get it."""
+    pytest.importorskip("mpi4py")
+    path = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.access(path, os.X_OK):
+        pytest.skip(f"no mpiexec next to {sys.executable} (pip install 'axonml-autograd[mpi]')")
+    return path
 
 
 @pytest.fixture

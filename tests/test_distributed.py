@@ -43,14 +43,6 @@ def _clean_env():
     return env
 
 
-@pytest.fixture(scope="module")
-def mpiexec():
-    pytest.importorskip("mpi4py")
-    path = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"no mpiexec next to {sys.executable} (pip install 'axonml-autograd[mpi]')")
-    return path
-
 
 def launch2(mpiexec, *args, script=WORKER):
     """Run the worker (or ``script``) on two ranks; returns (returncode, output, seconds)."""

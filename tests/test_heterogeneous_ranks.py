@@ -89,14 +89,6 @@ def _opencl_env():
     return env
 
 
-@pytest.fixture(scope="module")
-def mpiexec():
-    pytest.importorskip("mpi4py")
-    path = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    if not os.access(path, os.X_OK):
-        pytest.skip(f"no mpiexec next to {sys.executable} (pip install 'axonml-autograd[mpi]')")
-    return path
-
 
 def test_a_pocl_rank_and_an_intel_rank_end_with_the_weights_of_one_process_with_the_doubled_batch(
         mpiexec, tmp_path):
