@@ -335,7 +335,9 @@ def _run_steps(info, steps, step_timeout) -> dict:
         cmd = [sys.executable, "-c", "from axonml_autograd.target import _child; _child()",
                str(info.platform_index), str(info.device_index), *todo]
         try:
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            # Not a rank of the caller's MPI job: the launcher's variables stay behind.
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "PMI_"))}
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
                                   cwd=str(Path(__file__).resolve().parent.parent)) as child:
                 timer = threading.Timer(step_timeout, child.kill)
                 timer.start()
