@@ -105,6 +105,12 @@ class Target:
             w //= 2
         return out or [least]
 
+    def local_sizes(self, cap: int = 256):
+        """:meth:`local_size` and every smaller power of two: the candidates of a kernel whose
+        work-group size is a template constant, for a build that allows fewer work-items."""
+        n = self.local_size(cap)
+        return [n >> k for k in range(n.bit_length())]
+
     def local_size(self, cap: int = 256) -> int:
         """The largest power of two work-items, at most ``cap``, that a work-group may have."""
         n = max(1, min(cap, self.work_group))

@@ -1338,8 +1338,9 @@ def as_index(t: Tensor, op: str) -> Tensor:
 _INNER_BLOCK = 16   # inner positions per work-item in the serial (CPU) reduction
 
 
-def _reduce_layout(device, outer, R, inner):
-    """(strategy, local size, parts P, chunk, work-items per part-row) for one reduction pass."""
+def _reduce_layout(device, outer, R, inner, cap=256):
+    """(strategy, local size, parts P, chunk, work-items per part-row) for one reduction pass; ``cap``
+    bounds the local size (a built kernel may allow fewer work-items than the target)."""
     t = device.target
     if not t.is_gpu:
         blocks = outer * -(-inner // _INNER_BLOCK)
@@ -1349,7 +1350,7 @@ def _reduce_layout(device, outer, R, inner):
             P = min(-(-target // blocks), -(-R // 2048))
         chunk = -(-R // P)
         return "serial", 1, -(-R // chunk), chunk, blocks
-    L = min(t.local_size(256), 256 if R > 512 else 32)
+    L = min(t.local_size(cap), 256 if R > 512 else 32)
     groups = outer * inner
     P = 1
     if groups < 64 and R > 4 * L:
@@ -1366,10 +1367,22 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
     dev = x.device
     dtype = x.dtype if dtype is None else dtype
     strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner)
-    groups = rows * P
-    itype = index_type(outer * R * inner, groups * L, outer * P * inner)
-    I = _index_dtype(itype)
+    itype = index_type(outer * R * inner, rows * P * L, outer * P * inner)
     with_index = op == "argmax"
+    params = dict(ctype=kernels.ctype(dtype), strategy=strategy, op="sum" if op in ("sum", "mean") else "max",
+                  with_index=with_index, has_in_idx=idx is not None, inner_block=_INNER_BLOCK)
+    if itype == "long":
+        params["itype"] = itype
+    if dtype != x.dtype:
+        params["in_ctype"] = kernels.ctype(x.dtype)
+    # The layout's work-group, or fewer work-items where the built kernel allows fewer.
+    fit, knl = kernels.first_that_builds(
+        dev, f"reduce {params['ctype']}", [L >> k for k in range(L.bit_length())],
+        lambda n: (n, kernels.get_kernel(dev, "reduce.cl.mako", "reduce", local_size=n, local=n, **params)))
+    if fit != L:
+        strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner, cap=fit)
+    groups = rows * P
+    I = _index_dtype(itype)
     out = Tensor._wrap((outer, P, inner), dtype, dev)
     args = [x.buffer, I(0), out.buffer]
     out_idx = None
@@ -1378,18 +1391,10 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
         # The first pass reads no indices; any buffer fills the slot.
         args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
     args += [I(R), I(inner), I(chunk), I(P), dtype.type(scale if P == 1 else 1.0)]
-    params = {}
     if itype == "long":
         # The 64-bit form walks its rows in a loop: launch at most _MAX_WORK_ITEMS work-items.
         args.append(np.int64(groups))
         groups = min(groups, _MAX_WORK_ITEMS // L)
-        params["itype"] = itype
-    if dtype != x.dtype:
-        params["in_ctype"] = kernels.ctype(x.dtype)
-    knl = kernels.get_kernel(dev, "reduce.cl.mako", "reduce", ctype=kernels.ctype(dtype), strategy=strategy,
-                             op="sum" if op in ("sum", "mean") else "max", with_index=with_index,
-                             has_in_idx=idx is not None, local_size=L, inner_block=_INNER_BLOCK, local=L,
-                             **params)
     kernels.launch(dev, knl, (groups * L,), (L,), *args)
     return out, out_idx, P
 
@@ -1448,15 +1453,16 @@ _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows
 def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
     check_index32(op, rows * cols)
     t = device.target
-    if not t.is_gpu:
-        strategy, local, global_size = "serial", 1, rows
-    else:
-        strategy, local = "local", min(t.local_size(256), 256 if cols > 512 else 64)
-        global_size = rows * local
-    params = dict(ctype=kernels.ctype(dtype), op=op, strategy=strategy, local_size=local, **(flags or _CE_FLAGS))
-    knl = kernels.first_that_builds(
-        device, f"softmax rows {which} {params['ctype']}", t.vector_widths(dtype),
-        lambda vw: kernels.get_kernel(device, "softmax.cl.mako", which, vw=vw, local=local, **params))
+    strategy = "local" if t.is_gpu else "serial"
+    locals_ = t.local_sizes(256 if cols > 512 else 64) if t.is_gpu else [1]
+    params = dict(ctype=kernels.ctype(dtype), op=op, strategy=strategy, **(flags or _CE_FLAGS))
+    # The target's width and work-group, then narrower widths, then fewer work-items.
+    local, knl = kernels.first_that_builds(
+        device, f"softmax rows {which} {params['ctype']}",
+        [(vw, n) for n in locals_ for vw in t.vector_widths(dtype)],
+        lambda c: (c[1], kernels.get_kernel(device, "softmax.cl.mako", which, vw=c[0], local_size=c[1], local=c[1],
+                                            **params)))
+    global_size = rows * local if t.is_gpu else rows
     kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
 
 

@@ -264,3 +264,37 @@ def test_a_width_that_cannot_build_falls_back_and_the_process_exits_0(tmp_path):
     # Whatever was cached loads back with its kernels.
     for binary in (tmp_path / "cache").glob("*.bin"):
         assert binary.stat().st_size > 0
+
+
+def test_kernels_that_allow_fewer_work_items_fall_back_to_smaller_work_groups(device, monkeypatch, tmp_path):
+    """A GPU whose register-hungry kernels allow 64 work-items although the device says 1024: the
+    tree reductions, softmax and norm rows take smaller work-groups and still give numpy's answers."""
+    from axonml_autograd.nn import functional as F
+    from axonml_autograd.tensor import reduce, softmax_rows
+    monkeypatch.setenv("AXONML_KERNEL_CACHE", str(tmp_path))
+    dev = _same_hardware(device, strategy="gpu", work_group=1024)
+    launched = []
+    real_wg, real_launch = kernels.kernel_work_group_size, kernels.launch
+    monkeypatch.setattr(kernels, "kernel_work_group_size", lambda d, k: min(64, real_wg(d, k)))
+
+    def recording_launch(d, knl, global_size, local_size, *args, **kw):
+        launched.append(local_size[0])
+        return real_launch(d, knl, global_size, local_size, *args, **kw)
+
+    monkeypatch.setattr(kernels, "launch", recording_launch)
+    x = np.random.default_rng(4).standard_normal((5, 3001)).astype(np.float32)
+    with pytest.warns(KernelFallbackWarning):
+        s = reduce(Tensor.from_numpy(x, device=dev), "sum", 1).numpy()
+        sm = softmax_rows(Tensor.from_numpy(x, device=dev)).numpy()
+        ln = F.layer_norm(ag_variable(x, dev), [3001]).data().numpy()
+    np.testing.assert_allclose(s, x.astype(np.float64).sum(1), rtol=1e-4, atol=1e-3)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(sm, e / e.sum(1, keepdims=True), rtol=1e-5, atol=1e-8)
+    mu, sd = x.mean(1, keepdims=True), x.std(1, keepdims=True)
+    np.testing.assert_allclose(ln, (x - mu) / np.sqrt(sd ** 2 + 1e-5), rtol=1e-4, atol=1e-4)
+    assert launched and max(launched) <= 64
+
+
+def ag_variable(x, dev):
+    from axonml_autograd import Variable
+    return Variable(Tensor.from_numpy(x, device=dev))
