@@ -112,27 +112,25 @@ def binary_cache_dir() -> Optional[Path]:
     return Path(base) / "axonml_autograd" / "kernels"
 
 
-def read_store(name: str) -> dict:
-    """The JSON file ``name`` beside the kernel binaries (device targets, tuned choices), or {} when
-    it is missing, unreadable or half-written by a crash."""
-    root = binary_cache_dir()
+def read_store(path: Optional[Path]) -> dict:
+    """A JSON store beside the kernel binaries (device targets, tuned choices), or {} when there is
+    none (``path`` None: caching is off) or it is missing, unreadable or half-written by a crash."""
     try:
-        return json.loads((root / name).read_text()) if root is not None else {}
+        return json.loads(path.read_text()) if path is not None else {}
     except (OSError, ValueError):
         return {}
 
 
-def write_store(name: str, entries: dict):
-    """Replace the JSON file ``name`` beside the kernel binaries atomically; a read-only cache
-    directory costs a re-measurement next time, nothing else."""
-    root = binary_cache_dir()
-    if root is None:
+def write_store(path: Optional[Path], entries: dict):
+    """Replace the JSON store at ``path`` atomically; a read-only cache directory costs a
+    re-measurement next time, nothing else."""
+    if path is None:
         return
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f"{name}.{os.getpid()}.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-        os.replace(tmp, root / name)
+        os.replace(tmp, path)
     except OSError:
         pass
 

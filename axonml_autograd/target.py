@@ -439,9 +439,9 @@ def _write(key: str, target: Target):
     from .kernels import read_store, write_store
     record = target.as_dict()
     record.pop("origin"), record.pop("overrides")   # what was probed, not how it was overridden
-    entries = read_store(_STORE)
+    entries = read_store(store_path())
     entries[key] = record
-    write_store(_STORE, entries)
+    write_store(store_path(), entries)
 
 
 def _from_record(record: dict) -> Optional[Target]:
@@ -458,7 +458,7 @@ def find(cl_device, info, overrides: Optional[dict] = None, reprobe: bool = Fals
     key = device_key(cl_device)
     with _lock:
         from .kernels import read_store
-        target = None if reprobe else _from_record(read_store(_STORE).get(key, {}))
+        target = None if reprobe else _from_record(read_store(store_path()).get(key, {}))
         if target is None:
             target = probe(info)
             if target.origin == "probed":

@@ -50,11 +50,11 @@ def _device_key(device) -> str:
 
 
 def _read() -> dict:
-    return read_store(_STORE)
+    return read_store(store_path())
 
 
 def _write(entries: dict):
-    write_store(_STORE, entries)
+    write_store(store_path(), entries)
 
 
 def lookup(device, name: str):
