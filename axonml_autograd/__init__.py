@@ -19,6 +19,8 @@ from .tensor import Tensor
 from .no_grad import (EnableGradGuard, InferenceModeGuard, NoGradGuard, enable_grad, inference_mode,
                       is_grad_enabled, is_inference_mode, no_grad)
 from .variable import Variable
+from . import surface as _surface   # methods from the op registry: attached once, here
+_surface.attach_all()
 from .grad_fn import GradientFunction
 from .backward import backward, check_gradients, grad, gradcheck, gradgradcheck, numerical_gradient
 from .anomaly import AnomalyError, detect_anomaly

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import anomaly
 from . import tensor as T
+from . import pointwise as P
 from .grad_fn import AccumulateGrad
 from .graph import consumer_counts
 from .no_grad import enable_grad, no_grad
@@ -190,7 +191,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         else:
             total = parts[0] if len(parts) == 1 else parts[0].clone()
             for p in parts[1:]:
-                total = T.binary("add", total, p)
+                total = P.binary("add", total, p)
         result.append(total)
     return tuple(result)
 
@@ -281,7 +282,7 @@ def _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect,
                     elif create_graph:
                         pending[nxt] = earlier + contribution
                     else:
-                        pending[nxt] = T.binary("add", earlier, contribution)
+                        pending[nxt] = P.binary("add", earlier, contribution)
         for nxt in nxt_nodes:
             if nxt is not None:
                 left = waiting[nxt] - 1

@@ -21,6 +21,7 @@ import numbers
 import re
 import struct
 import warnings
+from collections import namedtuple
 from typing import Optional, Sequence
 
 import numpy as np
@@ -281,11 +282,13 @@ def to_arguments(x, args, device=None, dtype=None, op="to"):
 
 def _reduce_dims(x, op, axis, keepdim):
     """sum/mean over None, one axis, or (as torch) a tuple of axes."""
-    if isinstance(axis, (tuple, list)):
-        from .functions.reduction import reduce_dims
-        from .variable import Variable
-        return reduce_dims(Variable(x), tuple(axis), keepdim, op).data()
-    return reduce(x, op, axis, keepdim)
+    if not isinstance(axis, (tuple, list)):
+        return reduce(x, op, axis, keepdim)
+    dims = sorted({normalize_axis(d, x.ndim(), f"{op} dim") for d in axis}, reverse=True)
+    out = x
+    for d in dims:   # from the last axis down, so the others keep their numbers
+        out = reduce(out, op, d, keepdim=True)
+    return out if keepdim else out.reshape([s for k, s in enumerate(x._shape) if k not in dims])
 
 
 def _axis_or_dim(axis, dim, op):
@@ -701,37 +704,7 @@ class Tensor:
             out = out.astype(dt)
         return self.clone() if copy and out is self else out
 
-    # -- arithmetic (no autograd) -------------------------------------------------------------------
-    def _binary(self, other, name, reverse=False):
-        if isinstance(other, Tensor):
-            args = [other, self] if reverse else [self, other]
-            return binary(name, *args)
-        if isinstance(other, (bool, np.bool_)):
-            other = int(other)   # 0 or 1, as in torch (x * True)
-        if isinstance(other, numbers.Real):
-            # Whole Python ints stay exact (an int64 tensor plus 2**60 must not go through a float).
-            value = int(other) if isinstance(other, numbers.Integral) and self.dtype.kind != "f" \
-                else as_float(other, name)
-            return scalar_op(name, self, value, reverse)
-        return NotImplemented
-
-    __add__ = lambda self, o: self._binary(o, "add")
-    __radd__ = lambda self, o: self._binary(o, "add", True)
-    __sub__ = lambda self, o: self._binary(o, "sub")
-    __rsub__ = lambda self, o: self._binary(o, "sub", True)
-    __mul__ = lambda self, o: self._binary(o, "mul")
-    __rmul__ = lambda self, o: self._binary(o, "mul", True)
-    __truediv__ = lambda self, o: self._binary(o, "div")
-    __rtruediv__ = lambda self, o: self._binary(o, "div", True)
-    __pow__ = lambda self, o: self._binary(o, "pow")
-    __rpow__ = lambda self, o: self._binary(o, "pow", True)
-    __floordiv__ = lambda self, o: self._binary(o, "floordiv")
-    __rfloordiv__ = lambda self, o: self._binary(o, "floordiv", True)
-    __mod__ = lambda self, o: self._binary(o, "mod")
-    __rmod__ = lambda self, o: self._binary(o, "mod", True)
-    __neg__ = lambda self: unary("neg", self)
-    __abs__ = lambda self: unary("abs", self)
-
+    # Arithmetic dunders and the registry's ops (t.exp(), t.relu()...) are attached by surface.py.
     # In place, as torch: the result is written into this tensor's own buffer (a view writes through to
     # the tensor it views), its version goes up, and a result of another kind (int += float) is refused.
     __iadd__ = lambda self, o: self.copy_(self + o)
@@ -805,7 +778,6 @@ class Tensor:
             return reduce(self, "max", axis, keepdim)
         if axis is not None:
             raise TypeError("max: give axis or dim, not both")
-        from .functions.reduction import ValuesIndices
         values, indices = reduce(self, "argmax", normalize_axis(dim, self.ndim(), "max dim"), keepdim)
         return ValuesIndices(values, indices)
 
@@ -823,55 +795,11 @@ class Tensor:
     def __bool__(self):
         raise TypeError("the truth value of a Tensor is ambiguous; read it with item(), or use any()/all()")
 
-    def __getitem__(self, key) -> "Tensor":
-        """torch's indexing (see ``functions/indexing.py``), as a new tensor."""
-        from .variable import Variable
-        return Variable(self)[key]._data
-
-    # Variable's ops on a plain Tensor (no gradient): t.sin(), t.index_select(0, idx), t.softmax(1),
-    # t.mT, ... each give Tensors. Only names a Tensor does not define itself arrive here.
-    _NOT_FOR_TENSORS = frozenset({"backward", "grad", "grad_fn", "grad_variable", "accumulate_grad", "set_grad",
-                                  "zero_grad", "register_hook", "register_post_accumulate_grad_hook",
-                                  "retain_grad", "requires_grad", "requires_grad_", "is_leaf", "detach", "data",
-                                  "set_data", "new", "from_tensor"})
-
-    def __getattr__(self, name):
-        from .variable import Variable
-        if name.startswith("_") or name in Tensor._NOT_FOR_TENSORS or not hasattr(Variable, name):
-            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-        attr = getattr(Variable(self), name)
-        if not callable(attr):
-            return _as_tensors(attr)
-
-        def op(*args, **kwargs):
-            args = [a.data() if isinstance(a, Variable) else a for a in args]
-            return _as_tensors(attr(*args, **kwargs))
-        op.__name__ = name
-        op.__doc__ = getattr(Variable, name).__doc__
-        return op
-
-    def apply(self, name) -> "Tensor":
-        """A unary op from :data:`UNARY` by name, e.g. ``t.apply("exp")``."""
-        if not isinstance(name, str) or name not in UNARY:
-            raise ValueError(f"apply: unknown unary op {name!r}; expected one of {sorted(UNARY)}")
-        return unary(name, self)
 
 
-def _as_tensors(value):
-    """A Variable op's result for a Tensor caller: Variables become their Tensors (tuples and lists too)."""
-    from .variable import Variable
-    if isinstance(value, Variable):
-        return value.data()
-    if isinstance(value, tuple) and hasattr(value, "_fields"):   # (values, indices) of max/min
-        return type(value)(*(_as_tensors(v) for v in value))
-    if isinstance(value, (tuple, list)):
-        return type(value)(_as_tensors(v) for v in value)
-    return value
+# torch's ``torch.return_types.max``: unpacks as a pair, and has ``.values`` / ``.indices``.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
-
-# ------------------------------------------------------------------------------------------------------
-# Helpers shared by the raw ops
-# ------------------------------------------------------------------------------------------------------
 
 def infer_shape(shape, numel, old_shape=None) -> tuple:
     if shape.__class__ is tuple and all(s.__class__ is int and s >= 0 for s in shape) and math.prod(shape) == numel:
@@ -1191,134 +1119,6 @@ def fill(t: Tensor, value, op="fill") -> Tensor:
         launch.fill(t.device, t.buffer, t.dtype.type(value), t.numel() * t.dtype.itemsize)
         t._version += 1
     return t
-
-
-# Elementwise ops as expressions. In backward expressions `g` is the incoming gradient, `x` the op's
-# input and `y` its output; the functions/ modules pair these forward and backward expressions.
-UNARY = {
-    "neg": "-a",
-    "exp": "exp(a)",
-    "log": "log(a)",
-    "sqrt": "sqrt(a)",
-    "abs": "fabs(a)",
-    "sign": "isnan(a) ? a : (T)((a > 0) - (a < 0))",
-    "relu": "(a > 0 || a != a) ? a : L(0.0)",
-    "sigmoid": "L(1.0) / (L(1.0) + exp(-a))",
-    "tanh": "tanh(a)",
-    "square": "a * a",
-    "reciprocal": "L(1.0) / a",
-}
-
-BINARY = {
-    "add": "a + b",
-    "sub": "a - b",
-    "mul": "a * b",
-    "div": "a / b",
-    "pow": "pow(a, b)",
-    "maximum": "(a > b || isnan(a)) ? a : b",   # NaN wins, as in numpy (fmax would drop it)
-    "minimum": "(a < b || isnan(a)) ? a : b",
-    "eq": "(T)(a == b)",
-    "gt": "(T)(a > b)",
-    "floordiv": "floor(a / b)",   # torch's floor_divide of floats
-    # Python's and torch's remainder: the sign of the divisor.
-    "mod": "(fmod(a, b) != 0 && ((fmod(a, b) < 0) != (b < 0))) ? fmod(a, b) + b : fmod(a, b)",
-}
-
-
-# Integer operands, as torch does it: + - * // % (and max/min, neg, abs, square, sign) of integers stay
-# integers, computed exactly in the wider of the two integer types (wrapping on overflow); true
-# division and every other function promote to float32 first, so `7 / 2` is 3.5 and `exp` of an int32
-# tensor is exp of its values. bool counts as an integer 0/1 beside an integer; bool op bool stays
-# bool as in torch (+ and max are or, * and min are and; - // % are refused). Wrapping goes through
-# unsigned arithmetic, where OpenCL C (like C) defines it.
-# Division by zero is defined, as numpy's: x // 0 == 0 and x % 0 == 0; MIN // -1 wraps to MIN.
-_INT_EXACT = {
-    "add": "({I})(({U})a + ({U})b)", "sub": "({I})(({U})a - ({U})b)", "mul": "({I})(({U})a * ({U})b)",
-    "maximum": "max(({I})a, ({I})b)", "minimum": "min(({I})a, ({I})b)",
-    "floordiv": "b == 0 ? ({I})0 : (b == -1 ? ({I})(({U})0 - ({U})a) : "
-                "({I})(a / b - (a % b != 0 && ((a < 0) != (b < 0)))))",
-    "mod": "(b == 0 || b == -1) ? ({I})0 : ((a % b != 0 && ((a % b < 0) != (b < 0))) ? ({I})(a % b + b) : ({I})(a % b))",
-    "neg": "({I})(({U})0 - ({U})a)", "abs": "({I})(a < 0 ? ({U})0 - ({U})a : ({U})a)",
-    "square": "({I})(({U})a * ({U})a)", "sign": "({I})((a > 0) - (a < 0))", "relu": "a > 0 ? ({I})a : ({I})0",
-    "pow": "({I})ipow_((long)a, (long)b)",
-}
-INT_OPS = frozenset(_INT_EXACT)
-INT_EXACT = {np.dtype(dt): {k: v.format(I=c, U="u" + c) for k, v in _INT_EXACT.items()}
-             for dt, c in ((np.int32, "int"), (np.int64, "long"))}
-
-
-def _int(t: Tensor) -> bool:
-    return t.dtype.kind != "f"
-
-
-def result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
-    """torch's promotion of two tensor dtypes, whichever comes first: float beats integer beats bool,
-    and within a kind the wider wins (bool with bool is handled by the caller: see _BOOL_OPS)."""
-    if a.kind == "f" or b.kind == "f":
-        return max((d for d in (a, b) if d.kind == "f"), key=lambda d: d.itemsize)
-    ints = [d for d in (a, b) if d.kind == "i"]
-    return max(ints, key=lambda d: d.itemsize) if ints else np.dtype(np.int64)
-
-
-def _int_result(x: Tensor) -> np.dtype:
-    return x.dtype if x.dtype.kind == "i" else np.dtype(np.int64)
-
-
-def unary(name: str, x: Tensor) -> Tensor:
-    if _int(x):
-        dt = _int_result(x)
-        if name in INT_EXACT[dt]:
-            return elementwise(INT_EXACT[dt][name], [x], op=name, dtype=dt)
-        x = x.astype("float32")
-    return elementwise(UNARY[name], [x], op=name)
-
-
-def _no_bool_subtraction(name, *tensors):
-    if name == "sub" and any(t.dtype.kind == "b" for t in tensors):
-        raise TypeError("sub: subtraction with a bool tensor is not supported (as in torch); to invert a mask "
-                        "use ~ or logical_not(), or convert it with .astype('int64')")
-
-
-# bool op bool, as torch: logical forms; other arithmetic on two bools is refused.
-_BOOL_OPS = {"add": "(a != 0) || (b != 0)", "maximum": "(a != 0) || (b != 0)",
-             "mul": "(a != 0) && (b != 0)", "minimum": "(a != 0) && (b != 0)"}
-
-
-def binary(name: str, a: Tensor, b: Tensor) -> Tensor:
-    _no_bool_subtraction(name, a, b)
-    if a.dtype.kind == "b" and b.dtype.kind == "b" and name not in ("div", "pow", "atan2", "eq", "gt"):
-        if name not in _BOOL_OPS:
-            raise TypeError(f"{name}: not defined for two bool tensors (as in torch); convert one with "
-                            ".astype('int64')")
-        return elementwise(_BOOL_OPS[name], [a, b], op=name, dtype=np.bool_)
-    if _int(a) and _int(b):
-        dt = result_dtype(a.dtype, b.dtype)
-        if name in INT_EXACT[dt]:
-            return elementwise(INT_EXACT[dt][name], [a, b], op=name, dtype=dt)
-        a, b = a.astype("float32"), b.astype("float32")
-    return elementwise(BINARY[name], [a, b], op=name)
-
-
-def scalar_op(name: str, x: Tensor, value: float, reverse=False) -> Tensor:
-    """``x <op> value`` (or ``value <op> x`` when ``reverse``), the scalar passed as a kernel argument.
-
-    An integer ``x`` with a whole-number ``value`` its type can hold, under + - * // % max min, stays
-    integer (the scalar goes in as an int or long); otherwise an integer ``x`` is promoted to float32 first.
-    """
-    tensor_name, scalar_name = ("b", "a") if reverse else ("a", "b")
-    _no_bool_subtraction(name, x)
-    if name == "pow" and not reverse and _int(x) and isinstance(value, numbers.Integral) and value < 0:
-        raise ValueError(f"pow: integers to negative integer powers are not allowed (as in torch), got "
-                         f"exponent {value}; convert to float first")
-    if _int(x):
-        dt = _int_result(x)
-        bound = 2 ** (8 * dt.itemsize - 1)
-        if name in INT_EXACT[dt] and float(value).is_integer() and -bound <= value < bound:
-            key = "int_scalars" if dt == np.int32 else "long_scalars"
-            return elementwise(INT_EXACT[dt][name], [x], names=(tensor_name,), op=name, dtype=dt,
-                               **{key: {scalar_name: int(value)}})
-        x = x.astype("float32")
-    return elementwise(BINARY[name], [x], names=(tensor_name,), scalars={scalar_name: value}, op=name)
 
 
 def as_index(t: Tensor, op: str) -> Tensor:

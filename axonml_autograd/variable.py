@@ -16,7 +16,9 @@ import weakref
 from typing import Optional
 
 from . import tensor as T
-from .functions import activation, arithmetic, compare, indexing, linalg, loss, reduction, sorting
+from . import pointwise as P
+from .functions import activation, compare, indexing, linalg, loss, reduction, sorting
+from .functions import pointwise as F
 from .functions import shape as shape_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
@@ -167,7 +169,7 @@ class Variable:
         elif getattr(self, "_grad_var", None) is not None:
             # The gradient belongs to a graph (create_graph=True): adding in place would change a
             # tensor that graph may have saved, so the sum is a new tensor (and a constant).
-            self._grad = T.binary("add", self._grad, grad)
+            self._grad = P.binary("add", self._grad, grad)
             self._grad_var = None
         else:
             T.elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
@@ -265,7 +267,7 @@ class Variable:
             v = ref()
             if v is not None:
                 g = g._data if isinstance(g, Variable) else g   # with create_graph, a Variable
-                v._grad = g.clone() if v._grad is None else T.binary("add", v._grad, g)
+                v._grad = g.clone() if v._grad is None else P.binary("add", v._grad, g)
 
         self.register_hook(keep)
 
@@ -313,33 +315,33 @@ class Variable:
         backward(self, grad_output, retain_graph, create_graph)
 
     # -- arithmetic ---------------------------------------------------------------------------------
-    def _binary(self, other, name, scalar_name, reverse_name=None):
+    def _binary(self, other, name):
         if isinstance(other, Variable):
-            return arithmetic.binary(name, self, other)
+            return F.binary(name, self, other)
         if isinstance(other, Tensor):
-            return arithmetic.binary(name, self, Variable(other))
+            return F.binary(name, self, Variable(other))
         if isinstance(other, numbers.Real):
             # A Python bool counts as 0 or 1, as in torch (x * True).
-            return arithmetic.scalar(scalar_name, self, int(other) if isinstance(other, bool) else other)
+            return F.scalar(name, self, int(other) if isinstance(other, bool) else other)
         raise TypeError(f"{name}: expected a Variable, Tensor or number, got {type(other).__name__}")
 
-    def add_var(self, other): return arithmetic.binary("add", self, _as_variable(other, "add_var"))
-    def sub_var(self, other): return arithmetic.binary("sub", self, _as_variable(other, "sub_var"))
-    def mul_var(self, other): return arithmetic.binary("mul", self, _as_variable(other, "mul_var"))
-    def div_var(self, other): return arithmetic.binary("div", self, _as_variable(other, "div_var"))
-    def neg_var(self): return arithmetic.unary(arithmetic.UNARY_OPS, "neg", self)
-    def neg(self): return arithmetic.unary(arithmetic.UNARY_OPS, "neg", self)
+    def add_var(self, other): return F.binary("add", self, _as_variable(other, "add_var"))
+    def sub_var(self, other): return F.binary("sub", self, _as_variable(other, "sub_var"))
+    def mul_var(self, other): return F.binary("mul", self, _as_variable(other, "mul_var"))
+    def div_var(self, other): return F.binary("div", self, _as_variable(other, "div_var"))
+    def neg_var(self): return F.unary("neg", self)
+    def neg(self): return F.unary("neg", self)
     negative = neg
 
-    def add(self, other): return self._binary(other, "add", "add_scalar")
-    def sub(self, other): return self._binary(other, "sub", "sub_scalar")
-    def mul(self, other): return self._binary(other, "mul", "mul_scalar")
-    def div(self, other): return self._binary(other, "div", "div_scalar")
+    def add(self, other): return self._binary(other, "add")
+    def sub(self, other): return self._binary(other, "sub")
+    def mul(self, other): return self._binary(other, "mul")
+    def div(self, other): return self._binary(other, "div")
 
-    def add_scalar(self, s): return arithmetic.scalar("add_scalar", self, _number(s, "add_scalar"))
-    def sub_scalar(self, s): return arithmetic.scalar("sub_scalar", self, _number(s, "sub_scalar"))
-    def mul_scalar(self, s): return arithmetic.scalar("mul_scalar", self, _number(s, "mul_scalar"))
-    def div_scalar(self, s): return arithmetic.scalar("div_scalar", self, _number(s, "div_scalar"))
+    def add_scalar(self, s): return F.scalar("add", self, _number(s, "add_scalar"))
+    def sub_scalar(self, s): return F.scalar("sub", self, _number(s, "sub_scalar"))
+    def mul_scalar(self, s): return F.scalar("mul", self, _number(s, "mul_scalar"))
+    def div_scalar(self, s): return F.scalar("div", self, _number(s, "div_scalar"))
 
     __add__ = add
     __sub__ = sub
@@ -464,36 +466,36 @@ class Variable:
     def fill_(self, value): return self._inplace(lambda: value, "fill_", rebind=False)
     def zero_(self): return self._inplace(lambda: 0, "zero_", rebind=False)
 
-    def __radd__(self, other): return self._binary(other, "add", "add_scalar")
-    def __rmul__(self, other): return self._binary(other, "mul", "mul_scalar")
+    def __radd__(self, other): return self._binary(other, "add")
+    def __rmul__(self, other): return self._binary(other, "mul")
 
     def __rsub__(self, other):
         if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return arithmetic.scalar("rsub_scalar", self, other)
+            return F.scalar("sub", self, other, reverse=True)
         return _as_variable(other, "sub").sub_var(self)
 
     def __rtruediv__(self, other):
         if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return arithmetic.scalar("rdiv_scalar", self, other)
+            return F.scalar("div", self, other, reverse=True)
         return _as_variable(other, "div").div_var(self)
 
     def pow(self, exponent):
         """``self ** exponent``: a number, or a Variable/Tensor (broadcasting; both sides differentiable)."""
         if isinstance(exponent, (Variable, Tensor)):
-            return arithmetic.binary("pow", self, _as_variable(exponent, "pow"))
+            return F.binary("pow", self, _as_variable(exponent, "pow"))
         if isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
-            return arithmetic.pow(self, int(exponent))   # integers to integer powers stay exact integers
-        return arithmetic.pow(self, _number(exponent, "pow"))
+            return F.pow(self, int(exponent))   # integers to integer powers stay exact integers
+        return F.pow(self, _number(exponent, "pow"))
     __pow__ = pow
 
     def __rpow__(self, base):
         """``base ** self`` for a number ``base`` (gradient ``base ** x * log(base)``)."""
-        return arithmetic.scalar("rpow_scalar", self, _number(base, "rpow"))
+        return F.scalar("pow", self, _number(base, "rpow"), reverse=True)
 
     def __floordiv__(self, other): return self._floor_or_mod(other, "floordiv", False)
     def __rfloordiv__(self, other): return self._floor_or_mod(other, "floordiv", True)
-    def __mod__(self, other): return self._floor_or_mod(other, "mod", False)
-    def __rmod__(self, other): return self._floor_or_mod(other, "mod", True)
+    def __mod__(self, other): return self._floor_or_mod(other, "remainder", False)
+    def __rmod__(self, other): return self._floor_or_mod(other, "remainder", True)
 
     def _floor_or_mod(self, other, op, reverse):
         """``//`` and ``%`` as Python and torch: integers stay exact integers (no gradient); for floats
@@ -509,48 +511,21 @@ class Variable:
             raise TypeError(f"{op}: expected a Variable, Tensor or number, got {type(other).__name__}")
         a, b = (o, self) if reverse else (self, o)
         if a._data.dtype.kind != "f" and b._data.dtype.kind != "f":
-            return Variable(T.binary(op, a._data, b._data))
+            return Variable(P.binary(op, a._data, b._data))
         return a.div(b).floor() if op == "floordiv" else a.remainder(b)
 
-    def maximum(self, other): return arithmetic.binary("maximum", self, _operand(other, self, "maximum"))
-    def minimum(self, other): return arithmetic.binary("minimum", self, _operand(other, self, "minimum"))
-    def atan2(self, other): return arithmetic.binary("atan2", self, _operand(other, self, "atan2"))
-    def fmod(self, other): return arithmetic.binary("fmod", self, _operand(other, self, "fmod"))
-    def remainder(self, other): return arithmetic.binary("remainder", self, _operand(other, self, "remainder"))
 
-    def exp(self): return arithmetic.unary(arithmetic.UNARY_OPS, "exp", self)
-    def log(self): return arithmetic.unary(arithmetic.UNARY_OPS, "log", self)
-    def sqrt(self): return arithmetic.unary(arithmetic.UNARY_OPS, "sqrt", self)
-    def abs(self): return arithmetic.unary(arithmetic.UNARY_OPS, "abs", self)
-    def clamp(self, min=None, max=None): return arithmetic.clamp(self, min, max)
-    def clamp_min(self, min): return arithmetic.clamp(self, min, None)
-    def clamp_max(self, max): return arithmetic.clamp(self, None, max)
+    def clamp(self, min=None, max=None): return F.clamp(self, min, max)
+    def clamp_min(self, min): return F.clamp(self, min, None)
+    def clamp_max(self, max): return F.clamp(self, None, max)
 
-    # -- activations --------------------------------------------------------------------------------
-    def relu(self): return activation.activation("relu", self)
-    def leaky_relu(self, slope=0.01): return activation.activation("leaky_relu", self, slope=_number(slope, "leaky_relu"))
-    def sigmoid(self): return activation.activation("sigmoid", self)
-    def tanh(self): return activation.activation("tanh", self)
+    # -- activations (the registry's rows are attached by surface.py) ---------------------------------
     def gelu(self, approximate="none"):
         """torch's gelu: ``x * Phi(x)`` with erf (``approximate="none"``) or the tanh approximation."""
         if approximate not in ("none", "tanh"):
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-        return activation.activation("gelu" if approximate == "none" else "gelu_tanh", self)
+        return F.unary("gelu" if approximate == "none" else "gelu_tanh", self)
 
-    def softplus(self, beta=1.0, threshold=20.0):
-        return activation.activation("softplus", self, beta=_number(beta, "softplus beta"),
-                                     threshold=_number(threshold, "softplus threshold"))
-    def elu(self, alpha=1.0): return activation.activation("elu", self, alpha=_number(alpha, "elu alpha"))
-    def selu(self): return activation.activation("selu", self)
-    def mish(self): return activation.activation("mish", self)
-    def logsigmoid(self): return activation.activation("logsigmoid", self)
-
-    def hardtanh(self, min_val=-1.0, max_val=1.0):
-        lo, hi = _number(min_val, "hardtanh min_val"), _number(max_val, "hardtanh max_val")
-        if lo > hi:
-            raise ValueError(f"hardtanh: min_val {lo} is greater than max_val {hi}")
-        return activation.activation("hardtanh", self, lo=lo, hi=hi)
-    def silu(self): return activation.activation("silu", self)
     def softmax(self, dim=-1): return activation.softmax(self, dim)
     def log_softmax(self, dim=-1): return activation.log_softmax(self, dim)
 
@@ -592,11 +567,11 @@ class Variable:
 
     def where(self, condition, other):
         """``self`` where ``condition`` is non-zero, else ``other`` (a Variable, Tensor or number)."""
-        return arithmetic.where(condition, self, _operand(other, self, "where"))
+        return F.where(condition, self, _operand(other, self, "where"))
 
     def masked_fill(self, mask, value):
         """``value`` where ``mask`` is non-zero (broadcasting), else ``self``."""
-        return arithmetic.where(mask, _operand(value, self, "masked_fill"), self)
+        return F.where(mask, _operand(value, self, "masked_fill"), self)
 
     def argmax(self, dim=None, keepdim=False) -> Tensor:
         return reduction.arg_extreme(self._data, dim, keepdim, "argmax")
@@ -828,37 +803,6 @@ class Variable:
     def __len__(self):
         return len(self._data)
 
-
-
-def _comparison(op):
-    def method(self, other):
-        return compare.compare(op, self._data, other)
-    method.__name__ = op
-    return method
-
-
-for _op, _dunder in compare.DUNDERS.items():
-    setattr(Variable, _op, _comparison(_op))
-    setattr(Variable, _dunder, _comparison(_op))
-for _op in ("and", "or", "xor", "not"):
-    def _bit(self, other=None, _op=_op):
-        return compare.bitwise(_op, self._data, other.data() if isinstance(other, Variable) else other)
-    setattr(Variable, f"bitwise_{_op}", _bit)
-    setattr(Variable, "__invert__" if _op == "not" else f"__{_op}__", _bit)
-    if _op != "not":
-        setattr(Variable, f"__r{_op}__", _bit)
-
-
-def _maths(name):
-    def op(self):
-        return arithmetic.unary(arithmetic.UNARY_OPS, name, self)
-    op.__name__ = name
-    op.__doc__ = f"Elementwise ``{name}`` (differentiable; torch's gradient)."
-    return op
-
-
-for _name in arithmetic.MATHS:
-    setattr(Variable, _name, _maths(_name))
 
 
 def _operand(other, like, op):

@@ -17,7 +17,11 @@ import axonml_autograd.nn as nn
 import axonml_autograd.nn.functional as F
 from axonml_autograd import Tensor, Variable, capture, grad, gradgradcheck
 from axonml_autograd.backward import GradcheckError
-from axonml_autograd.functions import activation, arithmetic, loss
+import dataclasses
+
+from axonml_autograd import expr
+from axonml_autograd.functions import pointwise
+from axonml_autograd.registry import OPS
 from axonml_autograd.grad_fn import AccumulateGrad
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -234,42 +238,29 @@ def _walk(v, seen):
         stack.extend(n for n in node.next_functions() if n is not None)
 
 
-def _unary_tables():
-    """Every unary op table in functions/ (a dict of (forward, backward, scalar names) rows)."""
-    import importlib
-    tables = []
-    for path in sorted((PACKAGE / "functions").glob("*.py")):
-        mod = importlib.import_module(f"axonml_autograd.functions.{path.stem}")
-        for name, value in vars(mod).items():
-            if isinstance(value, dict) and value and all(
-                    isinstance(row, tuple) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], str)
-                    and isinstance(row[2], tuple) for row in value.values()):
-                tables.append((f"{path.stem}.{name}", value))
-    return tables
-
-
 def _declared_node_names():
-    """Every node name the library can record: literals in functions/ and nn/, and the tables' rows."""
+    """Every node name the library can record: literals in functions/ and nn/, and the registry's rows with
+    the scalar forms that Variable's operators use."""
     names = set()
     for path in list((PACKAGE / "functions").glob("*.py")) + list((PACKAGE / "nn").glob("*.py")):
         names |= set(re.findall(r'"([A-Z][A-Za-z0-9]*Backward)"', path.read_text()))
-    for table in [arithmetic.BINARY_OPS, arithmetic.SCALAR_OPS] + [t for _n, t in _unary_tables()]:
-        names |= {arithmetic.node_name(k) for k in table}
+    names |= {spec.node_name() for spec in OPS.values() if spec.differentiable}
+    names |= {pointwise._form(n, 1).node for n in pointwise.SCALAR_FORMS}
+    names |= {pointwise._form(n, 0).node for n in ("sub", "div", "pow")}   # 2 - x, 2 / x, 2 ** x
     return names
 
 
-def test_every_table_row_has_a_differentiable_rule():
-    missing = [f"BINARY_OPS[{k!r}]" for k in arithmetic.BINARY_OPS if k not in arithmetic.BINARY_VJPS]
-    missing += [f"SCALAR_OPS[{k!r}]" for k in arithmetic.SCALAR_OPS if k not in arithmetic.SCALAR_VJPS]
-    tables = _unary_tables()
-    assert {n for n, _t in tables} >= {"arithmetic.UNARY_OPS", "activation.ACTIVATIONS", "loss._SMOOTH_L1"}
-    for name, table in tables:
-        registered = arithmetic._VJP_TABLES.get(id(table))
-        if registered is None:
-            missing.append(f"{name} (no register_vjps)")
-            continue
-        missing += [f"{name}[{k!r}]" for k in table if k not in registered[1]]
-    assert not missing, f"rows without a differentiable (create_graph) rule: {missing}"
+def test_every_registry_rule_can_run_on_variables():
+    """create_graph evaluates each row's rule on Variables: every function it calls must have a Variable
+    form, and it may read only the op's inputs, its output, g and the row's scalars."""
+    problems = []
+    for spec in OPS.values():
+        allowed = set(spec.inputs) | {"g", "y"} | set(spec.kernel_scalars)
+        for rule in spec.gradient:
+            called = {n.func.id for n in __import__("ast").walk(expr.parse(rule)) if isinstance(n, ast.Call)}
+            problems += [f"{spec.name}: {f}()" for f in called if f not in pointwise.functions()]
+            problems += [f"{spec.name}: reads {n}" for n in expr.names(rule) if n not in allowed]
+    assert not problems, f"rules create_graph cannot evaluate: {problems}"
 
 
 def test_the_op_list_covers_every_recorded_op_and_each_has_a_differentiable_rule(device, fp64):
@@ -321,25 +312,21 @@ def test_every_record_call_passes_a_differentiable_rule():
 
 
 def test_gradgradcheck_catches_a_wrong_second_order_rule(device, fp64, monkeypatch):
-    # First order right, second order wrong: the derivative of cos(x) is dropped.
-    monkeypatch.setitem(arithmetic.UNARY_VJPS, "sin", lambda g, x, y, s: g * x.detach().cos())
-    arithmetic._unary_vrule.cache_clear()
-    try:
-        x = Variable(Tensor.from_vec([0.5, -1.0, 2.0], [3], dtype="float64", device=device), requires_grad=True)
-        with pytest.raises(GradcheckError, match=r"input 0 \(shape \[3\]\): d output\[1\] / d input\[1\] is 0\.0"):
-            gradgradcheck(lambda v: v.sin(), [x])
-    finally:
-        monkeypatch.undo()
-        arithmetic._unary_vrule.cache_clear()
-    # A rule whose values are wrong (not linear in g) is caught before its derivatives are compared.
-    monkeypatch.setitem(arithmetic.BINARY_VJPS, "mul", (lambda g, a, b: g * g * b, lambda g, a, b: g * a))
-    monkeypatch.setattr(arithmetic, "_BINARY_VRULES", {})
+    # First order right (the rendered kernel), second order wrong: cos is evaluated without its derivative.
+    monkeypatch.setitem(pointwise.functions(), "cos", lambda v: v.detach().cos())
+    x = Variable(Tensor.from_vec([0.5, -1.0, 2.0], [3], dtype="float64", device=device), requires_grad=True)
+    with pytest.raises(GradcheckError, match=r"input 0 \(shape \[3\]\): d output\[1\] / d input\[1\] is 0\.0"):
+        gradgradcheck(lambda v: v.sin(), [x])
+    monkeypatch.undo()
+    # A rule whose evaluated values are wrong (not linear in g) is caught before its derivatives are compared.
+    form = pointwise._form("mul")
+    monkeypatch.setattr(form, "spec", dataclasses.replace(OPS["mul"], gradient=("g * g * b", "g * a")))
     b = Variable(Tensor.from_vec([1.0, 2.0, 3.0], [3], dtype="float64", device=device), requires_grad=True)
     with pytest.raises(GradcheckError, match=r"input 0: the create_graph=True gradient \[0\] is .* but backward gives"):
         gradgradcheck(lambda p, q: p * q, [x, b])
     # The derivative in the incoming gradient is compared too (here it is dropped).
-    monkeypatch.setitem(arithmetic.BINARY_VJPS, "mul", (lambda g, a, b: g.detach() * b, lambda g, a, b: g * a))
-    monkeypatch.setattr(arithmetic, "_BINARY_VRULES", {})
+    monkeypatch.setitem(pointwise.functions(), "stop", lambda v: v.detach())
+    monkeypatch.setattr(form, "spec", dataclasses.replace(OPS["mul"], gradient=("stop(g) * b", "g * a")))
     with pytest.raises(GradcheckError, match="grad_output"):
         gradgradcheck(lambda p, q: p * q, [x, b])
 

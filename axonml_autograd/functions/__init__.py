@@ -2,8 +2,8 @@
 
 | module | ops |
 |---|---|
-| arithmetic | add sub mul div neg, scalar forms, pow exp log sqrt abs clamp |
-| activation | relu leaky_relu sigmoid tanh gelu silu softmax log_softmax dropout |
+| pointwise | every registry row (``registry.py``: arithmetic, maths, activations, pointwise losses), clamp, where |
+| activation | softmax log_softmax dropout |
 | reduction | sum mean sum_dim mean_dim var_dim max_dim |
 | linalg | matmul linear |
 | norm | layer_norm batch_norm (fused kernels) |

@@ -11,7 +11,8 @@ import numbers
 
 import numpy as np
 
-from ..tensor import Tensor, as_float, elementwise, reduce, result_dtype
+from ..pointwise import result_dtype
+from ..tensor import Tensor, as_float, elementwise, reduce
 
 OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 DUNDERS = {op: f"__{op}__" for op in OPS}
@@ -103,26 +104,3 @@ def bitwise(op: str, a, b=None) -> Tensor:
     ctype = "int" if dt == np.int32 else "long"
     expr = f"~({ctype})a" if b is None else f"({ctype})a {_BITWISE[op]} ({ctype})b"
     return elementwise(expr, operands, op=f"bitwise_{op}", dtype=dt)
-
-
-def _attach():
-    """The mask operations as Tensor methods too (a comparison's result is a Tensor)."""
-    def method(fn, op, *fixed):
-        return lambda self, *args, **kwargs: fn(op, self, *args, **kwargs)
-    for op in ("isnan", "isinf", "isfinite", "logical_not"):
-        setattr(Tensor, op, method(test, op))
-    for op in ("logical_and", "logical_or"):
-        setattr(Tensor, op, method(logical, op))
-    for op in ("any", "all"):
-        setattr(Tensor, op, method(any_all, op))
-    for op, dunder in DUNDERS.items():
-        setattr(Tensor, op, method(compare, op))
-        setattr(Tensor, dunder, method(compare, op))
-    for op in _BITWISE:
-        setattr(Tensor, f"__{op}__", method(bitwise, op))
-        setattr(Tensor, f"__r{op}__", method(bitwise, op))
-        setattr(Tensor, f"bitwise_{op}", method(bitwise, op))
-    Tensor.__invert__ = Tensor.bitwise_not = method(bitwise, "not")
-
-
-_attach()

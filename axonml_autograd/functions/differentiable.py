@@ -2,8 +2,8 @@
 
 A differentiable rule gets the incoming gradient ``g`` as a Variable and builds the input gradients
 with Variable ops, so that they are part of a graph and can be differentiated again. The helpers here
-are the pieces that many rules share: constants, zeros, the sum of a broadcast gradient back to an
-input's shape, and the factor of a rule that is piecewise linear in ``g``.
+are the pieces that many rules share: constants, zeros and the sum of a broadcast gradient back to an
+input's shape.
 
 >>> from axonml_autograd import Tensor, Variable
 >>> from axonml_autograd.functions.differentiable import sum_to
@@ -13,9 +13,6 @@ input's shape, and the factor of a rule that is piecewise linear in ``g``.
 """
 
 from __future__ import annotations
-
-import re
-from functools import lru_cache
 
 from ..tensor import Tensor, elementwise
 
@@ -35,26 +32,10 @@ def number(like, value):
     return like.__class__(Tensor.full((), value, like._data.dtype, like._data.device))
 
 
-@lru_cache(maxsize=None)
-def _unit(expression):
-    return re.sub(r"\bg\b", "L(1.0)", expression)
-
-
-def factor(expression, names, tensors, scalars=None, like=None):
-    """The factor of a first-order rule that is ``g`` times something piecewise constant in the inputs
-    (relu, abs, clamp, maximum, fmod...): ``expression`` with ``g`` set to 1, as a constant Variable.
-
-    Its derivative with respect to the inputs is 0 wherever it is defined, so ``g * factor`` is the
-    whole differentiable rule.
-    """
-    t = elementwise(_unit(expression), list(tensors), names=tuple(names), scalars=scalars)
-    return like.__class__(t)
-
-
 def select(mask: Tensor, a, b):
     """``a`` where ``mask`` is non-zero, else ``b`` (Variables or numbers; the gradient goes to the side
     taken, so a branch that is not taken may hold anything finite)."""
-    from .arithmetic import where
+    from .pointwise import where
     like = a if not isinstance(a, (int, float)) else b
     return where(mask, a if not isinstance(a, (int, float)) else number(like, a),
                  b if not isinstance(b, (int, float)) else number(like, b))

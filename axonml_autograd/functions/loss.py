@@ -1,7 +1,7 @@
 """Losses with PyTorch's options; ``reduction`` is ``"mean"`` (the default), ``"sum"`` or ``"none"``.
 
-Pointwise losses are table rows (forward expression, one gradient expression per input), one kernel
-each way. Binary cross-entropy clamps its logs at -100 as PyTorch does; the with-logits form is
+Pointwise losses are registry rows (``registry.py``: forward and one gradient rule per input), one
+kernel each way. Binary cross-entropy clamps its logs at -100 as PyTorch does; the with-logits form is
 composed from ``logsigmoid``, which never overflows. cross_entropy and nll_loss run one row kernel
 each way (``cross_entropy_rows`` in ``tensor.py``): log-softmax, the pick of the target, class
 weights, ``ignore_index`` and label smoothing fused; a mean divides by the summed weights of the
@@ -19,7 +19,7 @@ from ..tensor import (Tensor, View, as_float, as_index, as_int, broadcast_view, 
                       cross_entropy_rows_backward, elementwise, reduce, sum_to_shape)
 from . import differentiable as dv
 from .activation import _floats
-from .arithmetic import node_name, register_vjps, unary
+from .pointwise import binary, unary
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -48,78 +48,12 @@ def _variable(x, op, what="input"):
     return as_variable(x, op, what)
 
 
-# name: (forward, gradient for each input); x is the input, t the target, g the incoming gradient.
-POINTWISE = {
-    "mse_loss": ("(x - t) * (x - t)", ("L(2.0) * g * (x - t)", "L(-2.0) * g * (x - t)")),
-    # torch's sign at 0 (and NaN): no gradient.
-    "l1_loss": ("fabs(x - t)", ("(x - t) > 0 ? g : ((x - t) < 0 ? -g : L(0.0))",
-                                "(x - t) > 0 ? -g : ((x - t) < 0 ? g : L(0.0))")),
-    # t log t - t x, with 0 log 0 = 0 (torch's xlogy) and NaN for a negative target.
-    "kl_div": ("(t > 0 ? t * log(t) : (t == 0 ? L(0.0) : (T)NAN)) - t * x",
-               ("-g * t", "t > 0 ? g * (log(t) + L(1.0) - x) : L(0.0)")),
-    "kl_div_log_target": ("exp(t) * (t - x)", ("-g * exp(t)", "g * exp(t) * (t - x + L(1.0))")),
-}
-
-
-def pointwise(name, *inputs, scalars=None):
-    """A loss of ``POINTWISE[name]`` elementwise over broadcast inputs (x, t), before reduction."""
-    forward, grads = POINTWISE[name]
-    names = ("x", "t")[:len(inputs)]
-    tensors = [_floats(v.data()) for v in inputs]
-    out = elementwise(forward, tensors, names=names, scalars=scalars, op=name)
-
-    def rule(ctx, g):
-        saved = ctx.saved_tensors
-        res = []
-        for k, expr in enumerate(grads):
-            if not ctx.needs_input_grad[k]:
-                res.append(None)
-                continue
-            gk = elementwise(expr, [g, *saved], names=("g",) + names, scalars=ctx.attrs["scalars"])
-            res.append(sum_to_shape(gk, saved[k]._shape))
-        return tuple(res)
-
-    return record(node_name(name), out, list(inputs), rule, saved=tensors, scalars=scalars, loss=name,
-                  vrule=_pointwise_vrule)
-
-
-def _safe_log(t):
-    """log(t) where t > 0, else 0: the branch a select does not take must stay finite (its gradient is 0
-    times the derivative of what it holds)."""
-    positive = elementwise("t > 0 ? 1 : 0", [t.data()], names=("t",), dtype="int32")
-    return dv.select(positive, dv.select(positive, t, 1.0).log(), 0.0)
-
-
-# The gradients of POINTWISE over Variables (x the input, t the target), for create_graph=True.
-POINTWISE_VJPS = {
-    "mse_loss": (lambda g, x, t: g * (x - t) * 2.0, lambda g, x, t: g * (x - t) * -2.0),
-    # Piecewise constant in x and t: g times a constant sign.
-    "l1_loss": (lambda g, x, t: g * dv.factor(POINTWISE["l1_loss"][1][0], ("x", "t"), (x.data(), t.data()),
-                                              like=g),
-                lambda g, x, t: g * dv.factor(POINTWISE["l1_loss"][1][1], ("x", "t"), (x.data(), t.data()),
-                                              like=g)),
-    "kl_div": (lambda g, x, t: -(g * t),
-               lambda g, x, t: dv.select(elementwise("t > 0 ? 1 : 0", [t.data()], names=("t",), dtype="int32"),
-                                         g * (_safe_log(t) + 1.0 - x), 0.0)),
-    "kl_div_log_target": (lambda g, x, t: -(g * t.exp()), lambda g, x, t: g * t.exp() * (t - x + 1.0)),
-}
-
-
-def _pointwise_vrule(ctx, g):
-    saved = ctx.saved_tensors
-    operands = [ctx.input(k, t) for k, t in enumerate(saved)]
-    res = []
-    for k, fn in enumerate(POINTWISE_VJPS[ctx.attrs["loss"]]):
-        res.append(dv.sum_to(fn(g, *operands), saved[k]._shape) if ctx.needs_input_grad[k] else None)
-    return tuple(res)
-
-
 def mse_loss(pred, target, reduction="mean"):
     """``(input - target)^2``, reduced."""
     _check_reduction("mse_loss", reduction)
     target = _variable(target, "mse_loss", "target")
     _check_same_shape("mse_loss", pred, target)
-    return _reduce(pointwise("mse_loss", pred, target), reduction)
+    return _reduce(binary("mse_loss", pred, target), reduction)
 
 
 def l1_loss(pred, target, reduction="mean"):
@@ -127,24 +61,7 @@ def l1_loss(pred, target, reduction="mean"):
     _check_reduction("l1_loss", reduction)
     target = _variable(target, "l1_loss", "target")
     _check_same_shape("l1_loss", pred, target)
-    return _reduce(pointwise("l1_loss", pred, target), reduction)
-
-
-_SMOOTH_L1 = {
-    "smooth_l1": ("fabs(x) < beta ? L(0.5) * x * x / beta : fabs(x) - L(0.5) * beta",
-                  "(fabs(x) < beta || x != x) ? g * x / beta : (x > 0 ? g : (x < 0 ? -g : L(0.0)))", ("beta",)),
-}
-
-
-def _smooth_l1_grad(g, x, y, s):
-    beta = s["beta"]
-    quadratic = elementwise("(fabs(x) < beta || x != x) ? 1 : 0", [x.data()], names=("x",), scalars={"beta": beta},
-                            dtype="int32")
-    sign = elementwise("x > 0 ? L(1.0) : (x < 0 ? L(-1.0) : L(0.0))", [x.data()], names=("x",))
-    return dv.select(quadratic, g * x * (1.0 / beta), g * dv.const(g, sign))
-
-
-register_vjps(_SMOOTH_L1, {"smooth_l1": _smooth_l1_grad})
+    return _reduce(binary("l1_loss", pred, target), reduction)
 
 
 def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):
@@ -157,7 +74,7 @@ def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):
         raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
     if beta == 0:
         return l1_loss(pred, target, reduction)
-    return _reduce(unary(_SMOOTH_L1, "smooth_l1", pred - target, beta=beta), reduction)
+    return _reduce(unary("smooth_l1", pred - target, beta=beta), reduction)
 
 
 def huber_loss(pred, target, reduction="mean", delta=1.0):
@@ -168,7 +85,7 @@ def huber_loss(pred, target, reduction="mean", delta=1.0):
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
     target = _variable(target, "huber_loss", "target")
     _check_same_shape("huber_loss", pred, target)
-    losses = unary(_SMOOTH_L1, "smooth_l1", pred - target, beta=delta)
+    losses = unary("smooth_l1", pred - target, beta=delta)
     return _reduce(losses * delta if delta != 1.0 else losses, reduction)
 
 
@@ -249,7 +166,7 @@ def kl_div(input, target, reduction="mean", log_target=False):
     _check_reduction("kl_div", reduction, ("batchmean",))
     target = _variable(target, "kl_div", "target")
     _check_same_shape("kl_div", input, target)
-    losses = pointwise("kl_div_log_target" if log_target else "kl_div", input, target)
+    losses = binary("kl_div_log_target" if log_target else "kl_div", input, target)
     if reduction == "batchmean":
         n = input.shape()[0] if input.ndim() else 1
         return losses.sum() / float(n) if n != 1 else losses.sum()

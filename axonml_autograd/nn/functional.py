@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from .. import tensor as T
+from .. import surface as _surface
 from ..functions import activation as _act
 from ..functions import linalg as _linalg
 from ..functions import loss as _loss
@@ -228,14 +229,15 @@ def _pad_vrule(ctx, g):
 
 # -- activations (the Variable methods, in torch's spelling) ----------------------------------------------
 
-def relu(input): return _var(input, "relu").relu()
-def leaky_relu(input, negative_slope=0.01): return _var(input, "leaky_relu").leaky_relu(negative_slope)
 def gelu(input, approximate="none"): return _var(input, "gelu").gelu(approximate)
-def silu(input): return _var(input, "silu").silu()
-def tanh(input): return _var(input, "tanh").tanh()
-def sigmoid(input): return _var(input, "sigmoid").sigmoid()
-def softplus(input, beta=1.0, threshold=20.0): return _var(input, "softplus").softplus(beta, threshold)
-def elu(input, alpha=1.0): return _var(input, "elu").elu(alpha)
+
+
+# relu, leaky_relu, sigmoid, tanh, silu, softplus, elu, selu, mish, hardtanh, logsigmoid: from the registry.
+_ENTRIES = _surface.functional_entries(lambda x, op: _var(x, op))
+globals().update(_ENTRIES)
+__all__ += [n for n in _ENTRIES if n not in __all__]
+
+
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """torch's ``F.normalize``: ``x / max(||x||_p, eps)`` along ``dim``."""
     x = _var(input, "normalize")

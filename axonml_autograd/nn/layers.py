@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 from .. import init
+from ..registry import rows
 from ..tensor import Tensor, as_int
 from ..variable import Variable
 from . import functional as F
@@ -196,23 +197,19 @@ def _activation(name, method, doc, options=(), repr_keys=None):
                                   "__doc__": doc, "__module__": __name__})
 
 
-ReLU = _activation("ReLU", lambda x: x.relu(), "``max(x, 0)``.")
-Tanh = _activation("Tanh", lambda x: x.tanh(), "``tanh(x)``.")
-Sigmoid = _activation("Sigmoid", lambda x: x.sigmoid(), "``1 / (1 + exp(-x))``.")
-SiLU = _activation("SiLU", lambda x: x.silu(), "``x * sigmoid(x)``.")
-SELU = _activation("SELU", lambda x: x.selu(), "torch's ``selu``.")
-Mish = _activation("Mish", lambda x: x.mish(), "``x * tanh(softplus(x))``.")
-LogSigmoid = _activation("LogSigmoid", lambda x: x.logsigmoid(), "``log(sigmoid(x))``.")
-LeakyReLU = _activation("LeakyReLU", lambda x, negative_slope: x.leaky_relu(negative_slope),
-                        "``x`` for positive ``x``, else ``negative_slope * x``.", (("negative_slope", 0.01),))
+def _registry_modules():
+    """The activation modules of the registry's activation rows (``registry.OpSpec.module``)."""
+    for spec in rows("activation"):
+        if spec.module:
+            options = tuple((n, d) for n, d, _k in spec.scalars)
+            call = (lambda name: lambda x, **kw: getattr(x, name)(**kw))(spec.name)
+            globals()[spec.module] = _activation(spec.module, call, f"torch's ``nn.{spec.module}``: "
+                                                 f"``{spec.forward}`` elementwise.", options)
+
+
+_registry_modules()
 GELU = _activation("GELU", lambda x, approximate: x.gelu(approximate),
                    "``x * Phi(x)`` (``approximate='tanh'``: the tanh form).", (("approximate", "none"),))
-ELU = _activation("ELU", lambda x, alpha: x.elu(alpha), "torch's ``elu``.", (("alpha", 1.0),))
-Softplus = _activation("Softplus", lambda x, beta, threshold: x.softplus(beta, threshold),
-                       "``log(1 + exp(beta x)) / beta``, linear above ``threshold``.",
-                       (("beta", 1.0), ("threshold", 20.0)))
-Hardtanh = _activation("Hardtanh", lambda x, min_val, max_val: x.hardtanh(min_val, max_val),
-                       "``x`` clamped to ``[min_val, max_val]``.", (("min_val", -1.0), ("max_val", 1.0)))
 Softmax = _activation("Softmax", lambda x, dim: x.softmax(-1 if dim is None else dim),
                       "softmax along ``dim``.", (("dim", None),))
 LogSoftmax = _activation("LogSoftmax", lambda x, dim: x.log_softmax(-1 if dim is None else dim),
