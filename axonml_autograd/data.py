@@ -1,4 +1,5 @@
-"""Datasets and batches: :class:`TensorDataset`, :class:`DataLoader` and :func:`randperm`.
+"""Datasets and batches: :class:`TensorDataset`, :class:`DataLoader`, :func:`randperm`, and
+:class:`DistributedSampler` (each rank's share of the indices when training over MPI).
 
 Device-resident data (a TensorDataset of device Tensors or Variables) is uploaded once, by you; each
 epoch the loader draws a permutation on the device (random keys from the device generator, sorted by
@@ -29,7 +30,7 @@ from . import kernels, random
 from .device import get_device
 from .tensor import Tensor, _local_size
 
-__all__ = ["TensorDataset", "DataLoader", "randperm"]
+__all__ = ["TensorDataset", "DataLoader", "DistributedSampler", "randperm"]
 
 _TEMPLATE = "shuffle.cl.mako"
 
@@ -292,3 +293,73 @@ class DataLoader:
         kind = "device" if self.on_device else "host"
         return (f"DataLoader({kind} data of {len(self.dataset)}, batch_size={self.batch_size}, "
                 f"shuffle={self.shuffle}, drop_last={self.drop_last}, seed={self.seed})")
+
+
+class DistributedSampler:
+    """This rank's share of the indices ``0 .. n-1`` (PyTorch's ``DistributedSampler`` semantics).
+
+    Each epoch the indices are shuffled by ``(seed, epoch)`` (the same order on every rank), padded by
+    repeating the first ones until they divide evenly (or, with ``drop_last``, cut to a multiple of
+    the number of replicas), and dealt out: rank ``r`` gets positions ``r, r + R, r + 2R, ...``. So
+    every rank has ``len(sampler)`` indices and the ranks' shares are disjoint (but for the padding)
+    and together cover every index. Call :meth:`set_epoch` at the start of each epoch for a new order.
+
+    >>> s = DistributedSampler(10, num_replicas=3, rank=0, shuffle=False)
+    >>> list(s), len(s)
+    ([0, 3, 6, 9], 4)
+    >>> list(DistributedSampler(10, num_replicas=3, rank=2, shuffle=False))
+    [2, 5, 8, 1]
+    >>> list(DistributedSampler(10, num_replicas=3, rank=2, shuffle=False, drop_last=True))
+    [2, 5, 8]
+    """
+
+    def __init__(self, n, num_replicas=None, rank=None, shuffle=True, seed=0, drop_last=False):
+        if hasattr(n, "__len__") and not isinstance(n, numbers.Integral):
+            n = len(n)   # a data set
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise ValueError(f"DistributedSampler: n must be a non-negative integer (or a sized data set), got {n!r}")
+        if num_replicas is None or rank is None:
+            from .distributed import world    # not at the top: the distributed package imports this module
+            num_replicas = world.world_size() if num_replicas is None else num_replicas
+            rank = world.rank() if rank is None else rank
+        if isinstance(num_replicas, bool) or not isinstance(num_replicas, numbers.Integral) or num_replicas < 1:
+            raise ValueError(f"DistributedSampler: num_replicas must be a positive integer, got {num_replicas!r}")
+        if isinstance(rank, bool) or not isinstance(rank, numbers.Integral) or not 0 <= rank < num_replicas:
+            raise ValueError(f"DistributedSampler: rank must be in [0, {num_replicas}), got {rank!r}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"DistributedSampler: seed must be an integer, got {seed!r}")
+        self.n, self.num_replicas, self.rank = int(n), int(num_replicas), int(rank)
+        self.shuffle, self.seed, self.drop_last = bool(shuffle), int(seed), bool(drop_last)
+        self.epoch = 0
+        if self.drop_last and self.n % self.num_replicas:
+            self.num_samples = (self.n - self.num_replicas) // self.num_replicas + 1 if self.n >= self.num_replicas \
+                else 0
+        else:
+            self.num_samples = -(-self.n // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def set_epoch(self, epoch: int):
+        """Use the order of ``epoch`` (every rank must call it with the same number)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"DistributedSampler.set_epoch: epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = int(epoch)
+
+    def indices(self) -> np.ndarray:
+        """This rank's indices for the current epoch, as an int64 array."""
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle \
+            else np.arange(self.n)
+        if self.drop_last:
+            order = order[:self.total_size]
+        elif self.total_size > self.n and self.n:
+            order = np.resize(order, self.total_size)   # repeats from the start, as many times as needed
+        return order[self.rank:self.total_size:self.num_replicas]
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self):
+        return self.num_samples
+
+    def __repr__(self):
+        return (f"DistributedSampler(n={self.n}, num_replicas={self.num_replicas}, rank={self.rank}, "
+                f"shuffle={self.shuffle}, seed={self.seed}, drop_last={self.drop_last}, epoch={self.epoch})")

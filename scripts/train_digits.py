@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-from axonml_autograd import DeviceError, Tensor, Variable, capture, checkpoint, distributed, no_grad, set_default_device
+from axonml_autograd import DeviceError, Tensor, Variable, capture, distributed, no_grad, serialization, set_default_device
 import axonml_autograd.nn.functional as F
 from axonml_autograd import init
 from axonml_autograd.nn import MLP, Conv2d, Linear, Module
@@ -217,8 +217,8 @@ def main(argv=None):
     model_kind, channels = args.model, args.channels
     if args.resume:
         try:
-            meta = checkpoint.read(args.resume).metadata
-        except (OSError, checkpoint.CheckpointError) as e:
+            meta = serialization.read(args.resume).metadata
+        except (OSError, serialization.CheckpointError) as e:
             sys.exit(f"train_digits.py: cannot resume: {e}")
         hidden = int(meta.get("hidden", hidden))
         model_kind = meta.get("model", "mlp")
@@ -233,8 +233,8 @@ def main(argv=None):
     opt = Adam(model.parameters(), lr=args.lr)
     if args.resume:
         try:
-            checkpoint.load_into(args.resume, params, optimizer=opt)
-        except checkpoint.CheckpointError as e:
+            serialization.load_into(args.resume, params, optimizer=opt)
+        except serialization.CheckpointError as e:
             sys.exit(f"train_digits.py: cannot resume: {e}")
         say(f"resumed from {args.resume} at epoch {start_epoch}")
     ddp = sampler = None
@@ -308,7 +308,7 @@ def main(argv=None):
         history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": mean_loss, "train_accuracy": train_acc,
                         "test_accuracy": test_acc, "seconds": seconds})
         if lead:
-            checkpoint.save(ckpt_path, params, optimizer=opt,
+            serialization.save(ckpt_path, params, optimizer=opt,
                             metadata={**run_meta, "epoch": epoch + 1, "history": history})
         if bar is not None:
             bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
@@ -323,7 +323,7 @@ def main(argv=None):
     plot = None
     if lead:
         if not epochs_to_run and not os.path.exists(ckpt_path):
-            checkpoint.save(ckpt_path, params, optimizer=opt,
+            serialization.save(ckpt_path, params, optimizer=opt,
                             metadata={**run_meta, "epoch": start_epoch, "history": history})
         write_json(os.path.join(args.out, "history.json"),
                    {"device": f"{device.name} ({device.info.platform}, {device.type}, {device.selector})",

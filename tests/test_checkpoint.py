@@ -11,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from axonml_autograd import Tensor, Variable, checkpoint
-from axonml_autograd.checkpoint import CheckpointError, CheckpointMismatchError
+from axonml_autograd import Tensor, Variable, serialization
+from axonml_autograd.serialization import CheckpointError, CheckpointMismatchError
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import Adam
 
@@ -32,13 +32,13 @@ def snapshot(named):
 def test_round_trip_into_same_buffers(device, tmp_path):
     src, dst = model(0), model(1)
     path = tmp_path / "m.npz"
-    checkpoint.save(path, params(src), metadata={"epoch": 3})
+    serialization.save(path, params(src), metadata={"epoch": 3})
     with np.load(path, allow_pickle=False) as archive:       # a plain numpy archive, nothing pickled
         assert "layers.0.weight" in archive.files
-    loaded = checkpoint.load(path)
+    loaded = serialization.load(path)
     assert sorted(loaded) == sorted(params(src))
     buffers = {k: v.data().buffer for k, v in params(dst).items()}
-    ckpt = checkpoint.load_into(path, params(dst))
+    ckpt = serialization.load_into(path, params(dst))
     assert ckpt.metadata["epoch"] == 3
     for name, var in params(dst).items():
         assert var.data().buffer is buffers[name]
@@ -47,14 +47,14 @@ def test_round_trip_into_same_buffers(device, tmp_path):
 
 def test_names_that_numpy_savez_would_reject(device, tmp_path):
     path = tmp_path / "odd.npz"
-    checkpoint.save(path, {"file": Tensor.from_vec([1.0], [1]), "a/b.c": np.arange(3.0),
+    serialization.save(path, {"file": Tensor.from_vec([1.0], [1]), "a/b.c": np.arange(3.0),
                            "scalar": Tensor.scalar(2.5), "fortran": np.asfortranarray(np.eye(3)[:, :2])})
-    loaded = checkpoint.load(path)
+    loaded = serialization.load(path)
     assert loaded["scalar"].shape == () and loaded["scalar"] == 2.5
     np.testing.assert_array_equal(loaded["fortran"], np.eye(3)[:, :2])
     assert loaded["file"].tolist() == [1.0] and loaded["a/b.c"].tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(ValueError, match="reserved"):
-        checkpoint.save(path, {"__optimizer__/x": np.zeros(1)})
+        serialization.save(path, {"__optimizer__/x": np.zeros(1)})
 
 
 def test_optimizer_state_round_trip(fp64, tmp_path):
@@ -66,11 +66,11 @@ def test_optimizer_state_round_trip(fp64, tmp_path):
         net(x).pow(2.0).mean().backward()
         opt.step()
     path = tmp_path / "with_opt.npz"
-    checkpoint.save(path, params(net), optimizer=opt, metadata={"epoch": 2})
+    serialization.save(path, params(net), optimizer=opt, metadata={"epoch": 2})
 
     net2 = MLP([4, 3], seed=5, dtype=fp64)
     opt2 = Adam(net2.parameters(), lr=1.0)
-    checkpoint.load_into(path, params(net2), optimizer=opt2)
+    serialization.load_into(path, params(net2), optimizer=opt2)
     assert opt2.lr == 0.05
     for step_net, step_opt in ((net, opt), (net2, opt2)):
         step_opt.zero_grad()
@@ -86,12 +86,12 @@ def test_mismatch_names_every_entry_and_writes_nothing(device, tmp_path):
     saved["extra.scale"] = Tensor.from_vec([1.0], [1])
     del saved["layers.1.bias"]
     saved["layers.0.weight"] = Tensor.zeros([5, 6])       # transposed: wrong shape
-    checkpoint.save(path, saved)
+    serialization.save(path, saved)
 
     target = params(model(1))
     before = snapshot(target)
     with pytest.raises(CheckpointMismatchError) as err:
-        checkpoint.load_into(path, target)
+        serialization.load_into(path, target)
     msg = str(err.value)
     assert "missing: layers.1.bias" in msg
     assert "unexpected: extra.scale" in msg
@@ -103,33 +103,33 @@ def test_mismatch_names_every_entry_and_writes_nothing(device, tmp_path):
 
     # Non-strict tolerates missing/unexpected names, never a wrong shape.
     with pytest.raises(CheckpointMismatchError, match="layers.0.weight"):
-        checkpoint.load_into(path, target, strict=False)
+        serialization.load_into(path, target, strict=False)
     subset = {k: v for k, v in target.items() if k != "layers.0.weight"}
-    checkpoint.load_into(path, subset, strict=False)
+    serialization.load_into(path, subset, strict=False)
     np.testing.assert_array_equal(target["layers.0.bias"].numpy(), saved["layers.0.bias"].numpy())
 
 
 def test_bad_optimizer_state_writes_nothing(device, tmp_path):
     path = tmp_path / "m.npz"
     net = model(0)
-    checkpoint.save(path, params(net), optimizer=Adam(net.parameters(), lr=0.1))
+    serialization.save(path, params(net), optimizer=Adam(net.parameters(), lr=0.1))
     same = model(2)
     before = snapshot(params(same))
     two_groups = Adam([{"params": same.parameters()[:2]}, {"params": same.parameters()[2:]}], lr=0.5)
     with pytest.raises(CheckpointError, match="optimiser state does not fit.*parameter group"):
-        checkpoint.load_into(path, params(same), optimizer=two_groups)
+        serialization.load_into(path, params(same), optimizer=two_groups)
     for name, value in snapshot(params(same)).items():
         np.testing.assert_array_equal(value, before[name])
     assert two_groups.lr == 0.5
     with pytest.raises(CheckpointError, match="no optimiser state"):
-        checkpoint.save(path, params(net))
-        checkpoint.load_into(path, params(same), optimizer=two_groups)
+        serialization.save(path, params(net))
+        serialization.load_into(path, params(same), optimizer=two_groups)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
 def test_corrupted_file_is_a_clear_error(device, tmp_path, damage):
     path = tmp_path / "m.npz"
-    checkpoint.save(path, {"w": np.arange(1000.0)})
+    serialization.save(path, {"w": np.arange(1000.0)})
     raw = path.read_bytes()
     if damage == "truncate":
         raw = raw[: len(raw) // 2]
@@ -143,39 +143,39 @@ def test_corrupted_file_is_a_clear_error(device, tmp_path, damage):
         raw = b""
     path.write_bytes(raw)
     with pytest.raises(CheckpointError, match=str(path)):
-        checkpoint.load(path)
+        serialization.load(path)
     with pytest.raises(FileNotFoundError, match="nope.npz"):
-        checkpoint.load(tmp_path / "nope.npz")
+        serialization.load(tmp_path / "nope.npz")
 
 
 def test_failed_save_keeps_previous_file(device, tmp_path, monkeypatch):
     path = tmp_path / "m.npz"
-    checkpoint.save(path, {"w": np.ones(4)})
+    serialization.save(path, {"w": np.ones(4)})
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(np.lib.format, "write_array", broken)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(path, {"w": np.zeros(4)})
+        serialization.save(path, {"w": np.zeros(4)})
     monkeypatch.undo()
-    assert checkpoint.load(path)["w"].tolist() == [1.0] * 4
+    assert serialization.load(path)["w"].tolist() == [1.0] * 4
     assert os.listdir(tmp_path) == ["m.npz"]              # no temporary left behind
 
 
 CHILD = textwrap.dedent("""
     import sys, numpy as np
-    from axonml_autograd import checkpoint
+    from axonml_autograd import serialization
     big = np.ones(12_500_000)   # 100 MB: the write takes long enough to be caught in the middle
     sys.stdout.write("start\\n"); sys.stdout.flush()
-    checkpoint.save(sys.argv[1], {"w": big})
+    serialization.save(sys.argv[1], {"w": big})
     sys.stdout.write("done\\n"); sys.stdout.flush()
 """)
 
 
 def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
     path = tmp_path / "m.npz"
-    checkpoint.save(path, {"w": np.arange(5.0)})
+    serialization.save(path, {"w": np.arange(5.0)})
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline() == "start\n"
@@ -192,7 +192,7 @@ def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
     finally:
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert serialization.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert zipfile.is_zipfile(path)
 
 
@@ -201,9 +201,9 @@ def test_killed_save_leaves_previous_checkpoint_intact(tmp_path):
 def test_saving_to_a_name_of_the_longest_legal_length(device, tmp_path, name):
     # The temporary file beside the target must fit the same 255-byte limit as the target itself.
     path = tmp_path / name
-    checkpoint.save(path, {"w": np.arange(3.0)})
-    checkpoint.save(path, {"w": np.arange(4.0)})          # over an existing file, too
-    assert checkpoint.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    serialization.save(path, {"w": np.arange(3.0)})
+    serialization.save(path, {"w": np.arange(4.0)})          # over an existing file, too
+    assert serialization.load(path)["w"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert os.listdir(tmp_path) == [name]
 
 
@@ -267,20 +267,20 @@ def test_load_state_dict_names_malformed_state_and_changes_nothing(fp64, what):
 def test_load_into_refuses_values_its_variables_cannot_hold(device, tmp_path):
     path = tmp_path / "m.npz"
     w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)          # float32
-    checkpoint.save(path, {"w": np.array([1.0, 1e39])})                          # float64, beyond float32
+    serialization.save(path, {"w": np.array([1.0, 1e39])})                          # float64, beyond float32
     with pytest.raises(CheckpointError, match=r"w \(values beyond the range of float32\).*Nothing was loaded"):
-        checkpoint.load_into(path, {"w": w})
+        serialization.load_into(path, {"w": w})
     assert w.to_vec() == [1.0, 2.0]
-    checkpoint.save(path, {"w": np.array([3.0, np.inf])})                        # inf stays inf
-    checkpoint.load_into(path, {"w": w})
+    serialization.save(path, {"w": np.array([3.0, np.inf])})                        # inf stays inf
+    serialization.load_into(path, {"w": w})
     assert w.to_vec() == [3.0, float("inf")]
 
     labels = Tensor.from_numpy(np.array([1, 2], np.int32))
     for saved, why in ((np.array([0.5, 1.0]), "saved as float64, the variable is int32"),
                        (np.array([1, 2 ** 40]), "values beyond the range of int32")):
-        checkpoint.save(path, {"labels": saved})
+        serialization.save(path, {"labels": saved})
         with pytest.raises(CheckpointError, match=why):
-            checkpoint.load_into(path, {"labels": labels})
+            serialization.load_into(path, {"labels": labels})
         assert labels.to_vec() == [1, 2]
 
 
@@ -294,7 +294,7 @@ def test_a_failed_upload_leaves_parameters_and_optimizer_as_they_were(device, tm
     x = Variable(Tensor.from_numpy(np.ones((2, 6), np.float32)))
     net(x).pow(2.0).mean().backward()
     opt.step()
-    checkpoint.save(path, params(net), optimizer=opt)
+    serialization.save(path, params(net), optimizer=opt)
     target_opt = Adam(other.parameters(), lr=0.5)
     before = snapshot(params(other))
 
@@ -311,10 +311,10 @@ def test_a_failed_upload_leaves_parameters_and_optimizer_as_they_were(device, tm
         calls.clear()
         monkeypatch.setattr(Tensor, "from_numpy", classmethod(refusing))
         with pytest.raises(RuntimeError, match="simulated"):
-            checkpoint.load_into(path, params(other), optimizer=target_opt)
+            serialization.load_into(path, params(other), optimizer=target_opt)
         monkeypatch.undo()
         assert target_opt.lr == 0.5 and target_opt.state == {}, f"optimiser changed (upload {fail_at} failed)"
         for name, value in snapshot(params(other)).items():
             np.testing.assert_array_equal(value, before[name], err_msg=f"upload {fail_at} failed")
-    checkpoint.load_into(path, params(other), optimizer=target_opt)
+    serialization.load_into(path, params(other), optimizer=target_opt)
     assert target_opt.lr == 0.05 and len(target_opt.state) == len(params(net))

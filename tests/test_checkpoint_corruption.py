@@ -16,8 +16,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from axonml_autograd import Tensor, Variable, checkpoint
-from axonml_autograd.checkpoint import CheckpointError
+from axonml_autograd import Tensor, Variable, serialization
+from axonml_autograd.serialization import CheckpointError
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import Adam
 
@@ -87,7 +87,7 @@ def saved(device, tmp_path_factory):
     """The good checkpoint's bytes: four parameters, Adam's moments for each, optimiser JSON, metadata."""
     path = tmp_path_factory.mktemp("good") / "good.npz"
     params, opt = _trained(seed=0, lr=0.05, steps=2)
-    checkpoint.save(path, params, optimizer=opt, metadata={"epoch": 2})
+    serialization.save(path, params, optimizer=opt, metadata={"epoch": 2})
     return path.read_bytes()
 
 
@@ -96,7 +96,7 @@ def target(device, tmp_path_factory):
     """A different model and optimiser (other weights, lr, moments), and a file to restore them from."""
     params, opt = _trained(seed=1, lr=0.5, steps=1)
     baseline = tmp_path_factory.mktemp("baseline") / "baseline.npz"
-    checkpoint.save(baseline, params, optimizer=opt)
+    serialization.save(baseline, params, optimizer=opt)
     return params, opt, baseline
 
 
@@ -140,8 +140,8 @@ def check(path, raw, target, expect, names=(), original=None) -> list:
     path.write_bytes(raw)
     before_params = {k: v.numpy().copy() for k, v in params.items()}
     before_state = _state(opt)
-    read_error, load_error = _outcome(lambda: checkpoint.read(path)), _outcome(lambda: checkpoint.load(path))
-    into_error = _outcome(lambda: checkpoint.load_into(path, params, optimizer=opt))
+    read_error, load_error = _outcome(lambda: serialization.read(path)), _outcome(lambda: serialization.load(path))
+    into_error = _outcome(lambda: serialization.load_into(path, params, optimizer=opt))
     wrong = []
     if (read_error is None) != (load_error is None):
         wrong.append(f"read and load disagree: {read_error!r} vs {load_error!r}")
@@ -159,14 +159,14 @@ def check(path, raw, target, expect, names=(), original=None) -> list:
         if not _equal_state(_state(opt), before_state):
             wrong.append(f"the optimiser state changed although load_into failed: {into_error}")
     else:
-        ckpt = checkpoint.read(path)
+        ckpt = serialization.read(path)
         if original is not None and not (
                 ckpt.tensors.keys() == original.tensors.keys() and ckpt.metadata == original.metadata
                 and all(np.array_equal(ckpt.tensors[k], original.tensors[k]) for k in ckpt.tensors)):
             wrong.append("a damaged file loaded with other contents than the original")
         if not all(np.array_equal(v.numpy(), ckpt.tensors[k].astype(np.float32)) for k, v in params.items()):
             wrong.append("load_into succeeded but the parameters are not the file's")
-        checkpoint.load_into(baseline, params, optimizer=opt)     # the next case starts from the same place
+        serialization.load_into(baseline, params, optimizer=opt)     # the next case starts from the same place
     return wrong
 
 
@@ -206,7 +206,7 @@ FLIPS = [
 
 
 def test_a_flipped_byte_anywhere_in_any_member_is_refused_or_harmless(saved, target, tmp_path):
-    original = checkpoint.read(_write(tmp_path / "original.npz", saved))
+    original = serialization.read(_write(tmp_path / "original.npz", saved))
     wrong = []
     for member, place in layout(saved).items():
         for what, offset, expect in FLIPS:
@@ -369,7 +369,7 @@ def test_optimizer_json_of_the_wrong_shape(saved, target, tmp_path, edit):
     damaged = rezip(saved, replace={OPT_JSON: npy(np.array(new if isinstance(new, str) else json.dumps(new)))})
     _report(check(tmp_path / "m.npz", damaged, target, expect, (name,) if name else ()))
     if expect == "ok" and edit == "another lr":
-        assert checkpoint.read(tmp_path / "m.npz").optimizer["param_groups"][0]["lr"] == 0.25
+        assert serialization.read(tmp_path / "m.npz").optimizer["param_groups"][0]["lr"] == 0.25
 
 
 @pytest.mark.parametrize("text, expect", [("[1, 2]", "file"), ('"epoch 2"', "file"), ("{", "file"),

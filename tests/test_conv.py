@@ -312,7 +312,7 @@ def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
     import json
     from pathlib import Path
 
-    from axonml_autograd import checkpoint
+    from axonml_autograd import serialization
     path = Path(__file__).resolve().parent.parent / "scripts" / "train_digits.py"
     spec = importlib.util.spec_from_file_location("train_digits", path)
     script = importlib.util.module_from_spec(spec)
@@ -324,7 +324,7 @@ def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
     history = json.loads((out / "history.json").read_text())["history"]
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["test_accuracy"] > 0.7                      # chance is 10 %
-    shapes = {k: v.shape for k, v in checkpoint.load(out / "checkpoint.npz").items()}
+    shapes = {k: v.shape for k, v in serialization.load(out / "checkpoint.npz").items()}
     assert shapes == {"conv1.weight": (8, 1, 3, 3), "conv1.bias": (8,), "conv2.weight": (16, 8, 3, 3),
                       "conv2.bias": (16,), "fc.weight": (64, 10), "fc.bias": (10,)}
     # Resuming without --model rebuilds the CNN from the checkpoint's metadata.

@@ -269,7 +269,7 @@ def test_no_grad_function_returns_the_closure_result():
         assert not is_grad_enabled()
         return 42
 
-    assert no_grad(body) == 42
+    assert no_grad.run(body) == 42   # a named function given to no_grad() is decorated, not run
     assert is_grad_enabled()
 
 
@@ -280,13 +280,14 @@ def test_enable_grad_inside_no_grad():
 
     def outer():
         assert not is_grad_enabled()
-        assert enable_grad(inner) == "on"
+        assert enable_grad.run(inner) == "on"
         assert not is_grad_enabled()
         with EnableGradGuard():
             assert is_grad_enabled()
         assert not is_grad_enabled()
+        return "done"
 
-    no_grad(outer)
+    assert no_grad.run(outer) == "done"
     assert is_grad_enabled()
 
 
@@ -298,6 +299,6 @@ def test_inference_mode_turns_grad_off_and_restores_both_flags():
         assert is_inference_mode()
         return 7
 
-    assert inference_mode(body) == 7
+    assert inference_mode.run(body) == 7
     assert is_grad_enabled()
     assert not is_inference_mode()

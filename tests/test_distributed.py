@@ -208,11 +208,46 @@ def test_the_gradient_read_is_refused_inside_a_capture():
 
 
 def test_launched_as_one_of_several_ranks_without_mpi4py_raises_naming_the_extra(monkeypatch):
-    monkeypatch.setattr(distributed, "_world", distributed._World())
+    monkeypatch.setattr(distributed.world, "_world", distributed.world._World())
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     monkeypatch.setitem(sys.modules, "mpi4py", None)   # import mpi4py raises ImportError
     with pytest.raises(RuntimeError, match=r"axonml-autograd\[mpi\]"):
         distributed.init()
+
+
+def test_every_public_name_is_importable_from_the_package_and_the_sampler_lives_with_the_data_loader():
+    from axonml_autograd import data
+    from axonml_autograd.distributed import collectives, ddp, world
+
+    for name in distributed.__all__:
+        assert getattr(distributed, name) is not None, name
+    assert distributed.DistributedSampler is data.DistributedSampler
+    assert distributed.DistributedDataParallel is ddp.DistributedDataParallel
+    assert distributed.all_reduce is collectives.all_reduce and distributed.init is world.init
+
+
+def test_collectives_and_the_wrapper_read_the_world_that_world_py_holds(monkeypatch):
+    """world._world is the one state: replacing it (as a launcher test does) reaches every module."""
+    calls = []
+
+    class FakeComm:
+        def Bcast(self, host, root):
+            calls.append(("Bcast", root))
+            host[...] = 5.0
+
+        def allgather(self, obj):
+            return [obj, obj]
+
+    fake = distributed.world._World()
+    fake.initialized, fake.size, fake.rank, fake.comm = True, 2, 1, FakeComm()
+    monkeypatch.setattr(distributed.world, "_world", fake)
+    assert (distributed.rank(), distributed.world_size()) == (1, 2)
+    t = Tensor.from_vec([1.0, 2.0], [2])
+    assert distributed.broadcast(t, root=0).to_vec() == [5.0, 5.0] and calls == [("Bcast", 0)]
+    assert DistributedSampler(4, shuffle=False).indices().tolist() == [1, 3]
+    ddp = DistributedDataParallel([Variable(t, requires_grad=True)], broadcast_parameters=False)
+    assert (ddp.rank, ddp.world_size) == (1, 2)
+    ddp.remove_hooks()
 
 
 def test_bad_arguments_raise_errors_naming_them():
@@ -258,13 +293,13 @@ def test_each_local_rank_gets_its_own_gpu_and_the_users_choice_wins(monkeypatch)
     chosen = []
     monkeypatch.setattr(dev_module, "set_default_device", chosen.append)
     monkeypatch.setattr(dev_module, "_default", None)
-    monkeypatch.setattr(distributed, "device_for_local_rank", lambda k: f"9:{k}")
+    monkeypatch.setattr(distributed.world, "device_for_local_rank", lambda k: f"9:{k}")
     monkeypatch.delenv("PYOPENCL_CTX", raising=False)
     monkeypatch.setenv("AXONML_DEVICE", "pocl")
-    distributed._pick_device(1)
+    distributed.world._pick_device(1)
     assert chosen == []                 # AXONML_DEVICE wins
     monkeypatch.delenv("AXONML_DEVICE")
-    distributed._pick_device(1)
+    distributed.world._pick_device(1)
     assert chosen == ["9:1"]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from axonml_autograd import DeviceMemoryError, KernelBuildError, Tensor, Variable, kernels
 from axonml_autograd import optim as optim_module
-from axonml_autograd.checkpoint import load, read, save
+from axonml_autograd.serialization import load, read, save
 from axonml_autograd.optim import SGD, Adam
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -191,7 +191,7 @@ def test_a_failed_closure_changes_nothing():
 _CHILD = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from axonml_autograd.checkpoint import save
+    from axonml_autograd.serialization import save
 
     real = np.lib.format.write_array
     calls = []

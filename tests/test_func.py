@@ -116,8 +116,15 @@ def test_hessian_of_one_input_and_the_options():
     np.testing.assert_allclose(hvp(lambda a: a.sum() * 3.0, _x(), _x())[1].numpy(), [0.0, 0.0, 0.0])
 
 
-def test_serialization_is_the_checkpoint_module_under_pytorchs_name(tmp_path):
+def test_serialization_holds_the_npz_functions_and_their_old_checkpoint_paths_still_work(tmp_path):
+    """serialization.py is the .npz files' home (torch.save/load); checkpoint.py is gradient
+    checkpointing (torch.utils.checkpoint) and still answers to the file functions' old names."""
     from axonml_autograd import checkpoint
-    assert serialization.save is checkpoint.save and save is checkpoint.save and load is checkpoint.load
+    from axonml_autograd.checkpoint import checkpoint as checkpoint_fn
+    assert save is serialization.save and load is serialization.load
+    for name in serialization.__all__:
+        assert getattr(checkpoint, name) is getattr(serialization, name), name
+    assert checkpoint.__all__ == ["checkpoint"] and checkpoint_fn.__module__ == "axonml_autograd.checkpoint"
+    assert not hasattr(serialization, "checkpoint")
     save(tmp_path / "a.npz", {"w": _x()})
     np.testing.assert_array_equal(load(tmp_path / "a.npz")["w"], [0.5, -1.0, 2.0])

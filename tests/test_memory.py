@@ -57,13 +57,13 @@ def test_thousand_training_steps_keep_device_and_host_memory_flat(device):
 def test_a_thousand_refused_calls_leave_device_and_host_memory_flat(device, tmp_path):
     import pytest
 
-    from axonml_autograd import CaptureError, capture, checkpoint
-    from axonml_autograd.checkpoint import CheckpointError
+    from axonml_autograd import CaptureError, capture, serialization
+    from axonml_autograd.serialization import CheckpointError
 
     x = Variable(Tensor.from_vec([1.0, 2.0, 3.0], [3], device=device), requires_grad=True)
     w = Variable(Tensor.from_vec([0.5, -1.0, 2.0], [3], device=device), requires_grad=True)
     opt = Adam([w], lr=1e-3)
-    checkpoint.save(tmp_path / "ok.npz", {"w": w}, optimizer=opt)
+    serialization.save(tmp_path / "ok.npz", {"w": w}, optimizer=opt)
     bad = tmp_path / "bad.npz"
     bad.write_bytes((tmp_path / "ok.npz").read_bytes()[:-40])   # truncated
     calls = [
@@ -74,7 +74,7 @@ def test_a_thousand_refused_calls_leave_device_and_host_memory_flat(device, tmp_
         (lambda: (x * 2.0).backward(), RuntimeError),
         (lambda: x.sigmoid().binary_cross_entropy(x * 2.0), None),   # p fine, target 2-6: no error
         (lambda: capture(lambda t: (t * 2.0).sum().item())(Tensor.ones([3], device=device)), CaptureError),
-        (lambda: checkpoint.load_into(bad, {"w": w}, optimizer=opt), CheckpointError),
+        (lambda: serialization.load_into(bad, {"w": w}, optimizer=opt), CheckpointError),
     ]
 
     def round_of_errors():

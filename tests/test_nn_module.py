@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor, Variable, load, save
-from axonml_autograd import checkpoint
+from axonml_autograd import serialization
 import axonml_autograd.nn as nn
 from axonml_autograd.optim import SGD
 
@@ -117,7 +117,7 @@ def test_checkpoint_files_get_the_permissions_the_umask_gives(tmp_path):
     old = os.umask(0o022)
     try:
         save(_model(0).state_dict(), tmp_path / "a.npz")
-        checkpoint.save(tmp_path / "b.npz", dict(_model(0).named_parameters()))
+        serialization.save(tmp_path / "b.npz", dict(_model(0).named_parameters()))
         os.umask(0o027)
         save(_model(0).state_dict(), tmp_path / "c.npz")
     finally:

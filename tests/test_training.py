@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from axonml_autograd import Tensor, Variable, checkpoint, no_grad
+from axonml_autograd import Tensor, Variable, serialization, no_grad
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import SGD, Adam
 
@@ -77,7 +77,7 @@ def test_train_digits_short_run_writes_artefacts(device, digits_script, tmp_path
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
     assert history[-1]["test_accuracy"] > 0.8                # chance is 10 %
-    names = set(checkpoint.load(out / "checkpoint.npz"))
+    names = set(serialization.load(out / "checkpoint.npz"))
     assert names == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"}
     if importlib.util.find_spec("matplotlib"):
         assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
@@ -90,7 +90,7 @@ def test_train_digits_resume_continues_exactly(device, digits_script, tmp_path):
     assert digits_script.main(common + ["--out", str(part), "--stop-after", "2"]) == 0
     assert json.loads((part / "history.json").read_text())["history"][-1]["epoch"] == 2
     assert digits_script.main(common + ["--out", str(part), "--resume", str(part / "checkpoint.npz")]) == 0
-    a, b = checkpoint.read(full / "checkpoint.npz"), checkpoint.read(part / "checkpoint.npz")
+    a, b = serialization.read(full / "checkpoint.npz"), serialization.read(part / "checkpoint.npz")
     for name in a.tensors:
         np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
     assert [h["epoch"] for h in b.metadata["history"]] == [1, 2, 3, 4]
@@ -109,8 +109,8 @@ def test_train_digits_captured_steps_equal_eager_steps(device, digits_script, tm
     assert digits_script.main(common + ["--out", str(tmp_path / "captured")]) == 0
     assert "steps replayed" in capsys.readouterr().out
     assert digits_script.main(common + ["--out", str(tmp_path / "eager"), "--no-capture"]) == 0
-    a = checkpoint.read(tmp_path / "captured" / "checkpoint.npz")
-    b = checkpoint.read(tmp_path / "eager" / "checkpoint.npz")
+    a = serialization.read(tmp_path / "captured" / "checkpoint.npz")
+    b = serialization.read(tmp_path / "eager" / "checkpoint.npz")
     for name in a.tensors:
         np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
     assert [h["loss"] for h in a.metadata["history"]] == [h["loss"] for h in b.metadata["history"]]

@@ -5,7 +5,7 @@ import pytest
 
 from axonml_autograd import Tensor, Variable, init
 from axonml_autograd import tensor as T
-from axonml_autograd.checkpoint import load_into, save
+from axonml_autograd.serialization import load_into, save
 from axonml_autograd.optim import SGD, Adam
 
 MODIFIED = r"modified in place after the forward pass"
