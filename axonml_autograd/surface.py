@@ -45,7 +45,7 @@ def _doc(spec) -> str:
 def _source(spec, layer: str) -> str:
     """One method's source: ``layer`` is "tensor" (no graph) or "variable"."""
     params = "".join(f", {n}={d!r}" for n, d, _k in spec.scalars)
-    scalars = "".join(f", {k}=_number({n}, '{spec.name} {n}')" for n, _d, k in spec.scalars)
+    scalars = "".join(f", {k}=_number({n}, '{spec.name}: {n}')" for n, _d, k in spec.scalars)
     if spec.arity == 1:
         call = "_t_unary" if layer == "tensor" else "_v_unary"
         return f"def {spec.name}(self{params}):\n    return {call}({spec.name!r}, self{scalars})\n"
@@ -181,9 +181,11 @@ _DUNDERS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "pow": "
 
 
 def attach_tensor_arithmetic():
-    for dunder, name in _DUNDERS.items():
-        setattr(Tensor, f"__{dunder}__", lambda self, o, _n=name: _tensor_binary(self, o, _n))
-        setattr(Tensor, f"__r{dunder}__", lambda self, o, _n=name: _tensor_binary(self, o, _n, True))
+    def dunder(name, reverse):
+        return lambda self, other: _tensor_binary(self, other, name, reverse)
+    for op, name in _DUNDERS.items():
+        setattr(Tensor, f"__{op}__", dunder(name, False))
+        setattr(Tensor, f"__r{op}__", dunder(name, True))
     Tensor.__neg__ = lambda self: P.unary("neg", self)
     Tensor.__abs__ = lambda self: P.unary("abs", self)
     Tensor.__getitem__ = lambda self, key: Variable(self)[key]._data   # torch's indexing (functions/indexing.py)

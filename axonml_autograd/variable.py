@@ -504,7 +504,7 @@ class Variable:
             o = _as_variable(other, op)
         elif isinstance(other, numbers.Real) and not isinstance(other, bool):
             if self._data.dtype.kind != "f" and isinstance(other, numbers.Integral):
-                t = self._data._binary(int(other), op, reverse)   # the exact integer scalar path
+                t = P.scalar_op(op, self._data, int(other), reverse)   # the exact integer scalar path
                 return Variable(t)
             o = _operand(other, self, op)
         else:
