@@ -22,7 +22,9 @@ import numpy as np
 from . import kernels
 from . import random as _random
 from .device import get_device
-from .tensor import Tensor, _parse_shape, as_float, as_int, elementwise
+from .tensor import Tensor
+from .shapes import _parse_shape, as_float, as_int
+from .elementwise import elementwise
 
 __all__ = ["arange", "linspace", "eye", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
            "randint"]

@@ -40,7 +40,8 @@ from . import tensor as T
 from .grad_fn import record
 from .no_grad import enable_grad, is_grad_enabled, no_grad
 from .functions import differentiable as dv
-from .tensor import Tensor, sum_to_shape
+from .tensor import Tensor
+from .rows import sum_to_shape
 
 __all__ = ["elementwise", "Function", "FunctionCtx", "Kernel"]
 

@@ -27,7 +27,8 @@ import numbers
 import threading
 
 from . import random as _random
-from .tensor import Tensor, fill
+from .tensor import Tensor
+from .elementwise import fill
 
 __all__ = ["manual_seed", "next_seed", "derive_seed", "calculate_gain", "calculate_fan_in_and_fan_out",
            "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_", "xavier_normal_",

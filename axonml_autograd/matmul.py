@@ -31,8 +31,9 @@ import numpy as np
 import pyopencl as cl
 
 from . import kernels, launch, tuning
-from .tensor import (Tensor, _check_same_device, _collapse, broadcast_shapes, check_index32, contiguous_strides,
-                     fill)
+from .tensor import Tensor, check_index32
+from .elementwise import _check_same_device, fill
+from .shapes import _collapse, broadcast_shapes, contiguous_strides
 
 STRATEGIES = ("tiled", "blocked")
 TEMPLATE = "matmul.cl.mako"

@@ -21,7 +21,8 @@ from functools import lru_cache
 import numpy as np
 
 from .registry import OPS
-from .tensor import Tensor, elementwise
+from .tensor import Tensor
+from .elementwise import elementwise
 
 
 @lru_cache(maxsize=None)

@@ -32,7 +32,9 @@ import numpy as np
 
 from . import kernels, launch
 from .device import get_device
-from .tensor import Tensor, _local_size, _parse_shape, check_index32
+from .tensor import Tensor, check_index32
+from .elementwise import _local_size
+from .shapes import _parse_shape
 
 _TEMPLATE = "philox.cl.mako"
 _U64 = 2**64

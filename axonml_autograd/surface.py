@@ -27,7 +27,8 @@ from . import pointwise as P
 from .functions import compare
 from .functions import pointwise as F
 from .registry import OPS, rows
-from .tensor import Tensor, as_float
+from .tensor import Tensor
+from .shapes import as_float
 from .variable import Variable, as_variable
 
 # Written by hand (clamp's integer bounds, gelu's approximate=, pow's integer exponents) or internal

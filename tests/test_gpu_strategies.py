@@ -6,8 +6,9 @@ import pytest
 
 from axonml_autograd import Tensor
 from axonml_autograd.device import Device
-from axonml_autograd.tensor import (ew_launch_shape, _reduce_layout, cat, elementwise, reduce, softmax_rows,
-                                    softmax_rows_backward)
+from axonml_autograd.elementwise import ew_launch_shape, elementwise
+from axonml_autograd.rows import _reduce_layout, reduce, softmax_rows, softmax_rows_backward
+from axonml_autograd.tensor import cat
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +73,7 @@ def test_work_group_per_row_softmax_matches_numpy(gpu_like, device, cols, log):
 
 @pytest.mark.parametrize("rows,cols", [(1, 1), (5, 3), (3, 17), (2, 65), (4, 129), (1, 1000)])
 def test_fused_cross_entropy_rows_match_numpy_on_both_strategies(gpu_like, device, rows, cols):
-    from axonml_autograd.tensor import cross_entropy_rows, cross_entropy_rows_backward
+    from axonml_autograd.rows import cross_entropy_rows, cross_entropy_rows_backward
     rng = np.random.default_rng(cols)
     dtype = np.float64 if device.fp64 else np.float32
     x = rng.standard_normal((rows, cols)) * 3

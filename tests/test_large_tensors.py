@@ -14,7 +14,9 @@ import pytest
 
 import axonml_autograd.tensor as T
 from axonml_autograd import Tensor, Variable, kernels, where
-from axonml_autograd.tensor import INT32_MAX, View, check_index32, elementwise, index_type, reduce
+from axonml_autograd.tensor import INT32_MAX, View, check_index32, index_type
+from axonml_autograd.elementwise import elementwise
+from axonml_autograd.rows import reduce
 
 
 # -- the decision ---------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def test_probed_widths_build_and_the_chosen_width_is_among_them(device, plain):
     if device.info.fp64:
         assert t.vw_double in t.widths_double
     # Every width the target calls working really builds a vectorised kernel and gives numpy's answer.
-    from axonml_autograd.tensor import softmax_rows
+    from axonml_autograd.rows import softmax_rows
     x = np.random.default_rng(0).standard_normal((5, 37)).astype(np.float32)
     e = np.exp(x - x.max(1, keepdims=True))
     for vw in [w for w in t.widths_float if w >= 2]:
@@ -221,7 +221,7 @@ def test_empty_programs_at_the_widest_width_fall_back_to_narrower_kernels(device
     with pytest.warns(KernelFallbackWarning) as record:
         got = Tensor.from_numpy(a, device=dev).matmul(Tensor.from_numpy(b, device=dev)).numpy()
         ln = Tensor.from_numpy(a, device=dev)
-        from axonml_autograd.tensor import softmax_rows
+        from axonml_autograd.rows import softmax_rows
         sm = softmax_rows(ln).numpy()
     np.testing.assert_allclose(got, a @ b, rtol=1e-5, atol=1e-5)
     e = np.exp(a - a.max(1, keepdims=True))
@@ -270,7 +270,7 @@ def test_kernels_that_allow_fewer_work_items_fall_back_to_smaller_work_groups(de
     """A GPU whose register-hungry kernels allow 64 work-items although the device says 1024: the
     tree reductions, softmax and norm rows take smaller work-groups and still give numpy's answers."""
     from axonml_autograd.nn import functional as F
-    from axonml_autograd.tensor import reduce, softmax_rows
+    from axonml_autograd.rows import reduce, softmax_rows
     monkeypatch.setenv("AXONML_KERNEL_CACHE", str(tmp_path))
     dev = _same_hardware(device, strategy="gpu", work_group=1024)
     launched = []

@@ -19,7 +19,7 @@ import axonml_autograd as ag
 from axonml_autograd import Tensor, Variable
 from axonml_autograd.device import Device
 from axonml_autograd.nn import functional as F
-from axonml_autograd.tensor import reduce, softmax_rows
+from axonml_autograd.rows import reduce, softmax_rows
 
 # (name, AXONML_TARGET-style overrides): GPUs from small (work-group 64, 16 KB local memory, no
 # vectors, no fp64: an older or mobile GPU) to large (1024 work-items, 64 KB), and CPU widths.

@@ -11,7 +11,8 @@ from axonml_autograd import Variable, Tensor
 from axonml_autograd.device import Device, DeviceError, default_device
 from axonml_autograd.pointwise import binary, unary
 from axonml_autograd.registry import OPS
-from axonml_autograd.tensor import cat, reduce, sum_to_shape
+from axonml_autograd.tensor import cat
+from axonml_autograd.rows import reduce, sum_to_shape
 
 DEV = default_device()
 needs_fp64 = pytest.mark.skipif(not DEV.fp64, reason=f"device {DEV.name} lacks cl_khr_fp64")

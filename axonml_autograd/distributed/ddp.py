@@ -17,7 +17,8 @@ import numpy as np
 from .. import launch
 from .. import tensor as T
 from ..backward import _callback_stack, queue_callback
-from ..tensor import Tensor, View, contiguous_strides
+from ..tensor import Tensor, View
+from ..shapes import contiguous_strides
 from . import world
 from .collectives import broadcast
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ..grad_fn import record
-from ..tensor import elementwise, normalize_axis, reduce, softmax_rows, softmax_rows_backward
+from ..elementwise import elementwise
+from ..shapes import normalize_axis
+from ..rows import reduce, softmax_rows, softmax_rows_backward
 from . import differentiable as dv
 
 

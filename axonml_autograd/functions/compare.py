@@ -12,7 +12,10 @@ import numbers
 import numpy as np
 
 from ..pointwise import result_dtype
-from ..tensor import Tensor, as_float, elementwise, reduce
+from ..tensor import Tensor
+from ..shapes import as_float
+from ..elementwise import elementwise
+from ..rows import reduce
 
 OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 DUNDERS = {op: f"__{op}__" for op in OPS}

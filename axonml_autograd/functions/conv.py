@@ -46,7 +46,9 @@ import numpy as np
 from .. import kernels, launch
 from ..grad_fn import record
 from ..matmul import matmul
-from ..tensor import Tensor, check_index32, elementwise, reduce
+from ..tensor import Tensor, check_index32
+from ..elementwise import elementwise
+from ..rows import reduce
 
 _CONV = "conv.cl.mako"
 _POOL = "pool.cl.mako"

@@ -14,7 +14,8 @@ input's shape.
 
 from __future__ import annotations
 
-from ..tensor import Tensor, elementwise
+from ..tensor import Tensor
+from ..elementwise import elementwise
 
 
 def const(like, tensor: Tensor):

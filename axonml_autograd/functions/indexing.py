@@ -27,8 +27,9 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import (Tensor, View, as_index, as_int, check_index32, contiguous_strides, copy_view,
-                      normalize_axis)
+from ..tensor import Tensor, View, check_index32
+from ..elementwise import as_index, copy_view
+from ..shapes import as_int, contiguous_strides, normalize_axis
 from .shape import _window_rule_vrule, into_zeros
 
 _TEMPLATE = "index.cl.mako"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from . import differentiable as dv
 from ..grad_fn import record
 from ..matmul import matmul as matmul_tensors
-from ..tensor import sum_to_shape
+from ..rows import sum_to_shape
 
 
 def matmul(a, b):

@@ -14,7 +14,8 @@ import numpy as np
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import Tensor, check_index32, reduce
+from ..tensor import Tensor, check_index32
+from ..rows import reduce
 from .activation import _floats
 
 _TEMPLATE = "norm.cl.mako"

@@ -23,7 +23,10 @@ import numpy as np
 from .. import expr, pointwise as P
 from ..grad_fn import record
 from ..registry import OPS
-from ..tensor import Tensor, as_float, elementwise, sum_to_shape
+from ..tensor import Tensor
+from ..shapes import as_float
+from ..elementwise import elementwise
+from ..rows import sum_to_shape
 from . import differentiable as dv
 
 

@@ -10,7 +10,10 @@ import numpy as np
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import Tensor, broadcast_view, check_index32, elementwise, normalize_axis, reduce
+from ..tensor import Tensor, check_index32
+from ..elementwise import broadcast_view, elementwise
+from ..shapes import normalize_axis
+from ..rows import reduce
 
 
 def _spread_vrule(ctx, g):

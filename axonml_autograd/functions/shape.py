@@ -11,8 +11,10 @@ import numbers
 
 from . import differentiable as dv
 from ..grad_fn import record
-from ..tensor import (Tensor, View, as_int, cat as cat_tensors, contiguous_strides, copy_view, elementwise,
-                      narrow_arguments, normalize_axis, permutation, sum_to_shape)
+from ..tensor import Tensor, View, cat as cat_tensors
+from ..shapes import as_int, contiguous_strides, narrow_arguments, normalize_axis, permutation
+from ..elementwise import copy_view, elementwise
+from ..rows import sum_to_shape
 
 
 def reshape(a, shape):

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import kernels
 from ..grad_fn import record
-from ..tensor import Tensor, as_int, check_index32, normalize_axis
+from ..tensor import Tensor, check_index32
+from ..shapes import as_int, normalize_axis
 from .indexing import _launch
 from .reduction import ValuesIndices
 

@@ -19,7 +19,8 @@ import math
 
 from .. import init
 from ..registry import rows
-from ..tensor import Tensor, as_int
+from ..tensor import Tensor
+from ..shapes import as_int
 from ..variable import Variable
 from . import functional as F
 from .module import Module

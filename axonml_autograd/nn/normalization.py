@@ -19,7 +19,8 @@ import numbers
 import numpy as np
 
 from .. import tensor as T
-from ..tensor import Tensor, as_float, as_int
+from ..tensor import Tensor
+from ..shapes import as_float, as_int
 from ..variable import Variable
 from . import functional as F
 from .module import Module

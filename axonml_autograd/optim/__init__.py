@@ -27,7 +27,8 @@ from typing import Iterable
 import numpy as np
 
 from .. import kernels, launch
-from ..tensor import Tensor, check_index32, ew_launch_shape
+from ..tensor import Tensor, check_index32
+from ..elementwise import ew_launch_shape
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "lr_scheduler"]
 
