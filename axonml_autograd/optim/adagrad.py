@@ -24,6 +24,7 @@ class Adagrad(Optimizer):
     """
 
     _state_keys = ("sum",)
+    _reads_steps = True
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
@@ -50,6 +51,6 @@ class Adagrad(Optimizer):
             s = state["sum"] = Tensor._wrap(data._shape, data.dtype, data.device)
         return [data.buffer, grad.buffer, s.buffer]
 
-    def _scalars(self, g, state, fresh, T):
-        clr = g["lr"] / (1.0 + (state["step"] - 1) * g["lr_decay"])
-        return [T(clr), T(g["eps"]), T(g["weight_decay"]), T(g["initial_accumulator_value"]), np.int32(fresh)]
+    def _scalars(self, g, fresh, T):
+        return [T(g["lr_decay"]), T(g["eps"]), T(g["weight_decay"]), T(g["initial_accumulator_value"]),
+                np.int32(fresh)]

@@ -16,6 +16,8 @@ class Adam(Optimizer):
     """
 
     _state_keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _rate_keys = ("lr", "weight_decay")
+    _reads_steps = True
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
@@ -43,16 +45,20 @@ class Adam(Optimizer):
     def _buffers(self, g, data, grad, state):
         return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
 
-    def _scalars(self, g, state, fresh, T):
+    def _rate_values(self, g):
+        # AdamW's decay depends on lr, so it travels with it (computed here in double, as lr is).
+        return [float(g["lr"]), 1.0 - g["lr"] * g["weight_decay"] if self._decoupled else 1.0]
+
+    def _scalars(self, g, fresh, T):
         beta1, beta2 = g["betas"]
-        t = state["step"]
-        step_size = g["lr"] / (1.0 - beta1 ** t)
-        bc2_sqrt = math.sqrt(1.0 - beta2 ** t)
-        if self._decoupled:
-            l2, decay = 0.0, 1.0 - g["lr"] * g["weight_decay"]
-        else:
-            l2, decay = g["weight_decay"], 1.0
-        return [T(beta1), T(beta2), T(g["eps"]), T(l2), T(decay), T(step_size), T(bc2_sqrt)]
+        l2 = 0.0 if self._decoupled else g["weight_decay"]
+        return [T(beta1), T(beta2), T(g["eps"]), T(l2), T(_log(beta1)), T(_log(beta2))]
+
+
+def _log(beta: float) -> float:
+    # The kernel takes 1 - beta^t as -expm1(t log beta). beta = 0 (allowed) has no log; -100 gives
+    # beta^t < 4e-44 for every t >= 1, which 1 - beta^t cannot tell from 0 in float or double.
+    return max(math.log(beta), -100.0) if beta > 0 else -100.0
 
 
 class AdamW(Adam):

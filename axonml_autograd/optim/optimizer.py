@@ -15,6 +15,8 @@ import numpy as np
 
 from .. import kernels, launch
 from ..tensor import Tensor, check_index32, ew_launch_shape
+from . import device_state
+from .device_state import StepCount
 
 _TEMPLATE = "optim.cl.mako"
 
@@ -99,12 +101,16 @@ class Optimizer:
     """
 
     _state_keys: tuple = ()    # device tensors kept per parameter, in kernel-argument order
+    _rate_keys: tuple = ("lr",)   # the group options that ``_rate_values`` reads
+    _reads_steps = False       # whether the kernel reads the step count (bias corrections, decay)
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
         self._failed = None     # why the last step failed half-way; step() refuses until a reload
         self.param_groups: list = []
-        self.state: dict = {}   # Variable -> {"step": int, name: Tensor}
+        self.state: dict = {}   # Variable -> {"step": StepCount, name: Tensor}
+        self._slots: dict = {}  # id(parameter) -> its slot in the step tables (its index in parameters())
+        self._step_tables: dict = {}   # device -> int32 Tensor, two words per slot (device_state.py)
         if isinstance(params, (Tensor,)) or not isinstance(params, Iterable):
             raise TypeError(f"{type(self).__name__}: params must be a list of Variables or of dicts, "
                             f"got {type(params).__name__}")
@@ -144,7 +150,9 @@ class Optimizer:
         full = {**self.defaults, **{k: v for k, v in group.items() if k != "params"}}
         full = self._check_group(full)
         full["params"] = params
-        self.param_groups.append(full)
+        self.param_groups.append(device_state.make_group(self, full))
+        for p in params:
+            self._slots[id(p)] = len(self._slots)
 
     def _check_group(self, group: dict) -> dict:
         return group
@@ -157,7 +165,8 @@ class Optimizer:
         ``param_groups``: edit ``opt.param_groups[k]["lr"]`` for one group, or use a scheduler from
         :mod:`axonml_autograd.optim.lr_scheduler`. When the groups' rates differ, reading or setting
         ``opt.lr`` raises instead of picking one group or flattening them all. Setting a rate never
-        rebuilds a kernel: it is a kernel argument, also of captured replays.
+        rebuilds a kernel: it is written into a small device buffer that the kernels read, eager steps
+        and captured replays alike.
 
         >>> from axonml_autograd import Tensor, Variable
         >>> from axonml_autograd.optim import SGD
@@ -230,21 +239,27 @@ class Optimizer:
                 work.append((group, p, data, grad))
         done = 0
         cap = launch.active_capture()
-        recorded = []
         try:
-            for group, p, data, grad in work:
+            with launch.not_recording():   # set-up that a replay must not repeat (tables, rate buffers)
+                rates = self._prepare(work)
+            # Every count first, once per step, then the kernels that read them (device_state.py).
+            by_device: dict = {}
+            for _group, p, data, _grad in work:
+                by_device.setdefault(data.device, []).append(self._slots[id(p)])
+            for device, slots in by_device.items():
+                device_state.advance(device, self._step_tables[device], sorted(slots))
+            for (group, p, data, grad), rate in zip(work, rates):
                 state = self.state.get(p)
                 if state is None:
-                    state = self.state[p] = {"step": 0}
-                state["step"] += 1
+                    state = self.state[p] = {"step": StepCount(self, data.device, self._slots[id(p)])}
                 if data.numel():
                     fresh = not all(k in state for k in self._needed_state(group))
                     if fresh and cap is not None:
                         cap.invalidate(f"{name}.step created optimiser state (a first step)")
                     buffers = self._buffers(group, data, grad, state)
-                    T = data.dtype.type
-                    args = self._launch(group, data, buffers, self._scalars(group, state, fresh, T))
-                    recorded.append((group, state, args, len(buffers), T))
+                    if self._reads_steps:
+                        buffers += [self._step_tables[data.device].buffer, np.int32(self._slots[id(p)])]
+                    self._launch(group, data, buffers + [rate.buffer], self._scalars(group, fresh, data.dtype.type))
                 data._version += 1   # saved-for-backward copies of this tensor are now stale
                 done += 1
             if work:
@@ -257,33 +272,65 @@ class Optimizer:
             raise RuntimeError(f"{name}.step failed: {self._failed}. The parameters and the optimizer "
                                "state are now inconsistent; reload a checkpoint") from e
         if cap is not None:
-            self._record_for_replay(cap, [(p, state) for _g, p, _d, _gr in work
-                                          for state in [self.state[p]]], recorded)
+            self._guard_replays(cap, work)
         return loss
 
-    def _record_for_replay(self, cap, stepped, recorded):
-        """What a replayed step must redo on the host: count the steps, refresh the per-step scalars.
+    def _prepare(self, work) -> list:
+        """Step tables that hold every parameter's slot, and each work item's rate buffer, filled with
+        the group's current values (a rate written around ``Group.__setitem__`` is caught up here)."""
+        slots = len(self._slots)
+        for device in {data.device for _g, _p, data, _gr in work}:
+            table = self._step_tables.get(device)
+            if table is None or table.numel() < 2 * slots:   # a new parameter group since: grow
+                self._step_tables[device] = device_state.new_table(device, slots, old=table)
+        rates = []
+        for group, _p, data, _grad in work:
+            values = self._rate_values(group)
+            if group._written != values:
+                self._write_rates(group)
+            rates.append(device_state.rate_buffer(group, values, data.device, data.dtype))
+        return rates
 
-        A replay reads ``lr`` and the other options from the groups then, so changing them between
-        calls is honoured; reloaded state (load_state_dict) or a failed step makes it record again.
+    def _rate_values(self, group) -> list:
+        """What the kernels read from the group's rate buffer (``rates[k]``), computed in double."""
+        return [float(group["lr"])]
+
+    def _write_rates(self, group):
+        """Write ``group``'s rate values into its device buffers (``Group`` calls this on a change)."""
+        lr = group.get("lr")
+        if not (_finite(lr) and lr >= 0) or not all(k in group for k in self._rate_keys):
+            return   # step() refuses such a group, and a replay records again (the guard below)
+        values = self._rate_values(group)
+        if values == group._written and launch.active_capture() is None:
+            return
+        for buf in group._rates.values():
+            device_state.fill_rates(buf, values)
+        group.__dict__["_written"] = values
+
+    def _guard_replays(self, cap, work):
+        """When a replay of this step would differ from a call, make the capture record again.
+
+        Nothing is patched: counts and rates are read on the device. What a replay cannot follow is
+        a change of the buffers themselves (reloaded or grown state, a new table), of an option
+        baked into the recorded arguments (anything but the rates), or a rate that did not reach its
+        buffer (a group edited around ``Group.__setitem__``), and a failed step.
         """
-        states = [(p, state, {k: state.get(k) for k in self._state_keys}) for p, state in stepped]
-        # An option that changes the kernel (momentum switched on, AMSGrad) makes it record again.
-        variants = [(group, self._variant(group)) for group, *_rest in recorded]
+        states = [(p, st, {k: st.get(k) for k in self._state_keys}) for _g, p, _d, _gr in work
+                  for st in [self.state[p]]]
+        tables = dict(self._step_tables)
+        groups = list({id(g): g for g, *_rest in work}.values())
+        options = [(g, self._variant(g), dict(g._rates)) for g in groups]
 
         def check():
-            return self._failed is None and all(
-                self.state.get(p) is state and all(state.get(k) is t for k, t in tensors.items())
-                for p, state, tensors in states) and all(self._variant(g) == v for g, v in variants)
+            return (self._failed is None
+                    and all(self._step_tables.get(d) is t for d, t in tables.items())
+                    and all(self.state.get(p) is st and all(st.get(k) is t for k, t in tensors.items())
+                            for p, st, tensors in states)
+                    and all(self._variant(g) == v and _finite(g.get("lr")) and g["lr"] >= 0
+                            and g._rates.keys() == r.keys() and all(g._rates[k] is t for k, t in r.items())
+                            and g._written == self._rate_values(g) for g, v, r in options))
 
-        def apply():
-            for _p, state, _t in states:
-                state["step"] += 1
-            for group, state, args, first, T in recorded:
-                for k, value in enumerate(self._scalars(group, state, False, T)):
-                    args[first + k] = value.tobytes()
-
-        cap.on_replay(apply, check)
+        cap.guard(check)
 
     def _state_tensor(self, state, name, like: Tensor) -> Tensor:
         t = state.get(name)
@@ -292,8 +339,8 @@ class Optimizer:
         return t
 
     def _variant(self, group) -> tuple:
-        """What, besides the dtype, picks the kernel and its buffers for ``group``."""
-        return self._needed_state(group) + tuple(bool(group.get(k)) for k in ("nesterov",))
+        """What a recorded step baked in for ``group``: the state it uses and every option but ``lr``."""
+        return self._needed_state(group) + tuple((k, group.get(k)) for k in self.defaults if k != "lr")
 
     def _needed_state(self, group) -> tuple:
         """The state tensors a step of ``group`` uses (missing ones are created: a first step)."""
@@ -303,8 +350,8 @@ class Optimizer:
         """The kernel's buffer arguments (creating missing state)."""
         raise NotImplementedError
 
-    def _scalars(self, group, state: dict, fresh: bool, T) -> list:
-        """The kernel's scalar arguments of type ``T``, from the options and the step count."""
+    def _scalars(self, group, fresh: bool, T) -> list:
+        """The kernel's scalar arguments of type ``T``, from the options (never the step or the rates)."""
         raise NotImplementedError
 
     def _kernel(self, group, data: Tensor):
@@ -317,7 +364,7 @@ class Optimizer:
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
         return kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
-                              *buffers, *scalars, np.int32(n), np.int32(chunk), dynamic=True)
+                              *buffers, *scalars, np.int32(n), np.int32(chunk))
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -326,11 +373,13 @@ class Optimizer:
         Parameters are numbered in group order. Reads the device (fine outside a training step).
         """
         index = {id(p): i for i, p in enumerate(self.parameters())}
+        counts = {device: device_state.read_counts(t) for device, t in self._step_tables.items()}
         state = {}
         for p, st in self.state.items():
             entry = {}
             for k, v in st.items():
-                entry[k] = v.numpy() if isinstance(v, Tensor) else v
+                entry[k] = v.numpy() if isinstance(v, Tensor) else \
+                    int(counts[v._device][v._slot]) if isinstance(v, StepCount) else v
             state[index[id(p)]] = entry
         groups, start = [], 0
         for g in self.param_groups:
@@ -441,11 +490,17 @@ class Optimizer:
         if problems:
             raise ValueError(f"{where}: " + "; ".join(problems))
         # Checked: only now upload, then swap in (an upload that fails leaves the old state in place).
+        counts: dict = {}
         for p, st in new_state.items():
             data = p.data()
             for key in self._state_keys:
                 if key in st:
                     st[key] = Tensor.from_numpy(st[key], dtype=data.dtype, device=data.device)
+            counts.setdefault(data.device, {})[self._slots[id(p)]] = st["step"]
+            st["step"] = StepCount(self, data.device, self._slots[id(p)])
+        devices = set(self._step_tables) | set(counts)
+        self._step_tables = {device: device_state.new_table(device, len(self._slots), counts=counts.get(device, {}))
+                             for device in devices}
         for mine, checked in zip(self.param_groups, new_groups):
             params = mine["params"]
             mine.clear()

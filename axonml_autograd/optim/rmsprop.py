@@ -47,6 +47,6 @@ class RMSprop(Optimizer):
     def _buffers(self, g, data, grad, state):
         return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
 
-    def _scalars(self, g, state, fresh, T):
-        scalars = [T(g["lr"]), T(g["alpha"]), T(g["eps"]), T(g["weight_decay"])]
+    def _scalars(self, g, fresh, T):
+        scalars = [T(g["alpha"]), T(g["eps"]), T(g["weight_decay"])]
         return scalars + [T(g["momentum"])] if g["momentum"] != 0 else scalars

@@ -39,8 +39,8 @@ class SGD(Optimizer):
     def _buffers(self, g, data, grad, state):
         return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
 
-    def _scalars(self, g, state, fresh, T):
+    def _scalars(self, g, fresh, T):
         if g["momentum"] != 0:
-            return [T(g["lr"]), T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
+            return [T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
                     np.int32(fresh), np.int32(g["nesterov"])]
-        return [T(g["lr"]), T(g["weight_decay"])]
+        return [T(g["weight_decay"])]
