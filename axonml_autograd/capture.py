@@ -261,10 +261,6 @@ class _Recording:
         replay is its recorded commands alone."""
         self.guards.append(check)
 
-    def on_replay(self, apply):
-        # Still used by random.py until its position moves to the device too.
-        self.guards.append(lambda: apply() and False)
-
     def invalidate(self, reason: str):
         """This recording must not be replayed (the next call records again)."""
         if self.invalid is None:

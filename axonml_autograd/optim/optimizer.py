@@ -363,7 +363,7 @@ class Optimizer:
         dev = data.device
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
-        return kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
+        kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
                               *buffers, *scalars, np.int32(n), np.int32(chunk))
 
     # -- state dicts --------------------------------------------------------------------------------
