@@ -231,7 +231,7 @@ class _Recording:
         self.lock = threading.Lock()
         self.thread = threading.get_ident()
 
-    # -- during recording (called by launch.py, tensor.py, variable.py, optim.py) --------------------
+    # -- during recording (called by launch.py, tensor.py, variable.py, optim/) --------------------
     def pool(self, device) -> _Pool:
         p = self.pools.get(device)
         if p is None:

@@ -1,10 +1,12 @@
 """Optimisers that update parameters on the device: :class:`SGD`, :class:`Adam`, :class:`AdamW`,
 :class:`RMSprop` and :class:`Adagrad`; learning-rate schedules in :mod:`.lr_scheduler`.
 
-Each step launches one fused kernel per parameter (``cl_kernels/optim.cl.mako``) that reads the
+Each step launches one small kernel that advances the step counts, then one fused kernel per
+parameter (``cl_kernels/optim.cl.mako``) that reads the
 parameter, its gradient and its state and writes them back in place. The state (momentum buffers,
-moments) lives on the device next to the parameter; only the step counter, which is not data, is
-kept on the host. ``step()`` therefore never reads from the device or waits for it.
+moments) lives on the device next to the parameter, and so do the step counts and learning rates
+the kernels read (``device_state.py``), so a captured step replays with nothing rewritten.
+``step()`` never reads from the device or waits for it.
 
 The update rules are PyTorch's (``torch.optim``, single-tensor code path), so a model trained here
 follows the same trajectory as the same model trained with PyTorch, up to rounding.

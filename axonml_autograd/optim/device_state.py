@@ -50,6 +50,10 @@ class Group(dict):
         if owner is not None:
             owner._write_rates(self)
 
+    def __reduce__(self):
+        # Copied or pickled, a group is the plain dict it stands for (its buffers stay with the optimiser).
+        return dict, (dict(self),)
+
     def setdefault(self, key, default=None):
         if key not in self:
             self[key] = default
@@ -89,7 +93,7 @@ class StepCount:
 
 def read_counts(table: Tensor) -> list:
     words = table.numpy().view(np.uint32).astype(np.int64)
-    return list(words[0::2] + (words[1::2] << 32))
+    return [int(c) for c in words[0::2] + (words[1::2] << 32)]
 
 
 def new_table(device, slots: int, old: Tensor = None, counts=None) -> Tensor:
