@@ -2,8 +2,8 @@
 :class:`RMSprop` and :class:`Adagrad`; learning-rate schedules in :mod:`.lr_scheduler`.
 
 Each step launches one small kernel that advances the step counts, then one fused kernel per
-parameter (``cl_kernels/optim.cl.mako``) that reads the
-parameter, its gradient and its state and writes them back in place. The state (momentum buffers,
+parameter (``cl_kernels/optim.cl.mako``) that reads the parameter, its gradient and its state and
+writes them back in place. The state (momentum buffers,
 moments) lives on the device next to the parameter, and so do the step counts and learning rates
 the kernels read (``device_state.py``), so a captured step replays with nothing rewritten.
 ``step()`` never reads from the device or waits for it.
