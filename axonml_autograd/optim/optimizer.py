@@ -97,7 +97,9 @@ class Optimizer:
 
     ``params`` is a list of Variables, or a list of dicts ``{"params": [...], "lr": ..., ...}`` whose
     options override the optimiser's defaults for that group (PyTorch's parameter groups).
-    Subclasses define ``defaults``, ``_check_group`` and ``_update``.
+    Subclasses define ``defaults``, ``_check_group``, ``_needed_state``, ``_kernel``, ``_buffers``
+    and ``_scalars`` (the options baked into a launch), and ``_rate_values`` when their kernel reads
+    more than ``lr`` from the group's rate buffer.
     """
 
     _state_keys: tuple = ()    # device tensors kept per parameter, in kernel-argument order
@@ -364,7 +366,7 @@ class Optimizer:
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
         kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
-                              *buffers, *scalars, np.int32(n), np.int32(chunk))
+                       *buffers, *scalars, np.int32(n), np.int32(chunk))
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
