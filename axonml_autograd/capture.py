@@ -23,9 +23,10 @@ again: no op glue, no graph, no backward engine, and every launch back to back.
 
 What a replay repeats besides the device work, so that it is indistinguishable from a call:
 
-* the optimisers' per-step values: the step count, Adam's bias corrections and the learning rate
-  are refreshed in the recorded launches before each replay (read from the optimiser then, so a
-  schedule that sets ``opt.lr`` between calls is honoured);
+* nothing of the optimisers' or the random generator's per-step values: the step counts, the
+  learning rates and the generator's position live in device buffers that the recorded kernels read
+  and advance themselves (``optim/device_state.py``, ``random.py``), and a host write of a rate
+  (``opt.lr = x`` between calls) is a fill on the same stream, so it reaches the next replay;
 * the version bumps of in-place writes, so a graph made outside the capture still refuses to
   backward through a parameter that a replayed step changed;
 * each parameter's ``.grad()`` as the recorded call left it.
@@ -35,7 +36,8 @@ When a replay could differ from a call, it records again instead; when it can't 
 * a new signature records anew (up to ``max_signatures`` are kept);
 * a parameter whose data was replaced (a new Variable or Tensor), a gradient that is not the one the
   recording started from (when ``fn`` accumulates without zero_grad), optimiser state that was
-  reloaded or created during the recording (a first step): the next call records again;
+  reloaded or created during the recording (a first step), an optimiser option other than a rate
+  that changed: the next call records again (a guard, :meth:`_Recording.guard`);
 * a host read inside ``fn`` (``to_vec``, ``numpy``, ``item``, ``print``), an upload (``from_numpy``,
   a list of class indices), anomaly mode, or a capture inside a capture raise :class:`CaptureError`.
 
@@ -222,14 +224,14 @@ class _Recording:
         self.version_deltas: list = [] # (storage, bump) to repeat at each replay
         self.leaves: dict = {}         # id(var) -> [var, data, grad at first sight, reset first?]
         self.leaf_ends: list = []      # (var, grad) as the recorded call left them
-        self.hooks: list = []          # (check, apply): refuse or prepare a replay
+        self.guards: list = []         # checks that may refuse a replay (then the call records again)
         self.inputs: list = []         # (private tensor, device) the arguments are copied into
         self.output = None
         self.invalid = None            # why this recording must not be replayed
         self.lock = threading.Lock()
         self.thread = threading.get_ident()
 
-    # -- during recording (called by launch.py, tensor.py, variable.py, optim.py) --------------------
+    # -- during recording (called by launch.py, tensor.py, variable.py, optim/) --------------------
     def pool(self, device) -> _Pool:
         p = self.pools.get(device)
         if p is None:
@@ -253,9 +255,11 @@ class _Recording:
         if id(var) not in self.leaves:
             self.leaves[id(var)] = [var, var._data, var._grad, reset]
 
-    def on_replay(self, apply, check=None):
-        """Before each replay: ``check()`` may return False to record again; then ``apply()`` runs."""
-        self.hooks.append((check, apply))
+    def guard(self, check):
+        """Before each replay ``check()`` runs; False means the recording no longer matches the
+        program's state, and the call records again. A guard only decides: it changes nothing, so a
+        replay is its recorded commands alone."""
+        self.guards.append(check)
 
     def invalidate(self, reason: str):
         """This recording must not be replayed (the next call records again)."""
@@ -316,11 +320,9 @@ class _Recording:
             for var, data, grad, reset in self.leaves.values():
                 if var._data is not data or not (reset or var._grad is grad):
                     return False
-            for check, _apply in self.hooks:
-                if check is not None and check() is False:
+            for check in self.guards:
+                if check() is False:
                     return False
-            for _check, apply in self.hooks:
-                apply()
             locks = [d.launch_lock for d in self.devices]
             for lock, device in zip(locks, self.devices):
                 lock.acquire()
@@ -350,7 +352,7 @@ class _Recording:
         """Give the recording's buffers back (those no living tensor holds) and drop its commands."""
         self.commands = []
         self.keep = {}
-        self.hooks = []
+        self.guards = []
         for p in self.pools.values():
             p.close()
 

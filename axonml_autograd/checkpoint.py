@@ -45,7 +45,7 @@ def checkpoint(fn, *args):
         return fn(*args)
     device = next((a.device for a in args if isinstance(a, (Variable, Tensor))), None)
     gen = rnd.generator(device)
-    rng_state = (gen.seed, gen.offset)
+    rng_state = gen.get_state()   # a device copy: no read, and a capture records it like the draws
     with no_grad():
         out = fn(*args)
     if not isinstance(out, Variable):
@@ -60,12 +60,12 @@ def checkpoint(fn, *args):
         with enable_grad():
             again = [Variable(a._data, requires_grad=a._requires_grad) if isinstance(a, Variable) else a
                      for a in args]
-            now = (gen.seed, gen.offset)
-            gen.seed, gen.offset = rng_state      # the same random numbers as the forward drew
+            now = gen.get_state()
+            gen.set_state(rng_state)              # the same random numbers as the forward drew
             try:
                 recomputed = fn(*again)
             finally:
-                gen.seed, gen.offset = now
+                gen.set_state(now)
         if recomputed._requires_grad:
             run(recomputed._node(), g)            # parameters inside fn accumulate as usual
         grads = tuple(v.grad() if isinstance(v, Variable) and v._requires_grad else None for v in again)

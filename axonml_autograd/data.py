@@ -245,7 +245,8 @@ class DataLoader:
                 return randperm(n, device=self.device)
             return randperm(n, seed=self.seed, device=self.device, offset=epoch * _blocks(n))
         if self.seed is None:
-            # A host order still follows the device generator, so manual_seed repeats it too.
+            # A host order still follows the device generator, so manual_seed repeats it too (its
+            # position is on the device: one small read per epoch, for an order made on the host).
             gen_seed, offset = random.generator(self.device).draw(1)
             rng = np.random.default_rng([gen_seed, offset])
         else:

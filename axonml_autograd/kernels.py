@@ -381,12 +381,12 @@ def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
-def launch(device, kernel: cl.Kernel, global_size, local_size, *args, dynamic=False):
+def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
     """Enqueue ``kernel`` with ``args`` (buffers and numpy scalars) through the one launch path.
 
-    Never waits; returns the command's argument list (see :func:`axonml_autograd.launch.kernel`).
+    Never waits (see :func:`axonml_autograd.launch.kernel`).
     """
-    return _launch.kernel(device, kernel, global_size, local_size, args, dynamic=dynamic)
+    _launch.kernel(device, kernel, global_size, local_size, args)
 
 
 def build_count() -> int:

@@ -89,7 +89,7 @@ def _pack(value):
     return value
 
 
-def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), dynamic=False, fusable=None):
+def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), fusable=None):
     """Enqueue ``knl`` with ``args`` (argument i is ``args[i]``: a buffer, bytes or a numpy scalar).
 
     Arguments past ``len(args)`` keep the values already set on ``knl``: a launch plan sets its shape
@@ -97,8 +97,9 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     pairs) so that a capture can copy them. ``packed=True`` says every scalar is already bytes.
 
     A capture records the launch as a kernel object of its own with every argument set, so a replay
-    only enqueues it; ``dynamic=True`` records the argument list instead, which is returned: the
-    caller may rewrite scalars in it before each replay (the optimisers' per-step values).
+    only enqueues it: nothing in a recorded launch changes between replays. What must change from one
+    replay to the next (an optimiser's step count and rates, the random generator's position) lives
+    in device buffers that the kernels read and advance.
     ``fusable``: the elementwise plan of a launch that a capture may fuse with its neighbours.
     """
     if not packed:
@@ -107,7 +108,7 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            cap.record(cmd if dynamic else _ready(cmd, preset), None if fusable is None else (fusable, args))
+            cap.record(_ready(cmd, preset), None if fusable is None else (fusable, args))
     pending = device._pending
     pending.append(cmd)
     if len(pending) >= device.flush_at:
@@ -116,7 +117,8 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
 
 
 def fill(device, buffer, pattern, nbytes):
-    """Set ``nbytes`` of ``buffer`` to repetitions of ``pattern`` (a numpy scalar): the driver's fill."""
+    """Set ``nbytes`` of ``buffer`` to repetitions of ``pattern`` (a numpy scalar, or an array of a
+    power-of-two size up to 128 bytes: the optimiser rates, the generator state): the driver's fill."""
     _submit(device, (FILL, device, buffer, pattern, nbytes))
 
 

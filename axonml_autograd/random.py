@@ -37,6 +37,7 @@ from .elementwise import _local_size
 from .shapes import _parse_shape
 
 _TEMPLATE = "philox.cl.mako"
+_COUNTERS = "counters.cl.mako"
 _U64 = 2**64
 
 
@@ -69,36 +70,84 @@ DEFAULT_SEED = 67280421310721   # a fixed start (torch's), so a program without 
 
 
 class Generator:
-    """A device's stream of fresh numbers: a seed and the next unused Philox block.
+    """A device's stream of fresh numbers: a seed and the next unused Philox block, on the device.
 
-    Each call without ``seed=`` takes the next ``blocks`` blocks, so successive calls never repeat;
-    the counter lives on the host (a draw needs no device read) and ``manual_seed`` resets it.
+    The state is four 32-bit words in a device buffer, ``(seed_lo, seed_hi, offset_lo, offset_hi)``.
+    Each draw without ``seed=`` reads its key and position there and then advances the position by
+    the blocks it used, with a small kernel (``advance_counters``) after the fill: successive draws
+    never repeat, and a captured replay takes the next numbers by itself, as the eager calls would.
+    A draw never reads the device; reading ``seed``/``offset`` (or :meth:`draw` for host code) does.
     """
 
-    def __init__(self, seed=DEFAULT_SEED):
-        self.seed, self.offset = seed, 0
-        self._lock = threading.Lock()
+    def __init__(self, device, seed=DEFAULT_SEED):
+        self.device = device
+        self._lock = threading.Lock()   # a fill and its advance are enqueued as a pair
+        with launch.not_recording():    # the generator outlives any capture it is first used in
+            self.state = Tensor.zeros([4], "int32", device)
+            self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Set the key to ``seed`` and the position to 0 (a fill on the device's stream, recorded
+        by a capture like any command: a replay of a function that reseeds reseeds too)."""
+        words = np.array([seed & 0xFFFFFFFF, seed >> 32, 0, 0], np.uint32)
+        launch.fill(self.device, self.state.buffer, words, words.nbytes)
+
+    def advance(self, blocks: int) -> None:
+        knl = kernels.get_kernel(self.device, _COUNTERS, "advance_counters")
+        lo, hi = _words(blocks % _U64)
+        kernels.launch(self.device, knl, (1,), (1,), self.state.buffer, np.int32(1), np.int32(1), lo, hi)
+
+    def _read(self):
+        words = self.state.numpy().view(np.uint32).astype(np.uint64)
+        return int(words[0] | (words[1] << np.uint64(32))), int(words[2] | (words[3] << np.uint64(32)))
+
+    @property
+    def seed(self) -> int:
+        """The key (reads the device)."""
+        return self._read()[0]
+
+    @property
+    def offset(self) -> int:
+        """The next unused block (reads the device)."""
+        return self._read()[1]
 
     def draw(self, blocks: int):
+        """``(seed, offset)`` for numbers made on the host, taking ``blocks`` blocks: reads the device."""
         with self._lock:
-            offset = self.offset
-            self.offset = (offset + blocks) % _U64
-            return self.seed, offset
+            seed, offset = self._read()
+            self.advance(blocks)
+        return seed, offset
+
+    def get_state(self) -> Tensor:
+        """A device copy of the state, for :meth:`set_state` (no host read)."""
+        copy = Tensor._wrap((4,), self.state.dtype, self.device)
+        launch.copy(self.device, copy.buffer, self.state.buffer, 16)
+        return copy
+
+    def set_state(self, saved: Tensor) -> None:
+        launch.copy(self.device, self.state.buffer, saved.buffer, 16)
 
 
 def generator(device=None) -> Generator:
     dev = get_device(device)
     gen = dev.__dict__.get("_generator")
     if gen is None:
-        gen = dev.__dict__.setdefault("_generator", Generator())
+        with _make_lock:
+            gen = dev.__dict__.get("_generator")
+            if gen is None:
+                gen = dev.__dict__["_generator"] = Generator(dev)
     return gen
+
+
+_make_lock = threading.Lock()
 
 
 def manual_seed(seed, device=None) -> Generator:
     """Restart the generator of ``device`` (default: the default device) at ``seed``."""
+    seed = _check_u64(seed, "manual_seed seed")
     gen = generator(device)
     with gen._lock:
-        gen.seed, gen.offset = _check_u64(seed, "manual_seed seed"), 0
+        gen.reseed(seed)
     return gen
 
 
@@ -119,30 +168,22 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     dev = t.device
     per_block = 4 if t.dtype == np.float32 else 2
     blocks = -(-n // per_block)
+    T = t.dtype.type
     if fresh:
         gen = generator(dev)
-        seed, drawn = gen.draw(blocks)
-        offset = (offset + drawn) % _U64
-    knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist)
-    local = kernels.fit_local(dev, knl, _local_size(dev))
-    T = t.dtype.type
-    args = kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,),
-                          t.buffer, np.int32(n),
-                          np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32),
-                          np.uint32(offset & 0xFFFFFFFF), np.uint32(offset >> 32),
-                          T(a), T(b), dynamic=fresh)
-    cap = launch.active_capture() if fresh else None
-    if cap is not None:
-        # A replay must draw fresh numbers too (a dropout mask that never changes would be wrong):
-        # each replay takes the next blocks of the generator and writes their offset into the launch.
-        base = offset - drawn
-
-        def redraw():
-            seed_now, start = gen.draw(blocks)
-            args[2:4] = _words(seed_now)
-            args[4:6] = _words((base + start) % _U64)
-
-        cap.on_replay(redraw)
+        knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist,
+                                 from_state=True)
+        local = kernels.fit_local(dev, knl, _local_size(dev))
+        with gen._lock:
+            kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), t.buffer, np.int32(n),
+                           gen.state.buffer, *_words(offset), T(a), T(b))
+            gen.advance(blocks)
+    else:
+        knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist,
+                                 from_state=False)
+        local = kernels.fit_local(dev, knl, _local_size(dev))
+        kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), t.buffer, np.int32(n),
+                       *_words(seed), *_words(offset), T(a), T(b))
     t._version += 1
     return t
 

@@ -2,9 +2,13 @@
 ## new parameter and state written back in place, so a step costs one launch per parameter instead
 ## of a chain of elementwise kernels with temporaries.
 ##
-## Every hyper-parameter and every step-dependent quantity (learning rate, Adam's bias corrections)
-## is a kernel argument: a schedule that changes lr every step, or the step count itself, never
-## triggers a new OpenCL build. The template is specialised only on the element type, on what
+## Every hyper-parameter is a kernel argument, so a schedule that changes lr every step never
+## triggers a new OpenCL build. What changes from step to step is read from small device buffers
+## rather than passed as scalars, so that a captured step replays with nothing rewritten: `rates`
+## holds the group's learning rate (and AdamW's 1 - lr * wd), written by the host when it changes;
+## `steps` is the optimiser's table of per-parameter step counts (two 32-bit words each, see
+## counters.cl.mako), advanced on the device before the step's kernels run, from which Adam's bias
+## corrections and Adagrad's decayed rate are computed here. The template is specialised only on the element type, on what
 ## changes the set of buffers the kernel touches (a momentum buffer or not, AMSGrad's extra moment,
 ## RMSprop's centred mean), and on the vector width.
 ##
@@ -26,6 +30,12 @@
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 % endif
 typedef ${ctype} T;
+
+// This parameter's step count t, already advanced for the step being taken.
+inline T step_count(__global const uint *steps, const int slot)
+{
+    return (T)steps[2 * slot + 1] * (T)4294967296.0 + (T)steps[2 * slot];
+}
 % if vw:
 typedef ${ctype}${vw} TV;
 % endif
@@ -63,7 +73,7 @@ __kernel void sgd_step(
 % if momentum:
     __global T *buf,
 % endif
-    const T lr,
+    __global const T *rates,
     const T weight_decay,
 % if momentum:
     const T mu,
@@ -74,13 +84,13 @@ __kernel void sgd_step(
     const int n,
     const int chunk)
 {
+    const T lr = rates[0];
 ${chunked(sgd)}
 }
 
 // PyTorch's Adam and AdamW (single-tensor path). l2 is Adam's weight decay added to the gradient;
-// decay is AdamW's decoupled factor 1 - lr * wd applied to the parameter first (pass 0 and 1 to turn
-// either off). step_size = lr / (1 - beta1^t) and bc2_sqrt = sqrt(1 - beta2^t) come from the host,
-// which owns the step counter.
+// decay is AdamW's decoupled factor 1 - lr * wd applied to the parameter first (l2 = 0 and a decay
+// of 1 turn either off); lr and decay come from `rates`, t from `steps`.
 <%def name="adam(V, load, store)">
         const ${V} w = ${load("p")} * decay;
         const ${V} g = ${load("grad")} + l2 * w;
@@ -108,16 +118,24 @@ __kernel void adam_step(
 % if amsgrad:
     __global T *max_exp_avg_sq,
 % endif
+    __global const uint *steps,
+    const int slot,
+    __global const T *rates,
     const T beta1,
     const T beta2,
     const T eps,
     const T l2,
-    const T decay,
-    const T step_size,
-    const T bc2_sqrt,
+    const T log_beta1,
+    const T log_beta2,
     const int n,
     const int chunk)
 {
+    const T t = step_count(steps, slot);
+    const T decay = rates[1];
+    // 1 - beta^t as -expm1(t log beta), log beta taken by the host in double: no cancellation for
+    // the usual beta near 1, which 1 - pow(beta, t) in float would lose most digits to.
+    const T step_size = rates[0] / -expm1(t * log_beta1);
+    const T bc2_sqrt = sqrt(-expm1(t * log_beta2));
 ${chunked(adam)}
 }
 
@@ -156,7 +174,7 @@ __kernel void rmsprop_step(
 % if momentum:
     __global T *momentum_buffer,
 % endif
-    const T lr,
+    __global const T *rates,
     const T alpha,
     const T eps,
     const T weight_decay,
@@ -166,11 +184,12 @@ __kernel void rmsprop_step(
     const int n,
     const int chunk)
 {
+    const T lr = rates[0];
 ${chunked(rmsprop)}
 }
 
 // PyTorch's Adagrad: g += wd * p; s += g^2; p -= clr * g / (sqrt(s) + eps) with
-// clr = lr / (1 + (t - 1) lr_decay) from the host. PyTorch fills s with initial_accumulator_value
+// clr = lr / (1 + (t - 1) lr_decay), lr from `rates` and t from `steps`. PyTorch fills s with initial_accumulator_value
 // when the optimiser is made; here the first step reads `init` instead of the (uninitialised) sum,
 // so creating the state costs no fill.
 <%def name="adagrad(V, load, store)">
@@ -185,7 +204,10 @@ __kernel void adagrad_step(
     __global T *p,
     __global const T *grad,
     __global T *sum,
-    const T clr,
+    __global const uint *steps,
+    const int slot,
+    __global const T *rates,
+    const T lr_decay,
     const T eps,
     const T weight_decay,
     const T init,
@@ -193,5 +215,6 @@ __kernel void adagrad_step(
     const int n,
     const int chunk)
 {
+    const T clr = rates[0] / (((T)1) + (step_count(steps, slot) - ((T)1)) * lr_decay);
 ${chunked(adagrad)}
 }

@@ -8,6 +8,10 @@
 ## Template parameters (nothing else, so new shapes, seeds or offsets never recompile):
 ##   ctype: "float" or "double"
 ##   dist:  "uniform" (out = a + (b - a) * u, u in [0, 1)) or "normal" (out = a + b * z, z ~ N(0, 1))
+##   from_state: the key and the stream position come from a device generator's state buffer
+##          (seed_lo, seed_hi, offset_lo, offset_hi), plus a fixed offset; the position is advanced
+##          after the fill by advance_counters (counters.cl.mako), so a captured replay draws the
+##          next numbers with no argument rewritten. Otherwise seed and offset are scalars.
 <%
     per_block = 4 if ctype == "float" else 2
 %>
@@ -53,6 +57,19 @@ inline T unit_open_low(const uint x, const uint y) { return (bits53(x, y) + 1.0)
 #define TWO_PI 6.28318530717958647692
 % endif
 
+% if from_state:
+__kernel void philox_fill(__global T *out, const int n, __global const uint *state,
+                          const uint add_lo, const uint add_hi,
+                          const T a, const T b)
+{
+    const uint block = get_global_id(0);
+    const uint first = block * ${per_block}u;
+    if (first >= (uint)n) return;
+
+    const uint seed_lo = state[0], seed_hi = state[1];
+    const uint offset_lo = state[2] + add_lo;
+    const uint offset_hi = state[3] + add_hi + (offset_lo < add_lo ? 1u : 0u);
+% else:
 __kernel void philox_fill(__global T *out, const int n,
                           const uint seed_lo, const uint seed_hi,
                           const uint offset_lo, const uint offset_hi,
@@ -61,6 +78,7 @@ __kernel void philox_fill(__global T *out, const int n,
     const uint block = get_global_id(0);
     const uint first = block * ${per_block}u;
     if (first >= (uint)n) return;
+% endif
 
     // The 64-bit counter (offset + block) as two words with a carry.
     const uint ctr_lo = offset_lo + block;

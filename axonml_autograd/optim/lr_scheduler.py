@@ -33,7 +33,7 @@ import types
 from bisect import bisect_right
 from collections import Counter
 
-from . import Optimizer
+from .optimizer import Optimizer
 
 __all__ = ["LRScheduler", "LambdaLR", "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR",
            "OneCycleLR", "SequentialLR", "ReduceLROnPlateau"]

@@ -1,0 +1,46 @@
+"""Stochastic gradient descent (``torch.optim.SGD``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer, _number, _optim_kernel
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay.
+
+    As ``torch.optim.SGD``: ``g += wd * p``; ``b = mu * b + (1 - dampening) * g`` (``b = g`` at the
+    first step); ``g = g + mu * b`` with Nesterov, else ``g = b``; ``p -= lr * g``.
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    _state_keys = ("momentum_buffer",)
+
+    def _check_group(self, g):
+        g["lr"] = _number(g["lr"], "SGD lr")
+        g["momentum"] = _number(g["momentum"], "SGD momentum")
+        g["dampening"] = _number(g["dampening"], "SGD dampening")
+        g["weight_decay"] = _number(g["weight_decay"], "SGD weight_decay")
+        g["nesterov"] = bool(g["nesterov"])
+        if g["nesterov"] and (g["momentum"] <= 0 or g["dampening"] != 0):
+            raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
+        return g
+
+    def _needed_state(self, g):
+        return ("momentum_buffer",) if g["momentum"] != 0 else ()
+
+    def _kernel(self, g, data):
+        return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False)
+
+    def _buffers(self, g, data, grad, state):
+        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
+
+    def _scalars(self, g, fresh, T):
+        if g["momentum"] != 0:
+            return [T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
+                    np.int32(fresh), np.int32(g["nesterov"])]
+        return [T(g["weight_decay"])]
