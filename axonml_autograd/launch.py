@@ -105,13 +105,16 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     """
     if not packed:
         args = [_pack(a) for a in args]
-    cmd = (KERNEL, device, knl, global_size, local_size, args)
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
+            cmd = (KERNEL, device, knl, global_size, local_size, args)
             cap.record(cmd if dynamic else _ready(cmd, preset), None if fusable is None else (fusable, args))
     pending = device._pending
-    pending.append(cmd if fusable is None else (FUSABLE, device, knl, global_size, local_size, args, fusable))
+    if fusable is None:
+        pending.append((KERNEL, device, knl, global_size, local_size, args))
+    else:   # flush-time fusion may join it with its neighbours (fusion.enqueue_batch)
+        pending.append((FUSABLE, device, knl, global_size, local_size, args, fusable))
     if len(pending) >= device.flush_at:
         flush(device)
     return args
