@@ -257,8 +257,9 @@ def _sighted(device, cache, pattern, seen, nbuf, nscal, plan):
     seen += 1
     if seen < FUSE_AFTER:
         if seen == 1 and len(entries) >= MAX_PATTERNS:
-            # Many one-off patterns: forget the counts (built kernels and refusals stay).
-            for key in [key for key, v in entries.items() if v.__class__ is int]:
+            # Many one-off patterns: forget the counts and refusals (built kernels stay; a failed
+            # build is not tried again: first_that_builds remembers it).
+            for key in [key for key, v in entries.items() if v is None or v.__class__ is int]:
                 del entries[key]
         entries[pattern] = seen
         return None
@@ -271,7 +272,10 @@ def _sighted(device, cache, pattern, seen, nbuf, nscal, plan):
         width = 1 + len(p.fuse[1])
         layout.append((p, pattern[pos + 1:pos + 1 + width]))
         pos += 1 + width
-    shared = _build(device, layout, nbuf, nscal)
+    try:
+        shared = _build(device, layout, nbuf, nscal)
+    except Exception:   # whatever the driver says, the run goes unfused: a flush must not lose commands
+        shared = None
     if shared is None:
         entries[pattern] = None
         return None
