@@ -38,6 +38,8 @@ FILL = 1     # (FILL, device, buffer, pattern, nbytes)
 COPY = 2     # (COPY, device, dst, src, nbytes)
 UPLOAD = 3   # (UPLOAD, device, buffer, host_array)
 READY = 4    # (READY, device, kernel, global_size, local_size): a kernel object with every argument set
+FUSABLE = 5  # (FUSABLE, device, kernel, global_size, local_size, args, plan): a KERNEL command that
+             # flush-time fusion may join with its neighbours (``plan``: the elementwise plan, fusion.py)
 
 
 class CaptureError(RuntimeError):
@@ -104,13 +106,16 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     """
     if not packed:
         args = [_pack(a) for a in args]
-    cmd = (KERNEL, device, knl, global_size, local_size, args)
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            cap.record(_ready(cmd, preset), None if fusable is None else (fusable, args))
+            cap.record(_ready((KERNEL, device, knl, global_size, local_size, args), preset),
+                       None if fusable is None else (fusable, args))
     pending = device._pending
-    pending.append(cmd)
+    if fusable is None:
+        pending.append((KERNEL, device, knl, global_size, local_size, args))
+    else:   # flush-time fusion may join it with its neighbours (fusion.enqueue_batch)
+        pending.append((FUSABLE, device, knl, global_size, local_size, args, fusable))
     if len(pending) >= device.flush_at:
         flush(device)
     return args
@@ -204,6 +209,17 @@ def flush(device):
     with device.launch_lock:
         # popleft is atomic: a thread appending meanwhile has its command taken by this loop or the next.
         popleft = pending.popleft
+        if len(pending) > 1 and fusion.eager_enabled():
+            # Runs of fusable elementwise launches go to the driver as one fused kernel each.
+            while pending:
+                batch = []
+                take = batch.append
+                try:
+                    while True:
+                        take(popleft())
+                except IndexError:
+                    pass
+                fusion.enqueue_batch(device, batch)
         while pending:
             try:
                 cmd = popleft()
@@ -221,8 +237,8 @@ def enqueue(cmd):
     tag = cmd[0]
     if tag == READY:
         cl.enqueue_nd_range_kernel(cmd[1]._queue, cmd[2], cmd[3], cmd[4])
-    elif tag == KERNEL:
-        _, device, knl, gsize, lsize, args = cmd
+    elif tag == KERNEL or tag == FUSABLE:
+        device, knl, gsize, lsize, args = cmd[1:6]
         set_arg = knl.set_arg
         set_bytes = getattr(knl, "_set_arg_buf", None) or _bytes_setter(knl)
         for i, v in enumerate(args):
@@ -265,3 +281,6 @@ def synchronize(device):
 def _bytes_setter(knl):
     # pyopencl without the private byte setter: scalars go in as numpy byte arrays instead.
     return lambda index, value: knl.set_arg(index, np.frombuffer(value, dtype=np.uint8))
+
+
+from . import fusion  # noqa: E402  (fusion uses this module's names at call time, not at import)
