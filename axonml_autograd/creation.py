@@ -24,7 +24,7 @@ from . import random as _random
 from .device import get_device
 from .tensor import Tensor
 from .shapes import _parse_shape, as_float, as_int
-from .elementwise import elementwise
+from .elementwise_kernels import elementwise
 
 __all__ = ["arange", "linspace", "eye", "zeros_like", "ones_like", "full_like", "rand_like", "randn_like",
            "randint"]

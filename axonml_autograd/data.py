@@ -29,7 +29,7 @@ import numpy as np
 from . import kernels, random
 from .device import get_device
 from .tensor import Tensor
-from .elementwise import _local_size
+from .elementwise_kernels import _local_size
 
 __all__ = ["TensorDataset", "DataLoader", "DistributedSampler", "randperm"]
 

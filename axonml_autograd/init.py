@@ -28,7 +28,7 @@ import threading
 
 from . import random as _random
 from .tensor import Tensor
-from .elementwise import fill
+from .elementwise_kernels import fill
 
 __all__ = ["manual_seed", "next_seed", "derive_seed", "calculate_gain", "calculate_fan_in_and_fan_out",
            "uniform_", "normal_", "constant_", "zeros_", "ones_", "xavier_uniform_", "xavier_normal_",

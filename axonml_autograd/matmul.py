@@ -32,7 +32,7 @@ import pyopencl as cl
 
 from . import kernels, launch, tuning
 from .tensor import Tensor, check_index32
-from .elementwise import _check_same_device, fill
+from .elementwise_kernels import _check_same_device, fill
 from .shapes import _collapse, broadcast_shapes, contiguous_strides
 
 STRATEGIES = ("tiled", "blocked")

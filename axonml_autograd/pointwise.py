@@ -22,7 +22,7 @@ import numpy as np
 
 from .registry import OPS
 from .tensor import Tensor
-from .elementwise import elementwise
+from .elementwise_kernels import elementwise
 
 
 @lru_cache(maxsize=None)

@@ -33,7 +33,7 @@ import numpy as np
 from . import kernels, launch
 from .device import get_device
 from .tensor import Tensor, check_index32
-from .elementwise import _local_size
+from .elementwise_kernels import _local_size
 from .shapes import _parse_shape
 
 _TEMPLATE = "philox.cl.mako"

@@ -146,6 +146,9 @@ op("floordiv", "floor(a / b)", "0", "0", kind="arithmetic", differentiable=False
    int_form="b == 0 ? ({I})0 : (b == -1 ? ({I})(({U})0 - ({U})a) : ({I})(a / b - (a % b != 0 && ((a < 0) != (b < 0)))))",
    reference=np.floor_divide, torch="floor_divide", away_from=(0.0,))
 
+# Added as the README's "Adding an op to the library" shows: one row each, tested by tests/test_registry.py.
+op("hypot", "hypot(a, b)", "g * a / y", "g * b / y", reference=np.hypot, torch="hypot", away_from=(0.0,))
+
 # -- one-input maths ----------------------------------------------------------------------------------------
 op("neg", "-x", "-g", kind="arithmetic", int_form="({I})(({U})0 - ({U})x)", reference=np.negative, torch="neg")
 op("abs", "abs(x)", "g if x > 0 else (-g if x < 0 else 0)", int_form="({I})(x < 0 ? ({U})0 - ({U})x : ({U})x)",
@@ -170,6 +173,8 @@ op("expm1", "expm1(x)", "g * (y + 1)", reference=np.expm1, torch="expm1")
 op("log2", "log2(x)", f"g / (x * {_LN2})", reference=np.log2, domain=(0.1, 3.0), torch="log2")
 op("log10", "log10(x)", f"g / (x * {_LN10})", reference=np.log10, domain=(0.1, 3.0), torch="log10")
 op("exp2", "exp2(x)", f"g * y * {_LN2}", reference=np.exp2, torch="exp2")
+op("logit", "log(x / (1 - x))", "g / (x * (1 - x))", reference=lambda x: np.log(x / (1 - x)), domain=(0.05, 0.95),
+   torch="logit")
 op("rsqrt", "rsqrt(x)", "-0.5 * g * y * y * y", reference=lambda x: 1.0 / np.sqrt(x), domain=(0.1, 3.0),
    torch="rsqrt")
 op("reciprocal", "1 / x", "-g * y * y", reference=np.reciprocal, away_from=(0.0,), torch="reciprocal")

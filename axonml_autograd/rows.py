@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from . import kernels
-from .elementwise import _MAX_WORK_ITEMS
+from .elementwise_kernels import _MAX_WORK_ITEMS
 from .shapes import normalize_axis
 from .tensor import INT32_MAX, Tensor, _index_dtype, check_index32, index_type
 

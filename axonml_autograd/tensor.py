@@ -670,7 +670,7 @@ def cat(tensors: Sequence[Tensor], dim=0) -> Tensor:
 
 
 # The planners build Tensors, so they come after the class; callers may import them from here.
-from .elementwise import (_check_same_device, _local_size, broadcast_view, copy_view, elementwise,  # noqa: E402
+from .elementwise_kernels import (_check_same_device, _local_size, broadcast_view, copy_view, elementwise,  # noqa: E402
                           ew_launch_shape, fill, as_index)
 from .rows import (cross_entropy_rows, cross_entropy_rows_backward, reduce, softmax_rows,  # noqa: E402
                    softmax_rows_backward, sum_to_shape)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .tensor import Tensor, View, cat
 from .shapes import contiguous_strides
-from .elementwise import elementwise
+from .elementwise_kernels import elementwise
 from .rows import reduce
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]

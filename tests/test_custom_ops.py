@@ -142,7 +142,7 @@ def test_a_wrong_backward_is_reported_with_the_functions_name():
 
 
 def test_saved_tensors_are_version_checked_and_freed_after_backward():
-    from axonml_autograd.elementwise import fill
+    from axonml_autograd.elementwise_kernels import fill
 
     class Square(Function):
         @staticmethod

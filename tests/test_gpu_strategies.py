@@ -6,7 +6,7 @@ import pytest
 
 from axonml_autograd import Tensor
 from axonml_autograd.device import Device
-from axonml_autograd.elementwise import ew_launch_shape, elementwise
+from axonml_autograd.elementwise_kernels import ew_launch_shape, elementwise
 from axonml_autograd.rows import _reduce_layout, reduce, softmax_rows, softmax_rows_backward
 from axonml_autograd.tensor import cat
 

@@ -532,7 +532,7 @@ def test_forward_matches_numpy(c, dtype, device):
 # A check that the checker itself can fail: a wrong backward is caught and reported precisely.
 def test_check_gradients_raises_naming_the_input_and_the_worst_element(device, fp64):
     from axonml_autograd.grad_fn import record
-    from axonml_autograd.elementwise import elementwise
+    from axonml_autograd.elementwise_kernels import elementwise
 
     def wrong_square(v):  # forward x^2, backward claims 3x instead of 2x
         x = v.data()

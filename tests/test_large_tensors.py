@@ -12,10 +12,12 @@ import re
 import numpy as np
 import pytest
 
+import axonml_autograd.elementwise_kernels as EW
+import axonml_autograd.rows as ROWS
 import axonml_autograd.tensor as T
 from axonml_autograd import Tensor, Variable, kernels, where
 from axonml_autograd.tensor import INT32_MAX, View, check_index32, index_type
-from axonml_autograd.elementwise import elementwise
+from axonml_autograd.elementwise_kernels import elementwise
 from axonml_autograd.rows import reduce
 
 
@@ -57,15 +59,16 @@ def test_ordinary_sizes_render_the_32_bit_kernels():
 
 def test_plans_for_ordinary_tensors_use_int(device, monkeypatch):
     chosen = []
-    real = T.index_type
-    monkeypatch.setattr(T, "index_type", lambda *e: chosen.append(real(*e)) or chosen[-1])
-    T._plans.clear()
+    real = index_type
+    for planner in (EW, ROWS):   # the planners that choose an index type
+        monkeypatch.setattr(planner, "index_type", lambda *e: chosen.append(real(*e)) or chosen[-1])
+    EW._plans.clear()
     x = Tensor.from_numpy(np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     (x.permute([2, 0, 1]) * 2.0).numpy()
     x.sum(axis=1).numpy()
     (x > 3.0).sum().numpy()
     assert chosen and set(chosen) == {"int"}
-    T._plans.clear()
+    EW._plans.clear()
 
 
 def test_32_bit_families_refuse_larger_inputs_by_name():
@@ -83,11 +86,12 @@ def test_32_bit_families_refuse_larger_inputs_by_name():
 def force_long(monkeypatch):
     """Every elementwise plan and reduction takes its 64-bit kernel; launches are capped at 64
     work-items so the reductions' row loop (and the GPU elementwise chunking) runs several rounds."""
-    monkeypatch.setattr(T, "index_type", lambda *extents: "long")
-    monkeypatch.setattr(T, "_MAX_WORK_ITEMS", 64)
-    T._plans.clear()
+    for planner in (EW, ROWS):
+        monkeypatch.setattr(planner, "index_type", lambda *extents: "long")
+        monkeypatch.setattr(planner, "_MAX_WORK_ITEMS", 64)
+    EW._plans.clear()
     yield
-    T._plans.clear()
+    EW._plans.clear()
 
 
 def test_forced_long_elementwise_matches_numpy(device, force_long):
@@ -251,8 +255,9 @@ def _families():
 @pytest.mark.parametrize("op, call", _families(), ids=[f[0] for f in _families()])
 def test_32_bit_families_refuse_past_the_limit(device, monkeypatch, op, call):
     # The limit lowered to 50 elements: 64-element inputs stand for tensors past 2**31 - 1.
-    monkeypatch.setattr(T, "INT32_MAX", 50)
-    T._plans.clear()
+    for module in (T, ROWS):
+        monkeypatch.setattr(module, "INT32_MAX", 50)
+    EW._plans.clear()
     with pytest.raises(ValueError, match=rf"^{re.escape(op)}: .* beyond what {re.escape(op)} supports \(50, "):
         call()
-    T._plans.clear()
+    EW._plans.clear()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor
-from axonml_autograd.elementwise import _plans, _vector_safe, elementwise
+from axonml_autograd.elementwise_kernels import _plans, _vector_safe, elementwise
 
 
 def _plan_of(expr):

@@ -8,7 +8,7 @@ import pytest
 
 from axonml_autograd import Tensor, Variable, capture, default_device
 from axonml_autograd.backward import check_gradients
-from axonml_autograd.elementwise import fill
+from axonml_autograd.elementwise_kernels import fill
 
 RNG = np.random.default_rng(7)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..grad_fn import record
-from ..elementwise import elementwise
+from ..elementwise_kernels import elementwise
 from ..shapes import normalize_axis
 from ..rows import reduce, softmax_rows, softmax_rows_backward
 from . import differentiable as dv

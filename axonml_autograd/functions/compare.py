@@ -14,7 +14,7 @@ import numpy as np
 from ..pointwise import result_dtype
 from ..tensor import Tensor
 from ..shapes import as_float
-from ..elementwise import elementwise
+from ..elementwise_kernels import elementwise
 from ..rows import reduce
 
 OPS = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}

@@ -47,7 +47,7 @@ from .. import kernels, launch
 from ..grad_fn import record
 from ..matmul import matmul
 from ..tensor import Tensor, check_index32
-from ..elementwise import elementwise
+from ..elementwise_kernels import elementwise
 from ..rows import reduce
 
 _CONV = "conv.cl.mako"

@@ -15,7 +15,7 @@ input's shape.
 from __future__ import annotations
 
 from ..tensor import Tensor
-from ..elementwise import elementwise
+from ..elementwise_kernels import elementwise
 
 
 def const(like, tensor: Tensor):

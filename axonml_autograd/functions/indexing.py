@@ -28,7 +28,7 @@ import numpy as np
 from .. import kernels
 from ..grad_fn import record
 from ..tensor import Tensor, View, check_index32
-from ..elementwise import as_index, copy_view
+from ..elementwise_kernels import as_index, copy_view
 from ..shapes import as_int, contiguous_strides, normalize_axis
 from .shape import _window_rule_vrule, into_zeros
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..grad_fn import record
 from ..tensor import Tensor, View
 from ..shapes import as_float, as_int
-from ..elementwise import as_index, broadcast_view, elementwise
+from ..elementwise_kernels import as_index, broadcast_view, elementwise
 from ..rows import cross_entropy_rows, cross_entropy_rows_backward, reduce, sum_to_shape
 from . import differentiable as dv
 from .activation import _floats

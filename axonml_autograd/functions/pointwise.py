@@ -25,7 +25,7 @@ from ..grad_fn import record
 from ..registry import OPS
 from ..tensor import Tensor
 from ..shapes import as_float
-from ..elementwise import elementwise
+from ..elementwise_kernels import elementwise
 from ..rows import sum_to_shape
 from . import differentiable as dv
 

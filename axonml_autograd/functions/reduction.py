@@ -11,7 +11,7 @@ from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, check_index32
-from ..elementwise import broadcast_view, elementwise
+from ..elementwise_kernels import broadcast_view, elementwise
 from ..shapes import normalize_axis
 from ..rows import reduce
 

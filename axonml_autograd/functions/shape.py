@@ -13,7 +13,7 @@ from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, View, cat as cat_tensors
 from ..shapes import as_int, contiguous_strides, narrow_arguments, normalize_axis, permutation
-from ..elementwise import copy_view, elementwise
+from ..elementwise_kernels import copy_view, elementwise
 from ..rows import sum_to_shape
 
 

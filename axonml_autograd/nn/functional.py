@@ -30,7 +30,7 @@ from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
 from ..tensor import Tensor, View
 from ..shapes import as_float, as_int, contiguous_strides
-from ..elementwise import copy_view
+from ..elementwise_kernels import copy_view
 
 __all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
            "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",

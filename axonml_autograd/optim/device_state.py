@@ -26,7 +26,7 @@ import weakref
 import numpy as np
 
 from .. import kernels, launch
-from ..elementwise import _local_size
+from ..elementwise_kernels import _local_size
 from ..tensor import Tensor
 
 _COUNTERS = "counters.cl.mako"

@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import kernels, launch
-from ..elementwise import ew_launch_shape
+from ..elementwise_kernels import ew_launch_shape
 from ..tensor import Tensor, check_index32
 from . import device_state
 from .device_state import StepCount
