@@ -106,6 +106,9 @@ def _vector_safe(expr: str) -> bool:
     return _NOT_VECTOR_SAFE.search(expr) is None
 
 
+_NONE: dict = {}   # never written: the default for absent scalars
+
+
 def _descriptor(x):
     # dtype.num rather than the dtype: hashing a numpy dtype costs more than the rest of the key.
     if isinstance(x, View):
@@ -149,6 +152,11 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
             _plans.clear()
         plan = _plans[key] = _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, dtype,
                                              out, op, device)
+    return _run(plan, inputs, scalars, int_scalars, long_scalars, out)
+
+
+def _run(plan, inputs, scalars, int_scalars=_NONE, long_scalars=_NONE, out=None) -> Tensor:
+    """Launch ``plan`` on ``inputs``: the part of an elementwise op that runs on every call."""
     if out is not None:
         result = out.tensor
         result._version += 1
@@ -189,10 +197,49 @@ def elementwise(expr: str, inputs: Sequence, names: Sequence[str] = ("a", "b", "
 
 _pack_int = struct.Struct("=i").pack
 _pack_long = struct.Struct("=q").pack
-_NONE: dict = {}   # never written: the default for absent scalars
 
 
 _plans: dict = {}
+
+
+class Launcher:
+    """``elementwise(expr, ...)`` for whole Tensors and float scalars, with everything that does not
+    depend on the operands (the expression, names, scalar names) fixed once: a call keys its plan on the
+    launcher and the operands' layouts only. The registry's ops hold one per kernel they run.
+
+    >>> add = Launcher("a + b", ("a", "b"), op="add")
+    >>> add([Tensor.from_vec([1.0], [1]), Tensor.from_vec([2.0], [1])]).to_vec()
+    [3.0]
+    """
+
+    __slots__ = ("expr", "names", "op", "__weakref__")
+
+    def __init__(self, expr: str, names: tuple, op: str = "elementwise"):
+        self.expr, self.names, self.op = expr, tuple(names), op
+
+    def __call__(self, inputs, scalars=_NONE) -> Tensor:
+        if len(inputs) == 1:
+            x = inputs[0]
+            if x.__class__ is View:
+                return elementwise(self.expr, inputs, self.names, scalars, op=self.op)
+            key = (self, tuple(scalars), x.device, x.dtype.num, x._shape, x._view)
+        else:
+            key = [self, tuple(scalars)]
+            for x in inputs:
+                if x.__class__ is View:
+                    return elementwise(self.expr, inputs, self.names, scalars, op=self.op)
+                key += (x.device, x.dtype.num, x._shape, x._view)
+            key = tuple(key)
+        plan = _plans.get(key)
+        if plan is None:
+            if len(_plans) > 20000:
+                _plans.clear()
+            plan = _plans[key] = _make_plan(self.expr, inputs, self.names, scalars, _NONE, _NONE, None, None, None,
+                                            self.op, None)
+        return _run(plan, inputs, scalars)
+
+    def __repr__(self):
+        return f"Launcher({self.expr!r}, {self.names})"
 
 
 def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, dtype, out, op, device) -> _Plan:

@@ -25,27 +25,30 @@ from ..grad_fn import record
 from ..registry import OPS
 from ..tensor import Tensor
 from ..shapes import as_float
-from ..elementwise_kernels import elementwise
+from ..elementwise_kernels import Launcher, elementwise
 from ..rows import sum_to_shape
 from . import differentiable as dv
 
 
 class _Form:
-    """What backward needs of one way of calling a row, worked out once: the node's name, the names the
-    forward kernel binds, the saved names and, per differentiable input, its rendered rule and which
-    saved tensors that rule reads."""
+    """What forward and backward need of one way of calling a row, worked out once: the node's name, the
+    names the forward kernel binds, the saved names and, per differentiable input, a launcher for its
+    rendered rule (None where the rule is ``g`` itself) and which saved tensors that rule reads."""
 
-    __slots__ = ("spec", "node", "names", "kept", "rules", "reads", "scalar", "grad_of")
+    __slots__ = ("spec", "node", "names", "kept", "run", "rules", "reads", "scalar", "grad_of")
 
     def __init__(self, spec, node, names, scalar=None):
         self.spec, self.node, self.names, self.scalar = spec, node, names, scalar
+        self.run = Launcher(spec.opencl, names, op=spec.name)
         # The inputs that get a gradient: the tensor operands (not the one a Python number fills).
         self.grad_of = [k for k, n in enumerate(spec.inputs) if n in names]
         rules = [spec.gradient[k] for k in self.grad_of]
         readable = tuple(names) + ("y",)
         self.kept = tuple(n for n in readable if any(n in expr.names(r) for r in rules))
-        self.rules = [expr.render(r) for r in rules]
-        self.reads = [tuple(n for n in self.kept if n in expr.names(r)) for r in rules]
+        self.reads = [tuple(self.kept.index(n) for n in self.kept if n in expr.names(r)) for r in rules]
+        self.rules = [None if expr.render(r) == "g" else
+                      Launcher(expr.render(r), ("g",) + tuple(self.kept[i] for i in reads), op=spec.name)
+                      for r, reads in zip(rules, self.reads)]
 
 
 @lru_cache(maxsize=None)
@@ -79,7 +82,7 @@ def unary(name: str, v, **scalars):
         x = x.astype("float32")   # like torch: a float function of integers promotes them to float32
     values = {k: as_float(scalars[k], f"{name} {k}") for k in spec.kernel_scalars}
     P.check_bounds(spec, values)
-    y = elementwise(spec.opencl, [x], names=form.names, scalars=values, op=name)
+    y = form.run([x], values)
     return record(form.node, y, [v], _rule, saved=[x if n == "x" else y for n in form.kept], form=form,
                   scalars=values, vrule=_vrule)
 
@@ -94,7 +97,7 @@ def binary(name: str, a, b, **scalars):
     P.no_bool_subtraction(name, x, y)
     if x.dtype.kind != "f" and y.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
         return record(form.node, P.binary(name, x, y), [a, b], None)
-    out = elementwise(spec.opencl, [x, y], names=form.names, scalars=scalars or None, op=name)
+    out = form.run([x, y], scalars)
     by_name = {form.names[0]: x, form.names[1]: y, "y": out}
     return record(form.node, out, [a, b], _rule, saved=[by_name[n] for n in form.kept], form=form,
                   scalars=scalars, shapes=(x._shape, y._shape), vrule=_vrule)
@@ -111,7 +114,7 @@ def scalar(name: str, v, value, reverse=False):
         return record(form.node, P.scalar_op(name, x, exact, reverse), [v], None)
     value = as_float(value, name)
     values = {form.scalar: value}
-    y = elementwise(form.spec.opencl, [x], names=form.names, scalars=values, op=name)
+    y = form.run([x], values)
     return record(form.node, y, [v], _rule, saved=[x if n != "y" else y for n in form.kept], form=form,
                   scalars=values, vrule=_vrule)
 
@@ -120,17 +123,20 @@ def _rule(ctx, g):
     """First order: each needed input's rendered rule as one kernel over g and what it reads."""
     attrs = ctx.attrs
     form = attrs["form"]
-    saved = dict(zip(form.kept, ctx.saved_tensors)) if form.kept else None
-    shapes = attrs.get("shapes")
+    saved = ctx.saved_tensors
+    rules = form.rules
+    if len(rules) == 1:   # one input gets a gradient (unary ops, scalar forms): no broadcasting to undo
+        run = rules[0]
+        return g if run is None else run([g] + [saved[i] for i in form.reads[0]], attrs["scalars"])
+    shapes = attrs["shapes"]
     out = []
-    for rule, reads, k in zip(form.rules, form.reads, form.grad_of):
-        if not ctx.needs_input_grad[len(out)]:
+    for run, reads, k in zip(rules, form.reads, form.grad_of):
+        if not ctx.needs_input_grad[k]:
             out.append(None)
             continue
-        grad = g if rule == "g" else elementwise(rule, [g] + [saved[n] for n in reads], names=("g",) + reads,
-                                                 scalars=attrs["scalars"] or None)
-        out.append(sum_to_shape(grad, shapes[k]) if shapes else grad)
-    return tuple(out) if len(out) > 1 else out[0]
+        grad = g if run is None else run([g] + [saved[i] for i in reads], attrs["scalars"])
+        out.append(sum_to_shape(grad, shapes[k]))
+    return tuple(out)
 
 
 def _vrule(ctx, g):
