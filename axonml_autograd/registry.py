@@ -173,7 +173,8 @@ op("expm1", "expm1(x)", "g * (y + 1)", reference=np.expm1, torch="expm1")
 op("log2", "log2(x)", f"g / (x * {_LN2})", reference=np.log2, domain=(0.1, 3.0), torch="log2")
 op("log10", "log10(x)", f"g / (x * {_LN10})", reference=np.log10, domain=(0.1, 3.0), torch="log10")
 op("exp2", "exp2(x)", f"g * y * {_LN2}", reference=np.exp2, torch="exp2")
-op("logit", "log(x / (1 - x))", "g / (x * (1 - x))", reference=lambda x: np.log(x / (1 - x)), domain=(0.05, 0.95),
+# Outside [0, 1] torch's gradient is NaN, as the log's argument is negative there.
+op("logit", "log(x / (1 - x))", "g / (x * (1 - x)) if (x >= 0 and x <= 1) else nan", reference=lambda x: np.log(x / (1 - x)), domain=(0.05, 0.95),
    torch="logit")
 op("rsqrt", "rsqrt(x)", "-0.5 * g * y * y * y", reference=lambda x: 1.0 / np.sqrt(x), domain=(0.1, 3.0),
    torch="rsqrt")

@@ -11,6 +11,8 @@ differences (``check_gradients``) on small shapes. Two Hypothesis profiles:
 import contextlib
 import math
 import os
+import pathlib
+import sys
 import warnings
 
 import numpy as np
@@ -21,6 +23,12 @@ from hypothesis.extra import numpy as hnp
 
 from axonml_autograd import Tensor, Variable, default_device
 from axonml_autograd.backward import check_gradients
+from axonml_autograd.registry import OPS as REGISTRY
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from registry_cases import call as registry_call  # noqa: E402
+from registry_cases import reference as registry_reference  # noqa: E402
+from registry_cases import sample as registry_sample  # noqa: E402
 
 _COMMON = dict(deadline=None, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -90,6 +98,14 @@ BINARY = {
     "mul": (lambda a, b: a * b, np.multiply),
     "div": (lambda a, b: a / b, np.divide),
 }
+# ... and every two-input registry row that is smooth away from b = 0 (fmod and remainder jump, floordiv
+# has no gradient, pow wants a positive base: test_registry.py covers those).
+for _spec in REGISTRY.values():
+    if (_spec.arity == 2 and _spec.differentiable and _spec.kind != "loss" and _spec.name not in BINARY
+            and _spec.domain == (-2.0, 2.0) and set(_spec.away_from) <= {0.0}
+            and _spec.name not in ("fmod", "remainder")):
+        BINARY[_spec.name] = ((lambda sp: lambda a, b: registry_call(sp, a, b))(_spec),
+                              (lambda sp: lambda a, b: registry_reference(sp, a, b))(_spec))
 pairs = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=0, max_side=4)
 small_pairs = hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, min_side=0, max_side=2)
 
@@ -161,7 +177,16 @@ UNARY = {   # name: (ours, numpy, (low, high, away_from_zero))
 }
 
 
+# ... and every one-input registry row, on its own domain and 0.2 away from its kinks (sample()).
+for _spec in REGISTRY.values():
+    if _spec.arity == 1 and _spec.differentiable and _spec.name not in UNARY:
+        UNARY[_spec.name] = ((lambda sp: lambda v: registry_call(sp, v))(_spec),
+                             (lambda sp: lambda x: registry_reference(sp, x))(_spec), _spec)
+
+
 def _unary_input(name, seed, shape):
+    if not isinstance(UNARY[name][2], tuple):
+        return registry_sample(UNARY[name][2], shape, seed)
     low, high, away = UNARY[name][2]
     x = values(seed, shape, low, high, away)
     if name == "clamp":   # keep clear of the clamp edges, where finite differences straddle the kink

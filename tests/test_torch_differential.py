@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from axonml_autograd import Tensor, Variable
+from axonml_autograd.registry import OPS as REGISTRY
 
 torch = pytest.importorskip("torch")
 
@@ -76,6 +77,21 @@ OPS = {
     "log_softmax": (lambda v: v.reshape([1, -1]).log_softmax(-1), lambda t: torch.log_softmax(t.reshape(1, -1), -1)),
     "max_dim": (lambda v: v.reshape([1, -1]).max_dim(1), lambda t: t.reshape(1, -1).max(1).values),
 }
+
+
+def _torch_fn(path):
+    fn = torch
+    for part in path.split("."):
+        fn = getattr(fn, part)
+    return fn
+
+
+# Every registry row with a torch twin is compared too, so a new row is checked on special values
+# without a line here (the table above pins the calls with non-default options).
+for _spec in REGISTRY.values():
+    if _spec.torch and _spec.kind != "loss" and _spec.name not in OPS and not _spec.scalars:
+        if _spec.arity == 1:
+            OPS[_spec.name] = ((lambda n: lambda v: getattr(v, n)())(_spec.name), _torch_fn(_spec.torch))
 
 # softmax and max look at the whole row: NaN or inf in one element changes every output, so they
 # get the finite values only (NaN rows are covered by their own test below).
@@ -248,6 +264,9 @@ BINARY_OPS = {
     "remainder": (lambda a, b: a.remainder(b), torch.remainder),
     "pow": (lambda a, b: a.pow(b), torch.pow),
 }
+for _spec in REGISTRY.values():
+    if _spec.torch and _spec.arity == 2 and _spec.kind == "maths" and _spec.name not in BINARY_OPS:
+        BINARY_OPS[_spec.name] = ((lambda n: lambda a, b: getattr(a, n)(b))(_spec.name), _torch_fn(_spec.torch))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
