@@ -36,7 +36,9 @@ import numpy as np
 import pyopencl as cl
 
 from . import kernels
-from . import tensor as T
+from .elementwise_kernels import _check_same_device
+from .elementwise_kernels import elementwise as _elementwise   # this module's elementwise() is the public one
+from .shapes import as_float
 from .grad_fn import record
 from .no_grad import enable_grad, is_grad_enabled, no_grad
 from .functions import differentiable as dv
@@ -92,7 +94,7 @@ def elementwise(expr: str, *tensors, dtype=None, **named):
             inputs.append(value)
             names.append(name)
         elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            scalars[name] = T.as_float(value, f"elementwise scalar {name}")
+            scalars[name] = as_float(value, f"elementwise scalar {name}")
         else:
             raise TypeError(f"elementwise: {name} must be a Tensor, Variable or number, got {type(value).__name__}")
     if not inputs:
@@ -101,8 +103,8 @@ def elementwise(expr: str, *tensors, dtype=None, **named):
     datas = [_data(t) for t in inputs]
     out_dtype = None if dtype is None else datas[0].device.check_dtype(dtype)
     try:
-        result = T.elementwise(expr, datas, names=tuple(names), scalars=scalars, dtype=out_dtype,
-                               op="elementwise")
+        result = _elementwise(expr, datas, names=tuple(names), scalars=scalars, dtype=out_dtype,
+                              op="elementwise")
     except kernels.KernelBuildError as e:
         raise kernels.KernelBuildError(f"elementwise: the expression {expr!r} does not compile:\n{e}") from e
     return Variable(result) if as_variable else result
@@ -386,7 +388,7 @@ class Kernel:
         tensors = [d for d in datas if isinstance(d, Tensor)]
         dev = tensors[0].device if tensors else get_device(device)
         if tensors:
-            T._check_same_device(f"Kernel {self.name}", tensors)
+            _check_same_device(f"Kernel {self.name}", tensors)
         values, written = [], []
         for p, a in zip(self.params, datas):
             if p.kind == "buffer":

@@ -21,7 +21,7 @@ with ``{I}`` for the integer type and ``{U}`` for its unsigned twin (wrapping is
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -256,7 +256,3 @@ op("smooth_l1", "0.5 * x * x / beta if abs(x) < beta else abs(x) - 0.5 * beta",
    scalars=(_param("beta", 1.0),), reference=lambda x, b: np.where(np.abs(x) < b, 0.5 * x * x / b, np.abs(x) - 0.5 * b),
    away_from=(-1.0, 1.0))
 
-
-def scalar_defaults(spec: OpSpec, values: dict) -> dict:
-    """The kernel scalars of ``spec`` from argument names (given or defaulted)."""
-    return {k: values.get(n, d) for n, d, k in spec.scalars}

@@ -41,7 +41,7 @@ from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from . import tensor as T
+from .elementwise_kernels import elementwise
 from .tensor import Tensor
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoint", "save", "read", "load", "load_into"]
@@ -449,5 +449,5 @@ def load_into(path, named_variables: Mapping, strict: bool = True, optimizer=Non
         except (ValueError, TypeError) as e:
             raise CheckpointError(f"{where}: the optimiser state does not fit: {e}. Nothing was loaded.") from e
     for name, src in sources.items():
-        T.elementwise("a", [src], out=targets[name].view(), op="load_into")   # in place: references stay valid
+        elementwise("a", [src], out=targets[name].view(), op="load_into")   # in place: references stay valid
     return ckpt

@@ -26,7 +26,7 @@ import numpy as np
 from . import pointwise as P
 from .functions import compare
 from .functions import pointwise as F
-from .registry import OPS, rows
+from .registry import rows
 from .tensor import Tensor
 from .shapes import as_float
 from .variable import Variable, as_variable

@@ -669,11 +669,9 @@ def cat(tensors: Sequence[Tensor], dim=0) -> Tensor:
     return out
 
 
-# The planners build Tensors, so they come after the class; callers may import them from here.
-from .elementwise_kernels import (_check_same_device, _local_size, broadcast_view, copy_view, elementwise,  # noqa: E402
-                          ew_launch_shape, fill, as_index)
-from .rows import (cross_entropy_rows, cross_entropy_rows_backward, reduce, softmax_rows,  # noqa: E402
-                   softmax_rows_backward, sum_to_shape)
-from .shapes import (_axis_or_dim, _collapse, _parse_shape, _short, as_float, as_int, broadcast_shapes,  # noqa: E402
-                     contiguous_strides, infer_shape, narrow_arguments, normalize_axis, numbers_array,
-                     permutation)
+# The planners build Tensors, so they come after the class; a few callers reach them through this
+# module (``T.launch`` and the names below), the rest import them from their own modules.
+from .elementwise_kernels import _check_same_device, broadcast_view, copy_view, elementwise, fill  # noqa: E402,F401
+from .rows import reduce  # noqa: E402
+from .shapes import (_axis_or_dim, _parse_shape, _short, as_float, broadcast_shapes, contiguous_strides,  # noqa: E402
+                     infer_shape, narrow_arguments, normalize_axis, numbers_array, permutation)

@@ -16,6 +16,7 @@ from typing import Optional
 
 from . import pointwise as P
 from . import tensor as T
+from .elementwise_kernels import elementwise
 from . import variable_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
@@ -171,7 +172,7 @@ class Variable(VariableOps):
             self._grad = P.binary("add", self._grad, grad)
             self._grad_var = None
         else:
-            T.elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
+            elementwise("a + b", [self._grad, grad], out=self._grad.view(), op="accumulate_grad")
 
     def _accumulate_grad_variable(self, grad: "Variable"):
         """backward(create_graph=True)'s accumulation: the new gradient is a Variable op of the old one
@@ -220,7 +221,7 @@ class Variable(VariableOps):
             raise ValueError(f"set_data: tensor is on device {src.device.selector} {src.device.name}, the "
                              f"variable on {dst.device.selector} {dst.device.name}; move it with .to()")
         if dst.numel():
-            T.elementwise("a", [src], out=dst.view(), op="set_data")
+            elementwise("a", [src], out=dst.view(), op="set_data")
         else:
             dst._version += 1
         return self

@@ -11,6 +11,7 @@ import numbers
 
 from . import pointwise as P
 from . import tensor as T
+from .shapes import as_float, as_int, infer_shape, normalize_axis
 from .functions import activation, compare, indexing, linalg, loss, reduction, sorting
 from .functions import pointwise as F
 from .functions import shape as shape_ops
@@ -120,9 +121,9 @@ class VariableOps:
             raise ValueError(f"roll: {len(shifts)} shifts for {len(dims)} dims")
         out = self
         for s, d in zip(shifts, dims):
-            d = T.normalize_axis(d, self.ndim(), "roll dim")
+            d = normalize_axis(d, self.ndim(), "roll dim")
             n = self.shape()[d]
-            k = T.as_int(s, "roll: shift") % n if n else 0
+            k = as_int(s, "roll: shift") % n if n else 0
             if k:
                 out = Variable.cat([out.narrow(d, n - k, k), out.narrow(d, 0, n - k)], d)
         return out
@@ -364,10 +365,10 @@ class VariableOps:
 
     def unflatten(self, dim, sizes):
         shape = self.shape()
-        d = T.normalize_axis(dim, len(shape), "unflatten dim", shape)
+        d = normalize_axis(dim, len(shape), "unflatten dim", shape)
         sizes = [sizes] if isinstance(sizes, int) else list(sizes)
         try:
-            new = list(T.infer_shape(sizes, shape[d]))
+            new = list(infer_shape(sizes, shape[d]))
         except ValueError:
             raise ValueError(f"unflatten: sizes {sizes} do not multiply to the size {shape[d]} of dim {d} "
                              f"in shape {shape}") from None
@@ -375,7 +376,7 @@ class VariableOps:
 
     def repeat(self, *sizes):
         """torch's ``repeat``: tile the data ``sizes[k]`` times along axis k (leading axes added as needed)."""
-        sizes = [T.as_int(s, "repeat: size") for s in _varargs(sizes)]
+        sizes = [as_int(s, "repeat: size") for s in _varargs(sizes)]
         shape = self.shape()
         if len(sizes) < len(shape):
             raise ValueError(f"repeat: {len(sizes)} sizes for a tensor of {len(shape)} dims")
@@ -386,13 +387,13 @@ class VariableOps:
 
     def split(self, split_size_or_sections, dim=0):
         """Pieces along ``dim``: of ``split_size`` each (the last may be shorter), or of the listed sizes."""
-        size = self.shape()[T.normalize_axis(dim, self.ndim(), "split dim")]
+        size = self.shape()[normalize_axis(dim, self.ndim(), "split dim")]
         if isinstance(split_size_or_sections, (list, tuple)):
-            sizes = [T.as_int(s, "split: section") for s in split_size_or_sections]
+            sizes = [as_int(s, "split: section") for s in split_size_or_sections]
             if sum(sizes) != size:
                 raise ValueError(f"split: sections {sizes} do not add up to the size {size} of dim {dim}")
         else:
-            step = T.as_int(split_size_or_sections, "split: split_size")
+            step = as_int(split_size_or_sections, "split: split_size")
             if step <= 0:
                 raise ValueError(f"split: split_size must be positive, got {step}")
             sizes = [min(step, size - k) for k in range(0, size, step)] or [0]
@@ -404,10 +405,10 @@ class VariableOps:
 
     def chunk(self, chunks, dim=0):
         """torch's ``chunk``: at most ``chunks`` pieces of ``ceil(size / chunks)`` along ``dim``."""
-        chunks = T.as_int(chunks, "chunk: chunks")
+        chunks = as_int(chunks, "chunk: chunks")
         if chunks <= 0:
             raise ValueError(f"chunk: chunks must be positive, got {chunks}")
-        size = self.shape()[T.normalize_axis(dim, self.ndim(), "chunk dim")]
+        size = self.shape()[normalize_axis(dim, self.ndim(), "chunk dim")]
         return self.split(max(1, -(-size // chunks)), dim)
     def transpose(self, d0, d1): return shape_ops.transpose(self, d0, d1)
     def swapaxes(self, d0, d1): return shape_ops.transpose(self, d0, d1)
@@ -425,8 +426,8 @@ class VariableOps:
         shape = self.shape()
         if not shape:
             return shape_ops.reshape(self, [1])
-        s = T.normalize_axis(start_dim, len(shape), "flatten start_dim", shape)
-        e = T.normalize_axis(end_dim, len(shape), "flatten end_dim", shape)
+        s = normalize_axis(start_dim, len(shape), "flatten start_dim", shape)
+        e = normalize_axis(end_dim, len(shape), "flatten end_dim", shape)
         if s > e:
             raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         merged = 1
@@ -447,7 +448,7 @@ class VariableOps:
         for v in vs[1:]:
             if v.shape() != vs[0].shape():
                 raise ValueError(f"stack: shapes {vs[0].shape()} and {v.shape()} differ")
-        d = T.normalize_axis(dim, vs[0].ndim() + 1, "stack dim")
+        d = normalize_axis(dim, vs[0].ndim() + 1, "stack dim")
         return shape_ops.cat([v.unsqueeze(d) for v in vs], d)
 
     # -- losses -------------------------------------------------------------------------------------
@@ -570,4 +571,4 @@ def _as_variable(x, op) -> Variable:
 
 
 def _number(x, op) -> float:
-    return T.as_float(x, op)
+    return as_float(x, op)

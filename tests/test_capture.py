@@ -10,6 +10,7 @@ import pytest
 
 from axonml_autograd import CaptureError, Tensor, Variable, capture, detect_anomaly
 from axonml_autograd import tensor as T
+from axonml_autograd.elementwise_kernels import elementwise
 from axonml_autograd.device import Device
 from axonml_autograd.nn import MLP
 from axonml_autograd.optim import SGD, Adam, AdamW
@@ -401,8 +402,8 @@ def test_fused_elementwise_runs_replay_bit_for_bit_and_in_fewer_launches(n, monk
             y = (w * Variable(x)).tanh().exp().mul_scalar(0.5).add_scalar(0.25).sigmoid()
             loss = (y * y).sum()
             loss.backward()
-            T.elementwise("a + b * s", [acc, w.grad()], scalars={"s": 0.5}, out=acc.view())   # in place
-            T.elementwise("a * L(0.9) + b", [acc, x], out=acc.view())
+            elementwise("a + b * s", [acc, w.grad()], scalars={"s": 0.5}, out=acc.view())   # in place
+            elementwise("a * L(0.9) + b", [acc, x], out=acc.view())
             return loss, w.grad(), acc
         return fn
 

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from .. import launch
-from .. import tensor as T
+from ..elementwise_kernels import elementwise
 from ..backward import _callback_stack, queue_callback
 from ..tensor import Tensor, View
 from ..shapes import contiguous_strides
@@ -300,9 +300,9 @@ class DistributedDataParallel:
                 part = View(total, shape, contiguous_strides(shape), offset)
                 g = p._grad
                 if g is not None and g.dtype == bucket.dtype:
-                    T.elementwise("a / s", [part], scalars={"s": size}, out=g.view(), op="all_reduce")
+                    elementwise("a / s", [part], scalars={"s": size}, out=g.view(), op="all_reduce")
                 else:
-                    p.set_grad(T.elementwise("a / s", [part], scalars={"s": size}, op="all_reduce"))
+                    p.set_grad(elementwise("a / s", [part], scalars={"s": size}, op="all_reduce"))
         if self._buckets:
             launch.flush(self._buckets[0].device)   # the updated gradients go to the device now
         self.reductions += 1

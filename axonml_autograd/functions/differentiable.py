@@ -15,7 +15,6 @@ input's shape.
 from __future__ import annotations
 
 from ..tensor import Tensor
-from ..elementwise_kernels import elementwise
 
 
 def const(like, tensor: Tensor):

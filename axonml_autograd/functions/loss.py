@@ -18,7 +18,7 @@ from ..grad_fn import record
 from ..tensor import Tensor, View
 from ..shapes import as_float, as_int
 from ..elementwise_kernels import as_index, broadcast_view, elementwise
-from ..rows import cross_entropy_rows, cross_entropy_rows_backward, reduce, sum_to_shape
+from ..rows import cross_entropy_rows, cross_entropy_rows_backward, reduce
 from . import differentiable as dv
 from .activation import _floats
 from .pointwise import binary, unary

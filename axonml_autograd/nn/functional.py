@@ -19,7 +19,7 @@ import numbers
 
 import numpy as np
 
-from .. import tensor as T
+from ..elementwise_kernels import broadcast_view, elementwise
 from .. import surface as _surface
 from ..functions import activation as _act
 from ..functions import linalg as _linalg
@@ -99,7 +99,7 @@ def embedding(input, weight, padding_idx=None):
         idx = Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=w.device)
     rows = _embedding(idx, w)
     # The same values either way; the gradient reaches the weight only where the index is not padding.
-    keep = T.elementwise("(int)(i != p)", [idx.reshape(idx.shape() + [1])], names=("i",), int_scalars={"p": pad_i},
+    keep = elementwise("(int)(i != p)", [idx.reshape(idx.shape() + [1])], names=("i",), int_scalars={"p": pad_i},
                          op="embedding", dtype=np.int32)
     return rows.where(keep, rows.detach())
 
@@ -184,8 +184,8 @@ def one_hot(tensor, num_classes=-1) -> Tensor:
     shape = tuple(idx.shape()) + (num_classes,)
     if math.prod(shape) == 0:
         return Tensor(shape, "int32", idx.device)
-    column = T.broadcast_view(idx.reshape(list(idx.shape()) + [1]), shape)
-    return T.elementwise("(int)(i == gid % C)", [column], names=("i",), int_scalars={"C": num_classes},
+    column = broadcast_view(idx.reshape(list(idx.shape()) + [1]), shape)
+    return elementwise("(int)(i == gid % C)", [column], names=("i",), int_scalars={"C": num_classes},
                          op="one_hot", dtype=np.int32)
 
 
@@ -213,7 +213,7 @@ def pad(input, pad, mode="constant", value=0.0):
     offset = sum(b * s for b, s in zip(before, st))
     out = Tensor.full(out_shape, value, data.dtype, data.device)
     if data.numel():
-        T.elementwise("a", [data], out=View(out, data._shape, st, offset), op="pad")
+        elementwise("a", [data], out=View(out, data._shape, st, offset), op="pad")
         out._version = 0
 
     def rule(ctx, g):
@@ -282,7 +282,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     scores = (q @ k.mT) * s
     if is_causal:
         # Made on the device from the element index (no upload, so capture can replay it).
-        upper = T.elementwise("(gid % S) > (gid / S)", [], names=(), int_scalars={"S": S}, shape=(L, S),
+        upper = elementwise("(gid % S) > (gid / S)", [], names=(), int_scalars={"S": S}, shape=(L, S),
                               dtype=np.bool_, device=q.data().device, op="causal mask")
         scores = scores.masked_fill(upper, float("-inf"))
     elif attn_mask is not None:

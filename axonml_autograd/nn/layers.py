@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 
 from .. import init
+from ..elementwise_kernels import elementwise
 from ..registry import rows
-from ..tensor import Tensor
 from ..shapes import as_int
+from ..tensor import Tensor, View
 from ..variable import Variable
 from . import functional as F
 from .module import Module
@@ -100,10 +101,9 @@ class Embedding(Module):
         if self.weight.numel():
             init.normal_(self.weight, 0.0, 1.0, seed=seed)
         if padding_idx is not None and self.embedding_dim:
-            from .. import tensor as T
             row = self.weight.data().reshape([self.num_embeddings, self.embedding_dim])
             zero = Tensor.zeros([1, self.embedding_dim], dtype, device)
-            T.elementwise("a", [zero], out=T.View(row, (1, self.embedding_dim), (self.embedding_dim, 1),
+            elementwise("a", [zero], out=View(row, (1, self.embedding_dim), (self.embedding_dim, 1),
                                                  padding_idx * self.embedding_dim), op="embedding_padding")
 
     def forward(self, indices):

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import tensor as T
+from ..elementwise_kernels import elementwise
 from ..grad_fn import record
 from ..tensor import Tensor
 from ..variable import RemovableHandle, Variable
@@ -312,7 +312,7 @@ class Module:
             sources[k] = src
         for k, src in sources.items():
             dst = own[k]
-            T.elementwise("a", [src], out=dst.view(), op="load_state_dict")   # in place: references stay valid
+            elementwise("a", [src], out=dst.view(), op="load_state_dict")   # in place: references stay valid
         return IncompatibleKeys(missing, unexpected)
 
     def to(self, device=None, dtype=None):

@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from .. import tensor as T
+from ..elementwise_kernels import elementwise, fill
 from ..tensor import Tensor
 from ..shapes import as_float, as_int
 from ..variable import Variable
@@ -80,9 +80,9 @@ class _BatchNorm(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            T.fill(self.running_mean, 0.0)
-            T.fill(self.running_var, 1.0)
-            T.fill(self.num_batches_tracked, 0)
+            fill(self.running_mean, 0.0)
+            fill(self.running_var, 1.0)
+            fill(self.num_batches_tracked, 0)
 
     def forward(self, x):
         name = type(self).__name__
@@ -95,7 +95,7 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             # torch's counter (an in-place device add: no read, and a captured replay repeats it).
             nbt = self.num_batches_tracked
-            T.elementwise("(int)((uint)a + 1u)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int32)
+            elementwise("(int)((uint)a + 1u)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int32)
         # Untracked statistics are None here, so eval() without them normalises with the batch's, as torch.
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, self.momentum, self.eps,
                             num_batches_tracked=self.num_batches_tracked)
