@@ -124,6 +124,10 @@ def _tensor_method(name, fn):
         args = [a._data if isinstance(a, Variable) else a for a in args]
         return _as_tensors(fn(Variable(self), *args, **kwargs))
     method.__name__, method.__qualname__, method.__doc__ = name, f"Tensor.{name}", fn.__doc__
+    try:
+        method.__signature__ = inspect.signature(fn)   # help() shows the Variable method's parameters
+    except (TypeError, ValueError):
+        pass
     return method
 
 

@@ -975,7 +975,7 @@ def make_sgd(params, lr):
         from axonml_autograd.optim import SGD
         return SGD(params, lr=lr), "optimiser: axonml_autograd.optim.SGD"
     except ImportError as e:
-        from axonml_autograd.elementwise import elementwise
+        from axonml_autograd.elementwise_kernels import elementwise
 
         class _FallbackSGD:
             def zero_grad(self):

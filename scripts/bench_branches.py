@@ -13,7 +13,7 @@ import numpy as np
 import pyopencl as cl
 
 from axonml_autograd import Tensor, get_device
-from axonml_autograd.elementwise import _plans, elementwise
+from axonml_autograd.elementwise_kernels import _plans, elementwise
 
 
 def main():

@@ -44,7 +44,7 @@ import axonml_autograd.nn.functional as F
 from axonml_autograd import init
 from axonml_autograd.nn import MLP, Conv2d, Linear, Module
 from axonml_autograd.optim import Adam
-from axonml_autograd.elementwise import elementwise
+from axonml_autograd.elementwise_kernels import elementwise
 
 CHECKPOINT_NAME = "checkpoint.npz"
 MODELS = ("mlp", "cnn")

@@ -5,7 +5,7 @@ import pyopencl as cl
 import pytest
 
 from axonml_autograd import Tensor, Variable, fusion, launch
-from axonml_autograd.tensor import elementwise
+from axonml_autograd.elementwise_kernels import elementwise
 
 SHAPES = [1, 3, 17, 65, 129]
 

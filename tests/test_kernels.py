@@ -142,7 +142,7 @@ CHILD = textwrap.dedent("""
     import json, sys, time
     t0 = time.perf_counter()
     from axonml_autograd import Tensor, kernels
-    from axonml_autograd.tensor import elementwise
+    from axonml_autograd.elementwise_kernels import elementwise
     a = Tensor.from_numpy([[1.0, 2.0, 3.0]])
     b = Tensor.from_numpy([[1.0], [2.0]])
     t1 = time.perf_counter()

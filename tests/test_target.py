@@ -238,7 +238,7 @@ def test_a_width_that_cannot_build_falls_back_and_the_process_exits_0(tmp_path):
     script = textwrap.dedent("""
         import warnings, numpy as np
         import axonml_autograd as ag
-        from axonml_autograd.tensor import softmax_rows
+        from axonml_autograd.rows import softmax_rows
         dev = ag.default_device()
         rng = np.random.default_rng(0)
         a = rng.standard_normal((33, 65)).astype(np.float32)
