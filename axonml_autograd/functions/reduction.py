@@ -104,13 +104,9 @@ def _var_dim_vrule(ctx, g):
     (c,) = ctx.saved_tensors
     # x - mean(x) as a Variable of x, without x: the saved centred values, through a node whose gradient
     # is x's (the centring is linear: its gradient is h - mean(h)).
-    centered = record("CenterBackward", c, [ctx.input(0, c)], _center_rule, dim=ctx.dim, vrule=_center_vrule)
+    centered = record("CenterBackward", c, [ctx.input(0, c)], dim=ctx.dim, vrule=_center_vrule)
     gk = g.reshape(_kept_shape(c._shape, ctx.dim)) if not ctx.keepdim else g
     return centered * gk * (2.0 * ctx.inv)
-
-
-def _center_rule(ctx, h):
-    return elementwise("h - m", [h, reduce(h, "mean", ctx.dim, keepdim=True)], names=("h", "m"))
 
 
 def _center_vrule(ctx, h):
