@@ -8,11 +8,12 @@ place after it was saved is refused rather than used.
 
 A node may also carry a *differentiable* rule ``vrule(ctx, g)``: the same gradient written with
 Variable ops over a Variable ``g``, which ``backward(create_graph=True)`` runs instead so the gradient
-is itself part of a graph. An op whose differentiable rule enqueues the same kernels as a hand-written
-one records only that rule (``rule=None``): first order runs it too, recording nothing (see
-``_first_order``), so each such gradient is written once. The node keeps no input Variables for it: ``ctx.input(k, t)`` rebuilds
-input ``k`` from a saved tensor ``t`` and the node that produced that input (``next_functions()[k]``),
-and ``ctx.output(t)`` turns the op's saved result into a Variable whose gradient flows into this node.
+is itself part of a graph. An op whose differentiable rule enqueues the kernels a hand-written one
+would records only that rule (``rule=None``): first order runs it too, recording nothing (see
+``_first_order``), so such a gradient is written once. The node keeps no input Variables for it:
+``ctx.input(k, t)`` rebuilds input ``k`` from a saved tensor ``t`` and the node that produced that
+input (``next_functions()[k]``), and ``ctx.output(t)`` turns the op's saved result into a Variable
+whose gradient flows into this node.
 """
 
 from __future__ import annotations
