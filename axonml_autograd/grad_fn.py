@@ -8,9 +8,12 @@ place after it was saved is refused rather than used.
 
 A node may also carry a *differentiable* rule ``vrule(ctx, g)``: the same gradient written with
 Variable ops over a Variable ``g``, which ``backward(create_graph=True)`` runs instead so the gradient
-is itself part of a graph. The node keeps no input Variables for it: ``ctx.input(k, t)`` rebuilds
-input ``k`` from a saved tensor ``t`` and the node that produced that input (``next_functions()[k]``),
-and ``ctx.output(t)`` turns the op's saved result into a Variable whose gradient flows into this node.
+is itself part of a graph. An op whose differentiable rule enqueues the kernels a hand-written one
+would records only that rule (``rule=None``): first order runs it too, recording nothing (see
+``_first_order``), so such a gradient is written once. The node keeps no input Variables for it:
+``ctx.input(k, t)`` rebuilds input ``k`` from a saved tensor ``t`` and the node that produced that
+input (``next_functions()[k]``), and ``ctx.output(t)`` turns the op's saved result into a Variable
+whose gradient flows into this node.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class GradientFunction:
 
     def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None, vrule=None):
         self._name = name
-        self._rule = rule
+        self._rule = rule if rule is not None or vrule is None else _first_order
         self._vrule = vrule    # the rule over Variables, for create_graph=True (None: first order only)
         # List comprehensions and direct storage reads: this runs once per recorded op.
         self._next = nxt = next_functions if next_functions.__class__ is tuple else tuple(next_functions)
@@ -120,6 +123,40 @@ class GradientFunction:
         return f"<{self._name}>"
 
 
+def _first_order(ctx, grad: Tensor):
+    """A node's differentiable rule run for a first-order backward: on ``grad`` as a constant Variable,
+    with grad mode off, so its ops record no node and keep nothing; the results' data are the gradients.
+
+    The rule's ops would otherwise treat the wrapped gradient as a user's leaf: anomaly mode would read
+    it back and a capture would note it for its replays. ``_grad_state.rule`` tells ``record()`` not to.
+    """
+    global _Variable
+    if _Variable is None:
+        from .variable import Variable as _Variable
+    state = _grad_state
+    grad_mode = getattr(state, "grad", True)
+    in_rule = getattr(state, "rule", False)
+    state.grad = False
+    state.rule = True
+    try:
+        out = ctx._vrule(ctx, _constant(grad, False))
+    finally:
+        state.grad = grad_mode
+        state.rule = in_rule
+    if out.__class__ is tuple:
+        return tuple([None if v is None else v._data for v in out])
+    return None if out is None else out._data
+
+
+def _constant(t: Tensor, inference: bool):
+    """``Variable(t)`` without its argument checks (``t`` is an op's result): once per op in no_grad and
+    in a first-order rule."""
+    v = _Variable.__new__(_Variable)
+    v._data, v._requires_grad, v._grad, v._grad_fn = t, False, None, None
+    v._accumulator, v._inference, v._hooks, v._post_hooks = None, inference, None, None
+    return v
+
+
 class AccumulateGrad(GradientFunction):
     """The node of a leaf that requires grad: backward adds the incoming gradient to the leaf's grad."""
 
@@ -137,22 +174,23 @@ class AccumulateGrad(GradientFunction):
         pass  # a leaf's node is reused by every graph the leaf takes part in
 
 
-def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), vrule=None, **attrs):
+def record(name: str, out: Tensor, inputs: Sequence, rule: Callable = None, saved=(), vrule=None, **attrs):
     """Wrap ``out`` in a Variable and, when grad mode records, attach a node for ``rule``.
 
     ``inputs`` are the op's Variable inputs (None for a constant); ``saved`` the tensors the rule reads
     back through ``ctx.saved_tensors``; keyword arguments become ``ctx.<name>`` in the rule. ``vrule``
-    is the same rule over Variables (``vrule(ctx, g_variable)``), for gradients of gradients.
+    is the same rule over Variables (``vrule(ctx, g_variable)``), for gradients of gradients; without
+    ``rule`` it serves first order too.
     """
     global _Variable
     if _Variable is None:
         from .variable import Variable as _Variable
 
     site = None
-    if anomaly._active_threads and anomaly.is_anomaly_enabled():
+    if anomaly._active_threads and anomaly.is_anomaly_enabled() and not getattr(_grad_state, "rule", False):
         site = anomaly.user_frame()
         anomaly.check_inputs(name, inputs, site)
-    if launch.recording_threads:
+    if launch.recording_threads and not getattr(_grad_state, "rule", False):
         cap = launch.active_capture()
         if cap is not None:   # a replay checks that these leaves are still the ones it recorded
             for v in inputs:
@@ -181,6 +219,8 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable, saved=(), v
             node = GradientFunction(name, rule, tuple(nxt), saved, attrs, vrule)
             node.creation = site
             return _Variable._from_op(out, node)
-    result = _Variable(out)
+    if out.__class__ is Tensor:
+        return _constant(out, getattr(_grad_state, "inference", False))
+    result = _Variable(out)   # raises the TypeError for what is not a Tensor
     result._inference = is_inference_mode()
     return result

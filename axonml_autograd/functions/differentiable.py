@@ -15,6 +15,8 @@ input's shape.
 from __future__ import annotations
 
 from ..tensor import Tensor
+from ..grad_fn import record
+from ..rows import sum_to_shape
 
 
 def const(like, tensor: Tensor):
@@ -42,17 +44,18 @@ def select(mask: Tensor, a, b):
 
 
 def sum_to(v, shape):
-    """``v`` summed over the axes broadcasting stretched to reach its shape from ``shape`` (with Variable
-    ops, so it is differentiable: its own gradient is the expansion back)."""
+    """``v`` summed over the axes broadcasting stretched to reach its shape from ``shape``: the kernels of
+    ``rows.sum_to_shape``, as one op whose own gradient is the expansion back."""
     shape = tuple(shape)
     vs = tuple(v._data._shape)
     if vs == shape:
         return v
-    lead = len(vs) - len(shape)
-    dims = list(range(lead)) + [lead + k for k, s in enumerate(shape) if s == 1 and vs[lead + k] != 1]
-    if dims:
-        v = v.sum(tuple(dims), keepdim=True)
-    return v.reshape(list(shape))
+    return record("SumToBackward", sum_to_shape(v._data, shape), [v], vshape=vs, vrule=_expand_back)
+
+
+def _expand_back(ctx, h):
+    from .shape import expand   # shape.py imports this module
+    return expand(h, ctx.attrs["vshape"])
 
 
 def expand_to(g, kept, shape):

@@ -30,7 +30,7 @@ from ..grad_fn import record
 from ..tensor import Tensor, View, check_index32
 from ..elementwise_kernels import as_index, copy_view
 from ..shapes import as_int, contiguous_strides, normalize_axis
-from .shape import _window_rule_vrule, into_zeros
+from .shape import _window_rule_vrule
 
 _TEMPLATE = "index.cl.mako"
 
@@ -85,13 +85,7 @@ def index_select(a, dim, index):
     outer, inner = math.prod(x._shape[:d]), math.prod(x._shape[d + 1:])
     shape = x._shape[:d] + (K,) + x._shape[d + 1:]
     out = _launch("forward", "select", x, idx, shape, R, K, inner)
-
-    def rule(ctx, g):
-        (ids,) = ctx.saved_tensors
-        return _launch("backward", "select", g, ids, ctx.attrs["shape"], ctx.attrs["R"], ctx.attrs["K"],
-                       ctx.attrs["inner"])
-
-    return record("IndexSelectBackward", out, [a], rule, saved=(idx,), shape=x._shape, R=R, K=K, inner=inner,
+    return record("IndexSelectBackward", out, [a], saved=(idx,), shape=x._shape, R=R, K=K, inner=inner,
                   outer=outer, mode="select", vrule=_indexed_vrule)
 
 
@@ -99,20 +93,12 @@ def indexed(which, mode, src, idx, out_shape, R, K, inner):
     """``_launch`` over Variables: select/gather (``which="forward"``) or their gradient, the ordered
     index-add (``"backward"``), each differentiable, its gradient being the other one."""
     out = _launch(which, mode, src.data(), idx, out_shape, R, K, inner)
-    return record(_INDEXED_NAMES[which, mode], out, [src], _indexed_rule,
-                  saved=(idx,), which=which, mode=mode, shape=src.data()._shape, R=R, K=K, inner=inner,
-                  vrule=_indexed_dual_vrule)
+    return record(_INDEXED_NAMES[which, mode], out, [src], saved=(idx,), which=which, mode=mode,
+                  shape=src.data()._shape, R=R, K=K, inner=inner, vrule=_indexed_dual_vrule)
 
 
 _INDEXED_NAMES = {("forward", "select"): "IndexSelectBackward", ("forward", "gather"): "GatherBackward",
                   ("backward", "select"): "IndexAddBackward", ("backward", "gather"): "ScatterAddBackward"}
-
-
-def _indexed_rule(ctx, g):
-    attrs = ctx.attrs
-    other = "backward" if attrs["which"] == "forward" else "forward"
-    return _launch(other, attrs["mode"], g, ctx.saved_tensors[0], attrs["shape"], attrs["R"], attrs["K"],
-                   attrs["inner"])
 
 
 def _indexed_dual_vrule(ctx, g):
@@ -146,13 +132,7 @@ def gather(a, dim, index):
     R, K = x._shape[d], t._shape[d]
     inner = math.prod(x._shape[d + 1:])
     out = _launch("forward", "gather", x, t, t._shape, R, K, inner)
-
-    def rule(ctx, g):
-        (ids,) = ctx.saved_tensors
-        return _launch("backward", "gather", g, ids, ctx.attrs["shape"], ctx.attrs["R"], ctx.attrs["K"],
-                       ctx.attrs["inner"])
-
-    return record("GatherBackward", out, [a], rule, saved=(t,), shape=x._shape, R=R, K=K, inner=inner,
+    return record("GatherBackward", out, [a], saved=(t,), shape=x._shape, R=R, K=K, inner=inner,
                   mode="gather", vrule=_indexed_vrule)
 
 
@@ -256,9 +236,8 @@ def getitem(a, key):
             raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32/int64 Tensor, got {k!r}")
         d += 1
     out = copy_view(View(x, shape, strides, offset))
-    picked = record("IndexBackward", out, [a],
-                    lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["offset"]),
-                    shape=x._shape, strides=tuple(strides), offset=offset, vrule=_window_rule_vrule)
+    picked = record("IndexBackward", out, [a], shape=x._shape, strides=tuple(strides), offset=offset,
+                    vrule=_window_rule_vrule)
     if advanced is None:
         return picked
     return index_select(picked, advanced[0], advanced[1])
@@ -281,10 +260,7 @@ def scatter_add(a, dim, index, src):
     R, K, inner = x._shape[d], t._shape[d], math.prod(x._shape[d + 1:])
     # The sums are gather's gradient: each target element adds, in index order, the sources aimed at it.
     added = _launch("backward", "gather", s.data(), t, x._shape, R, K, inner)
-    spread = record("ScatterAddBackward", added, [s],
-                    lambda ctx, g: _launch("forward", "gather", g, ctx.saved_tensors[0], ctx.attrs["shape"],
-                                           ctx.attrs["R"], ctx.attrs["K"], ctx.attrs["inner"]),
-                    saved=(t,), shape=t._shape, R=R, K=K, inner=inner,
+    spread = record("ScatterAddBackward", added, [s], saved=(t,), shape=t._shape, R=R, K=K, inner=inner,
                     vrule=lambda ctx, g: indexed("forward", "gather", g, ctx.saved_tensors[0], ctx.attrs["shape"],
                                                  ctx.attrs["R"], ctx.attrs["K"], ctx.attrs["inner"]))
     return a + spread

@@ -1,11 +1,12 @@
-"""Matrix products. Backward runs g @ B^T and A^T @ g as single kernels through the trans flags."""
+"""Matrix products. Backward runs g @ B^T and A^T @ g as single kernels: a transposed operand is a view,
+which the matmul kernel reads through its trans flags."""
 
 from __future__ import annotations
 
 from . import differentiable as dv
 from ..grad_fn import record
 from ..matmul import matmul as matmul_tensors
-from ..rows import sum_to_shape
+from .shape import reshape
 
 
 def matmul(a, b):
@@ -22,28 +23,29 @@ def matmul(a, b):
         if x.ndim() == 1:
             out = out.squeeze(-1 if y.ndim() == 1 else -2)
         return out
-    out = matmul_tensors(x, y)
+    return _product(a, b, False, False)
 
-    def rule(ctx, g):
-        xs, ys = ctx.saved_tensors
-        ga = gb = None
-        if ctx.needs_input_grad[0]:
-            ga = sum_to_shape(matmul_tensors(g, ys, trans_b=True), xs._shape)
-        if ctx.needs_input_grad[1]:
-            gb = sum_to_shape(matmul_tensors(xs, g, trans_a=True), ys._shape)
-        return ga, gb
 
-    return record("MatmulBackward", out, [a, b], rule, saved=(x, y), vrule=_matmul_vrule)
+def _product(a, b, ta, tb):
+    """``op(a) @ op(b)`` over Variables of at least 2 dims, ``op`` transposing the last two axes where
+    ``ta``/``tb`` say: the kernel's flags, so that no gradient needs a transposed copy."""
+    x, y = a._data, b._data
+    return record("MatmulBackward", matmul_tensors(x, y, trans_a=ta, trans_b=tb), [a, b], saved=(x, y), ta=ta,
+                  tb=tb, vrule=_matmul_vrule)
 
 
 def _matmul_vrule(ctx, g):
+    """For C = op(A) op(B) (``op`` as the flags say): dA from g and B, dB from A and g, each one product
+    with flags, summed over the batch axes that broadcasting stretched."""
     xs, ys = ctx.saved_tensors
-    a, b = ctx.input(0, xs), ctx.input(1, ys)
+    ta, tb = ctx.attrs["ta"], ctx.attrs["tb"]
     ga = gb = None
     if ctx.needs_input_grad[0]:
-        ga = dv.sum_to(matmul(g, b.mT), xs._shape)
+        b = ctx.input(1, ys)
+        ga = dv.sum_to(_product(b, g, tb, True) if ta else _product(g, b, False, not tb), xs._shape)
     if ctx.needs_input_grad[1]:
-        gb = dv.sum_to(matmul(a.mT, g), ys._shape)
+        a = ctx.input(0, xs)
+        gb = dv.sum_to(_product(g, a, True, ta) if tb else _product(a, g, not ta, False), ys._shape)
     return ga, gb
 
 
@@ -64,27 +66,20 @@ def linear(a, w, b=None):
     out = matmul_tensors(x2, wt, trans_b=True)
     if x.ndim() != 2:
         out = out.reshape(list(lead) + [wt._shape[0]])
-
-    def rule(ctx, g):
-        xs, ws = ctx.saved_tensors
-        g2 = g.reshape([-1, ws._shape[0]])
-        ga = gw = None
-        if ctx.needs_input_grad[0]:
-            ga = matmul_tensors(g2, ws).reshape(xs._shape)
-        if ctx.needs_input_grad[1]:
-            gw = matmul_tensors(g2, xs.reshape([-1, ws._shape[1]]), trans_a=True)
-        return ga, gw
-
-    y = record("LinearBackward", out, [a, w], rule, saved=(x, wt), vrule=_linear_vrule)
+    y = record("LinearBackward", out, [a, w], saved=(x, wt), vrule=_linear_vrule)
     return y if b is None else y + b
 
 
 def _linear_vrule(ctx, g):
     xs, ws = ctx.saved_tensors
     out_f, in_f = ws._shape
+    rows = xs.numel() // in_f if in_f else 0
+    g2 = reshape(g, (rows, out_f))
     ga = gw = None
     if ctx.needs_input_grad[0]:
-        ga = matmul(g.reshape([-1, out_f]), ctx.input(1, ws)).reshape(list(xs._shape))
+        w = ctx.input(1, ws)
+        ga = reshape(_product(g2, w, False, False), xs._shape)
     if ctx.needs_input_grad[1]:
-        gw = matmul(g.reshape([-1, out_f]).mT, ctx.input(0, xs).reshape([-1, in_f]))
+        x2 = reshape(ctx.input(0, xs), (rows, in_f))
+        gw = _product(g2, x2, True, False)
     return ga, gw

@@ -17,15 +17,29 @@ from ..rows import reduce
 
 
 def _spread_vrule(ctx, g):
-    """sum/mean (all or one dim) over Variables: ``g`` reshaped to the kept shape, expanded, scaled."""
+    """sum/mean (all or one dim): ``g`` spread back over the input's shape, over ``n`` for a mean."""
     attrs = ctx.attrs
-    shape = attrs["shape"]
-    dim = attrs.get("dim")
-    kept = [1] * len(shape) if dim is None else _kept_shape(shape, dim)
-    out = dv.expand_to(g, kept, shape)
-    if "n" in attrs:
-        out = out * (1.0 / attrs["n"] if attrs["n"] else float("nan"))
-    return out
+    return spread(g, attrs["shape"], attrs.get("dim"), attrs.get("keepdim", False), attrs.get("n"))
+
+
+def spread(g, shape, dim, keepdim, n=None):
+    """``g`` (a sum's or, with ``n``, a mean's result) broadcast back over ``shape`` and divided by ``n``,
+    in one kernel. Differentiable: its gradient is that reduction again, so sum and mean have one
+    gradient rule, and first order launches the one kernel."""
+    t = g._data
+    out = _spread(t, shape, dim, keepdim, None if n is None else 1.0 / n if n else float("nan"))
+    return record("SpreadBackward", out, [g], dim=dim, n=n, gshape=t._shape, vrule=_reduce_vrule)
+
+
+def _reduce_vrule(ctx, h):
+    attrs = ctx.attrs
+    dim, n = attrs["dim"], attrs["n"]
+    # The mean over n = 0 elements has the gradient of nothing (h is empty): a sum, zeros.
+    if dim is None:
+        out = mean_all(h) if n else sum_all(h)
+    else:
+        out = (mean_dim if n else sum_dim)(h, dim, True)
+    return out.reshape(list(attrs["gshape"]))
 
 
 def _spread(g: Tensor, shape, dim, keepdim, scale=None):
@@ -42,33 +56,28 @@ def _spread(g: Tensor, shape, dim, keepdim, scale=None):
 
 def sum_all(a):
     x = a.data()
-    return record("SumBackward", reduce(x, "sum"), [a], lambda ctx, g: _spread(g, ctx.shape, None, False),
-                  shape=x._shape, vrule=_spread_vrule)
+    return record("SumBackward", reduce(x, "sum"), [a], shape=x._shape, vrule=_spread_vrule)
 
 
 def mean_all(a):
     x = a.data()
     n = x.numel()
-    return record("MeanBackward", reduce(x, "mean"), [a],
-                  lambda ctx, g: _spread(g, ctx.shape, None, False, 1.0 / ctx.n if ctx.n else float("nan")),
-                  shape=x._shape, n=n, vrule=_spread_vrule)
+    return record("MeanBackward", reduce(x, "mean"), [a], shape=x._shape, n=n, vrule=_spread_vrule)
 
 
 def sum_dim(a, dim, keepdim=False):
     x = a.data()
     d = normalize_axis(dim, x.ndim(), "sum_dim dim")
-    return record("SumDimBackward", reduce(x, "sum", d, keepdim), [a],
-                  lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim), shape=x._shape, dim=d,
-                  keepdim=keepdim, vrule=_spread_vrule)
+    return record("SumDimBackward", reduce(x, "sum", d, keepdim), [a], shape=x._shape, dim=d, keepdim=keepdim,
+                  vrule=_spread_vrule)
 
 
 def mean_dim(a, dim, keepdim=False):
     x = a.data()
     d = normalize_axis(dim, x.ndim(), "mean_dim dim")
     n = x._shape[d] if x._shape else 1
-    return record("MeanDimBackward", reduce(x, "mean", d, keepdim), [a],
-                  lambda ctx, g: _spread(g, ctx.shape, ctx.dim, ctx.keepdim, 1.0 / ctx.n if ctx.n else float("nan")),
-                  shape=x._shape, dim=d, keepdim=keepdim, n=n, vrule=_spread_vrule)
+    return record("MeanDimBackward", reduce(x, "mean", d, keepdim), [a], shape=x._shape, dim=d, keepdim=keepdim,
+                  n=n, vrule=_spread_vrule)
 
 
 def var_dim(a, dim, keepdim=False):
@@ -95,13 +104,9 @@ def _var_dim_vrule(ctx, g):
     (c,) = ctx.saved_tensors
     # x - mean(x) as a Variable of x, without x: the saved centred values, through a node whose gradient
     # is x's (the centring is linear: its gradient is h - mean(h)).
-    centered = record("CenterBackward", c, [ctx.input(0, c)], _center_rule, dim=ctx.dim, vrule=_center_vrule)
+    centered = record("CenterBackward", c, [ctx.input(0, c)], dim=ctx.dim, vrule=_center_vrule)
     gk = g.reshape(_kept_shape(c._shape, ctx.dim)) if not ctx.keepdim else g
     return centered * gk * (2.0 * ctx.inv)
-
-
-def _center_rule(ctx, h):
-    return elementwise("h - m", [h, reduce(h, "mean", ctx.dim, keepdim=True)], names=("h", "m"))
 
 
 def _center_vrule(ctx, h):
@@ -113,16 +118,7 @@ def max_dim(a, dim, keepdim=False):
     x = a.data()
     d = normalize_axis(dim, x.ndim(), "max_dim dim")
     values, index = reduce(x, "argmax", d, keepdim)
-
-    def rule(ctx, g):
-        (idx,) = ctx.saved_tensors
-        shape = ctx.shape
-        kept, inner, size = _along(shape, ctx.dim)
-        return elementwise("(gid / inner) % R == i ? g : L(0.0)",
-                           [broadcast_view(g.reshape(kept), shape), broadcast_view(idx.reshape(kept), shape)],
-                           names=("g", "i"), int_scalars={"inner": inner, "R": size}, shape=shape)
-
-    return record("MaxDimBackward", values, [a], rule, saved=(index,), shape=x._shape, dim=d, vrule=_max_dim_vrule)
+    return record("MaxDimBackward", values, [a], saved=(index,), shape=x._shape, dim=d, vrule=_max_dim_vrule)
 
 
 def _along(shape, dim):
@@ -133,11 +129,27 @@ def _along(shape, dim):
 
 def _max_dim_vrule(ctx, g):
     (idx,) = ctx.saved_tensors
-    shape = ctx.shape
-    kept, inner, size = _along(shape, ctx.dim)
-    picked = elementwise("(gid / inner) % R == i ? L(1.0) : L(0.0)", [broadcast_view(idx.reshape(kept), shape)],
-                         names=("i",), int_scalars={"inner": inner, "R": size}, shape=shape, dtype=g.dtype)
-    return dv.expand_to(g, kept, shape) * dv.const(g, picked)
+    return at_indices(g, idx, ctx.attrs["shape"], ctx.attrs["dim"])
+
+
+def at_indices(g, idx, shape, dim):
+    """zeros of ``shape`` holding ``g`` at the positions ``idx`` along ``dim`` (max_dim's gradient), in one
+    kernel. Differentiable: its gradient reads those positions back (a gather)."""
+    t = g._data
+    kept, inner, size = _along(shape, dim)
+    out = elementwise("(gid / inner) % R == i ? g : L(0.0)",
+                      [broadcast_view(t.reshape(kept), shape), broadcast_view(idx.reshape(kept), shape)],
+                      names=("g", "i"), int_scalars={"inner": inner, "R": size}, shape=shape)
+    return record("AtIndicesBackward", out, [g], saved=(idx,), dim=dim, kept=tuple(kept), gshape=t._shape,
+                  vrule=_at_indices_vrule)
+
+
+def _at_indices_vrule(ctx, h):
+    (idx,) = ctx.saved_tensors
+    attrs = ctx.attrs
+    if not attrs["kept"]:   # a 0-d input is its own maximum
+        return h.reshape(list(attrs["gshape"]))
+    return h.gather(attrs["dim"], idx.reshape(attrs["kept"])).reshape(list(attrs["gshape"]))
 
 
 def _kept_shape(shape, dim):
@@ -286,13 +298,18 @@ def cumsum(a, dim):
     if x.ndim() == 0:
         return a * 1.0
     d = normalize_axis(dim, x.ndim(), "cumsum dim")
-    return record("CumsumBackward", _scan(x, d, "sum"), [a],
-                  lambda ctx, g: _scan(g, ctx.attrs["dim"], "sum", reverse=True), dim=d, vrule=_cumsum_vrule)
+    return record("CumsumBackward", _scan(x, d, "sum"), [a], dim=d, vrule=_cumsum_vrule)
 
 
 def _cumsum_vrule(ctx, g):
-    d = ctx.attrs["dim"]
-    return g.flip(d).cumsum(d).flip(d)
+    return cumsum_reversed(g, ctx.attrs["dim"])
+
+
+def cumsum_reversed(g, d):
+    """Running sums of ``g`` along ``d`` taken from the end (cumsum's gradient), in one kernel.
+    Differentiable: its gradient is cumsum."""
+    return record("CumsumReversedBackward", _scan(g._data, d, "sum", reverse=True), [g], dim=d,
+                  vrule=lambda ctx, h: cumsum(h, ctx.attrs["dim"]))
 
 
 def cumprod(a, dim):
@@ -356,9 +373,8 @@ def prod(a, dim=None, keepdim=False):
     kept[d] = 1
     if R == 0:
         ones = Tensor.ones(kept if keepdim else [s for k, s in enumerate(x._shape) if k != d], x.dtype, x.device)
-        return record("ProdBackward", ones, [a], lambda ctx, g: Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device),
-                      shape=x._shape, vrule=lambda ctx, g: dv.const(g, Tensor.zeros(ctx.attrs["shape"], g.dtype,
-                                                                                   g.device)))
+        return record("ProdBackward", ones, [a], shape=x._shape,
+                      vrule=lambda ctx, g: dv.const(g, Tensor.zeros(ctx.attrs["shape"], g.dtype, g.device)))
     running = _scan(x, d, "prod")
     out = running.narrow(d, R - 1, 1)
     if not keepdim:

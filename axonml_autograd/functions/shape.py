@@ -14,17 +14,15 @@ from ..grad_fn import record
 from ..tensor import Tensor, View, cat as cat_tensors
 from ..shapes import as_int, contiguous_strides, narrow_arguments, normalize_axis, permutation
 from ..elementwise_kernels import copy_view, elementwise
-from ..rows import sum_to_shape
 
 
 def reshape(a, shape):
     x = a.data()
-    return record("ReshapeBackward", x.reshape(shape), [a], lambda ctx, g: g.reshape(ctx.shape), shape=x._shape,
-                  vrule=_reshape_vrule)
+    return record("ReshapeBackward", x.reshape(shape), [a], shape=x._shape, vrule=_reshape_vrule)
 
 
 def _reshape_vrule(ctx, g):
-    return g.reshape(list(ctx.attrs["shape"]))
+    return reshape(g, ctx.attrs["shape"])   # a tuple of ints: infer_shape's one-pass check
 
 
 def transpose(a, d0, d1):
@@ -34,8 +32,7 @@ def transpose(a, d0, d1):
     d1 = normalize_axis(d1, nd, "transpose dim1", x._shape)
     if nd == 0:
         return reshape(a, [])   # torch: dims 0 and -1 of a 0-d tensor give the tensor as it is
-    return record("TransposeBackward", x.transpose(d0, d1), [a],
-                  lambda ctx, g: g.transpose(ctx.d0, ctx.d1), d0=d0, d1=d1,
+    return record("TransposeBackward", x.transpose(d0, d1), [a], d0=d0, d1=d1,
                   vrule=lambda ctx, g: g.transpose(ctx.attrs["d0"], ctx.attrs["d1"]))
 
 
@@ -53,9 +50,7 @@ def window(a, shape, strides, offset, name="WindowBackward"):
     offset)``), as a differentiable op over Variables: its gradient writes back through the window."""
     x = a.data()
     out = copy_view(View(x, list(shape), list(strides), offset))
-    return record(name, out, [a], lambda ctx, g: into_zeros(g, ctx.attrs["source"], ctx.attrs["strides"],
-                                                            ctx.attrs["offset"]),
-                  source=x._shape, strides=tuple(strides), offset=offset, vrule=_window_vrule)
+    return record(name, out, [a], source=x._shape, strides=tuple(strides), offset=offset, vrule=_window_vrule)
 
 
 def _window_vrule(ctx, g):
@@ -67,8 +62,6 @@ def into_zeros_variable(g, shape, strides, offset):
     """``into_zeros`` over Variables (the gradient of a window, differentiable): its own gradient reads
     the window again."""
     return record("IntoZerosBackward", into_zeros(g.data(), shape, strides, offset), [g],
-                  lambda ctx, h: copy_view(View(h, list(ctx.attrs["window"]), list(ctx.attrs["strides"]),
-                                                ctx.attrs["offset"])),
                   window=g.data()._shape, strides=tuple(strides), offset=offset, vrule=_into_zeros_vrule)
 
 
@@ -93,8 +86,7 @@ def _window(a, starts, lengths, name):
     st = contiguous_strides(x._shape)
     offset = sum(s * k for s, k in zip(starts, st))
     out = copy_view(View(x, lengths, st, offset))
-    return record(name, out, [a], lambda ctx, g: into_zeros(g, ctx.shape, contiguous_strides(ctx.shape), ctx.offset),
-                  shape=x._shape, offset=offset, vrule=_window_rule_vrule)
+    return record(name, out, [a], shape=x._shape, offset=offset, vrule=_window_rule_vrule)
 
 
 def narrow(a, dim, start, length):
@@ -135,8 +127,7 @@ def slice(a, ranges):
 def expand(a, shape):
     x = a.data()
     out = x.expand(shape)
-    return record("ExpandBackward", out, [a], lambda ctx, g: sum_to_shape(g, ctx.shape), shape=x._shape,
-                  vrule=lambda ctx, g: dv.sum_to(g, ctx.attrs["shape"]))
+    return record("ExpandBackward", out, [a], shape=x._shape, vrule=lambda ctx, g: dv.sum_to(g, ctx.attrs["shape"]))
 
 
 def unsqueeze(a, dim):
@@ -171,15 +162,7 @@ def cat(variables, dim=0):
     tensors = [v.data() for v in variables]
     out = cat_tensors(tensors, dim)
     d = normalize_axis(dim, tensors[0].ndim(), "cat dim")
-
-    def rule(ctx, g):
-        grads, start = [], 0
-        for size, needed in zip(ctx.sizes, ctx.needs_input_grad):
-            grads.append(g.narrow(ctx.dim, start, size) if needed else None)
-            start += size
-        return tuple(grads)
-
-    return record("CatBackward", out, variables, rule, dim=d, sizes=[t._shape[d] for t in tensors], vrule=_cat_vrule)
+    return record("CatBackward", out, variables, dim=d, sizes=[t._shape[d] for t in tensors], vrule=_cat_vrule)
 
 
 def _cat_vrule(ctx, g):
@@ -197,9 +180,13 @@ def permute(a, dims):
     x = a.data()
     nd = x.ndim()
     perm = permutation(x._shape, dims)
-    inverse = [perm.index(k) for k in range(nd)]
-    return record("PermuteBackward", x.permute(perm), [a], lambda ctx, g: g.permute(ctx.attrs["inverse"]),
-                  inverse=inverse, vrule=lambda ctx, g: g.permute(ctx.attrs["inverse"]))
+    return _permuted(a, perm, [perm.index(k) for k in range(nd)])
+
+
+def _permuted(a, perm, inverse):
+    """``permute`` with ``perm`` already checked (the gradient's permute need not check it again)."""
+    return record("PermuteBackward", a._data.permute(perm), [a], perm=perm, inverse=inverse,
+                  vrule=lambda ctx, g: _permuted(g, ctx.attrs["inverse"], ctx.attrs["perm"]))
 
 
 def movedim(a, source, destination, op="movedim"):
@@ -238,8 +225,13 @@ def flip(a, dims):
     ds = sorted({normalize_axis(d, x.ndim(), "flip dim") for d in dims})
     if not x.ndim():
         return reshape(a, [])
-    return record("FlipBackward", _flip_tensor(x, ds), [a], lambda ctx, g: _flip_tensor(g, ctx.attrs["dims"]),
-                  dims=ds, vrule=lambda ctx, g: g.flip(ctx.attrs["dims"]))
+    return _flipped(a, ds)
+
+
+def _flipped(a, dims):
+    """``flip`` with ``dims`` already checked and sorted."""
+    return record("FlipBackward", _flip_tensor(a._data, dims), [a], dims=dims,
+                  vrule=lambda ctx, g: _flipped(g, ctx.attrs["dims"]))
 
 
 def _triangle(x: Tensor, k: int, upper: bool) -> Tensor:
@@ -255,8 +247,7 @@ def triangle(a, diagonal, upper):
     if x.ndim() < 2:
         raise ValueError(f"{'triu' if upper else 'tril'}: expected at least 2 dims, got shape {x.shape()}")
     k = as_int(diagonal, f"{'triu' if upper else 'tril'}: diagonal")
-    return record("TriuBackward" if upper else "TrilBackward", _triangle(x, k, upper), [a],
-                  lambda ctx, g: _triangle(g, ctx.attrs["k"], ctx.attrs["upper"]), k=k, upper=upper,
+    return record("TriuBackward" if upper else "TrilBackward", _triangle(x, k, upper), [a], k=k, upper=upper,
                   vrule=_triangle_vrule)
 
 
@@ -282,9 +273,8 @@ def diagonal(a, offset=0, dim1=0, dim2=1):
     shape = [x._shape[i] for i in keep] + [length]
     strides = [st[i] for i in keep] + [st[d1] + st[d2]]
     out = copy_view(View(x, shape, strides, start))
-    return record("DiagonalBackward", out, [a],
-                  lambda ctx, g: into_zeros(g, ctx.attrs["shape"], ctx.attrs["strides"], ctx.attrs["start"]),
-                  shape=x._shape, strides=tuple(strides), start=start, vrule=_window_rule_vrule)
+    return record("DiagonalBackward", out, [a], shape=x._shape, strides=tuple(strides), start=start,
+                  vrule=_window_rule_vrule)
 
 
 def cast(a, dtype, op="to"):
@@ -304,8 +294,7 @@ def cast(a, dtype, op="to"):
     out = x.astype(dt)
     if dt.kind != "f" or x.dtype.kind != "f":
         return Variable(out)
-    return record("ToCopyBackward", out, [a], lambda ctx, g: g.astype(ctx.src), src=x.dtype,
-                  vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
+    return record("ToCopyBackward", out, [a], src=x.dtype, vrule=lambda ctx, g: cast(g, ctx.attrs["src"]))
 
 
 def move(a, device):
@@ -314,10 +303,10 @@ def move(a, device):
     x = a.data()
     if device is None or device is x.device:
         return a
-    return record("ToCopyBackward", x.to(device), [a], lambda ctx, g: g.to(ctx.attrs["device"]),
-                  device=x.device, vrule=lambda ctx, g: move(g, ctx.attrs["device"]))
+    return record("ToCopyBackward", x.to(device), [a], device=x.device,
+                  vrule=lambda ctx, g: move(g, ctx.attrs["device"]))
 
 
 def clone(a):
     """A differentiable copy (torch's ``clone``): the gradient passes through unchanged."""
-    return record("CloneBackward", a.data().clone(), [a], lambda ctx, g: g, vrule=lambda ctx, g: g)
+    return record("CloneBackward", a.data().clone(), [a], vrule=lambda ctx, g: g)
