@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 import pyopencl as cl
+from mako.lookup import TemplateLookup
 from mako.template import Template
 
 from . import launch as _launch
@@ -50,11 +51,27 @@ def _template_dir() -> Path:
 
 
 @lru_cache(maxsize=None)
+def _lookup() -> TemplateLookup:
+    # Templates import the shared preamble (cl_kernels/common.mako) by file name: a lookup finds it
+    # next to them, in a source checkout and in an installed package alike.
+    return TemplateLookup(directories=[str(_template_dir())], strict_undefined=True)
+
+
+@lru_cache(maxsize=None)
 def _template(name: str) -> Template:
     path = _template_dir() / name
     if not path.exists():
         raise FileNotFoundError(f"kernel template {name!r} not found in {path.parent}")
-    return Template(filename=str(path), strict_undefined=True)
+    return _lookup().get_template(name)
+
+
+COMMON = "common.mako"
+
+
+def template_source(name: str) -> str:
+    """The text a rendering of ``name`` depends on: the template and the shared preamble it imports
+    (for keys of what was measured or probed with it, so that a change to either measures again)."""
+    return _template(name).source + _template(COMMON).source
 
 
 # bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.

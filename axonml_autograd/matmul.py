@@ -94,7 +94,7 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
 
 def _tuning_name(kind, ctype, *extra) -> str:
     # The template's hash is part of the name, so a changed kernel is measured again.
-    source = kernels._template(TEMPLATE).source
+    source = kernels.template_source(TEMPLATE)
     return "/".join(["matmul", kind, ctype, *map(str, extra), hashlib.sha1(source.encode()).hexdigest()[:12]])
 
 

@@ -19,10 +19,8 @@
     IN = "T" if context.get("in_ctype", ctype) == ctype else context.get("in_ctype")
     long_ = I == "long"
 %>\
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}
 
 % if op == "sum":
 #define IDENTITY ((T)0)
@@ -178,9 +176,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
 % if with_index:
     idx_l[lid] = best;
 % endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for half in [2 ** k for k in reversed(range(local_size.bit_length() - 1))]:
-    if (lid < ${half}) {
+<%c:tree_fold size="${local_size}" args="half">
     % if op == "sum":
         acc_l[lid] += acc_l[lid + ${half}];
     % elif with_index:
@@ -194,9 +190,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
         const T a = acc_l[lid], b = acc_l[lid + ${half}];
         acc_l[lid] = (b > a || IS_NAN(b)) ? b : a;
     % endif
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+</%c:tree_fold>\
     if (lid == 0) {
         const ${I} at = (o * P + p) * inner + i;
 % if op == "sum":
