@@ -5,7 +5,7 @@
 ##
 ## Two kinds of defs live here. Some write OpenCL where they are called (`preamble`, `geometry`, and
 ## `tree_fold`, used as a tag around its body). Others return a piece of OpenCL as a string, for the
-## Python blocks that build a template's loops (`lanes`, `hsum`, `load`, `store`); they write nothing.
+## Python blocks that build a template's loops (`lanes`, `hsum`); they write nothing.
 ## Changing anything here changes the source of every kernel, so every program builds again once.
 
 ## The start of every program with an element type: the fp64 extension when a double is used,
@@ -45,14 +45,6 @@ typedef ${ctype}${vector} TV;
 ## The horizontal sum of vector `v`, its lanes added left to right: "(v.s0 + v.s1 + ...)".
 <%def name="hsum(v, vw)"><%
     return "(" + " + ".join(f"{v}.{lane}" for lane in lanes(vw)) + ")"
-%></%def>
-
-## Element `i` of vectors of `vw` at `p` (vloadn; `vw` 1 or 0: p[i]) and its store.
-<%def name="load(vw, i, p)"><%
-    return f"vload{vw}({i}, {p})" if vw > 1 else f"{p}[{i}]"
-%></%def>
-<%def name="store(vw, v, i, p)"><%
-    return f"vstore{vw}({v}, {i}, {p})" if vw > 1 else f"{p}[{i}] = {v}"
 %></%def>
 
 ## A work-group's `size` partial results, one per work-item `lid` in local memory, folded into
