@@ -52,7 +52,7 @@ ${c.preamble(ctype)}
 ## strategy "serial" (CPUs): one work-item folds a run of R for a block of ${inner_block} neighbouring
 ## inner positions, so the innermost loop walks contiguous memory and the compiler vectorises it; a
 ## plain row (inner == 1) uses eight interleaved accumulators for the same reason.
-__kernel void reduce(__global const ${IN} *in, const ${I} in_off,
+__kernel void reduce(__global const ${IN} *x, const ${I} x_off,
                      __global T *out,
 % if with_index:
                      __global const int *in_idx, __global int *out_idx,
@@ -70,7 +70,7 @@ __kernel void reduce(__global const ${IN} *in, const ${I} in_off,
     const ${I} o = g / (nib * P);
     const ${I} r0 = p * chunk;
     const ${I} r1 = min(R, r0 + chunk);
-    __global const ${IN} *base = in + in_off + (o * R) * inner;
+    __global const ${IN} *base = x + x_off + (o * R) * inner;
     __global T *dst = out + (o * P + p) * inner;
 % if not with_index:
     if (inner == 1) {
@@ -130,7 +130,7 @@ __kernel void reduce(__global const ${IN} *in, const ${I} in_off,
 }
 % else:
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
-void reduce(__global const ${IN} *in, const ${I} in_off,
+void reduce(__global const ${IN} *x, const ${I} x_off,
             __global T *out,
 % if with_index:
             __global const int *in_idx, __global int *out_idx,
@@ -151,7 +151,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
     const ${I} p = (g / inner) % P;
     const ${I} o = g / (inner * P);
     const ${I} r_end = min(R, (p + 1) * chunk);
-    __global const ${IN} *row = in + in_off + (o * R) * inner + i;
+    __global const ${IN} *row = x + x_off + (o * R) * inner + i;
 
     T acc = IDENTITY;
 % if with_index:
