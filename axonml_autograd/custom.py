@@ -300,45 +300,9 @@ def _expandable(shape, to) -> bool:
 
 # -- whole kernels -----------------------------------------------------------------------------------------
 
-_SCALARS = {"float": np.float32, "double": np.float64, "int": np.int32, "uint": np.uint32, "long": np.int64,
-            "ulong": np.uint64, "char": np.int8, "uchar": np.uint8, "short": np.int16, "ushort": np.uint16}
+# What a Tensor behind a pointer must hold, by pointee (the kernel's own signature is parsed by
+# kernels.parse_signature, which the library's launches bind by name through too).
 _POINTEES = {"float": np.float32, "double": np.float64, "int": np.int32, "long": np.int64, "uchar": np.bool_}
-_QUALIFIERS = {"__global", "global", "__constant", "constant", "const", "restrict", "__restrict",
-               "volatile", "__private", "private", "unsigned"}
-
-
-class _Param:
-    __slots__ = ("name", "kind", "ctype", "const")
-
-    def __init__(self, name, kind, ctype, const):
-        self.name, self.kind, self.ctype, self.const = name, kind, ctype, const
-
-
-def _parse_params(source: str, name: str) -> list:
-    m = re.search(r"(?:__kernel|\bkernel)\s+void\s+" + re.escape(name) + r"\s*\(([^)]*)\)", source)
-    if m is None:
-        raise ValueError(f"Kernel: no `__kernel void {name}(...)` in the source")
-    params = []
-    for k, text in enumerate(p.strip() for p in m.group(1).split(",")):
-        if not text or text == "void":
-            continue
-        words = re.findall(r"[A-Za-z_]\w*|\*", text)
-        pname = words[-1]
-        local = "__local" in words or "local" in words
-        const = "const" in words or "__constant" in words or "constant" in words
-        unsigned = "unsigned" in words
-        types = [w for w in words[:-1] if w not in _QUALIFIERS and w not in ("__local", "local", "*")]
-        ctype = types[0] if types else "int"
-        if unsigned and ctype in ("int", "long", "char", "short"):
-            ctype = "u" + ctype
-        if "*" in words:
-            params.append(_Param(pname, "local" if local else "buffer", ctype, const))
-        elif ctype in _SCALARS:
-            params.append(_Param(pname, "scalar", ctype, True))
-        else:
-            raise ValueError(f"Kernel {name}: parameter {k} ({text!r}) has a type this launcher cannot pass "
-                             f"(scalars: {', '.join(_SCALARS)}; or a pointer)")
-    return params
 
 
 class Kernel:
@@ -366,7 +330,7 @@ class Kernel:
         if not isinstance(source, str) or not isinstance(name, str):
             raise TypeError("Kernel: expected the OpenCL C source and the kernel's name as strings")
         self.source, self.name, self.options = source, name, tuple(options)
-        self.params = _parse_params(source, name)
+        self.params = kernels.parse_signature(source, name).params
 
     def _kernel(self, device) -> cl.Kernel:
         # Built once per device, like ours (KernelBuildError with the compiler's log).
@@ -408,7 +372,7 @@ class Kernel:
             else:
                 if isinstance(a, bool) or not isinstance(a, numbers.Real):
                     raise TypeError(f"Kernel {self.name}: {p.name} is a {p.ctype}; pass a number, got {a!r}")
-                dt = np.dtype(_SCALARS[p.ctype])
+                dt = np.dtype(kernels.SCALAR_TYPES[p.ctype])
                 if dt.kind in "iu" and (not float(a).is_integer() or not np.iinfo(dt).min <= a <= np.iinfo(dt).max):
                     raise ValueError(f"Kernel {self.name}: {p.name} is a {p.ctype}; {a!r} does not fit")
                 values.append(dt.type(a))

@@ -70,7 +70,7 @@ def randperm(n, seed=None, device=None, offset=0) -> Tensor:
     lo = Tensor._wrap((size,), np.dtype(np.uint32), dev)
     local = _local_size(dev)
     kernels.launch(dev, kernels.get_kernel(dev, _TEMPLATE, "keys"), (kernels.round_up(size, local),), (local,),
-                   u.buffer, hi.buffer, lo.buffer, idx.buffer, np.int32(n), np.int32(size))
+                   u=u, hi=hi, lo=lo, idx=idx, n=n, size=size)
     step = kernels.get_kernel(dev, _TEMPLATE, "bitonic_step")
     pairs = size // 2
     gsize = (kernels.round_up(max(pairs, 1), local),)
@@ -78,8 +78,7 @@ def randperm(n, seed=None, device=None, offset=0) -> Tensor:
     while k <= size:
         j = k // 2
         while j >= 1:
-            kernels.launch(dev, step, gsize, (local,), hi.buffer, lo.buffer, idx.buffer, np.int32(j), np.int32(k),
-                           np.int32(pairs))
+            kernels.launch(dev, step, gsize, (local,), hi=hi, lo=lo, idx=idx, j=j, k=k, pairs=pairs)
             j //= 2
         k *= 2
     # The first n entries are the permutation (the padding sorted last); the tensor shares the buffer.

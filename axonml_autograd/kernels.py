@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import struct
 import threading
 import warnings
 from functools import lru_cache
@@ -27,6 +29,7 @@ from typing import Optional
 
 import numpy as np
 import pyopencl as cl
+from mako.lookup import TemplateLookup
 from mako.template import Template
 
 from . import launch as _launch
@@ -50,11 +53,27 @@ def _template_dir() -> Path:
 
 
 @lru_cache(maxsize=None)
+def _lookup() -> TemplateLookup:
+    # Templates import the shared preamble (cl_kernels/common.mako) by file name: a lookup finds it
+    # next to them, in a source checkout and in an installed package alike.
+    return TemplateLookup(directories=[str(_template_dir())], strict_undefined=True)
+
+
+@lru_cache(maxsize=None)
 def _template(name: str) -> Template:
     path = _template_dir() / name
     if not path.exists():
         raise FileNotFoundError(f"kernel template {name!r} not found in {path.parent}")
-    return Template(filename=str(path), strict_undefined=True)
+    return _lookup().get_template(name)
+
+
+COMMON = "common.mako"
+
+
+def template_source(name: str) -> str:
+    """The text a rendering of ``name`` depends on: the template and the shared preamble it imports
+    (for keys of what was measured or probed with it, so that a change to either measures again)."""
+    return _template(name).source + _template(COMMON).source
 
 
 # bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.
@@ -327,6 +346,7 @@ def _kernel_of(device, key, source, name, options, what) -> cl.Kernel:
         knl = cache.get(key)
         if knl is None:
             knl = cache[key] = cl.Kernel(prog, name)
+            knl._axonml_source = source   # its signature is parsed from it when first bound by name
         # A new kernel's first run is slow (the driver specialises it for the launch shape: ~0.1 s
         # on PoCL, in its worker thread). Hand the next launch to the device at once, so that work
         # overlaps the building of the programs that come after it instead of waiting for a flush.
@@ -381,12 +401,286 @@ def round_up(n: int, multiple: int) -> int:
     return ((n + multiple - 1) // multiple) * multiple
 
 
-def launch(device, kernel: cl.Kernel, global_size, local_size, *args):
-    """Enqueue ``kernel`` with ``args`` (buffers and numpy scalars) through the one launch path.
+def launch(device, kernel: cl.Kernel, global_size, local_size, *args, **named):
+    """Enqueue ``kernel`` through the one launch path, its arguments given by name (``named``: see
+    :func:`bind`) or, for a kernel of no template (a test's, a tool's), in order (``args``: buffers
+    and numpy scalars).
 
     Never waits (see :func:`axonml_autograd.launch.kernel`).
     """
-    _launch.kernel(device, kernel, global_size, local_size, args)
+    if named:
+        if args:
+            raise TypeError(f"kernel {kernel.function_name}: arguments go by name or in order, not both")
+        _launch.kernel(device, kernel, global_size, local_size, signature(kernel).bind(named), packed=True)
+    else:
+        _launch.kernel(device, kernel, global_size, local_size, args)
+
+
+# -- signatures: arguments by name ------------------------------------------------------------------
+# A kernel declares its arguments once, in its OpenCL signature; callers name them and the signature
+# puts them in order, packs each scalar to the declared C type and checks that each buffer holds
+# the declared element type. The parse is done once per (source, kernel) and kept on the kernel
+# object, so a launch costs a dictionary look-up and one C-level pack per scalar.
+
+# Scalar parameter types: the numpy type a value becomes, and its struct format (native order: the
+# device reads kernel arguments as the host lays them out, as numpy's tobytes does).
+SCALAR_TYPES = {"float": np.float32, "double": np.float64, "int": np.int32, "uint": np.uint32, "long": np.int64,
+                "ulong": np.uint64, "char": np.int8, "uchar": np.uint8, "short": np.int16, "ushort": np.uint16}
+_FORMATS = {"float": "=f", "double": "=d", "int": "=i", "uint": "=I", "long": "=q", "ulong": "=Q", "char": "=b",
+            "uchar": "=B", "short": "=h", "ushort": "=H"}
+_QUALIFIERS = {"__global", "global", "__constant", "constant", "const", "restrict", "__restrict",
+               "volatile", "__private", "private", "unsigned", "__local", "local", "*"}
+
+
+class Param:
+    """One kernel parameter: ``kind`` is "buffer" (a __global or __constant pointer), "local" (a
+    __local pointer: its size in bytes is the argument) or "scalar"; ``ctype`` the scalar or pointee
+    type with typedefs resolved (``T`` -> "float"); ``const``: a buffer the kernel only reads."""
+
+    __slots__ = ("name", "kind", "ctype", "const")
+
+    def __init__(self, name, kind, ctype, const):
+        self.name, self.kind, self.ctype, self.const = name, kind, ctype, const
+
+    def __repr__(self):
+        star = " *" if self.kind != "scalar" else " "
+        return f"{'__local ' if self.kind == 'local' else ''}{'const ' if self.const else ''}{self.ctype}{star}{self.name}"
+
+
+def _strip_comments(source: str) -> str:
+    return re.sub(r"/\*.*?\*/|//[^\n]*", " ", source, flags=re.S)
+
+
+@lru_cache(maxsize=None)
+def parse_signature(source: str, name: str) -> "Signature":
+    """The parameters of ``__kernel void name(...)`` in OpenCL C ``source``, typedefs resolved.
+
+    >>> parse_signature("typedef float T; __kernel void f(__global T *y, const long n) {}", "f").params
+    [float *y, const long n]
+    """
+    text = _strip_comments(source)
+    m = re.search(r"(?:\b__kernel|\bkernel)\b[^;{]*?\bvoid\s+" + re.escape(name) + r"\s*\(", text)
+    if m is None:
+        raise ValueError(f"kernel {name!r}: no `__kernel void {name}(...)` in the source")
+    depth, end = 1, m.end()
+    while depth and end < len(text):
+        depth += {"(": 1, ")": -1}.get(text[end], 0)
+        end += 1
+    typedefs = dict((alias, base) for base, alias in
+                    re.findall(r"\btypedef\s+((?:unsigned\s+)?\w+)\s+(\w+)\s*;", text))
+    params = []
+    for k, decl in enumerate(p.strip() for p in text[m.end():end - 1].split(",")):
+        if not decl or decl == "void":
+            continue
+        words = re.findall(r"[A-Za-z_]\w*|\*", decl)
+        types = [w for w in words[:-1] if w not in _QUALIFIERS]
+        ctype = types[0] if types else "int"
+        for _ in range(8):   # typedef chains (T -> float)
+            ctype = typedefs.get(ctype, ctype)
+        if ctype.startswith("unsigned "):
+            ctype = "u" + ctype.split()[1]
+        if "unsigned" in words and ctype in ("int", "long", "char", "short"):
+            ctype = "u" + ctype
+        const = "const" in words or "__constant" in words or "constant" in words
+        if "*" in words:
+            local = "__local" in words or "local" in words
+            params.append(Param(words[-1], "local" if local else "buffer", ctype, const))
+        elif ctype in SCALAR_TYPES:
+            params.append(Param(words[-1], "scalar", ctype, True))
+        else:
+            raise ValueError(f"kernel {name!r}: parameter {k} ({decl!r}) has a type that cannot be passed "
+                             f"(scalars: {', '.join(SCALAR_TYPES)}; or a pointer)")
+    return Signature(name, params)
+
+
+# What a buffer parameter accepts, by pointee: tensors of that element type. A 32- or 64-bit
+# integer pointee takes either signedness (the device state tables are int32 tensors of uint words).
+_POINTEES = {"float": ("float32",), "double": ("float64",), "int": ("int32", "uint32"),
+             "uint": ("uint32", "int32"), "long": ("int64", "uint64"), "ulong": ("uint64", "int64"),
+             "char": ("int8", "uint8", "bool"), "uchar": ("uint8", "bool", "int8"), "short": ("int16", "uint16"),
+             "ushort": ("uint16", "int16")}
+
+
+class Signature:
+    """A kernel's parameters in order, and how each named value becomes its argument.
+
+    :meth:`bind` turns ``{name: value}`` into the positional argument list: a Tensor (its element type
+    checked against the pointer's) or a ``pyopencl.Buffer`` for a buffer, a number for a scalar
+    (packed to the declared type: a ``long`` takes any int64), a byte count for a ``__local``
+    pointer. A name the kernel does not declare may be given as None: an optional argument that
+    this rendering of the template left out (a layer norm without weight).
+    """
+
+    def __init__(self, name: str, params):
+        self.name = name
+        self.params = list(params)
+        self.index = {p.name: i for i, p in enumerate(self.params)}
+        if len(self.index) != len(self.params):
+            raise ValueError(f"kernel {name!r}: two parameters share a name")
+        self._packers = [(p.name, self._packer(p)) for p in self.params]
+
+    def __repr__(self):
+        return f"{self.name}({', '.join(map(repr, self.params))})"
+
+    def _packer(self, p):
+        if p.kind == "scalar":
+            return struct.Struct(_FORMATS[p.ctype]).pack   # C-level; a wrong value raises, see _slow_bind
+        if p.kind == "local":
+            return _local_bytes
+        Buffer = cl.Buffer
+        accepted = frozenset(np.dtype(d) for d in _POINTEES.get(p.ctype, ()))
+
+        def pack(v):
+            if v.__class__ is Buffer:
+                return v
+            if v.dtype not in accepted:   # not a Tensor (AttributeError) or the wrong one: _slow_bind says
+                raise TypeError
+            return v.buffer
+        return pack
+
+    def bind(self, values: dict) -> list:
+        """The argument list of ``values`` (``{parameter name: value}``), in the kernel's order."""
+        try:
+            args = [pack(values[name]) for name, pack in self._packers]
+        except Exception:   # a missing name, a wrong kind, a number that does not fit: find and say which
+            args = self._slow_bind(values)
+        if len(values) != len(args):
+            self._check_extra(values)
+        return args
+
+    def partial(self, values: dict, later) -> "callable":
+        """A function of the values of the parameters named in ``later`` (in that order) giving the
+        whole argument list, every other one bound now from ``values``: for a launch whose scalars
+        are fixed when its plan is made and whose buffers change from call to call (matmul)."""
+        later = tuple(later)
+        for n in later:
+            if n not in self.index:
+                raise TypeError(f"kernel {self.name}: no parameter {n!r} to bind later; it takes "
+                                f"{', '.join(self.index)}")
+        template = self.bind({**values, **{n: _Later for n in later}})
+        slots = [(self.index[n], self._packers[self.index[n]][1]) for n in later]
+
+        def fill(*late):
+            args = template.copy()
+            try:
+                for (i, pack), v in zip(slots, late):
+                    args[i] = pack(v)
+            except Exception:
+                self._slow_bind({**values, **dict(zip(later, late))})   # raises with the reason
+                raise
+            return args
+        return fill
+
+    def _check_extra(self, values):
+        extra = [n for n, v in values.items() if n not in self.index and v is not None]
+        if extra:
+            raise TypeError(f"kernel {self.name}: no parameter {extra[0]!r}; it takes {', '.join(self.index)}")
+
+    def _slow_bind(self, values) -> list:
+        """:meth:`bind` checking each value on its own: the reason for a failure, naming the kernel
+        and the argument; and the rarer values the fast path leaves out (a float beyond float32
+        becomes inf, as numpy makes it; an integral float for an integer)."""
+        args = []
+        for p, (name, pack) in zip(self.params, self._packers):
+            if name not in values or values[name] is None:
+                raise TypeError(f"kernel {self.name}: missing argument {name!r} ({p!r})")
+            v = values[name]
+            if v is _Later:
+                args.append(None)
+                continue
+            if p.kind == "buffer":
+                args.append(self._buffer(p, v))
+            elif p.kind == "local":
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                    raise TypeError(f"kernel {self.name}: argument {name!r} ({p!r}) is __local; give its "
+                                    f"size in bytes, got {v!r}")
+                args.append(cl.LocalMemory(int(v)))
+            else:
+                args.append(self._scalar(p, v, pack))
+        return args
+
+    def _buffer(self, p, v):
+        if isinstance(v, cl.MemoryObjectHolder):
+            return v
+        dtype = getattr(v, "dtype", None)
+        if dtype is None or not hasattr(v, "buffer"):
+            raise TypeError(f"kernel {self.name}: argument {p.name!r} ({p!r}) is a pointer; give a Tensor "
+                            f"or a Buffer, got {type(v).__name__}")
+        if dtype.name in _POINTEES.get(p.ctype, ()):
+            return v.buffer
+        raise TypeError(f"kernel {self.name}: argument {p.name!r} ({p!r}) points to {p.ctype}; got a "
+                        f"{dtype} tensor")
+
+    def _scalar(self, p, v, pack):
+        dt = np.dtype(SCALAR_TYPES[p.ctype])
+        if isinstance(v, (bool, np.bool_)) and dt.kind in "iu":
+            v = int(v)
+        if not isinstance(v, (int, float, np.integer, np.floating)) or isinstance(v, bool):
+            raise TypeError(f"kernel {self.name}: argument {p.name!r} ({p!r}) is a scalar; give a number, "
+                            f"got {type(v).__name__}")
+        if dt.kind in "iu":
+            if isinstance(v, (float, np.floating)) and not float(v).is_integer():
+                raise TypeError(f"kernel {self.name}: argument {p.name!r} ({p!r}) is an integer; got {v!r}")
+            info = np.iinfo(dt)
+            if not info.min <= int(v) <= info.max:
+                raise ValueError(f"kernel {self.name}: argument {p.name!r} ({p!r}) holds "
+                                 f"[{info.min}, {info.max}]; {v!r} does not fit")
+            return pack(int(v))
+        try:
+            return pack(v)
+        except OverflowError:
+            with np.errstate(over="ignore"):
+                return dt.type(v).tobytes()   # beyond the type's range: inf, as numpy converts it
+
+
+class _Later:
+    """A placeholder for an argument that :meth:`Signature.partial` fills at each launch."""
+
+
+def _local_bytes(v):
+    if v.__class__ is not int or v <= 0:
+        raise TypeError
+    return cl.LocalMemory(v)
+
+
+def signature(kernel) -> Signature:
+    """The :class:`Signature` of a kernel built by :func:`get_kernel` or :func:`source_kernel`
+    (parsed from its source on first use, then kept on the kernel object)."""
+    try:
+        return kernel._axonml_signature
+    except AttributeError:
+        pass
+    source = getattr(kernel, "_axonml_source", None)
+    if source is None:
+        try:
+            source = kernel.program.get_info(cl.program_info.SOURCE)
+        except (cl.Error, RuntimeError):
+            source = ""
+        if not source:
+            raise ValueError(f"kernel {kernel.function_name}: its source is unknown (built outside kernels.py "
+                             "from a binary); pass its arguments in order")
+    sig = kernel._axonml_signature = parse_signature(source, kernel.function_name)
+    return sig
+
+
+def bind(kernel, values: dict) -> list:
+    """The positional argument list of ``kernel`` (a built kernel or a :class:`Signature`) from
+    ``values`` by parameter name: scalars packed to their declared C type, buffers checked against
+    their pointee type. A missing or unknown name, or a value of the wrong kind, raises an error that
+    names the kernel and the argument.
+
+    >>> from axonml_autograd.device import default_device
+    >>> knl = get_kernel(default_device(), "scan.cl.mako", "scan", ctype="float", op="sum", reverse=False,
+    ...                  exclusive=False)
+    >>> signature(knl)
+    scan(const float *x, float *out, const int R, const int inner, const int n)
+    >>> bind(knl, dict(n=7, inner=1, R=7, out=None, x=None))
+    Traceback (most recent call last):
+    ...
+    TypeError: kernel scan: missing argument 'x' (const float *x)
+    """
+    sig = kernel if isinstance(kernel, Signature) else signature(kernel)
+    return sig.bind(values)
 
 
 def build_count() -> int:

@@ -94,7 +94,7 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
 
 def _tuning_name(kind, ctype, *extra) -> str:
     # The template's hash is part of the name, so a changed kernel is measured again.
-    source = kernels._template(TEMPLATE).source
+    source = kernels.template_source(TEMPLATE)
     return "/".join(["matmul", kind, ctype, *map(str, extra), hashlib.sha1(source.encode()).hexdigest()[:12]])
 
 
@@ -383,16 +383,25 @@ def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, base=(0
     ts, side = p["ts"], plan.local[0]
     mat_a, mat_b, mat_c = M * K, K * N, M * N
     gsize = (kernels.round_up(N, ts) // ts * side, kernels.round_up(M, ts) // ts * side, nb_hi * nb_lo)
-    i32, i64 = np.int32, np.int64
-    arg_sets = [(i32(M), i32(N), i32(K), i32(nb_lo),
-                 i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
-                 i64(oa * mat_a + base[0]), i64(ob * mat_b + base[1]), i64(oc * mat_c + base[2]))
-                for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
-    knl, local, launch = plan.kernel, plan.local, kernels.launch
+    sig = kernels.signature(plan.kernel)
+    fills = [sig.partial(dict(M=M, N=N, K=K, nb_lo=nb_lo,
+                              sa_hi=sa[-2] * mat_a, sa_lo=sa[-1] * mat_a, sb_hi=sb[-2] * mat_b, sb_lo=sb[-1] * mat_b,
+                              off_a=oa * mat_a + base[0], off_b=ob * mat_b + base[1], off_c=oc * mat_c + base[2]),
+                         _OPERANDS)
+             for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
+    return _runner(dev, plan, gsize, fills)
+
+
+# The operands' parameters, bound at each call (the rest when the call's launcher is made).
+_OPERANDS = ("a_base", "b_base", "c_base")
+
+
+def _runner(dev, plan, gsize, fills):
+    knl, local, enqueue = plan.kernel, plan.local, launch.kernel
 
     def run(a, b, c):
-        for args in arg_sets:
-            launch(dev, knl, gsize, local, a.buffer, b.buffer, c.buffer, *args)
+        for bound in fills:
+            enqueue(dev, knl, gsize, local, bound(a, b, c), packed=True)
     return run
 
 
@@ -454,7 +463,6 @@ def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_l
     p = plan.params
     mr, nr = p["mr"], p["nr"]
     pm, pn = -(-M // mr), -(-N // nr)
-    i32, i64 = np.int32, np.int64
     nmat = nb_hi * nb_lo * max(1, math.prod(outer))
     mcp, ncp, kc = _blocked_config(plan, M, N, K, nmat)
     # Element strides of A(m, k) and B(k, n): a transpose is just the other order.
@@ -462,14 +470,11 @@ def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_l
     b_k, b_n = (1, K) if tb else (N, 1)
     mat_a, mat_b, mat_c = M * K, K * N, M * N
     gsize = (-(-pm // mcp), -(-pn // ncp), nb_hi * nb_lo)
-    arg_sets = [(i32(M), i32(N), i32(K), i32(a_row), i32(a_k), i32(b_k), i32(b_n),
-                 i32(mcp), i32(ncp), i32(kc), i32(nb_lo),
-                 i64(sa[-2] * mat_a), i64(sa[-1] * mat_a), i64(sb[-2] * mat_b), i64(sb[-1] * mat_b),
-                 i64(oa * mat_a + base[0]), i64(ob * mat_b + base[1]), i64(oc * mat_c + base[2]))
-                for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
-    knl, local, launch = plan.kernel, plan.local, kernels.launch
-
-    def run(a, b, c):
-        for args in arg_sets:
-            launch(dev, knl, gsize, local, a.buffer, b.buffer, c.buffer, *args)
-    return run
+    sig = kernels.signature(plan.kernel)
+    fills = [sig.partial(dict(M=M, N=N, K=K, a_row=a_row, a_k=a_k, b_k=b_k, b_n=b_n, mcp=mcp, ncp=ncp, kc=kc,
+                              nb_lo=nb_lo,
+                              sa_hi=sa[-2] * mat_a, sa_lo=sa[-1] * mat_a, sb_hi=sb[-2] * mat_b, sb_lo=sb[-1] * mat_b,
+                              off_a=oa * mat_a + base[0], off_b=ob * mat_b + base[1], off_c=oc * mat_c + base[2]),
+                         _OPERANDS)
+             for oa, ob, oc in _outer_offsets(outer, sa[:-2], sb[:-2], sc[:-2])]
+    return _runner(dev, plan, gsize, fills)

@@ -95,7 +95,8 @@ class Generator:
     def advance(self, blocks: int) -> None:
         knl = kernels.get_kernel(self.device, _COUNTERS, "advance_counters")
         lo, hi = _words(blocks % _U64)
-        kernels.launch(self.device, knl, (1,), (1,), self.state.buffer, np.int32(1), np.int32(1), lo, hi)
+        # The offset is counter 1 of the state (the seed is counter 0).
+        kernels.launch(self.device, knl, (1,), (1,), counters=self.state, first=1, count=1, add_lo=lo, add_hi=hi)
 
     def _read(self):
         words = self.state.numpy().view(np.uint32).astype(np.uint64)
@@ -152,7 +153,8 @@ def manual_seed(seed, device=None) -> Generator:
 
 
 def _words(value):
-    return np.uint32(value & 0xFFFFFFFF).tobytes(), np.uint32(value >> 32).tobytes()
+    """A 64-bit count as its (low, high) 32-bit words: the kernels have no 64-bit integers."""
+    return value & 0xFFFFFFFF, value >> 32
 
 
 def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
@@ -168,22 +170,23 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     dev = t.device
     per_block = 4 if t.dtype == np.float32 else 2
     blocks = -(-n // per_block)
-    T = t.dtype.type
     if fresh:
         gen = generator(dev)
         knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist,
                                  from_state=True)
         local = kernels.fit_local(dev, knl, _local_size(dev))
         with gen._lock:
-            kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), t.buffer, np.int32(n),
-                           gen.state.buffer, *_words(offset), T(a), T(b))
+            add_lo, add_hi = _words(offset)
+            kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), out=t, n=n, state=gen.state,
+                           add_lo=add_lo, add_hi=add_hi, a=a, b=b)
             gen.advance(blocks)
     else:
         knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist,
                                  from_state=False)
         local = kernels.fit_local(dev, knl, _local_size(dev))
-        kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), t.buffer, np.int32(n),
-                       *_words(seed), *_words(offset), T(a), T(b))
+        (seed_lo, seed_hi), (offset_lo, offset_hi) = _words(seed), _words(offset)
+        kernels.launch(dev, knl, (kernels.round_up(blocks, local),), (local,), out=t, n=n, seed_lo=seed_lo,
+                       seed_hi=seed_hi, offset_lo=offset_lo, offset_hi=offset_hi, a=a, b=b)
     t._version += 1
     return t
 

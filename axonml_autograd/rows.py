@@ -15,7 +15,7 @@ import numpy as np
 from . import kernels
 from .elementwise_kernels import _MAX_WORK_ITEMS
 from .shapes import normalize_axis
-from .tensor import INT32_MAX, Tensor, _index_dtype, check_index32, index_type
+from .tensor import INT32_MAX, Tensor, check_index32, index_type
 
 
 
@@ -67,20 +67,17 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
     if fit != L:
         strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner, cap=fit)
     groups = rows * P
-    I = _index_dtype(itype)
     out = Tensor._wrap((outer, P, inner), dtype, dev)
-    args = [x.buffer, I(0), out.buffer]
     out_idx = None
     if with_index:
         out_idx = Tensor._wrap((outer, P, inner), np.dtype(np.int32), dev)
-        # The first pass reads no indices; any buffer fills the slot.
-        args += [idx.buffer if idx is not None else out_idx.buffer, out_idx.buffer]
-    args += [I(R), I(inner), I(chunk), I(P), dtype.type(scale if P == 1 else 1.0)]
-    if itype == "long":
-        # The 64-bit form walks its rows in a loop: launch at most _MAX_WORK_ITEMS work-items.
-        args.append(np.int64(groups))
-        groups = min(groups, _MAX_WORK_ITEMS // L)
-    kernels.launch(dev, knl, (groups * L,), (L,), *args)
+    # The 64-bit form walks its rows in a loop (`groups` of them): at most _MAX_WORK_ITEMS work-items.
+    launched = min(groups, _MAX_WORK_ITEMS // L) if itype == "long" else groups
+    kernels.launch(dev, knl, (launched * L,), (L,), x=x, x_off=0, out=out,
+                   # The first pass reads no indices; any buffer fills the slot.
+                   in_idx=None if not with_index else idx if idx is not None else out_idx, out_idx=out_idx,
+                   R=R, inner=inner, chunk=chunk, P=P, scale=dtype.type(scale if P == 1 else 1.0),
+                   groups=groups if itype == "long" else None)
     return out, out_idx, P
 
 
@@ -135,7 +132,8 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
 _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows=False, has_den=False)
 
 
-def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), flags=None) -> None:
+def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, **args) -> None:
+    """Enqueue kernel ``which`` of softmax.cl.mako over ``rows`` rows of ``cols``, ``args`` by name."""
     check_index32(op, rows * cols)
     t = device.target
     strategy = "local" if t.is_gpu else "serial"
@@ -148,7 +146,7 @@ def _softmax_launch(device, op, which, rows, cols, dtype, *buffers, scalars=(), 
         lambda c: (c[1], kernels.get_kernel(device, "softmax.cl.mako", which, vw=c[0], local_size=c[1], local=c[1],
                                             **params)))
     global_size = rows * local if t.is_gpu else rows
-    kernels.launch(device, knl, (global_size,), (local,), *buffers, *scalars, np.int32(rows), np.int32(cols))
+    kernels.launch(device, knl, (global_size,), (local,), rows=rows, cols=cols, **args)
 
 
 def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
@@ -157,7 +155,7 @@ def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
     cols = x._shape[-1]
     if x.numel():
         _softmax_launch(x.device, "log_softmax" if log else "softmax", "forward", x.numel() // cols, cols,
-                        x.dtype, x.buffer, y.buffer)
+                        x.dtype, x=x, y=y)
     return y
 
 
@@ -167,7 +165,7 @@ def softmax_rows_backward(g: Tensor, y: Tensor, log: bool = False) -> Tensor:
     cols = y._shape[-1]
     if y.numel():
         _softmax_launch(y.device, "log_softmax" if log else "softmax", "backward", y.numel() // cols, cols,
-                        y.dtype, g.buffer, y.buffer, gx.buffer)
+                        y.dtype, g=g, y=y, gx=gx)
     return gx
 
 
@@ -189,9 +187,8 @@ def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = No
         # are then the forward's and both kernels come from one program (one build less on a cold start).
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count,
                      has_den=count)
-        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, x.buffer, targets.buffer,
-                        *([weight.buffer] if weight is not None else []), lse.buffer, loss.buffer,
-                        scalars=(np.int32(ignore_index), x.dtype.type(label_smoothing)), flags=flags)
+        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, flags, x=x, target=targets,
+                        weight=weight, lse=lse, loss=loss, ignore_index=ignore_index, smooth=label_smoothing)
     return loss, lse
 
 
@@ -207,11 +204,9 @@ def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tens
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll,
                      g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None,
                      count=den is not None)
-        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, g.buffer, x.buffer,
-                        targets.buffer, *([weight.buffer] if weight is not None else []), lse.buffer,
-                        *([den.buffer] if den is not None else []), gx.buffer,
-                        scalars=(x.dtype.type(scale), np.int32(ignore_index), x.dtype.type(label_smoothing)),
-                        flags=flags)
+        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, flags, g=g, x=x, target=targets,
+                        weight=weight, lse=lse, den=den, gx=gx, scale=scale, ignore_index=ignore_index,
+                        smooth=label_smoothing)
     return gx
 
 

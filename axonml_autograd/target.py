@@ -425,8 +425,8 @@ def store_path() -> Optional[Path]:
 
 def device_key(cl_device) -> str:
     """The identity a stored target belongs to: platform, device, driver and the probe's version."""
-    from .kernels import _template
-    probe_hash = hashlib.sha1(_template("probe.cl.mako").source.encode()).hexdigest()[:8]
+    from .kernels import template_source
+    probe_hash = hashlib.sha1(template_source("probe.cl.mako").encode()).hexdigest()[:8]
     p = cl_device.platform
     return " | ".join([p.name.strip(), p.version.strip(), cl_device.name.strip(),
                        cl_device.driver_version.strip(), f"probe {PROBE_VERSION}.{probe_hash}"])

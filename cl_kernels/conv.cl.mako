@@ -16,16 +16,11 @@
 ##
 ## `rows`: CPUs take whole rows (RB of them, all of a plane unless that leaves too few work-items) per
 ## work-item, loops the compiler vectorises; GPUs one element per work-item.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
-
-#define GEOMETRY const int H, const int W, const int OH, const int OW, const int KH, const int KW, \
-                 const int SH, const int SW, const int PH, const int PW, const int DH, const int DW
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 // CPUs: work-item `gid` fills rows oh in [oh0, oh0 + RB) of plane (n, c, i, j) of cols; GPUs: one element.
-__kernel void im2col(__global const T *restrict x_base, __global T *restrict cols, GEOMETRY, const int RB,
+__kernel void im2col(__global const T *restrict x_base, __global T *restrict cols, ${c.geometry()}, const int RB,
                      const long x_off, const int n)
 {
     __global const T *x = x_base + x_off;          // the first image of this chunk of the batch
@@ -75,7 +70,7 @@ __kernel void im2col(__global const T *restrict x_base, __global T *restrict col
 // dcols[n, c, i, j, oh, ow]: h = oh*SH - PH + i*DH, i.e. oh = (h + PH - i*DH) / SH when that divides.
 // CPUs: work-item `gid` sums rows h in [h0, h0 + RB) of plane (n, c), tap by tap into dx (in L1);
 // GPUs: one element, in a register. Either way the taps come in the order (i, j).
-__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx_base, GEOMETRY, const int RB,
+__kernel void col2im(__global const T *restrict dcols, __global T *restrict dx_base, ${c.geometry()}, const int RB,
                      const long dx_off, const int n)
 {
     __global T *dx = dx_base + dx_off;             // the first image of this chunk of the batch

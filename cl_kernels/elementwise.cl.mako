@@ -21,18 +21,8 @@
         # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
         return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
 %>
-% if "double" in optypes:
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
-% if context.get("vector", 0):
-typedef ${ctype}${context.get("vector", 0)} T${context.get("vector", 0)};
-% endif
-% if ctype == "float":
-#define L(x) x##f
-% else:
-#define L(x) x
-% endif
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
 % if "ipow_" in expr:
 
 // Integer powers as torch computes them: exact, wrapping on overflow (unsigned arithmetic, where
@@ -84,9 +74,9 @@ __kernel void ew(
     // so the vector loads are aligned; the tail is done one element at a time.
     for (; gid + ${vw} <= end; gid += ${vw}) {
     % for name in names:
-        const T${vw} ${name} = *(__global const T${vw} *)(in_${name} + gid);
+        const TV ${name} = *(__global const TV *)(in_${name} + gid);
     % endfor
-        *(__global T${vw} *)(out + gid) = ${expr};
+        *(__global TV *)(out + gid) = ${expr};
     }
   % endif
     for (; gid < end; ++gid) {

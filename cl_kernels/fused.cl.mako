@@ -10,18 +10,8 @@
 ## Parameters: ctype, vector (0 or the width), nbuf (buffers b0..), nscal (scalars s0..), steps: one
 ## (out buffer, ((name, source), ...), ((scalar name, scalar index), ...), expression) per launch, a
 ## source being ("b", k) for buffer k or ("v", i) for the value step i computed.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
-% if vector:
-typedef ${ctype}${vector} T${vector};
-% endif
-% if ctype == "float":
-#define L(x) x##f
-% else:
-#define L(x) x
-% endif
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vector)}\
 <%
     last = {}
     for i, (out, _ops, _sc, _e) in enumerate(steps):
@@ -59,7 +49,7 @@ __kernel void fused(
     int gid = start;
 % if vector:
     for (; gid + ${vector} <= end; gid += ${vector}) {
-${steps_for(f"T{vector}", lambda k: f"*(__global const T{vector} *)(b{k} + gid)", lambda k, v: f"*(__global T{vector} *)(b{k} + gid) = {v}", "")}
+${steps_for("TV", lambda k: f"*(__global const TV *)(b{k} + gid)", lambda k, v: f"*(__global TV *)(b{k} + gid) = {v}", "")}
     }
 % endif
     for (; gid < end; ++gid) {

@@ -11,10 +11,8 @@
 ## backward: each input element sums, in index order, the gradients of the result elements that took
 ## it: a fixed order, so the result is the same bit for bit at every run, unlike atomic adds. It
 ## costs K reads per input element: fine for embeddings and row selections of moderate K.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 % if mode == "select":
 #define IDX(o, k, i) WRAP(idx[k])

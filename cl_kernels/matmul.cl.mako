@@ -23,14 +23,9 @@
 ##
 ## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
 ## mr, nr, vw, kc_max (blocked).
-<%
-    T = ctype
-    TV = f"{ctype}{vw}"
-%>
-% if T == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${T} T;
+<%namespace name="c" file="common.mako"/>\
+## The blocked form's accumulators are vectors (TV) of vw elements; the tiled form has none.
+${c.preamble(ctype, vector=vw if strategy == "blocked" else 0)}
 
 % if strategy == "tiled":
 <%
@@ -138,7 +133,7 @@ void matmul_tiled(
 ## slices. `nva` < NV is the narrow form, for a column panel with at most nva*VW valid columns (N = 10
 ## would otherwise spend two thirds of its multiplies on padding).
 % for r in range(mr):
-                    ${TV} ${", ".join(f"c{r}_{v}" for v in range(nva))};
+                    TV ${", ".join(f"c{r}_{v}" for v in range(nva))};
 % endfor
                     if (k0 == 0) {
 % for r in range(mr):
@@ -148,7 +143,7 @@ void matmul_tiled(
                     } else if (whole) {
   % for r in range(mr):
     % for v in range(nva):
-                        c${r}_${v} = *(__global const ${TV} *)(cc + ${r} * (size_t)N + ${v * vw});
+                        c${r}_${v} = *(__global const TV *)(cc + ${r} * (size_t)N + ${v * vw});
     % endfor
   % endfor
 % endif
@@ -161,19 +156,19 @@ void matmul_tiled(
                                 tile[r * ${nva * vw} + j] = (r < rows && j < cols) ? cc[r * (size_t)N + j] : (T)0;
 % for r in range(mr):
   % for v in range(nva):
-                        c${r}_${v} = vload${vw}(${r * nva + v}, tile);
+                        c${r}_${v} = VLOAD(${r * nva + v}, tile);
   % endfor
 % endfor
                     }
 
-                    __local const ${TV} *pb = panel;
+                    __local const TV *pb = panel;
                     for (int k = 0, ak = 0; k < kn; ++k, ak += a_k) {
 % for v in range(nva):
-                        const ${TV} b${v} = pb[${v}];
+                        const TV b${v} = pb[${v}];
 % endfor
 % for r in range(mr):
                         {
-                            const ${TV} av = (${TV})(a${r}[ak]);
+                            const TV av = (TV)(a${r}[ak]);
   % for v in range(nva):
                             c${r}_${v} += av * b${v};
   % endfor
@@ -186,7 +181,7 @@ void matmul_tiled(
                     if (whole) {
   % for r in range(mr):
     % for v in range(nva):
-                        *(__global ${TV} *)(cc + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
+                        *(__global TV *)(cc + ${r} * (size_t)N + ${v * vw}) = c${r}_${v};
     % endfor
   % endfor
                     } else
@@ -195,7 +190,7 @@ void matmul_tiled(
                         T tile[${mr * nva * vw}];
 % for r in range(mr):
   % for v in range(nva):
-                        vstore${vw}(c${r}_${v}, ${r * nva + v}, tile);
+                        VSTORE(c${r}_${v}, ${r * nva + v}, tile);
   % endfor
 % endfor
                         for (int r = 0; r < rows; ++r)
@@ -233,7 +228,7 @@ void matmul_blocked(
     const long sb_hi, const long sb_lo,
     const long off_a, const long off_b, const long off_c)
 {
-    __local ${TV} panel[${kc_max * nv}];   // kc <= ${kc_max} (the host's promise)
+    __local TV panel[${kc_max * nv}];   // kc <= ${kc_max} (the host's promise)
     __local T *panel_t = (__local T *)panel;
     const int batch = get_global_id(2);
     const int hi = batch / nb_lo, lo = batch % nb_lo;

@@ -10,24 +10,9 @@
 ## ${vw} elements at a time in vector registers, the tail one by one.
 ## strategy "local" (GPUs): a work-group of ${local_size} work-items per row (block, channel), combined
 ## in local memory along a fixed tree. Every sum is folded in an order fixed by the shape alone.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
-typedef ${ctype}${vw} TV;
-#define VLOAD vload${vw}
-#define VSTORE vstore${vw}
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vw)}\
 <%
-    lanes = [f"s{'0123456789abcdef'[k]}" for k in range(vw)]
-    def hsum(v):
-        return "(" + " + ".join(f"{v}.{lane}" for lane in lanes) + ")"
-    halves = [2 ** k for k in reversed(range(local_size.bit_length() - 1))] if strategy == "local" else []
-    def tree(arr):
-        out = ["barrier(CLK_LOCAL_MEM_FENCE);"]
-        for h in halves:
-            out.append(f"if (lid < {h}) {arr}[lid] += {arr}[lid + {h}];")
-            out.append("barrier(CLK_LOCAL_MEM_FENCE);")
-        return "\n    ".join(out)
     UNROLL = 4
     def row_sums(sums, init, body, start="0"):
         """OpenCL that sets T scalars `sums` to the row sums of the vector expressions `body(c)` (one per
@@ -46,16 +31,10 @@ typedef ${ctype}${vw} TV;
                      " ".join(f"{name}_v0 += {expr};" for name, expr in zip(sums, body("c"))) + " }")
         for name in sums:
             total = " + ".join(f"{name}_v{u}" for u in range(UNROLL))
-            lines.append(f"T {name} = {hsum('(' + total + ')')};")
+            lines.append(f"T {name} = {c.hsum('(' + total + ')', vw)};")
         lines.append("for (; c_ < cols; ++c_) { const int c = c_; " +
                      " ".join(f"{name} += {expr};" for name, expr in zip(sums, init("c"))) + " }")
         return "\n    ".join(lines)
-    def tree2(a, b):
-        out = ["barrier(CLK_LOCAL_MEM_FENCE);"]
-        for h in halves:
-            out.append(f"if (lid < {h}) {{ {a}[lid] += {a}[lid + {h}]; {b}[lid] += {b}[lid + {h}]; }}")
-            out.append("barrier(CLK_LOCAL_MEM_FENCE);")
-        return "\n    ".join(out)
 %>
 % if kind == "layer_norm":
 __kernel
@@ -124,13 +103,13 @@ void forward(__global const T *x,
     T s = 0;
     for (int c = lid; c < cols; c += ${local_size}) s += xr[c];
     part[lid] = s;
-    ${tree("part")}
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     const T mean = part[0] / (T)cols;
     barrier(CLK_LOCAL_MEM_FENCE);
     T ss = 0;
     for (int c = lid; c < cols; c += ${local_size}) { const T d = xr[c] - mean; ss += d * d; }
     part[lid] = ss;
-    ${tree("part")}
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     const T rstd = (T)1 / sqrt(part[0] / (T)cols + eps);
     for (int c = lid; c < cols; c += ${local_size}) {
         T v = (xr[c] - mean) * rstd;
@@ -286,7 +265,7 @@ ${rows_at(1, "r")}
         }
         p1[lid] = s1;
         p2[lid] = s2;
-        ${tree2("p1", "p2")}
+<%c:tree_fold size="${local_size}" args="h">p1[lid] += p1[lid + ${h}]; p2[lid] += p2[lid + ${h}];</%c:tree_fold>\
         const T m1 = p1[0] * inv_n, m2 = p2[0] * inv_n;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int c = lid; c < cols; c += ${local_size}) {
@@ -351,7 +330,7 @@ void forward(__global const T *x,
     ${each("s1 += x[i];")}
   % if strategy == "local":
     part[lid] = s1;
-    ${tree("part")}
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s1 = part[0];
     barrier(CLK_LOCAL_MEM_FENCE);
   % endif
@@ -360,7 +339,7 @@ void forward(__global const T *x,
     ${each("const T d = x[i] - mean; s2 += d * d;")}
   % if strategy == "local":
     part[lid] = s2;
-    ${tree("part")}
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s2 = part[0];
   % endif
     const T var = s2 / (T)M;
@@ -430,7 +409,7 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
 % if strategy == "local":
     p1[lid] = sg;
     p2[lid] = sgx;
-    ${tree2("p1", "p2")}
+<%c:tree_fold size="${local_size}" args="h">p1[lid] += p1[lid + ${h}]; p2[lid] += p2[lid + ${h}];</%c:tree_fold>\
     sg = p1[0];
     sgx = p2[0];
 % endif

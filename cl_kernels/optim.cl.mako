@@ -26,19 +26,14 @@
 <%
     vw = vector
 %>
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vw)}
 
 // This parameter's step count t, already advanced for the step being taken.
 inline T step_count(__global const uint *steps, const int slot)
 {
     return (T)steps[2 * slot + 1] * (T)4294967296.0 + (T)steps[2 * slot];
 }
-% if vw:
-typedef ${ctype}${vw} TV;
-% endif
 
 <%def name="chunked(body)">
     const int start = get_global_id(0) * chunk;
@@ -46,7 +41,7 @@ typedef ${ctype}${vw} TV;
     int i = start;
 % if vw:
     for (; i + ${vw} <= end; i += ${vw}) {
-${body("TV", lambda buf: f"vload{vw}(0, {buf} + i)", lambda buf, v: f"vstore{vw}({v}, 0, {buf} + i)")}
+${body("TV", lambda buf: f"VLOAD(0, {buf} + i)", lambda buf, v: f"VSTORE({v}, 0, {buf} + i)")}
     }
 % endif
     for (; i < end; ++i) {
@@ -60,8 +55,8 @@ ${body("T", lambda buf: f"{buf}[i]", lambda buf, v: f"{buf}[i] = {v}")}
         const ${V} w = ${load("p")};
         ${V} g = ${load("grad")} + weight_decay * w;
 % if momentum:
-        const ${V} b = first_step ? g : mu * ${load("buf")} + one_minus_dampening * g;
-        ${store("buf", "b")};
+        const ${V} b = first_step ? g : mu * ${load("momentum_buffer")} + one_minus_dampening * g;
+        ${store("momentum_buffer", "b")};
         g = nesterov ? g + mu * b : b;
 % endif
         ${store("p", "w - lr * g")};
@@ -71,7 +66,7 @@ __kernel void sgd_step(
     __global T *p,
     __global const T *grad,
 % if momentum:
-    __global T *buf,
+    __global T *momentum_buffer,
 % endif
     __global const T *rates,
     const T weight_decay,

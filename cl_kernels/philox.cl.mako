@@ -15,10 +15,8 @@
 <%
     per_block = 4 if ctype == "float" else 2
 %>
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 #define PHILOX_M0 0xD2511F53u
 #define PHILOX_M1 0xCD9E8D57u

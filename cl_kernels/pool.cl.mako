@@ -11,16 +11,11 @@
 ## avg: torch's divisor: the window clipped to the padded input (count_include_pad), or to the input
 ## itself, or `divisor` when positive (divisor_override).
 ## adaptive_avg: output (oh, ow) averages rows [floor(oh*H/OH), ceil((oh+1)*H/OH)) and likewise columns.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
-
-#define GEOMETRY const int H, const int W, const int OH, const int OW, const int KH, const int KW, \
-                 const int SH, const int SW, const int PH, const int PW, const int DH, const int DW
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 __kernel void max_forward(__global const T *restrict x, __global T *restrict y, __global int *restrict idx,
-                          GEOMETRY, const int n)
+                          ${c.geometry()}, const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
@@ -54,7 +49,7 @@ __kernel void max_forward(__global const T *restrict x, __global T *restrict y, 
 }
 
 __kernel void max_backward(__global const T *restrict g, __global const int *restrict idx,
-                           __global T *restrict dx, GEOMETRY, const int n)
+                           __global T *restrict dx, ${c.geometry()}, const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
@@ -82,7 +77,7 @@ __kernel void max_backward(__global const T *restrict g, __global const int *res
 // max_backward's adjoint, for gradients of gradients: each output takes the input at the position
 // max_forward kept, y[o] = x[plane(o), idx[o]] (with those positions fixed, max pooling is this gather).
 __kernel void max_gather(__global const T *restrict x, __global const int *restrict idx,
-                         __global T *restrict y, GEOMETRY, const int n)
+                         __global T *restrict y, ${c.geometry()}, const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
@@ -104,7 +99,7 @@ inline int avg_window(int oh, int ow, int H, int W, int KH, int KW, int SH, int 
     return divisor > 0 ? divisor : include_pad ? padded : (h1 - h0) * (w1 - w0);
 }
 
-__kernel void avg_forward(__global const T *restrict x, __global T *restrict y, GEOMETRY,
+__kernel void avg_forward(__global const T *restrict x, __global T *restrict y, ${c.geometry()},
                           const int include_pad, const int divisor, const int n)
 {
     const int gid = get_global_id(0);
@@ -127,7 +122,7 @@ __kernel void avg_forward(__global const T *restrict x, __global T *restrict y, 
     y[gid] = s / (T)div;
 }
 
-__kernel void avg_backward(__global const T *restrict g, __global T *restrict dx, GEOMETRY,
+__kernel void avg_backward(__global const T *restrict g, __global T *restrict dx, ${c.geometry()},
                            const int include_pad, const int divisor, const int n)
 {
     const int gid = get_global_id(0);

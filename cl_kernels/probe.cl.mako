@@ -1,40 +1,33 @@
 ## The device target's probes (target.py). Each is built and run on its own, and its numbers checked:
 ## a build that "succeeds" may still hold no kernel or compute garbage (PoCL reporting AVX-512 widths
 ## that its LLVM cannot lower), so the target keeps only what was seen to work.
-<%
-    T = ctype
-    VT = T if vw == 1 else f"{T}{vw}"
-    LOAD = (lambda i, p: f"{p}[{i}]") if vw == 1 else (lambda i, p: f"vload{vw}({i}, {p})")
-    STORE = (lambda v, i, p: f"{p}[{i}] = {v}") if vw == 1 else (lambda v, i, p: f"vstore{vw}({v}, {i}, {p})")
-%>
-% if T == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vw)}\
 % if which == "vector":
 
 // out[r, :] = sum_k b[k, r] * a[k, :] for four rows r, ${vw} columns per work-item: the register-blocked
 // multiply-add of the blocked matmul, plus the vector builtins the row kernels use (fmax, exp, isnan).
-__kernel void probe_vector(__global const ${T} *a, __global const ${T} *b, __global ${T} *out,
+__kernel void probe_vector(__global const T *a, __global const T *b, __global T *out,
                            const int n_vec, const int k_len)
 {
     const int i = get_global_id(0);
-    ${VT} acc0 = (${VT})(0), acc1 = (${VT})(0), acc2 = (${VT})(0), acc3 = (${VT})(0);
-    ${VT} top = (${VT})(-1);
+    TV acc0 = (TV)(0), acc1 = (TV)(0), acc2 = (TV)(0), acc3 = (TV)(0);
+    TV top = (TV)(-1);
     for (int k = 0; k < k_len; ++k) {
-        const ${VT} x = ${LOAD("k * n_vec + i", "a")};
-        acc0 = fma(x, (${VT})(b[4 * k + 0]), acc0);
-        acc1 = fma(x, (${VT})(b[4 * k + 1]), acc1);
-        acc2 = mad(x, (${VT})(b[4 * k + 2]), acc2);
-        acc3 += x * (${VT})(b[4 * k + 3]);
+        const TV x = VLOAD(k * n_vec + i, a);
+        acc0 = fma(x, (TV)(b[4 * k + 0]), acc0);
+        acc1 = fma(x, (TV)(b[4 * k + 1]), acc1);
+        acc2 = mad(x, (TV)(b[4 * k + 2]), acc2);
+        acc3 += x * (TV)(b[4 * k + 3]);
         top = fmax(top, x);
     }
     // exp(0) == 1 exactly and isnan is false: the sums stay exact small integers when the builtins work.
-    acc3 += exp(top - top) - (${VT})(1);
-    acc3 = isnan(acc3) ? (${VT})(-7) : acc3;
-    ${STORE("acc0", "i", "out")};
-    ${STORE("acc1", "n_vec + i", "out")};
-    ${STORE("acc2", "2 * n_vec + i", "out")};
-    ${STORE("acc3", "3 * n_vec + i", "out")};
+    acc3 += exp(top - top) - (TV)(1);
+    acc3 = isnan(acc3) ? (TV)(-7) : acc3;
+    VSTORE(acc0, i, out);
+    VSTORE(acc1, n_vec + i, out);
+    VSTORE(acc2, 2 * n_vec + i, out);
+    VSTORE(acc3, 3 * n_vec + i, out);
 }
 % else:
 

@@ -19,10 +19,8 @@
     IN = "T" if context.get("in_ctype", ctype) == ctype else context.get("in_ctype")
     long_ = I == "long"
 %>\
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}
 
 % if op == "sum":
 #define IDENTITY ((T)0)
@@ -54,7 +52,7 @@ typedef ${ctype} T;
 ## strategy "serial" (CPUs): one work-item folds a run of R for a block of ${inner_block} neighbouring
 ## inner positions, so the innermost loop walks contiguous memory and the compiler vectorises it; a
 ## plain row (inner == 1) uses eight interleaved accumulators for the same reason.
-__kernel void reduce(__global const ${IN} *in, const ${I} in_off,
+__kernel void reduce(__global const ${IN} *x, const ${I} x_off,
                      __global T *out,
 % if with_index:
                      __global const int *in_idx, __global int *out_idx,
@@ -72,7 +70,7 @@ __kernel void reduce(__global const ${IN} *in, const ${I} in_off,
     const ${I} o = g / (nib * P);
     const ${I} r0 = p * chunk;
     const ${I} r1 = min(R, r0 + chunk);
-    __global const ${IN} *base = in + in_off + (o * R) * inner;
+    __global const ${IN} *base = x + x_off + (o * R) * inner;
     __global T *dst = out + (o * P + p) * inner;
 % if not with_index:
     if (inner == 1) {
@@ -132,7 +130,7 @@ __kernel void reduce(__global const ${IN} *in, const ${I} in_off,
 }
 % else:
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
-void reduce(__global const ${IN} *in, const ${I} in_off,
+void reduce(__global const ${IN} *x, const ${I} x_off,
             __global T *out,
 % if with_index:
             __global const int *in_idx, __global int *out_idx,
@@ -153,7 +151,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
     const ${I} p = (g / inner) % P;
     const ${I} o = g / (inner * P);
     const ${I} r_end = min(R, (p + 1) * chunk);
-    __global const ${IN} *row = in + in_off + (o * R) * inner + i;
+    __global const ${IN} *row = x + x_off + (o * R) * inner + i;
 
     T acc = IDENTITY;
 % if with_index:
@@ -178,9 +176,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
 % if with_index:
     idx_l[lid] = best;
 % endif
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for half in [2 ** k for k in reversed(range(local_size.bit_length() - 1))]:
-    if (lid < ${half}) {
+<%c:tree_fold size="${local_size}" args="half">
     % if op == "sum":
         acc_l[lid] += acc_l[lid + ${half}];
     % elif with_index:
@@ -194,9 +190,7 @@ void reduce(__global const ${IN} *in, const ${I} in_off,
         const T a = acc_l[lid], b = acc_l[lid + ${half}];
         acc_l[lid] = (b > a || IS_NAN(b)) ? b : a;
     % endif
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+</%c:tree_fold>\
     if (lid == 0) {
         const ${I} at = (o * P + p) * inner + i;
 % if op == "sum":

@@ -4,10 +4,8 @@
 ## so every result is folded in a fixed order and is the same bit for bit at every run.
 ## `exclusive`: element r gets the fold of the elements before it (the identity for the first).
 ## Parameters: ctype, op ("sum" | "prod"), reverse, exclusive.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 __kernel void scan(__global const T *x, __global T *out, const int R, const int inner, const int n)
 {

@@ -12,10 +12,9 @@
 ## strategy "serial" (CPUs): one work-item per row, plain loops in a fixed order.
 ## strategy "local" (GPUs): one work-group of ${local_size} work-items per row, combined in local
 ## memory along a fixed tree. Either way the result does not depend on timing.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+## CPUs: the row loops go vw elements at a time (TV), where the vector exp is several times the scalar's speed.
+${c.preamble(ctype, vector=vw if strategy == "serial" else 0)}\
 % if op == "cross_entropy":
 % if weighted:
 #define W(c) weight[c]
@@ -31,7 +30,7 @@ typedef ${ctype} T;
 <%
     def row_max(v, m):   # NaN wins, as in numpy
         return f"{m} = ({v} > {m} || {v} != {v}) ? {v} : {m};"
-    lanes = [f"s{'0123456789abcdef'[k]}" for k in range(vw)]
+    lanes = c.lanes(vw)
     def vmax(x, m):
         """OpenCL setting T `m` to the max of row `x` (NaN wins): vectors of ${vw}, then the tail."""
         return "\n    ".join([
@@ -52,19 +51,16 @@ typedef ${ctype} T;
             f"s1_ += exp(VLOAD(0, {x} + e_ + {vw}) - {m}); }}",
             f"for (; e_ + {vw} <= cols; e_ += {vw}) s0_ += exp(VLOAD(0, {x} + e_) - {m});",
             f"s0_ += s1_;",
-            f"T {s} = " + " + ".join(f"s0_.{l}" for l in lanes) + ";",
+            f"T {s} = {c.hsum('s0_', vw)};",
             f"for (; e_ < cols; ++e_) {s} += exp({x}[e_] - {m});"])
 %>
 % if strategy == "serial":
-// CPUs: the row loops go ${vw} elements at a time, where the vector exp is several times the scalar's speed.
-typedef ${ctype}${vw} TV;
+// isnan of a vector: a vector of ints of the element's width.
 % if ctype == "double":
 typedef long${vw} VI;
 % else:
 typedef int${vw} VI;
 % endif
-#define VLOAD vload${vw}
-#define VSTORE vstore${vw}
 % if op == "cross_entropy":
 __kernel void forward(__global const T *x, __global const int *target,
 % if weighted:
@@ -179,13 +175,13 @@ __kernel void backward(__global const T *g, __global const T *y, __global T *gx,
     int c = 0;
   % if op == "softmax":
     for (; c + ${vw} <= cols; c += ${vw}) sv += VLOAD(0, gr + c) * VLOAD(0, yr + c);
-    T s = ${" + ".join(f"sv.{l}" for l in lanes)};
+    T s = ${c.hsum("sv", vw)};
     for (; c < cols; ++c) s += gr[c] * yr[c];
     for (c = 0; c + ${vw} <= cols; c += ${vw}) VSTORE(VLOAD(0, yr + c) * (VLOAD(0, gr + c) - s), 0, out + c);
     for (; c < cols; ++c) out[c] = yr[c] * (gr[c] - s);
   % else:
     for (; c + ${vw} <= cols; c += ${vw}) sv += VLOAD(0, gr + c);
-    T s = ${" + ".join(f"sv.{l}" for l in lanes)};
+    T s = ${c.hsum("sv", vw)};
     for (; c < cols; ++c) s += gr[c];
     for (c = 0; c + ${vw} <= cols; c += ${vw}) VSTORE(VLOAD(0, gr + c) - exp(VLOAD(0, yr + c)) * s, 0, out + c);
     for (; c < cols; ++c) out[c] = gr[c] - exp(yr[c]) * s;
@@ -193,9 +189,6 @@ __kernel void backward(__global const T *g, __global const T *y, __global T *gx,
 }
 % endif
 % else:
-<%
-    halves = [2 ** k for k in reversed(range(local_size.bit_length() - 1))]
-%>
 % if op == "cross_entropy":
 __kernel __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
 void forward(__global const T *x, __global const int *target,
@@ -219,21 +212,13 @@ void forward(__global const T *x, __global const int *target,
     T m = -INFINITY;
     for (int c = lid; c < cols; c += ${local_size}) { const T v = xr[c]; ${row_max("v", "m")} }
     part[lid] = m;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) { const T a = part[lid], b = part[lid + ${h}]; part[lid] = (b > a || b != b) ? b : a; }
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">const T a = part[lid], b = part[lid + ${h}]; part[lid] = (b > a || b != b) ? b : a;</%c:tree_fold>\
     m = part[0];
     barrier(CLK_LOCAL_MEM_FENCE);
     T s = 0;
     for (int c = lid; c < cols; c += ${local_size}) s += exp(xr[c] - m);
     part[lid] = s;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) part[lid] += part[lid + ${h}];
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     const T l = m + log(part[0]);
 % endif
 % if smoothing:
@@ -242,11 +227,7 @@ void forward(__global const T *x, __global const int *target,
     for (int c = lid; c < cols; c += ${local_size}) { const T wc = W(c); sw += wc; swx += wc * xr[c]; }
     part[lid] = sw;
     part2[lid] = swx;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) { part[lid] += part[lid + ${h}]; part2[lid] += part2[lid + ${h}]; }
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}]; part2[lid] += part2[lid + ${h}];</%c:tree_fold>\
 % endif
     if (lid == 0) {
         const T wt = ignored ? (T)0 : (valid ? W(t) : (T)1);
@@ -299,11 +280,7 @@ void backward(__global const T *g, __global const T *x, __global const int *targ
     T sw = 0;
     for (int c = lid; c < cols; c += ${local_size}) sw += W(c);
     part[lid] = sw;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) part[lid] += part[lid + ${h}];
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     sw = part[0];
     const T a = gs * ((T)1 - smooth) * wt, e = gs * smooth / (T)cols;
     for (int c = lid; c < cols; c += ${local_size}) {
@@ -328,21 +305,13 @@ void forward(__global const T *x, __global T *y, const int rows, const int cols)
     T m = -INFINITY;
     for (int c = lid; c < cols; c += ${local_size}) { const T v = xr[c]; ${row_max("v", "m")} }
     part[lid] = m;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) { const T a = part[lid], b = part[lid + ${h}]; part[lid] = (b > a || b != b) ? b : a; }
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">const T a = part[lid], b = part[lid + ${h}]; part[lid] = (b > a || b != b) ? b : a;</%c:tree_fold>\
     m = part[0];
     barrier(CLK_LOCAL_MEM_FENCE);
     T s = 0;
     for (int c = lid; c < cols; c += ${local_size}) s += exp(xr[c] - m);
     part[lid] = s;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) part[lid] += part[lid + ${h}];
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s = part[0];
   % if op == "softmax":
     const T inv = (T)1 / s;
@@ -369,11 +338,7 @@ void backward(__global const T *g, __global const T *y, __global T *gx, const in
     for (int c = lid; c < cols; c += ${local_size}) s += gr[c];
   % endif
     part[lid] = s;
-    barrier(CLK_LOCAL_MEM_FENCE);
-% for h in halves:
-    if (lid < ${h}) part[lid] += part[lid + ${h}];
-    barrier(CLK_LOCAL_MEM_FENCE);
-% endfor
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s = part[0];
   % if op == "softmax":
     for (int c = lid; c < cols; c += ${local_size}) out[c] = yr[c] * (gr[c] - s);

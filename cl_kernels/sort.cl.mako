@@ -3,10 +3,8 @@
 ## NaN is the largest value, equal keys keep their order (stable), descending reverses the order of
 ## unequal keys only. Writes the permutation idx (sorted position -> original index) and its inverse.
 ## `tmp` is scratch of the same size as idx; the passes alternate between the two buffers.
-% if ctype == "double":
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-% endif
-typedef ${ctype} T;
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype)}\
 
 % if ctype in ("float", "double"):
 #define ISNAN(v) ((v) != (v))

@@ -93,17 +93,21 @@ def _check_input(x, op, spatial):
     return x, True
 
 
-def _launch(template, name, dtype, n, args, rows=None, **params):
-    """Enqueue ``name`` over ``n`` items (rows on CPUs for the conv kernels, elements otherwise)."""
-    dev = args[0].device
-    check_index32("convolution" if template == _CONV else "pooling", n, *[a for a in args if isinstance(a, Tensor)])
+# The window geometry's parameter names, in the order of _geometry's tuple (cl_kernels/common.mako).
+GEOMETRY = ("H", "W", "OH", "OW", "KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW")
+
+
+def _launch(template, name, dtype, n, args: dict, rows=None, **params):
+    """Enqueue ``name`` over ``n`` items (rows on CPUs for the conv kernels, elements otherwise), its
+    arguments ``args`` by name."""
+    tensors = [a for a in args.values() if isinstance(a, Tensor)]
+    dev = tensors[0].device
+    check_index32("convolution" if template == _CONV else "pooling", n, *tensors)
     if rows is not None:
         params["rows"] = rows
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
     local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
-    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,),
-                   *[a.buffer if isinstance(a, Tensor) else a if isinstance(a, np.generic) else np.int32(a)
-                     for a in args], np.int32(n))
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -192,8 +196,8 @@ def _im2col(x: Tensor, geom, cols: Tensor, n0=0) -> Tensor:
         rows = not dev.target.is_gpu
         rb = _row_block(planes, OH, dev) if rows else 1
         n = planes * -(-OH // rb) if rows else cols.numel()
-        x_off = np.int64(n0 * math.prod(x._shape[1:]))
-        _launch(_CONV, "im2col", x.dtype, n, [x, cols, *geom, rb, x_off], rows=rows)
+        _launch(_CONV, "im2col", x.dtype, n, dict(x_base=x, cols=cols, **dict(zip(GEOMETRY, geom)), RB=rb,
+                                                  x_off=n0 * math.prod(x._shape[1:])), rows=rows)
     return cols
 
 
@@ -207,7 +211,8 @@ def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
         rows = not dev.target.is_gpu
         rb = _row_block(planes, H, dev) if rows else 1
         n = planes * -(-H // rb) if rows else images * per_image
-        _launch(_CONV, "col2im", dx.dtype, n, [dcols, dx, *geom, rb, np.int64(n0 * per_image)], rows=rows)
+        _launch(_CONV, "col2im", dx.dtype, n, dict(dcols=dcols, dx_base=dx, **dict(zip(GEOMETRY, geom)), RB=rb,
+                                                   dx_off=n0 * per_image), rows=rows)
     return dx
 
 
@@ -471,7 +476,7 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
     idx = Tensor._wrap((N, C, OH, OW), np.dtype(np.int32), xt.device)
     if y.numel():
-        _launch(_POOL, "max_forward", xt.dtype, y.numel(), [xt, y, idx, *geom])
+        _launch(_POOL, "max_forward", xt.dtype, y.numel(), dict(x=xt, y=y, idx=idx, **dict(zip(GEOMETRY, geom))))
 
     out = record("MaxPool2DBackward", y, [x], _pool_rule, saved=(idx,), kind="max", direction=0, params=geom,
                  x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
@@ -502,7 +507,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     extra = (int(bool(count_include_pad)), divisor)
     y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
     if y.numel():
-        _launch(_POOL, "avg_forward", xt.dtype, y.numel(), [xt, y, *geom, *extra])
+        _launch(_POOL, "avg_forward", xt.dtype, y.numel(),
+                dict(x=xt, y=y, **dict(zip(_POOL_PARAMS["avg"], geom + extra))))
 
     out = record("AvgPool2DBackward", y, [x], _pool_rule, kind="avg", direction=0, params=geom + extra,
                  x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
@@ -529,7 +535,7 @@ def adaptive_avg_pool2d(input, output_size):
         raise ValueError(f"{op}: input {xt.shape()} has an empty spatial dimension")
     y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
     if y.numel():
-        _launch(_POOL, "adaptive_avg_forward", xt.dtype, y.numel(), [xt, y, H, W, OH, OW])
+        _launch(_POOL, "adaptive_avg_forward", xt.dtype, y.numel(), dict(x=xt, y=y, H=H, W=W, OH=OH, OW=OW))
 
     out = record("AdaptiveAvgPool2DBackward", y, [x], _pool_rule, kind="adaptive_avg", direction=0,
                  params=(H, W, OH, OW), x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
@@ -544,15 +550,23 @@ def adaptive_avg_pool2d(input, output_size):
 _POOL_NODES = {"max": ("MaxPool2DBackward", "MaxPool2DGradBackward"),
                "avg": ("AvgPool2DBackward", "AvgPool2DGradBackward"),
                "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward")}
-_POOL_KERNELS = {"max": ("max_gather", "max_backward"), "avg": ("avg_forward", "avg_backward"),
-                 "adaptive_avg": ("adaptive_avg_forward", "adaptive_avg_backward")}
+# Per direction: (kernel, its input's parameter, its output's parameter). Max pooling's kernels also
+# read the kept positions (idx); each kind's geometry parameters are named in _POOL_PARAMS.
+_POOL_KERNELS = {"max": (("max_gather", "x", "y"), ("max_backward", "g", "dx")),
+                 "avg": (("avg_forward", "x", "y"), ("avg_backward", "g", "dx")),
+                 "adaptive_avg": (("adaptive_avg_forward", "x", "y"), ("adaptive_avg_backward", "g", "dx"))}
+_POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "adaptive_avg": ("H", "W", "OH", "OW")}
 
 
 def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> Tensor:
     """P (direction 0: input -> output) or P^T (1: output -> input) applied to ``t``."""
     out = Tensor._wrap(x_shape if direction else y_shape, t.dtype, t.device)
     if out.numel():
-        _launch(_POOL, _POOL_KERNELS[kind][direction], t.dtype, out.numel(), [t, *saved, out, *params])
+        name, src, dst = _POOL_KERNELS[kind][direction]
+        args = {src: t, dst: out, **dict(zip(_POOL_PARAMS[kind], params))}
+        if kind == "max":
+            args["idx"] = saved[0]
+        _launch(_POOL, name, t.dtype, out.numel(), args)
     return out
 
 

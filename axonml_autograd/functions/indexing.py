@@ -59,6 +59,10 @@ def _indices(index, size, op, device) -> Tensor:
     return Tensor.from_numpy(np.where(arr < 0, arr + size, arr).astype(np.int32), dtype="int32", device=device)
 
 
+# Each kernel's input and output parameters (cl_kernels/index.cl.mako).
+_OPERANDS = {"forward": ("x", "out"), "backward": ("g", "gx")}
+
+
 def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
     check_index32(f"index_{mode}", src, math.prod(out_shape))
     out = Tensor._wrap(tuple(out_shape), src.dtype, src.device)
@@ -68,8 +72,9 @@ def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
         n = out.numel() // inner if rows else out.numel()
         knl = kernels.get_kernel(dev, _TEMPLATE, which, ctype=kernels.ctype(src.dtype), mode=mode, rows=rows)
         local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256))
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), src.buffer, idx.buffer, out.buffer,
-                       np.int32(R), np.int32(K), np.int32(inner), np.int32(n))
+        src_name, out_name = _OPERANDS[which]
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **{src_name: src, out_name: out}, idx=idx,
+                       R=R, K=K, inner=inner, n=n)
     return out
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 from .. import kernels
 from . import differentiable as dv
@@ -75,11 +74,10 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     if rows and cols:
         knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="layer_norm", has_weight=w is not None,
                                        has_bias=b is not None, affine=w is not None or b is not None)
-        args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
         # CPUs: blocks of rows per work-item (as the backward); GPUs: a work-group per row.
         groups, per = _blocks(dev, rows, cols) if strategy == "serial" else (rows, 1)
-        kernels.launch(dev, knl, (groups * local,), (local,), *args, y.buffer, mean.buffer, rstd.buffer,
-                       x.dtype.type(eps), np.int32(rows), np.int32(cols), np.int32(per))
+        kernels.launch(dev, knl, (groups * local,), (local,), x=x, w=w, b=b, y=y, mean_out=mean, rstd_out=rstd,
+                       eps=eps, rows=rows, cols=cols, per_block=per)
 
     def rule(ctx, g):
         xs, ms, rs = ctx.saved_tensors[:3]
@@ -156,10 +154,8 @@ def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
     partial = Tensor._wrap((nblk, 2, cols), x.dtype, dev) if affine else None
     knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="layer_norm", has_weight=w is not None,
                                    has_bias=has_bias, affine=affine)
-    args = [g.buffer, x.buffer, mean.buffer, rstd.buffer] + ([w.buffer] if w is not None else []) + \
-        ([partial.buffer] if affine else [])
-    kernels.launch(dev, knl, (nblk * local,), (local,), *args, dx.buffer, np.int32(rows), np.int32(cols),
-                   np.int32(per))
+    kernels.launch(dev, knl, (nblk * local,), (local,), g=g, x=x, mean_in=mean, rstd_in=rstd, w=w, partial=partial,
+                   dx=dx, rows=rows, cols=cols, per_block=per)
     if affine:
         sums = partial.reshape((2 * cols,)) if nblk == 1 else reduce(partial.reshape((nblk, 2 * cols)), "sum", 0)
         both = sums.reshape((2, cols))
@@ -211,12 +207,9 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
         knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="batch_norm", has_weight=w is not None,
                                        has_bias=b is not None, has_running=has_running, training=bool(training),
                                        cumulative=cumulative)
-        args = [x.buffer] + ([w.buffer] if w is not None else []) + ([b.buffer] if b is not None else [])
-        if has_running:
-            args += [rm.buffer, rv.buffer] + ([num_batches_tracked.buffer] if cumulative else [])
-        kernels.launch(dev, knl, (C * local,), (local,), *args, y.buffer, mean.buffer, invstd.buffer,
-                       x.dtype.type(eps), x.dtype.type(0.0 if momentum is None else momentum),
-                       np.int32(N), np.int32(C), np.int32(S))
+        kernels.launch(dev, knl, (C * local,), (local,), x=x, w=w, b=b, running_mean=rm, running_var=rv,
+                       batches=num_batches_tracked if cumulative else None, y=y, mean_out=mean, invstd_out=invstd,
+                       eps=eps, momentum=0.0 if momentum is None else momentum, N=N, C=C, S=S)
         if training and has_running:
             rm._version += 1
             rv._version += 1
@@ -260,7 +253,6 @@ def batch_norm_backward(g, x, mean, invstd, w, flags):
     if x.numel() == 0:
         return dx, Tensor.zeros((C,), x.dtype, dev), Tensor.zeros((C,), x.dtype, dev)
     knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="batch_norm", **flags)
-    args = [g.buffer, x.buffer, mean.buffer, invstd.buffer] + ([w.buffer] if w is not None else [])
-    kernels.launch(dev, knl, (C * local,), (local,), *args, dx.buffer, dw.buffer, db.buffer,
-                   np.int32(N), np.int32(C), np.int32(S))
+    kernels.launch(dev, knl, (C * local,), (local,), g=g, x=x, mean_in=mean, invstd_in=invstd, w=w, dx=dx, dw=dw,
+                   db=db, N=N, C=C, S=S)
     return dx, dw, db

@@ -275,7 +275,7 @@ def norm(a, p, dim, keepdim):
 def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="scan", inputs=None) -> Tensor:
     """Running sums/products of ``x`` along axis ``d`` (``cl_kernels/scan.cl.mako``): a work-item per
     column. ``kernel``/``inputs`` run another walk of that template over the same columns (cumprod's
-    gradient reads ``g`` and ``x``)."""
+    gradient reads ``g`` and ``x``: ``inputs`` by parameter name)."""
     check_index32(f"cum{op}", x)
     out = Tensor._wrap(x._shape, x.dtype, x.device)
     R = x._shape[d]
@@ -286,9 +286,8 @@ def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="sc
         knl = kernels.get_kernel(dev, "scan.cl.mako", kernel, ctype=kernels.ctype(x.dtype), op=op,
                                  reverse=bool(reverse), exclusive=bool(exclusive))
         local = kernels.fit_local(dev, knl, dev.target.local_size(64)) if dev.target.is_gpu else 1
-        buffers = [t.buffer for t in (inputs or [x])]
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), *buffers, out.buffer, np.int32(R),
-                       np.int32(inner), np.int32(n))
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **(inputs or dict(x=x)), out=out, R=R,
+                       inner=inner, n=n)
     return out
 
 
@@ -325,7 +324,7 @@ def cumprod(a, dim):
 
     def rule(ctx, g):
         (xs,) = ctx.saved_tensors
-        return _scan(xs, ctx.attrs["dim"], "prod", kernel="cumprod_grad", inputs=[g.contiguous(), xs])
+        return _scan(xs, ctx.attrs["dim"], "prod", kernel="cumprod_grad", inputs=dict(g=g.contiguous(), x=xs))
 
     return record("CumprodBackward", _scan(x, d, "prod"), [a], rule, saved=(x,), dim=d, vrule=_cumprod_vrule)
 

@@ -51,8 +51,7 @@ def _argsort_rows(x2: Tensor, descending: bool):
         tmp = Tensor._wrap((rows, n), np.dtype(np.int32), dev)
         knl = kernels.get_kernel(dev, "sort.cl.mako", "argsort", ctype=kernels.ctype(x2.dtype),
                                  descending=bool(descending))
-        kernels.launch(dev, knl, (rows,), None, x2.buffer, idx.buffer, tmp.buffer, inv.buffer, np.int32(rows),
-                       np.int32(n))
+        kernels.launch(dev, knl, (rows,), None, x=x2, idx=idx, tmp=tmp, inv=inv, rows=rows, n=n)
     return idx, inv
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .optimizer import Optimizer, _number, _optim_kernel
 from ..tensor import Tensor
 
@@ -44,13 +42,10 @@ class Adagrad(Optimizer):
     def _kernel(self, g, data):
         return _optim_kernel(data, "adagrad_step")
 
-    def _buffers(self, g, data, grad, state):
+    def _arguments(self, g, data, state, fresh):
         # A new sum is not filled: the kernel's first step reads initial_accumulator_value instead.
         s = state.get("sum")
         if s is None:
             s = state["sum"] = Tensor._wrap(data._shape, data.dtype, data.device)
-        return [data.buffer, grad.buffer, s.buffer]
-
-    def _scalars(self, g, fresh, T):
-        return [T(g["lr_decay"]), T(g["eps"]), T(g["weight_decay"]), T(g["initial_accumulator_value"]),
-                np.int32(fresh)]
+        return dict(sum=s, lr_decay=g["lr_decay"], eps=g["eps"], weight_decay=g["weight_decay"],
+                    init=g["initial_accumulator_value"], first_step=int(fresh))

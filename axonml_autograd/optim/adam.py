@@ -42,17 +42,15 @@ class Adam(Optimizer):
     def _kernel(self, g, data):
         return _optim_kernel(data, "adam_step", momentum=False, amsgrad=g["amsgrad"])
 
-    def _buffers(self, g, data, grad, state):
-        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
+    def _arguments(self, g, data, state, fresh):
+        beta1, beta2 = g["betas"]
+        return dict({k: self._state_tensor(state, k, data) for k in self._needed_state(g)},
+                    beta1=beta1, beta2=beta2, eps=g["eps"], l2=0.0 if self._decoupled else g["weight_decay"],
+                    log_beta1=_log(beta1), log_beta2=_log(beta2))
 
     def _rate_values(self, g):
         # AdamW's decay depends on lr, so it travels with it (computed here in double, as lr is).
         return [float(g["lr"]), 1.0 - g["lr"] * g["weight_decay"] if self._decoupled else 1.0]
-
-    def _scalars(self, g, fresh, T):
-        beta1, beta2 = g["betas"]
-        l2 = 0.0 if self._decoupled else g["weight_decay"]
-        return [T(beta1), T(beta2), T(g["eps"]), T(l2), T(_log(beta1)), T(_log(beta2))]
 
 
 def _log(beta: float) -> float:

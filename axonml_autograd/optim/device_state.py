@@ -118,8 +118,8 @@ def advance(device, table: Tensor, slots) -> None:
         while end < len(slots) and slots[end] == slots[end - 1] + 1:
             end += 1
         count = end - start
-        kernels.launch(device, knl, (kernels.round_up(count, local),), (local,), table.buffer,
-                       np.int32(slots[start]), np.int32(count), np.uint32(1), np.uint32(0))
+        kernels.launch(device, knl, (kernels.round_up(count, local),), (local,), counters=table,
+                       first=slots[start], count=count, add_lo=1, add_hi=0)
         start = end
 
 

@@ -98,8 +98,8 @@ class Optimizer:
 
     ``params`` is a list of Variables, or a list of dicts ``{"params": [...], "lr": ..., ...}`` whose
     options override the optimiser's defaults for that group (PyTorch's parameter groups).
-    Subclasses define ``defaults``, ``_check_group``, ``_needed_state``, ``_kernel``, ``_buffers``
-    and ``_scalars`` (the options baked into a launch), and ``_rate_values`` when their kernel reads
+    Subclasses define ``defaults``, ``_check_group``, ``_needed_state``, ``_kernel``, ``_arguments``
+    (the state buffers and the options baked into a launch, by the kernel's parameter names), and ``_rate_values`` when their kernel reads
     more than ``lr`` from the group's rate buffer.
     """
 
@@ -259,10 +259,10 @@ class Optimizer:
                     fresh = not all(k in state for k in self._needed_state(group))
                     if fresh and cap is not None:
                         cap.invalidate(f"{name}.step created optimiser state (a first step)")
-                    buffers = self._buffers(group, data, grad, state)
+                    args = self._arguments(group, data, state, fresh)
                     if self._reads_steps:
-                        buffers += [self._step_tables[data.device].buffer, np.int32(self._slots[id(p)])]
-                    self._launch(group, data, buffers + [rate.buffer], self._scalars(group, fresh, data.dtype.type))
+                        args.update(steps=self._step_tables[data.device], slot=self._slots[id(p)])
+                    self._launch(group, data, p=data, grad=grad, rates=rate, **args)
                 data._version += 1   # saved-for-backward copies of this tensor are now stale
                 done += 1
             if work:
@@ -349,25 +349,22 @@ class Optimizer:
         """The state tensors a step of ``group`` uses (missing ones are created: a first step)."""
         return ()
 
-    def _buffers(self, group, data: Tensor, grad: Tensor, state: dict) -> list:
-        """The kernel's buffer arguments (creating missing state)."""
-        raise NotImplementedError
-
-    def _scalars(self, group, fresh: bool, T) -> list:
-        """The kernel's scalar arguments of type ``T``, from the options (never the step or the rates)."""
+    def _arguments(self, group, data: Tensor, state: dict, fresh: bool) -> dict:
+        """The kernel's state buffers (creating missing state) and its scalar options, by parameter name
+        (``optim.cl.mako``; never the step or the rates, which the kernel reads from device buffers).
+        The parameter, its gradient, the rates, the step table and the launch shape are added here."""
         raise NotImplementedError
 
     def _kernel(self, group, data: Tensor):
         raise NotImplementedError
 
-    def _launch(self, group, data: Tensor, buffers, scalars):
+    def _launch(self, group, data: Tensor, **args):
         # The elementwise launch shape: on CPUs each work-item walks a long contiguous run with
         # vector loads (the template's vector loop), on GPUs one element per work-item.
         dev = data.device
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
-        kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,),
-                       *buffers, *scalars, np.int32(n), np.int32(chunk))
+        kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,), n=n, chunk=chunk, **args)
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:

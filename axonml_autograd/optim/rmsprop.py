@@ -44,9 +44,6 @@ class RMSprop(Optimizer):
     def _kernel(self, g, data):
         return _optim_kernel(data, "rmsprop_step", momentum=g["momentum"] != 0, centered=g["centered"])
 
-    def _buffers(self, g, data, grad, state):
-        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
-
-    def _scalars(self, g, fresh, T):
-        scalars = [T(g["alpha"]), T(g["eps"]), T(g["weight_decay"])]
-        return scalars + [T(g["momentum"])] if g["momentum"] != 0 else scalars
+    def _arguments(self, g, data, state, fresh):
+        return dict({k: self._state_tensor(state, k, data) for k in self._needed_state(g)}, alpha=g["alpha"],
+                    eps=g["eps"], weight_decay=g["weight_decay"], mu=g["momentum"] if g["momentum"] != 0 else None)

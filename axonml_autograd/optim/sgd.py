@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from .optimizer import Optimizer, _number, _optim_kernel
 
 
@@ -36,11 +34,9 @@ class SGD(Optimizer):
     def _kernel(self, g, data):
         return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False)
 
-    def _buffers(self, g, data, grad, state):
-        return [data.buffer, grad.buffer] + [self._state_tensor(state, k, data).buffer for k in self._needed_state(g)]
-
-    def _scalars(self, g, fresh, T):
+    def _arguments(self, g, data, state, fresh):
         if g["momentum"] != 0:
-            return [T(g["weight_decay"]), T(g["momentum"]), T(1.0 - g["dampening"]),
-                    np.int32(fresh), np.int32(g["nesterov"])]
-        return [T(g["weight_decay"])]
+            return dict(momentum_buffer=self._state_tensor(state, "momentum_buffer", data),
+                        weight_decay=g["weight_decay"], mu=g["momentum"], one_minus_dampening=1.0 - g["dampening"],
+                        first_step=int(fresh), nesterov=int(g["nesterov"]))
+        return dict(weight_decay=g["weight_decay"])
