@@ -170,13 +170,14 @@ def _run(plan, inputs, scalars, int_scalars=_NONE, long_scalars=_NONE, out=None)
         return result
     # The plan's own kernel object already holds the shape arguments; only the buffers and the
     # scalars change from call to call (see _Plan), the scalars as packed bytes.
-    args = [result.buffer]
     if launch.recording_threads:   # the buffer property tells a capture which buffers it reads
+        args = [result.buffer]
         for x in inputs:
             if x.__class__ is not View and x._view is not None:
                 x = x.view()   # read in place, not laid out
             args.append(x.tensor.buffer if x.__class__ is View else x.buffer)
     else:
+        args = [result._storage.buffer]
         for x in inputs:
             args.append((x.tensor if x.__class__ is View else x)._storage.buffer)
     if scalars:
