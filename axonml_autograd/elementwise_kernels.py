@@ -18,7 +18,7 @@ import pyopencl as cl
 
 from . import kernels, launch
 from .device import get_device
-from .shapes import _short, as_float, broadcast_shapes, contiguous_strides
+from .shapes import _collapse, _short, as_float, broadcast_shapes, contiguous_strides
 from .tensor import Tensor, View, _index_dtype, _Storage, index_type
 
 
@@ -41,22 +41,6 @@ def _check_same_device(op, tensors):
             raise ValueError(f"{op}: tensors are on different devices ({dev.selector} {dev.name} and "
                              f"{t.device.selector} {t.device.name}); move one with .to(device)")
     return dev
-
-
-def _collapse(shape, stride_sets):
-    """Drop size-1 axes and merge neighbours that every operand walks contiguously."""
-    dims = [k for k, s in enumerate(shape) if s != 1]
-    new_shape, new_strides = [], [[] for _ in stride_sets]
-    for k in dims:
-        if new_shape and all(ns[-1] == st[k] * shape[k] for st, ns in zip(stride_sets, new_strides)):
-            new_shape[-1] *= shape[k]
-            for st, ns in zip(stride_sets, new_strides):
-                ns[-1] = st[k]
-        else:
-            new_shape.append(shape[k])
-            for st, ns in zip(stride_sets, new_strides):
-                ns.append(st[k])
-    return new_shape, new_strides
 
 
 def _local_size(device) -> int:

@@ -60,9 +60,9 @@ def _form(name: str, scalar_side: int = -1) -> _Form:
     reverse = scalar_side == 0
     if name == "pow" and not reverse:
         node = "PowBackward"   # x ** p, the common case, keeps its plain name
-    else:
-        node = spec.node_name("_scalar") if not reverse else "R" + spec.node_name("_scalar").lower()[:1] \
-            + spec.node_name("_scalar")[1:]
+    else:   # "MulScalarBackward"; reversed, "RsubScalarBackward" (2 - x)
+        node = spec.node_name("_scalar")
+        node = "R" + node[0].lower() + node[1:] if reverse else node
     names = tuple(n for k, n in enumerate(spec.inputs) if k != scalar_side)
     return _Form(spec, node, names, scalar=spec.inputs[scalar_side])
 
