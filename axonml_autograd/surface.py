@@ -29,7 +29,7 @@ from .functions import pointwise as F
 from .registry import rows
 from .tensor import Tensor
 from .shapes import as_float
-from .variable import Variable, as_variable
+from .variable import Variable, _operand
 
 # Written by hand (clamp's integer bounds, gelu's approximate=, pow's integer exponents) or internal
 # forms of another method (gelu_tanh), so no generated method.
@@ -64,16 +64,11 @@ def _t_binary(name, x, other):
 
 
 def _v_binary(name, v, other):
-    if isinstance(other, (Variable, Tensor)):
-        return F.binary(name, v, as_variable(other, name, "other"))
-    value = as_float(other, name)
-    like = v._data
-    return F.binary(name, v, Variable(Tensor.full((), value, like.dtype if like.dtype.kind == "f" else "float32",
-                                                  like.device)))
+    return F.binary(name, v, _operand(other, v, name))   # a number becomes a 0-d Variable of v's type
 
 
 _NAMESPACE = {"_t_unary": P.unary, "_v_unary": F.unary, "_t_binary": _t_binary, "_v_binary": _v_binary,
-              "_number": lambda value, what: as_float(value, what)}
+              "_number": as_float}
 
 
 def _generated(name) -> str:
