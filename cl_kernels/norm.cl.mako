@@ -14,26 +14,27 @@
 ${c.preamble(ctype, vector=vw)}\
 <%
     UNROLL = 4
-    def row_sums(sums, init, body, start="0"):
+    def row_sums(sums, init, body, start="0", cols="cols", var="c"):
         """OpenCL that sets T scalars `sums` to the row sums of the vector expressions `body(c)` (one per
         sum), with UNROLL independent accumulators each, then the vector remainder and the scalar tail
+        (`var` names the column, `cols` the length)
         (`init` gives each scalar's tail term for column c). Fixed order: it depends on cols only."""
         lines = []
         for name in sums:
             lines.append("TV " + ", ".join(f"{name}_v{u} = (TV)(0)" for u in range(UNROLL)) + ";")
-        lines.append(f"int c_ = {start};")
-        lines.append(f"for (; c_ + {UNROLL * vw} <= cols; c_ += {UNROLL * vw}) {{")
+        lines.append(f"int {var}_ = {start};")
+        lines.append(f"for (; {var}_ + {UNROLL * vw} <= {cols}; {var}_ += {UNROLL * vw}) {{")
         for u in range(UNROLL):
-            lines.append("    { const int c = c_ + " + str(u * vw) + "; " +
-                         " ".join(f"{name}_v{u} += {expr};" for name, expr in zip(sums, body("c"))) + " }")
+            lines.append(f"    {{ const int {var} = {var}_ + " + str(u * vw) + "; " +
+                         " ".join(f"{name}_v{u} += {expr};" for name, expr in zip(sums, body(var))) + " }")
         lines.append("}")
-        lines.append(f"for (; c_ + {vw} <= cols; c_ += {vw}) {{ const int c = c_; " +
-                     " ".join(f"{name}_v0 += {expr};" for name, expr in zip(sums, body("c"))) + " }")
+        lines.append(f"for (; {var}_ + {vw} <= {cols}; {var}_ += {vw}) {{ const int {var} = {var}_; " +
+                     " ".join(f"{name}_v0 += {expr};" for name, expr in zip(sums, body(var))) + " }")
         for name in sums:
             total = " + ".join(f"{name}_v{u}" for u in range(UNROLL))
             lines.append(f"T {name} = {c.hsum('(' + total + ')', vw)};")
-        lines.append("for (; c_ < cols; ++c_) { const int c = c_; " +
-                     " ".join(f"{name} += {expr};" for name, expr in zip(sums, init("c"))) + " }")
+        lines.append(f"for (; {var}_ < {cols}; ++{var}_) {{ const int {var} = {var}_; " +
+                     " ".join(f"{name} += {expr};" for name, expr in zip(sums, init(var))) + " }")
         return "\n    ".join(lines)
 %>
 % if kind == "layer_norm":
@@ -326,24 +327,61 @@ void forward(__global const T *x,
 % endif
     const int M = N * S;
 % if training:
+    // Sums of x - K, K the channel's first value (0 if it is not finite): the shift removes the
+    // cancellation a large mean causes (float32 at mean 1e3 or 1e4). Serial: a vector partial sum
+    // per sample n (blocked summation). Then the corrected two-pass variance (sum d^2 - (sum d)^2 / M)
+    // over d = x - K - off, which takes out the error left in off to first order.
+    const T K0 = x[(size_t)c * S];
+    const T K = isfinite(K0) ? K0 : (T)0;
+  % if strategy == "serial":
     T s1 = 0;
-    ${each("s1 += x[i];")}
-  % if strategy == "local":
+    for (int n = 0; n < N; ++n) {
+        __global const T *xs = x + ((size_t)n * C + c) * S;
+        {
+        ${row_sums(["p"], lambda j: [f"xs[{j}] - K"], lambda j: [f"VLOAD(0, xs + {j}) - K"], cols="S", var="j")}
+        s1 += p;
+        }
+    }
+  % else:
+    T s1 = 0;
+    ${each("s1 += x[i] - K;")}
     part[lid] = s1;
 <%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s1 = part[0];
     barrier(CLK_LOCAL_MEM_FENCE);
   % endif
-    const T mean = s1 / (T)M;
-    T s2 = 0;
-    ${each("const T d = x[i] - mean; s2 += d * d;")}
-  % if strategy == "local":
+    const T off = s1 / (T)M;
+    const T mean = K + off;
+  % if strategy == "serial":
+    T s2 = 0, sd = 0;
+    for (int n = 0; n < N; ++n) {
+        __global const T *xs = x + ((size_t)n * C + c) * S;
+        {
+        ${row_sums(["p2", "pd"], lambda j: [f"((xs[{j}] - K) - off) * ((xs[{j}] - K) - off)", f"(xs[{j}] - K) - off"],
+                   lambda j: [f"((VLOAD(0, xs + {j}) - K) - off) * ((VLOAD(0, xs + {j}) - K) - off)",
+                              f"(VLOAD(0, xs + {j}) - K) - off"], cols="S", var="j")}
+        s2 += p2;
+        sd += pd;
+        }
+    }
+  % else:
+    T s2 = 0, sd = 0;
+    ${each("const T d = (x[i] - K) - off; s2 += d * d; sd += d;")}
     part[lid] = s2;
 <%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     s2 = part[0];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    part[lid] = sd;
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
+    sd = part[0];
   % endif
-    const T var = s2 / (T)M;
+    const T dev2 = max(s2 - sd * (sd / (T)M), (T)0);
+    const T var = dev2 / (T)M;
     const T invstd = (T)1 / sqrt(var + eps);
+    // The output's deviations: x - K - off keeps the digits a rounded mean loses when the mean is
+    // large against the spread (x - K is then exact); otherwise x - mean rounds once, not twice.
+    const int far_ = fabs(mean) > (T)0.25 * sqrt(var);
+    const T Ko = far_ ? K : mean, offo = far_ ? off : (T)0;
   % if has_running:
   % if strategy == "local":
     if (lid == 0) {
@@ -354,13 +392,14 @@ void forward(__global const T *x,
     const T f = momentum;
   % endif
     running_mean[c] = ((T)1 - f) * running_mean[c] + f * mean;
-    running_var[c] = ((T)1 - f) * running_var[c] + f * (M > 1 ? s2 / (T)(M - 1) : (T)NAN);
+    running_var[c] = ((T)1 - f) * running_var[c] + f * (M > 1 ? dev2 / (T)(M - 1) : (T)NAN);
   % if strategy == "local":
     }
   % endif
   % endif
 % else:
     const T mean = running_mean[c];
+    const T Ko = mean, offo = 0;
     const T invstd = (T)1 / sqrt(running_var[c] + eps);
 % endif
 % if has_weight:
@@ -369,11 +408,12 @@ void forward(__global const T *x,
     const T scale = invstd;
 % endif
 % if has_bias:
-    const T shift = b[c] - mean * scale;
+    const T shift = b[c];
 % else:
-    const T shift = -mean * scale;
+    const T shift = 0;
 % endif
-    ${each("y[i] = x[i] * scale + shift;")}
+    // (x - mean) * scale, not x * scale - mean * scale, which cancels when the mean is large.
+    ${each("y[i] = ((x[i] - Ko) - offo) * scale + shift;")}
 % if strategy == "local":
     if (lid == 0) { mean_out[c] = mean; invstd_out[c] = invstd; }
 % else:
