@@ -27,6 +27,7 @@ import pyopencl as cl
 
 from . import launch
 from .device import Device, DeviceError, get_device
+from .attribute_values import Size, as_size, dim
 
 INT32_MAX = 2**31 - 1
 
@@ -345,17 +346,25 @@ class Tensor:
                 cap.keep_storage(storage)
         return storage.buffer
 
-    def shape(self) -> list:
-        return list(self._shape)
+    @property
+    def shape(self) -> Size:
+        """torch's ``x.shape`` (a tuple-like :class:`Size`); ``x.shape()`` is the crate's list."""
+        return as_size(self._shape)
 
+    @property
     def ndim(self) -> int:
-        return len(self._shape)
+        """torch's ``x.ndim``; ``x.ndim()`` as the crate."""
+        return dim(len(self._shape))
+
+    def __call__(self) -> "Tensor":
+        # So that ``p.grad()`` (the crate) and ``p.grad`` (torch) are both this Tensor.
+        return self
 
     def numel(self) -> int:
         return math.prod(self._shape)
 
     def size(self, dim=None):
-        return list(self._shape) if dim is None else self._shape[normalize_axis(dim, self.ndim())]
+        return as_size(self._shape) if dim is None else self._shape[normalize_axis(dim, len(self._shape))]
 
     @property
     def _version(self) -> int:
