@@ -302,7 +302,7 @@ void forward(__global const T *x,
 % if has_running:
              __global T *running_mean, __global T *running_var,
   % if cumulative:
-             __global const int *batches,
+             __global const long *batches,
   % endif
 % endif
              __global T *y, __global T *mean_out, __global T *invstd_out, const T eps, const T momentum,

@@ -18,30 +18,18 @@ from .. import init
 from ..tensor import Tensor
 from ..variable import Variable
 from . import functional as F
+from .layers import Linear
 from .module import Module
 
 
-class _TorchLinear(Module):
-    """A linear layer with torch's [out, in] weight, so these modules' state_dicts are torch's. Bias
-    as torch's Linear (uniform in +-1/sqrt(in)), or zeros (MultiheadAttention's out_proj)."""
+class _TorchLinear(Linear):
+    """``nn.Linear`` with positional (seed, dtype, device) and ``zero_bias`` (MultiheadAttention's
+    out_proj starts with a zero bias, as torch's)."""
 
     def __init__(self, in_features, out_features, bias, seed, dtype, device, zero_bias=False):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = Variable(Tensor.empty([out_features, in_features], dtype, device), requires_grad=True)
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5), seed=init.derive_seed(seed, 0))   # torch's Linear
-        self.bias = None
-        if bias:
-            self.bias = Variable(Tensor.zeros([out_features], dtype, device), requires_grad=True)
-            if not zero_bias:
-                bound = 1.0 / math.sqrt(in_features)
-                init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
-
-    def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
-
-    def extra_repr(self):
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        super().__init__(in_features, out_features, bias, seed=seed, dtype=dtype, device=device)
+        if zero_bias and self.bias is not None:
+            init.zeros_(self.bias)
 
 
 class MultiheadAttention(Module):

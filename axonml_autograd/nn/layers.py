@@ -1,9 +1,9 @@
 """Layers that hold parameters and call ``nn.functional``: ``Linear``, ``Embedding``, ``Dropout``,
 ``Flatten``, ``Identity``, the activation modules, and the ``MLP`` of the examples.
 
-``Linear`` follows the crate's example, ``y = x @ W + b`` with ``W`` of shape ``[in, out]``, and is
-initialised like ``torch.nn.Linear`` (weight and bias uniform in ``±1/sqrt(in)``), the fans computed
-for the ``[in, out]`` layout. ``F.linear`` takes torch's ``[out, in]`` weights.
+``Linear`` is torch's: ``y = x @ W.T + b`` with ``W`` of shape ``[out, in]``, initialised as
+``torch.nn.Linear``. (The crate's own example, ``x.matmul(w).add_var(b)`` with an ``[in, out]`` ``w``,
+is plain Variable arithmetic and unchanged.)
 
 >>> from axonml_autograd import Tensor, Variable
 >>> net = MLP([4, 8, 3], seed=0)
@@ -39,11 +39,13 @@ def _positive_int(value, what):
 
 
 class Linear(Module):
-    """``y = x @ weight + bias``, weight ``[in_features, out_features]``, bias ``[out_features]``.
+    """``y = x @ weight.T + bias`` as torch's: weight ``[out_features, in_features]``, bias
+    ``[out_features]``, both uniform in ``±1/sqrt(in_features)`` (torch's ``kaiming_uniform_(a=sqrt(5))``),
+    so a torch ``state_dict`` loads as it is and ``nn.init`` reads the fans as torch does.
 
     >>> layer = Linear(3, 2, seed=0)
     >>> layer.weight.shape(), layer(Variable(Tensor.zeros([5, 3]))).shape()
-    ([3, 2], [5, 2])
+    ([2, 3], [5, 2])
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None,
@@ -54,21 +56,18 @@ class Linear(Module):
         if seed is None:
             seed = init.next_seed()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Variable(Tensor.empty([in_features, out_features], dtype, device), requires_grad=True)
-        # torch.nn.Linear's choice: kaiming_uniform_(a=sqrt(5)), i.e. a bound of 1/sqrt(fan_in).
+        self.weight = Variable(Tensor.empty([out_features, in_features], dtype, device), requires_grad=True)
         if in_features and out_features:
-            init.kaiming_uniform_(self.weight, a=math.sqrt(5), layout="in_out", seed=init.derive_seed(seed, 0))
+            init.kaiming_uniform_(self.weight, a=math.sqrt(5), seed=init.derive_seed(seed, 0))
         self.bias = None
         if bias:
-            self.bias = Variable(Tensor.empty([out_features], dtype, device), requires_grad=True)
-            bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
+            self.bias = Variable(Tensor.zeros([out_features], dtype, device), requires_grad=True)
+            if in_features and out_features:
+                bound = 1.0 / math.sqrt(in_features)
+                init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
 
     def forward(self, x):
-        if x.ndim() == 0 or x.shape()[-1] != self.in_features:
-            raise ValueError(f"Linear: input of shape {x.shape()} does not fit weight {self.weight.shape()} "
-                             f"(expected input [..., {self.in_features}])")
-        return F.linear(x, self.weight, self.bias, layout="in_out")
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -47,6 +47,10 @@ def Parameter(data, requires_grad: bool = True) -> Variable:
     return Variable(data, requires_grad=requires_grad)
 
 
+def _shape_of(value) -> tuple:
+    return tuple(value._shape) if isinstance(value, Tensor) else tuple(value.shape)
+
+
 class StateDictError(RuntimeError):
     """``load_state_dict`` found names or shapes that do not fit; nothing was changed.
 
@@ -264,7 +268,8 @@ class Module:
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy ``state_dict``'s values (Tensors, Variables or numpy arrays) into this module in place.
+        """Copy ``state_dict``'s values (Tensors, Variables, numpy arrays, or anything ``numpy.asarray``
+        reads, such as a torch ``state_dict``'s tensors) into this module in place.
 
         Every entry is checked before anything is written: a missing or unexpected name (with
         ``strict``) or a shape that differs raises :class:`StateDictError` listing all of them, and
@@ -285,14 +290,14 @@ class Module:
                     value = None
                 if value is None or value.dtype == object or value.dtype.kind not in "biuf":
                     raise TypeError(f"load_state_dict: {name!r} is not a tensor or array of numbers")
+            if name in own and own[name]._shape == () and _shape_of(value) == (1,):
+                # A [1] counter saved before num_batches_tracked became torch's 0-d buffer.
+                value = value.reshape([]) if isinstance(value, Tensor) else value.reshape(())
             given[name] = value
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
-        mismatched = {k: (tuple(given[k].shape() if isinstance(given[k], Tensor) else given[k].shape),
-                          tuple(own[k].shape()))
-                      for k in own if k in given and
-                      tuple(given[k].shape() if isinstance(given[k], Tensor) else given[k].shape)
-                      != tuple(own[k].shape())}
+        mismatched = {k: (_shape_of(given[k]), own[k]._shape)
+                      for k in own if k in given and _shape_of(given[k]) != own[k]._shape}
         if mismatched or (strict and (missing or unexpected)):
             raise StateDictError(type(self).__name__, missing, unexpected, mismatched)
         # Make every source first (uploads, casts, device moves): a failure here changes nothing.

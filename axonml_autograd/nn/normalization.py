@@ -72,7 +72,7 @@ class _BatchNorm(Module):
         if track_running_stats:
             self.register_buffer("running_mean", Tensor.zeros([self.num_features], dtype, device))
             self.register_buffer("running_var", Tensor.ones([self.num_features], dtype, device))
-            self.register_buffer("num_batches_tracked", Tensor.zeros([1], "int32", device))
+            self.register_buffer("num_batches_tracked", Tensor.zeros([], "int64", device))   # torch's 0-d int64
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -95,7 +95,7 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             # torch's counter (an in-place device add: no read, and a captured replay repeats it).
             nbt = self.num_batches_tracked
-            elementwise("(int)((uint)a + 1u)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int32)
+            elementwise("(long)((ulong)a + 1ul)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int64)
         # Untracked statistics are None here, so eval() without them normalises with the batch's, as torch.
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, self.momentum, self.eps,
                             num_batches_tracked=self.num_batches_tracked)
