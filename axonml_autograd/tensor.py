@@ -26,7 +26,7 @@ import numpy as np
 import pyopencl as cl
 
 from . import launch
-from .device import Device, DeviceError, get_device
+from .device import Device, DeviceError, get_device, kind_device
 from .attribute_values import Size, as_size, dim
 
 INT32_MAX = 2**31 - 1
@@ -551,6 +551,15 @@ class Tensor:
         if dt is not None:
             out = out.astype(dt)
         return self.clone() if copy and out is self else out
+
+    def cpu(self) -> "Tensor":
+        """torch's ``cpu()``: this tensor on the CPU's OpenCL device (an error naming the problem if there
+        is none; ``numpy()`` reads values on the host)."""
+        return self.to(kind_device("cpu", "cpu()"))
+
+    def cuda(self, device=None) -> "Tensor":
+        """torch's ``cuda()``: this tensor on the first GPU OpenCL device, or on ``device``."""
+        return self.to(kind_device("gpu", "cuda()") if device is None else device)
 
     # Arithmetic dunders and the registry's ops (t.exp(), t.relu()...) are attached by surface.py.
     # In place, as torch: the result is written into this tensor's own buffer (a view writes through to

@@ -506,6 +506,14 @@ class VariableOps:
             out = shape_ops.cast(out, dt)
         return shape_ops.clone(self) if copy and out is self else out
 
+    def cpu(self):
+        """torch's ``cpu()``: on the CPU's OpenCL device (differentiable, as ``to``)."""
+        return self.to(T.kind_device("cpu", "cpu()"))
+
+    def cuda(self, device=None):
+        """torch's ``cuda()``: on the first GPU OpenCL device, or on ``device``."""
+        return self.to(T.kind_device("gpu", "cuda()") if device is None else device)
+
     def type(self, dtype): return shape_ops.cast(self, dtype, "type")
     def float(self): return shape_ops.cast(self, "float32", "float")
     def double(self): return shape_ops.cast(self, "float64", "double")

@@ -320,13 +320,17 @@ class Module:
             elementwise("a", [src], out=dst.view(), op="load_state_dict")   # in place: references stay valid
         return IncompatibleKeys(missing, unexpected)
 
-    def to(self, device=None, dtype=None):
-        """Move (or cast) every parameter and buffer; the Variables stay the same objects, so an
-        optimiser made before still holds them. Returns self."""
-        if device is None and dtype is None:
+    def to(self, *args, device=None, dtype=None):
+        """Move (or cast) every parameter and buffer, as torch's ``to``: ``to(device)``, ``to(dtype)``
+        (``ag.float64``, ``"float64"``), ``to(device, dtype)`` and the keywords. Only floating-point
+        tensors change dtype. The Variables stay the same objects, so an optimiser made before still
+        holds them. Returns self."""
+        from ..tensor import to_arguments
+        tensors = [p._data for p in self.parameters()] + [b for b in self.buffers()]
+        if not args and device is None and dtype is None:
             raise TypeError("to: expected a device, a dtype or both")
-        from ..device import get_device
-        dev = get_device(device) if device is not None else None
+        like = tensors[0] if tensors else Tensor.zeros([0])
+        dev, dtype = to_arguments(like, args, device, dtype, op=f"{type(self).__name__}.to")
 
         def convert(t: Tensor) -> Tensor:
             if dev is not None and t.device is not dev:
@@ -345,6 +349,16 @@ class Module:
                 if buf is not None:
                     mod._buffers[name] = convert(buf)
         return self
+
+    def cpu(self):
+        """torch's ``cpu()``: every parameter and buffer on the CPU's OpenCL device."""
+        from ..device import kind_device
+        return self.to(kind_device("cpu", f"{type(self).__name__}.cpu()"))
+
+    def cuda(self, device=None):
+        """torch's ``cuda()``: every parameter and buffer on the first GPU OpenCL device."""
+        from ..device import kind_device
+        return self.to(kind_device("gpu", f"{type(self).__name__}.cuda()") if device is None else device)
 
     def float(self):
         return self.to(dtype="float32")
