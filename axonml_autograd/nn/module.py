@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..elementwise_kernels import elementwise
+from .. import launch
 from ..grad_fn import record
 from ..tensor import Tensor
 from ..variable import RemovableHandle, Variable
@@ -371,6 +372,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        if launch.recording_threads:
+            cap = launch.active_capture()
+            if cap is not None:   # a replay is guarded by this module's mode and attributes
+                cap.note_module(self)
         d = self._ensure()
         if not (d["_forward_pre_hooks"] or d["_forward_hooks"] or d["_backward_hooks"]):
             return self.forward(*args, **kwargs)
