@@ -114,6 +114,10 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "randperm", "elementwise", "Function", "FunctionCtx", "Kernel", "zeros", "ones", "full", "rand", "randn",
            "from_numpy", "cat", "stack", "einsum"]
 
+# Function forms (ag.exp(x), ag.sum(x, 1), ag.softmax(x, -1), ...), generated from one list (surface.py).
+globals().update(_surface.top_level_functions(set(globals())))
+from . import autograd, func  # noqa: E402  (ag.autograd.grad, ag.func.hessian without another import)
+
 # torch-style dtype names (ag.float32, ag.int64, ag.bool): numpy dtypes, accepted wherever a dtype is.
 # Not in __all__: `from axonml_autograd import *` must not shadow the builtin bool.
 float32, float64, int32, int64 = (_np.dtype(n) for n in ("float32", "float64", "int32", "int64"))

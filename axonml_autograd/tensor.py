@@ -414,16 +414,16 @@ class Tensor:
         return self.numpy().tolist()
 
     def __repr__(self):
-        n = self.numel()
-        if n <= 20:
-            body = np.array2string(self.numpy(), separator=", ", precision=4)
-        else:
-            body = f"<{n} elements>"
+        # Values at any size, summarised past 1000 elements as numpy and torch do (a read of the tensor).
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=1000, edgeitems=3)
         return f"Tensor({body}, shape={self.shape()}, dtype={self.dtype}, device={self.device.selector})"
 
     # -- views and copies ---------------------------------------------------------------------------
-    def view(self) -> View:
-        """This tensor as a kernel operand: its buffer with its strides (a permuted view stays one)."""
+    def view(self, *shape):
+        """torch's ``view(*shape)`` (a reshape); without arguments, this tensor as a kernel operand: its
+        buffer with its strides (a permuted view stays one)."""
+        if shape:
+            return self.reshape(varargs(shape))
         if self._view is None:
             return View(self, self._shape, contiguous_strides(self._shape), 0)
         strides, offset = self._view
@@ -446,9 +446,11 @@ class Tensor:
     def is_contiguous(self) -> bool:
         return self._view is None
 
-    def reshape(self, shape) -> "Tensor":
-        """The same data with another shape (shares the buffer; one axis may be -1). A permuted view is
-        copied first, as torch's reshape does when it must."""
+    def reshape(self, *shape) -> "Tensor":
+        """The same data with another shape (shares the buffer; one axis may be -1), ``reshape(3, 2)`` or
+        ``reshape([3, 2])``. A permuted view is copied first, as torch's reshape does when it must."""
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = shape[0]
         shape = infer_shape(shape, self.numel(), self._shape)
         base = self if self._view is None else self.contiguous()
         # Built directly: the dtype, device and element count are this tensor's, already checked
@@ -468,9 +470,9 @@ class Tensor:
         perm[a], perm[b] = perm[b], perm[a]
         return self.permute(perm)
 
-    def permute(self, perm) -> "Tensor":
-        nd = self.ndim()
-        perm = permutation(self._shape, perm)
+    def permute(self, *perm) -> "Tensor":
+        """A view with the axes in the order ``perm`` (``permute(1, 0)`` or ``permute([1, 0])``)."""
+        perm = permutation(self._shape, varargs(perm))
         strides, offset = self._view if self._view is not None else (contiguous_strides(self._shape), 0)
         shape = tuple(self._shape[p] for p in perm)
         strides = tuple(strides[p] for p in perm)
@@ -494,9 +496,9 @@ class Tensor:
         shape[d] = length
         return copy_view(View(self, shape, st, start * st[d]))
 
-    def expand(self, shape) -> "Tensor":
-        """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size)."""
-        shape = [shape] if isinstance(shape, (numbers.Integral, np.integer)) else list(shape)
+    def expand(self, *shape) -> "Tensor":
+        """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size): ``expand(-1, 4)`` or ``expand([-1, 4])``."""
+        shape = varargs(shape)
         src = self._shape
         if len(shape) < len(src):
             raise ValueError(f"expand: cannot expand shape {list(src)} to {shape}: fewer dimensions")
@@ -692,4 +694,4 @@ def cat(tensors: Sequence[Tensor], dim=0) -> Tensor:
 from .elementwise_kernels import _check_same_device, broadcast_view, copy_view, elementwise, fill  # noqa: E402,F401
 from .rows import reduce  # noqa: E402
 from .shapes import (_axis_or_dim, _parse_shape, _short, as_float, broadcast_shapes, contiguous_strides,  # noqa: E402
-                     infer_shape, narrow_arguments, normalize_axis, numbers_array, permutation)
+                     infer_shape, narrow_arguments, normalize_axis, numbers_array, permutation, varargs)
