@@ -20,11 +20,12 @@ from .elementwise_kernels import elementwise
 from . import variable_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .tensor import Tensor
+from .sampling import SamplingMethods
 from .variable_ops import RemovableHandle, VariableOps, _note_leaf
 from .variable_ops import _operand, as_variable  # noqa: F401  (imported from here by nn, functions and the package)
 
 
-class Variable(VariableOps):
+class Variable(VariableOps, SamplingMethods):
     """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
 
     # _grad_var (set only by backward(create_graph=True), read with getattr so that recording an op does
