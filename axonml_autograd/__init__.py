@@ -28,7 +28,7 @@ from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed
 from .sampling import bernoulli, multinomial
-from . import random, sampling
+from . import distributions, random, sampling
 from .serialization import load, save
 from . import data, optim, utils   # training toolkit: loaders, optimisers + lr_scheduler, clip_grad_norm_
 from .data import randperm
