@@ -50,6 +50,25 @@ class Variable(VariableOps, SamplingMethods):
         self._inference = False
         self._hooks = self._post_hooks = None
 
+    # -- copy and pickle (torch's rules) -----------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Variable":
+        """A new leaf with a device copy of the data (and of ``.grad()``), the same ``requires_grad``.
+        As in torch, only leaves can be deep-copied; hooks are not copied."""
+        import copy
+        if self._grad_fn is not None:
+            raise RuntimeError("deepcopy: only Variables created explicitly by the user (graph leaves) support "
+                               "the deepcopy protocol (as in torch); detach() first")
+        new = Variable(copy.deepcopy(self._data, memo), self._requires_grad)
+        memo[id(self)] = new
+        if self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        new._inference = self._inference
+        return new
+
+    def __reduce__(self):
+        """Pickles as its Tensor (values and dtype) and ``requires_grad``; not its graph or gradient."""
+        return _rebuild_variable, (self._data, self._requires_grad)
+
     # -- construction, as in the crate -------------------------------------------------------------
     @classmethod
     def new(cls, data: Tensor, requires_grad: bool = False) -> "Variable":
@@ -317,3 +336,7 @@ class Variable(VariableOps, SamplingMethods):
 
 
 variable_ops.Variable = Variable
+
+
+def _rebuild_variable(data, requires_grad) -> Variable:
+    return Variable(data, requires_grad)
