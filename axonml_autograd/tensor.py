@@ -647,6 +647,31 @@ class Tensor:
             return idx.reshape([1] * self.ndim()) if keepdim else idx
         return reduce(self, "argmax", axis, keepdim)[1]
 
+    # -- copy and pickle ----------------------------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Tensor":
+        """A device-side copy on the same device (no host round trip). Tensors that share a buffer
+        (reshapes, views) still share one copy of it, so views stay views of the copy."""
+        storage = memo.get(id(self._storage))
+        if storage is None:
+            old = self._storage
+            storage = _Storage(self.device, old.nbytes)
+            if launch.recording_threads and launch.active_capture() is not None:   # the copy is recorded
+                launch.active_capture().keep_storage(old)
+                launch.active_capture().keep_storage(storage)
+            if old.nbytes:
+                launch.copy(self.device, storage.buffer, old.buffer, old.nbytes)
+            memo[id(old)] = storage
+            memo.setdefault(id(memo), []).append(old)   # keep the id alive while memo is (as copy does)
+        t = Tensor.__new__(Tensor)
+        t.device, t.dtype, t._shape, t._view, t._storage = self.device, self.dtype, self._shape, self._view, storage
+        memo[id(self)] = t
+        return t
+
+    def __reduce__(self):
+        """Pickles as its values and dtype (a numpy array: reads the device) and unpickles onto the
+        default device: a device buffer cannot travel between processes."""
+        return _rebuild_tensor, (self.numpy(), self.dtype.str)
+
     # Comparisons (== != < <= > >=, attached by functions/compare.py) give bool masks; Tensors
     # stay usable as dict keys.
     __hash__ = object.__hash__
@@ -654,6 +679,11 @@ class Tensor:
     def __bool__(self):
         raise TypeError("the truth value of a Tensor is ambiguous; read it with item(), or use any()/all()")
 
+
+
+def _rebuild_tensor(values, dtype) -> Tensor:
+    """Unpickling: ``values`` onto the default device."""
+    return Tensor.from_numpy(np.array(values, order="C"), dtype=np.dtype(dtype))
 
 
 # torch's ``torch.return_types.max``: unpacks as a pair, and has ``.values`` / ``.indices``.

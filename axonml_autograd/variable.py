@@ -21,11 +21,12 @@ from . import variable_ops
 from .grad_fn import AccumulateGrad, GradientFunction
 from .attribute_values import FALSE, TRUE, Size, as_size, dim
 from .tensor import Tensor
+from .sampling import SamplingMethods
 from .variable_ops import RemovableHandle, VariableOps, _note_leaf
 from .variable_ops import _operand, as_variable  # noqa: F401  (imported from here by nn, functions and the package)
 
 
-class Variable(VariableOps):
+class Variable(VariableOps, SamplingMethods):
     """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
 
     # _grad_var (set only by backward(create_graph=True), read with getattr so that recording an op does
@@ -49,6 +50,25 @@ class Variable(VariableOps):
         self._accumulator = None
         self._inference = False
         self._hooks = self._post_hooks = None
+
+    # -- copy and pickle (torch's rules) -----------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Variable":
+        """A new leaf with a device copy of the data (and of ``.grad()``), the same ``requires_grad``.
+        As in torch, only leaves can be deep-copied; hooks are not copied."""
+        import copy
+        if self._grad_fn is not None:
+            raise RuntimeError("deepcopy: only Variables created explicitly by the user (graph leaves) support "
+                               "the deepcopy protocol (as in torch); detach() first")
+        new = Variable(copy.deepcopy(self._data, memo), self._requires_grad)
+        memo[id(self)] = new
+        if self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        new._inference = self._inference
+        return new
+
+    def __reduce__(self):
+        """Pickles as its Tensor (values and dtype) and ``requires_grad``; not its graph or gradient."""
+        return _rebuild_variable, (self._data, self._requires_grad)
 
     # -- construction, as in the crate -------------------------------------------------------------
     @classmethod
@@ -341,3 +361,7 @@ class Variable(VariableOps):
 
 
 variable_ops.Variable = Variable
+
+
+def _rebuild_variable(data, requires_grad) -> Variable:
+    return Variable(data, requires_grad)

@@ -660,3 +660,120 @@ class ModuleDict(Module):
         items = modules.items() if hasattr(modules, "items") else modules
         for k, m in items:
             self[k] = m
+
+
+class ParameterList(Module):
+    """Parameters in a list (torch's ``ParameterList``): registered, named ``0``, ``1``, ... in
+    ``state_dict`` (``plist.0`` inside a model); Tensors given are wrapped as Parameters.
+
+    >>> from axonml_autograd import Tensor
+    >>> ps = ParameterList([Parameter(Tensor.zeros([2])), Tensor.ones([3])])
+    >>> [name for name, _ in ps.named_parameters()], len(ps)
+    (['0', '1'], 2)
+    """
+
+    def __init__(self, values=None):
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def _list(self):
+        return [v for k, v in vars(self).items() if k not in _INTERNAL and k.isdigit()]
+
+    @staticmethod
+    def _param(value):
+        if isinstance(value, Variable):
+            return value
+        if isinstance(value, Tensor):
+            return Parameter(value)
+        raise TypeError(f"ParameterList: expected a Parameter (Variable) or Tensor, got {type(value).__name__}")
+
+    def append(self, value):
+        object.__setattr__(self, str(len(self)), self._param(value))
+        return self
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+    def __len__(self):
+        return len(self._list())
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __getitem__(self, index):
+        items = self._list()
+        if isinstance(index, slice):
+            return ParameterList(items[index])
+        return items[index]
+
+    def __setitem__(self, index, value):
+        n = len(self)
+        i = index + n if isinstance(index, int) and index < 0 else index
+        if not isinstance(i, int) or not 0 <= i < n:
+            raise IndexError(f"ParameterList: index {index} is out of range for {n} parameters")
+        object.__setattr__(self, str(i), self._param(value))
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): Parameter of shape {p.shape()}" for k, p in enumerate(self._list()))
+
+
+class ParameterDict(Module):
+    """Parameters by name (torch's ``ParameterDict``): registered, named by their keys in ``state_dict``.
+
+    >>> from axonml_autograd import Tensor
+    >>> pd = ParameterDict({"scale": Tensor.ones([1]), "shift": Tensor.zeros([1])})
+    >>> sorted(pd.state_dict()), "scale" in pd
+    (['scale', 'shift'], True)
+    """
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def _dict(self):
+        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Variable))
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ParameterDict: keys must be non-empty strings without '.', got {key!r}")
+        if key in type(self).__dict__ or hasattr(ParameterDict, key):
+            raise KeyError(f"ParameterDict: key {key!r} would hide a method of ParameterDict")
+        object.__setattr__(self, key, ParameterList._param(value))
+
+    def __delitem__(self, key):
+        if key not in self._dict():
+            raise KeyError(key)
+        object.__delattr__(self, key)
+
+    def __contains__(self, key):
+        return key in self._dict()
+
+    def __len__(self):
+        return len(self._dict())
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def keys(self):
+        return self._dict().keys()
+
+    def values(self):
+        return self._dict().values()
+
+    def items(self):
+        return self._dict().items()
+
+    def get(self, key, default=None):
+        return self._dict().get(key, default)
+
+    def update(self, parameters):
+        items = parameters.items() if hasattr(parameters, "items") else parameters
+        for k, v in items:
+            self[k] = v
