@@ -52,7 +52,7 @@ def test_variable_deepcopy_and_pickle_follow_torch():
         w.add_(1.0)
     assert c.data().to_vec() == [1.0, 2.0]
     p = pickle.loads(pickle.dumps(w))
-    assert p.requires_grad() and p.grad() is None and p.data().to_vec() == [2.0, 3.0]
+    assert p.requires_grad() and p.grad is None and p.data().to_vec() == [2.0, 3.0]
     y = w * 2.0
     with pytest.raises(RuntimeError, match="graph leaves"):
         copy.deepcopy(y)
@@ -91,7 +91,7 @@ def test_module_deepcopy_independent_with_sharing_kept():
     for k, v in _params(model).items():            # training the copy leaves the original alone
         np.testing.assert_array_equal(v, before[k], err_msg=k)
     assert any(not np.array_equal(v, before[k]) for k, v in _params(twin).items())
-    assert all(p.grad() is None for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_tied_parameter_stays_tied_in_the_copy():

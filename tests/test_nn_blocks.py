@@ -13,9 +13,7 @@ RNG = np.random.default_rng(17)
 
 
 def _load(ours, ref):
-    # num_batches_tracked is [1] here and [] in torch (the batch norms' existing layout): reshaped to ours
-    mine = ours.state_dict()
-    ours.load_state_dict({k: v.detach().numpy().reshape(mine[k].shape()) for k, v in ref.state_dict().items()})
+    ours.load_state_dict(ref.state_dict())     # torch's tensors as they are (num_batches_tracked 0-d int64)
 
 
 def _var(a):
