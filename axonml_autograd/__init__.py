@@ -70,7 +70,7 @@ def einsum(equation, *operands):
     from .functions.einsum import einsum as _einsum
     result = _einsum(equation, *operands)
     ops = operands[0] if len(operands) == 1 and isinstance(operands[0], (list, tuple)) else operands
-    return result.data() if all(isinstance(t, Tensor) for t in ops) else result
+    return result.data() if _builtins.all(isinstance(t, Tensor) for t in ops) else result
 
 
 def cat(tensors, dim=0):
@@ -90,7 +90,7 @@ def stack(tensors, dim=0):
 
 def _join(fn, tensors, dim):
     tensors = list(tensors)
-    if tensors and all(isinstance(t, Tensor) for t in tensors):
+    if tensors and _builtins.all(isinstance(t, Tensor) for t in tensors):
         return fn([Variable(t) for t in tensors], dim).data()
     return fn(tensors, dim)
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import inspect
 import numbers
 import os
+import sys
+import types
 
 import numpy as np
 
@@ -260,10 +262,21 @@ def _function_form(name):
     return fn
 
 
+class _CallableModule(types.ModuleType):
+    """A submodule whose name is also an op (``ag.matmul``): calling it is the function form, and
+    ``from axonml_autograd import matmul`` still gives the module."""
+
+    def __call__(self, *args, **kwargs):
+        return _function_form(self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
 def top_level_functions(taken) -> dict:
-    """The function forms not already defined at the top level (``taken``: its names; the submodule
-    ``matmul`` gives way to the function, as torch's ``matmul``: import the module by its full name)."""
-    taken = set(taken) - {"matmul"}
+    """The function forms not already defined at the top level (``taken``: its names). A submodule of
+    the same name (``matmul``) becomes callable instead of being replaced."""
+    for name in TOP_LEVEL_OPS:
+        module = sys.modules.get(f"{__package__}.{name}")
+        if module is not None and type(module) is types.ModuleType:
+            module.__class__ = _CallableModule
     names = [spec.name for spec in method_rows()] + list(TOP_LEVEL_OPS)
     return {n: _function_form(n) for n in dict.fromkeys(names)
             if n not in taken and (hasattr(Tensor, n) or hasattr(Variable, n))}

@@ -356,6 +356,11 @@ class Tensor:
         """torch's ``x.ndim``; ``x.ndim()`` as the crate."""
         return dim(len(self._shape))
 
+    def __array__(self, dtype=None, copy=None):
+        # numpy's view of a tensor (np.asarray(t), np.testing on tensors): its values, read to the host.
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
     def __call__(self) -> "Tensor":
         # So that ``p.grad()`` (the crate) and ``p.grad`` (torch) are both this Tensor.
         return self

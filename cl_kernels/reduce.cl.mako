@@ -94,7 +94,7 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
                 for (int j = 0; j < step; ++j) acc[j] += acc[j + step];
             const T y = acc[0] - comp;
             const T t = total + y;
-            comp = (t - total) - y;
+            comp = (t - t == (T)0) ? (t - total) - y : (T)0;   // an inf total stays inf, not NaN
             total = t;
         }
         dst[0] = total * scale;
@@ -149,7 +149,7 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
         for (int j = 0; j < ${inner_block}; ++j) {
             const T y = acc[j] - comp[j];
             const T t = total[j] + y;
-            comp[j] = (t - total[j]) - y;
+            comp[j] = (t - t == (T)0) ? (t - total[j]) - y : (T)0;
             total[j] = t;
         }
     }

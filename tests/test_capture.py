@@ -1,7 +1,6 @@
 """capture(fn): replays are bit-identical to eager calls, record again when the program's state no
 longer matches the recording, raise when a replay could not repeat what fn did, and coexist."""
 
-import importlib
 import gc
 import math
 import threading
@@ -443,7 +442,7 @@ def test_a_chain_of_a_thousand_ops_replays_as_a_few_dozen_launches():
 
 
 def test_matmul_tuning_inside_a_recording_is_not_replayed(monkeypatch, device):
-    mm = importlib.import_module("axonml_autograd.matmul")   # ag.matmul is the function
+    import axonml_autograd.matmul as mm
     monkeypatch.setenv("AXONML_TUNE", "1")
     monkeypatch.setattr(mm, "_plans", {})
     monkeypatch.setattr(mm, "_calls", {})

@@ -168,7 +168,7 @@ def test_repr_shows_values_shape_dtype_and_device():
     r = repr(Tensor.from_vec([1.5, 2.0], [2]))
     assert "1.5" in r and "shape=[2]" in r and "float32" in r and DEV.selector in r
     big = repr(Tensor.zeros([100, 100]))
-    assert "10000 elements" in big and len(big) < 200
+    assert "..." in big and big.count("0.") < 80 and "shape=[100, 100]" in big   # summarised as numpy
     assert "shape=[0]" in repr(Tensor.zeros([0]))
     assert "shape=[]" in repr(Tensor.scalar(1.0))
 

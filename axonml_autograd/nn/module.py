@@ -614,24 +614,8 @@ class Sequential(ModuleList):
         return x
 
 
-class ModuleDict(Module):
-    """Modules by name (insertion order); ``d["enc"]``, ``d.items()``, names in ``state_dict`` as ``enc.weight``."""
-
-    def __init__(self, modules=None):
-        super().__init__()
-        if modules is not None:
-            self.update(modules)
-
-    def _dict(self):
-        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Module))
-
-    def __getitem__(self, key):
-        return self._dict()[key]
-
-    def __setitem__(self, key, module):
-        if not isinstance(key, str) or not key or "." in key:
-            raise KeyError(f"ModuleDict: keys must be non-empty strings without '.', got {key!r}")
-        object.__setattr__(self, key, _check_module(module, "ModuleDict"))
+class _NamedEntries:
+    """The mapping side of ModuleDict and ParameterDict: entries are attributes, ``_dict()`` lists them."""
 
     def __delitem__(self, key):
         if key not in self._dict():
@@ -655,6 +639,27 @@ class ModuleDict(Module):
 
     def items(self):
         return self._dict().items()
+
+
+class ModuleDict(_NamedEntries, Module):
+    """Modules by name (insertion order); ``d["enc"]``, ``d.items()``, names in ``state_dict`` as ``enc.weight``."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def _dict(self):
+        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Module))
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __setitem__(self, key, module):
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ModuleDict: keys must be non-empty strings without '.', got {key!r}")
+        object.__setattr__(self, key, _check_module(module, "ModuleDict"))
+
 
     def update(self, modules):
         items = modules.items() if hasattr(modules, "items") else modules
@@ -720,7 +725,7 @@ class ParameterList(Module):
         return "\n".join(f"({k}): Parameter of shape {p.shape()}" for k, p in enumerate(self._list()))
 
 
-class ParameterDict(Module):
+class ParameterDict(_NamedEntries, Module):
     """Parameters by name (torch's ``ParameterDict``): registered, named by their keys in ``state_dict``.
 
     >>> from axonml_autograd import Tensor
@@ -747,28 +752,6 @@ class ParameterDict(Module):
             raise KeyError(f"ParameterDict: key {key!r} would hide a method of ParameterDict")
         object.__setattr__(self, key, ParameterList._param(value))
 
-    def __delitem__(self, key):
-        if key not in self._dict():
-            raise KeyError(key)
-        object.__delattr__(self, key)
-
-    def __contains__(self, key):
-        return key in self._dict()
-
-    def __len__(self):
-        return len(self._dict())
-
-    def __iter__(self):
-        return iter(self._dict())
-
-    def keys(self):
-        return self._dict().keys()
-
-    def values(self):
-        return self._dict().values()
-
-    def items(self):
-        return self._dict().items()
 
     def get(self, key, default=None):
         return self._dict().get(key, default)
