@@ -25,14 +25,15 @@ from ..functions import activation as _act
 from ..functions import linalg as _linalg
 from ..functions import loss as _loss
 from ..functions import norm as _norm
-from ..functions.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
+from ..functions.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose1d, conv_transpose2d,
+                              max_pool2d)
 from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
 from ..tensor import Tensor, View
 from ..shapes import as_float, as_int, contiguous_strides
 from ..elementwise_kernels import copy_view
 
-__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
+__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
            "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",
            "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
            "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
