@@ -682,13 +682,16 @@ def adaptive_avg_pool2d(input, output_size):
 # recorded ops, each the other's rule: direction 0 is P (the pool's node), 1 is P^T (its gradient's).
 _POOL_NODES = {"max": ("MaxPool2DBackward", "MaxPool2DGradBackward"),
                "avg": ("AvgPool2DBackward", "AvgPool2DGradBackward"),
-               "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward")}
+               "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward"),
+               "adaptive_max": ("AdaptiveMaxPool2DBackward", "AdaptiveMaxPool2DGradBackward")}
 # Per direction: (kernel, its input's parameter, its output's parameter). Max pooling's kernels also
 # read the kept positions (idx); each kind's geometry parameters are named in _POOL_PARAMS.
 _POOL_KERNELS = {"max": (("max_gather", "x", "y"), ("max_backward", "g", "dx")),
                  "avg": (("avg_forward", "x", "y"), ("avg_backward", "g", "dx")),
-                 "adaptive_avg": (("adaptive_avg_forward", "x", "y"), ("adaptive_avg_backward", "g", "dx"))}
-_POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "adaptive_avg": ("H", "W", "OH", "OW")}
+                 "adaptive_avg": (("adaptive_avg_forward", "x", "y"), ("adaptive_avg_backward", "g", "dx")),
+                 "adaptive_max": (("max_gather", "x", "y"), ("adaptive_max_backward", "g", "dx"))}
+_POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "adaptive_avg": ("H", "W", "OH", "OW"),
+                "adaptive_max": GEOMETRY}
 
 
 def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> Tensor:
@@ -697,7 +700,7 @@ def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> 
     if out.numel():
         name, src, dst = _POOL_KERNELS[kind][direction]
         args = {src: t, dst: out, **dict(zip(_POOL_PARAMS[kind], params))}
-        if kind == "max":
+        if kind in ("max", "adaptive_max"):
             args["idx"] = saved[0]
         _launch(_POOL, name, t.dtype, out.numel(), args)
     return out
