@@ -5,7 +5,7 @@
 ## torch: nearest takes min(floor(o * scale), in - 1) computed in float (torch does so for every dtype);
 ## linear takes src = scale * o (align_corners) or max(scale * (o + 0.5) - 0.5, 0), its taps floor(src)
 ## and the next one (the same one at the last row), weights 1 - l and l with l = src - floor(src). An
-## axis whose size does not change copies (torch's shortcut). `scale` comes from the host in T.
+## linear axis whose size does not change copies (torch's shortcut; nearest has none). `scale` comes from the host in T.
 ##
 ## Backward is a gather: input index i along an axis receives from the outputs whose first tap is i - 1
 ## or i (linear) or i (nearest); the first tap grows with o, so those outputs are a run, found by a
@@ -28,7 +28,6 @@ ${c.preamble(ctype)}\
 // Nearest: the tap of output o.
 inline int near_tap(int o, int n_in, int n_out, T scale)
 {
-    if (n_in == n_out) return o;
     return min((int)floor((float)o * (float)scale), n_in - 1);
 }
 

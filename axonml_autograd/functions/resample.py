@@ -15,7 +15,7 @@ pooling runs the 2-D pools over a unit axis; ``unfold``/``fold`` are the convolu
 [1, 1, 4, 4]
 >>> interpolate(x, size=(3, 3), mode="bilinear", align_corners=True).to_vec()
 [1.0, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0]
->>> pad(x, (1, 1), mode="reflect").to_vec()
+>>> pad(x, (1, 1, 0, 0), mode="reflect").to_vec()
 [2.0, 1.0, 2.0, 1.0, 4.0, 3.0, 4.0, 3.0]
 """
 
@@ -175,11 +175,8 @@ def _output_sizes(op, sizes, size, scale_factor):
 
 
 def _nearest_scale(n_in, n_out, scale):
-    """torch's nearest source scale, in float32 for every dtype (its kernels compute indices in float)."""
-    if n_out == n_in:
-        return 1.0
-    if n_out == 2 * n_in:
-        return 0.5
+    """torch's nearest source scale, in float32 for every dtype (its kernels compute indices in float;
+    they take no shortcut for equal or doubled sizes: a scale_factor of 1.1 that keeps a size moves pixels)."""
     if scale is not None:
         return float(np.float32(1.0 / scale))
     return float(np.float32(n_in) / np.float32(n_out))

@@ -24,12 +24,18 @@ from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter,
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, MaxPool2d
 from .attention import MultiheadAttention, TransformerEncoderLayer
+from .resample import (AdaptiveMaxPool2d, AvgPool1d, CircularPad1d, CircularPad2d, Fold, MaxPool1d, PixelShuffle,
+                       PixelUnshuffle, ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d, Unfold,
+                       Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
 
 __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "StateDictError", "IncompatibleKeys",
            "Linear", "MLP", "Embedding", "Dropout", "Flatten", "Unflatten", "Identity",
            "ReLU", "LeakyReLU", "GELU", "Tanh", "Sigmoid", "SiLU", "ELU", "SELU", "Softplus", "Mish", "Hardtanh",
            "LogSigmoid", "Softmax", "LogSoftmax",
            "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
-           "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "MultiheadAttention", "TransformerEncoderLayer",
+           "Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "AdaptiveMaxPool2d", "MaxPool1d", "AvgPool1d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+           "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d",
+           "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "MultiheadAttention", "TransformerEncoderLayer",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss",
            "BCEWithLogitsLoss", "KLDivLoss", "functional", "init"]
