@@ -8,9 +8,12 @@
 ## linear axis whose size does not change copies (torch's shortcut; nearest has none). `scale` comes from the host in T.
 ##
 ## Backward is a gather: input index i along an axis receives from the outputs whose first tap is i - 1
-## or i (linear) or i (nearest); the first tap grows with o, so those outputs are a run, found by a
-## binary search over the same index function as the forward. Each input element sums its run in a fixed
+## or i (linear) or i (nearest); the first tap grows with o, so those outputs are a run, its ends found
+## from the source position solved for o, corrected by the forward's own index function. Each input element sums its run in a fixed
 ## order: no atomics, the same bits at every run.
+##
+## `rows`: CPUs take a whole output row (forward) or input row (backward) per work-item, the row's
+## vertical taps computed once; GPUs one element per work-item.
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype)}\
 
@@ -53,22 +56,26 @@ lin_tap(${o}, ${n_in}, ${n_out}, ${scale}, align, &unused)\
 % endif
 </%def>
 
-// The first output of the run that reaches input index i along an axis (binary search on the first tap).
-<%def name="run_start(name, mode)">\
-inline int ${name}(int i, int n_in, int n_out, T scale, int align)
+// The first output whose first tap is >= target along an axis: from an estimate (the source position
+// solved for o), stepped down while the output before also qualifies and up while this one does not.
+// The tap grows with o, so the answer is exact whatever the estimate's rounding; the steps are few.
+<%def name="first_at_least(name, mode)">\
+inline int ${name}(int target, int n_in, int n_out, T scale, int align)
 {
     T unused;
-    const int target = ${"i" if mode == "nearest" else "i - 1"};
-    int lo = 0, hi = n_out;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (${first_tap(mode, "mid", "n_in", "n_out", "scale")} < target) lo = mid + 1; else hi = mid;
-    }
-    return lo;
+% if mode == "nearest":
+    T e = (T)target / scale;
+% else:
+    T e = n_in == n_out ? (T)target : align ? (T)target / scale : ((T)target + L(0.5)) / scale - L(0.5);
+% endif
+    int o = scale > (T)0 ? (int)ceil(clamp(e, (T)0, (T)n_out)) : 0;
+    while (o > 0 && ${first_tap(mode, "o - 1", "n_in", "n_out", "scale")} >= target) --o;
+    while (o < n_out && ${first_tap(mode, "o", "n_in", "n_out", "scale")} < target) ++o;
+    return o;
 }
 </%def>
-${run_start("run_h", mh)}
-${run_start("run_w", mw)}
+${first_at_least("first_h", mh)}
+${first_at_least("first_w", mw)}
 
 __kernel void interp_forward(__global const T *restrict x, __global T *restrict y, const int H, const int W,
                              const int OH, const int OW, const T scale_h, const T scale_w, const int align,
@@ -76,28 +83,41 @@ __kernel void interp_forward(__global const T *restrict x, __global T *restrict 
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
+% if rows:
+    const int oh = gid % OH;
+    const int nc = gid / OH;
+% else:
     const int ow = gid % OW;
     const int t = gid / OW;
     const int oh = t % OH;
     const int nc = t / OH;
+% endif
     __global const T *src = x + (long)nc * H * W;
 ${taps("h", mh, "oh", "H", "OH", "scale_h")}\
+% if rows:
+    for (int ow = 0; ow < OW; ++ow) {
+        const long o = (long)gid * OW + ow;
+% else:
+    {
+        const int o = gid;
+% endif
 ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
 % if mw == "nearest":
-    const T r0 = src[h0 * W + w0];
+        const T r0 = src[h0 * W + w0];
 % else:
-    const T r0 = wl0 * src[h0 * W + w0] + wl1 * src[h0 * W + w1];
+        const T r0 = wl0 * src[h0 * W + w0] + wl1 * src[h0 * W + w1];
 % endif
 % if mh == "nearest":
-    y[gid] = r0;
+        y[o] = r0;
 % else:
 %   if mw == "nearest":
-    const T r1 = src[h1 * W + w0];
+        const T r1 = src[h1 * W + w0];
 %   else:
-    const T r1 = wl0 * src[h1 * W + w0] + wl1 * src[h1 * W + w1];
+        const T r1 = wl0 * src[h1 * W + w0] + wl1 * src[h1 * W + w1];
 %   endif
-    y[gid] = hl0 * r0 + hl1 * r1;
+        y[o] = hl0 * r0 + hl1 * r1;
 % endif
+    }
 }
 
 <%def name="weight(a, mode, i)">\
@@ -108,30 +128,62 @@ ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
 % endif
 </%def>
 
-// dx[nc, h, w] = sum over the outputs (oh, ow) whose taps include (h, w) of their weights times g.
+<% lag_h, lag_w = (0 if mh == "nearest" else 1), (0 if mw == "nearest" else 1) %>\
+// dx[nc, h, w] = sum over the outputs (oh, ow) whose taps include (h, w) of their weights times g. Those
+// are the runs of rows [oh0, oh1) and columns [ow0, ow1) whose first tap is h - 1 or h (linear) or h
+// (nearest). A column run of up to RMAX outputs has its weights computed once, into registers.
+#define RMAX 8
 __kernel void interp_backward(__global const T *restrict g, __global T *restrict dx, const int H, const int W,
                               const int OH, const int OW, const T scale_h, const T scale_w, const int align,
                               const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
+% if rows:
+    const int h = gid % H;
+    const int nc = gid / H;
+% else:
     const int w = gid % W;
     const int t = gid / W;
     const int h = t % H;
     const int nc = t / H;
+% endif
     __global const T *src = g + (long)nc * OH * OW;
-    const int ow_start = run_w(w, W, OW, scale_w, align);
-    T s = (T)0;
-    for (int oh = run_h(h, H, OH, scale_h, align); oh < OH; ++oh) {
-${taps("h", mh, "oh", "H", "OH", "scale_h")}\
-        if (h0 > h) break;
-        T r = (T)0;
-        for (int ow = ow_start; ow < OW; ++ow) {
+    const int oh0 = first_h(h - ${lag_h}, H, OH, scale_h, align), oh1 = first_h(h + 1, H, OH, scale_h, align);
+% if rows:
+    for (int w = 0; w < W; ++w) {
+        const long i = (long)gid * W + w;
+% else:
+    {
+        const int i = gid;
+% endif
+        const int ow0 = first_w(w - ${lag_w}, W, OW, scale_w, align), ow1 = first_w(w + 1, W, OW, scale_w, align);
+        T s = (T)0;
+        if (ow1 - ow0 <= RMAX) {
+            T wt[RMAX];
+            for (int ow = ow0; ow < ow1; ++ow) {
 ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
-            if (w0 > w) break;
-            r += ${weight("w", mw, "w")} * src[oh * OW + ow];
+                wt[ow - ow0] = ${weight("w", mw, "w")};
+            }
+            for (int oh = oh0; oh < oh1; ++oh) {
+${taps("h", mh, "oh", "H", "OH", "scale_h")}\
+                __global const T *row = src + oh * OW;
+                T r = (T)0;
+                for (int ow = ow0; ow < ow1; ++ow) r += wt[ow - ow0] * row[ow];
+                s += ${weight("h", mh, "h")} * r;
+            }
+        } else {
+            for (int oh = oh0; oh < oh1; ++oh) {
+${taps("h", mh, "oh", "H", "OH", "scale_h")}\
+                __global const T *row = src + oh * OW;
+                T r = (T)0;
+                for (int ow = ow0; ow < ow1; ++ow) {
+${taps("w", mw, "ow", "W", "OW", "scale_w")}\
+                    r += ${weight("w", mw, "w")} * row[ow];
+                }
+                s += ${weight("h", mh, "h")} * r;
+            }
         }
-        s += ${weight("h", mh, "h")} * r;
+        dx[i] = s;
     }
-    dx[gid] = s;
 }

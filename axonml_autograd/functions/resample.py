@@ -35,12 +35,19 @@ _INTERP = "interp.cl.mako"
 _PAD = "pad.cl.mako"
 
 
-def _launch(template, name, dtype, n, args: dict, **params):
+def _launch(template, name, dtype, n, args: dict, rows_of=None, **params):
+    """Enqueue ``name`` over ``n`` elements; with ``rows_of`` (a row's length) on a CPU, one work-item per
+    row (the template's ``rows`` form)."""
     tensors = [a for a in args.values() if isinstance(a, Tensor)]
     dev = tensors[0].device
     check_index32(name, n, *tensors)
+    rows = rows_of is not None and not dev.target.is_gpu
+    if rows_of is not None:
+        params["rows"] = rows
+        if rows:
+            n //= rows_of
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
-    local = kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
+    local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
 
 
@@ -64,7 +71,8 @@ def _interp_apply(direction, t: Tensor, p) -> Tensor:
     if out.numel():
         name, src, dst = ("interp_backward", "g", "dx") if direction else ("interp_forward", "x", "y")
         _launch(_INTERP, name, t.dtype, out.numel(), {src: t, dst: out, "H": H, "W": W, "OH": OH, "OW": OW,
-                                                      "scale_h": sh, "scale_w": sw, "align": align}, mh=mh, mw=mw)
+                                                      "scale_h": sh, "scale_w": sw, "align": align},
+                rows_of=W if direction else OW, mh=mh, mw=mw)
     return out
 
 
