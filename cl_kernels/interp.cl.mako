@@ -120,18 +120,26 @@ ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
     }
 }
 
-<%def name="weight(a, mode, i)">\
+// The weight with which output o reads input index i along an axis (o in i's run).
+<%def name="weight_fn(name, a, mode)">\
+inline T ${name}(int o, int i, int n_in, int n_out, T scale, int align)
+{
 % if mode == "nearest":
-(T)1\
+    return (T)1;
 % else:
-((${a}0 == ${i} ? ${a}l0 : (T)0) + (${a}1 == ${i} ? ${a}l1 : (T)0))\
+${taps(a, mode, "o", "n_in", "n_out", "scale")}\
+    return (${a}0 == i ? ${a}l0 : (T)0) + (${a}1 == i ? ${a}l1 : (T)0);
 % endif
+}
 </%def>
+${weight_fn("weight_h", "h", mh)}
+${weight_fn("weight_w", "w", mw)}
 
 <% lag_h, lag_w = (0 if mh == "nearest" else 1), (0 if mw == "nearest" else 1) %>\
 // dx[nc, h, w] = sum over the outputs (oh, ow) whose taps include (h, w) of their weights times g. Those
 // are the runs of rows [oh0, oh1) and columns [ow0, ow1) whose first tap is h - 1 or h (linear) or h
-// (nearest). A column run of up to RMAX outputs has its weights computed once, into registers.
+// (nearest). Runs of up to RMAX outputs have their weights computed once, into registers (a row's
+// vertical weights once per row on CPUs).
 #define RMAX 8
 __kernel void interp_backward(__global const T *restrict g, __global T *restrict dx, const int H, const int W,
                               const int OH, const int OW, const T scale_h, const T scale_w, const int align,
@@ -150,6 +158,10 @@ __kernel void interp_backward(__global const T *restrict g, __global T *restrict
 % endif
     __global const T *src = g + (long)nc * OH * OW;
     const int oh0 = first_h(h - ${lag_h}, H, OH, scale_h, align), oh1 = first_h(h + 1, H, OH, scale_h, align);
+    const int hshort = oh1 - oh0 <= RMAX;
+    T ht[RMAX];
+    if (hshort)
+        for (int oh = oh0; oh < oh1; ++oh) ht[oh - oh0] = weight_h(oh, h, H, OH, scale_h, align);
 % if rows:
     for (int w = 0; w < W; ++w) {
         const long i = (long)gid * W + w;
@@ -158,31 +170,19 @@ __kernel void interp_backward(__global const T *restrict g, __global T *restrict
         const int i = gid;
 % endif
         const int ow0 = first_w(w - ${lag_w}, W, OW, scale_w, align), ow1 = first_w(w + 1, W, OW, scale_w, align);
+        const int wshort = ow1 - ow0 <= RMAX;
+        T wt[RMAX];
+        if (wshort)
+            for (int ow = ow0; ow < ow1; ++ow) wt[ow - ow0] = weight_w(ow, w, W, OW, scale_w, align);
         T s = (T)0;
-        if (ow1 - ow0 <= RMAX) {
-            T wt[RMAX];
-            for (int ow = ow0; ow < ow1; ++ow) {
-${taps("w", mw, "ow", "W", "OW", "scale_w")}\
-                wt[ow - ow0] = ${weight("w", mw, "w")};
-            }
-            for (int oh = oh0; oh < oh1; ++oh) {
-${taps("h", mh, "oh", "H", "OH", "scale_h")}\
-                __global const T *row = src + oh * OW;
-                T r = (T)0;
+        for (int oh = oh0; oh < oh1; ++oh) {
+            __global const T *row = src + oh * OW;
+            T r = (T)0;
+            if (wshort)
                 for (int ow = ow0; ow < ow1; ++ow) r += wt[ow - ow0] * row[ow];
-                s += ${weight("h", mh, "h")} * r;
-            }
-        } else {
-            for (int oh = oh0; oh < oh1; ++oh) {
-${taps("h", mh, "oh", "H", "OH", "scale_h")}\
-                __global const T *row = src + oh * OW;
-                T r = (T)0;
-                for (int ow = ow0; ow < ow1; ++ow) {
-${taps("w", mw, "ow", "W", "OW", "scale_w")}\
-                    r += ${weight("w", mw, "w")} * row[ow];
-                }
-                s += ${weight("h", mh, "h")} * r;
-            }
+            else
+                for (int ow = ow0; ow < ow1; ++ow) r += weight_w(ow, w, W, OW, scale_w, align) * row[ow];
+            s += (hshort ? ht[oh - oh0] : weight_h(oh, h, H, OH, scale_h, align)) * r;
         }
         dx[i] = s;
     }
