@@ -192,3 +192,11 @@ def _t(*shape):
 def test_bad_arguments_raise_errors_naming_the_op_and_the_argument(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_permuted_input_and_permuted_gradient_are_read_as_their_values():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    _compare(lambda x, w: F.conv_transpose2d(x.permute([0, 2, 1, 3]), w, stride=2).permute([0, 2, 3, 1]) * 1.0,
+             lambda x, w: torch.nn.functional.conv_transpose2d(x.permute(0, 2, 1, 3), w, stride=2).permute(0, 2, 3, 1),
+             [rng.standard_normal((2, 5, 3, 4)), rng.standard_normal((3, 2, 2, 2))], rng)

@@ -262,3 +262,21 @@ def _t(*shape):
 def test_bad_arguments_raise_errors_naming_the_op_and_the_argument(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+@pytest.mark.parametrize("op", ["interpolate", "pad", "adaptive_max_pool2d", "unfold", "max_pool1d"])
+def test_permuted_inputs_and_permuted_gradients_are_read_as_their_values(op):
+    torch = pytest.importorskip("torch")
+    TF = torch.nn.functional
+    ours = {"interpolate": lambda x: F.interpolate(x, scale_factor=1.5, mode="bilinear"),
+            "pad": lambda x: F.pad(x, (1, 2, 2, 1), mode="reflect"),
+            "adaptive_max_pool2d": lambda x: F.adaptive_max_pool2d(x, (2, 3)),
+            "unfold": lambda x: F.unfold(x, 2).reshape([2, 3, 4, 12]),
+            "max_pool1d": lambda x: F.max_pool1d(x.reshape([2, 15, 4]), 2).reshape([2, 3, 5, 2])}[op]
+    theirs = {"interpolate": lambda x: TF.interpolate(x, scale_factor=1.5, mode="bilinear"),
+              "pad": lambda x: TF.pad(x, (1, 2, 2, 1), mode="reflect"),
+              "adaptive_max_pool2d": lambda x: TF.adaptive_max_pool2d(x, (2, 3)),
+              "unfold": lambda x: TF.unfold(x, 2).reshape(2, 3, 4, 12),
+              "max_pool1d": lambda x: TF.max_pool1d(x.reshape(2, 15, 4), 2).reshape(2, 3, 5, 2)}[op]
+    _compare(lambda x: ours(x.permute([0, 2, 1, 3])).permute([0, 2, 3, 1]) * 1.0,
+             lambda t: theirs(t.permute(0, 2, 1, 3)).permute(0, 2, 3, 1), (2, 5, 3, 4), np.random.default_rng(11))
