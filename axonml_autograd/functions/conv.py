@@ -15,6 +15,9 @@ keeps the input, not the columns, and for each chunk:
 
 A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
 
+The transposed convolution (``conv_transpose1d/2d``) is the input gradient above run as an op, for the
+convolution from its output's size to its input's: the same chunks, products and col2im, no new kernel.
+
 Pooling (``cl_kernels/pool.cl.mako``) is one kernel each way; max pooling keeps the position of each
 window's maximum for backward, and every backward is a gather as well. Semantics, argument names and
 error cases follow ``torch.nn.functional``.

@@ -2,7 +2,9 @@
 
 ``Conv1d``/``Conv2d`` hold ``weight`` [out, in/groups, *kernel] (PyTorch's layout) and ``bias`` [out];
 the weight is drawn with ``kaiming_uniform_(a=sqrt(5))`` and the bias uniformly in
-``+-1/sqrt(fan_in)``, ``fan_in = in/groups * prod(kernel)``, as ``torch.nn.Conv2d.reset_parameters``.
+``+-1/sqrt(fan_in)``, ``fan_in = in/groups * prod(kernel)``, as ``torch.nn.Conv2d.reset_parameters``. ``ConvTranspose1d``/
+``ConvTranspose2d`` hold torch's ``[in, out/groups, *kernel]`` and draw it the same way (so their fan_in is
+``out/groups * prod(kernel)``, as torch's).
 
 >>> from axonml_autograd import Tensor, Variable
 >>> conv = Conv2d(3, 8, 3, padding=1, seed=0)
