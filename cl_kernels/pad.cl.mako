@@ -4,9 +4,9 @@
 ## Padding works on one axis per launch: x[P, N, Q] -> y[P, OUT, Q] with `before` elements added in front
 ## (negative: cropped) and OUT - N - before behind. Output o reads index src(o) of the axis (`mode`:
 ## reflect, replicate or circular); backward sums, for input index i, the outputs with src(o) == i: at
-## most three single outputs (reflect, circular: the host checked a pad never wraps twice) or one run
-## (replicate's edges). Circular mode wraps, as torch, the part of the axis that a negative pad leaves:
-## the M indices from C0 on (elsewhere C0 = 0, M = N).
+## most three single outputs (reflect: a pad is smaller than the axis), one run (replicate's edges) or
+## every M-th output (circular). Circular mode wraps, as torch, the part of the axis that a negative pad
+## leaves: the M indices from C0 on (elsewhere C0 = 0, M = N).
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype)}\
 
@@ -50,12 +50,12 @@ __kernel void pad_backward(__global const T *restrict g, __global T *restrict dx
     const int lo = max(0, i == 0 ? 0 : before + i);
     const int hi = min(OUT, i == N - 1 ? OUT : before + i + 1);
     for (int o = lo; o < hi; ++o) s += src[(long)o * Q];
+% elif mode == "circular":
+    // Every M-th output from the first that reads i (none when i was cropped away).
+    if (i >= C0 && i < C0 + M)
+        for (int o = ((before + i - C0) % M + M) % M; o < OUT; o += M) s += src[(long)o * Q];
 % else:
-%   if mode == "reflect":
     const int cand[3] = {before - i, before + i, before + 2 * (N - 1) - i};
-%   else:
-    const int cand[3] = {before + i - C0 - M, before + i - C0, before + i - C0 + M};
-%   endif
     for (int k = 0; k < 3; ++k) {
         const int o = cand[k];
         if (o < 0 || o >= OUT || pad_src(o, N, before, C0, M) != i) continue;

@@ -94,6 +94,17 @@ def test_pad_modes_match_torch_forward_and_gradient(mode, shape, pads):
     _compare(lambda x: F.pad(x, pads, mode=mode), lambda t: torch.nn.functional.pad(t, pads, mode=mode), shape, rng)
 
 
+def test_pads_that_crop_a_dimension_away_give_an_empty_result_as_torch():
+    torch = pytest.importorskip("torch")
+    for mode, shape, pads in (("circular", (2, 6), (-3, -3)), ("circular", (3, 6, 3), (-3, 0)),
+                              ("reflect", (1, 2, 4, 3), (0, 0, -2, -2)), ("replicate", (1, 2, 2, 4, 3), (-2, -1) + (0,) * 4)):
+        x = _var(np.ones(shape))
+        y = F.pad(x, pads, mode=mode)
+        assert y.shape() == list(torch.nn.functional.pad(torch.ones(shape), pads, mode=mode).shape)
+        y.sum().backward()
+        np.testing.assert_array_equal(x.grad().numpy(), np.zeros(shape))
+
+
 def test_adaptive_max_pool2d_and_1d_pools_match_torch_with_indices():
     torch = pytest.importorskip("torch")
     TF = torch.nn.functional
@@ -246,6 +257,8 @@ def _t(*shape):
     (lambda: F.pad(_t(1, 3, 5), (5, 0), mode="reflect"), ValueError,
      r"padding size should be less than the corresponding input dimension.*\(5, 0\) at dimension 2"),
     (lambda: F.pad(_t(1, 3, 5), (6, 0), mode="circular"), ValueError, "wrap around more than once"),
+    (lambda: F.pad(_t(1, 3, 4), (-2, -2), mode="reflect"), ValueError, "too small at dimension 2.*0 elements"),
+    (lambda: F.pad(_t(1, 3, 3), (3, -2), mode="circular"), ValueError, "wrap around more than once"),
     (lambda: F.pad(_t(1, 2, 3, 5), (1, 1), mode="replicate"), NotImplementedError,
      "padding size 2 is not supported for 4D input"),
     (lambda: F.pad(_t(5), (1, 1), mode="reflect"), NotImplementedError, "not supported for 1D input"),

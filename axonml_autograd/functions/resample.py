@@ -267,7 +267,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 def pad(input, pad, mode):
     """``F.pad`` in ``mode`` 'reflect', 'replicate' or 'circular' (pads may be negative: a crop), for
     torch's shapes: 2 pads on 2-D/3-D input, 4 on 3-D/4-D, 6 on 4-D/5-D. Reflect pads must be smaller than
-    their axis, circular ones at most its size.
+    their axis, circular ones at most what the negative pads leave of it (which they wrap).
 
     >>> from axonml_autograd import Tensor
     >>> pad(Tensor.from_vec([1.0, 2.0, 3.0], [1, 3]), (2, 1), "replicate").to_vec()
@@ -293,13 +293,17 @@ def pad(input, pad, mode):
         if mode == "reflect" and (before >= n or after >= n):
             raise ValueError(f"{op}: padding size should be less than the corresponding input dimension, but got "
                              f"padding ({before}, {after}) at dimension {axis} of input {shape}")
+        if n == 0:
+            raise ValueError(f"{op}: mode {mode!r} cannot pad the empty dimension {axis} of input {shape}")
+        # torch: an axis may be cropped away (an empty result), except by reflect or replicate's 1-D form.
+        if n + before + after < (1 if mode != "circular" and k == 1 else 0):
+            raise ValueError(f"{op}: input {shape} is too small at dimension {axis} for padding ({before}, {after}): "
+                             f"the output would have {n + before + after} elements there")
         kept = n + min(before, 0) + min(after, 0)      # what circular mode wraps: the axis less its crops
-        if mode == "circular" and (kept < 1 or before > kept or after > kept):
+        # (torch checks the pads against the whole axis; past what is kept, its forward and backward disagree.)
+        if mode == "circular" and (before > kept or after > kept) and n + before + after > 0:
             raise ValueError(f"{op}: padding ({before}, {after}) at dimension {axis} of input {shape} would wrap "
                              f"around more than once")
-        if n + before + after < 1 or n == 0:
-            raise ValueError(f"{op}: padding ({before}, {after}) at dimension {axis} of input {shape} leaves "
-                             f"no elements")
         if before or after:
             axes.append((axis, before, after))
     params = (mode, tuple(shape), tuple(axes))
