@@ -1,16 +1,17 @@
-## Interpolation (nearest, linear, bilinear), forward and backward, one element per work-item.
+## Interpolation (nearest, linear, bilinear), forward and backward.
 ##
 ## Interpolation maps planes x[NC, H, W] to y[NC, OH, OW]; each axis has its own mode (`mh`, `mw`:
 ## "nearest" or "linear"), so 1-D input runs as H = OH = 1 with a nearest H axis. Source positions follow
 ## torch: nearest takes min(floor(o * scale), in - 1) computed in float (torch does so for every dtype);
 ## linear takes src = scale * o (align_corners) or max(scale * (o + 0.5) - 0.5, 0), its taps floor(src)
-## and the next one (the same one at the last row), weights 1 - l and l with l = src - floor(src). An
-## linear axis whose size does not change copies (torch's shortcut; nearest has none). `scale` comes from the host in T.
+## and the next one (the same one at the last row), weights 1 - l and l with l = src - floor(src). A
+## linear axis whose size does not change copies (torch's shortcut; nearest has none). `scale` comes
+## from the host in T.
 ##
 ## Backward is a gather: input index i along an axis receives from the outputs whose first tap is i - 1
 ## or i (linear) or i (nearest); the first tap grows with o, so those outputs are a run, its ends found
-## from the source position solved for o, corrected by the forward's own index function. Each input element sums its run in a fixed
-## order: no atomics, the same bits at every run.
+## from the source position solved for o and corrected by the forward's own index function. Each input
+## element sums its run in a fixed order: no atomics, the same bits at every run.
 ##
 ## `rows`: CPUs take a whole output row (forward) or input row (backward) per work-item, the row's
 ## vertical taps computed once; GPUs one element per work-item.
@@ -163,13 +164,20 @@ __kernel void interp_backward(__global const T *restrict g, __global T *restrict
     if (hshort)
         for (int oh = oh0; oh < oh1; ++oh) ht[oh - oh0] = weight_h(oh, h, H, OH, scale_h, align);
 % if rows:
+    // Along the row, each column's run ends where a later one's starts: first_w(j) for j = w - 1, w are
+    // kept from the steps before (first_w(-1) = first_w(0) = 0: every tap is >= 0).
+    int f_prev = 0, f_here = 0;
     for (int w = 0; w < W; ++w) {
         const long i = (long)gid * W + w;
+        const int f_next = first_w(w + 1, W, OW, scale_w, align);
+        const int ow0 = ${"f_prev" if lag_w else "f_here"}, ow1 = f_next;
+        f_prev = f_here;
+        f_here = f_next;
 % else:
     {
         const int i = gid;
-% endif
         const int ow0 = first_w(w - ${lag_w}, W, OW, scale_w, align), ow1 = first_w(w + 1, W, OW, scale_w, align);
+% endif
         const int wshort = ow1 - ow0 <= RMAX;
         T wt[RMAX];
         if (wshort)
