@@ -1,16 +1,17 @@
 ## Interpolation (nearest, linear, bilinear), forward and backward.
 ##
 ## Interpolation maps planes x[NC, H, W] to y[NC, OH, OW]; each axis has its own mode (`mh`, `mw`:
-## "nearest" or "linear"), so 1-D input runs as H = OH = 1 with a nearest H axis. Source positions follow
-## torch: nearest takes min(floor(o * scale), in - 1) computed in float (torch does so for every dtype);
+## "nearest", "exact" or "linear"), so 1-D input runs as H = OH = 1 with a nearest H axis. Source
+## positions follow torch: nearest takes min(floor(o * scale), in - 1) computed in float (torch does so
+## for every dtype), nearest-exact ("exact") min(floor((o + 0.5) * scale), in - 1);
 ## linear takes src = scale * o (align_corners) or max(scale * (o + 0.5) - 0.5, 0), its taps floor(src)
 ## and the next one (the same one at the last row), weights 1 - l and l with l = src - floor(src). A
 ## linear axis whose size does not change copies (torch's shortcut; nearest has none). `scale` comes
 ## from the host in T.
 ##
 ## Backward is a gather: input index i along an axis receives from the outputs whose first tap is i - 1
-## or i (linear) or i (nearest); the first tap grows with o, so those outputs are a run, its ends found
-## from the source position solved for o and corrected by the forward's own index function. Each input
+## or i (linear) or i (nearest, exact); the first tap grows with o, so those outputs are a run, its ends
+## found from the source position solved for o and corrected by the forward's own index function. Each input
 ## element sums its run in a fixed order: no atomics, the same bits at every run.
 ##
 ## `rows`: CPUs take a whole output row (forward) or input row (backward) per work-item, the row's
@@ -19,8 +20,8 @@
 ${c.preamble(ctype)}\
 
 <%def name="taps(a, mode, o, n_in, n_out, scale)">\
-% if mode == "nearest":
-    const int ${a}0 = near_tap(${o}, ${n_in}, ${n_out}, ${scale});
+% if mode != "linear":
+    const int ${a}0 = ${mode}_tap(${o}, ${n_in}, ${n_out}, ${scale});
 % else:
     T ${a}l;
     const int ${a}0 = lin_tap(${o}, ${n_in}, ${n_out}, ${scale}, align, &${a}l);
@@ -30,9 +31,16 @@ ${c.preamble(ctype)}\
 </%def>
 
 // Nearest: the tap of output o.
-inline int near_tap(int o, int n_in, int n_out, T scale)
+inline int nearest_tap(int o, int n_in, int n_out, T scale)
 {
     return min((int)floor((float)o * (float)scale), n_in - 1);
+}
+
+// Nearest-exact: the tap of output o's centre, min(floor((o + 0.5) * scale), in - 1) (torch forms the
+// product in double and floors it as a float).
+inline int exact_tap(int o, int n_in, int n_out, T scale)
+{
+    return min((int)floor((float)(((T)o + L(0.5)) * (T)(float)scale)), n_in - 1);
 }
 
 // Linear: the first tap of output o and (in *l) the weight of the second.
@@ -50,8 +58,8 @@ inline int lin_tap(int o, int n_in, int n_out, T scale, int align, T *l)
 }
 
 <%def name="first_tap(mode, o, n_in, n_out, scale)">\
-% if mode == "nearest":
-near_tap(${o}, ${n_in}, ${n_out}, ${scale})\
+% if mode != "linear":
+${mode}_tap(${o}, ${n_in}, ${n_out}, ${scale})\
 % else:
 lin_tap(${o}, ${n_in}, ${n_out}, ${scale}, align, &unused)\
 % endif
@@ -66,6 +74,8 @@ inline int ${name}(int target, int n_in, int n_out, T scale, int align)
     T unused;
 % if mode == "nearest":
     T e = (T)target / scale;
+% elif mode == "exact":
+    T e = (T)target / scale - L(0.5);
 % else:
     T e = n_in == n_out ? (T)target : align ? (T)target / scale : ((T)target + L(0.5)) / scale - L(0.5);
 % endif
@@ -103,15 +113,15 @@ ${taps("h", mh, "oh", "H", "OH", "scale_h")}\
         const int o = gid;
 % endif
 ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
-% if mw == "nearest":
+% if mw != "linear":
         const T r0 = src[h0 * W + w0];
 % else:
         const T r0 = wl0 * src[h0 * W + w0] + wl1 * src[h0 * W + w1];
 % endif
-% if mh == "nearest":
+% if mh != "linear":
         y[o] = r0;
 % else:
-%   if mw == "nearest":
+%   if mw != "linear":
         const T r1 = src[h1 * W + w0];
 %   else:
         const T r1 = wl0 * src[h1 * W + w0] + wl1 * src[h1 * W + w1];
@@ -125,7 +135,7 @@ ${taps("w", mw, "ow", "W", "OW", "scale_w")}\
 <%def name="weight_fn(name, a, mode)">\
 inline T ${name}(int o, int i, int n_in, int n_out, T scale, int align)
 {
-% if mode == "nearest":
+% if mode != "linear":
     return (T)1;
 % else:
 ${taps(a, mode, "o", "n_in", "n_out", "scale")}\
@@ -136,7 +146,7 @@ ${taps(a, mode, "o", "n_in", "n_out", "scale")}\
 ${weight_fn("weight_h", "h", mh)}
 ${weight_fn("weight_w", "w", mw)}
 
-<% lag_h, lag_w = (0 if mh == "nearest" else 1), (0 if mw == "nearest" else 1) %>\
+<% lag_h, lag_w = (0 if mh != "linear" else 1), (0 if mw != "linear" else 1) %>\
 // dx[nc, h, w] = sum over the outputs (oh, ow) whose taps include (h, w) of their weights times g. Those
 // are the runs of rows [oh0, oh1) and columns [ow0, ow1) whose first tap is h - 1 or h (linear) or h
 // (nearest). Runs of up to RMAX outputs have their weights computed once, into registers (a row's

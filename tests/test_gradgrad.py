@@ -173,6 +173,10 @@ nn_case("conv_transpose2d_stride2_groups2_bias-1x4x3x2", lambda x, w, b: F.conv_
         ([2], "u"))
 nn_case("interpolate_nearest-1x2x3x2", lambda x: F.interpolate(x, scale_factor=1.5).pow(2.0), ([1, 2, 3, 2], "u"))
 nn_case("interpolate_nearest_1d-2x1x3", lambda x: F.interpolate(x, size=5).tanh(), ([2, 1, 3], "u"))
+nn_case("interpolate_nearest_exact-1x2x3x2", lambda x: F.interpolate(x, scale_factor=1.5, mode="nearest-exact")
+        .pow(2.0), ([1, 2, 3, 2], "u"))
+nn_case("interpolate_nearest_exact_1d-2x1x5", lambda x: F.interpolate(x, size=3, mode="nearest-exact").tanh(),
+        ([2, 1, 5], "u"))
 nn_case("interpolate_bilinear-1x1x3x4", lambda x: F.interpolate(x, size=(4, 3), mode="bilinear").pow(2.0),
         ([1, 1, 3, 4], "u"))
 nn_case("interpolate_linear_align-1x2x4", lambda x: F.interpolate(x, scale_factor=2, mode="linear",

@@ -45,6 +45,10 @@ INTERP_CASES = [
     ((2, 3, 7), dict(scale_factor=1.5, mode="linear")),
     ((2, 3, 7), dict(size=17, mode="linear", align_corners=True)),
     ((2, 3, 17), dict(size=5, mode="nearest")),
+    ((2, 3, 7), dict(scale_factor=1.5, mode="nearest-exact")),
+    ((2, 4, 17, 9), dict(scale_factor=(2.1, 0.6), mode="nearest-exact")),
+    ((2, 3, 9), dict(size=4, mode="area")),
+    ((2, 4, 17, 9), dict(scale_factor=0.5, mode="area")),
     ((1, 2, 3, 5), dict(scale_factor=(1.0, 1.1), mode="bilinear")),         # linear keeps a size unchanged
 ]
 
@@ -151,6 +155,7 @@ def _scalarised(fn, shape, rng):
     ("bilinear", lambda x: F.interpolate(x, size=(5, 3), mode="bilinear"), (1, 2, 3, 4)),
     ("bilinear_align", lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True), (1, 1, 3, 2)),
     ("linear", lambda x: F.interpolate(x, size=7, mode="linear"), (2, 1, 4)),
+    ("nearest-exact", lambda x: F.interpolate(x, size=(2, 7), mode="nearest-exact"), (1, 2, 3, 4)),
     ("reflect", lambda x: F.pad(x, (2, 1, 1, 2), mode="reflect"), (1, 2, 3, 4)),
     ("replicate", lambda x: F.pad(x, (3, -1), mode="replicate"), (2, 2, 4)),
     ("circular", lambda x: F.pad(x, (1, 2, 2, 0), mode="circular"), (1, 2, 3, 4)),
@@ -252,6 +257,8 @@ def _t(*shape):
     (lambda: F.interpolate(_t(1, 1, 3, 3), size=4, mode="linear"), ValueError, "got 4D input, but linear mode needs 3D"),
     (lambda: F.interpolate(_t(1, 1, 3, 3), size=4, align_corners=True), ValueError, "align_corners option can only"),
     (lambda: F.interpolate(_t(1, 1, 3, 3), size=4, mode="bicubic"), ValueError, "mode 'bicubic' is not supported"),
+    (lambda: F.interpolate(_t(1, 1, 3, 3), size=4, mode="area", align_corners=False), ValueError,
+     "align_corners option can only"),
     (lambda: F.interpolate(_t(1, 1, 3, 3), size=(4, 4, 4)), ValueError, "size must be an int or a tuple of 2"),
     (lambda: F.interpolate(_t(1, 1, 3, 3), scale_factor=0.1), ValueError, "is empty"),
     (lambda: F.pad(_t(1, 3, 5), (5, 0), mode="reflect"), ValueError,

@@ -1,6 +1,6 @@
-"""Resampling, torch's semantics: ``interpolate`` (nearest, linear, bilinear), the non-constant modes of
-``pad`` (reflect, replicate, circular), ``adaptive_max_pool2d``, 1-D pooling, pixel (un)shuffle and
-``unfold``/``fold``.
+"""Resampling, torch's semantics: ``interpolate`` (nearest, nearest-exact, linear, bilinear, area), the
+non-constant modes of ``pad`` (reflect, replicate, circular), ``adaptive_max_pool2d``, 1-D pooling, pixel
+(un)shuffle and ``unfold``/``fold``.
 
 Interpolation (``cl_kernels/interp.cl.mako``) and padding (``cl_kernels/pad.cl.mako``) are one kernel
 each way; both are linear maps P of the input, so their gradient is the adjoint P^T (a gather with a
@@ -118,6 +118,8 @@ _KINDS = {
     "nearest1d": (_interp_apply, ("UpsampleNearest1DBackward", "UpsampleNearest1DGradBackward")),
     "linear1d": (_interp_apply, ("UpsampleLinear1DBackward", "UpsampleLinear1DGradBackward")),
     "nearest2d": (_interp_apply, ("UpsampleNearest2DBackward", "UpsampleNearest2DGradBackward")),
+    "nearest_exact1d": (_interp_apply, ("UpsampleNearestExact1DBackward", "UpsampleNearestExact1DGradBackward")),
+    "nearest_exact2d": (_interp_apply, ("UpsampleNearestExact2DBackward", "UpsampleNearestExact2DGradBackward")),
     "bilinear2d": (_interp_apply, ("UpsampleBilinear2DBackward", "UpsampleBilinear2DGradBackward")),
     "reflect": (_pad_apply, ("ReflectionPadBackward", "ReflectionPadGradBackward")),
     "replicate": (_pad_apply, ("ReplicationPadBackward", "ReplicationPadGradBackward")),
@@ -151,7 +153,7 @@ def _variable(x, op, what="input"):
 # Interpolation
 # ------------------------------------------------------------------------------------------------------
 
-_MODES = {"nearest": (1, 2), "linear": (1,), "bilinear": (2,)}
+_MODES = {"nearest": (1, 2), "nearest-exact": (1, 2), "area": (1, 2), "linear": (1,), "bilinear": (2,)}
 
 
 def _output_sizes(op, sizes, size, scale_factor):
@@ -202,8 +204,9 @@ def _linear_scale(n_in, n_out, scale, align, dtype):
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
-    """torch's ``F.interpolate`` for [N, C, L] (modes ``"nearest"``, ``"linear"``) and [N, C, H, W]
-    (``"nearest"``, ``"bilinear"``) input: to ``size`` (an int or one per spatial axis) or by
+    """torch's ``F.interpolate`` for [N, C, L] (modes ``"nearest"``, ``"nearest-exact"``, ``"linear"``,
+    ``"area"``) and [N, C, H, W] (``"nearest"``, ``"nearest-exact"``, ``"bilinear"``, ``"area"``) input: to
+    ``size`` (an int or one per spatial axis) or by
     ``scale_factor`` (the output is ``floor(size * scale_factor)``; the kernel uses ``1/scale_factor`` as
     torch does unless ``recompute_scale_factor``). ``align_corners`` (linear modes only) maps the corner
     pixels' centres onto each other.
@@ -216,7 +219,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     op = "interpolate"
     x = _variable(input, op)
     if mode not in _MODES:
-        raise ValueError(f"{op}: mode {mode!r} is not supported (supported: 'nearest', 'linear', 'bilinear')")
+        raise ValueError(f"{op}: mode {mode!r} is not supported (supported: 'nearest', 'nearest-exact', 'linear', "
+                         f"'bilinear', 'area')")
     nd = x.ndim()
     if nd not in (3, 4):
         raise ValueError(f"{op}: expected a 3-D [N, C, L] or 4-D [N, C, H, W] input, got shape {x.shape()}")
@@ -225,7 +229,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError(f"{op}: got {nd}D input, but {mode} mode needs {need} input")
     if x.dtype.kind != "f":
         raise TypeError(f"{op}: input must be float32 or float64, got {x.dtype}")
-    if mode == "nearest":
+    if mode in ("nearest", "nearest-exact", "area"):
         if align_corners is not None:
             raise ValueError(f"{op}: align_corners option can only be set with the interpolating modes: "
                              f"linear | bilinear")
@@ -238,16 +242,21 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         scales = None
     scales = scales or [None] * len(sizes)
     N, C = x.shape()[:2]
+    if mode == "area":      # torch's area mode is adaptive average pooling to the output size
+        if nd == 3:
+            return _conv.adaptive_avg_pool2d(x.reshape([N, C, 1, sizes[0]]), (1, out[0])).reshape([N, C, out[0]])
+        return _conv.adaptive_avg_pool2d(x, tuple(out))
     if nd == 3:
         H, W, OH, OW = 1, sizes[0], 1, out[0]
         hs, ws = 1.0, scales[0]
     else:
         (H, W), (OH, OW) = sizes, out
         hs, ws = scales
-    if mode == "nearest":
+    if mode in ("nearest", "nearest-exact"):
         sh, sw = _nearest_scale(H, OH, hs if nd == 4 else None), _nearest_scale(W, OW, ws)
-        mh = mw = "nearest"
-        kind = "nearest1d" if nd == 3 else "nearest2d"
+        mw = "nearest" if mode == "nearest" else "exact"
+        mh = mw if nd == 4 else "nearest"
+        kind = ("nearest" if mode == "nearest" else "nearest_exact") + ("1d" if nd == 3 else "2d")
     else:
         dtype = x.dtype
         sw = _linear_scale(W, OW, ws, align, dtype)
