@@ -217,6 +217,26 @@ def test_a_captured_step_replays_bit_for_bit():
     assert f.replays == 2
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_conv_layers_take_torchs_padding_modes(mode):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(13)
+    for ours, theirs, shape in (
+            (nn.Conv2d(4, 6, (3, 2), padding=(1, 2), groups=2, padding_mode=mode, seed=0, dtype="float64"),
+             torch.nn.Conv2d(4, 6, (3, 2), padding=(1, 2), groups=2, padding_mode=mode, dtype=torch.float64),
+             (2, 4, 5, 7)),
+            (nn.Conv2d(2, 3, 4, padding="same", dilation=(1, 2), padding_mode=mode, seed=1, dtype="float64"),
+             torch.nn.Conv2d(2, 3, 4, padding="same", dilation=(1, 2), padding_mode=mode, dtype=torch.float64),
+             (1, 2, 9, 9)),
+            (nn.Conv1d(3, 2, 3, stride=2, padding=2, padding_mode=mode, seed=2, dtype="float64"),
+             torch.nn.Conv1d(3, 2, 3, stride=2, padding=2, padding_mode=mode, dtype=torch.float64), (3, 6))):
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(ours.weight.numpy()))
+            theirs.bias.copy_(torch.tensor(ours.bias.numpy()))
+        _compare(ours, theirs, shape, rng)
+    assert "padding_mode='%s'" % mode in repr(nn.Conv1d(1, 1, 3, padding=1, padding_mode=mode))
+
+
 def test_layers_equal_their_functional_forms():
     rng = np.random.default_rng(8)
     x = Tensor.from_numpy(rng.standard_normal((2, 4, 6, 5)).astype(np.float32))

@@ -37,8 +37,9 @@ class _ConvNd(Module):
         super().__init__()
         name = type(self).__name__
         n = self._spatial
-        if padding_mode != "zeros":
-            raise ValueError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"{name}: padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got "
+                             f"{padding_mode!r}")
         for what, v in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name}: {what} must be a positive int, got {v!r}")
@@ -49,8 +50,11 @@ class _ConvNd(Module):
         self.kernel_size = _F._ints(kernel_size, n, name, "kernel_size", 1)
         self.stride = _F._ints(stride, n, name, "stride", 1)
         self.dilation = _F._ints(dilation, n, name, "dilation", 1)
-        _F._conv_padding(padding, n, name, self.stride, self.dilation, self.kernel_size)   # checks it
+        pads = _F._conv_padding(padding, n, name, self.stride, self.dilation, self.kernel_size)   # checks it
         self.padding = padding if isinstance(padding, str) else _F._ints(padding, n, name, "padding", 0)
+        self.padding_mode = padding_mode
+        # Other modes pad first (F.pad's order: the last axis' (before, after) first) and convolve unpadded.
+        self._pad = tuple(p for pair in reversed(pads) for p in pair) if padding_mode != "zeros" else None
         if seed is None:
             seed = init.next_seed()
         shape = [out_channels, in_channels // groups, *self.kernel_size]
@@ -64,12 +68,17 @@ class _ConvNd(Module):
             init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
 
     def forward(self, x):
+        if self._pad is not None:
+            from ..functions.resample import pad
+            return type(self)._fn(pad(x, self._pad, self.padding_mode), self.weight, self.bias, self.stride, 0,
+                                  self.dilation, self.groups)
         return type(self)._fn(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def __repr__(self):
         extra = "" if self.bias is not None else ", bias=False"
         extra += f", groups={self.groups}" if self.groups != 1 else ""
         extra += f", dilation={self.dilation}" if any(d != 1 for d in self.dilation) else ""
+        extra += f", padding_mode={self.padding_mode!r}" if self.padding_mode != "zeros" else ""
         return (f"{type(self).__name__}({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}{extra})")
 
