@@ -27,6 +27,8 @@ from .anomaly import AnomalyError, detect_anomaly
 from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed
+from .sampling import bernoulli, multinomial
+from . import distributions, random, sampling
 from .serialization import load, save
 from . import data, optim, utils   # training toolkit: loaders, optimisers + lr_scheduler, clip_grad_norm_
 from .data import randperm
@@ -110,9 +112,13 @@ __all__ = ["Tensor", "Variable", "GradientFunction", "no_grad", "NoGradGuard", "
            "numerical_gradient", "gradcheck", "check_gradients", "gradgradcheck", "Device", "DeviceError", "DeviceMemoryError",
            "KernelBuildError", "default_device", "get_device", "set_default_device", "empty_cache",
            "detect_anomaly", "AnomalyError", "capture", "CaptureError", "arange", "linspace", "eye", "zeros_like",
-           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "where", "save", "load",
+           "ones_like", "full_like", "rand_like", "randn_like", "randint", "manual_seed", "multinomial", "bernoulli", "where", "save", "load",
            "randperm", "elementwise", "Function", "FunctionCtx", "Kernel", "zeros", "ones", "full", "rand", "randn",
            "from_numpy", "cat", "stack", "einsum"]
+
+# Function forms (ag.exp(x), ag.sum(x, 1), ag.softmax(x, -1), ...), generated from one list (surface.py).
+globals().update(_surface.top_level_functions(set(globals())))
+from . import autograd, func  # noqa: E402  (ag.autograd.grad, ag.func.hessian without another import)
 
 # torch-style dtype names (ag.float32, ag.int64, ag.bool): numpy dtypes, accepted wherever a dtype is.
 # Not in __all__: `from axonml_autograd import *` must not shadow the builtin bool.

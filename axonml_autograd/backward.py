@@ -148,7 +148,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
     >>> from axonml_autograd import Tensor, Variable, grad
     >>> x = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
-    >>> grad((x * x).sum(), x)[0].to_vec(), x.grad()
+    >>> grad((x * x).sum(), x)[0].to_vec(), x.grad
     ([2.0, 4.0], None)
     >>> (g,) = grad((x * x * x).sum(), x, create_graph=True)     # 3x^2, as a Variable
     >>> grad(g.sum(), x)[0].to_vec()                             # 6x
@@ -377,7 +377,7 @@ def _compare_jacobians(func, inputs, eps, atol, rtol, evaluate, labels) -> bool:
         onehot[j] = 1
         out.backward(Tensor.from_numpy(onehot.reshape(out_shape), device=device), retain_graph=True)
         for k in wanted:
-            g = inputs[k].grad()
+            g = inputs[k]._grad
             if g is not None:
                 if g.shape() != list(arrays[k].shape):
                     raise GradcheckError(f"{labels[k]}: gradient has shape {g.shape()}, expected "

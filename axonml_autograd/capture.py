@@ -33,7 +33,11 @@ What a replay repeats besides the device work, so that it is indistinguishable f
 
 When a replay could differ from a call, it records again instead; when it can't know, it raises:
 
-* a new signature records anew (up to ``max_signatures`` are kept);
+* a new signature records anew (up to ``max_signatures`` recordings are kept);
+* the modules that ran (each one called during the recording) guard it, as ``torch.compile``'s
+  guards do: their training flags, hooks, which parameters and buffers they hold, each parameter's
+  ``requires_grad`` and the plain Python values of their attributes (``dropout.p``, a momentum),
+  as the recording left them. A change records a variant; changing back replays the first one;
 * a parameter whose data was replaced (a new Variable or Tensor), a gradient that is not the one the
   recording started from (when ``fn`` accumulates without zero_grad), optimiser state that was
   reloaded or created during the recording (a first step), an optimiser option other than a rate
@@ -46,10 +50,11 @@ computed in ``fn``, a Python counter incremented by ``fn``) runs only when recor
 repeats the branch that was taken then. Pass such values as arguments (a new value is a new
 signature) or keep them outside ``fn``.
 
-Lifetime of results: a replay returns the very objects the recording returned, and each replay
-writes its results into the same buffers. Read (or clone) a result before the next call if you need
-to keep it. The recording owns its intermediate buffers until the captured function is dropped (or
-:meth:`Captured.reset` is called): they are not shared with the rest of the program.
+Results: each call returns its own tensors. What the recording owns is copied on the device into a
+fresh buffer (no host read), so ``losses.append(step(x, y))`` keeps five different losses; a Variable
+comes back as a constant, since the graph that made it is not replayed. The recording owns its
+intermediate buffers until the captured function is dropped (or :meth:`Captured.reset` is called):
+they are not shared with the rest of the program.
 
 >>> from axonml_autograd import Tensor, Variable, capture
 >>> w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
@@ -109,32 +114,49 @@ class Captured:
         from .no_grad import is_grad_enabled
         key = (_signature(args), is_grad_enabled())
         with self._lock:
-            rec = self._recordings.get(key)
-            if rec is not None:
+            variants = self._recordings.get(key)
+            if variants is not None:
                 self._recordings.move_to_end(key)
-        if rec is not None:
-            if rec.replay(args):
+                variants = list(variants)
+        for rec in variants or ():
+            verdict = rec.replay(args)
+            if verdict is True:
                 self.replays += 1
-                return rec.output
-            rec.close()
+                return rec.fresh_output()
+            if verdict is _STALE:   # a parameter or its gradient was replaced: never valid again
+                with self._lock:
+                    self._drop(key, rec)
         rec = _Recording()
         try:
-            output = rec.run(self.fn, args)
+            rec.run(self.fn, args)
         except BaseException:
             rec.close()   # its buffers go back to the device pool, whatever fn raised
             raise
         self.recordings += 1
+        output = rec.fresh_output()
         with self._lock:
-            old = self._recordings.pop(key, None)
-            if old is not None and old is not rec:
-                old.close()
             if rec.invalid is None:
-                self._recordings[key] = rec
-                while len(self._recordings) > self.max_signatures:
-                    self._recordings.popitem(last=False)[1].close()
+                # Another variant of this signature (modules in another mode, other attribute values).
+                self._recordings.setdefault(key, []).append(rec)
+                self._recordings.move_to_end(key)
+                while sum(map(len, self._recordings.values())) > self.max_signatures:
+                    oldest_key = next(iter(self._recordings))
+                    self._drop(oldest_key, self._recordings[oldest_key][0])
             else:
                 rec.close()
         return output
+
+    def _kept(self) -> list:
+        """Every recording kept, over all signatures and their variants."""
+        return [rec for variants in self._recordings.values() for rec in variants]
+
+    def _drop(self, key, rec):
+        variants = self._recordings.get(key, [])
+        if rec in variants:
+            variants.remove(rec)
+            rec.close()
+        if not variants:
+            self._recordings.pop(key, None)
 
     def reset(self):
         """Forget every recording (their buffers go back to the device pools once results are dropped)."""
@@ -142,14 +164,38 @@ class Captured:
             _close_all(self._recordings)
 
     def __repr__(self):
-        return (f"capture({getattr(self.fn, '__name__', self.fn)!r}: {len(self._recordings)} signature(s), "
+        return (f"capture({getattr(self.fn, '__name__', self.fn)!r}: "
+                f"{sum(map(len, self._recordings.values()))} recording(s) kept, "
                 f"{self.recordings} recording(s), {self.replays} replay(s))")
 
 
 def _close_all(recordings):
-    for rec in recordings.values():
-        rec.close()
+    for variants in recordings.values():
+        for rec in variants:
+            rec.close()
     recordings.clear()
+
+
+_STALE = "stale"   # Recording.replay's answer when the recording can never match again
+
+
+def _module_state(m) -> tuple:
+    """What a replay of ``m``'s recorded forward depends on besides device data: its training flag,
+    its hooks, which parameters and buffers it holds and whether each requires grad, and the plain
+    Python values of its attributes (``Dropout.p``, ``BatchNorm.momentum``, an ``eps``)."""
+    d = m.__dict__
+    state = [m.training]
+    for k, v in d.items():
+        if isinstance(v, Variable):
+            state.append((k, id(v), v._requires_grad))
+        elif v is None or isinstance(v, (numbers.Number, str, bytes)):
+            state.append((k, v))
+        elif isinstance(v, (tuple, list)):
+            state.append((k, tuple((id(x), x._requires_grad) if isinstance(x, Variable) else
+                                   x if x is None or isinstance(x, (numbers.Number, str)) else id(x) for x in v)))
+        elif isinstance(v, dict) and k in ("_buffers", "_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
+            state.append((k, tuple((name, id(x)) for name, x in v.items())))
+    return tuple(state)
 
 
 def _signature(args) -> tuple:
@@ -223,6 +269,8 @@ class _Recording:
         self.versions: dict = {}       # id(storage) -> (weakref, version before the first bump)
         self.version_deltas: list = [] # (storage, bump) to repeat at each replay
         self.leaves: dict = {}         # id(var) -> [var, data, grad at first sight, reset first?]
+        self.modules: dict = {}        # id(module) -> module called during the recording
+        self.module_states: list = []  # (module, _module_state as the recording left it)
         self.leaf_ends: list = []      # (var, grad) as the recorded call left them
         self.guards: list = []         # checks that may refuse a replay (then the call records again)
         self.inputs: list = []         # (private tensor, device) the arguments are copied into
@@ -254,6 +302,9 @@ class _Recording:
     def note_leaf(self, var, reset):
         if id(var) not in self.leaves:
             self.leaves[id(var)] = [var, var._data, var._grad, reset]
+
+    def note_module(self, module):
+        self.modules.setdefault(id(module), module)
 
     def guard(self, check):
         """Before each replay ``check()`` runs; False means the recording no longer matches the
@@ -309,20 +360,31 @@ class _Recording:
         self.commands = fusion.fuse(self.commands, self.fusable)
         self.fusable = []
         self.leaf_ends = [(var, var._grad) for var, _d, _g, _r in self.leaves.values()]
+        self.leaf_flags = [(var, var._requires_grad) for var, _d, _g, _r in self.leaves.values()]
+        # As the recording left them: Python that fn itself runs (model.train(), a counter) is not redone.
+        self.module_states = [(m, _module_state(m)) for m in self.modules.values()]
+        self.modules = {}
         self.devices = list({cmd[1]: None for cmd in self.commands})
         for _t, device in self.inputs:
             if device not in self.devices:
                 self.devices.append(device)
 
-    def replay(self, args) -> bool:
-        """Enqueue the recording for ``args``; False when it no longer matches the program's state."""
+    def replay(self, args):
+        """Enqueue the recording for ``args``: True; False when the modules' state differs from the
+        recording's (another variant may match), ``_STALE`` when it can never match again."""
         with self.lock:
             for var, data, grad, reset in self.leaves.values():
                 if var._data is not data or not (reset or var._grad is grad):
+                    return _STALE
+            for var, flag in self.leaf_flags:
+                if var._requires_grad != flag:
+                    return False
+            for module, state in self.module_states:
+                if _module_state(module) != state:
                     return False
             for check in self.guards:
                 if check() is False:
-                    return False
+                    return _STALE
             locks = [d.launch_lock for d in self.devices]
             for lock, device in zip(locks, self.devices):
                 lock.acquire()
@@ -347,6 +409,26 @@ class _Recording:
             for var, grad in self.leaf_ends:
                 var._grad = grad
         return True
+
+    def fresh_output(self):
+        """The recorded result with each tensor the recording owns copied into a buffer of its own (an
+        on-device copy, no host read): what one call returns is not changed by the next call. A
+        Variable comes back as a constant (the graph that made it is not replayed)."""
+        def fresh(obj):
+            if isinstance(obj, Variable):
+                data = fresh(obj._data)
+                return obj if data is obj._data else Variable(data)
+            if isinstance(obj, Tensor):
+                pool = obj._storage.pool
+                return obj.clone() if isinstance(pool, _Pool) and pool.owner == id(self) else obj
+            if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+                return type(obj)(*(fresh(x) for x in obj))
+            if isinstance(obj, (tuple, list)):
+                return type(obj)(fresh(x) for x in obj)
+            if isinstance(obj, dict):
+                return {k: fresh(v) for k, v in obj.items()}
+            return obj
+        return fresh(self.output)
 
     def close(self):
         """Give the recording's buffers back (those no living tensor holds) and drop its commands."""

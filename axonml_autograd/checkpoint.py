@@ -68,7 +68,7 @@ def checkpoint(fn, *args):
                 gen.set_state(now)
         if recomputed._requires_grad:
             run(recomputed._node(), g)            # parameters inside fn accumulate as usual
-        grads = tuple(v.grad() if isinstance(v, Variable) and v._requires_grad else None for v in again)
+        grads = tuple(v._grad if isinstance(v, Variable) and v._requires_grad else None for v in again)
         return grads + (None,)                    # nothing for the anchor
 
     return record("CheckpointBackward", out._data, inputs + [anchor], rule)

@@ -23,6 +23,8 @@ non-blocking upload), so the next batch's copy overlaps the current step.
 from __future__ import annotations
 
 import numbers
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -31,7 +33,7 @@ from .device import get_device
 from .tensor import Tensor
 from .elementwise_kernels import _local_size
 
-__all__ = ["TensorDataset", "DataLoader", "DistributedSampler", "randperm"]
+__all__ = ["TensorDataset", "DataLoader", "DistributedSampler", "randperm", "default_collate"]
 
 _TEMPLATE = "shuffle.cl.mako"
 
@@ -41,14 +43,14 @@ def _blocks(n: int) -> int:
     return -(-2 * n // 4)
 
 
-def randperm(n, seed=None, device=None, offset=0) -> Tensor:
+def randperm(n, seed=None, device=None, offset=0, generator=None) -> Tensor:
     """A random permutation of ``0 .. n-1`` as an int32 device Tensor, made on the device.
 
     Without ``seed`` the numbers come from the device generator (``manual_seed`` makes them
     repeatable; successive calls differ). With ``seed`` the permutation depends only on
     ``(seed, offset)``; ``offset`` in Philox blocks, one permutation of ``n`` using ``ceil(n / 2)``.
     No host read, no upload: it can be part of a captured function (each replay draws anew when
-    ``seed`` is None).
+    ``seed`` is None). ``generator``: a :class:`random.Generator` of your own instead of the device's.
 
     >>> p = randperm(6, seed=3)
     >>> sorted(p.to_vec()), p.to_vec() == randperm(6, seed=3).to_vec()
@@ -65,7 +67,12 @@ def randperm(n, seed=None, device=None, offset=0) -> Tensor:
     if n == 0:
         return Tensor((0,), "int32", dev)
     u = Tensor._wrap((2 * n,), np.dtype(np.float32), dev)
-    random.uniform_(u, seed, offset=offset)
+    if generator is not None and seed is not None:
+        raise ValueError("randperm: give a generator or a seed, not both")
+    if seed is None:
+        random._fill(u, None, offset, "uniform", 0.0, 1.0, "randperm", gen=generator)
+    else:
+        random.uniform_(u, seed, offset=offset)
     hi = Tensor._wrap((size,), np.dtype(np.uint32), dev)
     lo = Tensor._wrap((size,), np.dtype(np.uint32), dev)
     local = _local_size(dev)
@@ -148,6 +155,32 @@ class TensorDataset:
         return tuple(t[i] for t in self.tensors)
 
 
+def default_collate(samples, device=None):
+    """torch's ``default_collate``: a list of samples becomes one batch. Samples that are tuples or lists
+    give a list with one batch per field, dicts a dict; numbers and numpy arrays are stacked on the host
+    and uploaded (without waiting) as one Tensor on ``device``; device Tensors/Variables are stacked on
+    the device.
+
+    >>> [t.to_vec() for t in default_collate([(1.0, 0), (2.0, 1)])]
+    [[1.0, 2.0], [0, 1]]
+    """
+    from .variable import Variable
+    if not samples:
+        raise ValueError("default_collate: expected a non-empty list of samples")
+    first = samples[0]
+    if isinstance(first, dict):
+        return {k: default_collate([s[k] for s in samples], device) for k in first}
+    if isinstance(first, (tuple, list)):
+        if any(len(s) != len(first) for s in samples):
+            raise ValueError("default_collate: every sample must have the same number of fields")
+        return [default_collate([s[k] for s in samples], device) for k in range(len(first))]
+    if isinstance(first, (Tensor, Variable)):
+        from .variable_ops import VariableOps
+        stacked = VariableOps.stack([s if isinstance(s, Variable) else Variable(s) for s in samples], 0)
+        return stacked if isinstance(first, Variable) else stacked.data()
+    return Tensor.from_numpy(np.stack([np.asarray(s) for s in samples]), device=device)
+
+
 def _int(value, what, low) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{what}: expected an int, got {value!r}")
@@ -176,6 +209,15 @@ class DataLoader:
     Batches are data, not part of any graph. Device batches are gathered copies: the dataset's
     tensors are never changed.
 
+    torch's options: ``collate_fn(samples)`` makes each batch from the list of samples
+    ``[dataset[i] for i in batch]`` (device data is then indexed sample by sample, and a device order
+    read once per epoch); ``generator`` (a :class:`random.Generator`) draws the orders instead of
+    the device's generator (it excludes ``seed``); ``num_workers`` > 0 prepares host batches
+    (gathering, collating, uploading) in that many background threads, ``prefetch_factor`` batches
+    ahead per thread, and hands them out in order: the same batches as ``num_workers=0``. Device data
+    needs no workers (its batches are gathered on the device without waiting) and ignores them.
+    ``pin_memory`` is accepted and does nothing (uploads already do not wait for the device).
+
     >>> import numpy as np
     >>> loader = DataLoader(TensorDataset(np.arange(5.0)), batch_size=2)
     >>> [b.to_vec() for (b,) in loader]
@@ -184,7 +226,8 @@ class DataLoader:
     2
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, sampler=None, device=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, sampler=None, device=None,
+                 *, collate_fn=None, generator=None, num_workers=0, pin_memory=False, prefetch_factor=2):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__, got {type(dataset).__name__}")
         self.dataset = dataset
@@ -201,6 +244,17 @@ class DataLoader:
                 raise ValueError(f"DataLoader seed: expected an int in [0, 2**64), got {seed!r}")
             seed = int(seed)
         self.seed = seed
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be callable, got {collate_fn!r}")
+        self.collate_fn = collate_fn
+        if generator is not None and not isinstance(generator, random.Generator):
+            raise TypeError(f"DataLoader: generator must be an axonml_autograd.random.Generator, got {generator!r}")
+        if generator is not None and seed is not None:
+            raise ValueError("DataLoader: give a generator or a seed, not both")
+        self.generator = generator
+        self.num_workers = _int(num_workers, "DataLoader num_workers", 0)
+        self.prefetch_factor = _int(prefetch_factor, "DataLoader prefetch_factor", 1)
+        self.pin_memory = bool(pin_memory)   # accepted for torch's signature; uploads never wait anyway
         self.epoch = 0
         self.on_device = isinstance(dataset, TensorDataset) and dataset.on_device
         self.device = dataset.tensors[0].device if self.on_device else get_device(device)
@@ -233,20 +287,51 @@ class DataLoader:
         return self._batches(order, count, stop, b)
 
     def _batches(self, order, count, stop, b):
-        for start in range(0, stop, b):
-            size = min(b, count - start)
-            yield self._device_batch(order, start, size) if self.on_device else self._host_batch(order, start, size)
+        if self.collate_fn is not None and isinstance(order, Tensor):
+            order = order.numpy()   # samples are picked one by one: the device order comes to the host once
+        make = self._device_batch if self.on_device and self.collate_fn is None else self._host_batch
+        starts = range(0, stop, b)
+        if self.num_workers == 0 or (self.on_device and self.collate_fn is None):
+            for start in starts:
+                yield make(order, start, min(b, count - start))
+            return
+        yield from self._threaded(make, order, count, starts, b)
+
+    def _threaded(self, make, order, count, starts, b):
+        """Batches made by ``num_workers`` threads, at most ``num_workers * prefetch_factor`` ahead,
+        handed out in order (a worker's exception is raised at its batch)."""
+        pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="DataLoader")
+        pending = deque()
+        todo = iter(starts)
+        try:
+            for start in todo:
+                pending.append(pool.submit(make, order, start, min(b, count - start)))
+                if len(pending) >= self.num_workers * self.prefetch_factor:
+                    break
+            while pending:
+                batch = pending.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append(pool.submit(make, order, nxt, min(b, count - nxt)))
+                yield batch
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True)
 
     # -- orders ---------------------------------------------------------------------------------------
     def _permutation(self, n, epoch):
         if self.on_device:
+            if self.generator is not None:
+                return randperm(n, device=self.device, generator=self.generator)
             if self.seed is None:
                 return randperm(n, device=self.device)
             return randperm(n, seed=self.seed, device=self.device, offset=epoch * _blocks(n))
         if self.seed is None:
             # A host order still follows the device generator, so manual_seed repeats it too (its
             # position is on the device: one small read per epoch, for an order made on the host).
-            gen_seed, offset = random.generator(self.device).draw(1)
+            gen = self.generator if self.generator is not None else random.generator(self.device)
+            gen_seed, offset = gen.draw(1)
             rng = np.random.default_rng([gen_seed, offset])
         else:
             rng = np.random.default_rng([self.seed, epoch])
@@ -280,10 +365,14 @@ class DataLoader:
     def _host_batch(self, order, start, size):
         ids = np.arange(start, start + size) if order is None else order[start:start + size]
         ds = self.dataset
+        if self.collate_fn is not None:
+            return self.collate_fn([ds[int(i)] for i in ids])
         if isinstance(ds, TensorDataset):
             fields = [a[ids] for a in ds.tensors]
         else:
             samples = [ds[int(i)] for i in ids]
+            if samples and isinstance(samples[0], dict):   # torch's default collation of dict samples
+                return default_collate(samples, self.device)
             if not all(isinstance(s, (tuple, list)) for s in samples):
                 samples = [(s,) for s in samples]
             fields = [np.stack([np.asarray(s[k]) for s in samples]) for k in range(len(samples[0]))]

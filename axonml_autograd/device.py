@@ -447,6 +447,19 @@ def get_device(selector=None) -> Device:
     return dev
 
 
+def kind_device(kind: str, op: str) -> Device:
+    """The first OpenCL device of ``kind`` ("cpu" or "gpu"): torch's ``.cpu()`` and ``.cuda()``.
+
+    Tensors always live on an OpenCL device; ``.cpu()`` is the CPU's OpenCL device (PoCL, Intel's
+    runtime), not host memory, so it fails clearly where the machine has none."""
+    try:
+        return get_device(kind)
+    except DeviceError:
+        host = ("; to read values on the host use .numpy() or .to_vec()" if kind == "cpu" else "")
+        raise DeviceError(f"{op}: no {kind.upper()} OpenCL device on this machine (tensors live on OpenCL "
+                          f"devices; `axonml-devices` lists them){host}") from None
+
+
 def default_device() -> Device:
     """The device the library uses when none is named (chosen on first use)."""
     return get_device(None)

@@ -169,8 +169,8 @@ def hvp(func, inputs, v=None, create_graph=False, strict=False):
 
 
 def jacobian(func, inputs):
-    """d func(inputs) / d inputs as numpy arrays of shape ``output shape + input shape`` (one backward
-    per output element; for inspection and tests, as torch's)."""
+    """d func(inputs) / d inputs as Tensors of shape ``output shape + input shape``, in the inputs'
+    dtype and device (one backward per output element; for inspection and tests, as torch's)."""
     single, xs = _inputs(inputs)
     out = func(*xs)
     n = out.numel()
@@ -182,12 +182,13 @@ def jacobian(func, inputs):
         for k, g in enumerate(grad(out, xs, grad_outputs=v, retain_graph=j + 1 < n, allow_unused=True)):
             if g is not None:
                 rows[k][j] = g.numpy()
-    jac = [r.reshape(tuple(out.shape()) + tuple(x.shape())) for r, x in zip(rows, xs)]
+    jac = [Tensor.from_numpy(r.reshape(tuple(out.shape()) + tuple(x.shape())), dtype=x.dtype, device=x.device)
+           for r, x in zip(rows, xs)]
     return jac[0] if single else tuple(jac)
 
 
 def hessian(func, inputs):
-    """The second derivatives of a one-element ``func`` as numpy arrays: for one input an array of shape
+    """The second derivatives of a one-element ``func`` as Tensors: for one input a Tensor of shape
     ``input shape + input shape``, for several a tuple of tuples, ``[i][j]`` of shape
     ``shape_i + shape_j`` (the Jacobian of the gradient, one backward per gradient element)."""
     single, xs = _inputs(inputs)
@@ -209,4 +210,5 @@ def hessian(func, inputs):
                     flat[j][r] = h.numpy()
         for j in range(len(xs)):
             blocks[i][j] = flat[j].reshape(blocks[i][j].shape)
+    blocks = [[Tensor.from_numpy(b, dtype=xs[i].dtype, device=xs[i].device) for b in row] for i, row in enumerate(blocks)]
     return blocks[0][0] if single else tuple(tuple(row) for row in blocks)

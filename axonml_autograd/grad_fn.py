@@ -48,6 +48,10 @@ class GradientFunction:
         self._released = False
         self.creation = None   # (file, line, code) of the user's call, recorded in anomaly mode
 
+    def __call__(self) -> "GradientFunction":
+        # ``y.grad_fn`` (torch's attribute) is this node, and so is ``y.grad_fn()`` (the crate's call).
+        return self
+
     def name(self) -> str:
         return self._name
 

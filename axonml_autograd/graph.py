@@ -7,7 +7,7 @@ Both walks are loops over explicit stacks, so a 10,000-op chain needs no recursi
 >>> from axonml_autograd import Tensor, Variable
 >>> x = Variable(Tensor.from_vec([1.0], [1]), requires_grad=True)
 >>> y = (x * 2.0).exp().sum()
->>> [[n.name() for n in rank] for rank in topological_ranks(y.grad_fn())]
+>>> [[n.name() for n in rank] for rank in topological_ranks(y.grad_fn)]
 [['SumBackward'], ['ExpBackward'], ['MulScalarBackward'], ['AccumulateGrad']]
 """
 

@@ -4,10 +4,10 @@ Every initialiser takes ``seed=``. Without one, the seed comes from a module-lev
 by :func:`manual_seed`, so successive calls draw different numbers while a whole program stays
 reproducible: ``manual_seed(0)`` followed by the same calls gives the same parameters every run.
 
-Fan-in and fan-out follow ``torch.nn.init._calculate_fan_in_and_fan_out``. That function assumes
-PyTorch's layout, a weight of shape ``[out, in, *kernel]``. This package's ``Linear`` computes
-``y = x @ W`` with ``W`` of shape ``[in, out]``; pass ``layout="in_out"`` for such weights (the
-first two axes swap roles), or ``fan_in=``/``fan_out=`` to override the computation entirely.
+Fan-in and fan-out follow ``torch.nn.init._calculate_fan_in_and_fan_out``: a weight of shape
+``[out, in, *kernel]``, the layout of every layer here (``nn.Linear`` included). For a crate-style
+``[in, out]`` matrix (``y = x.matmul(w)``) pass ``layout="in_out"`` (the first two axes swap roles),
+or ``fan_in=``/``fan_out=`` to override the computation entirely.
 
 >>> from axonml_autograd import Tensor
 >>> w = Tensor.empty([3, 5])

@@ -157,7 +157,8 @@ def _words(value):
     return value & 0xFFFFFFFF, value >> 32
 
 
-def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
+def _fill(t: Tensor, seed, offset, dist, a, b, op, gen=None) -> Tensor:
+    """Fill ``t``: from ``seed`` when given, else from ``gen`` (default: the device's generator)."""
     _check_float_dtype(t, op)
     fresh = seed is None
     if not fresh:
@@ -171,7 +172,10 @@ def _fill(t: Tensor, seed, offset, dist, a, b, op) -> Tensor:
     per_block = 4 if t.dtype == np.float32 else 2
     blocks = -(-n // per_block)
     if fresh:
-        gen = generator(dev)
+        if gen is None:
+            gen = generator(dev)
+        elif gen.device is not dev:
+            raise ValueError(f"{op}: the generator lives on {gen.device.name}, the tensor on {dev.name}")
         knl = kernels.get_kernel(dev, _TEMPLATE, "philox_fill", ctype=kernels.ctype(t.dtype), dist=dist,
                                  from_state=True)
         local = kernels.fit_local(dev, knl, _local_size(dev))

@@ -94,6 +94,57 @@ def _as_array(name, value) -> np.ndarray:
     raise TypeError(f"save: {name!r} is a {type(value).__name__}; expected a Variable, Tensor or numeric array")
 
 
+_TREE = "__tree__/"   # the tensors of a nested object (torch.save of a dict of state_dicts)
+
+
+def _is_tensor(value) -> bool:
+    return isinstance(value, (Tensor, np.ndarray)) or (callable(getattr(value, "data", None)) and
+                                                       isinstance(value.data(), Tensor))
+
+
+def _is_flat(obj) -> bool:
+    return isinstance(obj, Mapping) and all(isinstance(k, str) and _is_tensor(v) for k, v in obj.items())
+
+
+def _tree_skeleton(obj, arrays: dict, where="object"):
+    """``obj`` as JSON, each tensor replaced by ``{"tensor": k}`` and stored in ``arrays``; dict keys
+    keep their type (an optimiser's state is keyed by ints) and tuples stay tuples."""
+    if _is_tensor(obj):
+        k = str(len(arrays))
+        arrays[_TREE + k] = _as_array(where, obj)
+        return {"tensor": k}
+    if isinstance(obj, Mapping):
+        items = []
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"save: {where} has a key {key!r}; keys must be strings or ints")
+            items.append([key, _tree_skeleton(value, arrays, f"{where}[{key!r}]")])
+        return {"dict": items}
+    if isinstance(obj, (list, tuple)):
+        return {"tuple" if isinstance(obj, tuple) else "list":
+                [_tree_skeleton(v, arrays, f"{where}[{i}]") for i, v in enumerate(obj)]}
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return {"value": obj}
+    raise TypeError(f"save: {where} is a {type(obj).__name__}; a saved object holds tensors, numbers, "
+                    "strings, None, and dicts, lists and tuples of them")
+
+
+def _tree(skeleton, arrays, where):
+    kind, body = next(iter(skeleton.items()))
+    if kind == "tensor":
+        if _TREE + body not in arrays:
+            raise CheckpointError(f"{where}: the saved object's tensor {body} is missing")
+        return arrays[_TREE + body]
+    if kind == "dict":
+        return {key: _tree(v, arrays, where) for key, v in body}
+    if kind in ("list", "tuple"):
+        items = [_tree(v, arrays, where) for v in body]
+        return tuple(items) if kind == "tuple" else items
+    return body
+
+
 def _flatten_optimizer(state: dict):
     """An Optimizer.state_dict() as (arrays by entry name, everything else as JSON).
 
@@ -186,8 +237,13 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
     PyTorch's order, ``save(model.state_dict(), path)``, works too. The file gets the permissions
     the process's umask gives a new file (0644 under the usual 022), as ``open()`` would.
     """
-    if isinstance(path, Mapping) and isinstance(named_variables, (str, bytes, os.PathLike)):
+    if not isinstance(path, (str, bytes, os.PathLike)) and isinstance(named_variables, (str, bytes, os.PathLike)):
         path, named_variables = named_variables, path   # torch.save(obj, f)
+    if not _is_flat(named_variables) and optimizer is None:
+        # torch.save of any object: {"model": ..., "optim": ..., "epoch": 3}; load() gives it back.
+        tree = {}
+        skeleton = _tree_skeleton(named_variables, tree)
+        return save(path, tree, metadata={**(metadata or {}), "tree": skeleton})
     if not isinstance(named_variables, Mapping):
         raise TypeError(f"save: expected a mapping of names to tensors, got {type(named_variables).__name__}")
     path = os.fspath(path)
@@ -390,9 +446,25 @@ def read(path) -> Checkpoint:
     return Checkpoint(everything, optimizer, meta)
 
 
-def load(path) -> dict:
-    """The named tensors of a checkpoint as numpy arrays (``allow_pickle=False``)."""
-    return read(path).tensors
+def load(path):
+    """What :func:`save` wrote, tensors as numpy arrays (``allow_pickle=False``): the named tensors, or
+    the nested object (a dict of state_dicts and numbers, as torch.save's) given to it.
+
+    >>> import os, tempfile
+    >>> from axonml_autograd import nn, optim
+    >>> model = nn.Linear(3, 2, seed=0)
+    >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.npz")
+    >>> save({"model": model.state_dict(), "optim": opt.state_dict(), "epoch": 3}, path)
+    >>> ck = load(path)
+    >>> ck["epoch"], sorted(ck["model"]), model.load_state_dict(ck["model"]).missing_keys
+    (3, ['bias', 'weight'], [])
+    """
+    ck = read(path)
+    tree = ck.metadata.get("tree")
+    if tree is not None:
+        return _tree(tree, ck.tensors, f"checkpoint {os.fspath(path)!r}")
+    return ck.tensors
 
 
 def _does_not_fit(arr: np.ndarray, dtype: np.dtype) -> Optional[str]:

@@ -214,3 +214,10 @@ def _collapse(shape, stride_sets):
             for st, ns in zip(stride_sets, new_strides):
                 ns.append(st[k])
     return new_shape, new_strides
+
+
+def varargs(args) -> list:
+    """torch accepts ``f(2, 3)`` and ``f((2, 3))`` / ``f([2, 3])`` alike."""
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        return list(args[0])
+    return list(args)

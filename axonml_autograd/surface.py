@@ -25,6 +25,7 @@ import numpy as np
 
 from . import pointwise as P
 from .functions import compare
+from .functions import indexing
 from .functions import pointwise as F
 from .registry import rows
 from .tensor import Tensor
@@ -189,6 +190,8 @@ def attach_tensor_arithmetic():
     Tensor.__neg__ = lambda self: P.unary("neg", self)
     Tensor.__abs__ = lambda self: P.unary("abs", self)
     Tensor.__getitem__ = lambda self, key: Variable(self)[key]._data   # torch's indexing (functions/indexing.py)
+    Tensor.__setitem__ = indexing.setitem_tensor
+    Variable.__setitem__ = lambda self, key, value: indexing.setitem(self, key, value)
 
     def apply(self, name) -> Tensor:
         """A one-input registry op by name, e.g. ``t.apply("exp")``."""
@@ -232,3 +235,35 @@ def attach_all():
     attach_masks()
     attach_registry_methods()
     attach_tensor_forms()
+
+
+# torch's function forms (ag.exp(x), ag.sum(x, 1), ag.softmax(x, -1), ag.matmul(a, b)): every registry
+# op with a method, and these structural ones, each calling the method of its first argument, so a
+# Tensor gives a Tensor and a Variable a Variable, with the method's arguments and checks.
+TOP_LEVEL_OPS = ("sum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "std", "var",
+                 "logsumexp", "cumsum", "cumprod", "softmax", "log_softmax", "mm", "bmm", "dot", "outer",
+                 "reshape", "transpose", "permute", "flatten", "unflatten", "squeeze", "unsqueeze", "flip",
+                 "roll", "tril", "triu", "diagonal", "narrow", "norm", "sort", "argsort", "topk", "clamp",
+                 "clip", "add", "sub", "mul", "div", "pow", "neg", "masked_fill", "isclose", "allclose",
+                 "isnan", "isinf", "isfinite", "logical_and", "logical_or", "logical_not", "any", "all",
+                 "gather", "index_select", "scatter_add", "split", "chunk", "t", "numel", "matmul")
+
+
+def _function_form(name):
+    def fn(input, *args, **kwargs):
+        method = getattr(input, name, None)
+        if method is None or not isinstance(input, (Tensor, Variable)):
+            raise TypeError(f"{name}: expected a Tensor or Variable as the first argument, got {type(input).__name__}")
+        return method(*args, **kwargs)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"torch's ``{name}(input, ...)``: ``input.{name}(...)`` on a Tensor or a Variable."
+    return fn
+
+
+def top_level_functions(taken) -> dict:
+    """The function forms not already defined at the top level (``taken``: its names; the submodule
+    ``matmul`` gives way to the function, as torch's ``matmul``: import the module by its full name)."""
+    taken = set(taken) - {"matmul"}
+    names = [spec.name for spec in method_rows()] + list(TOP_LEVEL_OPS)
+    return {n: _function_form(n) for n in dict.fromkeys(names)
+            if n not in taken and (hasattr(Tensor, n) or hasattr(Variable, n))}

@@ -26,7 +26,8 @@ import numpy as np
 import pyopencl as cl
 
 from . import launch
-from .device import Device, DeviceError, get_device
+from .device import Device, DeviceError, get_device, kind_device
+from .attribute_values import Size, as_size, dim
 
 INT32_MAX = 2**31 - 1
 
@@ -345,17 +346,25 @@ class Tensor:
                 cap.keep_storage(storage)
         return storage.buffer
 
-    def shape(self) -> list:
-        return list(self._shape)
+    @property
+    def shape(self) -> Size:
+        """torch's ``x.shape`` (a tuple-like :class:`Size`); ``x.shape()`` is the crate's list."""
+        return as_size(self._shape)
 
+    @property
     def ndim(self) -> int:
-        return len(self._shape)
+        """torch's ``x.ndim``; ``x.ndim()`` as the crate."""
+        return dim(len(self._shape))
+
+    def __call__(self) -> "Tensor":
+        # So that ``p.grad()`` (the crate) and ``p.grad`` (torch) are both this Tensor.
+        return self
 
     def numel(self) -> int:
         return math.prod(self._shape)
 
     def size(self, dim=None):
-        return list(self._shape) if dim is None else self._shape[normalize_axis(dim, self.ndim())]
+        return as_size(self._shape) if dim is None else self._shape[normalize_axis(dim, len(self._shape))]
 
     @property
     def _version(self) -> int:
@@ -405,16 +414,16 @@ class Tensor:
         return self.numpy().tolist()
 
     def __repr__(self):
-        n = self.numel()
-        if n <= 20:
-            body = np.array2string(self.numpy(), separator=", ", precision=4)
-        else:
-            body = f"<{n} elements>"
+        # Values at any size, summarised past 1000 elements as numpy and torch do (a read of the tensor).
+        body = np.array2string(self.numpy(), separator=", ", precision=4, threshold=1000, edgeitems=3)
         return f"Tensor({body}, shape={self.shape()}, dtype={self.dtype}, device={self.device.selector})"
 
     # -- views and copies ---------------------------------------------------------------------------
-    def view(self) -> View:
-        """This tensor as a kernel operand: its buffer with its strides (a permuted view stays one)."""
+    def view(self, *shape):
+        """torch's ``view(*shape)`` (a reshape); without arguments, this tensor as a kernel operand: its
+        buffer with its strides (a permuted view stays one)."""
+        if shape:
+            return self.reshape(varargs(shape))
         if self._view is None:
             return View(self, self._shape, contiguous_strides(self._shape), 0)
         strides, offset = self._view
@@ -437,9 +446,11 @@ class Tensor:
     def is_contiguous(self) -> bool:
         return self._view is None
 
-    def reshape(self, shape) -> "Tensor":
-        """The same data with another shape (shares the buffer; one axis may be -1). A permuted view is
-        copied first, as torch's reshape does when it must."""
+    def reshape(self, *shape) -> "Tensor":
+        """The same data with another shape (shares the buffer; one axis may be -1), ``reshape(3, 2)`` or
+        ``reshape([3, 2])``. A permuted view is copied first, as torch's reshape does when it must."""
+        if len(shape) == 1 and isinstance(shape[0], (list, tuple)):
+            shape = shape[0]
         shape = infer_shape(shape, self.numel(), self._shape)
         base = self if self._view is None else self.contiguous()
         # Built directly: the dtype, device and element count are this tensor's, already checked
@@ -459,9 +470,9 @@ class Tensor:
         perm[a], perm[b] = perm[b], perm[a]
         return self.permute(perm)
 
-    def permute(self, perm) -> "Tensor":
-        nd = self.ndim()
-        perm = permutation(self._shape, perm)
+    def permute(self, *perm) -> "Tensor":
+        """A view with the axes in the order ``perm`` (``permute(1, 0)`` or ``permute([1, 0])``)."""
+        perm = permutation(self._shape, varargs(perm))
         strides, offset = self._view if self._view is not None else (contiguous_strides(self._shape), 0)
         shape = tuple(self._shape[p] for p in perm)
         strides = tuple(strides[p] for p in perm)
@@ -485,9 +496,9 @@ class Tensor:
         shape[d] = length
         return copy_view(View(self, shape, st, start * st[d]))
 
-    def expand(self, shape) -> "Tensor":
-        """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size)."""
-        shape = [shape] if isinstance(shape, (numbers.Integral, np.integer)) else list(shape)
+    def expand(self, *shape) -> "Tensor":
+        """A copy broadcast to ``shape`` (numpy rules; -1 keeps a size): ``expand(-1, 4)`` or ``expand([-1, 4])``."""
+        shape = varargs(shape)
         src = self._shape
         if len(shape) < len(src):
             raise ValueError(f"expand: cannot expand shape {list(src)} to {shape}: fewer dimensions")
@@ -542,6 +553,15 @@ class Tensor:
         if dt is not None:
             out = out.astype(dt)
         return self.clone() if copy and out is self else out
+
+    def cpu(self) -> "Tensor":
+        """torch's ``cpu()``: this tensor on the CPU's OpenCL device (an error naming the problem if there
+        is none; ``numpy()`` reads values on the host)."""
+        return self.to(kind_device("cpu", "cpu()"))
+
+    def cuda(self, device=None) -> "Tensor":
+        """torch's ``cuda()``: this tensor on the first GPU OpenCL device, or on ``device``."""
+        return self.to(kind_device("gpu", "cuda()") if device is None else device)
 
     # Arithmetic dunders and the registry's ops (t.exp(), t.relu()...) are attached by surface.py.
     # In place, as torch: the result is written into this tensor's own buffer (a view writes through to
@@ -627,6 +647,31 @@ class Tensor:
             return idx.reshape([1] * self.ndim()) if keepdim else idx
         return reduce(self, "argmax", axis, keepdim)[1]
 
+    # -- copy and pickle ----------------------------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Tensor":
+        """A device-side copy on the same device (no host round trip). Tensors that share a buffer
+        (reshapes, views) still share one copy of it, so views stay views of the copy."""
+        storage = memo.get(id(self._storage))
+        if storage is None:
+            old = self._storage
+            storage = _Storage(self.device, old.nbytes)
+            if launch.recording_threads and launch.active_capture() is not None:   # the copy is recorded
+                launch.active_capture().keep_storage(old)
+                launch.active_capture().keep_storage(storage)
+            if old.nbytes:
+                launch.copy(self.device, storage.buffer, old.buffer, old.nbytes)
+            memo[id(old)] = storage
+            memo.setdefault(id(memo), []).append(old)   # keep the id alive while memo is (as copy does)
+        t = Tensor.__new__(Tensor)
+        t.device, t.dtype, t._shape, t._view, t._storage = self.device, self.dtype, self._shape, self._view, storage
+        memo[id(self)] = t
+        return t
+
+    def __reduce__(self):
+        """Pickles as its values and dtype (a numpy array: reads the device) and unpickles onto the
+        default device: a device buffer cannot travel between processes."""
+        return _rebuild_tensor, (self.numpy(), self.dtype.str)
+
     # Comparisons (== != < <= > >=, attached by functions/compare.py) give bool masks; Tensors
     # stay usable as dict keys.
     __hash__ = object.__hash__
@@ -634,6 +679,11 @@ class Tensor:
     def __bool__(self):
         raise TypeError("the truth value of a Tensor is ambiguous; read it with item(), or use any()/all()")
 
+
+
+def _rebuild_tensor(values, dtype) -> Tensor:
+    """Unpickling: ``values`` onto the default device."""
+    return Tensor.from_numpy(np.array(values, order="C"), dtype=np.dtype(dtype))
 
 
 # torch's ``torch.return_types.max``: unpacks as a pair, and has ``.values`` / ``.indices``.
@@ -674,4 +724,4 @@ def cat(tensors: Sequence[Tensor], dim=0) -> Tensor:
 from .elementwise_kernels import _check_same_device, broadcast_view, copy_view, elementwise, fill  # noqa: E402,F401
 from .rows import reduce  # noqa: E402
 from .shapes import (_axis_or_dim, _parse_shape, _short, as_float, broadcast_shapes, contiguous_strides,  # noqa: E402
-                     infer_shape, narrow_arguments, normalize_axis, numbers_array, permutation)
+                     infer_shape, narrow_arguments, normalize_axis, numbers_array, permutation, varargs)

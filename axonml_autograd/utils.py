@@ -47,7 +47,7 @@ def _variables(parameters, op) -> list:
 
 def _grads(parameters, op) -> list:
     """The gradients of ``parameters`` that have one; all must share a dtype and a device."""
-    grads = [g for g in (p.grad() for p in _variables(parameters, op)) if g is not None]
+    grads = [g for g in (p.grad for p in _variables(parameters, op)) if g is not None]
     for g in grads[1:]:
         if g.dtype != grads[0].dtype or g.device is not grads[0].device:
             raise ValueError(f"{op}: gradients must share one dtype and device, got {grads[0].dtype} on "

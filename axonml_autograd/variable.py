@@ -19,12 +19,14 @@ from . import tensor as T
 from .elementwise_kernels import elementwise
 from . import variable_ops
 from .grad_fn import AccumulateGrad, GradientFunction
+from .attribute_values import FALSE, TRUE, Size, as_size, dim
 from .tensor import Tensor
+from .sampling import SamplingMethods
 from .variable_ops import RemovableHandle, VariableOps, _note_leaf
 from .variable_ops import _operand, as_variable  # noqa: F401  (imported from here by nn, functions and the package)
 
 
-class Variable(VariableOps):
+class Variable(VariableOps, SamplingMethods):
     """A tensor with gradient tracking: ``Variable(tensor, requires_grad=False)``."""
 
     # _grad_var (set only by backward(create_graph=True), read with getattr so that recording an op does
@@ -49,6 +51,25 @@ class Variable(VariableOps):
         self._inference = False
         self._hooks = self._post_hooks = None
 
+    # -- copy and pickle (torch's rules) -----------------------------------------------------------
+    def __deepcopy__(self, memo) -> "Variable":
+        """A new leaf with a device copy of the data (and of ``.grad()``), the same ``requires_grad``.
+        As in torch, only leaves can be deep-copied; hooks are not copied."""
+        import copy
+        if self._grad_fn is not None:
+            raise RuntimeError("deepcopy: only Variables created explicitly by the user (graph leaves) support "
+                               "the deepcopy protocol (as in torch); detach() first")
+        new = Variable(copy.deepcopy(self._data, memo), self._requires_grad)
+        memo[id(self)] = new
+        if self._grad is not None:
+            new._grad = copy.deepcopy(self._grad, memo)
+        new._inference = self._inference
+        return new
+
+    def __reduce__(self):
+        """Pickles as its Tensor (values and dtype) and ``requires_grad``; not its graph or gradient."""
+        return _rebuild_variable, (self._data, self._requires_grad)
+
     # -- construction, as in the crate -------------------------------------------------------------
     @classmethod
     def new(cls, data: Tensor, requires_grad: bool = False) -> "Variable":
@@ -71,11 +92,15 @@ class Variable(VariableOps):
     def data(self) -> Tensor:
         return self._data
 
-    def shape(self) -> list:
-        return self._data.shape()
+    @property
+    def shape(self) -> Size:
+        """torch's ``x.shape``, a tuple-like :class:`Size`; ``x.shape()`` is the crate's list."""
+        return as_size(self._data._shape)
 
+    @property
     def ndim(self) -> int:
-        return self._data.ndim()
+        """torch's ``x.ndim``; ``x.ndim()`` as the crate."""
+        return dim(len(self._data._shape))
 
     def numel(self) -> int:
         return self._data.numel()
@@ -88,13 +113,24 @@ class Variable(VariableOps):
     def device(self):
         return self._data.device
 
+    @property
     def requires_grad(self) -> bool:
-        return self._requires_grad
+        """torch's attribute, assignable (``p.requires_grad = False`` on a leaf); ``requires_grad()`` as
+        the crate. A bool-like :class:`~axonml_autograd.attribute_values.Flag`."""
+        return TRUE if self._requires_grad else FALSE
 
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        self.requires_grad_(flag)
+
+    @property
     def is_leaf(self) -> bool:
-        return self._grad_fn is None
+        """torch's attribute; ``is_leaf()`` as the crate."""
+        return TRUE if self._grad_fn is None else FALSE
 
+    @property
     def grad_fn(self) -> Optional[GradientFunction]:
+        """The node that made this Variable, None for a leaf (torch's attribute; calling a node returns it)."""
         return self._grad_fn
 
     def to_vec(self) -> list:
@@ -112,13 +148,22 @@ class Variable(VariableOps):
         return f"Variable({self._data!r}{extra})"
 
     # -- gradients ----------------------------------------------------------------------------------
+    @property
     def grad(self) -> Optional[Tensor]:
         """The accumulated gradient of a leaf (None before the first backward, and for non-leaves).
 
-        Always a Tensor (the crate's API); after ``backward(create_graph=True)`` it is the data of
-        ``grad_variable()``, the gradient as part of a graph.
+        torch's attribute: ``p.grad is None``, ``p.grad = None``, ``p.grad = tensor``; and the crate's
+        method, since calling a Tensor returns it: ``p.grad().to_vec()``. Always a Tensor; after
+        ``backward(create_graph=True)`` it is the data of ``grad_variable()``, the gradient as part of
+        a graph (differentiate that one).
         """
         return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if isinstance(value, Variable):
+            value = value._data
+        self.set_grad(value)
 
     def grad_variable(self) -> Optional["Variable"]:
         """The accumulated gradient as a Variable (PyTorch's ``x.grad``).
@@ -283,7 +328,7 @@ class Variable(VariableOps):
         return Variable(self._data, False)
 
     def requires_grad_(self, flag: bool = True) -> "Variable":
-        if not self.is_leaf():
+        if self._grad_fn is not None:
             raise RuntimeError("requires_grad_: only a leaf Variable's flag can be changed; use detach()")
         if flag and self._data.dtype.kind != "f":
             raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self._data.dtype}")
@@ -316,3 +361,7 @@ class Variable(VariableOps):
 
 
 variable_ops.Variable = Variable
+
+
+def _rebuild_variable(data, requires_grad) -> Variable:
+    return Variable(data, requires_grad)

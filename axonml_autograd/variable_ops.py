@@ -418,7 +418,7 @@ class VariableOps:
     def t(self): return shape_ops.transpose(self, -2, -1) if self.ndim() >= 2 else self
     def narrow(self, dim, start, length): return shape_ops.narrow(self, dim, start, length)
     def slice(self, ranges): return shape_ops.slice(self, ranges)
-    def expand(self, shape): return shape_ops.expand(self, shape)
+    def expand(self, *shape): return shape_ops.expand(self, _varargs(shape))
     def unsqueeze(self, dim): return shape_ops.unsqueeze(self, dim)
     def squeeze(self, dim=None): return shape_ops.squeeze(self, dim)
     def flatten(self, start_dim=0, end_dim=-1):
@@ -506,6 +506,14 @@ class VariableOps:
             out = shape_ops.cast(out, dt)
         return shape_ops.clone(self) if copy and out is self else out
 
+    def cpu(self):
+        """torch's ``cpu()``: on the CPU's OpenCL device (differentiable, as ``to``)."""
+        return self.to(T.kind_device("cpu", "cpu()"))
+
+    def cuda(self, device=None):
+        """torch's ``cuda()``: on the first GPU OpenCL device, or on ``device``."""
+        return self.to(T.kind_device("gpu", "cuda()") if device is None else device)
+
     def type(self, dtype): return shape_ops.cast(self, dtype, "type")
     def float(self): return shape_ops.cast(self, "float32", "float")
     def double(self): return shape_ops.cast(self, "float64", "double")
@@ -546,11 +554,7 @@ class RemovableHandle:
             pass
 
 
-def _varargs(args):
-    """torch accepts ``f(2, 3)`` and ``f((2, 3))`` / ``f([2, 3])`` alike."""
-    if len(args) == 1 and isinstance(args[0], (list, tuple)):
-        return list(args[0])
-    return list(args)
+from .shapes import varargs as _varargs  # noqa: E402
 
 
 def as_variable(x, op, what="input") -> Variable:

@@ -60,20 +60,23 @@ void forward(__global const T *x,
     for (int r = r0; r < r1; ++r) {
     __global const T *xr = x + (size_t)r * cols;
     __global T *yr = y + (size_t)r * cols;
-    T mean, var;
+    T mean, var, corr;
     const int vend = cols - cols % ${vw};
     {
     ${row_sums(["s"], lambda c: [f"xr[{c}]"], lambda c: [f"VLOAD(0, xr + {c})"])}
     mean = s / (T)cols;
     }
     {
-    ${row_sums(["ss"], lambda c: [f"(xr[{c}] - mean) * (xr[{c}] - mean)"],
-               lambda c: [f"(VLOAD(0, xr + {c}) - mean) * (VLOAD(0, xr + {c}) - mean)"])}
-    var = ss;
+    // The corrected two-pass sums (as batch_norm's): d = x - mean with the rounded mean, sum d is its
+    // error times cols, taken out of both the variance and the normalised values.
+    ${row_sums(["ss", "sd"], lambda c: [f"(xr[{c}] - mean) * (xr[{c}] - mean)", f"(xr[{c}] - mean)"],
+               lambda c: [f"(VLOAD(0, xr + {c}) - mean) * (VLOAD(0, xr + {c}) - mean)", f"(VLOAD(0, xr + {c}) - mean)"])}
+    corr = sd / (T)cols;
+    var = ss - sd * corr;
     }
     const T rstd = (T)1 / sqrt(var / (T)cols + eps);
     for (int c = 0; c < vend; c += ${vw}) {
-        TV v = (VLOAD(0, xr + c) - mean) * rstd;
+        TV v = ((VLOAD(0, xr + c) - mean) - corr) * rstd;
   % if has_weight:
         v *= VLOAD(0, w + c);
   % endif
@@ -83,7 +86,7 @@ void forward(__global const T *x,
         VSTORE(v, 0, yr + c);
     }
     for (int c = vend; c < cols; ++c) {
-        T v = (xr[c] - mean) * rstd;
+        T v = ((xr[c] - mean) - corr) * rstd;
   % if has_weight:
         v *= w[c];
   % endif
@@ -92,7 +95,7 @@ void forward(__global const T *x,
   % endif
         yr[c] = v;
     }
-    mean_out[r] = mean;
+    mean_out[r] = mean + corr;
     rstd_out[r] = rstd;
     }
 % else:
@@ -107,13 +110,19 @@ void forward(__global const T *x,
 <%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     const T mean = part[0] / (T)cols;
     barrier(CLK_LOCAL_MEM_FENCE);
+    T sd = 0;
+    for (int c = lid; c < cols; c += ${local_size}) sd += xr[c] - mean;
+    part[lid] = sd;
+<%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
+    const T corr = part[0] / (T)cols;   // the rounded mean's error (see the serial form)
+    barrier(CLK_LOCAL_MEM_FENCE);
     T ss = 0;
-    for (int c = lid; c < cols; c += ${local_size}) { const T d = xr[c] - mean; ss += d * d; }
+    for (int c = lid; c < cols; c += ${local_size}) { const T d = (xr[c] - mean) - corr; ss += d * d; }
     part[lid] = ss;
 <%c:tree_fold size="${local_size}" args="h">part[lid] += part[lid + ${h}];</%c:tree_fold>\
     const T rstd = (T)1 / sqrt(part[0] / (T)cols + eps);
     for (int c = lid; c < cols; c += ${local_size}) {
-        T v = (xr[c] - mean) * rstd;
+        T v = ((xr[c] - mean) - corr) * rstd;
   % if has_weight:
         v *= w[c];
   % endif
@@ -122,7 +131,7 @@ void forward(__global const T *x,
   % endif
         yr[c] = v;
     }
-    if (lid == 0) { mean_out[r] = mean; rstd_out[r] = rstd; }
+    if (lid == 0) { mean_out[r] = mean + corr; rstd_out[r] = rstd; }
 % endif
 }
 
@@ -302,7 +311,7 @@ void forward(__global const T *x,
 % if has_running:
              __global T *running_mean, __global T *running_var,
   % if cumulative:
-             __global const int *batches,
+             __global const long *batches,
   % endif
 % endif
              __global T *y, __global T *mean_out, __global T *invstd_out, const T eps, const T momentum,

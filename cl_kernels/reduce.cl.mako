@@ -18,6 +18,8 @@
     I = context.get("itype", "int")
     IN = "T" if context.get("in_ctype", ctype) == ctype else context.get("in_ctype")
     long_ = I == "long"
+    # Float sums are blocked and compensated (below); integer sums are exact, and max needs neither.
+    blocked = op == "sum" and ctype in ("float", "double") and IN == "T"
 %>\
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype)}
@@ -75,6 +77,28 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
 % if not with_index:
     if (inner == 1) {
         T acc[8];
+    % if blocked:
+        // A float sum in blocks of 64 (8 accumulators of 8 adds each), the blocks' sums added with
+        // Kahan's compensation: the rounding error stays that of ~12 adds however long the row is
+        // (a plain running sum's grows with its length; torch's cascade sum's with its logarithm).
+        T total = (T)0, comp = (T)0;
+        for (${I} b0 = r0; b0 < r1; b0 += 64) {
+            const ${I} b1 = min(r1, b0 + 64);
+            for (int j = 0; j < 8; ++j) acc[j] = (T)0;
+            ${I} r = b0;
+            for (; r + 8 <= b1; r += 8) {
+                for (int j = 0; j < 8; ++j) acc[j] += base[r + j];
+            }
+            for (; r < b1; ++r) acc[0] += base[r];
+            for (int step = 4; step >= 1; step /= 2)
+                for (int j = 0; j < step; ++j) acc[j] += acc[j + step];
+            const T y = acc[0] - comp;
+            const T t = total + y;
+            comp = (t - total) - y;
+            total = t;
+        }
+        dst[0] = total * scale;
+    % else:
         for (int j = 0; j < 8; ++j) acc[j] = IDENTITY;
         ${I} r = r0;
         for (; r + 8 <= r1; r += 8) {
@@ -83,10 +107,11 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
         for (; r < r1; ++r) ${update("acc[0]", None, "base[r]", None)}
         for (int step = 4; step >= 1; step /= 2)
             for (int j = 0; j < step; ++j) ${update("acc[j]", None, "acc[j + step]", None)}
-    % if op == "sum":
+        % if op == "sum":
         dst[0] = acc[0] * scale;
-    % else:
+        % else:
         dst[0] = acc[0];
+        % endif
     % endif
         ${"continue" if long_ else "return"};
     }
@@ -103,6 +128,33 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
         best[j] = 0x7fffffff;
 % endif
     }
+% if blocked:
+    // Columns summed in blocks of 64 rows, the blocks' sums added with Kahan's compensation (as above).
+    T total[${inner_block}], comp[${inner_block}];
+    for (int j = 0; j < ${inner_block}; ++j) total[j] = comp[j] = (T)0;
+    for (${I} b0 = r0; b0 < r1; b0 += 64) {
+        const ${I} b1 = min(r1, b0 + 64);
+        for (int j = 0; j < ${inner_block}; ++j) acc[j] = (T)0;
+        if (width == ${inner_block}) {
+            for (${I} r = b0; r < b1; ++r) {
+                __global const ${IN} *row = base + r * inner + i0;
+                for (int j = 0; j < ${inner_block}; ++j) acc[j] += row[j];
+            }
+        } else {
+            for (${I} r = b0; r < b1; ++r) {
+                __global const ${IN} *row = base + r * inner + i0;
+                for (int j = 0; j < width; ++j) acc[j] += row[j];
+            }
+        }
+        for (int j = 0; j < ${inner_block}; ++j) {
+            const T y = acc[j] - comp[j];
+            const T t = total[j] + y;
+            comp[j] = (t - total[j]) - y;
+            total[j] = t;
+        }
+    }
+    for (int j = 0; j < ${inner_block}; ++j) acc[j] = total[j];
+% else:
     if (width == ${inner_block}) {
         for (${I} r = r0; r < r1; ++r) {
             __global const ${IN} *row = base + r * inner + i0;
@@ -114,6 +166,7 @@ __kernel void reduce(__global const ${IN} *x, const ${I} x_off,
             for (int j = 0; j < width; ++j) ${update("acc[j]", "best[j]", "row[j]", at)}
         }
     }
+% endif
     for (int j = 0; j < width; ++j) {
 % if op == "sum":
         dst[i0 + j] = acc[j] * scale;

@@ -85,7 +85,7 @@ def test_mismatch_names_every_entry_and_writes_nothing(device, tmp_path):
     saved = params(model(0))
     saved["extra.scale"] = Tensor.from_vec([1.0], [1])
     del saved["layers.1.bias"]
-    saved["layers.0.weight"] = Tensor.zeros([5, 6])       # transposed: wrong shape
+    saved["layers.0.weight"] = Tensor.zeros([6, 5])       # transposed: wrong shape
     serialization.save(path, saved)
 
     target = params(model(1))
@@ -95,7 +95,7 @@ def test_mismatch_names_every_entry_and_writes_nothing(device, tmp_path):
     msg = str(err.value)
     assert "missing: layers.1.bias" in msg
     assert "unexpected: extra.scale" in msg
-    assert "layers.0.weight (saved [5, 6] vs expected [6, 5])" in msg
+    assert "layers.0.weight (saved [6, 5] vs expected [5, 6])" in msg
     assert str(path) in msg and "Nothing was loaded" in msg
     assert err.value.missing == ["layers.1.bias"] and err.value.unexpected == ["extra.scale"]
     for name, value in snapshot(target).items():

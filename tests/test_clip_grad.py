@@ -49,7 +49,7 @@ def test_clip_grad_norm_matches_torch(fp64, norm_type, max_norm):
     want_total, want_grads = torch_clip(torch, grads, max_norm, norm_type)
     assert isinstance(total, Tensor) and total.shape() == [] and total.dtype == np.float64
     np.testing.assert_allclose(total.item(), want_total, rtol=1e-13)
-    got = [p.grad().numpy() for p in params if p.grad() is not None]
+    got = [p.grad().numpy() for p in params if p.grad is not None]
     for a, b in zip(got, want_grads):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-300)
 
@@ -61,7 +61,7 @@ def test_clip_grad_norm_closed_form_without_torch(fp64):
     norm = np.sqrt((flat ** 2).sum())
     total = clip_grad_norm_(params, 1.0)
     np.testing.assert_allclose(total.item(), norm, rtol=1e-13)
-    for p, g in zip([p for p in params if p.grad() is not None], grads):
+    for p, g in zip([p for p in params if p.grad is not None], grads):
         np.testing.assert_allclose(p.grad().numpy(), g * (1.0 / (norm + 1e-6)), rtol=1e-13)
 
 
@@ -74,7 +74,7 @@ def test_nonfinite_gradients_follow_torch_and_error_if_nonfinite_raises(fp64):
         total = clip_grad_norm_(params, 1.0)
         want_total, want_grads = torch_clip(torch, grads, 1.0, 2.0)
         np.testing.assert_equal(total.item(), want_total)
-        for p, b in zip([p for p in params if p.grad() is not None], want_grads):
+        for p, b in zip([p for p in params if p.grad is not None], want_grads):
             np.testing.assert_array_equal(p.grad().numpy(), b)
         with pytest.raises(RuntimeError, match="clip_grad_norm_: the total norm of order 2.0"):
             clip_grad_norm_(with_grads(grads), 1.0, error_if_nonfinite=True)
@@ -137,7 +137,7 @@ def test_clip_grad_value_matches_torch(fp64):
         p.grad = torch.tensor(g)
         tps.append(p)
     torch.nn.utils.clip_grad_value_(tps, 0.7)
-    for p, t in zip([p for p in params if p.grad() is not None], tps):
+    for p, t in zip([p for p in params if p.grad is not None], tps):
         np.testing.assert_array_equal(p.grad().numpy(), t.grad.numpy())
 
 
@@ -145,7 +145,7 @@ def test_clip_grad_value_closed_form(fp64):
     grads = some_grads(scale=3.0)
     params = with_grads(grads)
     clip_grad_value_(params, 1.5)
-    for p, g in zip([p for p in params if p.grad() is not None], grads):
+    for p, g in zip([p for p in params if p.grad is not None], grads):
         np.testing.assert_array_equal(p.grad().numpy(), np.clip(g, -1.5, 1.5))
 
 

@@ -326,7 +326,7 @@ def test_train_digits_cnn_learns_and_resumes_as_a_cnn(tmp_path, capsys):
     assert history[-1]["test_accuracy"] > 0.7                      # chance is 10 %
     shapes = {k: v.shape for k, v in serialization.load(out / "checkpoint.npz").items()}
     assert shapes == {"conv1.weight": (8, 1, 3, 3), "conv1.bias": (8,), "conv2.weight": (16, 8, 3, 3),
-                      "conv2.bias": (16,), "fc.weight": (64, 10), "fc.bias": (10,)}
+                      "conv2.bias": (16,), "fc.weight": (10, 64), "fc.bias": (10,)}
     # Resuming without --model rebuilds the CNN from the checkpoint's metadata.
     assert script.main(["--epochs", "5", "--out", str(out), "--quiet", "--resume", str(out / "checkpoint.npz")]) == 0
     assert [h["epoch"] for h in json.loads((out / "history.json").read_text())["history"]] == [1, 2, 3, 4, 5]
@@ -360,7 +360,7 @@ def test_a_frozen_weight_still_gives_the_input_gradient():
     tx = torch.tensor(xs, requires_grad=True)
     TF.conv2d(tx, torch.tensor(ws), stride=2, padding=1).sum().backward()
     np.testing.assert_allclose(x.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
-    assert w.grad() is None
+    assert w.grad is None
 
 
 @pytest.mark.filterwarnings("ignore:Using padding=.same.")

@@ -42,7 +42,7 @@ def test_readme_no_grad_closure_and_guard_do_not_track_and_restore_tracking():
     x = Variable.new(vec([1.0, 2.0], [2]), True)
     output = no_grad(lambda: x.relu())
     assert not output.requires_grad()
-    assert output.grad_fn() is None
+    assert output.grad_fn is None
     np.testing.assert_allclose(output.to_vec(), [1.0, 2.0])
 
     guard = NoGradGuard()
@@ -54,7 +54,7 @@ def test_readme_no_grad_closure_and_guard_do_not_track_and_restore_tracking():
         guard.exit()
     assert is_grad_enabled()
     z = x.sigmoid()
-    assert z.requires_grad() and z.grad_fn() is not None
+    assert z.requires_grad() and z.grad_fn is not None
 
 
 def test_readme_loss_functions_mse_backward_and_bce_value():
@@ -65,7 +65,7 @@ def test_readme_loss_functions_mse_backward_and_bce_value():
     loss.backward()
     # d/dp mean((p - t)^2) = 2 (p - t) / n = -1/3 each
     np.testing.assert_allclose(predictions.grad().to_vec(), [-1 / 3] * 3, rtol=1e-5)
-    assert targets.grad() is None
+    assert targets.grad is None
 
     probs = Variable.new(vec([0.7, 0.3], [2]), True)
     labels = Variable.new(vec([1.0, 0.0], [2]), False)
@@ -87,7 +87,7 @@ def test_readme_matrix_operations_grad_shapes_are_3x4_and_4():
     # dL/dW = x^T 1 = 2 everywhere, dL/db = 2 (batch of 2)
     np.testing.assert_allclose(w.grad().to_vec(), [2.0] * 12, rtol=1e-6)
     np.testing.assert_allclose(b.grad().to_vec(), [2.0] * 4, rtol=1e-6)
-    assert x.grad() is None
+    assert x.grad is None
 
 
 def test_readme_gradient_checking_example_passes_as_written():
@@ -147,7 +147,7 @@ def test_accumulate_grad_sums_across_backward_calls_until_zero_grad():
     x.mul_scalar(3.0).sum().backward()
     np.testing.assert_allclose(x.grad().to_vec(), [6.0, 6.0])
     x.zero_grad()
-    assert x.grad() is None
+    assert x.grad is None
     x.pow(2.0).sum().backward()
     np.testing.assert_allclose(x.grad().to_vec(), [2.0, 4.0])
 
@@ -196,12 +196,12 @@ def test_gradcheck_shape_mismatch_is_false():
 def test_variable_creation():
     v = Variable(Tensor.zeros([2, 3]), requires_grad=True)
     assert v.requires_grad()
-    assert v.is_leaf()
+    assert v.is_leaf
     assert v.shape() == [2, 3]
     assert v.ndim() == 2
     assert v.numel() == 6
-    assert v.grad() is None
-    assert v.grad_fn() is None
+    assert v.grad is None
+    assert v.grad_fn is None
     positional = Variable(Tensor.zeros([2]), True)
     assert positional.requires_grad()
     assert not Variable(Tensor.zeros([2])).requires_grad()
@@ -210,7 +210,7 @@ def test_variable_creation():
 def test_variable_no_grad_from_tensor():
     v = Variable.from_tensor(Tensor.zeros([2, 3]))
     assert not v.requires_grad()
-    assert v.is_leaf()
+    assert v.is_leaf
 
 
 def test_variable_add_values_and_tracking():
@@ -219,15 +219,15 @@ def test_variable_add_values_and_tracking():
     c = a + b
     assert c.data().to_vec() == [5.0, 7.0, 9.0]
     assert c.requires_grad()
-    assert not c.is_leaf()
-    assert c.grad_fn().name() == "AddBackward"
+    assert not c.is_leaf
+    assert c.grad_fn.name() == "AddBackward"
 
 
 def test_variable_detach():
     a = Variable.new(vec([1.0, 2.0, 3.0], [3]), True)
     b = a.detach()
     assert not b.requires_grad()
-    assert b.is_leaf()
+    assert b.is_leaf
     assert b.to_vec() == [1.0, 2.0, 3.0]
 
 

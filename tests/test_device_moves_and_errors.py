@@ -194,7 +194,7 @@ def test_variable_to_another_device_is_differentiable_and_the_gradient_lands_on_
     x = Variable(Tensor.from_numpy(a, device=src), requires_grad=True)
     for spelling in (dst, dst.selector) if dst is dev else (dst,):
         y = x.to(spelling)
-        assert y.device is dst and y.grad_fn() is not None and y.grad_fn().name() == "ToCopyBackward"
+        assert y.device is dst and y.grad_fn is not None and y.grad_fn.name() == "ToCopyBackward"
         np.testing.assert_array_equal(y.numpy(), a)
         loss = (y * y * Variable(Tensor.from_numpy(w, device=dst))).sum()
         x.zero_grad()
@@ -234,7 +234,7 @@ def test_variable_to_dtype_keeps_working(dev):
     assert i.dtype == np.int32 and not i.requires_grad() and i.to_vec() == [1, 2]
     if dev.fp64:
         d = x.to(np.float64)
-        assert d.grad_fn().name() == "ToCopyBackward"
+        assert d.grad_fn.name() == "ToCopyBackward"
         (d * d).sum().backward()
         assert x.grad().dtype == np.float32 and x.grad().to_vec() == [2.5, 5.5]
 

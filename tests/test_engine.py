@@ -49,14 +49,14 @@ def test_topological_ranks_put_every_node_after_all_its_consumers():
     x = var([0.5, 1.0], requires_grad=True)
     y = x.exp()
     z = (y + y.tanh().mul_scalar(2.0)).mul_var(x).sum()   # x and y both used twice, at different depths
-    ranks = topological_ranks(z.grad_fn())
+    ranks = topological_ranks(z.grad_fn)
     rank_of = {}
     for r, nodes in enumerate(ranks):
         for n in nodes:
             assert n not in rank_of, f"{n} appears twice"
             rank_of[n] = r
-    assert set(rank_of) == set(all_nodes(z.grad_fn()))
-    assert ranks[0] == [z.grad_fn()]
+    assert set(rank_of) == set(all_nodes(z.grad_fn))
+    assert ranks[0] == [z.grad_fn]
     for n in rank_of:
         for nxt in n.next_functions():
             if nxt is not None:
@@ -68,7 +68,7 @@ def test_topological_ranks_put_every_node_after_all_its_consumers():
 def test_topological_ranks_of_a_simple_chain_name_each_op():
     x = var([1.0], requires_grad=True)
     y = (x * 2.0).exp().sum()
-    assert [[n.name() for n in rank] for rank in topological_ranks(y.grad_fn())] == \
+    assert [[n.name() for n in rank] for rank in topological_ranks(y.grad_fn)] == \
         [["SumBackward"], ["ExpBackward"], ["MulScalarBackward"], ["AccumulateGrad"]]
 
 
@@ -78,14 +78,14 @@ def test_backward_runs_nodes_in_rank_order_each_once_with_all_contributions_summ
     long_branch = y.tanh().tanh().tanh()
     z = (y + long_branch).sum()
     log = []
-    spy_on_rules(z.grad_fn(), log)
+    spy_on_rules(z.grad_fn, log)
     z.backward()
     names = [n.name() for n, _g in log]
     assert len(log) == len(set(n for n, _g in log)), f"a node ran twice: {names}"
-    order = [n for rank in topological_ranks(z.grad_fn()) for n in rank if n._rule is not None]
+    order = [n for rank in topological_ranks(z.grad_fn) for n in rank if n._rule is not None]
     assert [n for n, _g in log] == order
     # ExpBackward ran once, with the sum of both branches' contributions.
-    (g_exp,) = [g for n, g in log if n is y.grad_fn()]
+    (g_exp,) = [g for n, g in log if n is y.grad_fn]
     xv = np.array([0.3, -0.7, 1.1])
     t1 = np.tanh(np.exp(xv))
     t2 = np.tanh(t1)
@@ -128,7 +128,7 @@ def test_ten_thousand_op_chain_backward_is_iterative_and_correct():
         y = y.mul_scalar(1.0001)
     y.sum().backward()
     np.testing.assert_allclose(x.grad().numpy(), [1.0001 ** n] * 2, rtol=1e-9)
-    assert len(topological_ranks(y.grad_fn())) == n + 1
+    assert len(topological_ranks(y.grad_fn)) == n + 1
     del y
     gc.collect()  # tearing the chain down must not recurse either
 
@@ -147,16 +147,16 @@ def test_inputs_that_do_not_require_grad_get_no_gradient_and_no_node():
     x = var([1.0, 2.0], requires_grad=True)
     c = var([3.0, 4.0])
     k = c.exp()                       # constant branch: no node recorded
-    assert not k.requires_grad() and k.grad_fn() is None
+    assert not k.requires_grad() and k.grad_fn is None
     loss = (x * k + c).sum()
-    mul = loss.grad_fn().next_functions()[0].next_functions()[0]
+    mul = loss.grad_fn.next_functions()[0].next_functions()[0]
     assert mul.name() == "MulBackward"
     assert mul.next_functions()[1] is None
     assert mul.needs_input_grad == (True, False)
-    add = loss.grad_fn().next_functions()[0]
+    add = loss.grad_fn.next_functions()[0]
     assert add.next_functions()[1] is None
     loss.backward()
-    assert c.grad() is None and k.grad() is None
+    assert c.grad is None and k.grad is None
     np.testing.assert_allclose(x.grad().to_vec(), np.exp([3.0, 4.0]), rtol=1e-6)
 
 
@@ -167,7 +167,7 @@ def test_a_rule_is_not_asked_for_gradients_nobody_needs():
     c = var([5.0])
     out = (c * x).sum()
     log = []
-    spy_on_rules(out.grad_fn(), log)
+    spy_on_rules(out.grad_fn, log)
     out.backward()
     assert sorted(n.name() for n, _g in log) == ["MulBackward", "SumBackward"]
     assert x.grad().to_vec() == [5.0]
@@ -194,7 +194,7 @@ def test_grad_is_kept_only_for_leaves():
     x = var([1.0, 2.0], requires_grad=True)
     h = x * 2.0
     h.sum().backward()
-    assert h.grad() is None
+    assert h.grad is None
     assert x.grad().to_vec() == [2.0, 2.0]
 
 
@@ -208,7 +208,7 @@ def test_gradients_accumulate_across_backward_calls_until_zero_grad():
         (w * w).sum().backward()
         np.testing.assert_allclose(w.grad().to_vec(), [2.0 * k, -2.0 * k])
     w.zero_grad()
-    assert w.grad() is None
+    assert w.grad is None
     (w * 5.0).sum().backward()
     assert w.grad().to_vec() == [5.0, 5.0]
 
@@ -284,8 +284,8 @@ def test_grad_fn_names_and_next_functions():
     b = var([3.0, 4.0], requires_grad=True)
     c = var([1.0, 1.0])
     z = (a * b + c).relu().sum()
-    assert z.grad_fn().name() == "SumBackward"
-    (relu,) = z.grad_fn().next_functions()
+    assert z.grad_fn.name() == "SumBackward"
+    (relu,) = z.grad_fn.next_functions()
     assert relu.name() == "ReluBackward"
     (add,) = relu.next_functions()
     assert add.name() == "AddBackward"
@@ -296,9 +296,9 @@ def test_grad_fn_names_and_next_functions():
     assert acc_a.name() == acc_b.name() == "AccumulateGrad"
     assert acc_a.variable is a and acc_b.variable is b
     # A leaf has one node, whichever graph uses it.
-    assert (a * a).grad_fn().next_functions() == (acc_a, acc_a)
-    assert a.grad_fn() is None and a.is_leaf()
-    assert not z.is_leaf()
+    assert (a * a).grad_fn.next_functions() == (acc_a, acc_a)
+    assert a.grad_fn is None and a.is_leaf
+    assert not z.is_leaf
 
 
 def test_op_names_cover_each_family():
@@ -313,17 +313,17 @@ def test_op_names_cover_each_family():
         "ExpandBackward": x.expand([3, 2, 2]),
     }
     for name, v in names.items():
-        assert v.grad_fn().name() == name
+        assert v.grad_fn.name() == name
 
 
 def test_detach_shares_data_but_cuts_the_graph():
     x = var([2.0, 3.0], requires_grad=True)
     d = x.detach()
-    assert d.is_leaf() and not d.requires_grad() and d.grad_fn() is None
+    assert d.is_leaf and not d.requires_grad() and d.grad_fn is None
     assert d.data().buffer is x.data().buffer
     (d * x).sum().backward()
     assert x.grad().to_vec() == [2.0, 3.0]    # d counted as a constant, not 2x
-    assert d.grad() is None
+    assert d.grad is None
 
 
 def test_detach_of_a_non_leaf():
@@ -359,7 +359,7 @@ def test_result_requires_grad_iff_grad_mode_on_and_an_input_requires_grad():
     assert not (c + c).requires_grad()
     with no_grad():
         assert not (a + c).requires_grad()
-        assert (a + c).grad_fn() is None
+        assert (a + c).grad_fn is None
         with enable_grad():
             assert (a + c).requires_grad()
 
@@ -645,7 +645,7 @@ def test_non_scalar_backward_asks_for_a_gradient():
         y.backward()
     msg = str(info.value)
     assert "[2]" in msg and "grad_output" in msg and "one-element" in msg
-    assert x.grad() is None
+    assert x.grad is None
 
 
 def test_backward_with_a_gradient_of_the_wrong_shape_names_both_shapes():

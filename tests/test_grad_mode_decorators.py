@@ -41,7 +41,7 @@ def test_a_bare_no_grad_decorator_turns_grad_off_inside_and_restores_it_after():
 
     assert is_grad_enabled()
     y = predict(x)
-    assert seen == [False] and not y.requires_grad() and y.grad_fn() is None
+    assert seen == [False] and not y.requires_grad() and y.grad_fn is None
     assert is_grad_enabled() and (x * 2.0).requires_grad()
 
     @no_grad

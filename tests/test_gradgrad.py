@@ -206,7 +206,7 @@ assert len(ids) == len(set(ids)), "case ids must be unique"
 def test_second_derivatives_match_finite_differences_float64(c, device, fp64):
     inputs = make_vars(c, make_arrays(c), "float64", device)
     assert gradgradcheck(c.fn, inputs, eps=1e-6, atol=GG_ATOL, rtol=GG_RTOL) is True
-    assert all(v.grad() is None for v in inputs)
+    assert all(v.grad is None for v in inputs)
 
 
 # Third order: gradgradcheck of a first derivative, so that the rules of the gradients' own nodes
@@ -251,7 +251,7 @@ def test_third_derivatives_match_finite_differences_float64(name, device, fp64):
 
 def _walk(v, seen):
     """The nodes of ``v``'s graph, into ``seen``."""
-    stack = [v.grad_fn()] if v.grad_fn() is not None else []
+    stack = [v.grad_fn] if v.grad_fn is not None else []
     while stack:
         node = stack.pop()
         if node is None or node in seen:

@@ -509,7 +509,7 @@ def test_gradient_matches_finite_differences_float64(c, device, fp64):
     inputs = make_vars(c, arrays, "float64", device)
     assert check_gradients(c.fn, inputs, eps=1e-6, atol=GRAD_ATOL, rtol=GRAD_RTOL) is True
     # check_gradients leaves no gradient behind.
-    assert all(v.grad() is None for v in inputs)
+    assert all(v.grad is None for v in inputs)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

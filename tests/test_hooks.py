@@ -31,7 +31,7 @@ def test_a_hook_sees_the_gradient_and_may_replace_it():
 def test_leaf_hooks_run_before_accumulation_and_post_hooks_after():
     x = _x()
     order = []
-    x.register_hook(lambda g: order.append(("pre", x.grad())) or g * 0.5)
+    x.register_hook(lambda g: order.append(("pre", x.grad)) or g * 0.5)
     x.register_post_accumulate_grad_hook(lambda v: order.append(("post", v.grad().to_vec())))
     (x * x).sum().backward()
     assert order[0] == ("pre", None)
@@ -55,7 +55,7 @@ def test_grad_returns_gradients_without_touching_grad_and_handles_unused_inputs(
     (gx, gy) = grad((y * x).sum(), [x, y], retain_graph=True)
     np.testing.assert_allclose(gx.numpy(), 3 * np.array([1.0, -2.0, 3.0]) ** 2)
     np.testing.assert_allclose(gy.numpy(), [1.0, -2.0, 3.0])
-    assert x.grad() is None
+    assert x.grad is None
     with pytest.raises(RuntimeError, match=r"grad: input 1 \(shape \[3\]\) was not used"):
         grad((y * x).sum(), [x, z], retain_graph=True)
     assert grad((y * x).sum(), [x, z], allow_unused=True)[1] is None

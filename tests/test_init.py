@@ -123,7 +123,7 @@ def test_seeds_reproducible_and_sequence(device):
 
 def test_linear_and_mlp_initialisation(device):
     layer = Linear(50, 20, seed=7)
-    assert layer.weight.shape() == [50, 20] and layer.bias.shape() == [20]
+    assert layer.weight.shape() == [20, 50] and layer.bias.shape() == [20]   # torch's [out, in]
     bound = 1 / math.sqrt(50)
     for p in (layer.weight, layer.bias):
         vals = p.numpy()

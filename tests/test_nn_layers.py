@@ -18,17 +18,17 @@ def _v(a, grad=True):
     return Variable(Tensor.from_numpy(np.asarray(a)), requires_grad=grad)
 
 
-def test_linear_keeps_the_crate_layout_and_torchs_initial_bounds():
+def test_linear_has_torchs_out_in_layout_and_initial_bounds():
     lin = nn.Linear(65, 17, seed=0)
-    assert lin.weight.shape() == [65, 17] and lin.bias.shape() == [17]
+    assert lin.weight.shape() == [17, 65] and lin.bias.shape() == [17]
     bound = 1 / math.sqrt(65)
     w = lin.weight.numpy()
     assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound and abs(w.mean()) < 0.1 * bound
     assert np.abs(lin.bias.numpy()).max() <= bound
     x = np.random.default_rng(0).standard_normal((3, 65)).astype(np.float32)
-    np.testing.assert_allclose(lin(_v(x, False)).numpy(), x @ w + lin.bias.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lin(_v(x, False)).numpy(), x @ w.T + lin.bias.numpy(), rtol=1e-5, atol=1e-5)
     assert nn.Linear(3, 2, bias=False, seed=1).bias is None
-    with pytest.raises(ValueError, match=r"Linear: input of shape \[3, 4\] does not fit weight \[65, 17\]"):
+    with pytest.raises(ValueError, match=r"linear: input of shape \[3, 4\] does not fit weight \[17, 65\]"):
         lin(_v(np.zeros((3, 4), np.float32), False))
 
 

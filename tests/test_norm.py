@@ -192,7 +192,7 @@ def test_norm_modules_initialise_as_torch_and_check_shapes():
     assert ln.weight.to_vec() == [1.0] * 12 and ln.bias.to_vec() == [0.0] * 12
     assert nn.LayerNorm(3, bias=False).bias is None and nn.LayerNorm(3, elementwise_affine=False).weight is None
     bn = nn.BatchNorm2d(5)
-    assert bn.running_var.to_vec() == [1.0] * 5 and bn.num_batches_tracked.dtype == np.int32
+    assert bn.running_var.to_vec() == [1.0] * 5 and bn.num_batches_tracked.dtype == np.int64 and bn.num_batches_tracked.shape == ()
     with pytest.raises(ValueError, match=r"LayerNorm: input of shape \[2, 5\] does not end in normalized_shape \[4, 3\]"):
         ln(_v(np.zeros((2, 5)), grad=False))
     with pytest.raises(ValueError, match=r"BatchNorm2d: expected 4-D input with 5 channels.*\[2, 5, 3\]"):

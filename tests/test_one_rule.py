@@ -88,7 +88,7 @@ def test_first_order_runs_the_one_rule_recording_nothing_with_the_hand_written_l
     fn, expected = CASES[name]
     x = _var(4, 8)
     y = fn(x, _extra())
-    node = y.grad_fn()
+    node = y.grad_fn
     assert node._rule is grad_fn._first_order and node._vrule is not None, f"{node.name()} has two rules"
     go = Tensor.ones(y.data()._shape, y.dtype)
     made = nodes[0]

@@ -48,7 +48,7 @@ def _params(model):
 
 def _raw_replay(f, times):
     """Enqueue the one recording's commands ``times`` times: no guards, no Python of the library."""
-    (rec,) = f._recordings.values()
+    (rec,) = f._kept()
     for _ in range(times):
         for device in rec.devices:
             with device.launch_lock:
@@ -80,7 +80,7 @@ def test_recorded_commands_alone_continue_like_eager_steps(name, dropout):
     f = capture(step)
     f(x, y)
     f(x, y)                        # the first call made state: this one is the recording kept
-    assert len(f._recordings) == 1
+    assert len(f._kept()) == 1
     _raw_replay(f, 5)
     for a, b in zip(_params(model), _params(eager_model)):
         np.testing.assert_array_equal(a, b)
@@ -93,7 +93,7 @@ def test_a_recording_holds_no_patchable_launches_and_only_guards():
     f = capture(step)
     f(x, y)
     f(x, y)
-    (rec,) = f._recordings.values()
+    (rec,) = f._kept()
     assert not hasattr(rec, "on_replay") and not hasattr(rec, "hooks")
     assert {cmd[0] for cmd in rec.commands} <= {launch.READY, launch.FILL, launch.COPY}
     before = [tuple(cmd) for cmd in rec.commands]

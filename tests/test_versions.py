@@ -78,7 +78,7 @@ def test_a_graph_that_saved_nothing_modified_still_backpropagates_after_a_step()
 def test_raw_in_place_tensor_op_on_a_saved_tensor_makes_backward_raise():
     w = param([1.0, 2.0])
     y = w.exp().sum()                          # ExpBackward saves its output, not w
-    out = y.grad_fn().next_functions()[0]
+    out = y.grad_fn.next_functions()[0]
     saved = out.saved_tensors[0]
     elementwise("a * L(2.0)", [saved], out=saved.view())
     with pytest.raises(RuntimeError, match="ExpBackward: .*" + MODIFIED):
@@ -105,7 +105,7 @@ def test_loading_a_checkpoint_into_a_saved_parameter_makes_backward_raise(tmp_pa
 def test_error_tells_the_saved_and_current_versions():
     w = param([1.0])
     y = (w * 3.0).pow(2.0).sum()               # PowBackward saved w * 3, which is not a leaf
-    x3 = y.grad_fn().next_functions()[0].saved_tensors[0]
+    x3 = y.grad_fn.next_functions()[0].saved_tensors[0]
     fill(x3, 0.0)
     with pytest.raises(RuntimeError, match=r"PowBackward: .*version 1, saved at version 0"):
         y.backward()

@@ -100,7 +100,7 @@ class DistributedDataParallel:
     >>> loss = ddp(Variable(Tensor.ones([5, 3]))).sum()
     >>> loss.backward()
     >>> model.parameters()[0].grad().shape()
-    [3, 4]
+    [4, 3]
     """
 
     def __init__(self, module_or_parameters, bucket_cap_mb: float = 25, broadcast_parameters: bool = True):

@@ -186,37 +186,27 @@ def masked_select(a, mask):
         index_select(rows, 0, []).reshape([0] + rest)
 
 
-def getitem(a, key):
-    """``x[key]``: basic indexing as one strided copy, then at most one advanced (list/tensor) axis; a
-    bool mask over the leading dims selects rows (``masked_select``, which reads the mask)."""
+def _plan(dims, key, consumed, st, offset):
+    """Basic indexing of a tensor of shape ``dims`` whose axes step ``st`` elements from ``offset``:
+    the window's shape, strides and offset, and the one (output axis, index) left for advanced
+    indexing (or None)."""
     from ..variable import Variable
-    x = a.data()
-    if not isinstance(key, tuple):
-        mask = _bool_mask(key)
-        if mask is not None:
-            return masked_select(a, mask)
-    key = key if isinstance(key, tuple) else (key,)
-    consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
-    if sum(1 for k in key if k is Ellipsis) > 1:
-        raise IndexError("index: an index can only have a single ellipsis ('...')")
-    if consumed > x.ndim():
-        raise IndexError(f"index: too many indices ({consumed}) for a tensor of {x.ndim()} dimensions")
+    nd = len(dims)
     full = []
     for k in key:
         if k is Ellipsis:
-            full.extend([builtins.slice(None)] * (x.ndim() - consumed))
+            full.extend([builtins.slice(None)] * (nd - consumed))
         else:
             full.append(k)
-    full.extend([builtins.slice(None)] * (x.ndim() - sum(1 for k in full if k is not None)))
-    st = contiguous_strides(x._shape)
-    shape, strides, offset, d = [], [], 0, 0
+    full.extend([builtins.slice(None)] * (nd - sum(1 for k in full if k is not None)))
+    shape, strides, d = [], [], 0
     advanced = None   # (output axis, index) of the one list/tensor index
     for k in full:
         if k is None:
             shape.append(1)
             strides.append(0)
             continue
-        size = x._shape[d]
+        size = dims[d]
         if isinstance(k, builtins.slice):
             start, stop, step = k.indices(size) if k.step is None or as_int(k.step, "index: slice step") > 0 \
                 else (None, None, None)
@@ -240,6 +230,121 @@ def getitem(a, key):
         else:
             raise TypeError(f"index: expected ints, slices, None, ..., a list or an int32/int64 Tensor, got {k!r}")
         d += 1
+    return shape, strides, offset, advanced
+
+
+def _checked_key(key, nd):
+    key = key if isinstance(key, tuple) else (key,)
+    consumed = sum(1 for k in key if k is not None and k is not Ellipsis)
+    if sum(1 for k in key if k is Ellipsis) > 1:
+        raise IndexError("index: an index can only have a single ellipsis ('...')")
+    if consumed > nd:
+        raise IndexError(f"index: too many indices ({consumed}) for a tensor of {nd} dimensions")
+    return key, consumed
+
+
+def _value_tensor(value, like: Tensor, op) -> Tensor:
+    from ..variable import Variable
+    if isinstance(value, Variable):
+        value = value._data
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, numbers.Number) or isinstance(value, (list, np.ndarray)):
+        arr = np.asarray(value)
+        if arr.ndim == 0:
+            return Tensor.full([], arr.item(), dtype=like.dtype, device=like.device)
+        return Tensor.from_numpy(arr.astype(like.dtype), dtype=like.dtype, device=like.device)
+    raise TypeError(f"{op}: expected a number, a list, a Tensor or a Variable as the value, got {value!r}")
+
+
+def _positions(shape, key, device) -> Tensor:
+    """The flat (row-major) positions of ``x[key]`` in a tensor of ``shape``: an int32 tensor of the
+    indexed shape, through getitem itself, so every kind of index means what it means there."""
+    from ..variable import Variable
+    n = math.prod(shape)
+    check_index32("index assignment", Tensor.zeros([0], device=device), n)
+    from ..creation import arange
+    address = arange(n, dtype="int32", device=device).reshape(list(shape))
+    return Variable(address)[key]._data
+
+
+def setitem_tensor(x: Tensor, key, value):
+    """``x[key] = value`` into ``x``'s own buffer (a view writes through to the tensor it views), the
+    version bumped as any in-place write. Basic indexing writes through a strided window; a list,
+    tensor or mask index scatters to the positions it names (a position named twice gets one of
+    the values, as torch leaves it unspecified: here their mean)."""
+    v = _value_tensor(value, x, "index assignment")
+    mask = _bool_mask(key) if not isinstance(key, tuple) else None
+    if mask is None:
+        key, consumed = _checked_key(key, x.ndim())
+        base = x.view()
+        shape, strides, offset, advanced = _plan(x._shape, key, consumed, base.strides, base.offset)
+        if advanced is None:
+            window = Tensor.__new__(Tensor)
+            window.device, window.dtype, window._shape, window._storage = x.device, x.dtype, tuple(shape), x._storage
+            window._view = (tuple(strides), offset)
+            window.copy_(v)
+            return x
+    # Scatter: the new values where a position is named, the old ones elsewhere.
+    pos = _positions(x._shape, key, x.device)
+    pos_flat = pos.reshape([-1])
+    vals = v.astype(x.dtype).expand(list(pos._shape)).reshape([-1]) if pos.numel() else None
+    if vals is None:
+        return x
+    n = x.numel()
+    flat = x.reshape([-1]) if x._view is None else x.contiguous().reshape([-1])
+    ones = Tensor.ones([pos_flat.numel()], dtype=x.dtype, device=x.device)
+    count = _launch("backward", "gather", ones, as_index(pos_flat, "index assignment"), (n,), n, pos_flat.numel(), 1)
+    total = _launch("backward", "gather", vals, as_index(pos_flat, "index assignment"), (n,), n, pos_flat.numel(), 1)
+    from .. import where
+    new = where(count > 0, total / count.clamp_min(1) if x.dtype.kind == "f" else total // count.clamp_min(1), flat)
+    new = new._data if not isinstance(new, Tensor) else new
+    x.copy_(new.reshape(list(x._shape)).astype(x.dtype))
+    return x
+
+
+def setitem(a, key, value):
+    """``a[key] = value`` for a Variable, with torch's in-place rules: a leaf that requires grad refuses
+    in grad mode; without a graph to keep (no_grad, or nothing requires grad) the values are written
+    into ``a``'s buffer; inside a graph the assignment is differentiable (for ``a`` outside the
+    assigned positions and for ``value`` at them) and ``a`` becomes its result."""
+    from ..no_grad import is_grad_enabled
+    from ..variable import Variable
+    needs_graph = is_grad_enabled() and (a._requires_grad or (isinstance(value, Variable) and value._requires_grad))
+    if a._requires_grad and is_grad_enabled() and a._grad_fn is None:
+        raise RuntimeError("index assignment: a leaf Variable that requires grad is being used in an in-place "
+                           "operation; wrap it in `with no_grad():` (as in torch)")
+    if not needs_graph:
+        setitem_tensor(a._data, key, value)
+        return
+    x = a._data
+    pos = _positions(x._shape, key, x.device)
+    n = x.numel()
+    if not pos.numel():
+        return
+    pos_flat = as_index(pos.reshape([-1]), "index assignment")
+    val = value if isinstance(value, Variable) else Variable(_value_tensor(value, x, "index assignment"))
+    vals = val.expand(list(pos._shape)).reshape([-1])
+    count = _launch("backward", "gather", Tensor.ones([pos_flat.numel()], dtype=x.dtype, device=x.device),
+                    pos_flat, (n,), n, pos_flat.numel(), 1)
+    zeros = Variable(Tensor.zeros([n], dtype=x.dtype, device=x.device))
+    spread = scatter_add(zeros, 0, pos_flat, vals) / Variable(count.clamp_min(1))
+    from .. import where
+    out = where(Variable(count > 0), spread, a.reshape([-1])).reshape(list(x._shape))
+    a._data, a._grad_fn, a._requires_grad = out._data, out._grad_fn, True
+
+
+def getitem(a, key):
+    """``x[key]``: basic indexing as one strided copy, then at most one advanced (list/tensor) axis; a
+    bool mask over the leading dims selects rows (``masked_select``, which reads the mask)."""
+    from ..variable import Variable
+    x = a.data()
+    if not isinstance(key, tuple):
+        mask = _bool_mask(key)
+        if mask is not None:
+            return masked_select(a, mask)
+    key, consumed = _checked_key(key, x.ndim())
+    shape, strides, offset, advanced = _plan(x._shape, key, consumed, contiguous_strides(x._shape), 0)
     out = copy_view(View(x, shape, strides, offset))
     picked = record("IndexBackward", out, [a], shape=x._shape, strides=tuple(strides), offset=offset,
                     vrule=_window_rule_vrule)

@@ -221,21 +221,40 @@ def arg_extreme(x: Tensor, dim, keepdim, op) -> Tensor:
 
 def variance(a, dim, correction, keepdim):
     """torch's ``var``: squared deviations from the mean over ``dim`` (None, an int or a tuple), divided
-    by the count minus ``correction`` (1: unbiased, 0: the population variance)."""
+    by the count minus ``correction`` (1: unbiased, 0: the population variance).
+
+    The value is the corrected two-pass sum, ``(sum d^2 - (sum d)^2 / n) / (n - correction)`` with
+    ``d = x - mean``: the second term is zero in exact arithmetic and takes out, to first order, the
+    error of the rounded mean (float32 at mean 1e4, std 0.1: the plain sum of squares was 10^4 times
+    torch's error). The sums are blocked and compensated (``reduce.cl.mako``), and float32 on a device
+    with fp64 is computed in float64 and rounded once at the end, as torch's CPU sums accumulate float32
+    in double (without fp64, a GPU: float32 throughout). The gradient is ``2 d / (n - correction)``.
+    """
+    from ..variable import Variable
     x = a.data()
     dims = list(range(x.ndim())) if dim is None else _dims(x, dim, "var")
     count = math.prod(x._shape[d] for d in dims) if x.ndim() else 1
     denom = count - correction
     over = dims if x.ndim() else None
-    centered = a - reduce_dims(a, over, True, "mean")
-    # The corrected two-pass sum (sum d^2 - (sum d)^2 / n): the second term is zero in exact arithmetic
-    # and takes out, to first order, the error of the rounded mean (float32 at mean 1e4, std 0.1: the
-    # plain sum of squares was 10^4 times torch's error there).
-    total = reduce_dims(centered * centered, over, keepdim, "sum")
-    if count > 0:
-        s = reduce_dims(centered, over, keepdim, "sum")
-        total = total - s * s * (1.0 / count)
-    return total * (1.0 / denom if denom > 0 else float("nan"))
+    wide = x.dtype == np.float32 and x.device.target.fp64
+    c = Variable(x.astype(np.float64) if wide else x)  # values only: the rule below is the gradient
+    centered = c - reduce_dims(c, over, True, "mean")
+    total = reduce_dims(centered * centered, over, keepdim, "sum")._data
+    s = reduce_dims(centered, over, keepdim, "sum")._data
+    out = elementwise("(t - s * s * inv_n) * inv_d", [total, s], names=("t", "s"), dtype=x.dtype, op="var",
+                      scalars={"inv_n": 1.0 / count if count else 0.0,
+                               "inv_d": 1.0 / denom if denom > 0 else float("nan")})
+    return record("VarBackward", out, [a], saved=(x,), over=over, keep=keepdim, denom=denom, vrule=_var_vrule)
+
+
+def _var_vrule(ctx, g):
+    (xs,) = ctx.saved_tensors
+    xv = ctx.input(0, xs)
+    over, denom = ctx.attrs["over"], ctx.attrs["denom"]
+    if not ctx.attrs["keep"] and over is not None:
+        g = g.reshape([1 if k in over else n for k, n in enumerate(xs._shape)])
+    d = xv - reduce_dims(xv, over, True, "mean")
+    return (d * g * (2.0 / denom if denom > 0 else float("nan")),)
 
 
 def amax(a, dim, keepdim, op):

@@ -32,11 +32,12 @@ from ..functions.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, c
                               max_pool2d)
 from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
-from ..tensor import Tensor, View
+from ..tensor import Tensor, View, cat
+from ..variable import Variable
 from ..shapes import as_float, as_int, contiguous_strides
 from ..elementwise_kernels import copy_view
 
-__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_pool1d", "avg_pool1d", "adaptive_max_pool2d", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "dropout", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
+__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_pool1d", "avg_pool1d", "adaptive_max_pool2d", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "embedding_bag", "dropout", "dropout2d", "prelu", "instance_norm", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
            "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",
            "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
            "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
@@ -106,6 +107,158 @@ def embedding(input, weight, padding_idx=None):
     keep = elementwise("(int)(i != p)", [idx.reshape(idx.shape() + [1])], names=("i",), int_scalars={"p": pad_i},
                          op="embedding", dtype=np.int32)
     return rows.where(keep, rows.detach())
+
+
+def _index_tensor(x, device, what):
+    """An integer index Tensor from a list, a Tensor or a Variable."""
+    t = x.data() if callable(getattr(x, "data", None)) and not isinstance(x, Tensor) else x
+    if not isinstance(t, Tensor):
+        arr = np.asarray(t)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"{what} must be integers, got {arr.dtype}")
+        t = Tensor.from_numpy(arr.astype(np.int32), dtype="int32", device=device)
+    elif t.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integers, got {t.dtype}")
+    return t
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False, mode="mean",
+                  sparse=False, per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    """torch's ``embedding_bag``: the sum, mean or max of the embedding rows of each bag. Bags are the rows
+    of a 2-D ``input`` [B, L], or the runs of a 1-D ``input`` starting at ``offsets`` [B] (with
+    ``include_last_offset`` the last offset ends the last bag). An empty bag gives zeros; ``padding_idx``
+    entries are left out (and not counted by ``mean``). On the device: a [B, T] bag matrix times the
+    looked-up rows (``max``: a masked maximum over [B, T, D]).
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> w = Variable(Tensor.from_vec([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [3, 2]))
+    >>> embedding_bag([0, 2, 1], w, offsets=[0, 2], mode="sum").to_vec()
+    [6.0, 8.0, 3.0, 4.0]
+    """
+    w = _var(weight, "embedding_bag", "weight")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError(f"embedding_bag: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding_bag: max_norm, scale_grad_by_freq and sparse are not supported")
+    if w.ndim() != 2:
+        raise ValueError(f"embedding_bag: weight must be 2-D [num_embeddings, dim], got shape {w.shape()}")
+    dev = w.data().device
+    idx = _index_tensor(input, dev, "embedding_bag: input")
+    if idx.ndim() == 2:
+        if offsets is not None:
+            raise ValueError(f"embedding_bag: offsets must be None for a 2-D input (shape {idx.shape()})")
+        B, L = idx.shape()
+        starts = Tensor.from_numpy(np.arange(B, dtype=np.int32) * L, dtype="int32", device=dev) if B else None
+        idx = idx.reshape([B * L])
+    elif idx.ndim() == 1:
+        if offsets is None:
+            raise ValueError("embedding_bag: a 1-D input needs offsets (the start of each bag)")
+        starts = _index_tensor(offsets, dev, "embedding_bag: offsets")
+        if starts.ndim() != 1:
+            raise ValueError(f"embedding_bag: offsets must be 1-D, got shape {starts.shape()}")
+        if include_last_offset:
+            if starts.shape()[0] < 1:
+                raise ValueError("embedding_bag: include_last_offset needs at least one offset")
+            starts = starts.narrow(0, 0, starts.shape()[0] - 1)
+        B = starts.shape()[0]
+    else:
+        raise ValueError(f"embedding_bag: input must be 1-D (with offsets) or 2-D, got shape {idx.shape()}")
+    T, D = idx.shape()[0], w.shape()[1]
+    if B == 0 or T == 0:
+        return Variable(Tensor.zeros([B, D], w.dtype, dev)) if not w.requires_grad() else (w.sum() * 0.0).expand([B, D])
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError("embedding_bag: per_sample_weights is only supported with mode='sum' (as torch)")
+    ends = cat([starts.narrow(0, 1, B - 1), Tensor.full([1], T, starts.dtype, dev)]) if B > 1 else \
+        Tensor.full([1], T, starts.dtype, dev)
+    pad = -1 if padding_idx is None else as_int(padding_idx, "embedding_bag: padding_idx") % w.shape()[0]
+    # member[b, t]: token t belongs to bag b (and is not padding)
+    member = elementwise("(s <= (gid % nt) && (gid % nt) < e && i != pad) ? L(1.0) : L(0.0)",
+                         [starts.reshape([B, 1]), ends.reshape([B, 1]), idx.reshape([1, T])], names=("s", "e", "i"),
+                         int_scalars={"nt": T, "pad": pad}, shape=[B, T], dtype=w.dtype, op="embedding_bag")
+    rows = _embedding(idx, w)                                                      # [T, D]
+    if mode == "max":
+        scores = rows.reshape(1, T, D).expand([B, T, D]).masked_fill(
+            elementwise("m == 0", [member.reshape([B, T, 1])], names=("m",), op="embedding_bag"), float("-inf"))
+        best = scores.max(1).values
+        empty = elementwise("c == 0", [member.sum(1).reshape([B, 1])], names=("c",), op="embedding_bag")
+        return best.masked_fill(empty, 0.0)
+    if mode == "mean":
+        member = elementwise("m / max(c, L(1.0))", [member, member.sum(1).reshape([B, 1])], names=("m", "c"),
+                             op="embedding_bag")
+    weights = Variable(member)
+    if per_sample_weights is not None:
+        psw = _var(per_sample_weights, "embedding_bag", "per_sample_weights")
+        if psw.shape() != [T]:
+            raise ValueError(f"embedding_bag: per_sample_weights must have the input's shape, got {psw.shape()} "
+                             f"for {T} indices")
+        weights = weights * psw.reshape(1, T)
+    return weights.matmul(rows)
+
+
+def prelu(input, weight):
+    """``max(0, x) + weight * min(0, x)`` with ``weight`` one number or one per channel (dim 1; dim 0 of a
+    1-D input). The gradient at 0 is torch's (``weight``)."""
+    x, w = _var(input, "prelu"), _var(weight, "prelu", "weight")
+    n = w.numel()
+    if n != 1:
+        ch = 1 if x.ndim() >= 2 else 0
+        if x.ndim() == 0 or x.shape()[ch] != n:
+            raise ValueError(f"prelu: {n} weights do not fit input of shape {x.shape()} (channels are dim {ch})")
+        shape = [1] * x.ndim()
+        shape[ch] = n
+        w = w.reshape(*shape)
+    elif w.ndim():
+        w = w.reshape([])
+    positive = elementwise("a > 0", [x.data()], op="prelu")
+    return x.where(positive, w * x)
+
+
+def dropout2d(input, p=0.5, training=True):
+    """Zero whole channels of ``[N, C, H, W]`` (or ``[N, C, L]``, torch's channel-wise reading of 3-D input)
+    with probability ``p``, scaling the kept ones by ``1/(1-p)``; the identity when not ``training``."""
+    x = _var(input, "dropout2d")
+    p = _probability(p, "dropout2d")
+    if x.ndim() not in (3, 4):
+        raise ValueError(f"dropout2d: expected a 3-D or 4-D input, got shape {x.shape()}")
+    if not training or p == 0.0:
+        return x
+    shape = x.shape()[:2] + [1] * (x.ndim() - 2)
+    if p >= 1.0:
+        return x * 0.0
+    u = Tensor.rand(shape, dtype=x.dtype, device=x.data().device)
+    mask = elementwise("u >= p ? s : L(0.0)", [u], names=("u",), scalars={"p": p, "s": 1.0 / (1.0 - p)},
+                       op="dropout2d")
+    return x * Variable(mask)
+
+
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Normalise each channel of each sample of ``[N, C, ...]`` over its spatial positions (torch's
+    ``instance_norm``); with running statistics and ``use_input_stats`` they are updated on the device
+    with the mean over the batch of the per-instance statistics (unbiased variance), and without
+    ``use_input_stats`` they normalise instead."""
+    x = _var(input, "instance_norm")
+    if x.ndim() < 3:
+        raise ValueError(f"instance_norm: expected [N, C, ...] with at least one spatial dim, got {x.shape()}")
+    N, C = x.shape()[:2]
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise ValueError("instance_norm: use_input_stats=False needs running_mean and running_var")
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    y = group_norm(x, C, weight, bias, eps)
+    if running_mean is not None and running_var is not None:
+        m = as_float(momentum, "instance_norm: momentum")
+        from ..no_grad import no_grad
+        with no_grad():
+            flat = x.detach().reshape(N, C, -1)
+            mean = flat.mean(2).mean(0).data()
+            var = flat.var(2).mean(0).data()
+        rm, rv = (r.data() if isinstance(r, Variable) else r for r in (running_mean, running_var))
+        elementwise("(L(1.0) - m) * r + m * v", [rm, mean], names=("r", "v"), scalars={"m": m}, out=rm.view(),
+                    op="instance_norm")
+        elementwise("(L(1.0) - m) * r + m * v", [rv, var], names=("r", "v"), scalars={"m": m}, out=rv.view(),
+                    op="instance_norm")
+    return y
 
 
 def dropout(input, p=0.5, training=True):

@@ -1,9 +1,9 @@
 """Layers that hold parameters and call ``nn.functional``: ``Linear``, ``Embedding``, ``Dropout``,
 ``Flatten``, ``Identity``, the activation modules, and the ``MLP`` of the examples.
 
-``Linear`` follows the crate's example, ``y = x @ W + b`` with ``W`` of shape ``[in, out]``, and is
-initialised like ``torch.nn.Linear`` (weight and bias uniform in ``±1/sqrt(in)``), the fans computed
-for the ``[in, out]`` layout. ``F.linear`` takes torch's ``[out, in]`` weights.
+``Linear`` is torch's: ``y = x @ W.T + b`` with ``W`` of shape ``[out, in]``, initialised as
+``torch.nn.Linear``. (The crate's own example, ``x.matmul(w).add_var(b)`` with an ``[in, out]`` ``w``,
+is plain Variable arithmetic and unchanged.)
 
 >>> from axonml_autograd import Tensor, Variable
 >>> net = MLP([4, 8, 3], seed=0)
@@ -26,7 +26,7 @@ from ..variable import Variable
 from . import functional as F
 from .module import Module
 
-__all__ = ["Linear", "Embedding", "Dropout", "Flatten", "Unflatten", "Identity", "MLP", "ReLU", "LeakyReLU",
+__all__ = ["Linear", "Embedding", "EmbeddingBag", "Dropout", "Dropout2d", "PReLU", "Flatten", "Unflatten", "Identity", "MLP", "ReLU", "LeakyReLU",
            "GELU", "Tanh", "Sigmoid", "SiLU", "ELU", "SELU", "Softplus", "Mish", "Hardtanh", "LogSigmoid",
            "Softmax", "LogSoftmax"]
 
@@ -39,11 +39,13 @@ def _positive_int(value, what):
 
 
 class Linear(Module):
-    """``y = x @ weight + bias``, weight ``[in_features, out_features]``, bias ``[out_features]``.
+    """``y = x @ weight.T + bias`` as torch's: weight ``[out_features, in_features]``, bias
+    ``[out_features]``, both uniform in ``±1/sqrt(in_features)`` (torch's ``kaiming_uniform_(a=sqrt(5))``),
+    so a torch ``state_dict`` loads as it is and ``nn.init`` reads the fans as torch does.
 
     >>> layer = Linear(3, 2, seed=0)
     >>> layer.weight.shape(), layer(Variable(Tensor.zeros([5, 3]))).shape()
-    ([3, 2], [5, 2])
+    ([2, 3], [5, 2])
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None,
@@ -54,21 +56,18 @@ class Linear(Module):
         if seed is None:
             seed = init.next_seed()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Variable(Tensor.empty([in_features, out_features], dtype, device), requires_grad=True)
-        # torch.nn.Linear's choice: kaiming_uniform_(a=sqrt(5)), i.e. a bound of 1/sqrt(fan_in).
+        self.weight = Variable(Tensor.empty([out_features, in_features], dtype, device), requires_grad=True)
         if in_features and out_features:
-            init.kaiming_uniform_(self.weight, a=math.sqrt(5), layout="in_out", seed=init.derive_seed(seed, 0))
+            init.kaiming_uniform_(self.weight, a=math.sqrt(5), seed=init.derive_seed(seed, 0))
         self.bias = None
         if bias:
-            self.bias = Variable(Tensor.empty([out_features], dtype, device), requires_grad=True)
-            bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
+            self.bias = Variable(Tensor.zeros([out_features], dtype, device), requires_grad=True)
+            if in_features and out_features:
+                bound = 1.0 / math.sqrt(in_features)
+                init.uniform_(self.bias, -bound, bound, seed=init.derive_seed(seed, 1))
 
     def forward(self, x):
-        if x.ndim() == 0 or x.shape()[-1] != self.in_features:
-            raise ValueError(f"Linear: input of shape {x.shape()} does not fit weight {self.weight.shape()} "
-                             f"(expected input [..., {self.in_features}])")
-        return F.linear(x, self.weight, self.bias, layout="in_out")
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -127,6 +126,92 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout2d(Module):
+    """Zero whole channels of ``[N, C, H, W]`` with probability ``p`` (torch's ``Dropout2d``; a 3-D input
+    is read as ``[N, C, L]``, as torch does), scaling the rest by ``1/(1-p)``; the identity in ``eval()``."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__()
+        self.p = F._probability(p, "Dropout2d")
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class PReLU(Module):
+    """torch's ``PReLU(num_parameters=1, init=0.25)``: ``max(0, x) + a * min(0, x)`` with a learned
+    slope ``a`` (one, or one per channel of dim 1).
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> PReLU()(Variable(Tensor.from_vec([-2.0, 3.0], [2]))).to_vec()
+    [-0.5, 3.0]
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype="float32", device=None):
+        super().__init__()
+        self.num_parameters = as_int(num_parameters, "PReLU: num_parameters")
+        if self.num_parameters < 1:
+            raise ValueError(f"PReLU: num_parameters must be positive, got {self.num_parameters}")
+        self.weight = Variable(Tensor.full([self.num_parameters], float(init), dtype, device), requires_grad=True)
+
+    def forward(self, x):
+        return F.prelu(x, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
+
+
+class EmbeddingBag(Module):
+    """torch's ``EmbeddingBag(num_embeddings, embedding_dim, mode="mean", include_last_offset=False,
+    padding_idx=None)``: the sum, mean or max of each bag's embedding rows (``F.embedding_bag``);
+    weight ``N(0, 1)``. ``forward(input, offsets=None, per_sample_weights=None)``.
+
+    >>> bag = EmbeddingBag(10, 3, mode="sum", seed=0)
+    >>> bag([1, 2, 4, 5, 4], offsets=[0, 2]).shape()
+    [2, 3]
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, max_norm=None, norm_type=2.0,
+                 scale_grad_by_freq=False, mode="mean", sparse=False, _weight=None, include_last_offset=False,
+                 padding_idx=None, seed=None, dtype="float32", device=None):
+        super().__init__()
+        if mode not in ("sum", "mean", "max"):
+            raise ValueError(f"EmbeddingBag: mode must be 'sum', 'mean' or 'max', got {mode!r}")
+        if max_norm is not None or scale_grad_by_freq or sparse:
+            raise NotImplementedError("EmbeddingBag: max_norm, scale_grad_by_freq and sparse are not supported")
+        self.num_embeddings = _positive_int(num_embeddings, "EmbeddingBag: num_embeddings")
+        self.embedding_dim = _positive_int(embedding_dim, "EmbeddingBag: embedding_dim")
+        self.mode, self.include_last_offset = mode, bool(include_last_offset)
+        if padding_idx is not None:
+            padding_idx = as_int(padding_idx, "EmbeddingBag: padding_idx")
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"EmbeddingBag: padding_idx {padding_idx} is out of range for "
+                                 f"{self.num_embeddings} embeddings")
+            padding_idx %= self.num_embeddings
+        self.padding_idx = padding_idx
+        if _weight is not None:
+            self.weight = Variable(_weight.data() if isinstance(_weight, Variable) else _weight, requires_grad=True)
+        else:
+            self.weight = Variable(Tensor.empty([self.num_embeddings, self.embedding_dim], dtype, device),
+                                   requires_grad=True)
+            if self.weight.numel():
+                init.normal_(self.weight, 0.0, 1.0, seed=seed)
+            if padding_idx is not None and self.embedding_dim:
+                zero = Tensor.zeros([1, self.embedding_dim], dtype, device)
+                elementwise("a", [zero], out=View(self.weight.data(), (1, self.embedding_dim), (self.embedding_dim, 1),
+                                                     padding_idx * self.embedding_dim), op="embedding_padding")
+
+    def forward(self, input, offsets=None, per_sample_weights=None):
+        return F.embedding_bag(input, self.weight, offsets, mode=self.mode, per_sample_weights=per_sample_weights,
+                               include_last_offset=self.include_last_offset, padding_idx=self.padding_idx)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}, mode={self.mode!r}"
 
 
 class Identity(Module):

@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..elementwise_kernels import elementwise
+from .. import launch
 from ..grad_fn import record
 from ..tensor import Tensor
 from ..variable import RemovableHandle, Variable
@@ -45,6 +46,10 @@ def Parameter(data, requires_grad: bool = True) -> Variable:
     if isinstance(data, Variable):
         data = data.data()
     return Variable(data, requires_grad=requires_grad)
+
+
+def _shape_of(value) -> tuple:
+    return tuple(value._shape) if isinstance(value, Tensor) else tuple(value.shape)
 
 
 class StateDictError(RuntimeError):
@@ -264,7 +269,8 @@ class Module:
         return out
 
     def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy ``state_dict``'s values (Tensors, Variables or numpy arrays) into this module in place.
+        """Copy ``state_dict``'s values (Tensors, Variables, numpy arrays, or anything ``numpy.asarray``
+        reads, such as a torch ``state_dict``'s tensors) into this module in place.
 
         Every entry is checked before anything is written: a missing or unexpected name (with
         ``strict``) or a shape that differs raises :class:`StateDictError` listing all of them, and
@@ -285,14 +291,14 @@ class Module:
                     value = None
                 if value is None or value.dtype == object or value.dtype.kind not in "biuf":
                     raise TypeError(f"load_state_dict: {name!r} is not a tensor or array of numbers")
+            if name in own and own[name]._shape == () and _shape_of(value) == (1,):
+                # A [1] counter saved before num_batches_tracked became torch's 0-d buffer.
+                value = value.reshape([]) if isinstance(value, Tensor) else value.reshape(())
             given[name] = value
         missing = [k for k in own if k not in given]
         unexpected = [k for k in given if k not in own]
-        mismatched = {k: (tuple(given[k].shape() if isinstance(given[k], Tensor) else given[k].shape),
-                          tuple(own[k].shape()))
-                      for k in own if k in given and
-                      tuple(given[k].shape() if isinstance(given[k], Tensor) else given[k].shape)
-                      != tuple(own[k].shape())}
+        mismatched = {k: (_shape_of(given[k]), own[k]._shape)
+                      for k in own if k in given and _shape_of(given[k]) != own[k]._shape}
         if mismatched or (strict and (missing or unexpected)):
             raise StateDictError(type(self).__name__, missing, unexpected, mismatched)
         # Make every source first (uploads, casts, device moves): a failure here changes nothing.
@@ -315,13 +321,17 @@ class Module:
             elementwise("a", [src], out=dst.view(), op="load_state_dict")   # in place: references stay valid
         return IncompatibleKeys(missing, unexpected)
 
-    def to(self, device=None, dtype=None):
-        """Move (or cast) every parameter and buffer; the Variables stay the same objects, so an
-        optimiser made before still holds them. Returns self."""
-        if device is None and dtype is None:
+    def to(self, *args, device=None, dtype=None):
+        """Move (or cast) every parameter and buffer, as torch's ``to``: ``to(device)``, ``to(dtype)``
+        (``ag.float64``, ``"float64"``), ``to(device, dtype)`` and the keywords. Only floating-point
+        tensors change dtype. The Variables stay the same objects, so an optimiser made before still
+        holds them. Returns self."""
+        from ..tensor import to_arguments
+        tensors = [p._data for p in self.parameters()] + [b for b in self.buffers()]
+        if not args and device is None and dtype is None:
             raise TypeError("to: expected a device, a dtype or both")
-        from ..device import get_device
-        dev = get_device(device) if device is not None else None
+        like = tensors[0] if tensors else Tensor.zeros([0])
+        dev, dtype = to_arguments(like, args, device, dtype, op=f"{type(self).__name__}.to")
 
         def convert(t: Tensor) -> Tensor:
             if dev is not None and t.device is not dev:
@@ -341,6 +351,16 @@ class Module:
                     mod._buffers[name] = convert(buf)
         return self
 
+    def cpu(self):
+        """torch's ``cpu()``: every parameter and buffer on the CPU's OpenCL device."""
+        from ..device import kind_device
+        return self.to(kind_device("cpu", f"{type(self).__name__}.cpu()"))
+
+    def cuda(self, device=None):
+        """torch's ``cuda()``: every parameter and buffer on the first GPU OpenCL device."""
+        from ..device import kind_device
+        return self.to(kind_device("gpu", f"{type(self).__name__}.cuda()") if device is None else device)
+
     def float(self):
         return self.to(dtype="float32")
 
@@ -352,6 +372,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} has no forward()")
 
     def __call__(self, *args, **kwargs):
+        if launch.recording_threads:
+            cap = launch.active_capture()
+            if cap is not None:   # a replay is guarded by this module's mode and attributes
+                cap.note_module(self)
         d = self._ensure()
         if not (d["_forward_pre_hooks"] or d["_forward_hooks"] or d["_backward_hooks"]):
             return self.forward(*args, **kwargs)
@@ -636,3 +660,120 @@ class ModuleDict(Module):
         items = modules.items() if hasattr(modules, "items") else modules
         for k, m in items:
             self[k] = m
+
+
+class ParameterList(Module):
+    """Parameters in a list (torch's ``ParameterList``): registered, named ``0``, ``1``, ... in
+    ``state_dict`` (``plist.0`` inside a model); Tensors given are wrapped as Parameters.
+
+    >>> from axonml_autograd import Tensor
+    >>> ps = ParameterList([Parameter(Tensor.zeros([2])), Tensor.ones([3])])
+    >>> [name for name, _ in ps.named_parameters()], len(ps)
+    (['0', '1'], 2)
+    """
+
+    def __init__(self, values=None):
+        super().__init__()
+        for v in values or ():
+            self.append(v)
+
+    def _list(self):
+        return [v for k, v in vars(self).items() if k not in _INTERNAL and k.isdigit()]
+
+    @staticmethod
+    def _param(value):
+        if isinstance(value, Variable):
+            return value
+        if isinstance(value, Tensor):
+            return Parameter(value)
+        raise TypeError(f"ParameterList: expected a Parameter (Variable) or Tensor, got {type(value).__name__}")
+
+    def append(self, value):
+        object.__setattr__(self, str(len(self)), self._param(value))
+        return self
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+    def __len__(self):
+        return len(self._list())
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __getitem__(self, index):
+        items = self._list()
+        if isinstance(index, slice):
+            return ParameterList(items[index])
+        return items[index]
+
+    def __setitem__(self, index, value):
+        n = len(self)
+        i = index + n if isinstance(index, int) and index < 0 else index
+        if not isinstance(i, int) or not 0 <= i < n:
+            raise IndexError(f"ParameterList: index {index} is out of range for {n} parameters")
+        object.__setattr__(self, str(i), self._param(value))
+
+    def extra_repr(self):
+        return "\n".join(f"({k}): Parameter of shape {p.shape()}" for k, p in enumerate(self._list()))
+
+
+class ParameterDict(Module):
+    """Parameters by name (torch's ``ParameterDict``): registered, named by their keys in ``state_dict``.
+
+    >>> from axonml_autograd import Tensor
+    >>> pd = ParameterDict({"scale": Tensor.ones([1]), "shift": Tensor.zeros([1])})
+    >>> sorted(pd.state_dict()), "scale" in pd
+    (['scale', 'shift'], True)
+    """
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def _dict(self):
+        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Variable))
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str) or not key or "." in key:
+            raise KeyError(f"ParameterDict: keys must be non-empty strings without '.', got {key!r}")
+        if key in type(self).__dict__ or hasattr(ParameterDict, key):
+            raise KeyError(f"ParameterDict: key {key!r} would hide a method of ParameterDict")
+        object.__setattr__(self, key, ParameterList._param(value))
+
+    def __delitem__(self, key):
+        if key not in self._dict():
+            raise KeyError(key)
+        object.__delattr__(self, key)
+
+    def __contains__(self, key):
+        return key in self._dict()
+
+    def __len__(self):
+        return len(self._dict())
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def keys(self):
+        return self._dict().keys()
+
+    def values(self):
+        return self._dict().values()
+
+    def items(self):
+        return self._dict().items()
+
+    def get(self, key, default=None):
+        return self._dict().get(key, default)
+
+    def update(self, parameters):
+        items = parameters.items() if hasattr(parameters, "items") else parameters
+        for k, v in items:
+            self[k] = v

@@ -25,7 +25,7 @@ from ..variable import Variable
 from . import functional as F
 from .module import Module
 
-__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm"]
+__all__ = ["LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d"]
 
 
 def _affine(module, shape, dtype, device, weight=True, bias=True):
@@ -72,7 +72,7 @@ class _BatchNorm(Module):
         if track_running_stats:
             self.register_buffer("running_mean", Tensor.zeros([self.num_features], dtype, device))
             self.register_buffer("running_var", Tensor.ones([self.num_features], dtype, device))
-            self.register_buffer("num_batches_tracked", Tensor.zeros([1], "int32", device))
+            self.register_buffer("num_batches_tracked", Tensor.zeros([], "int64", device))   # torch's 0-d int64
         else:
             self.register_buffer("running_mean", None)
             self.register_buffer("running_var", None)
@@ -95,7 +95,7 @@ class _BatchNorm(Module):
         if self.training and self.track_running_stats:
             # torch's counter (an in-place device add: no read, and a captured replay repeats it).
             nbt = self.num_batches_tracked
-            elementwise("(int)((uint)a + 1u)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int32)
+            elementwise("(long)((ulong)a + 1ul)", [nbt], out=nbt.view(), op="num_batches_tracked", dtype=np.int64)
         # Untracked statistics are None here, so eval() without them normalises with the batch's, as torch.
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_batch, self.momentum, self.eps,
                             num_batches_tracked=self.num_batches_tracked)
@@ -139,3 +139,47 @@ class GroupNorm(Module):
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(_BatchNorm):
+    _ranks = ()
+    _spatial = 1
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = False,
+                 track_running_stats: bool = False, dtype="float32", device=None):
+        if track_running_stats and momentum is None:
+            raise NotImplementedError(f"{type(self).__name__}: momentum=None (a cumulative average) is not "
+                                      "supported with track_running_stats; give a number")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype, device)
+
+    def forward(self, x):
+        name = type(self).__name__
+        shape = x.shape()
+        batched, unbatched = self._spatial + 2, self._spatial + 1
+        if len(shape) not in (batched, unbatched):
+            raise ValueError(f"{name}: expected {unbatched}-D (unbatched) or {batched}-D input, got shape {shape}")
+        if len(shape) == unbatched:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        if shape[1] != self.num_features and (self.affine or self.track_running_stats):
+            raise ValueError(f"{name}: expected input with {self.num_features} channels (dim 1), got shape {shape}")
+        use_input = self.training or not self.track_running_stats
+        # torch's instance norm leaves num_batches_tracked at 0 (the buffer is kept for its state_dict)
+        return F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias, use_input,
+                               self.momentum if self.momentum is not None else 0.1, self.eps)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """torch's ``InstanceNorm1d(num_features, eps=1e-5, momentum=0.1, affine=False,
+    track_running_stats=False)``: each channel of each sample of ``[N, C, L]`` (or unbatched ``[C, L]``)
+    normalised over ``L``; running statistics only with ``track_running_stats`` (then used in ``eval()``).
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> [round(v, 4) for v in InstanceNorm1d(2)(Variable(Tensor.from_vec([1.0, 3.0, 5.0, 5.0], [1, 2, 2]))).to_vec()]
+    [-1.0, 1.0, 0.0, 0.0]
+    """
+    _spatial = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """torch's ``InstanceNorm2d``: as :class:`InstanceNorm1d` over ``[N, C, H, W]`` (or ``[C, H, W]``)."""
+    _spatial = 2

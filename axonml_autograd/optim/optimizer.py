@@ -231,7 +231,7 @@ class Optimizer:
             if not (_finite(lr) and lr >= 0):
                 raise ValueError(f"{name}.step: param_groups[{k}]['lr'] must be a finite number >= 0, got {lr!r}")
             for p in group["params"]:
-                grad = p.grad()
+                grad = p._grad
                 if grad is None:
                     continue
                 data = p.data()
