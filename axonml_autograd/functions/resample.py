@@ -87,7 +87,7 @@ def _pad_apply(direction, t: Tensor, p) -> Tensor:
         shape[axis] += before + after
     steps = list(zip(axes, shapes))
     for (axis, before, after), before_shape in (reversed(steps) if direction else steps):
-        P, N, Q = math.prod(before_shape[:axis]), before_shape[axis], math.prod(before_shape[axis + 1:])
+        N, Q = before_shape[axis], math.prod(before_shape[axis + 1:])   # the axis, and the elements after it
         OUT = N + before + after
         C0, M = 0, N
         if mode == "circular":   # torch crops the negative pads first and wraps what is left
