@@ -194,3 +194,53 @@ __kernel void adaptive_avg_backward(__global const T *restrict g, __global T *re
     }
     dx[gid] = s;
 }
+
+// adaptive_max: the first maximum (a NaN wins) of adaptive_avg's window, and its position h * W + w.
+__kernel void adaptive_max_forward(__global const T *restrict x, __global T *restrict y, __global int *restrict idx,
+                                   const int H, const int W, const int OH, const int OW, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int ow = gid % OW;
+    const int t = gid / OW;
+    const int oh = t % OH;
+    const int nc = t / OH;
+    const int hs = (oh * H) / OH, he = ((oh + 1) * H + OH - 1) / OH;
+    const int ws = (ow * W) / OW, we = ((ow + 1) * W + OW - 1) / OW;
+    __global const T *src = x + (long)nc * H * W;
+    T best = -INFINITY;
+    int at = hs * W + ws;
+    for (int h = hs; h < he; ++h)
+        for (int w = ws; w < we; ++w) {
+            const T v = src[h * W + w];
+            if (v > best || isnan(v)) {
+                best = v;
+                at = h * W + w;
+            }
+        }
+    y[gid] = best;
+    idx[gid] = at;
+}
+
+// adaptive_max_forward's gradient: each input sums g over the outputs whose window holds it and kept it.
+__kernel void adaptive_max_backward(__global const T *restrict g, __global const int *restrict idx,
+                                    __global T *restrict dx, ${c.geometry()}, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int w = gid % W;
+    const int t = gid / W;
+    const int h = t % H;
+    const int nc = t / H;
+    const int me = h * W + w;
+    const long base = (long)nc * OH * OW;
+    const int oh0 = (h * OH) / H, oh1 = min(OH, ((h + 1) * OH + H - 1) / H);
+    const int ow0 = (w * OW) / W, ow1 = min(OW, ((w + 1) * OW + W - 1) / W);
+    T s = (T)0;
+    for (int oh = oh0; oh < oh1; ++oh)
+        for (int ow = ow0; ow < ow1; ++ow) {
+            const long o = base + oh * OW + ow;
+            if (idx[o] == me) s += g[o];
+        }
+    dx[gid] = s;
+}

@@ -166,6 +166,28 @@ nn_case("avg_pool2d_divisor_override-2x1x4x5", lambda x: F.avg_pool2d(x, (2, 3),
 nn_case("adaptive_avg_pool2d_2x3-1x2x3x5", lambda x: F.adaptive_avg_pool2d(x, (2, 3)).pow(2.0), ([1, 2, 3, 5], "u"))
 nn_case("adaptive_avg_pool2d_unbatched-2x5x4", lambda x: F.adaptive_avg_pool2d(x, (3, None)).tanh(),
         ([2, 5, 4], "u"))
+# Transposed convolution and resampling (functions/resample.py): linear maps whose gradients are their
+# adjoints, recorded both ways.
+nn_case("conv_transpose2d_stride2_groups2_bias-1x4x3x2", lambda x, w, b: F.conv_transpose2d(
+        x, w, b, stride=2, padding=1, output_padding=1, groups=2).tanh(), ([1, 4, 3, 2], "u"), ([4, 1, 2, 2], "u"),
+        ([2], "u"))
+nn_case("interpolate_nearest-1x2x3x2", lambda x: F.interpolate(x, scale_factor=1.5).pow(2.0), ([1, 2, 3, 2], "u"))
+nn_case("interpolate_nearest_1d-2x1x3", lambda x: F.interpolate(x, size=5).tanh(), ([2, 1, 3], "u"))
+nn_case("interpolate_nearest_exact-1x2x3x2", lambda x: F.interpolate(x, scale_factor=1.5, mode="nearest-exact")
+        .pow(2.0), ([1, 2, 3, 2], "u"))
+nn_case("interpolate_nearest_exact_1d-2x1x5", lambda x: F.interpolate(x, size=3, mode="nearest-exact").tanh(),
+        ([2, 1, 5], "u"))
+nn_case("interpolate_bilinear-1x1x3x4", lambda x: F.interpolate(x, size=(4, 3), mode="bilinear").pow(2.0),
+        ([1, 1, 3, 4], "u"))
+nn_case("interpolate_linear_align-1x2x4", lambda x: F.interpolate(x, scale_factor=2, mode="linear",
+                                                                  align_corners=True).sin(), ([1, 2, 4], "u"))
+nn_case("pad_reflect-1x2x3x3", lambda x: F.pad(x, (2, 1, 1, 0), mode="reflect").pow(2.0), ([1, 2, 3, 3], "u"))
+nn_case("pad_replicate-2x3", lambda x: F.pad(x, (2, -1), mode="replicate").tanh(), ([2, 3], "u"))
+nn_case("pad_circular-1x2x3", lambda x: F.pad(x, (1, 2), mode="circular").pow(2.0), ([1, 2, 3], "u"))
+nn_case("adaptive_max_pool2d-1x2x4x3", lambda x: F.adaptive_max_pool2d(x, (3, 2)).pow(2.0),
+        ([1, 2, 4, 3], "distinct"))
+nn_case("unfold_fold-1x2x3x3", lambda x: F.fold(F.unfold(x, 2, padding=1).pow(2.0), (3, 3), 2, padding=1),
+        ([1, 2, 3, 3], "u"))
 # A float64 -> float32 -> float64 round trip rounds what passes through it, which finite differences
 # at eps=1e-6 cannot follow: the case only puts ToCopyBackward in the graphs (its rule is pinned
 # against torch in test_user_trial.py), scaled by 0 so the check sees the exact sin path.

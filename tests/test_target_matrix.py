@@ -174,6 +174,30 @@ def test_conv_and_pool_family(emulated, device):
         _close(got, want, dt)
 
 
+def test_resampling_family(emulated, device):
+    """Transposed convolution, interpolation (a row per work-item on CPUs, an element on GPUs), the pad
+    modes, adaptive max pooling and unfold/fold. The gathers that copy (nearest, pads, unfold) are exact."""
+    dt = _dtype(emulated)
+    x, w = _arr((2, 3, 9, 7), 13, dt), _arr((3, 2, 3, 3), 14, dt)
+
+    def run(dev, dt):
+        v = Variable(Tensor.from_numpy(x, device=dev), requires_grad=True)
+        k = Variable(Tensor.from_numpy(w, device=dev), requires_grad=True)
+        up = F.conv_transpose2d(v, k, stride=2, padding=1, output_padding=1)
+        near = F.interpolate(F.pad(v, (2, 1, 1, 2), mode="reflect"), scale_factor=1.5)
+        y = F.interpolate(up, size=(11, 23), mode="bilinear") + F.interpolate(up, scale_factor=(0.6, 1.3),
+                                                                             mode="bilinear", align_corners=True).sum()
+        z = F.adaptive_max_pool2d(F.pad(up, (1, 2, 0, 1), mode="circular"), (5, 4))
+        cols = F.unfold(F.pad(v, (1, 1, 1, 1), mode="replicate"), 3, stride=2)
+        ((y * y).sum() + (z * z).sum() + (near * near).sum() + F.fold(cols * cols, (11, 9), 3, stride=2).sum()).backward()
+        return near.data().numpy(), cols.data().numpy(), y.data().numpy(), z.data().numpy(), v.grad().numpy(), \
+            k.grad().numpy()
+
+    got, want = _both(run, emulated, device, dt)
+    for k, (a, b) in enumerate(zip(got, want)):
+        _close(a, b, dt, exact=k < 2)
+
+
 def test_index_and_sort_family_is_bit_identical(emulated, device):
     dt = _dtype(emulated)
     x = _arr((17, 65), 13, dt)

@@ -15,6 +15,9 @@ keeps the input, not the columns, and for each chunk:
 
 A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
 
+The transposed convolution (``conv_transpose1d/2d``) is the input gradient above run as an op, for the
+convolution from its output's size to its input's: the same chunks, products and col2im, no new kernel.
+
 Pooling (``cl_kernels/pool.cl.mako``) is one kernel each way; max pooling keeps the position of each
 window's maximum for backward, and every backward is a gather as well. Semantics, argument names and
 error cases follow ``torch.nn.functional``.
@@ -253,7 +256,9 @@ def _conv_spec(x_shape, w_shape, stride, pad, dilation, groups, out_hw, dtype):
     O, Cg, KH, KW = w_shape
     OH, OW = out_hw
     G, Og, K, L = groups, O // groups, Cg * KH * KW, OH * OW
-    pointwise = KH == KW == 1 and tuple(stride) == (1, 1) and tuple(pad) == (0, 0)
+    # (A transposed convolution's output_padding with dilation can make a 1x1 filter's input larger than
+    # its output: then the columns are not the input.)
+    pointwise = KH == KW == 1 and tuple(stride) == (1, 1) and tuple(pad) == (0, 0) and (OH, OW) == (H, W)
     chunks, size = ([(0, N)], N) if pointwise else _chunks(N, G * K * L * dtype.itemsize)
     return _ConvSpec((tuple(x_shape), tuple(w_shape), (N, O, OH, OW), (N, G, Og, K, L),
                       _geometry(H, W, OH, OW, KH, KW, stride, pad, dilation), pointwise, chunks, size))
@@ -321,12 +326,16 @@ def _conv_rule(ctx, g):
     g = g.contiguous()
     need = ctx.needs_input_grad
     gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None)
-    gb = None
-    if len(need) > 2 and need[2]:
-        N_, G_, Og_, _K, L_ = spec.dims
-        per_channel = reduce(g.reshape((N_, G_ * Og_, L_)), "sum", 2)   # [N, O]
-        gb = reduce(per_channel, "sum", 0)
+    gb = _bias_grad(g) if len(need) > 2 and need[2] else None
     return gx, gw, gb
+
+
+def _bias_grad(g: Tensor) -> Tensor:
+    """The bias gradient of a convolution with the (contiguous) upstream ``g`` [N, O, OH, OW]: g summed
+    over the batch and the positions, [O]."""
+    N_, O_ = g._shape[:2]
+    per_channel = reduce(g.reshape((N_, O_, math.prod(g._shape[2:]))), "sum", 2)   # [N, O]
+    return reduce(per_channel, "sum", 0)
 
 
 # Gradients of gradients. conv2d(x, w), its input gradient GI(g, w) and its weight gradient GW(x, g)
@@ -360,10 +369,13 @@ def _conv_family_rule(ctx, v):
     if kind == "conv":
         return _conv_rule(ctx, v)[:2]
     v = v.contiguous()
-    need_a, need_b = ctx.needs_input_grad
-    if kind == "input":     # a = g, b = w
-        return (_conv_forward(v, bt, spec) if need_a else None,
-                _conv_backward(at, spec, xs=v)[1] if need_b else None)
+    need_a, need_b = ctx.needs_input_grad[:2]
+    if kind == "input":     # a = g, b = w; a transposed convolution's bias (a third input) gets v summed
+        grads = (_conv_forward(v, bt, spec) if need_a else None,
+                 _conv_backward(at, spec, xs=v)[1] if need_b else None)
+        if len(ctx.needs_input_grad) > 2:
+            grads += (_bias_grad(v) if ctx.needs_input_grad[2] else None,)
+        return grads
     return (_conv_backward(bt, spec, wt=v)[0] if need_a else None,     # a = x, b = g
             _conv_forward(at, v, spec) if need_b else None)
 
@@ -380,8 +392,11 @@ def _conv_family_vrule(ctx, v):
             return ga, gb, v.sum((0, 2, 3)) if need[2] else None
         return ga, gb
     if kind == "input":
-        return (_conv_family_op("conv", v, b, spec) if need[0] else None,
-                _conv_family_op("weight", v, a, spec) if need[1] else None)
+        grads = (_conv_family_op("conv", v, b, spec) if need[0] else None,
+                 _conv_family_op("weight", v, a, spec) if need[1] else None)
+        if len(need) > 2:
+            grads += (v.sum((0, 2, 3)) if need[2] else None,)
+        return grads
     return (_conv_family_op("input", b, v, spec) if need[0] else None,
             _conv_family_op("conv", a, v, spec) if need[1] else None)
 
@@ -425,6 +440,127 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     [-1.0, -1.0, -1.0, 4.0]
     """
     return _convolution("conv1d", input, weight, bias, stride, padding, dilation, groups, 1)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Transposed convolution
+# ------------------------------------------------------------------------------------------------------
+# conv_transpose(x, w) is the input gradient GI(x, w) of the convolution that maps an image of the
+# transposed convolution's output size to one of x's size, with the same weight, stride, padding,
+# dilation and groups: the family member "input" above. Its gradients are the family again: the input
+# gets conv(v, w), the weight GW(v, x), and double backward comes with the family's rules.
+
+def _conv_transpose(op, x, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
+    x = _variable(x, op, "input")
+    w = _variable(weight, op, "weight")
+    x, batched = _check_input(x, op, spatial)
+    if w.ndim() != spatial + 2:
+        want = "[in, out/groups, k]" if spatial == 1 else "[in, out/groups, kh, kw]"
+        raise ValueError(f"{op}: weight must be {spatial + 2}-D {want}, got shape {w.shape()}")
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: input and weight dtypes differ: {x.dtype} and {w.dtype}")
+    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    N, C = x.shape()[:2]
+    Cw, Og = w.shape()[:2]
+    kernel = tuple(w.shape()[2:])
+    if Cw != C:
+        raise ValueError(f"{op}: input {x.shape()} has {C} channels, but weight {w.shape()} (in_channels first) "
+                         f"expects {Cw}")
+    if C % groups:
+        raise ValueError(f"{op}: in_channels ({C}, weight {w.shape()}) must be divisible by groups={groups}")
+    O = Og * groups
+    if bias is not None:
+        bias = _variable(bias, op, "bias")
+        if bias.shape() != [O]:
+            raise ValueError(f"{op}: bias must have shape [{O}] (out_channels = weight {w.shape()}[1] * groups "
+                             f"{groups}), got {bias.shape()}")
+        if bias.dtype != x.dtype:
+            raise TypeError(f"{op}: input and bias dtypes differ: {x.dtype} and {bias.dtype}")
+    stride = _ints(stride, spatial, op, "stride", 1)
+    dilation = _ints(dilation, spatial, op, "dilation", 1)
+    pads = _ints(padding, spatial, op, "padding", 0)
+    extra = _ints(output_padding, spatial, op, "output_padding", 0)
+    if any(e >= s and e >= d for e, s, d in zip(extra, stride, dilation)):
+        raise ValueError(f"{op}: output padding must be smaller than either stride or dilation, got "
+                         f"output_padding={list(extra)}, stride={list(stride)}, dilation={list(dilation)}")
+    sizes = x.shape()[2:]
+    out = [(i - 1) * s - 2 * p + d * (k - 1) + e + 1
+           for i, s, p, d, k, e in zip(sizes, stride, pads, dilation, kernel, extra)]
+    if any(o < 1 for o in out):
+        raise ValueError(f"{op}: the output size {out} of input {x.shape()} and weight {w.shape()} (stride "
+                         f"{list(stride)}, padding {list(pads)}, dilation {list(dilation)}) is not positive")
+    if spatial == 1:   # as 2-D with a height of 1
+        y = _conv_transpose2d(x.reshape([N, C, 1, sizes[0]]), w.reshape([C, Og, 1, kernel[0]]), bias,
+                              (1, stride[0]), (0, pads[0]), (1, dilation[0]), groups, (1, out[0]))
+        y = y.reshape([N, O, out[0]])
+    else:
+        y = _conv_transpose2d(x, w, bias, stride, pads, dilation, groups, tuple(out))
+    return y if batched else y.reshape(y.shape()[1:])
+
+
+def _conv_transpose2d(x, w, bias, stride, pad, dilation, groups, out_hw):
+    xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
+    N, C, H, W = xt._shape
+    O = wt._shape[1] * groups
+    # The convolution whose input gradient this is: [N, O, *out_hw] -> [N, C, H, W] with the weight as it is.
+    spec = _conv_spec((N, O) + tuple(out_hw), wt._shape, stride, pad, dilation, groups, (H, W), xt.dtype)
+    y = _conv_backward(xt, spec, wt=wt)[0]
+    if bias is not None:
+        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv_transpose2d bias")
+    inputs = [x, w] + ([bias] if bias is not None else [])
+    return record("ConvolutionBackward", y, inputs, _conv_family_rule, saved=(xt, wt), spec=spec, kind="input",
+                  vrule=_conv_family_vrule)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """2-D transposed convolution (the gradient of conv2d with respect to its input, as torch) of ``input``
+    [N, in, H, W] (or [in, H, W]) with ``weight`` [in, out/groups, kh, kw] and an optional ``bias`` [out].
+    The output is ``(H - 1) * stride - 2 * padding + dilation * (kh - 1) + output_padding + 1`` high (and
+    likewise wide); ``output_padding`` must be smaller than the stride or the dilation.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> x = Variable(Tensor.from_vec([1.0, 2.0, 3.0, 4.0], [1, 1, 2, 2]))
+    >>> conv_transpose2d(x, Variable(Tensor.ones([1, 1, 2, 2])), stride=2).shape()
+    [1, 1, 4, 4]
+    >>> conv_transpose2d(x, Variable(Tensor.ones([1, 1, 2, 2]))).to_vec()
+    [1.0, 3.0, 2.0, 4.0, 10.0, 6.0, 3.0, 7.0, 4.0]
+    """
+    return _conv_transpose("conv_transpose2d", input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, 2)
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """1-D transposed convolution of ``input`` [N, in, L] (or [in, L]) with ``weight`` [in, out/groups, k],
+    as torch.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> x = Variable(Tensor.from_vec([1.0, 2.0], [1, 1, 2]))
+    >>> conv_transpose1d(x, Variable(Tensor.from_vec([1.0, 10.0], [1, 1, 2])), stride=2).to_vec()
+    [1.0, 10.0, 2.0, 20.0]
+    """
+    return _conv_transpose("conv_transpose1d", input, weight, bias, stride, padding, output_padding, groups,
+                           dilation, 1)
+
+
+def conv_transpose_output_padding(op, input_size, output_size, stride, padding, kernel_size, dilation, spatial):
+    """The output_padding that gives a transposed convolution the ``output_size`` asked for (torch's
+    ``output_size=`` argument of ConvTranspose*d.forward): the spatial sizes, or the full shape."""
+    output_size = list(output_size)
+    if len(output_size) == spatial + 2 or (len(output_size) == spatial + 1 and len(input_size) == spatial + 1):
+        output_size = output_size[-spatial:]
+    if len(output_size) != spatial:
+        raise ValueError(f"{op}: output_size must have {spatial} or {spatial + 2} elements, got {output_size}")
+    extra = []
+    for k in range(spatial):
+        i, s, p, d, kk = input_size[-spatial + k], stride[k], padding[k], dilation[k], kernel_size[k]
+        least = (i - 1) * s - 2 * p + d * (kk - 1) + 1
+        if not least <= output_size[k] < least + s:
+            raise ValueError(f"{op}: requested an output size of {output_size}, but valid sizes of dimension {k} "
+                             f"range from {least} to {least + s - 1} (for an input of {list(input_size)})")
+        extra.append(output_size[k] - least)
+    return tuple(extra)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -549,13 +685,16 @@ def adaptive_avg_pool2d(input, output_size):
 # recorded ops, each the other's rule: direction 0 is P (the pool's node), 1 is P^T (its gradient's).
 _POOL_NODES = {"max": ("MaxPool2DBackward", "MaxPool2DGradBackward"),
                "avg": ("AvgPool2DBackward", "AvgPool2DGradBackward"),
-               "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward")}
+               "adaptive_avg": ("AdaptiveAvgPool2DBackward", "AdaptiveAvgPool2DGradBackward"),
+               "adaptive_max": ("AdaptiveMaxPool2DBackward", "AdaptiveMaxPool2DGradBackward")}
 # Per direction: (kernel, its input's parameter, its output's parameter). Max pooling's kernels also
 # read the kept positions (idx); each kind's geometry parameters are named in _POOL_PARAMS.
 _POOL_KERNELS = {"max": (("max_gather", "x", "y"), ("max_backward", "g", "dx")),
                  "avg": (("avg_forward", "x", "y"), ("avg_backward", "g", "dx")),
-                 "adaptive_avg": (("adaptive_avg_forward", "x", "y"), ("adaptive_avg_backward", "g", "dx"))}
-_POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "adaptive_avg": ("H", "W", "OH", "OW")}
+                 "adaptive_avg": (("adaptive_avg_forward", "x", "y"), ("adaptive_avg_backward", "g", "dx")),
+                 "adaptive_max": (("max_gather", "x", "y"), ("adaptive_max_backward", "g", "dx"))}
+_POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "adaptive_avg": ("H", "W", "OH", "OW"),
+                "adaptive_max": GEOMETRY}
 
 
 def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> Tensor:
@@ -564,7 +703,7 @@ def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> 
     if out.numel():
         name, src, dst = _POOL_KERNELS[kind][direction]
         args = {src: t, dst: out, **dict(zip(_POOL_PARAMS[kind], params))}
-        if kind == "max":
+        if kind in ("max", "adaptive_max"):
             args["idx"] = saved[0]
         _launch(_POOL, name, t.dtype, out.numel(), args)
     return out

@@ -25,7 +25,11 @@ from ..functions import activation as _act
 from ..functions import linalg as _linalg
 from ..functions import loss as _loss
 from ..functions import norm as _norm
-from ..functions.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
+from ..functions import resample as _resample
+from ..functions.resample import (adaptive_max_pool2d, avg_pool1d, fold, interpolate, max_pool1d, pixel_shuffle,
+                                  pixel_unshuffle, unfold)
+from ..functions.conv import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, conv_transpose1d, conv_transpose2d,
+                              max_pool2d)
 from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
 from ..tensor import Tensor, View, cat
@@ -33,7 +37,7 @@ from ..variable import Variable
 from ..shapes import as_float, as_int, contiguous_strides
 from ..elementwise_kernels import copy_view
 
-__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "embedding_bag", "dropout", "dropout2d", "prelu", "instance_norm", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
+__all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_pool1d", "avg_pool1d", "adaptive_max_pool2d", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "embedding_bag", "dropout", "dropout2d", "prelu", "instance_norm", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
            "relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "softmax", "log_softmax", "softplus", "elu",
            "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
            "l1_loss", "smooth_l1_loss", "huber_loss", "kl_div"]
@@ -342,12 +346,25 @@ def one_hot(tensor, num_classes=-1) -> Tensor:
                          op="one_hot", dtype=np.int32)
 
 
-def pad(input, pad, mode="constant", value=0.0):
+def pad(input, pad, mode="constant", value=None):
     """torch's ``F.pad``: ``pad = (left, right)`` for the last axis, then ``(top, bottom)`` for the one
-    before, ...; constant mode with ``value`` (non-negative pads)."""
+    before, ...; constant mode with ``value`` (default 0; non-negative pads), or mode ``"reflect"``,
+    ``"replicate"``, ``"circular"`` over the last 1-3 axes (see ``functions.resample.pad``).
+
+    >>> from axonml_autograd import Tensor
+    >>> pad(Tensor.from_vec([1.0, 2.0, 3.0], [1, 3]), (1, 2), mode="circular").to_vec()
+    [3.0, 1.0, 2.0, 3.0, 1.0, 2.0]
+    """
     x = _var(input, "pad")
+    if mode in ("reflect", "replicate", "circular"):
+        if value is not None:
+            raise ValueError(f"pad: padding mode {mode!r} doesn't take in value argument")
+        return _resample.pad(x, pad, mode)
     if mode != "constant":
-        raise ValueError(f"pad: mode {mode!r} is not supported (only 'constant')")
+        raise ValueError(f"pad: mode {mode!r} is not supported (supported: 'constant', 'reflect', 'replicate', "
+                         f"'circular')")
+    if value is None:
+        value = 0.0
     if not isinstance(pad, (list, tuple)) or len(pad) % 2 or len(pad) // 2 > x.ndim():
         raise ValueError(f"pad: expected an even number of pads, at most 2 per axis of the input {x.shape()}, "
                          f"got {pad!r}")
@@ -374,6 +391,11 @@ def pad(input, pad, mode="constant", value=0.0):
 
     return record("ConstantPadNdBackward", out, [x], rule, shape=data._shape, strides=st, offset=offset,
                   vrule=_pad_vrule)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """torch's deprecated ``F.upsample``: ``interpolate``."""
+    return interpolate(input, size, scale_factor, mode, align_corners)
 
 
 def _pad_vrule(ctx, g):
