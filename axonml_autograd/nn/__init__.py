@@ -24,6 +24,8 @@ from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter,
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv1d, Conv2d, MaxPool2d
 from .attention import MultiheadAttention, TransformerEncoderLayer
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from . import utils
 
 __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "StateDictError", "IncompatibleKeys",
            "Linear", "MLP", "Embedding", "Dropout", "Flatten", "Unflatten", "Identity",
@@ -31,5 +33,6 @@ __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "Sta
            "LogSigmoid", "Softmax", "LogSoftmax",
            "LayerNorm", "BatchNorm1d", "BatchNorm2d", "GroupNorm",
            "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "MultiheadAttention", "TransformerEncoderLayer",
+           "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "utils",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss",
            "BCEWithLogitsLoss", "KLDivLoss", "functional", "init"]
