@@ -1,5 +1,7 @@
-## Recurrent cells (nn.RNN / LSTM / GRU), one time step per launch, one work-item per (batch row b,
-## hidden unit j) over B * H items.
+## Recurrent cells (nn.RNN / LSTM / GRU), one time step per launch, over the B * H items (batch row b,
+## hidden unit j): a work-item takes `chunk` consecutive items (1 on GPUs; on CPUs enough that a
+## launch has a few work-items per core, as the elementwise kernels do), `vw` at a time: vectors of
+## `vw` units of one row (vw divides H and chunk; 1 on GPUs), so the gate maths runs on vectors.
 ##
 ## The layer keeps every state in one buffer S of [K, T + 1, B, H] (K = 2 for the LSTM: h then c):
 ## a step reads slot `prev` and writes slot `next` (a forward pass goes up, a reverse one down).
@@ -19,13 +21,21 @@
 ## pre-activation gate gradients: `dgi` for x's projection and the biases b_ih, `dgh` for W_hh h and
 ## b_hh (the same but for the GRU's n gate, where it is r * dn), and the carries for the step before.
 <%namespace name="c" file="common.mako"/>\
-${c.preamble(ctype)}\
+${c.preamble(ctype, vector=vw)}\
 <%
     G = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}[mode]
 %>
 #define G ${G}
+#define LD(p) VLOAD(0, (p))
+#define ST(v, p) VSTORE((v), 0, (p))
+#define ONE ((TV)L(1.0))
+#define ZERO ((TV)L(0.0))
 
-inline T sigm(const T x) { return L(1.0) / (L(1.0) + exp(-x)); }
+inline TV sigm(const TV x) { return ONE / (ONE + exp(-x)); }
+
+// The items [g0, g1) of this work-item, vw at a time (all in one row b: vw divides H and chunk).
+#define ITEMS const int g0 = get_global_id(0) * chunk, g1 = min(g0 + chunk, n); \
+    for (int gid = g0; gid < g1; gid += ${vw})
 
 __kernel void cell_forward(__global const T *restrict xp, const int x_off, __global const T *restrict hp,
 % if bias:
@@ -36,53 +46,52 @@ __kernel void cell_forward(__global const T *restrict xp, const int x_off, __glo
 % if has_len:
                            __global const int *restrict lens,
 % endif
-                           const int t, const int H, const int n)
+                           const int t, const int H, const int n, const int chunk)
 {
-    const int gid = get_global_id(0);
-    if (gid >= n) return;
-    const int b = gid / H, j = gid - b * H;
-    const int GH = G * H;
-    __global const T *x = xp + x_off + b * GH;
-    __global const T *p = hp + b * GH;
+    ITEMS {
+        const int b = gid / H, j = gid - b * H;
+        const int GH = G * H;
+        __global const T *x = xp + x_off + b * GH + j;
+        __global const T *p = hp + b * GH + j;
 % if has_len:
-    if (t >= lens[b]) {
-        S[next + gid] = S[prev + gid];
+        if (t >= lens[b]) {
+            ST(LD(S + prev + gid), S + next + gid);
   % if mode == "lstm":
-        S[c_plane + next + gid] = S[c_plane + prev + gid];
+            ST(LD(S + c_plane + prev + gid), S + c_plane + next + gid);
   % endif
-        return;
-    }
+            continue;
+        }
 % endif
 % if bias:
-#define BI(k) bi[(k) * H + j]
-#define BH(k) bh[(k) * H + j]
+#define PRE(k) (LD(x + (k) * H) + LD(p + (k) * H) + LD(bi + (k) * H + j) + LD(bh + (k) * H + j))
 % else:
-#define BI(k) L(0.0)
-#define BH(k) L(0.0)
+#define PRE(k) (LD(x + (k) * H) + LD(p + (k) * H))
 % endif
 % if mode == "tanh":
-    S[next + gid] = tanh(x[j] + p[j] + BI(0) + BH(0));
+        ST(tanh(PRE(0)), S + next + gid);
 % elif mode == "relu":
-    S[next + gid] = fmax(x[j] + p[j] + BI(0) + BH(0), L(0.0));
+        ST(fmax(PRE(0), ZERO), S + next + gid);
 % elif mode == "lstm":
-    const T i = sigm(x[j] + p[j] + BI(0) + BH(0));
-    const T f = sigm(x[H + j] + p[H + j] + BI(1) + BH(1));
-    const T g = tanh(x[2 * H + j] + p[2 * H + j] + BI(2) + BH(2));
-    const T o = sigm(x[3 * H + j] + p[3 * H + j] + BI(3) + BH(3));
-    const T cn = f * S[c_plane + prev + gid] + i * g;
-    S[c_plane + next + gid] = cn;
-    S[next + gid] = o * tanh(cn);
-    __global T *s = sv + s_off + b * 4 * H;
-    s[j] = i; s[H + j] = f; s[2 * H + j] = g; s[3 * H + j] = o;
+        const TV i = sigm(PRE(0)), f = sigm(PRE(1)), g = tanh(PRE(2)), o = sigm(PRE(3));
+        const TV cn = f * LD(S + c_plane + prev + gid) + i * g;
+        ST(cn, S + c_plane + next + gid);
+        ST(o * tanh(cn), S + next + gid);
+        __global T *s = sv + s_off + b * 4 * H + j;
+        ST(i, s); ST(f, s + H); ST(g, s + 2 * H); ST(o, s + 3 * H);
 % else:
-    const T r = sigm(x[j] + p[j] + BI(0) + BH(0));
-    const T z = sigm(x[H + j] + p[H + j] + BI(1) + BH(1));
-    const T hn = p[2 * H + j] + BH(2);
-    const T nn = tanh(x[2 * H + j] + BI(2) + r * hn);
-    S[next + gid] = (L(1.0) - z) * nn + z * S[prev + gid];
-    __global T *s = sv + s_off + b * 4 * H;
-    s[j] = r; s[H + j] = z; s[2 * H + j] = nn; s[3 * H + j] = hn;
+        const TV r = sigm(PRE(0)), z = sigm(PRE(1));
+  % if bias:
+        const TV hn = LD(p + 2 * H) + LD(bh + 2 * H + j);
+        const TV nn = tanh(LD(x + 2 * H) + LD(bi + 2 * H + j) + r * hn);
+  % else:
+        const TV hn = LD(p + 2 * H);
+        const TV nn = tanh(LD(x + 2 * H) + r * hn);
+  % endif
+        ST((ONE - z) * nn + z * LD(S + prev + gid), S + next + gid);
+        __global T *s = sv + s_off + b * 4 * H + j;
+        ST(r, s); ST(z, s + H); ST(nn, s + 2 * H); ST(hn, s + 3 * H);
 % endif
+    }
 }
 
 __kernel void cell_backward(__global const T *restrict gS, __global const T *restrict dmm, const int first,
@@ -93,88 +102,92 @@ __kernel void cell_backward(__global const T *restrict gS, __global const T *res
 % if has_len:
                             __global const int *restrict lens,
 % endif
-                            const int t, const int H, const int n)
+                            const int t, const int H, const int n, const int chunk)
 {
-    const int gid = get_global_id(0);
-    if (gid >= n) return;
-    const int b = gid / H, j = gid - b * H;
-    const int GH = G * H;
-    T dh = gS[next + gid] + carry_h[gid];
-    if (!first) dh += dmm[gid];
+    ITEMS {
+        const int b = gid / H, j = gid - b * H;
+        const int GH = G * H;
+        TV dh = LD(gS + next + gid) + LD(carry_h + gid);
+        if (!first) dh += LD(dmm + gid);
 % if mode == "lstm":
-    T dc = gS[c_plane + next + gid] + carry_c[gid];
+        TV dc = LD(gS + c_plane + next + gid) + LD(carry_c + gid);
 % endif
-    __global T *di = dgi + g_off + b * GH;
-    __global T *dhh = dgh + g_off + b * GH;
+        __global T *di = dgi + g_off + b * GH + j;
+        __global T *dhh = dgh + g_off + b * GH + j;
 % if has_len:
-    if (t >= lens[b]) {   // a finished row: the state passes through unchanged
-        carry_h[gid] = dh;
+        if (t >= lens[b]) {   // a finished row: the state passes through unchanged
+            ST(dh, carry_h + gid);
   % if mode == "lstm":
-        carry_c[gid] = dc;
+            ST(dc, carry_c + gid);
   % endif
-        for (int k = 0; k < G; ++k) {
-            di[k * H + j] = L(0.0);
+            for (int k = 0; k < G; ++k) {
+                ST(ZERO, di + k * H);
   % if mode == "gru":
-            dhh[k * H + j] = L(0.0);
+                ST(ZERO, dhh + k * H);
   % endif
+            }
+            continue;
         }
-        return;
-    }
 % endif
 % if mode == "tanh":
-    const T h = S[next + gid];
-    di[j] = dh * (L(1.0) - h * h);
-    carry_h[gid] = L(0.0);
+        const TV h = LD(S + next + gid);
+        ST(dh * (ONE - h * h), di);
+        ST(ZERO, carry_h + gid);
 % elif mode == "relu":
-    di[j] = S[next + gid] > L(0.0) ? dh : L(0.0);
-    carry_h[gid] = L(0.0);
+  % if vw == 1:
+        ST(LD(S + next + gid) > ZERO ? dh : ZERO, di);
+  % else:
+        ST(select(ZERO, dh, isgreater(LD(S + next + gid), ZERO)), di);
+  % endif
+        ST(ZERO, carry_h + gid);
 % elif mode == "lstm":
-    __global const T *s = sv + s_off + b * 4 * H;
-    const T i = s[j], f = s[H + j], g = s[2 * H + j], o = s[3 * H + j];
-    const T tc = tanh(S[c_plane + next + gid]);
-    dc += dh * o * (L(1.0) - tc * tc);
-    di[j] = dc * g * i * (L(1.0) - i);
-    di[H + j] = dc * S[c_plane + prev + gid] * f * (L(1.0) - f);
-    di[2 * H + j] = dc * i * (L(1.0) - g * g);
-    di[3 * H + j] = dh * tc * o * (L(1.0) - o);
-    carry_c[gid] = dc * f;
-    carry_h[gid] = L(0.0);
+        __global const T *s = sv + s_off + b * 4 * H + j;
+        const TV i = LD(s), f = LD(s + H), g = LD(s + 2 * H), o = LD(s + 3 * H);
+        const TV tc = tanh(LD(S + c_plane + next + gid));
+        dc += dh * o * (ONE - tc * tc);
+        ST(dc * g * i * (ONE - i), di);
+        ST(dc * LD(S + c_plane + prev + gid) * f * (ONE - f), di + H);
+        ST(dc * i * (ONE - g * g), di + 2 * H);
+        ST(dh * tc * o * (ONE - o), di + 3 * H);
+        ST(dc * f, carry_c + gid);
+        ST(ZERO, carry_h + gid);
 % else:
-    __global const T *s = sv + s_off + b * 4 * H;
-    const T r = s[j], z = s[H + j], nn = s[2 * H + j], hn = s[3 * H + j];
-    const T dan = dh * (L(1.0) - z) * (L(1.0) - nn * nn);
-    const T dar = dan * hn * r * (L(1.0) - r);
-    const T daz = dh * (S[prev + gid] - nn) * z * (L(1.0) - z);
-    di[j] = dar; di[H + j] = daz; di[2 * H + j] = dan;
-    dhh[j] = dar; dhh[H + j] = daz; dhh[2 * H + j] = dan * r;
-    carry_h[gid] = dh * z;
+        __global const T *s = sv + s_off + b * 4 * H + j;
+        const TV r = LD(s), z = LD(s + H), nn = LD(s + 2 * H), hn = LD(s + 3 * H);
+        const TV dan = dh * (ONE - z) * (ONE - nn * nn);
+        const TV dar = dan * hn * r * (ONE - r);
+        const TV daz = dh * (LD(S + prev + gid) - nn) * z * (ONE - z);
+        ST(dar, di); ST(daz, di + H); ST(dan, di + 2 * H);
+        ST(dar, dhh); ST(daz, dhh + H); ST(dan * r, dhh + 2 * H);
+        ST(dh * z, carry_h + gid);
 % endif
+    }
 }
 
 // The initial state's gradient after the last backward step: dh0 = gS[slot] + dmm + carry_h.
 __kernel void cell_finish(__global const T *restrict gS, __global const T *restrict dmm, const int first,
                           __global const T *restrict carry_h, __global const T *restrict carry_c,
                           const int slot, const int c_plane, __global T *restrict dh0, __global T *restrict dc0,
-                          const int n)
+                          const int n, const int chunk)
 {
-    const int gid = get_global_id(0);
-    if (gid >= n) return;
-    T dh = gS[slot + gid] + carry_h[gid];
-    if (!first) dh += dmm[gid];
-    dh0[gid] = dh;
+    ITEMS {
+        TV dh = LD(gS + slot + gid) + LD(carry_h + gid);
+        if (!first) dh += LD(dmm + gid);
+        ST(dh, dh0 + gid);
 % if mode == "lstm":
-    dc0[gid] = gS[c_plane + slot + gid] + carry_c[gid];
+        ST(LD(gS + c_plane + slot + gid) + LD(carry_c + gid), dc0 + gid);
 % endif
+    }
 }
 
 // The initial state into slot `slot` of S: h0 (and the LSTM's c0), or zeros when `zero`.
 __kernel void cell_init(__global T *S, const int slot, const int c_plane, __global const T *h0,
-                        __global const T *c0, const int zero, const int n)
+                        __global const T *c0, const int zero, const int n, const int chunk)
 {
-    const int gid = get_global_id(0);
-    if (gid >= n) return;
-    S[slot + gid] = zero ? L(0.0) : h0[gid];
+    ITEMS {
+        ST(zero ? ZERO : LD(h0 + gid), S + slot + gid);
 % if mode == "lstm":
-    S[c_plane + slot + gid] = zero ? L(0.0) : c0[gid];
+        ST(zero ? ZERO : LD(c0 + gid), S + c_plane + slot + gid);
 % endif
+    }
 }

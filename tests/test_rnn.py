@@ -19,13 +19,13 @@ def _v(a, requires_grad=False):
     return Variable(Tensor.from_numpy(np.ascontiguousarray(a)), requires_grad=requires_grad)
 
 
-def _pair(torch, mode, cell=False, **kw):
+def _pair(torch, mode, cell=False, hidden=H, **kw):
     """A torch float64 module and ours with its weights."""
     name = CLASSES[mode] + ("Cell" if cell else "")
     extra = {"nonlinearity": mode} if mode in ("tanh", "relu") else {}
     torch.manual_seed(0)
-    ref = getattr(torch.nn, name)(IN, H, **extra, **kw).double()
-    ours = getattr(nn, name)(IN, H, **extra, **kw, dtype="float64", seed=1)
+    ref = getattr(torch.nn, name)(IN, hidden, **extra, **kw).double()
+    ours = getattr(nn, name)(IN, hidden, **extra, **kw, dtype="float64", seed=1)
     missing = ours.load_state_dict({k: v.detach().numpy() for k, v in ref.state_dict().items()})
     assert not missing.missing_keys and not missing.unexpected_keys
     return ref, ours
@@ -99,6 +99,16 @@ def test_no_bias_and_unbatched_input_match_torch(mode):
     rng = np.random.default_rng(2)
     hx = [rng.standard_normal((2, H)) for _ in range(2 if mode == "lstm" else 1)]
     _compare(torch, ref, ours, rng.standard_normal((T, IN)), hx)
+
+
+@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
+def test_vector_path_hidden_8_with_lengths_matches_torch(mode):
+    """H = 8: the CPU kernels work on vectors of units (H = 17 above runs them one unit at a time)."""
+    torch = pytest.importorskip("torch")
+    ref, ours = _pair(torch, mode, hidden=8, bidirectional=True)
+    rng = np.random.default_rng(10)
+    hx = [rng.standard_normal((2, B, 8)) for _ in range(2 if mode == "lstm" else 1)]
+    _compare(torch, ref, ours, rng.standard_normal((T, B, IN)), hx, lengths=[3, 5, 1])
 
 
 @pytest.mark.parametrize("mode", ["tanh", "lstm", "gru"])

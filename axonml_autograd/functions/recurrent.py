@@ -32,12 +32,28 @@ def _window(t: Tensor, shape) -> Tensor:
     return Tensor(shape, t.dtype, t.device, _storage=t._storage)
 
 
-def _launch(name, mode, dtype, n, bias, has_len, args):
+def _launch(name, mode, dtype, n, bias, has_len, args, H):
+    """Enqueue ``name`` over the ``n`` = B * H items. GPUs: a work-item per item. CPUs: a few
+    work-items per core, each over consecutive items, ``vw`` at a time (the target's vector width
+    when it divides H; a work-group costs microseconds there, and vectors make exp/tanh cheap)."""
     dev = next(v for v in args.values() if isinstance(v, Tensor)).device
+    target = dev.target
+    vw = 1
+    if not target.is_gpu:
+        for w in target.widths_float if dtype == np.float32 else target.widths_double:
+            if H % w == 0:
+                vw = w
+                break
     knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), mode=mode, bias=bool(bias),
-                             has_len=bool(has_len))
-    local = kernels.fit_local(dev, knl, dev.target.local_size(64))
-    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
+                             has_len=bool(has_len), vw=vw)
+    if target.is_gpu:
+        chunk, local = 1, kernels.fit_local(dev, knl, target.local_size(64))
+        size = kernels.round_up(n, local)
+    else:
+        chunk = max(64, -(-n // (target.items_per_unit * target.compute_units)))
+        chunk, local = -(-chunk // vw) * vw, 1
+        size = -(-n // chunk)
+    kernels.launch(dev, knl, (size,), (local,), n=n, chunk=chunk, **args)
 
 
 def _slots(T, reverse):
@@ -73,7 +89,7 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
         c0s = c0s if c0s._view is None else c0s.contiguous()
     _launch("cell_init", mode, dt, BH, False, False,
             dict(S=S, slot=start * BH, c_plane=plane, h0=h0s if h0s is not None else S,
-                 c0=c0s if c0s is not None else S, zero=int(h0s is None)))
+                 c0=c0s if c0s is not None else S, zero=int(h0s is None)), H)
     sv = Tensor([T, B, 4 * H], dt, dev) if mode in ("lstm", "gru") else S
     hp = Tensor([B, GH], dt, dev)
     hwin = _window(S, [B, H])
@@ -87,7 +103,7 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
             args.update(bi=bi, bh=bh)
         if has_len:
             args["lens"] = lens
-        _launch("cell_forward", mode, dt, BH, bi is not None, has_len, args)
+        _launch("cell_forward", mode, dt, BH, bi is not None, has_len, args, H)
     return record(f"{'LSTM' if mode == 'lstm' else 'GRU' if mode == 'gru' else 'RNN'}Backward", S,
                   [xp, w_hh, b_ih, b_hh, h0, c0], rule=_rnn_rule, vrule=_rnn_vrule,
                   saved=(xs, ws, bi, bh, h0s, c0s, S, sv, lens), mode=mode, reverse=reverse)
@@ -115,7 +131,7 @@ def _rnn_rule(ctx, g: Tensor):
                     g_off=t * B * GH, t=t, H=H)
         if lens is not None:
             args["lens"] = lens
-        _launch("cell_backward", mode, dt, BH, False, lens is not None, args)
+        _launch("cell_backward", mode, dt, BH, False, lens is not None, args, H)
         if k + 1 < len(steps) or need_h0:
             matmul_tensors(_window(dgh, [B, GH]), ws, out=dmm, offsets=(t * B * GH, 0, 0))
     dh0 = dc0 = None
@@ -124,7 +140,7 @@ def _rnn_rule(ctx, g: Tensor):
         dc0 = Tensor([B, H], dt, dev) if mode == "lstm" else dh0
         _launch("cell_finish", mode, dt, BH, False, False,
                 dict(gS=g, dmm=dmm, first=0, carry_h=carry_h, carry_c=carry_c, slot=steps[-1][1] * BH,
-                     c_plane=plane, dh0=dh0, dc0=dc0))
+                     c_plane=plane, dh0=dh0, dc0=dc0), H)
         if mode != "lstm":
             dc0 = None
     dw = None
