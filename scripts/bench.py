@@ -29,7 +29,7 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
                <= 1.5x torch's time
   conv2d       conv2d forward + backward (input, weight and bias gradients) of [64, 16, 28, 28] with 32
                3x3 filters, padding 1, float32, ms (target <= 2x torch's time)
-  lstm         nn.LSTM(64, 64) training step on [16, 64, 64] (T, batch, input): forward, MSE loss,
+  lstm         nn.LSTM(64, 64) training step on [16, 64, 64] (T, batch, input): forward, MSE loss ((out - y) * (out - y)).mean(),
                backward, SGD step, ms/step, eager (target <= 1.5x torch's nn.LSTM) and as lstm_captured
                through ``capture()`` (target <= 1.0x torch); torch gets the same weights and data
   mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
@@ -625,7 +625,8 @@ class Bench:
             def step():
                 opt.zero_grad()
                 out, _ = model(x)
-                loss = ((out - y) ** 2).mean()
+                d = out - y
+                loss = (d * d).mean()
                 loss.backward()
                 opt.step()
                 return loss
@@ -664,7 +665,8 @@ class Bench:
             def t_step():
                 topt.zero_grad(set_to_none=True)
                 out, _ = ref(tx)
-                loss = ((out - ty) ** 2).mean()
+                d = out - ty
+                loss = (d * d).mean()
                 loss.backward()
                 topt.step()
             fns["torch"] = lambda: [t_step() for _ in range(steps)]

@@ -261,3 +261,4 @@ def test_state_dict_names_and_shapes_are_torch():
             [(k, list(v.shape)) for k, v in ref.state_dict().items()]
         bound = 1 / np.sqrt(5)
         assert all(np.abs(p.numpy()).max() <= bound for p in ours.parameters())
+
