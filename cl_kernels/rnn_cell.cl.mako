@@ -8,7 +8,7 @@
 ## `xp` holds the input projections of all steps, x @ W_ih^T ([T, B, G * H]); `hp` this step's
 ## h_prev @ W_hh^T ([B, G * H]). Gate order is torch's: LSTM i, f, g, o; GRU r, z, n with
 ## n = tanh(x_n + b_in + r * (h_n + b_hn)). Forward saves what backward reads in `sv`
-## ([T, B, 4 * H]: the LSTM's activated i, f, g, o; the GRU's r, z, n and h_n + b_hn); the simple
+## ([T, B, SW * H]: the LSTM's activated i, f, g, o and tanh(c); the GRU's r, z, n and h_n + b_hn); the simple
 ## RNN reads its output h back from S.
 ##
 ## With `lengths` a row b whose sequence has ended (t >= lens[b]) keeps its state: S[next] = S[prev],
@@ -26,6 +26,7 @@ ${c.preamble(ctype, vector=vw)}\
     G = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}[mode]
 %>
 #define G ${G}
+#define SW ${5 if mode == "lstm" else 4}
 #define LD(p) VLOAD(0, (p))
 #define ST(v, p) VSTORE((v), 0, (p))
 #define ONE ((TV)L(1.0))
@@ -75,9 +76,10 @@ __kernel void cell_forward(__global const T *restrict xp, const int x_off, __glo
         const TV i = sigm(PRE(0)), f = sigm(PRE(1)), g = tanh(PRE(2)), o = sigm(PRE(3));
         const TV cn = f * LD(S + c_plane + prev + gid) + i * g;
         ST(cn, S + c_plane + next + gid);
-        ST(o * tanh(cn), S + next + gid);
-        __global T *s = sv + s_off + b * 4 * H + j;
-        ST(i, s); ST(f, s + H); ST(g, s + 2 * H); ST(o, s + 3 * H);
+        const TV tc = tanh(cn);
+        ST(o * tc, S + next + gid);
+        __global T *s = sv + s_off + b * SW * H + j;
+        ST(i, s); ST(f, s + H); ST(g, s + 2 * H); ST(o, s + 3 * H); ST(tc, s + 4 * H);
 % else:
         const TV r = sigm(PRE(0)), z = sigm(PRE(1));
   % if bias:
@@ -88,7 +90,7 @@ __kernel void cell_forward(__global const T *restrict xp, const int x_off, __glo
         const TV nn = tanh(LD(x + 2 * H) + r * hn);
   % endif
         ST((ONE - z) * nn + z * LD(S + prev + gid), S + next + gid);
-        __global T *s = sv + s_off + b * 4 * H + j;
+        __global T *s = sv + s_off + b * SW * H + j;
         ST(r, s); ST(z, s + H); ST(nn, s + 2 * H); ST(hn, s + 3 * H);
 % endif
     }
@@ -141,9 +143,8 @@ __kernel void cell_backward(__global const T *restrict gS, __global const T *res
   % endif
         ST(ZERO, carry_h + gid);
 % elif mode == "lstm":
-        __global const T *s = sv + s_off + b * 4 * H + j;
-        const TV i = LD(s), f = LD(s + H), g = LD(s + 2 * H), o = LD(s + 3 * H);
-        const TV tc = tanh(LD(S + c_plane + next + gid));
+        __global const T *s = sv + s_off + b * SW * H + j;
+        const TV i = LD(s), f = LD(s + H), g = LD(s + 2 * H), o = LD(s + 3 * H), tc = LD(s + 4 * H);
         dc += dh * o * (ONE - tc * tc);
         ST(dc * g * i * (ONE - i), di);
         ST(dc * LD(S + c_plane + prev + gid) * f * (ONE - f), di + H);
@@ -152,7 +153,7 @@ __kernel void cell_backward(__global const T *restrict gS, __global const T *res
         ST(dc * f, carry_c + gid);
         ST(ZERO, carry_h + gid);
 % else:
-        __global const T *s = sv + s_off + b * 4 * H + j;
+        __global const T *s = sv + s_off + b * SW * H + j;
         const TV r = LD(s), z = LD(s + H), nn = LD(s + 2 * H), hn = LD(s + 3 * H);
         const TV dan = dh * (ONE - z) * (ONE - nn * nn);
         const TV dar = dan * hn * r * (ONE - r);

@@ -25,6 +25,7 @@ from . import differentiable as dv
 
 _TEMPLATE = "rnn_cell.cl.mako"
 GATES = {"tanh": 1, "relu": 1, "lstm": 4, "gru": 3}
+SAVED = {"lstm": 5, "gru": 4}   # per unit, what forward keeps for backward (the simple RNN reads S)
 
 
 def _window(t: Tensor, shape) -> Tensor:
@@ -32,28 +33,39 @@ def _window(t: Tensor, shape) -> Tensor:
     return Tensor(shape, t.dtype, t.device, _storage=t._storage)
 
 
+_plans = {}   # (device, target, kernel, options, n, H) -> (kernel, global size, local size, chunk)
+
+
 def _launch(name, mode, dtype, n, bias, has_len, args, H):
     """Enqueue ``name`` over the ``n`` = B * H items. GPUs: a work-item per item. CPUs: a few
     work-items per core, each over consecutive items, ``vw`` at a time (the target's vector width
-    when it divides H; a work-group costs microseconds there, and vectors make exp/tanh cheap)."""
-    dev = next(v for v in args.values() if isinstance(v, Tensor)).device
-    target = dev.target
-    vw = 1
-    if not target.is_gpu:
-        for w in target.widths_float if dtype == np.float32 else target.widths_double:
-            if H % w == 0:
-                vw = w
-                break
-    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), mode=mode, bias=bool(bias),
-                             has_len=bool(has_len), vw=vw)
-    if target.is_gpu:
-        chunk, local = 1, kernels.fit_local(dev, knl, target.local_size(64))
-        size = kernels.round_up(n, local)
-    else:
-        chunk = max(64, -(-n // (target.items_per_unit * target.compute_units)))
-        chunk, local = -(-chunk // vw) * vw, 1
-        size = -(-n // chunk)
-    kernels.launch(dev, knl, (size,), (local,), n=n, chunk=chunk, **args)
+    when it divides H; a work-group costs microseconds there, and vectors make exp/tanh cheaper).
+    The kernel and its geometry are kept per shape: a layer launches this 2 T times a step."""
+    dev = args["S"].device if "S" in args else args["gS"].device
+    key = (dev, dev.target, name, mode, dtype, bool(bias), bool(has_len), n, H)
+    plan = _plans.get(key)
+    if plan is None:
+        target = dev.target
+        vw = 1
+        if not target.is_gpu:
+            for w in target.widths_float if dtype == np.float32 else target.widths_double:
+                if H % w == 0:
+                    vw = w
+                    break
+        knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), mode=mode, bias=bool(bias),
+                                 has_len=bool(has_len), vw=vw)
+        if target.is_gpu:
+            chunk, local = 1, kernels.fit_local(dev, knl, target.local_size(64))
+            size = kernels.round_up(n, local)
+        else:
+            chunk = max(64, -(-n // (target.items_per_unit * target.compute_units)))
+            chunk, local = -(-chunk // vw) * vw, 1
+            size = -(-n // chunk)
+        if len(_plans) > 1024:
+            _plans.clear()
+        plan = _plans[key] = (knl, (size,), (local,), chunk)
+    knl, size, local, chunk = plan
+    kernels.launch(dev, knl, size, local, n=n, chunk=chunk, **args)
 
 
 def _slots(T, reverse):
@@ -90,7 +102,8 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
     _launch("cell_init", mode, dt, BH, False, False,
             dict(S=S, slot=start * BH, c_plane=plane, h0=h0s if h0s is not None else S,
                  c0=c0s if c0s is not None else S, zero=int(h0s is None)), H)
-    sv = Tensor([T, B, 4 * H], dt, dev) if mode in ("lstm", "gru") else S
+    sw = SAVED.get(mode, 0)
+    sv = Tensor([T, B, sw * H], dt, dev) if sw else S
     hp = Tensor([B, GH], dt, dev)
     hwin = _window(S, [B, H])
     has_len = lens is not None
@@ -98,7 +111,7 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
     for t, prev, nxt in _slots(T, reverse):
         matmul_tensors(hwin, ws, trans_b=True, out=hp, offsets=(prev * BH, 0, 0))
         args = dict(xp=xs, x_off=t * B * GH, hp=hp, S=S, prev=prev * BH, next=nxt * BH, c_plane=plane,
-                    sv=sv, s_off=t * B * 4 * H, t=t, H=H)
+                    sv=sv, s_off=t * B * sw * H, t=t, H=H)
         if bi is not None:
             args.update(bi=bi, bh=bh)
         if has_len:
@@ -117,6 +130,7 @@ def _rnn_rule(ctx, g: Tensor):
     H = ws._shape[1]
     dt, dev = xs.dtype, xs.device
     plane, BH = (T + 1) * B * H, B * H
+    sw = SAVED.get(mode, 0)
     g = g if g._view is None else g.contiguous()
     dgi = Tensor([T, B, GH], dt, dev)
     dgh = Tensor([T, B, GH], dt, dev) if mode == "gru" else dgi
@@ -127,7 +141,7 @@ def _rnn_rule(ctx, g: Tensor):
     need_h0 = need[4] or need[5]
     for k, (t, prev, nxt) in enumerate(steps):
         args = dict(gS=g, dmm=dmm, first=int(k == 0), carry_h=carry_h, carry_c=carry_c, S=S, prev=prev * BH,
-                    next=nxt * BH, c_plane=plane, sv=sv, s_off=t * B * 4 * H, dgi=dgi, dgh=dgh,
+                    next=nxt * BH, c_plane=plane, sv=sv, s_off=t * B * sw * H, dgi=dgi, dgh=dgh,
                     g_off=t * B * GH, t=t, H=H)
         if lens is not None:
             args["lens"] = lens
