@@ -187,19 +187,45 @@ def test_finite_difference_gradcheck(mode):
     assert check_gradients(f, [x] + [params[k] for k in picked], eps=1e-6, atol=1e-6, rtol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("mode", ["tanh", "relu", "lstm", "gru"])
 def test_create_graph_gradient_equals_first_order_and_differentiates(mode):
     torch = pytest.importorskip("torch")
-    ref, ours = _pair(torch, mode)
+    ref, ours = _pair(torch, mode, hidden=4, bidirectional=True)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 2, IN))
     ox, tx = _v(x, True), torch.tensor(x, requires_grad=True)
     (gx,) = grad((ours(ox)[0] ** 2).sum(), ox, create_graph=True)
     (tgx,) = torch.autograd.grad((ref(tx)[0] ** 2).sum(), tx, create_graph=True)
     np.testing.assert_allclose(gx.numpy(), tgx.detach().numpy(), rtol=1e-9, atol=1e-11)
-    w = ours.weight_hh_l0
-    (gw,) = grad((gx * gx).sum(), w)
-    (tgw,) = torch.autograd.grad((tgx * tgx).sum(), ref.weight_hh_l0)
+    for name in ("weight_hh_l0", "weight_hh_l0_reverse", "bias_ih_l0"):
+        (gw,) = grad((gx * gx).sum(), getattr(ours, name), retain_graph=True)
+        (tgw,) = torch.autograd.grad((tgx * tgx).sum(), getattr(ref, name), retain_graph=True)
+        np.testing.assert_allclose(gw.numpy(), tgw.numpy(), rtol=1e-8, atol=1e-10, err_msg=name)
+
+
+@pytest.mark.parametrize("mode", ["tanh", "lstm", "gru"])
+def test_create_graph_with_lengths_and_initial_state_matches_torch_packed(mode):
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    ref, ours = _pair(torch, mode, hidden=4, bidirectional=True)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 3, IN))
+    hx = [rng.standard_normal((2, 3, 4)) for _ in range(2 if mode == "lstm" else 1)]
+    lengths = [2, 4, 1]
+    ox, ohx = _v(x, True), [_v(h, True) for h in hx]
+    tx, thx = torch.tensor(x, requires_grad=True), [torch.tensor(h, requires_grad=True) for h in hx]
+    out, states = _states(ours(ox, tuple(ohx) if mode == "lstm" else ohx[0], lengths=lengths))
+    tout, tstates = _states(ref(pack_padded_sequence(tx, lengths, enforce_sorted=False),
+                                tuple(thx) if mode == "lstm" else thx[0]))
+    tout = pad_packed_sequence(tout, total_length=4)[0]
+    loss = (out ** 2).sum() + (states[-1] ** 2).sum()
+    tloss = (tout ** 2).sum() + (tstates[-1] ** 2).sum()
+    gx, gh = grad(loss, [ox, ohx[0]], create_graph=True)
+    tgx, tgh = torch.autograd.grad(tloss, [tx, thx[0]], create_graph=True)
+    np.testing.assert_allclose(gx.numpy(), tgx.detach().numpy(), rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(gh.numpy(), tgh.detach().numpy(), rtol=1e-9, atol=1e-11)
+    (gw,) = grad((gx * gx).sum() + (gh * gh).sum(), ours.weight_hh_l0_reverse)
+    (tgw,) = torch.autograd.grad((tgx * tgx).sum() + (tgh * tgh).sum(), ref.weight_hh_l0_reverse)
     np.testing.assert_allclose(gw.numpy(), tgw.numpy(), rtol=1e-8, atol=1e-10)
 
 

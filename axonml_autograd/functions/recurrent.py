@@ -277,4 +277,4 @@ def dv_cat(parts):
 
 def _positive(a) -> Tensor:
     """The constant mask a > 0 (relu's derivative) as a Tensor."""
-    return (a > 0).data()
+    return a.data() > 0   # comparisons give constants (a Tensor) whether or not the operand records
