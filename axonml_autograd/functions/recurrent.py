@@ -241,7 +241,7 @@ def _rnn_vrule(ctx, g):
         elif mode == "lstm":
             i, f, gg, o, tc = vals
             dc = dc + dh * o * (1 - tc * tc)
-            gi = gh = dv_cat([dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg),
+            gi = gh = _gates([dc * gg * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - gg * gg),
                               dh * tc * o * (1 - o)])
             dc_next = dc * f if keep_c is None else dc * f + keep_c
             direct = None
@@ -250,8 +250,8 @@ def _rnn_vrule(ctx, g):
             dan = dh * (1 - z) * (1 - n * n)
             dar = dan * hnp * r * (1 - r)
             daz = dh * (h_prev - n) * z * (1 - z)
-            gi = dv_cat([dar, daz, dan])
-            gh = dv_cat([dar, daz, dan * r])
+            gi = _gates([dar, daz, dan])
+            gh = _gates([dar, daz, dan * r])
             direct = dh * z
         dX[t], dG[t], hprev[t] = gi, gh, h_prev
         dh_next = gh.matmul(W)
@@ -271,7 +271,8 @@ def _rnn_vrule(ctx, g):
     return gX, gW, gbi, gbh, gh0, gc0
 
 
-def dv_cat(parts):
+def _gates(parts):
+    """The per-gate gradients side by side, as the gates are laid out ([B, G * H])."""
     return type(parts[0]).cat(parts, -1)
 
 
