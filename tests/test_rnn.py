@@ -288,3 +288,21 @@ def test_state_dict_names_and_shapes_are_torch():
         bound = 1 / np.sqrt(5)
         assert all(np.abs(p.numpy()).max() <= bound for p in ours.parameters())
 
+
+
+def test_dropout_between_layers_only_in_training():
+    from axonml_autograd.random import manual_seed
+    model = nn.GRU(IN, 6, num_layers=2, dropout=0.5, seed=6)
+    plain = nn.GRU(IN, 6, num_layers=2, seed=6)   # the same weights (same seed), no dropout
+    x = _v(np.random.default_rng(14).standard_normal((T, B, IN)).astype(np.float32))
+    model.eval()
+    np.testing.assert_array_equal(model(x)[0].numpy(), plain(x)[0].numpy())
+    model.train()
+    manual_seed(3)
+    a = model(x)[0].numpy()
+    manual_seed(3)
+    b = model(x)[0].numpy()
+    np.testing.assert_array_equal(a, b)                       # the device generator's draws
+    assert not np.allclose(a, plain(x)[0].numpy())
+    one_layer = nn.GRU(IN, 6, dropout=0.5, seed=6).train()    # nothing between layers to drop
+    np.testing.assert_array_equal(one_layer(x)[0].numpy(), nn.GRU(IN, 6, seed=6)(x)[0].numpy())
