@@ -306,3 +306,33 @@ def test_dropout_between_layers_only_in_training():
     assert not np.allclose(a, plain(x)[0].numpy())
     one_layer = nn.GRU(IN, 6, dropout=0.5, seed=6).train()    # nothing between layers to drop
     np.testing.assert_array_equal(one_layer(x)[0].numpy(), nn.GRU(IN, 6, seed=6)(x)[0].numpy())
+
+
+def test_captured_step_with_device_lengths_equals_eager_with_host_lengths():
+    rng = np.random.default_rng(15)
+    batches = [(_v(rng.standard_normal((B, T, IN)).astype(np.float32)), lengths)
+               for lengths in ([5, 2, 4], [1, 5, 3], [5, 5, 5], [2, 3, 1])]
+
+    def trainer():
+        model = nn.LSTM(IN, 8, bidirectional=True, batch_first=True, seed=7)
+        opt = SGD(list(model.parameters()), lr=0.1)
+
+        def step(x, lengths):
+            opt.zero_grad()
+            out, (h, c) = model(x, lengths=lengths)
+            loss = (out * out).mean() + (h * c).sum()
+            loss.backward()
+            opt.step()
+            return loss
+        return model, step
+
+    eager_model, eager = trainer()
+    model, step = trainer()
+    step = capture(step)
+    for x, lengths in batches:
+        assert eager(x, lengths).item() == step(x, Tensor.from_numpy(np.array(lengths, np.int32))).item()
+    for p, q in zip(model.parameters(), eager_model.parameters()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy())
+    assert step.recordings == 1 and step.replays == 3
+    with pytest.raises(ValueError, match=r"int32 of shape \[3\]"):
+        model(batches[0][0], lengths=Tensor.from_numpy(np.array([5, 2], np.int32)))

@@ -10,7 +10,10 @@ is one matmul ``h @ W_hh^T`` and one fused cell kernel (functions/recurrent.py).
 
 Variable-length batches: ``forward(input, hx, lengths=[...])`` (or a :class:`PackedSequence` from
 ``nn.utils.rnn.pack_padded_sequence``) gives torch's packed results: outputs past a sequence's length
-are zero and h_n / c_n are each sequence's state at its last step.
+are zero and h_n / c_n are each sequence's state at its last step. ``lengths`` are host ints (checked
+to lie in [1, T]) or an int32 Tensor [B] on the input's device, which is used without being read, so
+a step that takes it as an argument can be captured (its values are not checked: a length past T
+runs every step, 0 leaves h0).
 
 >>> from axonml_autograd import Tensor, Variable
 >>> import axonml_autograd.nn as nn
@@ -28,6 +31,7 @@ import numbers
 import numpy as np
 
 from .. import init
+from ..creation import arange
 from ..functions.recurrent import GATES, rnn_recurrence
 from ..tensor import Tensor
 from ..variable import Variable
@@ -164,7 +168,14 @@ class RNNBase(Module):
                 h0 = h0.unsqueeze(1)
                 c0 = c0.unsqueeze(1) if c0 is not None else None
         host = lens = None
-        if lengths is not None:
+        if isinstance(lengths, Variable):
+            lengths = lengths.data()
+        if isinstance(lengths, Tensor):   # on the device: used as it is, never read (capturable)
+            if lengths.dtype != np.int32 or lengths.shape() != [B] or lengths.device is not x.data().device:
+                raise ValueError(f"{self._name}: lengths as a Tensor must be int32 of shape [{B}] on the "
+                                 f"input's device, got {lengths.dtype} {lengths.shape()} on {lengths.device}")
+            lens = lengths
+        elif lengths is not None:
             host = _lengths(lengths, B, T, self._name)
             lens = Tensor.from_numpy(np.asarray(host, dtype=np.int32), device=x.data().device)
         h_n, c_n = [], []
@@ -185,6 +196,9 @@ class RNNBase(Module):
                 x = F.dropout(x, self.dropout, True)
         if host is not None and min(host) < T:
             x = x * Variable(_time_mask(host, T, x.data().dtype, x.data().device))
+        elif host is None and lens is not None:   # the same mask, made on the device
+            steps = arange(T, dtype="int32", device=lens.device).reshape([T, 1])
+            x = x * Variable((steps < lens.reshape([1, B])).astype(x.data().dtype).reshape([T, B, 1]))
         h_n = Variable.stack(h_n, 0)
         c_n = Variable.stack(c_n, 0) if self.mode == "lstm" else None
         if unbatched:
