@@ -20,7 +20,7 @@ import numpy as np
 from .. import kernels
 from ..grad_fn import record
 from ..matmul import matmul as matmul_tensors
-from ..tensor import Tensor
+from ..tensor import Tensor, check_index32
 from . import differentiable as dv
 
 _TEMPLATE = "rnn_cell.cl.mako"
@@ -88,6 +88,7 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
     H = ws._shape[1]
     K = 2 if mode == "lstm" else 1
     dt, dev = xs.dtype, xs.device
+    check_index32("recurrent layers", K * (T + 1) * B * H, T * B * max(GH, 5 * H))   # the kernels' int offsets
     bi = b_ih.data() if b_ih is not None else None
     bh = b_hh.data() if b_hh is not None else None
     h0s = h0.data() if h0 is not None else None
