@@ -16,14 +16,15 @@ STAMP  := $(VENV)/.installed
 
 # The portability subset: the tests that must pass on every OpenCL implementation (one list, here).
 # Every kernel family (matmul, elementwise, fused, reduce, scan, softmax/cross-entropy rows, norms,
-# conv/pool, resampling, index, sort, optimisers, Philox), both strategies, the target and its fallbacks.
+# conv/pool, resampling, index, sort, optimisers, Philox, recurrent cells), both strategies, the target and its fallbacks.
 PORTABILITY_TESTS := tests/test_kernels.py tests/test_matmul.py tests/test_gradients.py \
                      tests/test_softmax_rows.py tests/test_norm.py tests/test_conv.py tests/test_optim.py \
                      tests/test_random.py tests/test_sorting.py tests/test_indexing.py \
                      tests/test_gpu_strategies.py tests/test_vector_path.py tests/test_target.py \
                      tests/test_target_matrix.py tests/test_registry.py tests/test_eager_fusion.py \
                      tests/test_replay_state.py tests/test_kernel_args.py tests/test_norm_accuracy.py \
-                     tests/test_conv_transpose.py tests/test_resample.py
+                     tests/test_conv_transpose.py tests/test_resample.py \
+                     tests/test_rnn.py
 # Emulated GPUs from small to large (AXONML_TARGET fields). A target without fp64 runs in
 # tests/test_target_matrix.py (float32 there): the suite's gradchecks need float64.
 MATRIX_TARGETS    := strategy=gpu,work_group=64,local_mem=16384,vw_float=1 \

@@ -29,6 +29,9 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
                <= 1.5x torch's time
   conv2d       conv2d forward + backward (input, weight and bias gradients) of [64, 16, 28, 28] with 32
                3x3 filters, padding 1, float32, ms (target <= 2x torch's time)
+  lstm         nn.LSTM(64, 64) training step on [16, 64, 64] (T, batch, input): forward, MSE loss ((out - y) * (out - y)).mean(),
+               backward, SGD step, ms/step, eager (target <= 1.5x torch's nn.LSTM) and as lstm_captured
+               through ``capture()`` (target <= 1.0x torch); torch gets the same weights and data
   mlp          MLP 784-256-10, batch 128: forward + backward + SGD step, ms/step; also checks that a
                step makes no device->host read
   mlp_captured the same step through ``capture()``: recorded once, then replayed
@@ -61,7 +64,7 @@ import time
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
 ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
-            "mlp", "mlp_captured",
+            "lstm", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -69,6 +72,7 @@ MLP_SIZES = (784, 256, 10)
 MLP_BATCH = 128
 MLP_LR = 0.01
 CHAIN_OPS = 1000
+LSTM_SHAPE = (16, 64, 64, 64)   # T, batch, input, hidden
 CONV_INPUT, CONV_WEIGHT = (64, 16, 28, 28), (32, 16, 3, 3)   # padding 1: the output is [64, 32, 28, 28]
 
 
@@ -602,6 +606,85 @@ class Bench:
         return Row("conv2d", "conv2d fwd+bwd [64,16,28,28] * [32,16,3,3], padding 1", "ms", "time", ms.pop("ours"),
                    ms, "torch", {"text": "<= 2x torch", "baseline": "torch", "min_ratio": 0.5},
                    _err_note(err, "" if self.torch else "torch not installed: target not checked"), best=best)
+
+    def lstm(self):
+        """An LSTM training step, eager and captured, against torch's nn.LSTM with the same weights."""
+        np = self.np
+        import axonml_autograd.nn as nn
+        from axonml_autograd import capture
+        T, B, I, H = LSTM_SHAPE
+        x_h = self.rng.standard_normal((T, B, I), dtype=np.float32)
+        y_h = self.rng.standard_normal((T, B, H), dtype=np.float32)
+        x = self.Variable(self.Tensor.from_numpy(x_h, device=self.dev))
+        y = self.Variable(self.Tensor.from_numpy(y_h, device=self.dev))
+
+        def trainer():
+            model = nn.LSTM(I, H, seed=3, device=self.dev)
+            opt, _ = make_sgd(list(model.parameters()), MLP_LR)
+
+            def step():
+                opt.zero_grad()
+                out, _ = model(x)
+                d = out - y
+                loss = (d * d).mean()
+                loss.backward()
+                opt.step()
+                return loss
+            return model, step
+
+        steps = 5 if self.quick else 10
+        model, eager_step = trainer()
+        cmodel, cstep = trainer()
+        cstep = capture(cstep)
+        for _ in range(3):
+            eager_step(), cstep()
+        same = all(np_equal(a.data().numpy(), b.data().numpy())
+                   for a, b in zip(model.parameters(), cmodel.parameters()))
+
+        def run(step):
+            def timed():
+                for _ in range(steps):
+                    step()
+                self.finish()
+            return timed
+
+        fns = {"ours": run(eager_step), "captured": run(cstep)}
+        err_note = ""
+        if self.torch:
+            torch = self.torch
+            ref = torch.nn.LSTM(I, H)
+            with torch.no_grad():
+                for name, p in ref.named_parameters():
+                    p.copy_(torch.from_numpy(getattr(model, name).data().numpy()))
+            tx, ty = torch.from_numpy(x_h), torch.from_numpy(y_h)
+            topt = torch.optim.SGD(list(ref.parameters()), lr=MLP_LR)
+            out, _ = model(x)
+            err = _rel_err(out.numpy(), ref(tx)[0].detach().numpy())
+            err_note = _err_note(err)
+
+            def t_step():
+                topt.zero_grad(set_to_none=True)
+                out, _ = ref(tx)
+                d = out - ty
+                loss = (d * d).mean()
+                loss.backward()
+                topt.step()
+            fns["torch"] = lambda: [t_step() for _ in range(steps)]
+        t = measure(fns, *self.reps(10, 4, 2, 1))
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        captured, best_captured = ms.pop("captured"), best.pop("captured", None)
+        ours = ms.pop("ours")
+        base = {k: v for k, v in ms.items()}
+        notes = [err_note, f"{cstep.recordings} recording(s), {cstep.replays} replays",
+                 "captured equals eager after 3 steps" if same else "WARNING: captured differs from eager"]
+        rows = [Row("lstm", f"LSTM({I},{H}) step, T={T}, batch {B}", "ms/step", "time", ours, dict(base), "torch",
+                    {"text": "<= 1.5x torch", "baseline": "torch", "min_ratio": 1 / 1.5} if self.torch
+                    else {"text": "report"}, "; ".join(n for n in notes[:1] if n), best=best),
+                Row("lstm_captured", "the same step through capture()", "ms/step", "time", captured, dict(base),
+                    "torch", {"text": "<= 1.0x torch", "baseline": "torch", "min_ratio": 1.0} if self.torch
+                    else {"text": "report"}, "; ".join(n for n in notes[1:] if n),
+                    best={k: v for k, v in {**best, "ours": best_captured}.items() if v is not None})]
+        return rows
 
     def _torch_fwd_bwd(self, fn, arrays, g_h):
         """torch's forward + backward of ``fn`` over copies of ``arrays`` with upstream ``g_h``: the timed

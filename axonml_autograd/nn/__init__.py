@@ -29,6 +29,8 @@ from .attention import (MultiheadAttention, Transformer, TransformerDecoder, Tra
 from .resample import (AdaptiveMaxPool2d, AvgPool1d, CircularPad1d, CircularPad2d, Fold, MaxPool1d, PixelShuffle,
                        PixelUnshuffle, ReflectionPad1d, ReflectionPad2d, ReplicationPad1d, ReplicationPad2d, Unfold,
                        Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
+from .recurrent import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from . import utils
 
 __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "ParameterList", "ParameterDict", "StateDictError", "IncompatibleKeys",
            "Linear", "MLP", "Embedding", "EmbeddingBag", "Dropout", "Dropout2d", "PReLU", "Flatten", "Unflatten", "Identity",
@@ -40,5 +42,6 @@ __all__ = ["Module", "Sequential", "ModuleList", "ModuleDict", "Parameter", "Par
            "PixelShuffle", "PixelUnshuffle", "Unfold", "Fold", "ReflectionPad1d", "ReflectionPad2d", "ReplicationPad1d",
            "ReplicationPad2d", "CircularPad1d", "CircularPad2d", "MultiheadAttention", "TransformerEncoderLayer",
            "TransformerEncoder", "TransformerDecoderLayer", "TransformerDecoder", "Transformer",
+           "RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "utils",
            "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "HuberLoss", "BCELoss",
            "BCEWithLogitsLoss", "KLDivLoss", "functional", "init"]
