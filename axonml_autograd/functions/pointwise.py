@@ -209,6 +209,10 @@ def pow(v, exponent):
     if x.dtype.kind != "f" and isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
         # An integer to an integer power stays integer, exact (as torch); no gradient.
         return record("PowBackward", P.scalar_op("pow", x, int(exponent)), [v], None)
+    if exponent == 2 and x.dtype.kind == "f":
+        # torch's choice too: x * x, the same value as pow(x, 2) and a fraction of the cost of the
+        # pow() kernels both ways (PoCL: 0.6 ms and ~4 ms against 0.03 ms on 65536 floats).
+        return binary("mul", v, v)
     return scalar("pow", v, exponent)
 
 
