@@ -133,19 +133,25 @@ def _conv_padding(padding, n, op, stride, dilation, kernel):
     return [(p, p) for p in _ints(padding, n, op, "padding", 0)]
 
 
-def _convolution(op, x, weight, bias, stride, padding, dilation, groups, spatial):
-    """conv1d and conv2d: check and normalise the arguments, then run the 2-D form."""
+def _operands(op, x, weight, groups, spatial, layout):
+    """The input (batched) and weight Variables of a convolution or transposed convolution, checked:
+    ranks, dtypes and ``groups``; ``layout`` names the weight's leading axes for the error."""
     x = _variable(x, op, "input")
     w = _variable(weight, op, "weight")
     x, batched = _check_input(x, op, spatial)
     if w.ndim() != spatial + 2:
-        want = "[out, in/groups, k]" if spatial == 1 else "[out, in/groups, kh, kw]"
+        want = f"{layout}, k]" if spatial == 1 else f"{layout}, kh, kw]"
         raise ValueError(f"{op}: weight must be {spatial + 2}-D {want}, got shape {w.shape()}")
     if w.dtype != x.dtype:
         raise TypeError(f"{op}: input and weight dtypes differ: {x.dtype} and {w.dtype}")
     if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    groups = int(groups)
+    return x, w, batched, int(groups)
+
+
+def _convolution(op, x, weight, bias, stride, padding, dilation, groups, spatial):
+    """conv1d and conv2d: check and normalise the arguments, then run the 2-D form."""
+    x, w, batched, groups = _operands(op, x, weight, groups, spatial, "[out, in/groups")
     N, C = x.shape()[:2]
     O, Cg = w.shape()[:2]
     kernel = tuple(w.shape()[2:])
@@ -451,17 +457,7 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 # gets conv(v, w), the weight GW(v, x), and double backward comes with the family's rules.
 
 def _conv_transpose(op, x, weight, bias, stride, padding, output_padding, groups, dilation, spatial):
-    x = _variable(x, op, "input")
-    w = _variable(weight, op, "weight")
-    x, batched = _check_input(x, op, spatial)
-    if w.ndim() != spatial + 2:
-        want = "[in, out/groups, k]" if spatial == 1 else "[in, out/groups, kh, kw]"
-        raise ValueError(f"{op}: weight must be {spatial + 2}-D {want}, got shape {w.shape()}")
-    if w.dtype != x.dtype:
-        raise TypeError(f"{op}: input and weight dtypes differ: {x.dtype} and {w.dtype}")
-    if not isinstance(groups, (numbers.Integral, np.integer)) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
-    groups = int(groups)
+    x, w, batched, groups = _operands(op, x, weight, groups, spatial, "[in, out/groups")
     N, C = x.shape()[:2]
     Cw, Og = w.shape()[:2]
     kernel = tuple(w.shape()[2:])
