@@ -336,3 +336,21 @@ def test_captured_step_with_device_lengths_equals_eager_with_host_lengths():
     assert step.recordings == 1 and step.replays == 3
     with pytest.raises(ValueError, match=r"int32 of shape \[3\]"):
         model(batches[0][0], lengths=Tensor.from_numpy(np.array([5, 2], np.int32)))
+
+
+def test_pack_sequence_runs_as_torchs():
+    torch = pytest.importorskip("torch")
+    rnn_utils = nn.utils.rnn
+    rng = np.random.default_rng(11)
+    seqs = [rng.standard_normal((n, 3)) for n in (5, 3, 1)]
+    lstm = nn.LSTM(3, 4, seed=2, dtype="float64")
+    ref = torch.nn.LSTM(3, 4).double()
+    ref.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in lstm.state_dict().items()})
+    packed = rnn_utils.pack_sequence([Variable(Tensor.from_numpy(a)) for a in seqs])
+    out, (h, _c) = lstm(packed)
+    tout, (th, _tc) = ref(torch.nn.utils.rnn.pack_sequence([torch.from_numpy(a) for a in seqs]))
+    np.testing.assert_allclose(h.numpy(), th.detach().numpy(), rtol=1e-10, atol=1e-12)
+    padded, lengths = rnn_utils.pad_packed_sequence(out)
+    tpadded, tlengths = torch.nn.utils.rnn.pad_packed_sequence(tout)
+    np.testing.assert_allclose(padded.numpy(), tpadded.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert list(lengths) == tlengths.tolist()

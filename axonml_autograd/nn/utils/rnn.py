@@ -27,7 +27,7 @@ from ...tensor import Tensor
 from ...variable import Variable
 from ..recurrent import PackedSequence
 
-__all__ = ["pad_sequence", "pack_padded_sequence", "pad_packed_sequence", "PackedSequence"]
+__all__ = ["pad_sequence", "pack_padded_sequence", "pad_packed_sequence", "pack_sequence", "PackedSequence"]
 
 
 def _variable(x, op):
@@ -76,6 +76,13 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         raise ValueError(f"pack_padded_sequence: lengths {host} are not sorted in decreasing order; sort "
                          "them or pass enforce_sorted=False")
     return PackedSequence(x, host, batch_first)
+
+
+def pack_sequence(sequences, enforce_sorted=True):
+    """torch's ``pack_sequence``: sequences [L_i, *] padded (``pad_sequence``) and packed with their
+    lengths (host ints, known from the shapes: no read)."""
+    seqs = [_variable(s, "pack_sequence") for s in sequences]
+    return pack_padded_sequence(pad_sequence(seqs), [s.shape()[0] for s in seqs], enforce_sorted=enforce_sorted)
 
 
 def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
