@@ -34,22 +34,9 @@ ${c.preamble(ctype, vector=vw)}\
 
 inline TV sigm(const TV x) { return ONE / (ONE + exp(-x)); }
 
-// The items [g0, g1) of this work-item, vw at a time (all in one row b: vw divides H and chunk).
-#define ITEMS const int g0 = get_global_id(0) * chunk, g1 = min(g0 + chunk, n); \
-    for (int gid = g0; gid < g1; gid += ${vw})
-
-__kernel void cell_forward(__global const T *restrict xp, const int x_off, __global const T *restrict hp,
-% if bias:
-                           __global const T *restrict bi, __global const T *restrict bh,
-% endif
-                           __global T *restrict S, const int prev, const int next, const int c_plane,
-                           __global T *restrict sv, const int s_off,
-% if has_len:
-                           __global const int *restrict lens,
-% endif
-                           const int t, const int H, const int n, const int chunk)
-{
-    ITEMS {
+## One item's step (row b, units j..j+vw): the body of cell_forward / cell_backward and of the
+## sequence kernels below, which run it for their rows at every step. `gid` is b * H + j.
+<%def name="forward_item()">\
         const int b = gid / H, j = gid - b * H;
         const int GH = G * H;
         __global const T *x = xp + x_off + b * GH + j;
@@ -93,20 +80,8 @@ __kernel void cell_forward(__global const T *restrict xp, const int x_off, __glo
         __global T *s = sv + s_off + b * SW * H + j;
         ST(r, s); ST(z, s + H); ST(nn, s + 2 * H); ST(hn, s + 3 * H);
 % endif
-    }
-}
-
-__kernel void cell_backward(__global const T *restrict gS, __global const T *restrict dmm, const int first,
-                            __global T *restrict carry_h, __global T *restrict carry_c,
-                            __global const T *restrict S, const int prev, const int next, const int c_plane,
-                            __global const T *restrict sv, const int s_off,
-                            __global T *restrict dgi, __global T *restrict dgh, const int g_off,
-% if has_len:
-                            __global const int *restrict lens,
-% endif
-                            const int t, const int H, const int n, const int chunk)
-{
-    ITEMS {
+</%def>
+<%def name="backward_item()">\
         const int b = gid / H, j = gid - b * H;
         const int GH = G * H;
         TV dh = LD(gS + next + gid) + LD(carry_h + gid);
@@ -162,7 +137,39 @@ __kernel void cell_backward(__global const T *restrict gS, __global const T *res
         ST(dar, dhh); ST(daz, dhh + H); ST(dan * r, dhh + 2 * H);
         ST(dh * z, carry_h + gid);
 % endif
-    }
+</%def>
+
+// The items [g0, g1) of this work-item, vw at a time (all in one row b: vw divides H and chunk).
+#define ITEMS const int g0 = get_global_id(0) * chunk, g1 = min(g0 + chunk, n); \
+    for (int gid = g0; gid < g1; gid += ${vw})
+
+__kernel void cell_forward(__global const T *restrict xp, const int x_off, __global const T *restrict hp,
+% if bias:
+                           __global const T *restrict bi, __global const T *restrict bh,
+% endif
+                           __global T *restrict S, const int prev, const int next, const int c_plane,
+                           __global T *restrict sv, const int s_off,
+% if has_len:
+                           __global const int *restrict lens,
+% endif
+                           const int t, const int H, const int n, const int chunk)
+{
+    ITEMS {
+${forward_item()}    }
+}
+
+__kernel void cell_backward(__global const T *restrict gS, __global const T *restrict dmm, const int first,
+                            __global T *restrict carry_h, __global T *restrict carry_c,
+                            __global const T *restrict S, const int prev, const int next, const int c_plane,
+                            __global const T *restrict sv, const int s_off,
+                            __global T *restrict dgi, __global T *restrict dgh, const int g_off,
+% if has_len:
+                            __global const int *restrict lens,
+% endif
+                            const int t, const int H, const int n, const int chunk)
+{
+    ITEMS {
+${backward_item()}    }
 }
 
 // The initial state's gradient after the last backward step: dh0 = gS[slot] + dmm + carry_h.
@@ -192,3 +199,120 @@ __kernel void cell_init(__global T *S, const int slot, const int c_plane, __glob
 % endif
     }
 }
+% if seq:
+
+## The sequence kernels (CPUs): a work-item owns the batch rows [b0, b1) and runs every step for them,
+## so a layer's whole recurrence is one launch each way instead of two per step. Rows never interact
+## (only W_hh, read-only, is shared), so no work-item waits for another; the states it reads at a
+## step are the ones it wrote at the step before. Each step's product for the rows, out[b, :] =
+## a[b, :] @ m ([K, N], rows contiguous), runs on vectors of `vw` columns, `nv` vectors and four rows
+## at a time (the accumulators stay in registers), as the blocked matmul's micro-tile does.
+//
+// Every vector access here is at a multiple of vw elements from the start of a buffer (the offsets
+// are steps, rows and units, all multiples of vw, and H is one), so it is a plain vector load or
+// store through a pointer: on PoCL vloadn/vstoren stay out-of-line calls, which cost more than the
+// arithmetic (the blocked matmul reads its panels the same way).
+#undef LD
+#undef ST
+#define LD(p) (*(__global const TV *)(p))
+#define ST(v, p) (*(__global TV *)(p) = (v))
+<%def name="rows_product(out, out_ld, a, a_ld, m, K, N)">\
+    for (int r0 = b0; r0 < b1; r0 += 4) {
+        const int nrows = min(4, b1 - r0);
+        __global const T *a0 = ${a} + (size_t)r0 * ${a_ld};
+% for r in range(1, 4):
+        __global const T *a${r} = ${a} + (size_t)(r0 + min(${r}, nrows - 1)) * ${a_ld};
+% endfor
+        for (int n0 = 0; n0 < ${N}; n0 += ${vw * nv}) {
+% for r in range(4):
+  % for v in range(nv):
+            TV acc${r}_${v} = ZERO;
+  % endfor
+% endfor
+            for (int k = 0; k < ${K}; ++k) {
+                __global const T *mk = ${m} + (size_t)k * ${N} + n0;
+% for v in range(nv):
+                const TV w${v} = LD(mk + ${v * vw});
+% endfor
+% for r in range(4):
+                { const T av = a${r}[k];
+  % for v in range(nv):
+                  acc${r}_${v} += av * w${v};
+  % endfor
+                }
+% endfor
+            }
+% for r in range(4):
+            if (${r} < nrows) {
+  % for v in range(nv):
+                ST(acc${r}_${v}, ${out} + (size_t)(r0 + ${r}) * ${out_ld} + n0 + ${v * vw});
+  % endfor
+            }
+% endfor
+        }
+    }
+</%def>
+
+__kernel void seq_forward(__global const T *restrict xp, __global const T *restrict wt, __global T *restrict hp,
+% if bias:
+                          __global const T *restrict bi, __global const T *restrict bh,
+% endif
+                          __global T *restrict S, const int c_plane, __global T *restrict sv,
+% if has_len:
+                          __global const int *restrict lens,
+% endif
+                          const int steps, const int reverse, const int B, const int H, const int rows)
+{
+    const int b0 = get_global_id(0) * rows, b1 = min(B, b0 + rows);
+    const int GH = G * H, BH = B * H;
+    for (int s = 0; s < steps; ++s) {
+        const int t = reverse ? steps - 1 - s : s;
+        const int prev = (reverse ? t + 1 : t) * BH, next = (reverse ? t : t + 1) * BH;
+        const int x_off = t * B * GH, s_off = t * B * SW * H;
+        // hp[b, :] = h_prev[b, :] @ W_hh^T for this work-item's rows (wt is W_hh^T, [H, G * H]).
+${rows_product("hp", "GH", "(S + prev)", "H", "wt", "H", "GH")}
+        for (int b = b0; b < b1; ++b) {
+            for (int jj = 0; jj < H; jj += ${vw}) {
+                const int gid = b * H + jj;
+${forward_item()}
+            }
+        }
+    }
+}
+
+__kernel void seq_backward(__global const T *restrict gS, __global T *restrict dmm,
+                           __global T *restrict carry_h, __global T *restrict carry_c,
+                           __global const T *restrict S, const int c_plane,
+                           __global const T *restrict sv, __global T *restrict dgi, __global T *restrict dgh,
+                           __global const T *restrict w,
+% if has_len:
+                           __global const int *restrict lens,
+% endif
+                           const int steps, const int reverse, const int B, const int H, const int rows,
+                           const int final_product)
+{
+    const int b0 = get_global_id(0) * rows, b1 = min(B, b0 + rows);
+    const int GH = G * H, BH = B * H;
+    int last_off = 0;
+    for (int s = 0; s < steps; ++s) {
+        const int t = reverse ? s : steps - 1 - s;     // the forward's steps, last first
+        const int prev = (reverse ? t + 1 : t) * BH, next = (reverse ? t : t + 1) * BH;
+        const int g_off = t * B * GH, s_off = t * B * SW * H;
+        const int first = s == 0;
+        if (!first) {
+            // dmm[b, :] = the step after's gate gradients [b, :] @ W_hh ([G * H, H]).
+${rows_product("dmm", "H", "(dgh + last_off)", "GH", "w", "GH", "H")}
+        }
+        for (int b = b0; b < b1; ++b) {
+            for (int jj = 0; jj < H; jj += ${vw}) {
+                const int gid = b * H + jj;
+${backward_item()}
+            }
+        }
+        last_off = g_off;
+    }
+    if (final_product) {   // for the initial state's gradient (cell_finish)
+${rows_product("dmm", "H", "(dgh + last_off)", "GH", "w", "GH", "H")}
+    }
+}
+% endif

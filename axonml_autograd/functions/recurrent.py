@@ -46,14 +46,9 @@ def _launch(name, mode, dtype, n, bias, has_len, args, H):
     plan = _plans.get(key)
     if plan is None:
         target = dev.target
-        vw = 1
-        if not target.is_gpu:
-            for w in target.widths_float if dtype == np.float32 else target.widths_double:
-                if H % w == 0:
-                    vw = w
-                    break
+        vw = _vector_width(target, dtype, H)
         knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), mode=mode, bias=bool(bias),
-                                 has_len=bool(has_len), vw=vw)
+                                 has_len=bool(has_len), vw=vw, seq=False, nv=1)
         if target.is_gpu:
             chunk, local = 1, kernels.fit_local(dev, knl, target.local_size(64))
             size = kernels.round_up(n, local)
@@ -66,6 +61,40 @@ def _launch(name, mode, dtype, n, bias, has_len, args, H):
         plan = _plans[key] = (knl, (size,), (local,), chunk)
     knl, size, local, chunk = plan
     kernels.launch(dev, knl, size, local, n=n, chunk=chunk, **args)
+
+
+def _vector_width(target, dtype, H) -> int:
+    """The target's widest vector width that divides H (1 on GPUs: a work-item per unit there)."""
+    if target.is_gpu:
+        return 1
+    for w in target.widths_float if dtype == np.float32 else target.widths_double:
+        if H % w == 0:
+            return w
+    return 1
+
+
+def sequence_kernels(dev) -> bool:
+    """Whether a layer's recurrence runs as one launch each way (CPUs) rather than two per step."""
+    return not dev.target.is_gpu
+
+
+def _launch_sequence(name, mode, dtype, B, H, bias, has_len, args):
+    """Enqueue ``seq_forward``/``seq_backward``: a work-item per block of batch rows, a few per core."""
+    dev = args["S"].device
+    key = (dev, dev.target, name, mode, dtype, bool(bias), bool(has_len), B, H)
+    plan = _plans.get(key)
+    if plan is None:
+        target = dev.target
+        vw = _vector_width(target, dtype, H)
+        nv = 2 if (H // vw) % 2 == 0 else 1
+        knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), mode=mode, bias=bool(bias),
+                                 has_len=bool(has_len), vw=vw, seq=True, nv=nv)
+        rows = max(1, -(-B // (target.items_per_unit * target.compute_units)))
+        if len(_plans) > 1024:
+            _plans.clear()
+        plan = _plans[key] = (knl, (-(-B // rows),), rows)
+    knl, size, rows = plan
+    kernels.launch(dev, knl, size, (1,), B=B, H=H, rows=rows, **args)
 
 
 def _slots(T, reverse):
@@ -109,7 +138,14 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
     hwin = _window(S, [B, H])
     has_len = lens is not None
     xs = xs if xs._view is None else xs.contiguous()
-    for t, prev, nxt in _slots(T, reverse):
+    if sequence_kernels(dev):
+        args = dict(xp=xs, wt=ws.T.contiguous(), hp=hp, S=S, c_plane=plane, sv=sv, steps=T, reverse=int(reverse))
+        if bi is not None:
+            args.update(bi=bi, bh=bh)
+        if has_len:
+            args["lens"] = lens
+        _launch_sequence("seq_forward", mode, dt, B, H, bi is not None, has_len, args)
+    for t, prev, nxt in (() if sequence_kernels(dev) else _slots(T, reverse)):
         matmul_tensors(hwin, ws, trans_b=True, out=hp, offsets=(prev * BH, 0, 0))
         args = dict(xp=xs, x_off=t * B * GH, hp=hp, S=S, prev=prev * BH, next=nxt * BH, c_plane=plane,
                     sv=sv, s_off=t * B * sw * H, t=t, H=H)
@@ -140,7 +176,13 @@ def _rnn_rule(ctx, g: Tensor):
     dmm = Tensor([B, H], dt, dev)
     steps = _slots(T, reverse)[::-1]
     need_h0 = need[4] or need[5]
-    for k, (t, prev, nxt) in enumerate(steps):
+    if sequence_kernels(dev):
+        args = dict(gS=g, dmm=dmm, carry_h=carry_h, carry_c=carry_c, S=S, c_plane=plane, sv=sv, dgi=dgi, dgh=dgh,
+                    w=ws if ws._view is None else ws.contiguous(), steps=T, reverse=int(reverse), final_product=int(need_h0))
+        if lens is not None:
+            args["lens"] = lens
+        _launch_sequence("seq_backward", mode, dt, B, H, False, lens is not None, args)
+    for k, (t, prev, nxt) in enumerate(() if sequence_kernels(dev) else steps):
         args = dict(gS=g, dmm=dmm, first=int(k == 0), carry_h=carry_h, carry_c=carry_c, S=S, prev=prev * BH,
                     next=nxt * BH, c_plane=plane, sv=sv, s_off=t * B * sw * H, dgi=dgi, dgh=dgh,
                     g_off=t * B * GH, t=t, H=H)
