@@ -12,6 +12,14 @@
 ## in local memory along a fixed tree. Every sum is folded in an order fixed by the shape alone.
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=vw)}\
+% if aligned:
+// Every row starts on a vector boundary (the caller's promise: cols a multiple of vw, buffers from
+// their start), so vectors are read and written through pointers: PoCL leaves vloadn/vstoren as calls.
+#undef VLOAD
+#undef VSTORE
+#define VLOAD(i, p) (*(__global const TV *)((p) + (i) * ${vw}))
+#define VSTORE(v, i, p) (*(__global TV *)((p) + (i) * ${vw}) = (v))
+% endif
 <%
     UNROLL = 4
     def row_sums(sums, init, body, start="0", cols="cols", var="c"):

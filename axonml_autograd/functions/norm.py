@@ -20,7 +20,7 @@ from .activation import _floats
 _TEMPLATE = "norm.cl.mako"
 
 
-def _kernel(device, dtype, which, **params):
+def _kernel(device, dtype, which, cols=0, **params):
     """(kernel, strategy, local size): a work-item per row on CPUs, a work-group per row on GPUs."""
     t = device.target
     strategy = "local" if t.is_gpu else "serial"
@@ -36,8 +36,15 @@ def _kernel(device, dtype, which, **params):
         device, f"norm {which} {ct}",
         [(vw, n) for n in (t.local_sizes(256) if t.is_gpu else [1]) for vw in t.vector_widths(dtype)],
         lambda c: (c[1], kernels.get_kernel(device, _TEMPLATE, which, ctype=ct, vw=c[0], strategy=strategy,
-                                            local_size=c[1], local=c[1], **full)))
+                                            local_size=c[1], local=c[1], aligned=_aligned(cols, c[0], strategy),
+                                            **full)))
     return knl, strategy, local
+
+
+def _aligned(cols, vw, strategy) -> bool:
+    """Whether every row of a layer_norm starts on a vector boundary (rows of ``cols`` elements from the
+    start of a buffer): then its vectors are plain pointer loads (on PoCL vloadn stays a call)."""
+    return strategy == "serial" and vw > 1 and cols > 0 and cols % vw == 0
 
 
 def _input(a, op) -> Tensor:
@@ -72,7 +79,7 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     mean = Tensor._wrap((rows,), x.dtype, dev)
     rstd = Tensor._wrap((rows,), x.dtype, dev)
     if rows and cols:
-        knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="layer_norm", has_weight=w is not None,
+        knl, strategy, local = _kernel(dev, x.dtype, "forward", cols=cols, kind="layer_norm", has_weight=w is not None,
                                        has_bias=b is not None, affine=w is not None or b is not None)
         # CPUs: blocks of rows per work-item (as the backward); GPUs: a work-group per row.
         groups, per = _blocks(dev, rows, cols) if strategy == "serial" else (rows, 1)
@@ -152,7 +159,7 @@ def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
         return Tensor.zeros(x._shape, x.dtype, dev), zero, zero
     nblk, per = _blocks(dev, rows, cols)
     partial = Tensor._wrap((nblk, 2, cols), x.dtype, dev) if affine else None
-    knl, strategy, local = _kernel(dev, x.dtype, "backward", kind="layer_norm", has_weight=w is not None,
+    knl, strategy, local = _kernel(dev, x.dtype, "backward", cols=cols, kind="layer_norm", has_weight=w is not None,
                                    has_bias=has_bias, affine=affine)
     kernels.launch(dev, knl, (nblk * local,), (local,), g=g, x=x, mean_in=mean, rstd_in=rstd, w=w, partial=partial,
                    dx=dx, rows=rows, cols=cols, per_block=per)
