@@ -12,7 +12,7 @@
 ## in local memory along a fixed tree. Every sum is folded in an order fixed by the shape alone.
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=vw)}\
-% if aligned:
+% if context.get("aligned", False):
 // Every row starts on a vector boundary (the caller's promise: cols a multiple of vw, buffers from
 // their start), so vectors are read and written through pointers: PoCL leaves vloadn/vstoren as calls.
 #undef VLOAD
