@@ -8,6 +8,10 @@
 ## neighbouring addresses), long runs on CPUs (a plain loop the compiler vectorises).
 ## Counts, strides, offsets and positions are of type `itype`: int (the default, and what every tensor
 ## below 2**31 elements uses) or long, for tensors and views that reach past 2**31 - 1 elements.
+## 16-bit floats are storage types (kernels.py): an operand of type "half" (float16) is read with
+## vload_half and written with vstore_half_rte, one of type "bf16" (bfloat16's bits in a ushort) is
+## read by a shift into a float's upper half and written rounded to nearest even (bf16_rne_); the
+## expression itself computes in T (float, or double beside a float64 operand).
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
@@ -16,13 +20,40 @@
     I = context.get("itype", "int")
     # Float operands are read as T, the widest float type: float32 op float64 computes in double, and
     # builtins like fmod(a, b) are not ambiguous between their float and double forms.
-    loadtypes = tuple(ctype if t in ("float", "double") else t for t in optypes[1:])
+    loadtypes = tuple(ctype if t in ("float", "double", "half", "bf16") else t for t in optypes[1:])
     def store(value):
         # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
         return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
+    def put(index, value):
+        # The statement that writes `value` to out[index].
+        if optypes[0] == "half":
+            return f"vstore_half_rte((T){value}, {index}, out)"
+        if optypes[0] == "bf16":
+            return f"out[{index}] = bf16_rne_((float){value})"
+        return f"out[{index}] = {store(value)}"
+    def get(i, name, index):
+        # Input `name` (the i-th) at `index`.
+        t = optypes[i + 1]
+        if t == "half":
+            return f"vload_half({index}, in_{name})"
+        if t == "bf16":
+            return f"as_float((uint)in_{name}[{index}] << 16)"
+        return f"in_{name}[{index}]"
+    def pointee(t):
+        return "ushort" if t == "bf16" else t
 %>
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
+% if "bf16" in optypes[:1]:
+
+// float to bfloat16 bits, rounded to nearest even; a NaN stays a (quiet) NaN of the same sign.
+inline ushort bf16_rne_(float f)
+{
+    const uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+% endif
 % if "ipow_" in expr:
 
 // Integer powers as torch computes them: exact, wrapping on overflow (unsigned arithmetic, where
@@ -37,9 +68,9 @@ inline long ipow_(long a, long e)
 % endif
 
 __kernel void ew(
-    __global ${optypes[0]} *out,
+    __global ${pointee(optypes[0])} *out,
 % for i, name in enumerate(names):
-    __global const ${optypes[i + 1]} *in_${name},
+    __global const ${pointee(optypes[i + 1])} *in_${name},
 % endfor
 % for s in scalars:
     const T ${s},
@@ -81,9 +112,9 @@ __kernel void ew(
   % endif
     for (; gid < end; ++gid) {
   % for i, name in enumerate(names):
-        const ${loadtypes[i]} ${name} = in_${name}[gid];
+        const ${loadtypes[i]} ${name} = ${get(i, name, "gid")};
   % endfor
-        out[gid] = ${store("(" + expr + ")")};
+        ${put("gid", "(" + expr + ")")};
     }
 % else:
 <%
@@ -125,9 +156,9 @@ __kernel void ew(
         for (; col_ < stop_; ++col_, ++flat_) {
             const ${I} gid = flat_;
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
-            const ${loadtypes[i]} ${name} = in_${name}[${at(name, kind)}];
+            const ${loadtypes[i]} ${name} = ${get(i, name, at(name, kind))};
   % endfor
-            out[${at("out", kinds[0])}] = ${store("(" + expr + ")")};
+            ${put(at("out", kinds[0]), "(" + expr + ")")};
         }
     }
 % endif
