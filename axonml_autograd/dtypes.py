@@ -9,11 +9,11 @@ of the float32 with the same sign and exponent; on the host, :func:`to_bf16_bits
 :func:`from_bf16_bits` convert float32 arrays to and from those bits.
 
 Conversions round to nearest, ties to even; a NaN stays a NaN (quiet), infinities stay infinite, and a
-finite float32 past bfloat16's largest value rounds to infinity, as torch's.
+finite float32 from the midpoint between bfloat16's largest value and 2**128 up rounds to infinity, as torch's.
 
 >>> import numpy as np
->>> from_bf16_bits(to_bf16_bits(np.array([1.0, 1.00390625, 1.01171875, 3e38], np.float32))).tolist()
-[1.0, 1.0, 1.015625, 2.9913994400276174e+38]
+>>> from_bf16_bits(to_bf16_bits(np.array([1.0, 1.00390625, 1.01171875, np.inf], np.float32))).tolist()
+[1.0, 1.0, 1.015625, inf]
 >>> promote(np.dtype("float16"), bfloat16)
 dtype('float32')
 """

@@ -132,6 +132,7 @@ def test_float32_to_16_bits_rounds_to_nearest_even_as_torch_on_the_device_and_th
     assert np.isnan(device[16]) and np.isnan(device[17])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")   # signalling NaNs among the inputs
 @pytest.mark.parametrize("src, dst", [("bfloat16", "float16"), ("float16", "bfloat16"), ("float16", "float32"),
                                       ("bfloat16", "float32"), ("float16", "int32"), ("bfloat16", "int64"),
                                       ("int32", "float16"), ("int64", "bfloat16"), ("bool", "bfloat16"),
