@@ -285,6 +285,8 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
                   types=types if any(t != ctype for t in types) else (), itype=itype)
+    if "half" in types and not dev.target.is_gpu:
+        params["half_io"] = "bits"   # see elementwise.cl.mako: PoCL's vload_half/vstore_half are slow calls
     widths = [0]   # 0: the scalar loop, which every device builds
     if not dev.target.is_gpu and "strided" not in kinds and names and not int_scalars and not long_scalars \
             and params["types"] == () and _vector_safe(expr):

@@ -11,7 +11,10 @@
 ## 16-bit floats are storage types (kernels.py): an operand of type "half" (float16) is read with
 ## vload_half and written with vstore_half_rte, one of type "bf16" (bfloat16's bits in a ushort) is
 ## read by a shift into a float's upper half and written rounded to nearest even (bf16_rne_); the
-## expression itself computes in T (float, or double beside a float64 operand).
+## expression itself computes in T (float, or double beside a float64 operand). With half_io="bits"
+## (CPUs, where PoCL's vload_half/vstore_half_rte are calls ~15x slower than the arithmetic) float16 is
+## converted by integer arithmetic instead (h2f_, f2h_): the same values bit for bit, NaN and inf
+## kept, ties to even, subnormals exact (checked against numpy over every float32).
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
@@ -24,8 +27,11 @@
     def store(value):
         # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
         return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
+    bits = context.get("half_io", "builtin") == "bits"
     def put(index, value):
         # The statement that writes `value` to out[index].
+        if optypes[0] == "half" and bits:
+            return f"out[{index}] = f2h_((float){value})"
         if optypes[0] == "half":
             return f"vstore_half_rte((T){value}, {index}, out)"
         if optypes[0] == "bf16":
@@ -34,13 +40,15 @@
     def get(i, name, index):
         # Input `name` (the i-th) at `index`.
         t = optypes[i + 1]
+        if t == "half" and bits:
+            return f"h2f_(in_{name}[{index}])"
         if t == "half":
             return f"vload_half({index}, in_{name})"
         if t == "bf16":
             return f"as_float((uint)in_{name}[{index}] << 16)"
         return f"in_{name}[{index}]"
     def pointee(t):
-        return "ushort" if t == "bf16" else t
+        return "ushort" if t == "bf16" or (t == "half" and bits) else t
 %>
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
@@ -52,6 +60,34 @@ inline ushort bf16_rne_(float f)
     const uint u = as_uint(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
     return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+% endif
+% if bits and "half" in optypes[1:]:
+
+// float16 bits to float, exactly: subnormals through an integer (no float32 subnormal, so a device
+// that flushes those still gets them right), inf and NaN (payload kept) by their exponent.
+inline float h2f_(ushort h)
+{
+    const uint em = h & 0x7fffu;
+    float f = em < 0x400u ? (float)em * 0x1p-24f : as_float((em << 13) + 0x38000000u);
+    if (em >= 0x7c00u) f = as_float((em << 13) | 0x7f800000u);
+    return as_float(as_uint(f) | ((uint)(h & 0x8000u) << 16));
+}
+% endif
+% if bits and "half" in optypes[:1]:
+
+// float to float16 bits, rounded to nearest even: NaN stays a (quiet) NaN, from 65520 up is inf,
+// below 2**-14 the subnormals: adding 0.5f rounds the value to a multiple of 2**-24 (0.5's ulp), to
+// even, and the count of those is what is left above 0.5's bits (float32 subnormals give 0 either way).
+inline ushort f2h_(float f)
+{
+    const uint u = as_uint(f);
+    const uint s = (u >> 16) & 0x8000u;
+    const uint a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (ushort)(s | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (ushort)(s | 0x7c00u);
+    if (a >= 0x38800000u) return (ushort)(s | ((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13));
+    return (ushort)(s | (as_uint(as_float(a) + 0.5f) - 0x3f000000u));
 }
 % endif
 % if "ipow_" in expr:

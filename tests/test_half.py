@@ -132,6 +132,26 @@ def test_float32_to_16_bits_rounds_to_nearest_even_as_torch_on_the_device_and_th
     assert np.isnan(device[16]) and np.isnan(device[17])
 
 
+def test_every_float16_converts_exactly_and_float32_rounds_to_float16_as_numpy():
+    # Every float16 to float32 (exact), and float32 with every upper 16 bits and the lower bits that
+    # decide a rounding (below, at and above the halfway point, with an even and an odd last kept bit)
+    # to float16, against numpy's conversion (ties to even). On CPUs the kernels convert float16 by
+    # integer arithmetic, on GPUs with vload_half/vstore_half_rte: both must give these bits.
+    h = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    wide = Tensor.from_numpy(h).astype("float32").numpy()
+    nan = np.isnan(h)
+    assert np.array_equal(wide[~nan].view(np.uint32), h[~nan].astype(np.float32).view(np.uint32))
+    assert np.isnan(wide[nan]).all() and np.array_equal(np.signbit(wide[nan]), np.signbit(h[nan]))
+    low = np.array([0, 1, 0x0FFF, 0x1000, 0x1001, 0x2000, 0x3000, 0xFFFF], np.uint32)
+    f = ((np.arange(65536, dtype=np.uint32)[:, None] << 16) | low).reshape(-1).view(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = f.astype(np.float16)
+    got = Tensor.from_numpy(f).astype("float16").numpy()
+    nan = np.isnan(f)
+    assert np.array_equal(got[~nan].view(np.uint16), want[~nan].view(np.uint16))
+    assert np.isnan(got[nan]).all() and np.array_equal(np.signbit(got[nan]), np.signbit(f[nan]))
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in cast")   # signalling NaNs among the inputs
 @pytest.mark.parametrize("src, dst", [("bfloat16", "float16"), ("float16", "bfloat16"), ("float16", "float32"),
                                       ("bfloat16", "float32"), ("float16", "int32"), ("bfloat16", "int64"),
