@@ -429,3 +429,16 @@ def test_optimisers_refuse_16_bit_parameters_before_changing_anything():
     for dt in DTYPES:
         with pytest.raises(TypeError, match=f"parameter 0 is {dt}"):
             optim.SGD([Variable(ag.ones(3, dtype=dt), requires_grad=True)], lr=0.1)
+
+
+def test_pickle_deepcopy_and_create_graph_keep_16_bit():
+    import copy
+    import pickle
+    b = ag.randn(5, seed=1, dtype="bfloat16")
+    for c in (pickle.loads(pickle.dumps(b)), copy.deepcopy(b)):
+        assert c.dtype is bfloat16 and np.array_equal(c.numpy(), b.numpy())
+    x = Variable(Tensor.from_vec([0.5, 1.0, 2.0], [3], dtype="float16"), requires_grad=True)
+    (g,) = ag.autograd.grad((x * x * x).sum(), [x], create_graph=True)
+    assert g.data().dtype == np.float16 and g.data().to_vec() == [0.75, 3.0, 12.0]
+    g.sum().backward()
+    assert x.grad().dtype == np.float16 and x.grad().to_vec() == [3.0, 6.0, 12.0]
