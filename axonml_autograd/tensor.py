@@ -275,6 +275,11 @@ class Tensor:
             if bad.any():
                 value = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]].item()
                 raise ValueError(f"{_op}: value {_short(value)} is not an {t.dtype}")
+        if t.dtype == float16 and arr.dtype != float16:
+            # Through float32, as torch converts to float16 (and as the kernels do): a float64 half-way
+            # case of float16 that float32 rounds onto the tie goes to even, as torch's does.
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float32)
         # A private copy: the upload does not wait, so the caller may change `array` right after.
         # A finite float beyond float32's range becomes inf there, as in torch.tensor (no warning).
         with np.errstate(over="ignore"):

@@ -11,7 +11,8 @@
 ## 16-bit floats are storage types (kernels.py): an operand of type "half" (float16) is read with
 ## vload_half and written with vstore_half_rte, one of type "bf16" (bfloat16's bits in a ushort) is
 ## read by a shift into a float's upper half and written rounded to nearest even (bf16_rne_); the
-## expression itself computes in T (float, or double beside a float64 operand). With half_io="bits"
+## expression itself computes in T (float, or double beside a float64 operand; a double result is
+## rounded to float first, then to 16 bits, as torch converts). With half_io="bits"
 ## (CPUs, where PoCL's vload_half/vstore_half_rte are calls ~15x slower than the arithmetic) float16 is
 ## converted by integer arithmetic instead (h2f_, f2h_): the same values bit for bit, NaN and inf
 ## kept, ties to even, subnormals exact (checked against numpy over every float32).
@@ -33,7 +34,7 @@
         if optypes[0] == "half" and bits:
             return f"out[{index}] = f2h_((float){value})"
         if optypes[0] == "half":
-            return f"vstore_half_rte((T){value}, {index}, out)"
+            return f"vstore_half_rte((float){value}, {index}, out)"   # double through float, as torch
         if optypes[0] == "bf16":
             return f"out[{index}] = bf16_rne_((float){value})"
         return f"out[{index}] = {store(value)}"

@@ -442,3 +442,15 @@ def test_pickle_deepcopy_and_create_graph_keep_16_bit():
     assert g.data().dtype == np.float16 and g.data().to_vec() == [0.75, 3.0, 12.0]
     g.sum().backward()
     assert x.grad().dtype == np.float16 and x.grad().to_vec() == [3.0, 6.0, 12.0]
+
+
+@pytest.mark.skipif(not DEV.fp64, reason="no float64 on this device")
+def test_float64_converts_through_float32_as_torch():
+    torch = pytest.importorskip("torch")
+    # just above a 16-bit tie in float64, exactly on it in float32: torch rounds twice, so the tie goes to even
+    v = np.array([1 + 2**-11 + 2**-40, 1 + 2**-8 + 2**-40, -(1 + 3 * 2**-11 - 2**-40)])
+    for dt in DTYPES:
+        want = tvalues(torch.from_numpy(v).to(tdt(torch, dt)))
+        assert want[0 if dt == "float16" else 1] == 1.0
+        for ours in (Tensor.from_numpy(v, dtype=dt), Tensor.from_numpy(v).astype(dt)):
+            np.testing.assert_array_equal(ours.numpy().astype(np.float32), want)
