@@ -74,14 +74,6 @@ class BFloat16:
 
 bfloat16 = BFloat16()
 
-HALF_TYPES = (float16, bfloat16)
-
-
-def is_half(dtype) -> bool:
-    """Whether ``dtype`` is one of the 16-bit float types."""
-    return dtype is bfloat16 or dtype == float16
-
-
 def resolve(dtype):
     """``bfloat16`` for the ways of naming it (the object, ``"bfloat16"``, torch's spelling), else None."""
     if dtype is bfloat16 or (isinstance(dtype, str) and dtype in ("bfloat16", "bf16")):
