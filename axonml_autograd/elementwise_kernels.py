@@ -288,10 +288,13 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     if "half" in types and not dev.target.is_gpu:
         params["half_io"] = "bits"   # see elementwise.cl.mako: PoCL's vload_half/vstore_half are slow calls
     widths = [0]   # 0: the scalar loop, which every device builds
+    # One 16-bit type throughout (float16 or bfloat16 in and out) takes the vector loop too: its
+    # loads and stores convert whole vectors (elementwise.cl.mako).
+    one_half = params["types"] != () and len(set(types)) == 1 and types[0] in ("half", "bf16")
     if not dev.target.is_gpu and "strided" not in kinds and names and not int_scalars and not long_scalars \
-            and params["types"] == () and _vector_safe(expr):
-        bits = 8 * np.dtype(float_dtype).itemsize
-        widths = [w for w in dev.target.vector_widths(float_dtype, 4) if w * bits <= _EW_VECTOR_BITS][:1] + widths
+            and (params["types"] == () or one_half) and _vector_safe(expr):
+        bits = 8 * np.dtype(compute_dtype(float_dtype)).itemsize
+        widths = [w for w in dev.target.vector_widths(compute_dtype(float_dtype), 4) if w * bits <= _EW_VECTOR_BITS][:1] + widths
     # An expression with no vector form (e.g. pow of a vector by a scalar) takes the scalar loop.
     plan.vector, plan.kernel = kernels.first_that_builds(
         dev, f"elementwise {expr}", widths, quiet=True,

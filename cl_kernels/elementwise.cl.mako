@@ -91,6 +91,47 @@ inline ushort f2h_(float f)
     return (ushort)(s | (as_uint(as_float(a) + 0.5f) - 0x3f000000u));
 }
 % endif
+% if context.get("vector", 0) and optypes[0] in ("half", "bf16"):
+<%
+    vw = context["vector"]
+    U, F, S = f"uint{vw}", f"float{vw}", f"ushort{vw}"
+%>
+// The CPU vector loop's 16-bit loads and stores, ${vw} lanes at a time: the scalar h2f_/f2h_ and
+// bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
+inline ${U} blend_(const ${U} a, const ${U} b, const int${vw} c)
+{
+    const ${U} m = as_${U}(c);   // a comparison's lanes: all ones where true
+    return (a & ~m) | (b & m);
+}
+  % if optypes[0] == "bf16":
+inline ${F} bf2f_v(const ${S} b) { return as_${F}(convert_${U}(b) << 16); }
+inline ${S} f2bf_v(const ${F} f)
+{
+    const ${U} u = as_${U}(f);
+    const ${U} r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return convert_${S}(blend_(r, (u >> 16) | 0x40u, (u & 0x7fffffffu) > 0x7f800000u));
+}
+  % else:
+inline ${F} h2f_v(const ${S} h16)
+{
+    const ${U} h = convert_${U}(h16);
+    const ${U} em = h & 0x7fffu;
+    ${U} f = blend_((em << 13) + 0x38000000u, as_${U}(convert_${F}(as_int${vw}(em)) * 0x1p-24f), em < 0x400u);
+    f = blend_(f, (em << 13) | 0x7f800000u, em >= 0x7c00u);
+    return as_${F}(f | ((h & 0x8000u) << 16));
+}
+inline ${S} f2h_v(const ${F} f)
+{
+    const ${U} u = as_${U}(f);
+    const ${U} a = u & 0x7fffffffu;
+    ${U} r = blend_((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13,
+                    as_${U}(as_${F}(a) + 0.5f) - 0x3f000000u, a < 0x38800000u);
+    r = blend_(r, (${U})0x7c00u, a >= 0x477ff000u);
+    r = blend_(r, 0x7e00u | ((a >> 13) & 0x3ffu), a > 0x7f800000u);
+    return convert_${S}(((u >> 16) & 0x8000u) | r);
+}
+  % endif
+% endif
 % if "ipow_" in expr:
 
 // Integer powers as torch computes them: exact, wrapping on overflow (unsigned arithmetic, where
@@ -141,10 +182,18 @@ __kernel void ew(
     // vector versions, but a scalar loop calls the scalar ones. Runs start at multiples of the chunk,
     // so the vector loads are aligned; the tail is done one element at a time.
     for (; gid + ${vw} <= end; gid += ${vw}) {
-    % for name in names:
+    % for i, name in enumerate(names):
+      % if optypes[i + 1] in ("half", "bf16"):
+        const TV ${name} = ${"h2f_v" if optypes[i + 1] == "half" else "bf2f_v"}(*(__global const ushort${vw} *)(in_${name} + gid));
+      % else:
         const TV ${name} = *(__global const TV *)(in_${name} + gid);
+      % endif
     % endfor
+    % if optypes[0] in ("half", "bf16"):
+        *(__global ushort${vw} *)(out + gid) = ${"f2h_v" if optypes[0] == "half" else "f2bf_v"}(${expr});
+    % else:
         *(__global TV *)(out + gid) = ${expr};
+    % endif
     }
   % endif
     for (; gid < end; ++gid) {

@@ -454,3 +454,26 @@ def test_float64_converts_through_float32_as_torch():
         assert want[0 if dt == "float16" else 1] == 1.0
         for ours in (Tensor.from_numpy(v, dtype=dt), Tensor.from_numpy(v).astype(dt)):
             np.testing.assert_array_equal(ours.numpy().astype(np.float32), want)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_the_cpu_vector_loop_converts_as_the_scalar_one(dt):
+    # One 16-bit type in and out takes the vector loop on CPUs (runs of 8, then a scalar tail): every
+    # 16-bit pattern through it unchanged (NaN stays NaN), and products landing on and beside ties
+    # rounded as numpy rounds the float32 product.
+    raw = np.arange(65536 + 5, dtype=np.uint32).astype(np.uint16)
+    vals = raw.view(np.float16).astype(np.float32) if dt == "float16" else \
+        (raw.astype(np.uint32) << 16).view(np.float32)
+    x = Tensor.from_numpy(vals, dtype=dt)
+    same = (x * 1.0).numpy().astype(np.float32)
+    nan = np.isnan(vals)
+    assert np.array_equal(same[~nan].view(np.uint32), vals[~nan].view(np.uint32)) and np.isnan(same[nan]).all()
+    finite = vals[np.isfinite(vals)]
+    y = Tensor.from_numpy(finite, dtype=dt)
+    for s in (1 + 2.0**-11, 1 + 3 * 2.0**-11, 1 + 2.0**-8, 1 + 3 * 2.0**-8, 0.75, 3.0):
+        with np.errstate(over="ignore"):
+            prod = finite * np.float32(s)
+            want = prod.astype(np.float16).astype(np.float32) if dt == "float16" else \
+                (to_bf16_bits(prod).astype(np.uint32) << 16).view(np.float32)
+        got = (y * s).numpy().astype(np.float32)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32)), s
