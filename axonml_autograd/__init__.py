@@ -125,5 +125,8 @@ from . import autograd, func  # noqa: E402  (ag.autograd.grad, ag.func.hessian w
 float32, float64, int32, int64 = (_np.dtype(n) for n in ("float32", "float64", "int32", "int64"))
 bool = _np.dtype("bool")  # noqa: A001
 long, double = int64, float64
+# The 16-bit floats (dtypes.py): float16 is numpy's; bfloat16 is a small dtype object of our own.
+from .dtypes import bfloat16, float16  # noqa: E402
+half = float16
 
 __version__ = "0.1.0"

@@ -42,7 +42,7 @@ from . import target as _target
 INSTALL_HINT = 'install an OpenCL platform, for example: pip install "pyopencl[pocl]"'
 
 
-SUPPORTED_DTYPES = ("float32", "float64", "int32", "int64", "bool")
+SUPPORTED_DTYPES = ("float32", "float64", "int32", "int64", "bool", "float16", "bfloat16")
 
 
 class DeviceError(RuntimeError):
@@ -397,6 +397,10 @@ class Device:
         return dt
 
     def _check_dtype(self, dtype) -> np.dtype:
+        from .dtypes import resolve
+        bf = resolve(dtype)
+        if bf is not None:
+            return bf   # bfloat16 (numpy has none): see dtypes.py
         try:
             dt = np.dtype(dtype)
         except TypeError as e:

@@ -18,6 +18,7 @@ import pyopencl as cl
 
 from . import kernels, launch
 from .device import get_device
+from .dtypes import bfloat16, compute_dtype, float_result
 from .shapes import _collapse, _short, as_float, broadcast_shapes, contiguous_strides
 from .tensor import Tensor, View, _index_dtype, _Storage, index_type
 
@@ -63,6 +64,7 @@ def ew_launch_shape(device, n):
 
 
 _MAX_WORK_ITEMS = 2**30
+BFLOAT16_MAX = 3.3895313892515355e+38   # (2 - 2**-7) * 2**127
 
 
 class _Plan:
@@ -233,9 +235,9 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     operands = tensors + ([out.tensor] if out is not None else [])
     dev = _check_same_device(op, operands) if operands else get_device(device)
     names = tuple(names[:len(views)])
-    # The widest float among the operands (float32 op float64 is float64 whichever comes first).
-    float_dtype = max((t.dtype for t in tensors if t.dtype.kind == "f"), key=lambda d: d.itemsize,
-                      default=np.dtype(np.float32))
+    # The widest float among the operands (float32 op float64 is float64 whichever comes first; float16
+    # op bfloat16 is float32, as torch). 16-bit operands are computed on in float32 (compute_dtype).
+    float_dtype = float_result(t.dtype for t in tensors)
     plan = _Plan()
     plan.kernel_device = dev
     if out is not None:
@@ -272,7 +274,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
         cshape = []  # flat operands ignore the shape: one kernel serves every rank
     # How each operand moves along the last axis: "1" contiguous, "0" broadcast, "s" any other stride.
     inner = tuple("1" if st[-1] == 1 else "0" if st[-1] == 0 else "s" for st in cstrides) if cshape else ()
-    ctype = kernels.ctype(float_dtype)
+    ctype = kernels.ctype(compute_dtype(float_dtype))
     types = tuple(kernels.ctype(t) for t in [plan.dtype] + [t.dtype for t in tensors])
     chunk, global_size, local_size = ew_launch_shape(dev, n)
     # Every index the kernel forms: the element count, the last work-item's run, and each strided
@@ -283,11 +285,16 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     params = dict(ctype=ctype, rank=len(cshape), kinds=kinds, names=names, scalars=tuple(scalars),
                   int_scalars=tuple(int_scalars), long_scalars=tuple(long_scalars), expr=expr, inner=inner,
                   types=types if any(t != ctype for t in types) else (), itype=itype)
+    if "half" in types and not dev.target.is_gpu:
+        params["half_io"] = "bits"   # see elementwise.cl.mako: PoCL's vload_half/vstore_half are slow calls
     widths = [0]   # 0: the scalar loop, which every device builds
+    # One 16-bit type throughout (float16 or bfloat16 in and out) takes the vector loop too: its
+    # loads and stores convert whole vectors (elementwise.cl.mako).
+    one_half = params["types"] != () and len(set(types)) == 1 and types[0] in ("half", "bf16")
     if not dev.target.is_gpu and "strided" not in kinds and names and not int_scalars and not long_scalars \
-            and params["types"] == () and _vector_safe(expr):
-        bits = 8 * np.dtype(float_dtype).itemsize
-        widths = [w for w in dev.target.vector_widths(float_dtype, 4) if w * bits <= _EW_VECTOR_BITS][:1] + widths
+            and (params["types"] == () or one_half) and _vector_safe(expr):
+        bits = 8 * np.dtype(compute_dtype(float_dtype)).itemsize
+        widths = [w for w in dev.target.vector_widths(compute_dtype(float_dtype), 4) if w * bits <= _EW_VECTOR_BITS][:1] + widths
     # An expression with no vector form (e.g. pow of a vector by a scalar) takes the scalar loop.
     plan.vector, plan.kernel = kernels.first_that_builds(
         dev, f"elementwise {expr}", widths, quiet=True,
@@ -309,7 +316,7 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
     plan.preset = tuple((first_int + k, pack_index(value)) for k, value in enumerate(ints))
     for index, value in plan.preset:
         plan.kernel.set_arg(index, np.frombuffer(value, dtype=_index_dtype(itype))[0])
-    plan.scalar_dtype = float_dtype
+    plan.scalar_dtype = float_dtype = compute_dtype(float_dtype)
     plan.pack_scalar = struct.Struct("=" + float_dtype.char).pack
     # What a capture needs to fuse this launch with its neighbours (fusion.py): only whole contiguous
     # float operands of one type, no integer scalars, no use of the element index.
@@ -332,7 +339,7 @@ def fill(t: Tensor, value, op="fill") -> Tensor:
         raise TypeError(f"{op}: value must be a number, got {value!r}")
     if t.dtype.kind == "f":
         value = as_float(value, op)
-        if math.isfinite(value) and abs(value) > float(np.finfo(t.dtype).max):
+        if math.isfinite(value) and abs(value) > (BFLOAT16_MAX if t.dtype is bfloat16 else float(np.finfo(t.dtype).max)):
             raise ValueError(f"{op}: value {value!r} cannot be converted to {t.dtype} without overflow")
     elif t.dtype.kind == "b":
         value = bool(value)

@@ -33,6 +33,7 @@ from mako.lookup import TemplateLookup
 from mako.template import Template
 
 from . import launch as _launch
+from .dtypes import bfloat16 as _bfloat16
 
 
 class KernelBuildError(RuntimeError):
@@ -77,13 +78,34 @@ def template_source(name: str) -> str:
 
 
 # bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.
+# The 16-bit floats are storage types only: "half" is float16 in memory (read with vload_half, written
+# with vstore_half_rte, no cl_khr_fp16 needed) and "bf16" bfloat16's raw bits (a ushort). Kernels compute
+# on them in float; only the elementwise template reads and writes them so far (HALF_TEMPLATES), and any
+# other template asked to build for them is refused with a TypeError naming the op (get_kernel).
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
-          np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar"}
+          np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.float16): "half"}
+HALF_CTYPES = {"half": "float16", "bf16": "bfloat16"}
+HALF_TEMPLATES = ("elementwise.cl.mako",)
 
 
 def ctype(dtype) -> str:
-    """The OpenCL C type name of a numpy dtype."""
+    """The OpenCL C type name of a numpy dtype (or of bfloat16: "bf16", its bits as a ushort)."""
+    if dtype is _bfloat16:
+        return "bf16"
     return CTYPES[np.dtype(dtype)]
+
+
+def _refuse_half(template, params):
+    """A TypeError for a kernel template that has no 16-bit form yet, asked for one."""
+    if template in HALF_TEMPLATES:
+        return
+    for v in params.values():
+        for t in (v if isinstance(v, tuple) else (v,)):
+            if isinstance(t, str) and t in HALF_CTYPES:
+                op = template.split(".")[0]
+                raise TypeError(f"{op}: {HALF_CTYPES[t]} tensors are not supported by {op} yet (only "
+                                "elementwise ops, reductions and softmax rows take 16-bit tensors so far); "
+                                "convert with .float() first")
 
 
 def render(template: str, **params) -> str:
@@ -290,6 +312,7 @@ def get_kernel(device, template: str, name: str, options=(), local: int = 0, **p
     key = (template, name, tuple(options), tuple(sorted(params.items())))
     knl = device.kernel_cache.get(key)
     if knl is None:
+        _refuse_half(template, params)
         _check_width(device, template, params)
         knl = _kernel_of(device, key, render(template, **params), name, options, _what(template, params))
     if local > 1:

@@ -299,6 +299,9 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         raise TypeError(f"matmul: dtypes differ: {a.dtype} and {b.dtype}; convert one with .astype()")
     if a.dtype.kind != "f":
         raise TypeError(f"matmul: {a.dtype} is not supported; use float32 or float64")
+    if a.dtype.itemsize == 2:
+        raise TypeError(f"matmul: {a.dtype} tensors are not supported by matmul yet (16-bit matmul with float32 "
+                        "accumulation is still to come); convert with .float() first")
     if a.ndim() == 0 or b.ndim() == 0:
         raise ValueError(f"matmul: operands must have at least one dimension: {_shape_text(a)} @ {_shape_text(b)}")
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .dtypes import float_result
 from .registry import OPS
 from .tensor import Tensor
 from .elementwise_kernels import elementwise
@@ -39,7 +40,7 @@ def result_dtype(a: np.dtype, b: np.dtype) -> np.dtype:
     """torch's promotion of two tensor dtypes, whichever comes first: float beats integer beats bool,
     and within a kind the wider wins (bool with bool is handled by the caller)."""
     if a.kind == "f" or b.kind == "f":
-        return max((d for d in (a, b) if d.kind == "f"), key=lambda d: d.itemsize)
+        return float_result((a, b))
     ints = [d for d in (a, b) if d.kind == "i"]
     return max(ints, key=lambda d: d.itemsize) if ints else np.dtype(np.int64)
 

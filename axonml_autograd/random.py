@@ -158,8 +158,12 @@ def _words(value):
 
 
 def _fill(t: Tensor, seed, offset, dist, a, b, op, gen=None) -> Tensor:
-    """Fill ``t``: from ``seed`` when given, else from ``gen`` (default: the device's generator)."""
+    """Fill ``t``: from ``seed`` when given, else from ``gen`` (default: the device's generator). A
+    16-bit ``t`` gets the float32 numbers of the same draw, rounded to its type."""
     _check_float_dtype(t, op)
+    if t.dtype.itemsize == 2:
+        wide = _fill(Tensor._wrap(t._shape, np.dtype(np.float32), t.device), seed, offset, dist, a, b, op, gen)
+        return t.copy_(wide)
     fresh = seed is None
     if not fresh:
         seed = _check_u64(seed, f"{op} seed")

@@ -111,6 +111,10 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
         return reduce(x.astype("float32"), op, axis, keepdim, scale)
+    if x.dtype.itemsize == 2:
+        # float16/bfloat16: accumulated in float32 (through a float32 copy), the result rounded once.
+        res = reduce(x.astype("float32"), op, axis, keepdim, scale)
+        return (res[0].astype(x.dtype), res[1]) if op == "argmax" else res.astype(x.dtype)
     if op == "argmax" and R > INT32_MAX:
         raise ValueError(f"argmax: a dimension of {R} elements is beyond what argmax supports ({INT32_MAX}, "
                          "int32 positions)")
@@ -135,6 +139,8 @@ _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows
 def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, **args) -> None:
     """Enqueue kernel ``which`` of softmax.cl.mako over ``rows`` rows of ``cols``, ``args`` by name."""
     check_index32(op, rows * cols)
+    if dtype.itemsize == 2:
+        raise TypeError(f"{op}: {dtype} tensors are not supported by {op} yet; convert with .float() first")
     t = device.target
     strategy = "local" if t.is_gpu else "serial"
     locals_ = t.local_sizes(256 if cols > 512 else 64) if t.is_gpu else [1]
@@ -150,7 +156,10 @@ def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, **args) ->
 
 
 def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
-    """Softmax (or log-softmax) along the last axis, one pass per row."""
+    """Softmax (or log-softmax) along the last axis, one pass per row (a 16-bit ``x`` in float32, the
+    result rounded once to its type)."""
+    if x.dtype.itemsize == 2:
+        return softmax_rows(x.astype("float32"), log).astype(x.dtype)
     y = Tensor._wrap(x._shape, x.dtype, x.device)
     cols = x._shape[-1]
     if x.numel():
@@ -161,6 +170,8 @@ def softmax_rows(x: Tensor, log: bool = False) -> Tensor:
 
 def softmax_rows_backward(g: Tensor, y: Tensor, log: bool = False) -> Tensor:
     """The gradient of softmax_rows at output ``y`` for incoming gradient ``g`` (same shape)."""
+    if y.dtype.itemsize == 2:
+        return softmax_rows_backward(g.astype("float32"), y.astype("float32"), log).astype(y.dtype)
     gx = Tensor._wrap(y._shape, y.dtype, y.device)
     cols = y._shape[-1]
     if y.numel():

@@ -13,6 +13,12 @@ the JSON members of the structure :func:`save` writes): a damaged or foreign fil
 :class:`CheckpointError` naming the member, and loading into variables and an optimiser changes
 nothing unless everything is valid and fits.
 
+16-bit tensors: a float16 tensor is a float16 entry. A bfloat16 tensor (numpy has no bfloat16) is stored
+losslessly as its raw bits, a uint16 entry, and its name is listed in the metadata under
+``"bfloat16_entries"``; reading gives it back as the float32 array of the same values (every bfloat16 is
+a float32 exactly), and loading it into a bfloat16 variable (``load_into``, ``load_state_dict``) gives
+the saved bits back.
+
 >>> import os, tempfile
 >>> from axonml_autograd import Tensor, Variable
 >>> w = Variable(Tensor.from_vec([1.0, 2.0], [2]), requires_grad=True)
@@ -41,7 +47,8 @@ from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 
-from .elementwise_kernels import elementwise
+from .dtypes import bfloat16, from_bf16_bits, to_bf16_bits
+from .elementwise_kernels import BFLOAT16_MAX, elementwise
 from .tensor import Tensor
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoint", "save", "read", "load", "load_into"]
@@ -49,6 +56,7 @@ __all__ = ["CheckpointError", "CheckpointMismatchError", "Checkpoint", "save", "
 OPTIMIZER_PREFIX = "__optimizer__/"
 _OPTIMIZER_JSON = OPTIMIZER_PREFIX + "json"
 _META = "__meta__"
+_BF16 = "bfloat16_entries"   # metadata key: the entries that hold bfloat16 bits
 _FORMAT = "axonml-checkpoint-1"
 _REAL = "biuf"    # what a tensor may hold: bool, int, uint, float (never strings, complex or objects)
 
@@ -83,7 +91,16 @@ class Checkpoint(NamedTuple):
     metadata: dict
 
 
+def _bf16_tensor(value):
+    """The bfloat16 Tensor of a Tensor or Variable, or None."""
+    t = value if isinstance(value, Tensor) else value.data() if callable(getattr(value, "data", None)) else None
+    return t if isinstance(t, Tensor) and t.dtype is bfloat16 else None
+
+
 def _as_array(name, value) -> np.ndarray:
+    bf = _bf16_tensor(value)
+    if bf is not None:
+        return to_bf16_bits(bf.numpy())   # its raw bits (exact: numpy() gives the float32 of each value)
     if isinstance(value, Tensor):
         return value.numpy()
     data = getattr(value, "data", None)
@@ -111,7 +128,8 @@ def _tree_skeleton(obj, arrays: dict, where="object"):
     keep their type (an optimiser's state is keyed by ints) and tuples stay tuples."""
     if _is_tensor(obj):
         k = str(len(arrays))
-        arrays[_TREE + k] = _as_array(where, obj)
+        # A bfloat16 tensor stays one until save() writes it (its bits, listed as bfloat16).
+        arrays[_TREE + k] = obj if _bf16_tensor(obj) is not None else _as_array(where, obj)
         return {"tensor": k}
     if isinstance(obj, Mapping):
         items = []
@@ -248,12 +266,17 @@ def save(path, named_variables: Mapping, optimizer=None, metadata: Optional[dict
         raise TypeError(f"save: expected a mapping of names to tensors, got {type(named_variables).__name__}")
     path = os.fspath(path)
     entries = {}
+    bf16 = []
     for name, value in named_variables.items():
         if not isinstance(name, str) or not name:
             raise TypeError(f"save: names must be non-empty strings, got {name!r}")
         if name.startswith(OPTIMIZER_PREFIX) or name == _META:
             raise ValueError(f"save: {name!r} uses a name reserved for optimiser state and metadata")
         entries[name] = _as_array(name, value)
+        if _bf16_tensor(value) is not None:
+            bf16.append(name)
+    if bf16:
+        metadata = {**(metadata or {}), _BF16: bf16}
     if optimizer is not None:
         state = optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer
         arrays, text = _flatten_optimizer(state)
@@ -434,6 +457,16 @@ def read(path) -> Checkpoint:
     meta = _json(where, _META, everything.pop(_META)) if _META in everything else {}
     if not isinstance(meta, dict):
         raise CheckpointError(f"{where}: member {_META + '.npy'!r} must hold a JSON object, got {_brief(meta)}")
+    listed = meta.get(_BF16, [])
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise CheckpointError(f"{where}: member {_META + '.npy'!r}: {_BF16!r} must be a list of entry names, "
+                              f"got {_brief(listed)}")
+    for name in listed:   # bfloat16 bits back to the float32 values they stand for
+        arr = everything.get(name)
+        if arr is None or arr.dtype != np.uint16:
+            raise CheckpointError(f"{where}: member {name + '.npy'!r} is listed as bfloat16 but "
+                                  + ("is missing" if arr is None else f"holds {arr.dtype}, not its uint16 bits"))
+        everything[name] = from_bf16_bits(arr).reshape(arr.shape)
     text = everything.pop(_OPTIMIZER_JSON, None)
     opt_arrays = {k: everything.pop(k) for k in list(everything) if k.startswith(OPTIMIZER_PREFIX)}
     if text is not None:
@@ -469,6 +502,11 @@ def load(path):
 
 def _does_not_fit(arr: np.ndarray, dtype: np.dtype) -> Optional[str]:
     """Why ``arr``'s values cannot be copied into a tensor of ``dtype`` unchanged (None if they can)."""
+    if dtype is bfloat16:
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size and np.abs(finite.astype(np.float64)).max() > BFLOAT16_MAX:
+            return f"values beyond the range of {dtype}"
+        return None
     if np.issubdtype(dtype, np.integer):
         if arr.dtype.kind == "f":
             return f"saved as {arr.dtype}, the variable is {dtype}"

@@ -63,6 +63,11 @@ WIDTHS = (16, 8, 4, 2, 1)
 PROBE_VERSION = 1
 
 
+def _is_double(dtype) -> bool:
+    """Whether ``dtype`` is float64 (bfloat16, which np.dtype does not read, is not)."""
+    return getattr(dtype, "itemsize", 8) != 2 and np.dtype(dtype) == np.float64
+
+
 @dataclass(frozen=True)
 class Target:
     """What kernels may assume about one device (see the module docstring for the fields)."""
@@ -89,11 +94,11 @@ class Target:
 
     def vector_width(self, dtype) -> int:
         """The vector width for ``dtype`` (float32 or float64 kernels)."""
-        return self.vw_double if np.dtype(dtype) == np.float64 else self.vw_float
+        return self.vw_double if _is_double(dtype) else self.vw_float
 
     def builds_width(self, dtype, width: int) -> bool:
         """Whether the probe saw ``width``-wide vectors of ``dtype`` build and compute right."""
-        seen = self.widths_double if np.dtype(dtype) == np.float64 else self.widths_float
+        seen = self.widths_double if _is_double(dtype) else self.widths_float
         return not seen or width in seen
 
     def vector_widths(self, dtype, least: int = 2):

@@ -28,6 +28,7 @@ import pyopencl as cl
 from . import launch
 from .device import Device, DeviceError, get_device, kind_device
 from .attribute_values import Size, as_size, dim
+from .dtypes import bfloat16, float16, from_bf16_bits, resolve, to_bf16_bits
 
 INT32_MAX = 2**31 - 1
 
@@ -106,12 +107,14 @@ class _Storage:
 
 
 def native_dtype(dtype) -> np.dtype:
-    """The device dtype that holds a numpy dtype's values: float32, float64, int32, int64 and bool as they
-    are; float16 widens to float32, narrower integers to int32, unsigned 32/64-bit ones to int64 (values
-    that int64 cannot hold are refused when copied)."""
+    """The device dtype that holds a numpy dtype's values: float16, float32, float64, int32, int64 and bool
+    as they are (bfloat16 too); wider floats (longdouble) become float64, narrower integers int32,
+    unsigned 32/64-bit ones int64 (values that int64 cannot hold are refused when copied)."""
+    if dtype is bfloat16:
+        return dtype
     dt = np.dtype(dtype)
     if dt.kind == "f":
-        return dt if dt in (np.float32, np.float64) else np.dtype(np.float32 if dt.itemsize < 8 else np.float64)
+        return dt if dt in (np.float16, np.float32, np.float64) else np.dtype(np.float64)
     if dt.kind == "b":
         return dt
     if dt.kind in "iu":
@@ -123,7 +126,7 @@ def _is_dtype(value) -> bool:
     """Whether ``value`` names a dtype (``np.float64``, ``"float32"``, ``np.dtype("i8")``) rather than a
     device. A string numpy cannot read as a dtype is a device selector (``"0:0"`` makes numpy raise
     ValueError, ``"pocl"`` TypeError)."""
-    if isinstance(value, np.dtype):
+    if isinstance(value, np.dtype) or value is bfloat16 or resolve(value) is not None:
         return True
     if isinstance(value, (str, type)):
         try:
@@ -252,6 +255,14 @@ class Tensor:
         if dtype is None:
             dtype = native_dtype(arr.dtype)
         t = cls(arr.shape, dtype, device)
+        if t.dtype is bfloat16:
+            # Numbers (any dtype) rounded to bfloat16 on the host: float32 first, then to nearest even.
+            # A float64 goes through float32 (two roundings, as torch's conversion does).
+            with np.errstate(over="ignore", invalid="ignore"):
+                host = to_bf16_bits(arr.astype(np.float32))
+            if host.size:
+                launch.upload(t.device, t.buffer, host)
+            return t
         if t.dtype.kind == "i" and arr.dtype.kind in "fiu" and arr.size:
             # As Tensor.full: a value the integer type cannot hold exactly is refused, never wrapped or
             # truncated.
@@ -264,6 +275,11 @@ class Tensor:
             if bad.any():
                 value = arr.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]].item()
                 raise ValueError(f"{_op}: value {_short(value)} is not an {t.dtype}")
+        if t.dtype == float16 and arr.dtype != float16:
+            # Through float32, as torch converts to float16 (and as the kernels do): a float64 half-way
+            # case of float16 that float32 rounds onto the tie goes to even, as torch's does.
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float32)
         # A private copy: the upload does not wait, so the caller may change `array` right after.
         # A finite float beyond float32's range becomes inf there, as in torch.tensor (no warning).
         with np.errstate(over="ignore"):
@@ -288,7 +304,7 @@ class Tensor:
             raise TypeError(f"from_vec: values must be a flat list of numbers ({e.__cause__ or e})") from e
         if arr.dtype == object or arr.dtype.kind not in "biuf":
             raise TypeError(f"from_vec: values must be a flat list of numbers, got an array of {arr.dtype}")
-        if arr.dtype.kind in "iu" and _is_dtype(dtype) and np.dtype(dtype).kind == "i":
+        if arr.dtype.kind in "iu" and _is_dtype(dtype) and resolve(dtype) is None and np.dtype(dtype).kind == "i":
             pass   # ints to an integer dtype stay exact (through float64, 2**62 + 1 lost its last bit)
         elif arr.dtype.kind in "iub" or dtype is None:
             arr = arr.astype(np.float64)   # as the crate's Vec<f32>: numbers, float64 unless a dtype says
@@ -396,7 +412,14 @@ class Tensor:
 
     # -- reads to the host (the only ones) ------------------------------------------------------------
     def numpy(self) -> np.ndarray:
-        """Copy to a new numpy array (waits for the kernels that write this tensor)."""
+        """Copy to a new numpy array (waits for the kernels that write this tensor). A bfloat16 tensor
+        comes back as float32 (numpy has no bfloat16; every bfloat16 value is a float32 exactly), a
+        float16 one as float16."""
+        if self.dtype is bfloat16:
+            bits = np.empty(self._shape, dtype=np.uint16)
+            if bits.size:
+                launch.read(self.device, bits, self.buffer)
+            return from_bf16_bits(bits).reshape(self._shape)
         host = np.empty(self._shape, dtype=self.dtype)
         if host.size:
             launch.read(self.device, host, self.buffer)
@@ -538,6 +561,18 @@ class Tensor:
         if dt == self.dtype:
             return self
         return elementwise("a", [self], dtype=dt)
+
+    def half(self) -> "Tensor":
+        """torch's ``half()``: this tensor as float16 (rounded to nearest even; beyond 65504 is inf)."""
+        return self.astype(float16)
+
+    def bfloat16(self) -> "Tensor":
+        """torch's ``bfloat16()``: this tensor as bfloat16 (rounded to nearest even, NaN stays NaN).
+
+        >>> Tensor.from_vec([1.0, 1.00390625, 3.0], [3]).bfloat16().to_vec()
+        [1.0, 1.0, 3.0]
+        """
+        return self.astype(bfloat16)
 
     def to(self, *args, device=None, dtype=None, copy=False) -> "Tensor":
         """This tensor on another device and/or in another dtype, as torch's ``to``: ``to(device)``,
@@ -688,7 +723,7 @@ class Tensor:
 
 def _rebuild_tensor(values, dtype) -> Tensor:
     """Unpickling: ``values`` onto the default device."""
-    return Tensor.from_numpy(np.array(values, order="C"), dtype=np.dtype(dtype))
+    return Tensor.from_numpy(np.array(values, order="C"), dtype=dtype if dtype == "bfloat16" else np.dtype(dtype))
 
 
 # torch's ``torch.return_types.max``: unpacks as a pair, and has ``.values`` / ``.indices``.

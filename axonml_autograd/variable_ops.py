@@ -517,6 +517,8 @@ class VariableOps:
     def type(self, dtype): return shape_ops.cast(self, dtype, "type")
     def float(self): return shape_ops.cast(self, "float32", "float")
     def double(self): return shape_ops.cast(self, "float64", "double")
+    def half(self): return shape_ops.cast(self, "float16", "half")
+    def bfloat16(self): return shape_ops.cast(self, "bfloat16", "bfloat16")
     def int(self): return shape_ops.cast(self, "int32", "int")
     def long(self): return shape_ops.cast(self, "int64", "long")
     def bool(self): return shape_ops.cast(self, "bool", "bool")

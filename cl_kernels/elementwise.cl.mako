@@ -8,6 +8,14 @@
 ## neighbouring addresses), long runs on CPUs (a plain loop the compiler vectorises).
 ## Counts, strides, offsets and positions are of type `itype`: int (the default, and what every tensor
 ## below 2**31 elements uses) or long, for tensors and views that reach past 2**31 - 1 elements.
+## 16-bit floats are storage types (kernels.py): an operand of type "half" (float16) is read with
+## vload_half and written with vstore_half_rte, one of type "bf16" (bfloat16's bits in a ushort) is
+## read by a shift into a float's upper half and written rounded to nearest even (bf16_rne_); the
+## expression itself computes in T (float, or double beside a float64 operand; a double result is
+## rounded to float first, then to 16 bits, as torch converts). With half_io="bits"
+## (CPUs, where PoCL's vload_half/vstore_half_rte are calls ~15x slower than the arithmetic) float16 is
+## converted by integer arithmetic instead (h2f_, f2h_): the same values bit for bit, NaN and inf
+## kept, ties to even, subnormals exact (checked against numpy over every float32).
 <%
     operands = ("out",) + tuple(names)
     optypes = tuple(types) if types else (ctype,) * len(operands)
@@ -16,13 +24,114 @@
     I = context.get("itype", "int")
     # Float operands are read as T, the widest float type: float32 op float64 computes in double, and
     # builtins like fmod(a, b) are not ambiguous between their float and double forms.
-    loadtypes = tuple(ctype if t in ("float", "double") else t for t in optypes[1:])
+    loadtypes = tuple(ctype if t in ("float", "double", "half", "bf16") else t for t in optypes[1:])
     def store(value):
         # A bool result (stored as uchar) is 1 for any non-zero value, as a cast to bool is in C.
         return f"(uchar)({value} != 0)" if optypes[0] == "uchar" else f"({optypes[0]}){value}"
+    bits = context.get("half_io", "builtin") == "bits"
+    def put(index, value):
+        # The statement that writes `value` to out[index].
+        if optypes[0] == "half" and bits:
+            return f"out[{index}] = f2h_((float){value})"
+        if optypes[0] == "half":
+            return f"vstore_half_rte((float){value}, {index}, out)"   # double through float, as torch
+        if optypes[0] == "bf16":
+            return f"out[{index}] = bf16_rne_((float){value})"
+        return f"out[{index}] = {store(value)}"
+    def get(i, name, index):
+        # Input `name` (the i-th) at `index`.
+        t = optypes[i + 1]
+        if t == "half" and bits:
+            return f"h2f_(in_{name}[{index}])"
+        if t == "half":
+            return f"vload_half({index}, in_{name})"
+        if t == "bf16":
+            return f"as_float((uint)in_{name}[{index}] << 16)"
+        return f"in_{name}[{index}]"
+    def pointee(t):
+        return "ushort" if t == "bf16" or (t == "half" and bits) else t
 %>
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
+% if "bf16" in optypes[:1]:
+
+// float to bfloat16 bits, rounded to nearest even; a NaN stays a (quiet) NaN of the same sign.
+inline ushort bf16_rne_(float f)
+{
+    const uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+% endif
+% if bits and "half" in optypes[1:]:
+
+// float16 bits to float, exactly: subnormals through an integer (no float32 subnormal, so a device
+// that flushes those still gets them right), inf and NaN (payload kept) by their exponent.
+inline float h2f_(ushort h)
+{
+    const uint em = h & 0x7fffu;
+    float f = em < 0x400u ? (float)em * 0x1p-24f : as_float((em << 13) + 0x38000000u);
+    if (em >= 0x7c00u) f = as_float((em << 13) | 0x7f800000u);
+    return as_float(as_uint(f) | ((uint)(h & 0x8000u) << 16));
+}
+% endif
+% if bits and "half" in optypes[:1]:
+
+// float to float16 bits, rounded to nearest even: NaN stays a (quiet) NaN, from 65520 up is inf,
+// below 2**-14 the subnormals: adding 0.5f rounds the value to a multiple of 2**-24 (0.5's ulp), to
+// even, and the count of those is what is left above 0.5's bits (float32 subnormals give 0 either way).
+inline ushort f2h_(float f)
+{
+    const uint u = as_uint(f);
+    const uint s = (u >> 16) & 0x8000u;
+    const uint a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (ushort)(s | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (ushort)(s | 0x7c00u);
+    if (a >= 0x38800000u) return (ushort)(s | ((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13));
+    return (ushort)(s | (as_uint(as_float(a) + 0.5f) - 0x3f000000u));
+}
+% endif
+% if context.get("vector", 0) and optypes[0] in ("half", "bf16"):
+<%
+    vw = context["vector"]
+    U, F, S = f"uint{vw}", f"float{vw}", f"ushort{vw}"
+%>
+// The CPU vector loop's 16-bit loads and stores, ${vw} lanes at a time: the scalar h2f_/f2h_ and
+// bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
+inline ${U} blend_(const ${U} a, const ${U} b, const int${vw} c)
+{
+    const ${U} m = as_${U}(c);   // a comparison's lanes: all ones where true
+    return (a & ~m) | (b & m);
+}
+  % if optypes[0] == "bf16":
+inline ${F} bf2f_v(const ${S} b) { return as_${F}(convert_${U}(b) << 16); }
+inline ${S} f2bf_v(const ${F} f)
+{
+    const ${U} u = as_${U}(f);
+    const ${U} r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return convert_${S}(blend_(r, (u >> 16) | 0x40u, (u & 0x7fffffffu) > 0x7f800000u));
+}
+  % else:
+inline ${F} h2f_v(const ${S} h16)
+{
+    const ${U} h = convert_${U}(h16);
+    const ${U} em = h & 0x7fffu;
+    ${U} f = blend_((em << 13) + 0x38000000u, as_${U}(convert_${F}(as_int${vw}(em)) * 0x1p-24f), em < 0x400u);
+    f = blend_(f, (em << 13) | 0x7f800000u, em >= 0x7c00u);
+    return as_${F}(f | ((h & 0x8000u) << 16));
+}
+inline ${S} f2h_v(const ${F} f)
+{
+    const ${U} u = as_${U}(f);
+    const ${U} a = u & 0x7fffffffu;
+    ${U} r = blend_((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13,
+                    as_${U}(as_${F}(a) + 0.5f) - 0x3f000000u, a < 0x38800000u);
+    r = blend_(r, (${U})0x7c00u, a >= 0x477ff000u);
+    r = blend_(r, 0x7e00u | ((a >> 13) & 0x3ffu), a > 0x7f800000u);
+    return convert_${S}(((u >> 16) & 0x8000u) | r);
+}
+  % endif
+% endif
 % if "ipow_" in expr:
 
 // Integer powers as torch computes them: exact, wrapping on overflow (unsigned arithmetic, where
@@ -37,9 +146,9 @@ inline long ipow_(long a, long e)
 % endif
 
 __kernel void ew(
-    __global ${optypes[0]} *out,
+    __global ${pointee(optypes[0])} *out,
 % for i, name in enumerate(names):
-    __global const ${optypes[i + 1]} *in_${name},
+    __global const ${pointee(optypes[i + 1])} *in_${name},
 % endfor
 % for s in scalars:
     const T ${s},
@@ -73,17 +182,25 @@ __kernel void ew(
     // vector versions, but a scalar loop calls the scalar ones. Runs start at multiples of the chunk,
     // so the vector loads are aligned; the tail is done one element at a time.
     for (; gid + ${vw} <= end; gid += ${vw}) {
-    % for name in names:
+    % for i, name in enumerate(names):
+      % if optypes[i + 1] in ("half", "bf16"):
+        const TV ${name} = ${"h2f_v" if optypes[i + 1] == "half" else "bf2f_v"}(*(__global const ushort${vw} *)(in_${name} + gid));
+      % else:
         const TV ${name} = *(__global const TV *)(in_${name} + gid);
+      % endif
     % endfor
+    % if optypes[0] in ("half", "bf16"):
+        *(__global ushort${vw} *)(out + gid) = ${"f2h_v" if optypes[0] == "half" else "f2bf_v"}(${expr});
+    % else:
         *(__global TV *)(out + gid) = ${expr};
+    % endif
     }
   % endif
     for (; gid < end; ++gid) {
   % for i, name in enumerate(names):
-        const ${loadtypes[i]} ${name} = in_${name}[gid];
+        const ${loadtypes[i]} ${name} = ${get(i, name, "gid")};
   % endfor
-        out[gid] = ${store("(" + expr + ")")};
+        ${put("gid", "(" + expr + ")")};
     }
 % else:
 <%
@@ -125,9 +242,9 @@ __kernel void ew(
         for (; col_ < stop_; ++col_, ++flat_) {
             const ${I} gid = flat_;
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
-            const ${loadtypes[i]} ${name} = in_${name}[${at(name, kind)}];
+            const ${loadtypes[i]} ${name} = ${get(i, name, at(name, kind))};
   % endfor
-            out[${at("out", kinds[0])}] = ${store("(" + expr + ")")};
+            ${put(at("out", kinds[0]), "(" + expr + ")")};
         }
     }
 % endif

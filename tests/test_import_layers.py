@@ -10,7 +10,7 @@ import axonml_autograd
 PACKAGE = pathlib.Path(axonml_autograd.__file__).parent
 # Below autograd: devices, kernels, launches, and the array type with its raw ops.
 ARRAY_LAYER = {"device", "target", "kernels", "launch", "fusion", "tuning", "expr", "registry", "tensor", "shapes",
-               "elementwise_kernels", "rows", "pointwise", "matmul", "random", "attribute_values"}
+               "elementwise_kernels", "rows", "pointwise", "matmul", "random", "attribute_values", "dtypes"}
 
 
 def imports_of(path: pathlib.Path) -> set:

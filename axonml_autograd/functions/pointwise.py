@@ -27,6 +27,7 @@ from ..tensor import Tensor
 from ..shapes import as_float
 from ..elementwise_kernels import Launcher, elementwise
 from ..rows import sum_to_shape
+from ..dtypes import float_result
 from . import differentiable as dv
 
 
@@ -249,9 +250,17 @@ def where(condition, a, b):
         raise TypeError(f"where: the condition must be a Tensor or Variable, got {type(condition).__name__}")
     x, y = a.data(), b.data()
     out = elementwise("c != 0 ? a : b", [c, x, y], names=("c", "a", "b"), op="where",
-                      dtype=x.dtype if x.dtype.itemsize >= y.dtype.itemsize else y.dtype)
+                      dtype=_where_dtype(x.dtype, y.dtype))
     return record("WhereBackward", out, [a, b], _where_rule, saved=(c,), shapes=(x._shape, y._shape),
                   vrule=_where_vrule)
+
+
+def _where_dtype(a, b):
+    """where's result type: the wider operand's; with a 16-bit float, torch's promotion (float16 with
+    bfloat16 is float32, a 16-bit float with an integer the 16-bit float)."""
+    if a.itemsize == 2 or b.itemsize == 2:
+        return float_result((a, b), default=a)
+    return a if a.itemsize >= b.itemsize else b
 
 
 def _where_rule(ctx, g):

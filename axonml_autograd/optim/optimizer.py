@@ -138,6 +138,10 @@ class Optimizer:
             if not isinstance(p, Variable):
                 raise TypeError(f"{type(self).__name__}: parameter {k} is a {type(p).__name__}, "
                                 "expected a Variable")
+            if p.data().dtype.itemsize == 2:
+                raise TypeError(f"{type(self).__name__}: parameter {k} is {p.data().dtype}; optimisers do not "
+                                "update 16-bit parameters yet (keep float32 weights and cast them for the "
+                                "forward)")
             # A frozen parameter (requires_grad False) is accepted, as in torch: it has no gradient,
             # so step() leaves it alone until it is unfrozen.
             if not p.is_leaf():
