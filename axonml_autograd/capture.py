@@ -37,7 +37,10 @@ When a replay could differ from a call, it records again instead; when it can't 
 * the modules that ran (each one called during the recording) guard it, as ``torch.compile``'s
   guards do: their training flags, hooks, which parameters and buffers they hold, each parameter's
   ``requires_grad`` and the plain Python values of their attributes (``dropout.p``, a momentum),
-  as the recording left them. A change records a variant; changing back replays the first one;
+  as the recording left them. A change records a variant; changing back replays the first one. The
+  comparison runs only after something could have changed it (an attribute set on a module, a hook
+  or buffer added or removed, a ``requires_grad`` changed: ``launch.module_state_epoch``), so a
+  steady training loop pays one integer compare; a list attribute mutated in place goes unseen;
 * a parameter whose data was replaced (a new Variable or Tensor), a gradient that is not the one the
   recording started from (when ``fn`` accumulates without zero_grad), optimiser state that was
   reloaded or created during the recording (a first step), an optimiser option other than a rate
@@ -364,6 +367,7 @@ class _Recording:
         # As the recording left them: Python that fn itself runs (model.train(), a counter) is not redone.
         self.module_states = [(m, _module_state(m)) for m in self.modules.values()]
         self.modules = {}
+        self.epoch = launch.module_state_epoch
         self.devices = list({cmd[1]: None for cmd in self.commands})
         for _t, device in self.inputs:
             if device not in self.devices:
@@ -376,12 +380,15 @@ class _Recording:
             for var, data, grad, reset in self.leaves.values():
                 if var._data is not data or not (reset or var._grad is grad):
                     return _STALE
-            for var, flag in self.leaf_flags:
-                if var._requires_grad != flag:
-                    return False
-            for module, state in self.module_states:
-                if _module_state(module) != state:
-                    return False
+            epoch = launch.module_state_epoch
+            if epoch != self.epoch:   # something a guard reads may have changed: compare it all
+                for var, flag in self.leaf_flags:
+                    if var._requires_grad != flag:
+                        return False
+                for module, state in self.module_states:
+                    if _module_state(module) != state:
+                        return False
+                self.epoch = epoch
             for check in self.guards:
                 if check() is False:
                     return _STALE

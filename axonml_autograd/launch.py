@@ -50,6 +50,10 @@ class CaptureError(RuntimeError):
 # How many threads are recording a capture right now; while 0 the launch functions skip the
 # thread-local look-up altogether.
 recording_threads = 0
+# Bumped by every change to what a capture's module guards read (a module attribute set or deleted, a
+# buffer or hook added or removed, a parameter's requires_grad): while it stands still since a
+# recording was checked, the replay need not compare the modules' state again.
+module_state_epoch = 0
 _tls = threading.local()
 _count_lock = threading.Lock()
 

@@ -333,6 +333,7 @@ class Variable(VariableOps, SamplingMethods):
         if flag and self._data.dtype.kind != "f":
             raise TypeError(f"requires_grad_: only floating-point tensors can require grad, got {self._data.dtype}")
         self._requires_grad = bool(flag)
+        T.launch.module_state_epoch += 1   # a capture's guards read it
         return self
 
     def _node(self) -> GradientFunction:

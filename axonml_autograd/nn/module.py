@@ -122,6 +122,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __setattr__(self, name, value):
+        launch.module_state_epoch += 1
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
             if value is not None and not isinstance(value, Tensor):
@@ -132,6 +133,7 @@ class Module:
             object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        launch.module_state_epoch += 1
         buffers = self.__dict__.get("_buffers")
         if buffers is not None and name in buffers:
             del buffers[name]
@@ -152,6 +154,7 @@ class Module:
         if name in self.__dict__:
             raise KeyError(f"register_buffer: attribute {name!r} already exists")
         self._buffers[name] = tensor
+        launch.module_state_epoch += 1
         if persistent:
             self._non_persistent.discard(name)
         else:
@@ -416,6 +419,7 @@ class Module:
         hooks = self._ensure()[table]
         key = object()
         hooks[key] = hook
+        launch.module_state_epoch += 1
         return _DictHandle(hooks, key)
 
     # -- printing --------------------------------------------------------------------------------------
@@ -440,6 +444,7 @@ class _DictHandle(RemovableHandle):
 
     def remove(self):
         self._hooks.pop(self._fn, None)
+        launch.module_state_epoch += 1
 
 
 class _BackwardHookState:
