@@ -1,0 +1,104 @@
+"""16-bit (float16, bfloat16) forms of the structural ops: matmul and F.linear, and the ops listed below.
+
+Each op reads its 16-bit operands into float32 copies, runs the float32 kernel and rounds the result
+once to the 16-bit type (torch's CPU semantics: its 16-bit matmul accumulates in float32). Values and
+gradients are compared with torch's float32 result on the same (upcast) 16-bit inputs, rounded once
+to the 16-bit type: at most 1 ulp apart (another float32 summation order can move a result across a
+16-bit rounding boundary), and with torch's own 16-bit op where it has one (2 ulps).
+"""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import axonml_autograd as ag
+from axonml_autograd import Variable
+from axonml_autograd.matmul import matmul as matmul_tensors
+from axonml_autograd.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_half import DTYPES, as_torch, tdt, ulps  # noqa: E402
+
+
+def leaf(shape, seed, dt, grad=True):
+    return Variable(ag.randn(*shape, seed=seed, dtype=dt), requires_grad=grad)
+
+
+def rounded(torch, t, dt):
+    """A torch float32 result rounded once to ``dt``, as float32 values."""
+    return t.detach().to(tdt(torch, dt)).float().numpy()
+
+
+def close(ours, want, dt, ulp=1):
+    ours = ours.data() if isinstance(ours, Variable) else ours
+    assert str(ours.dtype) == dt
+    d = ulps(ours.numpy(), want, dt)
+    assert d.max() <= ulp, f"{d.max()} ulps apart"
+
+
+# -- matmul, bmm, linear ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 17, 5), (17, 65, 3), (65, 3, 17)])
+def test_matmul_and_its_gradients_accumulate_in_float32(dt, M, K, N):
+    torch = pytest.importorskip("torch")
+    a, b = leaf((M, K), 1, dt), leaf((K, N), 2, dt)
+    y = a @ b
+    g = ag.randn(M, N, seed=3, dtype=dt)
+    y.backward(g)
+    ta, tb = (as_torch(torch, v).float().requires_grad_() for v in (a, b))
+    ty = ta @ tb
+    ty.backward(as_torch(torch, g).float())
+    close(y, rounded(torch, ty, dt), dt)
+    close(a.grad(), rounded(torch, ta.grad, dt), dt)
+    close(b.grad(), rounded(torch, tb.grad, dt), dt)
+    # torch's own 16-bit matmul on the same inputs
+    close(y, (as_torch(torch, a) @ as_torch(torch, b)).float().numpy(), dt, ulp=2)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_batched_transposed_and_vector_matmul_and_the_tensor_form(dt):
+    torch = pytest.importorskip("torch")
+    x, w = leaf((2, 3, 17), 1, dt), leaf((17, 5), 2, dt)
+    tx, tw = (as_torch(torch, v).float().requires_grad_() for v in (x, w))
+    y = x @ x.transpose(1, 2)
+    ty = tx @ tx.transpose(1, 2)
+    close(y, rounded(torch, ty, dt), dt)
+    y.sum().backward()
+    ty.sum().backward()
+    close(x.grad(), rounded(torch, tx.grad, dt), dt)
+    xd = Variable(x.data())
+    (xd @ w).sum().backward()
+    (tx.detach() @ tw).sum().backward()
+    close(w.grad(), rounded(torch, tw.grad, dt), dt, ulp=2)   # per-batch products rounded, then summed
+    v = leaf((17,), 4, dt, grad=False)
+    close(w.data().T @ v.data(), rounded(torch, tw.detach().T @ as_torch(torch, v).float(), dt), dt)
+    close(v.data() @ v.data(), rounded(torch, as_torch(torch, v).float() @ as_torch(torch, v).float(), dt), dt)
+    out = ag.zeros(2, 3, 3, dtype=dt)
+    matmul_tensors(x.data(), x.data(), trans_b=True, out=out)
+    np.testing.assert_array_equal(out.numpy(), y.data().numpy())
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_linear_values_and_16_bit_gradients(dt):
+    torch = pytest.importorskip("torch")
+    x, w, b = leaf((3, 65), 1, dt), leaf((17, 65), 2, dt), leaf((17,), 3, dt)
+    y = F.linear(x, w, b)
+    y.backward(ag.ones(3, 17, dtype=dt))
+    tx, tw, tb = (as_torch(torch, v).float().requires_grad_() for v in (x, w, b))
+    ty = torch.nn.functional.linear(tx, tw, tb)
+    ty.sum().backward()
+    # The product is rounded to 16 bits, then the bias added and rounded again (torch's 16-bit addmm rounds
+    # once: near a cancellation the two differ by half an ulp of the product, many ulps of the sum).
+    prod = torch.from_numpy(rounded(torch, tx.detach() @ tw.detach().T, dt))
+    close(y, rounded(torch, prod + tb.detach(), dt), dt)
+    assert np.abs(y.data().numpy() - ty.detach().numpy()).max() <= np.abs(prod.numpy()).max() * 2.0 ** -8
+    for ours, theirs in ((x, tx), (w, tw), (b, tb)):
+        assert ours.grad().dtype == ours.data().dtype
+        close(ours.grad(), rounded(torch, theirs.grad, dt), dt)
+
+
+def test_mixed_16_bit_matmul_operands_are_refused():
+    with pytest.raises(TypeError, match="dtypes differ"):
+        matmul_tensors(ag.ones(2, 2, dtype="float16"), ag.ones(2, 2, dtype="bfloat16"))
