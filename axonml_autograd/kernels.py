@@ -108,6 +108,28 @@ def _refuse_half(template, params):
                                 "convert with .float() first")
 
 
+def float32_working_copies(dtype, args: dict):
+    """For a launch in a 16-bit float ``dtype``: (float32, ``args`` with each 16-bit Tensor replaced by a
+    float32 copy, the originals by name); for any other dtype (dtype, args, None). After launching the
+    float32 kernel, :func:`write_back` rounds what it wrote into the 16-bit tensors, once. This is how
+    the templates without a 16-bit form (conv, pools, norms...) run on float16/bfloat16 tensors."""
+    if dtype.itemsize != 2 or dtype.kind != "f":
+        return dtype, args, None
+    from .tensor import Tensor   # (the array layer imports kernels)
+    originals = {k: v for k, v in args.items() if isinstance(v, Tensor) and v.dtype == dtype}
+    copies = dict(args, **{k: v.astype("float32") for k, v in originals.items()})
+    return np.dtype(np.float32), copies, originals
+
+
+def write_back(kernel, copies: dict, originals) -> None:
+    """Round the float32 copies the kernel wrote (its non-const buffers) into their 16-bit originals."""
+    if not originals:
+        return
+    for p in signature(kernel).params:
+        if p.kind == "buffer" and not p.const and p.name in originals:
+            originals[p.name].copy_(copies[p.name])
+
+
 def render(template: str, **params) -> str:
     """The OpenCL C source of ``template`` rendered with ``params``."""
     return _template(template).render(**params)

@@ -102,3 +102,64 @@ def test_linear_values_and_16_bit_gradients(dt):
 def test_mixed_16_bit_matmul_operands_are_refused():
     with pytest.raises(TypeError, match="dtypes differ"):
         matmul_tensors(ag.ones(2, 2, dtype="float16"), ag.ones(2, 2, dtype="bfloat16"))
+
+
+# -- convolution, pooling, resampling ---------------------------------------------------------------------------
+def _check_op(torch, dt, ours_fn, torch_fn, shapes, ulp=1, seed=1):
+    """ours_fn and torch_fn on the same 16-bit inputs (torch's in float32): values and the gradients of
+    every input for one upstream gradient, against torch's float32 results rounded once."""
+    xs = [leaf(s, seed + k, dt) for k, s in enumerate(shapes)]
+    txs = [as_torch(torch, x).float().requires_grad_() for x in xs]
+    y, ty = ours_fn(*xs), torch_fn(*txs)
+    close(y, rounded(torch, ty, dt), dt, ulp)
+    g = ag.randn(*ty.shape, seed=99, dtype=dt)
+    y.backward(g)
+    ty.backward(as_torch(torch, g).float())
+    for x, tx in zip(xs, txs):
+        assert x.grad().dtype == x.data().dtype
+        close(x.grad(), rounded(torch, tx.grad, dt), dt, ulp)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_conv1d_conv2d_and_conv_transpose(dt):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    # a bias adds a second rounding (as in linear): compared without one; the bias path is checked apart
+    _check_op(torch, dt, lambda x, w: F.conv2d(x, w, stride=2, padding=1),
+              lambda x, w: tf.conv2d(x, w, stride=2, padding=1), [(2, 3, 17, 5), (4, 3, 3, 3)])
+    _check_op(torch, dt, lambda x, w: F.conv2d(x, w, groups=2), lambda x, w: tf.conv2d(x, w, groups=2),
+              [(1, 4, 3, 3), (2, 2, 1, 1)])
+    _check_op(torch, dt, lambda x, w: F.conv1d(x, w, padding=2, dilation=2),
+              lambda x, w: tf.conv1d(x, w, padding=2, dilation=2), [(3, 2, 17), (5, 2, 3)])
+    _check_op(torch, dt, lambda x, w: F.conv_transpose2d(x, w, stride=2),
+              lambda x, w: tf.conv_transpose2d(x, w, stride=2), [(1, 3, 5, 4), (3, 2, 3, 3)])
+    _check_op(torch, dt, lambda x, w: F.conv_transpose1d(x, w, stride=3, padding=1),
+              lambda x, w: tf.conv_transpose1d(x, w, stride=3, padding=1), [(2, 3, 17), (3, 1, 4)])
+    x, w, b = leaf((1, 1, 4, 4), 1, dt), leaf((2, 1, 3, 3), 2, dt), leaf((2,), 3, dt)
+    y = F.conv2d(x, w, b)
+    assert y.data().dtype == x.data().dtype
+    y.sum().backward()
+    assert b.grad().dtype == x.data().dtype
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_pools_interpolate_and_pad_modes(dt):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    s4 = [(2, 3, 17, 5)]
+    # max pools and constant pads are exact (their gradients too); averages, bilinear and the gradients
+    # of nearest and reflect/replicate/circular pads are float32 sums rounded once
+    cases = [(lambda x: F.max_pool2d(x, 3, 2, 1), lambda x: tf.max_pool2d(x, 3, 2, 1), s4, 0),
+             (lambda x: F.avg_pool2d(x, 2), lambda x: tf.avg_pool2d(x, 2), s4, 1),
+             (lambda x: F.adaptive_avg_pool2d(x, (3, 2)), lambda x: tf.adaptive_avg_pool2d(x, (3, 2)), s4, 1),
+             (lambda x: F.adaptive_max_pool2d(x, 3), lambda x: tf.adaptive_max_pool2d(x, 3), s4, 0),
+             (lambda x: F.max_pool1d(x, 3), lambda x: tf.max_pool1d(x, 3), [(2, 3, 65)], 0),
+             (lambda x: F.avg_pool1d(x, 3), lambda x: tf.avg_pool1d(x, 3), [(2, 3, 65)], 1),
+             (lambda x: F.interpolate(x, scale_factor=2), lambda x: tf.interpolate(x, scale_factor=2), s4, 1),
+             (lambda x: F.interpolate(x, size=(5, 7), mode="bilinear", align_corners=False),
+              lambda x: tf.interpolate(x, size=(5, 7), mode="bilinear", align_corners=False), s4, 1)]
+    for mode in ("constant", "reflect", "replicate", "circular"):
+        cases.append((lambda x, m=mode: F.pad(x, (1, 2, 2, 1), mode=m),
+                      lambda x, m=mode: tf.pad(x, (1, 2, 2, 1), mode=m), s4, int(mode != "constant")))
+    for k, (ours, theirs, shapes, ulp) in enumerate(cases):
+        _check_op(torch, dt, ours, theirs, shapes, ulp, seed=k)
