@@ -163,3 +163,45 @@ def test_pools_interpolate_and_pad_modes(dt):
                       lambda x, m=mode: tf.pad(x, (1, 2, 2, 1), mode=m), s4, int(mode != "constant")))
     for k, (ours, theirs, shapes, ulp) in enumerate(cases):
         _check_op(torch, dt, ours, theirs, shapes, ulp, seed=k)
+
+
+# -- normalisation ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", DTYPES)
+def test_layer_norm_group_norm_and_batch_norm_compute_in_float32(dt):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    # statistics in float32, y rounded once; the affine forms add a second rounding (w * xhat + b is
+    # computed in float32 inside the kernel, so they round once too); gradients are float32 sums rounded once
+    _check_op(torch, dt, lambda x: F.layer_norm(x, [17]), lambda x: tf.layer_norm(x, [17]), [(3, 17)])
+    _check_op(torch, dt, lambda x, w, b: F.layer_norm(x, [3, 5], w, b), lambda x, w, b: tf.layer_norm(x, [3, 5], w, b),
+              [(2, 3, 5), (3, 5), (3, 5)], ulp=2)
+    _check_op(torch, dt, lambda x: F.group_norm(x, 2), lambda x: tf.group_norm(x, 2), [(3, 4, 5)])
+    _check_op(torch, dt, lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+              lambda x, w, b: tf.batch_norm(x, None, None, w, b, training=True), [(17, 3, 2), (3,), (3,)], ulp=2)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_batch_norm_running_statistics_stay_in_the_buffers_dtype(dt):
+    torch = pytest.importorskip("torch")
+    x = leaf((65, 3), 1, dt)
+    tx = as_torch(torch, x)
+    for bdt in (dt, "float32"):   # a module converted with .half(), and float32 buffers as torch allows
+        rm, rv = ag.zeros(3, dtype=bdt), ag.ones(3, dtype=bdt)
+        trm, trv = torch.zeros(3, dtype=tdt(torch, bdt)), torch.ones(3, dtype=tdt(torch, bdt))
+        y = F.batch_norm(x, rm, rv, training=True, momentum=0.1)
+        ty = torch.nn.functional.batch_norm(tx, trm, trv, training=True, momentum=0.1)
+        assert rm.dtype == rv.dtype == np.dtype(bdt) if bdt == "float32" else str(rm.dtype) == dt
+        # y against torch's float32 batch norm on the same values, rounded once (torch's own 16-bit batch
+        # norm rounds inside and is up to 3 ulps off that); the buffers against torch's own
+        y32 = torch.nn.functional.batch_norm(tx.float(), torch.zeros(3), torch.ones(3), training=True)
+        close(y, rounded(torch, y32, dt), dt)
+        assert ulps(y.data().numpy(), ty.float().numpy(), dt).max() <= 3
+        if bdt == dt:
+            close(rm, trm.float().numpy(), dt)
+            close(rv, trv.float().numpy(), dt)
+        else:
+            np.testing.assert_allclose(rm.numpy(), trm.numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(rv.numpy(), trv.numpy(), rtol=1e-5, atol=1e-6)
+        ye = F.batch_norm(x, rm, rv, training=False)
+        te = torch.nn.functional.batch_norm(tx.float(), trm.float(), trv.float(), training=False)
+        close(ye, rounded(torch, te, dt), dt)
