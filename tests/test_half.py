@@ -417,8 +417,7 @@ def test_printing_names_the_dtype():
 def test_ops_without_a_16_bit_path_refuse_with_a_type_error(dt):
     from axonml_autograd.nn import functional as F
     x = Variable(ag.ones(2, 3, dtype=dt), requires_grad=True)
-    cases = [(lambda: F.cross_entropy(x, ag.from_numpy(np.array([0, 1]))), "cross_entropy"),
-             (lambda: F.layer_norm(x, [3]), "norm")]
+    cases = [(lambda: F.cross_entropy(x, ag.from_numpy(np.array([0, 1]))), "cross_entropy")]
     for fn, op in cases:
         with pytest.raises(TypeError, match=f"(?s){op}.*{dt}|{dt}.*{op}"):
             fn()
