@@ -205,3 +205,54 @@ def test_batch_norm_running_statistics_stay_in_the_buffers_dtype(dt):
         ye = F.batch_norm(x, rm, rv, training=False)
         te = torch.nn.functional.batch_norm(tx.float(), trm.float(), trv.float(), training=False)
         close(ye, rounded(torch, te, dt), dt)
+
+
+# -- losses, indexing, sorting, scans --------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", DTYPES)
+def test_cross_entropy_and_nll_compute_in_float32_and_answer_in_the_logits_dtype(dt):
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    t = np.array([0, 16, 3, 3, 7, 1, 0, 2, 9, 11, 12, 5, 4, 15, 16, 8, 6], np.int32)
+    tt = torch.from_numpy(t.astype(np.int64))
+    for kw in (dict(), dict(reduction="sum"), dict(reduction="none"), dict(label_smoothing=0.1),
+               dict(ignore_index=3)):
+        _check_op(torch, dt, lambda x: F.cross_entropy(x, ag.from_numpy(t), **kw),
+                  lambda x: tf.cross_entropy(x, tt, **kw), [(17, 17)])
+    _check_op(torch, dt, lambda x: F.nll_loss(x, ag.from_numpy(t[:3])), lambda x: tf.nll_loss(x, tt[:3]), [(3, 17)])
+    x = leaf((17, 17), 5, dt)
+    y, ty = F.cross_entropy(x, ag.from_numpy(t)), tf.cross_entropy(as_torch(torch, x), tt)
+    assert str(y.data().dtype) == dt and ty.dtype == tdt(torch, dt)   # torch's output dtype too
+    close(y, ty.float().numpy(), dt, ulp=2)   # torch's own 16-bit cross_entropy rounds its log_softmax inside
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_indexing_gather_scatter_embedding_sort_topk_cumsum(dt):
+    torch = pytest.importorskip("torch")
+    rows = np.array([0, 2, 2, 16, 5], np.int64)
+    ti = torch.from_numpy(rows)
+    cols = np.array([[0, 2], [2, 2], [1, 0]] * 6)[:17].astype(np.int64)
+    tc = torch.from_numpy(cols)
+    src = leaf((17, 2), 9, dt, grad=False)
+    cases = [  # copies are exact; gradients that add repeated picks, cumsum and scatter_add are rounded once
+        (lambda x: x[rows.tolist()], lambda x: x[ti], [(17, 3)]),
+        (lambda x: x[ag.from_numpy(rows.astype(np.int32))], lambda x: x[ti], [(17, 3)]),
+        (lambda x: x.index_select(1, [2, 0, 2]), lambda x: x.index_select(1, torch.tensor([2, 0, 2])), [(4, 3)]),
+        (lambda x: x.gather(1, ag.from_numpy(cols.astype(np.int32))), lambda x: x.gather(1, tc), [(17, 3)]),
+        (lambda x: x.scatter_add(1, ag.from_numpy(cols.astype(np.int32)), src),
+         lambda x: x.scatter_add(1, tc, as_torch(torch, src).float()), [(17, 3)]),
+        (lambda x: F.embedding(ag.from_numpy(rows.astype(np.int32)), x),
+         lambda x: torch.nn.functional.embedding(ti, x), [(17, 65)]),
+        # (ties in 16 bits are common: torch's stable sort, so that each tie's gradient goes where ours does)
+        (lambda x: x.sort(-1)[0], lambda x: torch.sort(x, dim=-1, stable=True)[0], [(3, 65)]),
+        (lambda x: x.sort(0, descending=True)[0], lambda x: torch.sort(x, dim=0, descending=True, stable=True)[0],
+         [(17, 3)]),
+        (lambda x: x.topk(3)[0], lambda x: x.topk(3)[0], [(5, 17)]),
+        (lambda x: x.cumsum(1), lambda x: x.cumsum(1), [(3, 65)]),
+    ]
+    for k, (ours, theirs, shapes) in enumerate(cases):
+        _check_op(torch, dt, ours, theirs, shapes, seed=k)
+    x = Variable(ag.from_numpy(np.array([[2.0, 1.0, 2.0, -1.0, 1.0, 2.0, 0.5] * 3], np.float32), dtype=dt))
+    v, i = x.sort(-1)   # ties keep their order (stable), as torch's stable sort
+    tv, tix = torch.sort(as_torch(torch, x), dim=-1, stable=True)
+    np.testing.assert_array_equal(i.numpy(), tix.numpy())
+    np.testing.assert_array_equal(v.data().numpy(), tv.float().numpy())
