@@ -419,10 +419,13 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
     xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
     spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
-    y = _conv_forward(xt, wt, spec)
+    # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
+    fused = bias is not None and xt.dtype.itemsize == 2
+    y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
     if bias is not None:
         O = wt._shape[0]
         y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+        y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
     return record("ConvolutionBackward", y, inputs, _conv_rule, saved=(xt, wt), spec=spec, kind="conv",
@@ -510,9 +513,12 @@ def _conv_transpose2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     O = wt._shape[1] * groups
     # The convolution whose input gradient this is: [N, O, *out_hw] -> [N, C, H, W] with the weight as it is.
     spec = _conv_spec((N, O) + tuple(out_hw), wt._shape, stride, pad, dilation, groups, (H, W), xt.dtype)
-    y = _conv_backward(xt, spec, wt=wt)[0]
+    fused = bias is not None and xt.dtype.itemsize == 2   # 16-bit with a bias: in float32, rounded once
+    y = _conv_backward(xt.astype("float32"), spec, wt=wt.astype("float32"))[0] if fused else \
+        _conv_backward(xt, spec, wt=wt)[0]
     if bias is not None:
         y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv_transpose2d bias")
+        y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     return record("ConvolutionBackward", y, inputs, _conv_family_rule, saved=(xt, wt), spec=spec, kind="input",
                   vrule=_conv_family_vrule)
