@@ -80,8 +80,10 @@ def template_source(name: str) -> str:
 # bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.
 # The 16-bit floats are storage types only: "half" is float16 in memory (read with vload_half, written
 # with vstore_half_rte, no cl_khr_fp16 needed) and "bf16" bfloat16's raw bits (a ushort). Kernels compute
-# on them in float; only the elementwise template reads and writes them so far (HALF_TEMPLATES), and any
-# other template asked to build for them is refused with a TypeError naming the op (get_kernel).
+# on them in float; only the elementwise template reads and writes them (HALF_TEMPLATES). The other ops run
+# their float32 kernels on float32 copies and round once (float32_working_copies below, or an astype at
+# the op's entry); a template still asked to build for a 16-bit type is refused with a TypeError naming
+# the op (get_kernel): the recurrent kernels so far.
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.float16): "half"}
 HALF_CTYPES = {"half": "float16", "bf16": "bfloat16"}
@@ -103,9 +105,31 @@ def _refuse_half(template, params):
         for t in (v if isinstance(v, tuple) else (v,)):
             if isinstance(t, str) and t in HALF_CTYPES:
                 op = template.split(".")[0]
-                raise TypeError(f"{op}: {HALF_CTYPES[t]} tensors are not supported by {op} yet (only "
-                                "elementwise ops, reductions and softmax rows take 16-bit tensors so far); "
-                                "convert with .float() first")
+                raise TypeError(f"{op}: {HALF_CTYPES[t]} tensors are not supported by {op} yet (16-bit "
+                                "tensors work with elementwise ops, reductions, softmax, matmul, conv, pools, "
+                                "norms, losses, indexing and sorting so far); convert with .float() first")
+
+
+def float32_working_copies(dtype, args: dict):
+    """For a launch in a 16-bit float ``dtype``: (float32, ``args`` with each 16-bit Tensor replaced by a
+    float32 copy, the originals by name); for any other dtype (dtype, args, None). After launching the
+    float32 kernel, :func:`write_back` rounds what it wrote into the 16-bit tensors, once. This is how
+    the templates without a 16-bit form (conv, pools, norms...) run on float16/bfloat16 tensors."""
+    if dtype.itemsize != 2 or dtype.kind != "f":
+        return dtype, args, None
+    from .tensor import Tensor   # (the array layer imports kernels)
+    originals = {k: v for k, v in args.items() if isinstance(v, Tensor) and v.dtype == dtype}
+    copies = dict(args, **{k: v.astype("float32") for k, v in originals.items()})
+    return np.dtype(np.float32), copies, originals
+
+
+def write_back(kernel, copies: dict, originals) -> None:
+    """Round the float32 copies the kernel wrote (its non-const buffers) into their 16-bit originals."""
+    if not originals:
+        return
+    for p in signature(kernel).params:
+        if p.kind == "buffer" and not p.const and p.name in originals:
+            originals[p.name].copy_(copies[p.name])
 
 
 def render(template: str, **params) -> str:

@@ -300,8 +300,18 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     if a.dtype.kind != "f":
         raise TypeError(f"matmul: {a.dtype} is not supported; use float32 or float64")
     if a.dtype.itemsize == 2:
-        raise TypeError(f"matmul: {a.dtype} tensors are not supported by matmul yet (16-bit matmul with float32 "
-                        "accumulation is still to come); convert with .float() first")
+        # float16/bfloat16: float32 copies of the operands, the float32 kernel (float32 accumulation, as
+        # torch's CPU matmul), the result rounded once to the 16-bit type.
+        if offsets != (0, 0, 0):
+            raise TypeError(f"matmul: {a.dtype} operands cannot be windows of a larger buffer (offsets); "
+                            "convert the windows to float32 first")
+        res = matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, strategy=strategy)
+        if out is None:
+            return res.astype(a.dtype)
+        if out._shape != res._shape or out.dtype != a.dtype:
+            raise ValueError(f"matmul: out has shape {list(out._shape)} and dtype {out.dtype}; the result has "
+                             f"shape {list(res._shape)} and dtype {a.dtype}")
+        return out.copy_(res)
     if a.ndim() == 0 or b.ndim() == 0:
         raise ValueError(f"matmul: operands must have at least one dimension: {_shape_text(a)} @ {_shape_text(b)}")
 

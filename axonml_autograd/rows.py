@@ -190,6 +190,9 @@ def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = No
     NaN. ``nll``: ``x`` holds log-probabilities already (no softmax; the lse is not written).
     One pass per row: log-softmax is never materialised.
     """
+    if x.dtype.itemsize == 2:   # 16-bit logits: in float32 (float32 copies), loss and lse stay float32
+        return cross_entropy_rows(x.astype("float32"), targets, None if weight is None else weight.astype("float32"),
+                                  ignore_index, label_smoothing, nll, count)
     rows, cols = x._shape
     loss = Tensor._wrap((2, rows) if count else (rows,), x.dtype, x.device)
     lse = Tensor._wrap((rows,), x.dtype, x.device)
@@ -209,6 +212,10 @@ def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tens
                                 ) -> Tensor:
     """The gradient of :func:`cross_entropy_rows`: ``g * scale (/ den[0])`` times each row's derivative,
     ``g`` one element or one per row (0 on ignored and invalid rows)."""
+    if x.dtype.itemsize == 2:   # 16-bit logits: in float32 on float32 copies, the gradient rounded once
+        up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
+        return cross_entropy_rows_backward(up(g), up(x), targets, lse, scale, up(weight), ignore_index,
+                                           label_smoothing, nll, den).astype(x.dtype)
     gx = Tensor._wrap(x._shape, x.dtype, x.device)
     rows, cols = x._shape
     if x.numel():

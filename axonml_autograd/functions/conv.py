@@ -108,9 +108,11 @@ def _launch(template, name, dtype, n, args: dict, rows=None, **params):
     check_index32("convolution" if template == _CONV else "pooling", n, *tensors)
     if rows is not None:
         params["rows"] = rows
+    dtype, args, originals = kernels.float32_working_copies(dtype, args)   # 16-bit: in float32, rounded once
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
     local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
+    kernels.write_back(knl, args, originals)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -272,6 +274,8 @@ def _conv_spec(x_shape, w_shape, stride, pad, dilation, groups, out_hw, dtype):
 
 def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     """conv2d(x, w) without bias, [N, O, OH, OW]: per chunk of the batch, im2col and one batched product."""
+    if xt.dtype.itemsize == 2:   # float16/bfloat16: float32 copies, the float32 path, one rounding
+        return _conv_forward(xt.astype("float32"), wt.astype("float32"), spec).astype(xt.dtype)
     N, G, Og, K, L = spec.dims
     wm = wt.reshape((G, Og, K))
     y = Tensor._wrap((N, G, Og, L), xt.dtype, xt.device)
@@ -293,6 +297,10 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
 def _conv_backward(g: Tensor, spec, xs=None, wt=None):
     """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's). The input's needs the
     weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed)."""
+    if g.dtype.itemsize == 2:    # float16/bfloat16: float32 copies, the float32 path, one rounding each
+        up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
+        gx, gw = _conv_backward(up(g), spec, up(xs), up(wt))
+        return tuple(None if t is None else t.astype(g.dtype) for t in (gx, gw))
     N_, G_, Og_, K_, L_ = spec.dims
     need_x, need_w = wt is not None, xs is not None
     wm_s = wt.reshape((G_, Og_, K_)) if need_x else None
@@ -411,10 +419,13 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
     xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
     spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
-    y = _conv_forward(xt, wt, spec)
+    # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
+    fused = bias is not None and xt.dtype.itemsize == 2
+    y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
     if bias is not None:
         O = wt._shape[0]
         y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+        y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
     return record("ConvolutionBackward", y, inputs, _conv_rule, saved=(xt, wt), spec=spec, kind="conv",
@@ -502,9 +513,12 @@ def _conv_transpose2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     O = wt._shape[1] * groups
     # The convolution whose input gradient this is: [N, O, *out_hw] -> [N, C, H, W] with the weight as it is.
     spec = _conv_spec((N, O) + tuple(out_hw), wt._shape, stride, pad, dilation, groups, (H, W), xt.dtype)
-    y = _conv_backward(xt, spec, wt=wt)[0]
+    fused = bias is not None and xt.dtype.itemsize == 2   # 16-bit with a bias: in float32, rounded once
+    y = _conv_backward(xt.astype("float32"), spec, wt=wt.astype("float32"))[0] if fused else \
+        _conv_backward(xt, spec, wt=wt)[0]
     if bias is not None:
         y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv_transpose2d bias")
+        y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     return record("ConvolutionBackward", y, inputs, _conv_family_rule, saved=(xt, wt), spec=spec, kind="input",
                   vrule=_conv_family_vrule)

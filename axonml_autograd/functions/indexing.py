@@ -70,11 +70,15 @@ def _launch(which, mode, src: Tensor, idx: Tensor, out_shape, R, K, inner):
         dev = src.device
         rows = not dev.target.is_gpu   # CPUs: a work-item per contiguous row; GPUs: per element
         n = out.numel() // inner if rows else out.numel()
-        knl = kernels.get_kernel(dev, _TEMPLATE, which, ctype=kernels.ctype(src.dtype), mode=mode, rows=rows)
-        local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256))
         src_name, out_name = _OPERANDS[which]
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **{src_name: src, out_name: out}, idx=idx,
+        # 16-bit: on float32 copies, the result rounded once (exact for a select or gather, the index-add's
+        # sums rounded once)
+        dtype, args, originals = kernels.float32_working_copies(src.dtype, {src_name: src, out_name: out})
+        knl = kernels.get_kernel(dev, _TEMPLATE, which, ctype=kernels.ctype(dtype), mode=mode, rows=rows)
+        local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256))
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **args, idx=idx,
                        R=R, K=K, inner=inner, n=n)
+        kernels.write_back(knl, args, originals)
     return out
 
 

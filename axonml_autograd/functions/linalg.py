@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from . import differentiable as dv
 from ..grad_fn import record
+from ..elementwise_kernels import elementwise
 from ..matmul import matmul as matmul_tensors
 from .shape import reshape
 
@@ -63,11 +64,27 @@ def linear(a, w, b=None):
                          f"(expected input [..., {wt._shape[1]}])")
     lead = x._shape[:-1]
     x2 = x.reshape([-1, wt._shape[1]]) if x.ndim() != 2 else x
+    if b is not None and x.dtype.itemsize == 2 and b.data().dtype == x.dtype == wt.dtype:
+        # 16-bit with a bias: the product and the bias add in float32, rounded once (torch's addmm).
+        out = matmul_tensors(x2.astype("float32"), wt.astype("float32"), trans_b=True)
+        out = elementwise("a + b", [out, b.data()], op="linear bias").astype(x.dtype)
+        if x.ndim() != 2:
+            out = out.reshape(list(lead) + [wt._shape[0]])
+        return record("AddmmBackward", out, [a, w, b], saved=(x, wt), vrule=_linear_bias_vrule)
     out = matmul_tensors(x2, wt, trans_b=True)
     if x.ndim() != 2:
         out = out.reshape(list(lead) + [wt._shape[0]])
     y = record("LinearBackward", out, [a, w], saved=(x, wt), vrule=_linear_vrule)
     return y if b is None else y + b
+
+
+def _linear_bias_vrule(ctx, g):
+    ga, gw = _linear_vrule(ctx, g)
+    gb = None
+    if ctx.needs_input_grad[2]:
+        out_f = ctx.saved_tensors[1]._shape[0]
+        gb = reshape(g, (g.numel() // out_f if out_f else 0, out_f)).sum(0)   # in float32, rounded once
+    return ga, gw, gb
 
 
 def _linear_vrule(ctx, g):

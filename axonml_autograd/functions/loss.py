@@ -283,6 +283,8 @@ def _class_loss(name, a, targets, weight, ignore_index, reduction, label_smoothi
         loss = elementwise("b / a", [View(den, (), (), 0), View(den, (), (), 1)], op=name)
     if C == 0:   # no class to pick: no row carries the NaN, and a sum of nothing would say 0
         loss = Tensor.full(loss._shape, float("nan"), x.dtype, x.device)
+    if loss.dtype != x.dtype:   # 16-bit logits: computed in float32, the loss rounded once to their type (torch)
+        loss = loss.astype(x.dtype)
 
     def rule(ctx, g):
         saved = list(ctx.saved_tensors)

@@ -14,6 +14,7 @@ from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
 from ..tensor import Tensor, check_index32
+from ..dtypes import compute_dtype
 from ..rows import reduce
 from .activation import _floats
 
@@ -76,15 +77,20 @@ def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     w = _same(weight.data(), x, "weight", "layer_norm") if weight is not None else None
     b = _same(bias.data(), x, "bias", "layer_norm") if bias is not None else None
     y = Tensor._wrap(x._shape, x.dtype, dev)
-    mean = Tensor._wrap((rows,), x.dtype, dev)
-    rstd = Tensor._wrap((rows,), x.dtype, dev)
+    # The statistics in the compute type: float32 for a 16-bit input (whose kernel runs on float32 copies
+    # and rounds y once), so the backward reads them unrounded.
+    cdt = compute_dtype(x.dtype)
+    mean = Tensor._wrap((rows,), cdt, dev)
+    rstd = Tensor._wrap((rows,), cdt, dev)
     if rows and cols:
-        knl, strategy, local = _kernel(dev, x.dtype, "forward", cols=cols, kind="layer_norm", has_weight=w is not None,
+        knl, strategy, local = _kernel(dev, cdt, "forward", cols=cols, kind="layer_norm", has_weight=w is not None,
                                        has_bias=b is not None, affine=w is not None or b is not None)
         # CPUs: blocks of rows per work-item (as the backward); GPUs: a work-group per row.
         groups, per = _blocks(dev, rows, cols) if strategy == "serial" else (rows, 1)
-        kernels.launch(dev, knl, (groups * local,), (local,), x=x, w=w, b=b, y=y, mean_out=mean, rstd_out=rstd,
-                       eps=eps, rows=rows, cols=cols, per_block=per)
+        _, args, originals = kernels.float32_working_copies(x.dtype, dict(x=x, w=w, b=b, y=y))
+        kernels.launch(dev, knl, (groups * local,), (local,), mean_out=mean, rstd_out=rstd,
+                       eps=eps, rows=rows, cols=cols, per_block=per, **args)
+        kernels.write_back(knl, args, originals)
 
     def rule(ctx, g):
         xs, ms, rs = ctx.saved_tensors[:3]
@@ -152,6 +158,10 @@ def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
     dev = x.device
     affine = w is not None or has_bias
     g = g if g.dtype == x.dtype else g.astype(x.dtype)
+    if x.dtype.itemsize == 2:   # float16/bfloat16: the float32 path on float32 copies, each result rounded once
+        up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
+        grads = layer_norm_backward(up(g), up(x), mean, rstd, up(w), has_bias, rows, cols, shape)
+        return tuple(None if t is None else t.astype(x.dtype) for t in grads)
     dx = Tensor._wrap(x._shape, x.dtype, dev)
     gw = gb = None
     if not (rows and cols):
@@ -199,7 +209,8 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
                              f"(input shape {x.shape()})")
     rm = running_mean.data() if running_mean is not None and not isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data() if running_var is not None and not isinstance(running_var, Tensor) else running_var
-    if rm is not None and (rm.dtype != x.dtype or rv.dtype != x.dtype):
+    # (A 16-bit input may have float32 running statistics, as torch's: they are read and updated as they are.)
+    if rm is not None and (rm.dtype not in (x.dtype, compute_dtype(x.dtype)) or rv.dtype != rm.dtype):
         raise TypeError(f"batch_norm: running statistics are {rm.dtype}, the input {x.dtype}")
     w = _same(weight.data(), x, "weight", "batch_norm") if weight is not None else None
     b = _same(bias.data(), x, "bias", "batch_norm") if bias is not None else None
@@ -207,16 +218,22 @@ def batch_norm(a, running_mean, running_var, weight=None, bias=None, training=Fa
     if cumulative and num_batches_tracked is None:
         raise ValueError("batch_norm: momentum=None (a cumulative average) needs num_batches_tracked")
     y = Tensor._wrap(x._shape, x.dtype, dev)
-    mean = Tensor._wrap((C,), x.dtype, dev)
-    invstd = Tensor._wrap((C,), x.dtype, dev)
+    # 16-bit input (and, as for a module converted with .half(), 16-bit running buffers): the kernel runs
+    # on float32 copies; y and the updated buffers are rounded once, the batch statistics stay float32.
+    cdt = compute_dtype(x.dtype)
+    mean = Tensor._wrap((C,), cdt, dev)
+    invstd = Tensor._wrap((C,), cdt, dev)
     has_running = rm is not None
     if x.numel():
-        knl, strategy, local = _kernel(dev, x.dtype, "forward", kind="batch_norm", has_weight=w is not None,
+        knl, strategy, local = _kernel(dev, cdt, "forward", kind="batch_norm", has_weight=w is not None,
                                        has_bias=b is not None, has_running=has_running, training=bool(training),
                                        cumulative=cumulative)
-        kernels.launch(dev, knl, (C * local,), (local,), x=x, w=w, b=b, running_mean=rm, running_var=rv,
-                       batches=num_batches_tracked if cumulative else None, y=y, mean_out=mean, invstd_out=invstd,
-                       eps=eps, momentum=0.0 if momentum is None else momentum, N=N, C=C, S=S)
+        _, args, originals = kernels.float32_working_copies(x.dtype, dict(x=x, w=w, b=b, running_mean=rm,
+                                                                          running_var=rv, y=y))
+        kernels.launch(dev, knl, (C * local,), (local,), batches=num_batches_tracked if cumulative else None,
+                       mean_out=mean, invstd_out=invstd, eps=eps, momentum=0.0 if momentum is None else momentum,
+                       N=N, C=C, S=S, **args)
+        kernels.write_back(knl, args, originals)
         if training and has_running:
             rm._version += 1
             rv._version += 1
@@ -243,7 +260,8 @@ def _batch_norm_vrule(ctx, g):
         zero = g.__class__(Tensor.zeros((C,), xs.dtype, xs.device))
         return dv.zeros(ctx.input(0, xs)), zero, zero
     x = ctx.input(0, xs).reshape([N, C, S])
-    stats = None if ctx.attrs["flags"]["training"] else (ms.reshape((1, C, 1)), ivs.reshape((1, C, 1)))
+    stats = None if ctx.attrs["flags"]["training"] else (ms.astype(xs.dtype).reshape((1, C, 1)),
+                                                         ivs.astype(xs.dtype).reshape((1, C, 1)))
     gx, gw, gb = _normalized_grads(ctx, g.reshape([N, C, S]), x, (0, 2), (0, 2), [1, C, 1], stats, ctx.attrs["eps"])
     return gx.reshape(list(xs._shape)) if gx is not None else None, gw, gb
 
@@ -252,6 +270,9 @@ def batch_norm_backward(g, x, mean, invstd, w, flags):
     """dx, dweight, dbias in one kernel, built with the forward's parameters (``flags``): one program."""
     dev = x.device
     g = g if g.dtype == x.dtype else g.astype(x.dtype)
+    if x.dtype.itemsize == 2:   # float16/bfloat16: the float32 path on float32 copies, each result rounded once
+        up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
+        return tuple(t.astype(x.dtype) for t in batch_norm_backward(up(g), up(x), mean, invstd, up(w), flags))
     N, C = x._shape[0], x._shape[1]
     S = math.prod(x._shape[2:])
     dx = Tensor._wrap(x._shape, x.dtype, dev)

@@ -309,11 +309,13 @@ def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="sc
         dev = x.device
         inner = math.prod(x._shape[d + 1:])
         n = x.numel() // R
-        knl = kernels.get_kernel(dev, "scan.cl.mako", kernel, ctype=kernels.ctype(x.dtype), op=op,
+        # 16-bit: the running sums/products in float32 on float32 copies, each rounded once
+        dtype, args, originals = kernels.float32_working_copies(x.dtype, dict(inputs or dict(x=x), out=out))
+        knl = kernels.get_kernel(dev, "scan.cl.mako", kernel, ctype=kernels.ctype(dtype), op=op,
                                  reverse=bool(reverse), exclusive=bool(exclusive))
         local = kernels.fit_local(dev, knl, dev.target.local_size(64)) if dev.target.is_gpu else 1
-        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **(inputs or dict(x=x)), out=out, R=R,
-                       inner=inner, n=n)
+        kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **args, R=R, inner=inner, n=n)
+        kernels.write_back(knl, args, originals)
     return out
 
 

@@ -46,9 +46,11 @@ def _launch(template, name, dtype, n, args: dict, rows_of=None, **params):
         params["rows"] = rows
         if rows:
             n //= rows_of
+    dtype, args, originals = kernels.float32_working_copies(dtype, args)   # 16-bit: in float32, rounded once
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
     local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
+    kernels.write_back(knl, args, originals)
 
 
 def _is_int(v):
@@ -79,6 +81,8 @@ def _interp_apply(direction, t: Tensor, p) -> Tensor:
 def _pad_apply(direction, t: Tensor, p) -> Tensor:
     """Pad (direction 0) or its adjoint over the axes in ``p``'s list, one launch per axis; the adjoint
     runs them in the reverse order."""
+    if t.dtype.itemsize == 2:   # float16/bfloat16: every axis' pass in float32, the result rounded once
+        return _pad_apply(direction, t.astype("float32"), p).astype(t.dtype)
     mode, in_shape, axes = p
     shape = list(in_shape)
     shapes = []                      # the shape before each axis' pass

@@ -49,6 +49,8 @@ def _argsort_rows(x2: Tensor, descending: bool):
     inv = Tensor._wrap((rows, n), np.dtype(np.int32), dev)
     if rows and n:
         tmp = Tensor._wrap((rows, n), np.dtype(np.int32), dev)
+        if x2.dtype.itemsize == 2:   # 16-bit: ordered by their (exact) float32 values
+            x2 = x2.astype("float32")
         knl = kernels.get_kernel(dev, "sort.cl.mako", "argsort", ctype=kernels.ctype(x2.dtype),
                                  descending=bool(descending))
         kernels.launch(dev, knl, (rows,), None, x=x2, idx=idx, tmp=tmp, inv=inv, rows=rows, n=n)

@@ -370,6 +370,25 @@ class Module:
     def double(self):
         return self.to(dtype="float64")
 
+    def half(self):
+        """torch's ``half()``: every floating-point parameter and buffer to float16 (integer buffers, such
+        as batch norm's ``num_batches_tracked``, stay). Its kernels then compute in float32 and round once.
+
+        >>> from axonml_autograd import nn
+        >>> nn.Linear(3, 2).half().weight.data().dtype
+        dtype('float16')
+        """
+        return self.to(dtype="float16")
+
+    def bfloat16(self):
+        """torch's ``bfloat16()``: every floating-point parameter and buffer to bfloat16 (see :meth:`half`).
+
+        >>> from axonml_autograd import nn
+        >>> nn.Linear(3, 2).bfloat16().weight.data().dtype
+        bfloat16
+        """
+        return self.to(dtype="bfloat16")
+
     # -- calling, and hooks ---------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} has no forward()")

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 
 from .. import kernels, launch
+from ..dtypes import compute_dtype
 from ..elementwise_kernels import ew_launch_shape
 from ..tensor import Tensor, check_index32
 from . import device_state
@@ -84,10 +85,11 @@ def _brief(value) -> str:
 def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool = False,
                   centered: bool = False):
     dev = data.device
-    ctype = kernels.ctype(data.dtype)
+    dtype = compute_dtype(data.dtype)   # 16-bit parameters: the float32 kernel on float32 copies (_launch)
+    ctype = kernels.ctype(dtype)
     # CPUs: the update loop in vectors of the target's width, within 256 bits; GPUs: one element each.
     t = dev.target
-    vector = 0 if t.is_gpu else min(t.vector_width(data.dtype), 32 // data.dtype.itemsize)
+    vector = 0 if t.is_gpu else min(t.vector_width(dtype), 32 // dtype.itemsize)
     vector = vector if vector >= 2 else 0
     return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
                               centered=centered, vector=vector)
@@ -138,10 +140,6 @@ class Optimizer:
             if not isinstance(p, Variable):
                 raise TypeError(f"{type(self).__name__}: parameter {k} is a {type(p).__name__}, "
                                 "expected a Variable")
-            if p.data().dtype.itemsize == 2:
-                raise TypeError(f"{type(self).__name__}: parameter {k} is {p.data().dtype}; optimisers do not "
-                                "update 16-bit parameters yet (keep float32 weights and cast them for the "
-                                "forward)")
             # A frozen parameter (requires_grad False) is accepted, as in torch: it has no gradient,
             # so step() leaves it alone until it is unfrozen.
             if not p.is_leaf():
@@ -295,7 +293,7 @@ class Optimizer:
             values = self._rate_values(group)
             if group._written != values:
                 self._write_rates(group)
-            rates.append(device_state.rate_buffer(group, values, data.device, data.dtype))
+            rates.append(device_state.rate_buffer(group, values, data.device, compute_dtype(data.dtype)))
         return rates
 
     def _rate_values(self, group) -> list:
@@ -368,7 +366,12 @@ class Optimizer:
         dev = data.device
         n = data.numel()
         chunk, global_size, local_size = ew_launch_shape(dev, n)
-        kernels.launch(dev, self._kernel(group, data), (global_size,), (local_size,), n=n, chunk=chunk, **args)
+        # A 16-bit parameter and its state (kept in its dtype, as torch's): float32 working copies, the
+        # float32 update, then the parameter and the state rounded once each (the gradient is only read).
+        _, args, originals = kernels.float32_working_copies(data.dtype, args)
+        knl = self._kernel(group, data)
+        kernels.launch(dev, knl, (global_size,), (local_size,), n=n, chunk=chunk, **args)
+        kernels.write_back(knl, args, originals)
 
     # -- state dicts --------------------------------------------------------------------------------
     def state_dict(self) -> dict:
