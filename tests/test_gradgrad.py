@@ -312,7 +312,9 @@ def test_the_op_list_covers_every_recorded_op_and_each_has_a_differentiable_rule
     # Every registry row has its own gradgradcheck in test_registry.py (generated from the row).
     covered |= {spec.node_name() for spec in OPS.values() if spec.differentiable}
     # CheckpointBackward has no second-order rule on purpose (see test_checkpoint_refuses_create_graph).
-    uncovered = sorted(_declared_node_names() - covered - {"CheckpointBackward"})
+    # AddmmBackward is recorded only for 16-bit inputs, which a float64 gradgradcheck cannot reach; its
+    # rule is LinearBackward's (checked here) plus a sum, and test_half_ops runs create_graph through it.
+    uncovered = sorted(_declared_node_names() - covered - {"CheckpointBackward", "AddmmBackward"})
     assert not uncovered, f"ops without a gradgradcheck case in test_gradients.CASES or NN_CASES: {uncovered}"
 
 
