@@ -684,7 +684,6 @@ class ModuleDict(_NamedEntries, Module):
             raise KeyError(f"ModuleDict: keys must be non-empty strings without '.', got {key!r}")
         object.__setattr__(self, key, _check_module(module, "ModuleDict"))
 
-
     def update(self, modules):
         items = modules.items() if hasattr(modules, "items") else modules
         for k, m in items:
@@ -775,7 +774,6 @@ class ParameterDict(_NamedEntries, Module):
         if key in type(self).__dict__ or hasattr(ParameterDict, key):
             raise KeyError(f"ParameterDict: key {key!r} would hide a method of ParameterDict")
         object.__setattr__(self, key, ParameterList._param(value))
-
 
     def get(self, key, default=None):
         return self._dict().get(key, default)
