@@ -125,9 +125,7 @@ class TransformerEncoderLayer(Module):
         from .layers import Dropout
         if seed is None:
             seed = init.next_seed()
-        if activation not in ("relu", "gelu") and not callable(activation):
-            raise ValueError(f"TransformerEncoderLayer: activation must be 'relu', 'gelu' or a callable, got "
-                             f"{activation!r}")
+        _activation(activation, "TransformerEncoderLayer")
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
                                             seed=init.derive_seed(seed, 0), dtype=dtype, device=device)
         self.linear1 = _TorchLinear(d_model, dim_feedforward, bias, init.derive_seed(seed, 1), dtype, device)

@@ -639,7 +639,13 @@ class Sequential(ModuleList):
 
 
 class _NamedEntries:
-    """The mapping side of ModuleDict and ParameterDict: entries are attributes, ``_dict()`` lists them."""
+    """The mapping side of ModuleDict and ParameterDict: entries are attributes of type ``_entry``."""
+
+    def _dict(self):
+        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, self._entry))
+
+    def __getitem__(self, key):
+        return self._dict()[key]
 
     def __delitem__(self, key):
         if key not in self._dict():
@@ -673,11 +679,7 @@ class ModuleDict(_NamedEntries, Module):
         if modules is not None:
             self.update(modules)
 
-    def _dict(self):
-        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Module))
-
-    def __getitem__(self, key):
-        return self._dict()[key]
+    _entry = Module
 
     def __setitem__(self, key, module):
         if not isinstance(key, str) or not key or "." in key:
@@ -762,11 +764,7 @@ class ParameterDict(_NamedEntries, Module):
         if parameters is not None:
             self.update(parameters)
 
-    def _dict(self):
-        return OrderedDict((k, v) for k, v in vars(self).items() if k not in _INTERNAL and isinstance(v, Variable))
-
-    def __getitem__(self, key):
-        return self._dict()[key]
+    _entry = Variable
 
     def __setitem__(self, key, value):
         if not isinstance(key, str) or not key or "." in key:
