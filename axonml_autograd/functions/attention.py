@@ -1,0 +1,216 @@
+"""Fused scaled-dot-product attention: one tiled kernel forward, two backward (``cl_kernels/attention.cl.mako``).
+
+``fused_attention(q, k, v, mask, is_causal, scale)`` computes ``softmax(q k^T * scale + mask) v`` the way
+FlashAttention does: a work-item owns a block of query rows and walks the keys in blocks with the online
+softmax (running max, running sum, rescaled accumulator), so no [L, S] score matrix is ever stored; the
+forward keeps the per-row logsumexp (``lse``, [B*H, Lp]) for backward. Backward first forms
+``dsum_i = rowsum(dO_i * O_i)``, then one kernel over query rows writes dq and one over key rows writes
+dk and dv, each recomputing ``p_ij = exp(s_ij - lse_i)``. No atomics: every output element is written
+by one work-item in a fixed order, so results are deterministic and a capture replays them bit for bit.
+Memory is linear in the sequence lengths: the inputs, transposed padded copies of the operands the score
+loops read ([D, Sp] per head), and O(L) row statistics.
+
+The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
+gradients of gradients work. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
+(:func:`can_fuse`) and otherwise composes the attention from differentiable ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import kernels
+from ..elementwise_kernels import broadcast_view, copy_view, elementwise
+from ..grad_fn import record
+from ..tensor import Tensor, check_index32
+
+_TEMPLATE = "attention.cl.mako"
+
+
+def can_fuse(q, k, v, mask, dropout_p) -> bool:
+    """Whether the fused kernels take these operands: float32/float64 Variables of one dtype on one device
+    with the same batch shape, no dropout, a constant mask (a Tensor, or a Variable needing no gradient)."""
+    qs, ks, vs = q.data(), k.data(), v.data()
+    if dropout_p:
+        return False
+    if not (qs.dtype == ks.dtype == vs.dtype) or qs.dtype not in (np.float32, np.float64):
+        return False
+    if not (qs.device is ks.device is vs.device):
+        return False
+    if qs.ndim() < 2 or qs._shape[:-2] != ks._shape[:-2] or ks._shape[:-2] != vs._shape[:-2]:
+        return False
+    if qs._shape[-1] != vs._shape[-1] or 0 in qs._shape or 0 in ks._shape:
+        return False
+    if mask is not None and getattr(mask, "requires_grad", False) is True:
+        return False
+    return True
+
+
+def _plan(dev, dtype, D):
+    """(vw, R, NK): the vector width (the target's widest that divides D; 1 on GPUs), rows per work-item
+    and vectors per key block."""
+    t = dev.target
+    if t.is_gpu:
+        return 1, 1, 16
+    vw = next((w for w in t.vector_widths(dtype) if D % w == 0), 1)
+    nk = max(1, 16 // vw)
+    return vw, 2, nk
+
+
+def _kernel(dev, dtype, name, D, mask, causal):
+    vw, R, NK = _plan(dev, dtype, D)
+    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK,
+                             mask=mask, causal=bool(causal))
+    return knl, vw * NK, R
+
+
+def _grid(dev, knl, blocks, BH):
+    """(global, local) for a launch over ``blocks`` row blocks of each of the ``BH`` heads."""
+    if dev.target.is_gpu:
+        local = kernels.fit_local(dev, knl, dev.target.local_size(64))
+        return (kernels.round_up(blocks, local), BH), (local, 1)
+    return (blocks, BH), (1, 1)
+
+
+def _launch_rows(dev, knl, total, **args):
+    """A launch of a per-row helper kernel (transpose, dsum) over ``total`` rows, a few work-items per core."""
+    t = dev.target
+    if t.is_gpu:
+        local = kernels.fit_local(dev, knl, t.local_size(64))
+        kernels.launch(dev, knl, (kernels.round_up(total, local),), (local,), rows=1, total=total, **args)
+    else:
+        rows = max(1, -(-total // (t.items_per_unit * t.compute_units)))
+        kernels.launch(dev, knl, (-(-total // rows),), (1,), rows=rows, total=total, **args)
+
+
+def _transposed(x: Tensor, n, np_, D, BH, dtype):
+    """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
+    dev = x.device
+    out = Tensor([BH, D, np_], dtype, dev)
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1,
+                             mask="none", causal=False)
+    _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
+    return out
+
+
+def _mask_args(mask, batch, L, S, dtype):
+    """(kind, kernel arguments) of ``mask`` read through strides as [*batch, L, S] (broadcast axes have
+    stride 0; a mask whose leading batch axes do not collapse to one stride is copied once)."""
+    if mask is None:
+        return "none", {}
+    if mask.dtype.kind == "b":
+        kind = "bool"
+    else:
+        kind = "float"
+        if mask.dtype != dtype:
+            mask = mask.astype(dtype)
+    full = tuple(batch) + (L, S)
+    nb = len(batch)
+    view = broadcast_view(mask, full)
+
+    def outer_axes(v):   # the outer batch axes (all but the last) that have more than one entry
+        return [(n, st) for n, st in zip(full[:max(0, nb - 1)], v.strides[:max(0, nb - 1)]) if n != 1]
+
+    outer = outer_axes(view)
+    if any(outer[i][1] != outer[i + 1][1] * outer[i + 1][0] for i in range(len(outer) - 1)):
+        view = copy_view(view).view()   # not one stride apart: read as one index only after a copy
+        outer = outer_axes(view)
+    check_index32("scaled_dot_product_attention mask", view.tensor)
+    st = view.strides
+    hn = batch[-1] if batch else 1
+    msh = st[nb - 1] if batch else 0
+    msb = outer[-1][1] if outer else 0
+    return kind, dict(mk=view.tensor, moff=view.offset, msb=msb, msh=msh, hn=hn, msi=st[-2], msj=st[-1])
+
+
+def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """``softmax(q k^T * scale + mask) v`` for Variables q [*batch, L, D], k [*batch, S, D], v [*batch, S, Dv]
+    (Dv = D) through the fused kernels; ``mask`` a bool Tensor (True keeps) or an additive float Tensor
+    broadcastable to [*batch, L, S], or None. The caller checks :func:`can_fuse` first."""
+    qs, ks, vs = (x.data().contiguous() for x in (q, k, v))
+    batch = qs._shape[:-2]
+    L, D = qs._shape[-2:]
+    S = ks._shape[-2]
+    BH = math.prod(batch)
+    dt, dev = qs.dtype, qs.device
+    s = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    check_index32("scaled_dot_product_attention", qs, ks, vs)
+    kind, margs = _mask_args(mask, batch, L, S, dt)
+    knl, BK, R = _kernel(dev, dt, "attn_forward", D, kind, is_causal)
+    Lp, Sp = kernels.round_up(L, BK), kernels.round_up(S, BK)
+    kt = _transposed(ks, S, Sp, D, BH, dt)
+    o = Tensor(list(batch) + [L, D], dt, dev)
+    lse = Tensor([BH, Lp], dt, dev)
+    size, local = _grid(dev, knl, Lp // R, BH)
+    kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
+    return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule,
+                  saved=(qs, ks, vs, kt, o, lse, margs.get("mk")), mask=mask, kind=kind, margs=margs,
+                  causal=bool(is_causal), scale=s)
+
+
+def _rule(ctx, g: Tensor):
+    qs, ks, vs, kt, o, lse, _ = ctx.saved_tensors
+    batch = qs._shape[:-2]
+    L, D = qs._shape[-2:]
+    S = ks._shape[-2]
+    BH = math.prod(batch)
+    dt, dev = qs.dtype, qs.device
+    g = g.contiguous()
+    kind, margs, causal, s = ctx.kind, ctx.margs, ctx.causal, ctx.scale
+    kq, BK, R = _kernel(dev, dt, "attn_backward_dq", D, kind, causal)
+    kkv, _, _ = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal)
+    Lp, Sp = kernels.round_up(L, BK), kernels.round_up(S, BK)
+    dsum = Tensor([BH, Lp], dt, dev)
+    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1,
+                            mask="none", causal=False)
+    _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
+    need = ctx.needs_input_grad
+    dq = dk = dv = None
+    common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
+    if need[0]:
+        vt = _transposed(vs, S, Sp, D, BH, dt)
+        dq = Tensor(qs._shape, dt, dev)
+        size, local = _grid(dev, kq, -(-L // R), BH)
+        kernels.launch(dev, kq, size, local, q=qs, kt=kt, vt=vt, k=ks, dq=dq, **common)
+    if need[1] or need[2]:
+        qt = _transposed(qs, L, Lp, D, BH, dt)
+        dot = _transposed(g, L, Lp, D, BH, dt)
+        dk, dv = Tensor(ks._shape, dt, dev), Tensor(vs._shape, dt, dev)
+        size, local = _grid(dev, kkv, -(-S // R), BH)
+        kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, **common)
+    return dq, dk, dv
+
+
+def _vrule(ctx, g):
+    """The same gradients over Variables (for create_graph=True): the attention recomputed from the
+    composed maths, p = softmax(s), dv = p^T g, ds = p * (g v^T - rowsum(g v^T * p)), dq = ds k * scale,
+    dk = ds^T q * scale."""
+    qs, ks, vs = ctx.saved_tensors[:3]
+    q, k, v = ctx.input(0, qs), ctx.input(1, ks), ctx.input(2, vs)
+    scores = (q @ k.mT) * ctx.scale
+    L, S = qs._shape[-2], ks._shape[-2]
+    if ctx.causal:
+        upper = elementwise("(gid % S) > (gid / S)", [], names=(), int_scalars={"S": S}, shape=(L, S),
+                            dtype=np.bool_, device=qs.device, op="causal mask")
+        scores = scores.masked_fill(upper, float("-inf"))
+    elif ctx.mask is not None:
+        m = ctx.mask
+        if m.dtype.kind == "b":
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            scores = scores + g.__class__(m if m.dtype == qs.dtype else m.astype(qs.dtype))
+    p = scores.softmax(-1)
+    dq = dk = dv = None
+    need = ctx.needs_input_grad
+    if need[2]:
+        dv = p.mT @ g
+    if need[0] or need[1]:
+        dp = g @ v.mT
+        ds = p * (dp - (dp * p).sum(-1, keepdim=True))
+        if need[0]:
+            dq = (ds @ k) * ctx.scale
+        if need[1]:
+            dk = (ds.mT @ q) * ctx.scale
+    return dq, dk, dv

@@ -1,0 +1,420 @@
+## Fused scaled-dot-product attention (functions/attention.py): softmax(q k^T * scale + mask) v without
+## the [L, S] score matrix, forward and backward, as FlashAttention computes it.
+##
+## Shapes (each a contiguous [BH, ., .] block per batch*head `bh`): q [L, D], k and v [S, D], o and dO
+## [L, D]. The score loops read the other operand transposed and zero-padded to a multiple of the key
+## block: kt and vt [D, Sp], qt and dot [D, Lp] (Sp, Lp multiples of BK = vw * NK), so a block of BK
+## scores is NK vectors of vw lanes and every vector access is a plain, aligned pointer load (on PoCL
+## vloadn stays an out-of-line call; see norm.cl.mako). The per-row logsumexp `lse` and the row sums
+## `dsum` = rowsum(dO * O) are [BH, Lp]; padded rows hold lse = +inf and dsum = 0, so they give p = 0.
+##
+## A work-item owns R consecutive rows (queries in the forward and the dq kernel, keys in the dk/dv
+## kernel) of one bh and keeps their accumulators in private vectors: acc[R][D / vw]. The forward walks
+## the key blocks with the online softmax (running max m, running sum l, the accumulator rescaled once
+## per block); backward recomputes p = exp(s - lse) and never writes scores. No atomics: every output
+## element is written by one work-item in a fixed order, so results are deterministic.
+##
+## Masks: `causal` (torch's top-left alignment: query i sees keys j <= i, also when L != S), bounds
+## (keys j >= S, queries i >= L), and an optional `mask` ("bool": 0 drops, "float": added) read through
+## strides: element (bh, i, j) at moff + (bh / hn) * msb + (bh % hn) * msh + i * msi + j * msj (the
+## broadcast axes have stride 0). A row with every key masked gives o = 0, lse = +inf and zero
+## gradients (torch's result for such rows).
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vw)}\
+<%
+    DV = D // vw
+    BK = vw * NK
+    lanes = c.lanes(vw) if vw > 1 else [None]
+    def lane(v, k):
+        return v if vw == 1 else f"{v}.{lanes[k]}"
+    itype = "long" if ctype == "double" else "int"
+%>
+#define D ${D}
+#define BK ${BK}
+#define LD(p) (*(__global const TV *)(p))
+#define ST(v, p) (*(__global TV *)(p) = (v))
+#define NEG_INF ((T)(-INFINITY))
+% if vw == 1:
+typedef ${itype} IV;
+#define SEL(a, b, cond) ((cond) ? (b) : (a))
+#define LANE_IDS ((IV)0)
+% else:
+typedef ${itype}${vw} IV;
+#define SEL(a, b, cond) select((a), (b), (cond))
+#define LANE_IDS ((IV)(${", ".join(str(k) for k in range(vw))}))
+% endif
+
+<%def name="mask_args()">\
+% if mask != "none":
+ __global const ${"uchar" if mask == "bool" else "T"} *restrict mk, const int moff, const int msb, const int msh,
+ const int hn, const int msi, const int msj,\
+% endif
+</%def>
+
+## The scaled, masked scores of a vector: `x` holds the raw dot products of row `row` (scalar) against
+## the vw lanes starting at `first`. `lanes_are` says whether the lanes are keys ("key": forward, dq) or
+## queries ("query": dk/dv). Writes the result into `x`.
+<%def name="masked(x, row, first, lanes_are)">\
+<%
+    if lanes_are == "key":
+        qi, kj, lim = row, None, "S"
+    else:
+        qi, kj, lim = None, row, "L"
+%>\
+        {
+            ${x} *= (TV)scale;
+            const IV idx = (IV)(${first}) + LANE_IDS;
+% if mask != "none":
+            __global const ${"uchar" if mask == "bool" else "T"} *mrow = mk + mbase;
+<%
+    def elem(k):
+        at = f"min({first} + {k}, {lim} - 1)"
+        if lanes_are == "key":
+            return f"mrow[min({row}, L - 1) * msi + {at} * msj]"
+        return f"mrow[{at} * msi + min({row}, S - 1) * msj]"
+%>\
+  % if mask == "float":
+    % if vw == 1:
+            ${x} += ${elem(0)};
+    % else:
+            ${x} += (TV)(${", ".join(elem(k) for k in range(vw))});
+    % endif
+  % else:
+    % if vw == 1:
+            ${x} = ${elem(0)} ? ${x} : NEG_INF;
+    % else:
+            ${x} = SEL(${x}, (TV)NEG_INF, (IV)(${", ".join(f"({elem(k)} ? 0 : -1)" for k in range(vw))}));
+    % endif
+  % endif
+% endif
+% if causal:
+  % if lanes_are == "key":
+            ${x} = SEL(${x}, (TV)NEG_INF, idx > (IV)(${row}));
+  % else:
+            ${x} = SEL(${x}, (TV)NEG_INF, (IV)(${row}) > idx);
+  % endif
+% endif
+            ${x} = SEL(${x}, (TV)NEG_INF, idx >= (IV)(${lim}));
+        }
+</%def>
+
+## The R rows of this work-item: `rows` of `n` (L or S) starting at r0, clamped for loads.
+<%def name="row_pointers(name, base, n)">\
+% for r in range(R):
+    __global const T *${name}${r} = ${base} + (size_t)min(r0 + ${r}, ${n} - 1) * D;
+% endfor
+</%def>
+
+__kernel void attn_forward(__global const T *restrict q, __global const T *restrict kt, __global const T *restrict v,
+                           __global T *restrict o, __global T *restrict lse,${mask_args()}
+                           const int L, const int S, const int Lp, const int Sp, const T scale)
+{
+    const int bh = get_global_id(1);
+    const int r0 = get_global_id(0) * ${R};
+    if (r0 >= Lp) return;
+    __global T *lrow = lse + (size_t)bh * Lp;
+    if (r0 >= L) {
+% for r in range(R):
+        lrow[r0 + ${r}] = (T)INFINITY;
+% endfor
+        return;
+    }
+% if mask != "none":
+    const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
+% endif
+    __global const T *qb = q + (size_t)bh * L * D;
+    __global const T *ktb = kt + (size_t)bh * D * Sp;
+    __global const T *vb = v + (size_t)bh * S * D;
+${row_pointers("qr", "qb", "L")}
+    TV acc[${R}][${DV}];
+    T m[${R}], l[${R}];
+% for r in range(R):
+    m[${r}] = NEG_INF; l[${r}] = (T)0;
+    for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
+% endfor
+% if causal:
+    const int kend = min(S, r0 + ${R});
+% else:
+    const int kend = S;
+% endif
+    for (int kb = 0; kb < kend; kb += BK) {
+        TV s[${R}][${NK}];
+% for r in range(R):
+  % for n in range(NK):
+        s[${r}][${n}] = (TV)0;
+  % endfor
+% endfor
+        for (int dd = 0; dd < D; ++dd) {
+            __global const T *kd = ktb + (size_t)dd * Sp + kb;
+% for n in range(NK):
+            const TV k${n} = LD(kd + ${n * vw});
+% endfor
+% for r in range(R):
+            { const T a = qr${r}[dd];
+  % for n in range(NK):
+              s[${r}][${n}] += a * k${n};
+  % endfor
+            }
+% endfor
+        }
+% for r in range(R):
+        {
+  % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
+  % endfor
+            T mx = NEG_INF;
+  % for n in range(NK):
+    % for k in range(vw):
+            mx = fmax(mx, ${lane(f"s[{r}][{n}]", k)});
+    % endfor
+  % endfor
+            const T mnew = fmax(m[${r}], mx);
+            const T mu = mnew == NEG_INF ? (T)0 : mnew;
+            const T alpha = exp(m[${r}] - mu);
+            T sum = (T)0;
+  % for n in range(NK):
+            s[${r}][${n}] = exp(s[${r}][${n}] - (TV)mu);
+            sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
+  % endfor
+            l[${r}] = l[${r}] * alpha + sum;
+            m[${r}] = mnew;
+            for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
+        }
+% endfor
+        const int kn = min(BK, S - kb);
+% for n in range(NK):
+  % for k in range(vw):
+        if (${n * vw + k} < kn) {
+            __global const T *vr = vb + (size_t)(kb + ${n * vw + k}) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                const TV x = LD(vr + e * ${vw});
+    % for r in range(R):
+                acc[${r}][e] += ${lane(f"s[{r}][{n}]", k)} * x;
+    % endfor
+            }
+        }
+  % endfor
+% endfor
+    }
+% for r in range(R):
+    if (r0 + ${r} < L) {
+        const T inv = l[${r}] > (T)0 ? (T)1 / l[${r}] : (T)0;
+        __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
+        for (int e = 0; e < ${DV}; ++e) ST(acc[${r}][e] * (TV)inv, orow + e * ${vw});
+        lrow[r0 + ${r}] = l[${r}] > (T)0 ? m[${r}] + log(l[${r}]) : (T)INFINITY;
+    } else {
+        lrow[r0 + ${r}] = (T)INFINITY;
+    }
+% endfor
+}
+
+// dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] for i < L, 0 for the padded rows up to Lp.
+__kernel void attn_dsum(__global const T *restrict dout, __global const T *restrict o, __global T *restrict dsum,
+                        const int L, const int Lp, const int rows, const int total)
+{
+    const int g0 = get_global_id(0) * rows, g1 = min(g0 + rows, total);
+    for (int g = g0; g < g1; ++g) {
+        const int bh = g / Lp, i = g - bh * Lp;
+        T acc = (T)0;
+        if (i < L) {
+            __global const T *a = dout + ((size_t)bh * L + i) * D, *b = o + ((size_t)bh * L + i) * D;
+            for (int e = 0; e < D; ++e) acc += a[e] * b[e];
+        }
+        dsum[g] = acc;
+    }
+}
+
+// dst[bh, d, j] = src[bh, j, d] for j < n, 0 for n <= j < np: the transposed, padded copy the score
+// loops read. A work-item per `rows` rows (bh, d) of dst.
+__kernel void attn_transpose(__global const T *restrict src, __global T *restrict dst, const int n, const int np,
+                             const int rows, const int total)
+{
+    const int g0 = get_global_id(0) * rows, g1 = min(g0 + rows, total);
+    for (int g = g0; g < g1; ++g) {
+        const int bh = g / D, d = g - bh * D;
+        __global const T *s = src + (size_t)bh * n * D + d;
+        __global T *t = dst + (size_t)g * np;
+        for (int j = 0; j < n; ++j) t[j] = s[(size_t)j * D];
+        for (int j = n; j < np; ++j) t[j] = (T)0;
+    }
+}
+
+// dq[i] = scale * sum_j p_ij (dp_ij - dsum_i) k_j, with p_ij = exp(s_ij - lse_i), dp_ij = dO_i . v_j.
+__kernel void attn_backward_dq(__global const T *restrict q, __global const T *restrict kt,
+                               __global const T *restrict vt, __global const T *restrict k,
+                               __global const T *restrict dout, __global const T *restrict lse,
+                               __global const T *restrict dsum, __global T *restrict dq,${mask_args()}
+                               const int L, const int S, const int Lp, const int Sp, const T scale)
+{
+    const int bh = get_global_id(1);
+    const int r0 = get_global_id(0) * ${R};
+    if (r0 >= L) return;
+% if mask != "none":
+    const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
+% endif
+    __global const T *qb = q + (size_t)bh * L * D;
+    __global const T *gb = dout + (size_t)bh * L * D;
+    __global const T *ktb = kt + (size_t)bh * D * Sp;
+    __global const T *vtb = vt + (size_t)bh * D * Sp;
+    __global const T *kb_ = k + (size_t)bh * S * D;
+${row_pointers("qr", "qb", "L")}
+${row_pointers("gr", "gb", "L")}
+    T lr[${R}], dr[${R}];
+% for r in range(R):
+    lr[${r}] = lse[(size_t)bh * Lp + min(r0 + ${r}, L - 1)];
+    dr[${r}] = dsum[(size_t)bh * Lp + min(r0 + ${r}, L - 1)];
+% endfor
+    TV acc[${R}][${DV}];
+% for r in range(R):
+    for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
+% endfor
+% if causal:
+    const int kend = min(S, r0 + ${R});
+% else:
+    const int kend = S;
+% endif
+    for (int kb = 0; kb < kend; kb += BK) {
+        TV s[${R}][${NK}], dp[${R}][${NK}];
+% for r in range(R):
+  % for n in range(NK):
+        s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
+  % endfor
+% endfor
+        for (int dd = 0; dd < D; ++dd) {
+            __global const T *kd = ktb + (size_t)dd * Sp + kb;
+            __global const T *vd = vtb + (size_t)dd * Sp + kb;
+% for n in range(NK):
+            const TV k${n} = LD(kd + ${n * vw}), v${n} = LD(vd + ${n * vw});
+% endfor
+% for r in range(R):
+            { const T a = qr${r}[dd], g = gr${r}[dd];
+  % for n in range(NK):
+              s[${r}][${n}] += a * k${n};
+              dp[${r}][${n}] += g * v${n};
+  % endfor
+            }
+% endfor
+        }
+% for r in range(R):
+  % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
+        s[${r}][${n}] = exp(s[${r}][${n}] - (TV)lr[${r}]);
+        s[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - (TV)dr[${r}]);
+  % endfor
+% endfor
+        const int kn = min(BK, S - kb);
+% for n in range(NK):
+  % for kk in range(vw):
+        if (${n * vw + kk} < kn) {
+            __global const T *kr = kb_ + (size_t)(kb + ${n * vw + kk}) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                const TV x = LD(kr + e * ${vw});
+    % for r in range(R):
+                acc[${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
+    % endfor
+            }
+        }
+  % endfor
+% endfor
+    }
+% for r in range(R):
+    if (r0 + ${r} < L) {
+        __global T *out = dq + ((size_t)bh * L + r0 + ${r}) * D;
+        for (int e = 0; e < ${DV}; ++e) ST(acc[${r}][e] * (TV)scale, out + e * ${vw});
+    }
+% endfor
+}
+
+// dv[j] = sum_i p_ij dO_i and dk[j] = scale * sum_i p_ij (dp_ij - dsum_i) q_i, over the query blocks.
+__kernel void attn_backward_dkv(__global const T *restrict qt, __global const T *restrict q,
+                                __global const T *restrict k, __global const T *restrict v,
+                                __global const T *restrict dot, __global const T *restrict dout,
+                                __global const T *restrict lse, __global const T *restrict dsum,
+                                __global T *restrict dk, __global T *restrict dv,${mask_args()}
+                                const int L, const int S, const int Lp, const int Sp, const T scale)
+{
+    const int bh = get_global_id(1);
+    const int r0 = get_global_id(0) * ${R};
+    if (r0 >= S) return;
+% if mask != "none":
+    const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
+% endif
+    __global const T *qtb = qt + (size_t)bh * D * Lp;
+    __global const T *dtb = dot + (size_t)bh * D * Lp;
+    __global const T *qb = q + (size_t)bh * L * D;
+    __global const T *gb = dout + (size_t)bh * L * D;
+    __global const T *lb = lse + (size_t)bh * Lp;
+    __global const T *db = dsum + (size_t)bh * Lp;
+    __global const T *kbase = k + (size_t)bh * S * D;
+    __global const T *vbase = v + (size_t)bh * S * D;
+${row_pointers("kr", "kbase", "S")}
+${row_pointers("vr", "vbase", "S")}
+    TV ak[${R}][${DV}], av[${R}][${DV}];
+% for r in range(R):
+    for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = (TV)0; av[${r}][e] = (TV)0; }
+% endfor
+% if causal:
+    const int qstart = (r0 / BK) * BK;
+% else:
+    const int qstart = 0;
+% endif
+    for (int qb0 = qstart; qb0 < L; qb0 += BK) {
+        TV s[${R}][${NK}], dp[${R}][${NK}];
+% for r in range(R):
+  % for n in range(NK):
+        s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
+  % endfor
+% endfor
+        for (int dd = 0; dd < D; ++dd) {
+            __global const T *qd = qtb + (size_t)dd * Lp + qb0;
+            __global const T *gd = dtb + (size_t)dd * Lp + qb0;
+% for n in range(NK):
+            const TV q${n} = LD(qd + ${n * vw}), g${n} = LD(gd + ${n * vw});
+% endfor
+% for r in range(R):
+            { const T a = kr${r}[dd], b = vr${r}[dd];
+  % for n in range(NK):
+              s[${r}][${n}] += a * q${n};
+              dp[${r}][${n}] += b * g${n};
+  % endfor
+            }
+% endfor
+        }
+% for n in range(NK):
+        const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
+% endfor
+% for r in range(R):
+  % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+        s[${r}][${n}] = exp(s[${r}][${n}] - ls${n});
+        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n});
+  % endfor
+% endfor
+        const int qn = min(BK, L - qb0);
+% for n in range(NK):
+  % for kk in range(vw):
+        if (${n * vw + kk} < qn) {
+            __global const T *gi = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
+            __global const T *qi = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                const TV x = LD(gi + e * ${vw}), y = LD(qi + e * ${vw});
+    % for r in range(R):
+                av[${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
+                ak[${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
+    % endfor
+            }
+        }
+  % endfor
+% endfor
+    }
+% for r in range(R):
+    if (r0 + ${r} < S) {
+        __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
+        __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
+        for (int e = 0; e < ${DV}; ++e) {
+            ST(ak[${r}][e] * (TV)scale, ok + e * ${vw});
+            ST(av[${r}][e], ov + e * ${vw});
+        }
+    }
+% endfor
+}
