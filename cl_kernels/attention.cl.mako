@@ -31,16 +31,24 @@ ${c.preamble(ctype, vector=vw)}\
 %>
 #define D ${D}
 #define BK ${BK}
+// Written as conditionals: on PoCL min/fmax/select stay out-of-line calls.
+#define IMIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
 #define LD(p) (*(__global const TV *)(p))
 #define ST(v, p) (*(__global TV *)(p) = (v))
 #define NEG_INF ((T)(-INFINITY))
+% if expfn == "none":
+#define VEXP(x) (x)
+% else:
+#define VEXP ${expfn}
+% endif
 % if vw == 1:
 typedef ${itype} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
 #define LANE_IDS ((IV)0)
 % else:
 typedef ${itype}${vw} IV;
-#define SEL(a, b, cond) select((a), (b), (cond))
+#define SEL(a, b, cond) ((cond) ? (b) : (a))
 #define LANE_IDS ((IV)(${", ".join(str(k) for k in range(vw))}))
 % endif
 
@@ -68,10 +76,10 @@ typedef ${itype}${vw} IV;
             __global const ${"uchar" if mask == "bool" else "T"} *mrow = mk + mbase;
 <%
     def elem(k):
-        at = f"min({first} + {k}, {lim} - 1)"
+        at = f"IMIN({first} + {k}, {lim} - 1)"
         if lanes_are == "key":
-            return f"mrow[min({row}, L - 1) * msi + {at} * msj]"
-        return f"mrow[{at} * msi + min({row}, S - 1) * msj]"
+            return f"mrow[IMIN({row}, L - 1) * msi + {at} * msj]"
+        return f"mrow[{at} * msi + IMIN({row}, S - 1) * msj]"
 %>\
   % if mask == "float":
     % if vw == 1:
@@ -98,10 +106,20 @@ typedef ${itype}${vw} IV;
         }
 </%def>
 
+## The vectors v[R][NK] into a private scalar array name[R][BK], read back one element at a time.
+<%def name="spill(name, v)">\
+        T ${name}[${R}][BK];
+% for r in range(R):
+  % for n in range(NK):
+        *(TV *)(&${name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
+  % endfor
+% endfor
+</%def>
+
 ## The R rows of this work-item: `rows` of `n` (L or S) starting at r0, clamped for loads.
 <%def name="row_pointers(name, base, n)">\
 % for r in range(R):
-    __global const T *${name}${r} = ${base} + (size_t)min(r0 + ${r}, ${n} - 1) * D;
+    __global const T *${name}${r} = ${base} + (size_t)IMIN(r0 + ${r}, ${n} - 1) * D;
 % endfor
 </%def>
 
@@ -133,7 +151,7 @@ ${row_pointers("qr", "qb", "L")}
     for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
 % endfor
 % if causal:
-    const int kend = min(S, r0 + ${R});
+    const int kend = IMIN(S, r0 + ${R});
 % else:
     const int kend = S;
 % endif
@@ -162,18 +180,20 @@ ${row_pointers("qr", "qb", "L")}
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % endfor
-            T mx = NEG_INF;
-  % for n in range(NK):
-    % for k in range(vw):
-            mx = fmax(mx, ${lane(f"s[{r}][{n}]", k)});
-    % endfor
+            TV mv = s[${r}][0];
+  % for n in range(1, NK):
+            mv = MAX(mv, s[${r}][${n}]);
   % endfor
-            const T mnew = fmax(m[${r}], mx);
+            T mx = ${lane("mv", 0)};
+  % for k in range(1, vw):
+            mx = MAX(mx, ${lane("mv", k)});
+  % endfor
+            const T mnew = MAX(m[${r}], mx);
             const T mu = mnew == NEG_INF ? (T)0 : mnew;
             const T alpha = exp(m[${r}] - mu);
             T sum = (T)0;
   % for n in range(NK):
-            s[${r}][${n}] = exp(s[${r}][${n}] - (TV)mu);
+            s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
             sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
   % endfor
             l[${r}] = l[${r}] * alpha + sum;
@@ -181,7 +201,25 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
             for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
         }
 % endfor
-        const int kn = min(BK, S - kb);
+        const int kn = IMIN(BK, S - kb);
+% if spill:
+${spill("pp", "s")}\
+        for (int e = 0; e < ${DV}; ++e) {
+% for r in range(R):
+            TV a${r} = acc[${r}][e];
+% endfor
+            __global const T *vc = vb + (size_t)kb * D + e * ${vw};
+            for (int cc = 0; cc < kn; ++cc) {
+                const TV x = LD(vc + (size_t)cc * D);
+% for r in range(R):
+                a${r} += pp[${r}][cc] * x;
+% endfor
+            }
+% for r in range(R):
+            acc[${r}][e] = a${r};
+% endfor
+        }
+% else:
 % for n in range(NK):
   % for k in range(vw):
         if (${n * vw + k} < kn) {
@@ -195,6 +233,7 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
         }
   % endfor
 % endfor
+% endif
     }
 % for r in range(R):
     if (r0 + ${r} < L) {
@@ -212,7 +251,7 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
 __kernel void attn_dsum(__global const T *restrict dout, __global const T *restrict o, __global T *restrict dsum,
                         const int L, const int Lp, const int rows, const int total)
 {
-    const int g0 = get_global_id(0) * rows, g1 = min(g0 + rows, total);
+    const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
         const int bh = g / Lp, i = g - bh * Lp;
         T acc = (T)0;
@@ -229,7 +268,7 @@ __kernel void attn_dsum(__global const T *restrict dout, __global const T *restr
 __kernel void attn_transpose(__global const T *restrict src, __global T *restrict dst, const int n, const int np,
                              const int rows, const int total)
 {
-    const int g0 = get_global_id(0) * rows, g1 = min(g0 + rows, total);
+    const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
         const int bh = g / D, d = g - bh * D;
         __global const T *s = src + (size_t)bh * n * D + d;
@@ -261,15 +300,15 @@ ${row_pointers("qr", "qb", "L")}
 ${row_pointers("gr", "gb", "L")}
     T lr[${R}], dr[${R}];
 % for r in range(R):
-    lr[${r}] = lse[(size_t)bh * Lp + min(r0 + ${r}, L - 1)];
-    dr[${r}] = dsum[(size_t)bh * Lp + min(r0 + ${r}, L - 1)];
+    lr[${r}] = lse[(size_t)bh * Lp + IMIN(r0 + ${r}, L - 1)];
+    dr[${r}] = dsum[(size_t)bh * Lp + IMIN(r0 + ${r}, L - 1)];
 % endfor
     TV acc[${R}][${DV}];
 % for r in range(R):
     for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
 % endfor
 % if causal:
-    const int kend = min(S, r0 + ${R});
+    const int kend = IMIN(S, r0 + ${R});
 % else:
     const int kend = S;
 % endif
@@ -298,11 +337,29 @@ ${row_pointers("gr", "gb", "L")}
 % for r in range(R):
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
-        s[${r}][${n}] = exp(s[${r}][${n}] - (TV)lr[${r}]);
+        s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)lr[${r}]);
         s[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - (TV)dr[${r}]);
   % endfor
 % endfor
-        const int kn = min(BK, S - kb);
+        const int kn = IMIN(BK, S - kb);
+% if spill:
+${spill("pp", "s")}\
+        for (int e = 0; e < ${DV}; ++e) {
+% for r in range(R):
+            TV a${r} = acc[${r}][e];
+% endfor
+            __global const T *kc = kb_ + (size_t)kb * D + e * ${vw};
+            for (int cc = 0; cc < kn; ++cc) {
+                const TV x = LD(kc + (size_t)cc * D);
+% for r in range(R):
+                a${r} += pp[${r}][cc] * x;
+% endfor
+            }
+% for r in range(R):
+            acc[${r}][e] = a${r};
+% endfor
+        }
+% else:
 % for n in range(NK):
   % for kk in range(vw):
         if (${n * vw + kk} < kn) {
@@ -316,6 +373,7 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
         }
   % endfor
 % endfor
+% endif
     }
 % for r in range(R):
     if (r0 + ${r} < L) {
@@ -331,11 +389,23 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
                                 __global const T *restrict dot, __global const T *restrict dout,
                                 __global const T *restrict lse, __global const T *restrict dsum,
                                 __global T *restrict dk, __global T *restrict dv,${mask_args()}
+% if with_dq:
+                                __global T *restrict dqp, const int kchunk, const int nbh,
+% endif
                                 const int L, const int S, const int Lp, const int Sp, const T scale)
 {
     const int bh = get_global_id(1);
+% if with_dq:
+    // This work-item's keys [kstart, kstop), R at a time; its share of dq goes to partial `chunk`.
+    const int chunk = get_global_id(0);
+    const int kstart = chunk * kchunk, kstop = IMIN(S, kstart + kchunk);
+    __global T *dqb = dqp + ((size_t)chunk * nbh + bh) * L * D;
+    for (int r0 = kstart; r0 < kstop; r0 += ${R}) {
+% else:
     const int r0 = get_global_id(0) * ${R};
     if (r0 >= S) return;
+    {
+% endif
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
 % endif
@@ -386,11 +456,50 @@ ${row_pointers("vr", "vbase", "S")}
 % for r in range(R):
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-        s[${r}][${n}] = exp(s[${r}][${n}] - ls${n});
-        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n});
+        s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
+% if with_dq:
+        if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
+% endif
+        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
   % endfor
 % endfor
-        const int qn = min(BK, L - qb0);
+        const int qn = IMIN(BK, L - qb0);
+% if spill or with_dq:
+${spill("pp", "s")}\
+${spill("pd", "dp")}\
+        for (int e = 0; e < ${DV}; ++e) {
+% for r in range(R):
+            TV a${r} = ak[${r}][e], b${r} = av[${r}][e];
+  % if with_dq:
+            const TV kv${r} = LD(kr${r} + e * ${vw});
+  % endif
+% endfor
+            __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
+            __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
+% if with_dq:
+            __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
+% endif
+            for (int cc = 0; cc < qn; ++cc) {
+                const TV x = LD(gc + (size_t)cc * D), y = LD(qc + (size_t)cc * D);
+% if with_dq:
+                TV z = LD(dqc + (size_t)cc * D);
+% endif
+% for r in range(R):
+                b${r} += pp[${r}][cc] * x;
+                a${r} += pd[${r}][cc] * y;
+  % if with_dq:
+                z += pd[${r}][cc] * kv${r};
+  % endif
+% endfor
+% if with_dq:
+                ST(z, dqc + (size_t)cc * D);
+% endif
+            }
+% for r in range(R):
+            ak[${r}][e] = a${r}; av[${r}][e] = b${r};
+% endfor
+        }
+% else:
 % for n in range(NK):
   % for kk in range(vw):
         if (${n * vw + kk} < qn) {
@@ -406,15 +515,17 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
         }
   % endfor
 % endfor
+% endif
     }
 % for r in range(R):
     if (r0 + ${r} < S) {
         __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
         __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
         for (int e = 0; e < ${DV}; ++e) {
-            ST(ak[${r}][e] * (TV)scale, ok + e * ${vw});
+            ST(ak[${r}][e], ok + e * ${vw});
             ST(av[${r}][e], ov + e * ${vw});
         }
     }
 % endfor
+    }
 }

@@ -18,6 +18,7 @@ gradients of gradients work. ``nn.functional.scaled_dot_product_attention`` deci
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -53,16 +54,21 @@ def _plan(dev, dtype, D):
     and vectors per key block."""
     t = dev.target
     if t.is_gpu:
-        return 1, 1, 16
+        return 1, 1, 16, 0
     vw = next((w for w in t.vector_widths(dtype) if D % w == 0), 1)
     nk = max(1, 16 // vw)
-    return vw, 2, nk
+    import os
+    if os.environ.get("AXONML_ATTN_PLAN"):
+        r, nk, sp = map(int, os.environ["AXONML_ATTN_PLAN"].split(","))
+        return vw, r, nk, sp
+    return vw, 4, nk, 0
 
 
-def _kernel(dev, dtype, name, D, mask, causal):
-    vw, R, NK = _plan(dev, dtype, D)
+def _kernel(dev, dtype, name, D, mask, causal, with_dq=False):
+    vw, R, NK, spill = _plan(dev, dtype, D)
     knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK,
-                             mask=mask, causal=bool(causal))
+                             mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
+                             expfn=os.environ.get('AXONML_ATTN_EXP', 'exp'))
     return knl, vw * NK, R
 
 
@@ -90,7 +96,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1,
-                             mask="none", causal=False)
+                             mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
     _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
     return out
 
@@ -159,27 +165,36 @@ def _rule(ctx, g: Tensor):
     dt, dev = qs.dtype, qs.device
     g = g.contiguous()
     kind, margs, causal, s = ctx.kind, ctx.margs, ctx.causal, ctx.scale
-    kq, BK, R = _kernel(dev, dt, "attn_backward_dq", D, kind, causal)
-    kkv, _, _ = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal)
+    one_pass = not dev.target.is_gpu and os.environ.get("AXONML_ATTN_ONEPASS", "1") == "1"
+    kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass)
     Lp, Sp = kernels.round_up(L, BK), kernels.round_up(S, BK)
     dsum = Tensor([BH, Lp], dt, dev)
     kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1,
-                            mask="none", causal=False)
+                            mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
     _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
-    need = ctx.needs_input_grad
-    dq = dk = dv = None
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
-    if need[0]:
-        vt = _transposed(vs, S, Sp, D, BH, dt)
-        dq = Tensor(qs._shape, dt, dev)
-        size, local = _grid(dev, kq, -(-L // R), BH)
-        kernels.launch(dev, kq, size, local, q=qs, kt=kt, vt=vt, k=ks, dq=dq, **common)
-    if need[1] or need[2]:
-        qt = _transposed(qs, L, Lp, D, BH, dt)
-        dot = _transposed(g, L, Lp, D, BH, dt)
-        dk, dv = Tensor(ks._shape, dt, dev), Tensor(vs._shape, dt, dev)
-        size, local = _grid(dev, kkv, -(-S // R), BH)
-        kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, **common)
+    qt = _transposed(qs, L, Lp, D, BH, dt)
+    dot = _transposed(g, L, Lp, D, BH, dt)
+    dk, dv = Tensor(ks._shape, dt, dev), Tensor(vs._shape, dt, dev)
+    if one_pass:
+        # CPUs: one kernel; a work-item owns a run of keys of one head and adds its share of dq into a
+        # partial of its own (one partial per run: as few runs as keep every core busy).
+        t = dev.target
+        chunks = max(1, min(-(-S // R), -(-(t.items_per_unit * t.compute_units) // BH)))
+        kchunk = kernels.round_up(-(-S // chunks), R)
+        chunks = -(-S // kchunk)
+        dqp = Tensor.zeros([chunks] + list(qs._shape), dt, dev)
+        kernels.launch(dev, kkv, (chunks, BH), (1, 1), qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, dqp=dqp,
+                       kchunk=kchunk, nbh=BH, **common)
+        dq = dqp.reshape(list(qs._shape)) if chunks == 1 else dqp.sum(0)
+        return dq, dk, dv
+    kq, _, _ = _kernel(dev, dt, "attn_backward_dq", D, kind, causal)
+    vt = _transposed(vs, S, Sp, D, BH, dt)
+    dq = Tensor(qs._shape, dt, dev)
+    size, local = _grid(dev, kq, -(-L // R), BH)
+    kernels.launch(dev, kq, size, local, q=qs, kt=kt, vt=vt, k=ks, dq=dq, **common)
+    size, local = _grid(dev, kkv, -(-S // R), BH)
+    kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, **common)
     return dq, dk, dv
 
 
