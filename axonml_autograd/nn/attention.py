@@ -78,9 +78,24 @@ class MultiheadAttention(Module):
         proj = [F.linear(x, w[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
                 for i, x in enumerate((q, k, v))]
         qh, kh, vh = (p.reshape(N, -1, H, D).transpose(1, 2) for p in proj)   # [N, H, len, D]
-        scores = (qh @ kh.mT) * (1.0 / math.sqrt(D))                          # [N, H, L, S]
         if is_causal and attn_mask is None:
             raise ValueError("MultiheadAttention: is_causal needs attn_mask too (as torch); pass the causal mask")
+        if not need_weights and (attn_mask is None or key_padding_mask is None):
+            # Without the weights to return, F.scaled_dot_product_attention runs it (the fused kernels
+            # where they apply); its bool masks keep where True, ours drop where True.
+            mask = None
+            for m, shape in ((attn_mask, None), (key_padding_mask, [N, 1, 1, S])):
+                if m is None:
+                    continue
+                m = m.data() if isinstance(m, Variable) else m
+                if shape is None:
+                    shape = [N, H, L, S] if m.ndim() == 3 else list(m.shape())
+                mask = ~m.reshape(shape) if m.dtype.kind == "b" else m.reshape(shape)
+            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask,
+                                                 dropout_p=self.dropout if self.training else 0.0)
+            out = self.out_proj(out.transpose(1, 2).reshape(N, L, E))
+            return (out.transpose(0, 1) if not self.batch_first else out), None
+        scores = (qh @ kh.mT) * (1.0 / math.sqrt(D))                          # [N, H, L, S]
         if attn_mask is not None:
             m = attn_mask.data() if isinstance(attn_mask, Variable) else attn_mask
             shaped = m.reshape([N, H, L, S]) if m.ndim() == 3 else m

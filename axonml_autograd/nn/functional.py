@@ -34,7 +34,7 @@ from ..functions.indexing import embedding as _embedding
 from ..grad_fn import record
 from ..tensor import Tensor, View, cat
 from ..variable import Variable
-from ..shapes import as_float, as_int, contiguous_strides
+from ..shapes import as_float, as_int, broadcast_shapes, contiguous_strides
 from ..elementwise_kernels import copy_view
 
 __all__ = ["normalize", "cosine_similarity", "scaled_dot_product_attention", "linear", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "max_pool2d", "max_pool1d", "avg_pool1d", "adaptive_max_pool2d", "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold", "avg_pool2d", "adaptive_avg_pool2d", "embedding", "embedding_bag", "dropout", "dropout2d", "prelu", "instance_norm", "layer_norm", "batch_norm", "group_norm", "one_hot", "pad",
@@ -433,8 +433,15 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     """torch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v`` over the last two
     axes (any leading batch/head axes broadcast). ``attn_mask``: a bool mask (True keeps) or an additive
-    float mask; ``is_causal``: position i sees positions <= i. Composed from differentiable ops, so it
-    has gradients of every order and runs inside ``capture``.
+    float mask, broadcastable to [..., L, S]; ``is_causal``: query i sees keys j <= i (torch's top-left
+    alignment when L != S).
+
+    float32/float64 inputs without dropout run the fused kernels (functions/attention.py: online softmax,
+    no [L, S] matrix in memory, memory linear in the sequence length); a query row whose keys are all
+    masked gives zeros there, as torch does. Otherwise (``dropout_p`` > 0, 16-bit inputs, a mask that
+    needs a gradient, mixed dtypes or devices) it is composed from differentiable ops, where such a row
+    gives NaN. Both have gradients of every order (the fused op's differentiable rule recomputes the
+    composed maths for ``create_graph=True``) and run inside ``capture``.
 
     >>> from axonml_autograd import Tensor
     >>> q = Tensor.ones([1, 2, 4])
@@ -454,6 +461,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both (as torch)")
     L, S = q.shape()[-2], k.shape()[-2]
     s = 1.0 / math.sqrt(q.shape()[-1]) if scale is None else as_float(scale, "scaled_dot_product_attention: scale")
+    fused = _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, s)
+    if fused is not None:
+        return fused
     scores = (q @ k.mT) * s
     if is_causal:
         # Made on the device from the element index (no upload, so capture can replay it).
@@ -473,6 +483,34 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if dropout_p:
         weights = dropout(weights, dropout_p, True)
     return weights @ v
+
+
+def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
+    """The fused kernels' result, or None where the composed path must run (see the docstring above)."""
+    from ..functions import attention as _attention
+    mask = attn_mask
+    if mask is not None and not isinstance(mask, Tensor):
+        if getattr(mask, "requires_grad", False) or not hasattr(mask, "data"):
+            return None
+        mask = mask.data()
+    if mask is not None and not isinstance(mask, Tensor):
+        return None
+    batch = broadcast_shapes(q.shape()[:-2], k.shape()[:-2], v.shape()[:-2], op="scaled_dot_product_attention")
+    q, k, v = (x if tuple(x.shape()[:-2]) == batch else x.expand(list(batch) + x.shape()[-2:]) for x in (q, k, v))
+    if not _attention.can_fuse(q, k, v, mask, dropout_p):
+        return None
+    if mask is not None:
+        full = tuple(batch) + (q.shape()[-2], k.shape()[-2])
+        try:
+            fits = broadcast_shapes(tuple(mask.shape()), full) == full
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask.shape()} does not broadcast "
+                             f"to the scores' shape {list(full)}")
+        if mask.dtype.kind not in "bf":
+            return None
+    return _attention.fused_attention(q, k, v, mask, is_causal, scale)
 
 
 def softmax(input, dim=-1): return _var(input, "softmax").softmax(dim)
