@@ -188,35 +188,47 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % for k in range(1, vw):
             mx = MAX(mx, ${lane("mv", k)});
   % endfor
-            const T mnew = MAX(m[${r}], mx);
-            const T mu = mnew == NEG_INF ? (T)0 : mnew;
-            const T alpha = exp(m[${r}] - mu);
+            if (mx > m[${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
+                const T alpha = exp(m[${r}] - mx);
+                l[${r}] *= alpha;
+                for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
+                m[${r}] = mx;
+            }
+            const T mu = m[${r}] == NEG_INF ? (T)0 : m[${r}];
             T sum = (T)0;
   % for n in range(NK):
             s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
             sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
   % endfor
-            l[${r}] = l[${r}] * alpha + sum;
-            m[${r}] = mnew;
-            for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
+            l[${r}] += sum;
         }
 % endfor
         const int kn = IMIN(BK, S - kb);
 % if spill:
 ${spill("pp", "s")}\
-        for (int e = 0; e < ${DV}; ++e) {
+        for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
-            TV a${r} = acc[${r}][e];
+  % for j in range(EC):
+            TV a${r}_${j} = acc[${r}][e + ${j}];
+  % endfor
 % endfor
             __global const T *vc = vb + (size_t)kb * D + e * ${vw};
             for (int cc = 0; cc < kn; ++cc) {
-                const TV x = LD(vc + (size_t)cc * D);
+% for j in range(EC):
+                const TV x${j} = LD(vc + (size_t)cc * D + ${j * vw});
+% endfor
 % for r in range(R):
-                a${r} += pp[${r}][cc] * x;
+                { const T w = pp[${r}][cc];
+  % for j in range(EC):
+                  a${r}_${j} += w * x${j};
+  % endfor
+                }
 % endfor
             }
 % for r in range(R):
-            acc[${r}][e] = a${r};
+  % for j in range(EC):
+            acc[${r}][e + ${j}] = a${r}_${j};
+  % endfor
 % endfor
         }
 % else:
@@ -344,19 +356,29 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
         const int kn = IMIN(BK, S - kb);
 % if spill:
 ${spill("pp", "s")}\
-        for (int e = 0; e < ${DV}; ++e) {
+        for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
-            TV a${r} = acc[${r}][e];
+  % for j in range(EC):
+            TV a${r}_${j} = acc[${r}][e + ${j}];
+  % endfor
 % endfor
             __global const T *kc = kb_ + (size_t)kb * D + e * ${vw};
             for (int cc = 0; cc < kn; ++cc) {
-                const TV x = LD(kc + (size_t)cc * D);
+% for j in range(EC):
+                const TV x${j} = LD(kc + (size_t)cc * D + ${j * vw});
+% endfor
 % for r in range(R):
-                a${r} += pp[${r}][cc] * x;
+                { const T w = pp[${r}][cc];
+  % for j in range(EC):
+                  a${r}_${j} += w * x${j};
+  % endfor
+                }
 % endfor
             }
 % for r in range(R):
-            acc[${r}][e] = a${r};
+  % for j in range(EC):
+            acc[${r}][e + ${j}] = a${r}_${j};
+  % endfor
 % endfor
         }
 % else:
@@ -467,12 +489,14 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
 % if spill or with_dq:
 ${spill("pp", "s")}\
 ${spill("pd", "dp")}\
-        for (int e = 0; e < ${DV}; ++e) {
+        for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
-            TV a${r} = ak[${r}][e], b${r} = av[${r}][e];
-  % if with_dq:
-            const TV kv${r} = LD(kr${r} + e * ${vw});
-  % endif
+  % for j in range(EC):
+            TV a${r}_${j} = ak[${r}][e + ${j}], b${r}_${j} = av[${r}][e + ${j}];
+    % if with_dq:
+            const TV kv${r}_${j} = LD(kr${r} + (e + ${j}) * ${vw});
+    % endif
+  % endfor
 % endfor
             __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
             __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
@@ -480,23 +504,33 @@ ${spill("pd", "dp")}\
             __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
 % endif
             for (int cc = 0; cc < qn; ++cc) {
-                const TV x = LD(gc + (size_t)cc * D), y = LD(qc + (size_t)cc * D);
-% if with_dq:
-                TV z = LD(dqc + (size_t)cc * D);
-% endif
-% for r in range(R):
-                b${r} += pp[${r}][cc] * x;
-                a${r} += pd[${r}][cc] * y;
+% for j in range(EC):
+                const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
   % if with_dq:
-                z += pd[${r}][cc] * kv${r};
+                TV z${j} = LD(dqc + (size_t)cc * D + ${j * vw});
   % endif
 % endfor
+% for r in range(R):
+                { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
+  % for j in range(EC):
+                  b${r}_${j} += wp * x${j};
+                  a${r}_${j} += wd * y${j};
+    % if with_dq:
+                  z${j} += wd * kv${r}_${j};
+    % endif
+  % endfor
+                }
+% endfor
 % if with_dq:
-                ST(z, dqc + (size_t)cc * D);
+  % for j in range(EC):
+                ST(z${j}, dqc + (size_t)cc * D + ${j * vw});
+  % endfor
 % endif
             }
 % for r in range(R):
-            ak[${r}][e] = a${r}; av[${r}][e] = b${r};
+  % for j in range(EC):
+            ak[${r}][e + ${j}] = a${r}_${j}; av[${r}][e + ${j}] = b${r}_${j};
+  % endfor
 % endfor
         }
 % else:

@@ -64,7 +64,7 @@ import time
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
 ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
-            "lstm", "mlp", "mlp_captured",
+            "attention", "lstm", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -73,6 +73,7 @@ MLP_BATCH = 128
 MLP_LR = 0.01
 CHAIN_OPS = 1000
 LSTM_SHAPE = (16, 64, 64, 64)   # T, batch, input, hidden
+ATTENTION_LENGTHS = (128, 512)
 CONV_INPUT, CONV_WEIGHT = (64, 16, 28, 28), (32, 16, 3, 3)   # padding 1: the output is [64, 32, 28, 28]
 
 
@@ -606,6 +607,64 @@ class Bench:
         return Row("conv2d", "conv2d fwd+bwd [64,16,28,28] * [32,16,3,3], padding 1", "ms", "time", ms.pop("ours"),
                    ms, "torch", {"text": "<= 2x torch", "baseline": "torch", "min_ratio": 0.5},
                    _err_note(err, "" if self.torch else "torch not installed: target not checked"), best=best)
+
+    def attention(self):
+        """scaled_dot_product_attention fwd+bwd, batch 4, 8 heads, d=64, at T=128 and T=512: the fused
+        kernels (F.scaled_dot_product_attention), the composed path (q k^T, softmax, @ v as differentiable
+        ops) and torch's F.scaled_dot_product_attention at 2 and at 1 threads (the faster is the baseline)."""
+        np = self.np
+        import math
+        import axonml_autograd.nn.functional as F
+        rows = []
+        for T in ATTENTION_LENGTHS:
+            shape = (4, 8, T, 64)
+            arrays = [self.rng.standard_normal(shape, dtype=np.float32) for _ in range(3)]
+            g_h = self.rng.standard_normal(shape, dtype=np.float32)
+            q, k, v = (self.Variable(self.Tensor.from_numpy(a, device=self.dev), requires_grad=True) for a in arrays)
+            g = self.Tensor.from_numpy(g_h, device=self.dev)
+
+            def run(fn):
+                def timed():
+                    for t in (q, k, v):
+                        t.zero_grad()
+                    fn(q, k, v).backward(g)
+                    self.finish()
+                return timed
+
+            fused = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c))
+            composed = run(lambda a, b, c: ((a @ b.mT) * (1.0 / math.sqrt(64))).softmax(-1) @ c)
+            fns = {"ours": fused, "composed": composed}
+            composed()
+            want = [t.grad().numpy() for t in (q, k, v)]
+            fused()
+            err = max(_rel_err(t.grad().numpy(), w) for t, w in zip((q, k, v), want))
+            if self.torch:
+                torch_run = self._torch_fwd_bwd(self.torch.nn.functional.scaled_dot_product_attention, arrays, g_h)[0]
+                threads = self.torch.get_num_threads()
+
+                def at(n):
+                    def f():
+                        self.torch.set_num_threads(n)
+                        try:
+                            torch_run()
+                        finally:
+                            self.torch.set_num_threads(threads)
+                    return f
+
+                fns["torch_2t"], fns["torch_1t"] = at(2), at(1)
+            tm = measure(fns, *self.reps(10 if T <= 128 else 5, 3, 2, 1))
+            ms, best = tm.convert(lambda x: x * 1e3)
+            ours = ms.pop("ours")
+            primary = "composed"
+            target = {"text": "faster than composed", "baseline": "composed", "min_ratio": 1.0}
+            if self.torch:
+                primary = min(("torch_2t", "torch_1t"), key=lambda k: ms[k])
+                if T >= 512:
+                    target = {"text": "<= 1.0x torch sdpa (faster of 2/1 threads)", "baseline": primary,
+                              "min_ratio": 1.0}
+            rows.append(Row(f"attention_{T}", f"sdpa fwd+bwd [4,8,{T},64]: fused vs composed vs torch", "ms", "time",
+                            ours, ms, primary, target, _err_note(err, "vs composed"), best=best))
+        return rows
 
     def lstm(self):
         """An LSTM training step, eager and captured, against torch's nn.LSTM with the same weights."""

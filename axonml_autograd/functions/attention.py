@@ -49,24 +49,28 @@ def can_fuse(q, k, v, mask, dropout_p) -> bool:
     return True
 
 
-def _plan(dev, dtype, D):
-    """(vw, R, NK): the vector width (the target's widest that divides D; 1 on GPUs), rows per work-item
-    and vectors per key block."""
+def _plan(dev, dtype, D, name):
+    """(vw, R, NK, spill, EC): the vector width (the target's widest that divides D; 1 on GPUs), rows per
+    work-item, vectors per key block, and how the p @ V products run (spill: p through a private array,
+    EC vectors of a row at a time; else lane by lane)."""
     t = dev.target
     if t.is_gpu:
-        return 1, 1, 16, 0
+        return 1, 1, 16, 0, 1
     vw = next((w for w in t.vector_widths(dtype) if D % w == 0), 1)
-    nk = max(1, 16 // vw)
-    import os
-    if os.environ.get("AXONML_ATTN_PLAN"):
-        r, nk, sp = map(int, os.environ["AXONML_ATTN_PLAN"].split(","))
-        return vw, r, nk, sp
-    return vw, 4, nk, 0
+    env = os.environ.get("AXONML_ATTN_PLAN" if name == "attn_forward" else "AXONML_ATTN_BPLAN")
+    if env:
+        r, blk, sp, ec = map(int, env.split(","))
+        return vw, r, max(1, blk // vw), sp, ec
+    if name == "attn_forward":
+        return vw, 2, max(1, 32 // vw), 1, 4
+    return vw, 2, max(1, 16 // vw), 1, 2
 
 
 def _kernel(dev, dtype, name, D, mask, causal, with_dq=False):
-    vw, R, NK, spill = _plan(dev, dtype, D)
-    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK,
+    vw, R, NK, spill, EC = _plan(dev, dtype, D, name)
+    while (D // vw) % EC:
+        EC //= 2
+    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC,
                              mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
                              expfn=os.environ.get('AXONML_ATTN_EXP', 'exp'))
     return knl, vw * NK, R
@@ -95,7 +99,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
-    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1,
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1,
                              mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
     _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
     return out
@@ -145,7 +149,9 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
     check_index32("scaled_dot_product_attention", qs, ks, vs)
     kind, margs = _mask_args(mask, batch, L, S, dt)
     knl, BK, R = _kernel(dev, dt, "attn_forward", D, kind, is_causal)
-    Lp, Sp = kernels.round_up(L, BK), kernels.round_up(S, BK)
+    # One padding for both directions (their key blocks may differ; all are powers of two times vw).
+    pad = max(BK, _plan(dev, dt, D, "backward")[2] * _plan(dev, dt, D, "backward")[0])
+    Lp, Sp = kernels.round_up(L, pad), kernels.round_up(S, pad)
     kt = _transposed(ks, S, Sp, D, BH, dt)
     o = Tensor(list(batch) + [L, D], dt, dev)
     lse = Tensor([BH, Lp], dt, dev)
@@ -153,7 +159,7 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
     kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
     return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule,
                   saved=(qs, ks, vs, kt, o, lse, margs.get("mk")), mask=mask, kind=kind, margs=margs,
-                  causal=bool(is_causal), scale=s)
+                  causal=bool(is_causal), scale=s, padded=(Lp, Sp))
 
 
 def _rule(ctx, g: Tensor):
@@ -167,9 +173,9 @@ def _rule(ctx, g: Tensor):
     kind, margs, causal, s = ctx.kind, ctx.margs, ctx.causal, ctx.scale
     one_pass = not dev.target.is_gpu and os.environ.get("AXONML_ATTN_ONEPASS", "1") == "1"
     kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass)
-    Lp, Sp = kernels.round_up(L, BK), kernels.round_up(S, BK)
+    Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
-    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1,
+    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1,
                             mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
     _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
