@@ -37,11 +37,7 @@ ${c.preamble(ctype, vector=vw)}\
 #define LD(p) (*(__global const TV *)(p))
 #define ST(v, p) (*(__global TV *)(p) = (v))
 #define NEG_INF ((T)(-INFINITY))
-% if expfn == "none":
-#define VEXP(x) (x)
-% else:
-#define VEXP ${expfn}
-% endif
+#define VEXP exp
 % if vw == 1:
 typedef ${itype} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))

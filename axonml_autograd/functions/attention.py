@@ -10,8 +10,15 @@ by one work-item in a fixed order, so results are deterministic and a capture re
 Memory is linear in the sequence lengths: the inputs, transposed padded copies of the operands the score
 loops read ([D, Sp] per head), and O(L) row statistics.
 
+CPUs run backward as ONE kernel: a work-item owns a run of keys of one head, writes their dk and dv and
+adds their share of dq into a partial of its own (one run per head when there are enough heads to fill
+the cores; otherwise a few runs and a fixed-order sum of the partials). GPUs run one kernel for dq (over
+query rows) and one for dk/dv (over key rows), a work-item per row. The blocking (rows per work-item,
+key block, vectors per p @ V step) is chosen per direction in :func:`_plan`; ``AXONML_ATTN_PLAN`` /
+``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning.
+
 The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
-gradients of gradients work. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
+gradients of gradients work. Dropout is not fused: ``dropout_p`` > 0 takes the composed path. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
 (:func:`can_fuse`) and otherwise composes the attention from differentiable ops.
 """
 
@@ -71,8 +78,7 @@ def _kernel(dev, dtype, name, D, mask, causal, with_dq=False):
     while (D // vw) % EC:
         EC //= 2
     knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC,
-                             mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
-                             expfn=os.environ.get('AXONML_ATTN_EXP', 'exp'))
+                             mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq))
     return knl, vw * NK, R
 
 
@@ -100,7 +106,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1,
-                             mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
+                             mask="none", causal=False, spill=False, with_dq=False)
     _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
     return out
 
@@ -171,12 +177,12 @@ def _rule(ctx, g: Tensor):
     dt, dev = qs.dtype, qs.device
     g = g.contiguous()
     kind, margs, causal, s = ctx.kind, ctx.margs, ctx.causal, ctx.scale
-    one_pass = not dev.target.is_gpu and os.environ.get("AXONML_ATTN_ONEPASS", "1") == "1"
+    one_pass = not dev.target.is_gpu
     kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass)
     Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
     kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1,
-                            mask="none", causal=False, spill=False, with_dq=False, expfn='exp')
+                            mask="none", causal=False, spill=False, with_dq=False)
     _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
     qt = _transposed(qs, L, Lp, D, BH, dt)
