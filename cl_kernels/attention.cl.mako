@@ -121,17 +121,18 @@ typedef ${itype}${vw} IV;
 
 __kernel void attn_forward(__global const T *restrict q, __global const T *restrict kt, __global const T *restrict v,
                            __global T *restrict o, __global T *restrict lse,${mask_args()}
-                           const int L, const int S, const int Lp, const int Sp, const T scale)
+                           const int L, const int S, const int Lp, const int Sp, const T scale, const int blocks)
 {
+    // `blocks` consecutive row blocks per work-item (on PoCL each work-group costs a task of its own).
     const int bh = get_global_id(1);
-    const int r0 = get_global_id(0) * ${R};
-    if (r0 >= Lp) return;
     __global T *lrow = lse + (size_t)bh * Lp;
+    const int rend = IMIN(Lp, (get_global_id(0) + 1) * blocks * ${R});
+    for (int r0 = get_global_id(0) * blocks * ${R}; r0 < rend; r0 += ${R}) {
     if (r0 >= L) {
 % for r in range(R):
         lrow[r0 + ${r}] = (T)INFINITY;
 % endfor
-        return;
+        continue;
     }
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
@@ -253,6 +254,7 @@ ${spill("pp", "s")}\
         lrow[r0 + ${r}] = (T)INFINITY;
     }
 % endfor
+    }
 }
 
 // dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] for i < L, 0 for the padded rows up to Lp.

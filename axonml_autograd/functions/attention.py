@@ -161,8 +161,11 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
     kt = _transposed(ks, S, Sp, D, BH, dt)
     o = Tensor(list(batch) + [L, D], dt, dev)
     lse = Tensor([BH, Lp], dt, dev)
-    size, local = _grid(dev, knl, Lp // R, BH)
-    kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
+    blocks = Lp // R
+    per = 1 if dev.target.is_gpu else max(1, blocks * BH // (4 * dev.target.items_per_unit * dev.target.compute_units))
+    size, local = _grid(dev, knl, -(-blocks // per), BH)
+    kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s,
+                   blocks=per, **margs)
     return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule,
                   saved=(qs, ks, vs, kt, o, lse, margs.get("mk")), mask=mask, kind=kind, margs=margs,
                   causal=bool(is_causal), scale=s, padded=(Lp, Sp))
