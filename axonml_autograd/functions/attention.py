@@ -70,7 +70,7 @@ def _plan(dev, dtype, D, name):
         return vw, r, max(1, blk // vw), sp, ec
     if name == "attn_forward":
         return vw, 2, max(1, 32 // vw), 1, 4
-    return vw, 2, max(1, 16 // vw), 1, 2
+    return vw, 4, max(1, 8 // vw), 1, 1
 
 
 def _kernel(dev, dtype, name, D, mask, causal, with_dq=False):
