@@ -53,7 +53,41 @@ typedef ${itype}${vw} IV;
  __global const ${"uchar" if mask == "bool" else "T"} *restrict mk, const int moff, const int msb, const int msh,
  const int hn, const int msi, const int msj,\
 % endif
+% if dropout:
+ __global const uint *restrict rng, const uint thresh, const T rescale,\
+% endif
 </%def>
+% if dropout:
+
+// Dropout of the probabilities (after the softmax, as torch): element (bh, i, j) is kept, scaled by
+// `rescale` = 1 / (1 - p), when its 32-bit word is >= thresh = p * 2^32. The words come from Philox4x32-10
+// (as philox.cl.mako's generator: the same rounds and constants) keyed by the generator's seed, one
+// block per 2 x 2 tile of (i, j): counter (offset_lo, offset_hi, bh * ceil(L / 2) + i / 2, j / 2 | 2^31),
+// word 2 * (i & 1) + (j & 1). The top bit of the last word keeps these counters apart from the fills'
+// (whose last two words are 0); the generator advances one block per call, so every call draws anew.
+// Tiles of 2 x 2 serve both directions: lanes along j (forward, dq) and along i (dk/dv) both take two
+// words per block. Every kernel recomputes the same words, so nothing of size [L, S] is stored.
+inline uint4 attn_philox(uint4 c, uint k0, uint k1)
+{
+    for (int r = 0; r < 10; ++r) {
+        if (r > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+        const uint hi0 = mul_hi(0xD2511F53u, c.x), lo0 = 0xD2511F53u * c.x;
+        const uint hi1 = mul_hi(0xCD9E8D57u, c.z), lo1 = 0xCD9E8D57u * c.z;
+        c = (uint4)(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+    }
+    return c;
+}
+
+// The kept-scale (rescale or 0) of element (i, j) of head bh.
+inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale, const int bh, const int L,
+                   const int i, const int j)
+{
+    const uint4 w = attn_philox((uint4)(rng[2], rng[3], (uint)(bh * ((L + 1) >> 1) + (i >> 1)),
+                                        (uint)(j >> 1) | 0x80000000u), rng[0], rng[1]);
+    const uint x = (i & 1) ? ((j & 1) ? w.w : w.z) : ((j & 1) ? w.y : w.x);
+    return x >= thresh ? rescale : (T)0;
+}
+% endif
 
 ## The scaled, masked scores of a vector: `x` holds the raw dot products of row `row` (scalar) against
 ## the vw lanes starting at `first`. `lanes_are` says whether the lanes are keys ("key": forward, dq) or
@@ -110,6 +144,23 @@ typedef ${itype}${vw} IV;
         *(TV *)(&${name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
   % endfor
 % endfor
+</%def>
+
+## `var` = the kept-scales (TV) of row `row` (a query for "key" lanes, a key for "query" lanes) at the vw
+## lanes from `first`: lanes in pairs share a Philox block (first is even when vw > 1).
+<%def name="keep(var, row, first, lanes_are)">\
+<%
+    if lanes_are == "key":
+        args = lambda k: f"({row}), ({first}) + {k}"
+    else:
+        args = lambda k: f"({first}) + {k}, ({row})"
+    one = lambda k: f"attn_keep(rng, thresh, rescale, bh, L, {args(k)})"
+%>\
+% if vw == 1:
+        const TV ${var} = ${one(0)};
+% else:
+        const TV ${var} = (TV)(${", ".join(one(k) for k in range(vw))});
+% endif
 </%def>
 
 ## The R rows of this work-item: `rows` of `n` (L or S) starting at r0, clamped for loads.
@@ -196,6 +247,12 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % for n in range(NK):
             s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
             sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
+    % if dropout:
+            {
+${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
+            s[${r}][${n}] *= kp;
+            }
+    % endif
   % endfor
             l[${r}] += sum;
         }
@@ -348,6 +405,12 @@ ${row_pointers("gr", "gb", "L")}
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
         s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)lr[${r}]);
+    % if dropout:
+        {
+${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
+        dp[${r}][${n}] *= kp;
+        }
+    % endif
         s[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - (TV)dr[${r}]);
   % endfor
 % endfor
@@ -480,7 +543,15 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
 % if with_dq:
         if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
 % endif
+    % if dropout:
+        {
+${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] * kp - ds${n}) * (TV)scale;
+        s[${r}][${n}] *= kp;
+        }
+    % else:
         dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
+    % endif
   % endfor
 % endfor
         const int qn = IMIN(BK, L - qb0);
@@ -561,3 +632,17 @@ ${spill("pd", "dp")}\
 % endfor
     }
 }
+
+% if dropout:
+
+// The kept-scales as a matrix [BH, L, S] (for the differentiable rule only: create_graph=True).
+__kernel void attn_dropout_mask(__global T *restrict out, __global const uint *restrict rng, const uint thresh,
+                                const T rescale, const int L, const int S, const int rows)
+{
+    const int bh = get_global_id(1);
+    const int i0 = get_global_id(0) * rows;
+    for (int i = i0; i < IMIN(L, i0 + rows); ++i)
+        for (int j = 0; j < S; ++j)
+            out[((size_t)bh * L + i) * S + j] = attn_keep(rng, thresh, rescale, bh, L, i, j);
+}
+% endif

@@ -2,7 +2,9 @@
 q/k/v gradients against torch in float64 on shapes that are not multiples of the key block, causal (L != S
 too), bool and float masks with broadcast batch axes, fully masked rows (zeros, as torch), float64
 finite differences, gradients of gradients (its composed differentiable rule), capture bit-equal to
-eager, memory linear in the sequence length, and MultiheadAttention's path through it."""
+eager, memory linear in the sequence length, dropout inside the kernels (Philox words recomputed per
+element: the output is its mask times the attention, replays draw as eager calls), and
+MultiheadAttention's path through it."""
 
 import numpy as np
 import pytest
@@ -155,12 +157,67 @@ def test_memory_grows_linearly_in_the_sequence_length():
     assert large < 2 * 512 * 512 * 4
 
 
-def test_dropout_and_needs_of_a_mask_gradient_take_the_composed_path():
+def test_a_mask_that_needs_a_gradient_or_dropping_everything_takes_the_composed_path():
     q = var(RNG.standard_normal((1, 4, 8)), np.float32)
-    assert F.scaled_dot_product_attention(q, q, q, dropout_p=0.5).grad_fn.name() != FUSED
+    assert F.scaled_dot_product_attention(q, q, q, dropout_p=1.0).grad_fn.name() != FUSED
     m = var(RNG.standard_normal((4, 4)), np.float32)
     assert F.scaled_dot_product_attention(q, q, q, attn_mask=m).grad_fn.name() != FUSED
     assert F.scaled_dot_product_attention(q, q, q, attn_mask=m.detach()).grad_fn.name() == FUSED
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dropout_is_its_mask_times_the_attention_and_draws_anew(causal, fp64):
+    from axonml_autograd import autograd
+    from axonml_autograd import random as ag_random
+    from axonml_autograd.functions import attention
+    B, H, L, S, D = 2, 3, 17, 33, 8
+    qn, kn, vn, gn = (RNG.standard_normal((B, H, n, D)) for n in (L, S, S, L))
+    q, k, v = var(qn), var(kn), var(vn)
+    ag_random.manual_seed(5)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=causal)
+    assert out.grad_fn.name() == FUSED
+    keep = attention._dropout_matrix(out.grad_fn, q.data(), k.data()).numpy()
+    assert set(np.unique(keep)) <= {0.0, 1.0 / 0.7} and 0.6 < (keep > 0).mean() < 0.8
+    s = qn @ kn.transpose(0, 1, 3, 2) / np.sqrt(D)
+    if causal:
+        s = np.where(np.triu(np.ones((L, S), bool), 1), -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out.numpy(), (p * keep) @ vn, rtol=1e-12, atol=1e-13)
+    # The kernels' gradients equal the composed rule's (which reads the same mask as a matrix).
+    first = autograd.grad(out, [q, k, v], Tensor.from_numpy(gn), retain_graph=True)
+    composed = autograd.grad(out, [q, k, v], Tensor.from_numpy(gn), create_graph=True)
+    for a, b in zip(first, composed):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-11, atol=1e-13)
+    ag_random.manual_seed(5)
+    again = F.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=causal)
+    assert np.array_equal(again.numpy(), out.numpy())
+    assert not np.array_equal(F.scaled_dot_product_attention(q, k, v, dropout_p=0.3).numpy(), out.numpy())
+
+
+def test_dropout_under_capture_draws_what_eager_calls_draw():
+    from axonml_autograd import random as ag_random
+    w = var(RNG.standard_normal((2, 2, 9, 8)), np.float32)
+
+    def step(x):
+        h = Variable(x) * w
+        out = F.scaled_dot_product_attention(h, h, h, dropout_p=0.25)
+        out.sum().backward()
+        return out
+
+    xs = [Tensor.from_numpy(RNG.standard_normal((2, 2, 9, 8)).astype(np.float32)) for _ in range(3)]
+    ag_random.manual_seed(11)
+    eager = []
+    for x in xs:
+        w.zero_grad()
+        eager.append((step(x).numpy(), w.grad().numpy()))
+    captured = capture(step)
+    ag_random.manual_seed(11)
+    for x, (want, want_g) in zip(xs, eager):
+        w.zero_grad()
+        got = captured(x).numpy()
+        assert np.array_equal(got, want) and np.array_equal(w.grad().numpy(), want_g)
+    assert captured.replays >= 1
 
 
 def test_a_mask_that_does_not_broadcast_is_refused():

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import kernels
 from ..elementwise_kernels import broadcast_view, copy_view, elementwise
+from .. import random as _random
 from ..grad_fn import record
 from ..tensor import Tensor, check_index32
 
@@ -41,8 +42,10 @@ def can_fuse(q, k, v, mask, dropout_p) -> bool:
     """Whether the fused kernels take these operands: float32/float64 Variables of one dtype on one device
     with the same batch shape, no dropout, a constant mask (a Tensor, or a Variable needing no gradient)."""
     qs, ks, vs = q.data(), k.data(), v.data()
-    if dropout_p:
+    if dropout_p >= 1.0:
         return False
+    if dropout_p and math.prod(qs._shape[:-1]) * ks._shape[-2] >= 2 ** 31:
+        return False   # the dropout counters index (head, row) tiles in 32 bits
     if not (qs.dtype == ks.dtype == vs.dtype) or qs.dtype not in (np.float32, np.float64):
         return False
     if not (qs.device is ks.device is vs.device):
@@ -73,12 +76,13 @@ def _plan(dev, dtype, D, name):
     return vw, 4, max(1, 8 // vw), 1, 1
 
 
-def _kernel(dev, dtype, name, D, mask, causal, with_dq=False):
+def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
     vw, R, NK, spill, EC = _plan(dev, dtype, D, name)
     while (D // vw) % EC:
         EC //= 2
     knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC,
-                             mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq))
+                             mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
+                             dropout=bool(dropout))
     return knl, vw * NK, R
 
 
@@ -106,7 +110,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1,
-                             mask="none", causal=False, spill=False, with_dq=False)
+                             mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
     return out
 
@@ -141,10 +145,12 @@ def _mask_args(mask, batch, L, S, dtype):
     return kind, dict(mk=view.tensor, moff=view.offset, msb=msb, msh=msh, hn=hn, msi=st[-2], msj=st[-1])
 
 
-def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
-    """``softmax(q k^T * scale + mask) v`` for Variables q [*batch, L, D], k [*batch, S, D], v [*batch, S, Dv]
-    (Dv = D) through the fused kernels; ``mask`` a bool Tensor (True keeps) or an additive float Tensor
-    broadcastable to [*batch, L, S], or None. The caller checks :func:`can_fuse` first."""
+def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0.0):
+    """``dropout(softmax(q k^T * scale + mask)) v`` for Variables q [*batch, L, D], k [*batch, S, D], v
+    [*batch, S, Dv] (Dv = D) through the fused kernels; ``mask`` a bool Tensor (True keeps) or an additive
+    float Tensor broadcastable to [*batch, L, S], or None; ``dropout_p`` in [0, 1): the probabilities are
+    dropped with a fresh draw of the device generator (one block of it per call; see the template).
+    The caller checks :func:`can_fuse` first."""
     qs, ks, vs = (x.data().contiguous() for x in (q, k, v))
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
@@ -154,7 +160,15 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
     s = 1.0 / math.sqrt(D) if scale is None else float(scale)
     check_index32("scaled_dot_product_attention", qs, ks, vs)
     kind, margs = _mask_args(mask, batch, L, S, dt)
-    knl, BK, R = _kernel(dev, dt, "attn_forward", D, kind, is_causal)
+    drop = None
+    if dropout_p:
+        gen = _random.generator(dev)
+        with gen._lock:   # this call's key and position (a device copy: a replay draws anew), then advance
+            rng = gen.get_state()
+            gen.advance(1)
+        drop = (min(2 ** 32 - 1, int(dropout_p * 2 ** 32)), 1.0 / (1.0 - dropout_p))
+        margs = dict(margs, rng=rng, thresh=drop[0], rescale=drop[1])
+    knl, BK, R = _kernel(dev, dt, "attn_forward", D, kind, is_causal, dropout=drop is not None)
     # One padding for both directions (their key blocks may differ; all are powers of two times vw).
     pad = max(BK, _plan(dev, dt, D, "backward")[2] * _plan(dev, dt, D, "backward")[0])
     Lp, Sp = kernels.round_up(L, pad), kernels.round_up(S, pad)
@@ -167,12 +181,12 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None):
     kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s,
                    blocks=per, **margs)
     return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule,
-                  saved=(qs, ks, vs, kt, o, lse, margs.get("mk")), mask=mask, kind=kind, margs=margs,
-                  causal=bool(is_causal), scale=s, padded=(Lp, Sp))
+                  saved=(qs, ks, vs, kt, o, lse, margs.get("mk"), margs.get("rng")), mask=mask, kind=kind,
+                  margs=margs, causal=bool(is_causal), scale=s, padded=(Lp, Sp), drop=drop)
 
 
 def _rule(ctx, g: Tensor):
-    qs, ks, vs, kt, o, lse, _ = ctx.saved_tensors
+    qs, ks, vs, kt, o, lse = ctx.saved_tensors[:6]
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
     S = ks._shape[-2]
@@ -181,11 +195,12 @@ def _rule(ctx, g: Tensor):
     g = g.contiguous()
     kind, margs, causal, s = ctx.kind, ctx.margs, ctx.causal, ctx.scale
     one_pass = not dev.target.is_gpu
-    kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass)
+    drop = ctx.drop is not None
+    kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass, dropout=drop)
     Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
     kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1,
-                            mask="none", causal=False, spill=False, with_dq=False)
+                            mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
     qt = _transposed(qs, L, Lp, D, BH, dt)
@@ -203,7 +218,7 @@ def _rule(ctx, g: Tensor):
                        kchunk=kchunk, nbh=BH, **common)
         dq = dqp.reshape(list(qs._shape)) if chunks == 1 else dqp.sum(0)
         return dq, dk, dv
-    kq, _, _ = _kernel(dev, dt, "attn_backward_dq", D, kind, causal)
+    kq, _, _ = _kernel(dev, dt, "attn_backward_dq", D, kind, causal, dropout=drop)
     vt = _transposed(vs, S, Sp, D, BH, dt)
     dq = Tensor(qs._shape, dt, dev)
     size, local = _grid(dev, kq, -(-L // R), BH)
@@ -211,6 +226,20 @@ def _rule(ctx, g: Tensor):
     size, local = _grid(dev, kkv, -(-S // R), BH)
     kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, **common)
     return dq, dk, dv
+
+
+def _dropout_matrix(ctx, qs, ks) -> Tensor:
+    """The kept-scales (0 or 1 / (1 - p)) of every element, [*batch, L, S]."""
+    batch, L, S, dt, dev = qs._shape[:-2], qs._shape[-2], ks._shape[-2], qs.dtype, qs.device
+    BH = math.prod(batch)
+    out = Tensor(list(batch) + [L, S], dt, dev)
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_dropout_mask", ctype=kernels.ctype(dt), D=qs._shape[-1], vw=1, R=1,
+                             NK=1, EC=1, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
+    rows = 1 if dev.target.is_gpu else max(1, -(-L * BH // (dev.target.items_per_unit * dev.target.compute_units)))
+    rows = min(rows, L)
+    kernels.launch(dev, knl, (-(-L // rows), BH), (1, 1), out=out, rng=ctx.saved_tensors[7], thresh=ctx.drop[0],
+                   rescale=ctx.drop[1], L=L, S=S, rows=rows)
+    return out
 
 
 def _vrule(ctx, g):
@@ -232,12 +261,18 @@ def _vrule(ctx, g):
         else:
             scores = scores + g.__class__(m if m.dtype == qs.dtype else m.astype(qs.dtype))
     p = scores.softmax(-1)
+    z = p
+    if ctx.drop is not None:   # the same kept-scales as the kernels, as a matrix (create_graph only)
+        keep = g.__class__(_dropout_matrix(ctx, qs, ks))
+        z = p * keep
     dq = dk = dv = None
     need = ctx.needs_input_grad
     if need[2]:
-        dv = p.mT @ g
+        dv = z.mT @ g
     if need[0] or need[1]:
         dp = g @ v.mT
+        if ctx.drop is not None:
+            dp = dp * keep
         ds = p * (dp - (dp * p).sum(-1, keepdim=True))
         if need[0]:
             dq = (ds @ k) * ctx.scale

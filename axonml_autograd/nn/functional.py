@@ -488,6 +488,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
     """The fused kernels' result, or None where the composed path must run (see the docstring above)."""
     from ..functions import attention as _attention
+    dropout_p = _probability(dropout_p, "scaled_dot_product_attention")
     mask = attn_mask
     if mask is not None and not isinstance(mask, Tensor):
         if getattr(mask, "requires_grad", False) or not hasattr(mask, "data"):
@@ -510,7 +511,7 @@ def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
                              f"to the scores' shape {list(full)}")
         if mask.dtype.kind not in "bf":
             return None
-    return _attention.fused_attention(q, k, v, mask, is_causal, scale)
+    return _attention.fused_attention(q, k, v, mask, is_causal, scale, dropout_p)
 
 
 def softmax(input, dim=-1): return _var(input, "softmax").softmax(dim)
