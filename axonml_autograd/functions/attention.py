@@ -18,7 +18,11 @@ key block, vectors per p @ V step) is chosen per direction in :func:`_plan`; ``A
 ``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning.
 
 The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
-gradients of gradients work. Dropout is not fused: ``dropout_p`` > 0 takes the composed path. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
+gradients of gradients work (with dropout it reads the same kept-scales as a matrix).
+
+Dropout is inside the kernels: each element's keep decision is a Philox word recomputed from its
+indices and the device generator's key and position (saved per call), so forward and backward agree
+without storing a mask, and a captured replay draws fresh words as the eager calls would. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
 (:func:`can_fuse`) and otherwise composes the attention from differentiable ops.
 """
 
@@ -40,7 +44,8 @@ _TEMPLATE = "attention.cl.mako"
 
 def can_fuse(q, k, v, mask, dropout_p) -> bool:
     """Whether the fused kernels take these operands: float32/float64 Variables of one dtype on one device
-    with the same batch shape, no dropout, a constant mask (a Tensor, or a Variable needing no gradient)."""
+    with the same batch shape, q's width equal to v's, a constant mask (a Tensor, or a Variable needing no
+    gradient) and ``dropout_p`` < 1."""
     qs, ks, vs = q.data(), k.data(), v.data()
     if dropout_p >= 1.0:
         return False

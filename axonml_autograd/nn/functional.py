@@ -436,11 +436,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     float mask, broadcastable to [..., L, S]; ``is_causal``: query i sees keys j <= i (torch's top-left
     alignment when L != S).
 
-    float32/float64 inputs without dropout run the fused kernels (functions/attention.py: online softmax,
-    no [L, S] matrix in memory, memory linear in the sequence length); a query row whose keys are all
-    masked gives zeros there, as torch does. Otherwise (``dropout_p`` > 0, 16-bit inputs, a mask that
-    needs a gradient, mixed dtypes or devices) it is composed from differentiable ops, where such a row
-    gives NaN. Both have gradients of every order (the fused op's differentiable rule recomputes the
+    float32/float64 inputs run the fused kernels (functions/attention.py: online softmax, no [L, S]
+    matrix in memory, memory linear in the sequence length, ``dropout_p`` applied inside them from the
+    device generator); a query row whose keys are all masked gives zeros there, as torch does. Otherwise
+    (16-bit inputs, a value width other than the query's, a mask that needs a gradient, ``dropout_p`` = 1,
+    mixed dtypes or devices) it is composed from differentiable ops, where such a row gives NaN. Both have gradients of every order (the fused op's differentiable rule recomputes the
     composed maths for ``create_graph=True``) and run inside ``capture``.
 
     >>> from axonml_autograd import Tensor
