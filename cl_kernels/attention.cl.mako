@@ -483,6 +483,9 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
     const int chunk = get_global_id(0);
     const int kstart = chunk * kchunk, kstop = IMIN(S, kstart + kchunk);
     __global T *dqb = dqp + ((size_t)chunk * nbh + bh) * L * D;
+    // The queries in chunks of QC: a chunk's q, dO (both layouts) and dq stay in L1 while every key
+    // block of the run passes over them; dk and dv (zeroed by the host) gather over the chunks.
+    for (int qc0 = 0; qc0 < L; qc0 += ${QC})
     for (int r0 = kstart; r0 < kstop; r0 += ${R}) {
 % else:
     const int r0 = get_global_id(0) * ${R};
@@ -502,16 +505,30 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
     __global const T *vbase = v + (size_t)bh * S * D;
 ${row_pointers("kr", "kbase", "S")}
 ${row_pointers("vr", "vbase", "S")}
+% if causal:
+    const int qfirst = (r0 / BK) * BK;
+% else:
+    const int qfirst = 0;
+% endif
+% if with_dq:
+    const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + ${QC});
+    if (qstart >= qstop) continue;
+% else:
+    const int qstart = qfirst, qstop = L;
+% endif
     TV ak[${R}][${DV}], av[${R}][${DV}];
 % for r in range(R):
+  % if with_dq:
+    {
+        __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+        __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+        for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = LD(ok + e * ${vw}); av[${r}][e] = LD(ov + e * ${vw}); }
+    }
+  % else:
     for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = (TV)0; av[${r}][e] = (TV)0; }
+  % endif
 % endfor
-% if causal:
-    const int qstart = (r0 / BK) * BK;
-% else:
-    const int qstart = 0;
-% endif
-    for (int qb0 = qstart; qb0 < L; qb0 += BK) {
+    for (int qb0 = qstart; qb0 < qstop; qb0 += BK) {
         TV s[${R}][${NK}], dp[${R}][${NK}];
 % for r in range(R):
   % for n in range(NK):

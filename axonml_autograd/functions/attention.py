@@ -85,7 +85,9 @@ def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
     vw, R, NK, spill, EC = _plan(dev, dtype, D, name)
     while (D // vw) % EC:
         EC //= 2
-    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC,
+    qc = int(os.environ.get("AXONML_ATTN_QC", 128)) if with_dq else 0
+    qc = kernels.round_up(max(qc, vw * NK), vw * NK) if with_dq else 0
+    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC, QC=qc,
                              mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
                              dropout=bool(dropout))
     return knl, vw * NK, R
@@ -114,7 +116,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
-    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1,
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0,
                              mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
     return out
@@ -204,7 +206,7 @@ def _rule(ctx, g: Tensor):
     kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass, dropout=drop)
     Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
-    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1,
+    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0,
                             mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
@@ -219,6 +221,7 @@ def _rule(ctx, g: Tensor):
         kchunk = kernels.round_up(-(-S // chunks), R)
         chunks = -(-S // kchunk)
         dqp = Tensor.zeros([chunks] + list(qs._shape), dt, dev)
+        dk, dv = Tensor.zeros(ks._shape, dt, dev), Tensor.zeros(vs._shape, dt, dev)
         kernels.launch(dev, kkv, (chunks, BH), (1, 1), qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, dqp=dqp,
                        kchunk=kchunk, nbh=BH, **common)
         dq = dqp.reshape(list(qs._shape)) if chunks == 1 else dqp.sum(0)
@@ -239,7 +242,7 @@ def _dropout_matrix(ctx, qs, ks) -> Tensor:
     BH = math.prod(batch)
     out = Tensor(list(batch) + [L, S], dt, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_dropout_mask", ctype=kernels.ctype(dt), D=qs._shape[-1], vw=1, R=1,
-                             NK=1, EC=1, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
+                             NK=1, EC=1, QC=0, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
     rows = 1 if dev.target.is_gpu else max(1, -(-L * BH // (dev.target.items_per_unit * dev.target.compute_units)))
     rows = min(rows, L)
     kernels.launch(dev, knl, (-(-L // rows), BH), (1, 1), out=out, rng=ctx.saved_tensors[7], thresh=ctx.drop[0],
