@@ -46,6 +46,7 @@ typedef ${itype} IV;
 typedef ${itype}${vw} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
 #define LANE_IDS ((IV)(${", ".join(str(k) for k in range(vw))}))
+typedef uint${vw} UV;
 % endif
 
 <%def name="mask_args()">\
@@ -158,6 +159,36 @@ inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale,
 %>\
 % if vw == 1:
         const TV ${var} = ${one(0)};
+% elif ctype == "float":
+        TV ${var};
+        {   // the vw lanes' Philox blocks at once, on vectors of uint (the same words as attn_keep)
+            const IV lid = (IV)(${first}) + LANE_IDS;
+  % if lanes_are == "key":
+            const int ii = ${row};
+            const UV z0 = (UV)((uint)(bh * ((L + 1) >> 1) + (ii >> 1)));
+            const UV w0 = as_uint${vw}(lid >> 1) | (UV)0x80000000u;
+  % else:
+            const int jj = ${row};
+            const UV z0 = as_uint${vw}((IV)(bh * ((L + 1) >> 1)) + (lid >> 1));
+            const UV w0 = (UV)((uint)(jj >> 1) | 0x80000000u);
+  % endif
+            UV x = (UV)rng[2], y = (UV)rng[3], z = z0, w = w0;
+            uint k0 = rng[0], k1 = rng[1];
+            for (int rr = 0; rr < 10; ++rr) {
+                if (rr > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+                const UV hi0 = mul_hi((UV)0xD2511F53u, x), lo0 = (UV)0xD2511F53u * x;
+                const UV hi1 = mul_hi((UV)0xCD9E8D57u, z), lo1 = (UV)0xCD9E8D57u * z;
+                x = hi1 ^ y ^ (UV)k0; y = lo1; z = hi0 ^ w ^ (UV)k1; w = lo0;
+            }
+  % if lanes_are == "key":
+            const IV jodd = (lid & (IV)1) != (IV)0;
+            const UV word = (ii & 1) ? (jodd ? w : z) : (jodd ? y : x);
+  % else:
+            const IV iodd = (lid & (IV)1) != (IV)0;
+            const UV word = (jj & 1) ? (iodd ? w : y) : (iodd ? z : x);
+  % endif
+            ${var} = (word >= (UV)thresh) ? (TV)rescale : (TV)0;
+        }
 % else:
         const TV ${var} = (TV)(${", ".join(one(k) for k in range(vw))});
 % endif
