@@ -250,3 +250,21 @@ def test_multihead_attention_without_weights_matches_torch(which, fp64):
     np.testing.assert_allclose(vx.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(ours.in_proj_weight.grad().numpy(), ref.in_proj_weight.grad.numpy(),
                                rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float16", 2e-3), ("bfloat16", 1.6e-2)])
+def test_16_bit_inputs_run_on_float32_copies(dtype, tol):
+    torch = _torch()
+    arrays = [RNG.standard_normal((2, 3, 17, 8)).astype(np.float32) for _ in range(3)]
+    q, k, v = (Variable(Tensor.from_numpy(a).astype(dtype), requires_grad=True) for a in arrays)
+    out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert out.dtype == dtype and out.grad_fn.next_functions()[0].name() == FUSED
+    out.sum().backward()
+    tdt = getattr(torch, dtype)
+    tq, tk, tv = (torch.tensor(a).to(tdt).float().requires_grad_() for a in arrays)
+    theirs = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=True)
+    theirs.sum().backward()
+    np.testing.assert_allclose(out.numpy().astype(np.float32), theirs.detach().numpy(), atol=tol)
+    for mine, ref in ((q, tq), (k, tk), (v, tv)):
+        assert mine.grad().dtype == dtype
+        np.testing.assert_allclose(mine.grad().numpy().astype(np.float32), ref.grad.numpy(), atol=tol)

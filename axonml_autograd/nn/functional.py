@@ -439,8 +439,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     float32/float64 inputs run the fused kernels (functions/attention.py: online softmax, no [L, S]
     matrix in memory, memory linear in the sequence length, ``dropout_p`` applied inside them from the
     device generator); a query row whose keys are all masked gives zeros there, as torch does. Otherwise
-    (16-bit inputs, a value width other than the query's, a mask that needs a gradient, ``dropout_p`` = 1,
-    mixed dtypes or devices) it is composed from differentiable ops, where such a row gives NaN. Both have gradients of every order (the fused op's differentiable rule recomputes the
+    (a value width other than the query's, a mask that needs a gradient, ``dropout_p`` = 1, mixed dtypes
+    or devices) it is composed from differentiable ops, where such a row gives NaN. float16/bfloat16
+    inputs run the fused kernels on float32 copies (the result rounded once to the input's type). Both have gradients of every order (the fused op's differentiable rule recomputes the
     composed maths for ``create_graph=True``) and run inside ``capture``.
 
     >>> from axonml_autograd import Tensor
@@ -496,6 +497,11 @@ def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
         mask = mask.data()
     if mask is not None and not isinstance(mask, Tensor):
         return None
+    half = q.data().dtype.kind == "f" and q.data().dtype.itemsize == 2 and k.data().dtype == v.data().dtype == q.data().dtype
+    if half:   # float16/bfloat16: the kernels run on float32 working copies, the result rounded once
+        dtype = q.data().dtype
+        out = _fused_attention(q.float(), k.float(), v.float(), attn_mask, dropout_p, is_causal, scale)
+        return None if out is None else out.type(dtype)
     batch = broadcast_shapes(q.shape()[:-2], k.shape()[:-2], v.shape()[:-2], op="scaled_dot_product_attention")
     q, k, v = (x if tuple(x.shape()[:-2]) == batch else x.expand(list(batch) + x.shape()[-2:]) for x in (q, k, v))
     if not _attention.can_fuse(q, k, v, mask, dropout_p):
