@@ -157,7 +157,14 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     [*batch, S, Dv] (Dv = D) through the fused kernels; ``mask`` a bool Tensor (True keeps) or an additive
     float Tensor broadcastable to [*batch, L, S], or None; ``dropout_p`` in [0, 1): the probabilities are
     dropped with a fresh draw of the device generator (one block of it per call; see the template).
-    The caller checks :func:`can_fuse` first."""
+    The caller checks :func:`can_fuse` first.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> q = Variable(Tensor.ones([2, 3, 4]), requires_grad=True)
+    >>> out = fused_attention(q, q, q, is_causal=True)
+    >>> out.shape(), out.grad_fn.name()
+    ([2, 3, 4], 'ScaledDotProductAttentionBackward')
+    """
     qs, ks, vs = (x.data().contiguous() for x in (q, k, v))
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
