@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from . import anomaly
+from . import amp, anomaly
 from . import tensor as T
 from . import pointwise as P
 from .grad_fn import AccumulateGrad
@@ -230,6 +230,9 @@ def run(root, grad, retain_graph=False, check=False, caller_owns_root=False, acc
     With ``create_graph`` the gradients are Variables (``grad`` is one): each node runs its
     differentiable rule under grad mode, so every gradient made here is recorded in a new graph.
     """
+    if amp.regions and amp.current() is not None:   # backward inside an autocast region: gradients keep the dtypes forward chose
+        with amp.suspended():
+            return run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect, create_graph)
     if create_graph:
         with enable_grad():
             return _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect, True)

@@ -3,6 +3,7 @@ which the matmul kernel reads through its trans flags."""
 
 from __future__ import annotations
 
+from .. import amp
 from . import differentiable as dv
 from ..grad_fn import record
 from ..elementwise_kernels import elementwise
@@ -10,6 +11,7 @@ from ..matmul import matmul as matmul_tensors
 from .shape import reshape
 
 
+@amp.op("matmul")
 def matmul(a, b):
     """numpy's matmul: 2-D, batched with broadcast batch dims, and 1-D operands promoted and squeezed."""
     x, y = a.data(), b.data()
@@ -50,6 +52,7 @@ def _matmul_vrule(ctx, g):
     return ga, gb
 
 
+@amp.op("linear")
 def linear(a, w, b=None):
     """torch's ``F.linear``: ``a @ w^T + b`` with ``w`` of shape ``[out, in]``; any leading dims on ``a``.
 
