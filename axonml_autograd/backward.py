@@ -274,6 +274,8 @@ def _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect,
                 grads = node._rule(node, g) if not create_graph else node.differentiable_rule()(node, g)
                 if grads.__class__ is not tuple:
                     grads = (grads,)
+                if node.input_dtypes is not None:
+                    grads = _input_dtypes(grads, node.input_dtypes, create_graph)
                 for k, (nxt, contribution) in enumerate(zip(nxt_nodes, grads)):
                     if nxt is None or contribution is None:
                         continue
@@ -294,6 +296,17 @@ def _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect,
                     ready.append(nxt)
         if not retain_graph:
             node.release()
+
+
+def _input_dtypes(grads, dtypes, create_graph):
+    """Each gradient in its input's dtype (an op of mixed dtypes: a float16 product added to a float32
+    residual sends the product a float16 gradient), as torch's engine casts them."""
+    out = []
+    for g, dt in zip(grads, dtypes):
+        if g is not None and dt is not None and g.dtype != dt and dt.kind == "f":
+            g = g.to(dt) if create_graph else g.astype(dt)
+        out.append(g)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------------------

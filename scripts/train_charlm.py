@@ -31,8 +31,8 @@ import time
 
 import numpy as np
 
-from axonml_autograd import (DeviceError, Tensor, Variable, arange, capture, no_grad, randint, save,
-                             set_default_device)
+from axonml_autograd import (DeviceError, GradScaler, Tensor, Variable, arange, autocast, bfloat16, capture,
+                             float16, no_grad, randint, save, set_default_device)
 from axonml_autograd import nn
 import axonml_autograd.nn.functional as F
 from axonml_autograd.optim import AdamW
@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="device selector (see axonml-devices)")
     p.add_argument("--out", default=os.path.join("runs", "charlm"))
     p.add_argument("--no-capture", action="store_true", help="run every step eagerly")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: float32 weights, products in bfloat16/float16 under autocast; "
+                        "fp16 adds a GradScaler")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-val-loss", type=float, default=None,
                    help="exit with status 1 if the final validation loss is above this (for tests)")
@@ -206,13 +209,18 @@ def main(argv=None):
     schedule = LambdaLR(opt, factor)
     n_params = sum(p.numel() for p in model.parameters())
 
+    amp = {"off": None, "bf16": bfloat16, "fp16": float16}[args.amp]
+    scaler = GradScaler(enabled=args.amp == "fp16")   # bfloat16 has float32's range: no scaling needed
+
     def train_step():
         offsets = randint(0, split - args.context - 1, [args.batch_size])
         x, y = windows(train_data, args.batch_size, args.context, offsets)
         opt.zero_grad()
-        loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
-        loss.backward()
-        opt.step()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
+        scaler.scale(loss).backward()   # without --amp fp16: plain backward and step
+        scaler.step(opt)
+        scaler.update()
         return loss
 
     step_fn = train_step if args.no_capture else capture(train_step)
@@ -221,7 +229,7 @@ def main(argv=None):
     def validation_loss() -> float:
         model.eval()
         total = 0.0
-        with no_grad():
+        with no_grad(), autocast(dtype=amp, enabled=amp is not None):
             for k in range(args.eval_batches):
                 offsets = randint(0, val_len - args.context - 1, [args.batch_size], seed=1000 + k)
                 x, y = windows(val_data, args.batch_size, args.context, offsets)

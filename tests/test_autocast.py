@@ -279,3 +279,22 @@ def test_captured_step_under_autocast_equals_eager_across_updates():
     assert step.replays >= 3
     for (n, a), (_n, b) in zip(m_e.named_parameters(), m_c.named_parameters()):
         np.testing.assert_array_equal(a.data().numpy(), b.data().numpy(), err_msg=n)
+
+
+def test_gradients_of_a_mixed_dtype_op_arrive_in_each_inputs_dtype():
+    # A bfloat16 product added to a float32 residual: the add's gradient is float32, and the product's
+    # backward needs it in bfloat16 (torch's engine casts it; so does ours).
+    x = _v(_rand(4, 6), True)
+    w = _v(_rand(6, 6, seed=1), True)
+    with autocast(dtype=ag.bfloat16):
+        h = F.linear(x, w)
+        y = (x + h).relu().sum()
+    assert h.dtype == ag.bfloat16 and y.dtype == F32
+    y.backward()
+    assert x.grad.dtype == F32 and w.grad.dtype == F32
+    # The same graph with the casts written out gives the same bits.
+    x2, w2 = _v(_rand(4, 6), True), _v(_rand(6, 6, seed=1), True)
+    h2 = F.linear(x2.bfloat16(), w2.bfloat16())
+    (x2 + h2).relu().sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), w2.grad.numpy())
+    np.testing.assert_array_equal(x.grad.numpy(), x2.grad.numpy())
