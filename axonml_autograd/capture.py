@@ -241,6 +241,13 @@ class _Pool:
             bucket = self._free.get(size)
             if bucket:
                 return bucket.pop(), size
+            # Else the smallest free buffer up to twice the size: a recording holds all its buffers for
+            # good, and a step of mixed sizes (a float32 tensor freed, a bfloat16 one of the same shape
+            # wanted) would otherwise keep taking new ones. Only recording pays this search, not replays.
+            fits = [s for s, b in self._free.items() if b and size < s <= 2 * size]
+            if fits:
+                best = min(fits)
+                return self._free[best].pop(), best
         buf, size = self.device.pool.allocate(nbytes)
         self.bytes += size
         return buf, size
