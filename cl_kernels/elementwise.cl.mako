@@ -65,15 +65,7 @@ inline ushort bf16_rne_(float f)
 % endif
 % if bits and "half" in optypes[1:]:
 
-// float16 bits to float, exactly: subnormals through an integer (no float32 subnormal, so a device
-// that flushes those still gets them right), inf and NaN (payload kept) by their exponent.
-inline float h2f_(ushort h)
-{
-    const uint em = h & 0x7fffu;
-    float f = em < 0x400u ? (float)em * 0x1p-24f : as_float((em << 13) + 0x38000000u);
-    if (em >= 0x7c00u) f = as_float((em << 13) | 0x7f800000u);
-    return as_float(as_uint(f) | ((uint)(h & 0x8000u) << 16));
-}
+${c.h2f()}\
 % endif
 % if bits and "half" in optypes[:1]:
 

@@ -40,7 +40,7 @@ inline T step_count(__global const uint *steps, const int slot)
 
 ## The arguments that tell a first step: the host's flag, or under the scaler the step table.
 <%def name="first_step_params(has_steps)">\
-% if skip:
+% if context.get("skip"):
     __global const float *found_inf,
   % if not has_steps:
     __global const uint *steps,
@@ -51,18 +51,18 @@ inline T step_count(__global const uint *steps, const int slot)
 % endif
 </%def>
 <%def name="first_step_value()">\
-% if skip:
+% if context.get("skip"):
     const int first_step = steps[2 * slot] == 1u && steps[2 * slot + 1] == 0u;
 % endif
 </%def>
 <%def name="skip_param()">\
-% if skip:
+% if context.get("skip"):
     __global const float *found_inf,
 % endif
 </%def>
 
 <%def name="chunked(body)">
-% if skip:
+% if context.get("skip"):
     if (found_inf[0] != 0.0f) return;
 % endif
     const int start = get_global_id(0) * chunk;

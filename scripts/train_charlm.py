@@ -91,10 +91,11 @@ class CausalSelfAttention(nn.Module):
         b, t, d = x.shape()
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).chunk(3, 0)
         q, k, v = (z.squeeze(0) for z in (q, k, v))                         # [b, heads, t, head_dim]
-        scores = (q @ k.mT) * (1.0 / math.sqrt(self.head_dim))
-        mask = self.mask if t == self.mask.shape()[0] else self.mask[:t, :t]
-        weights = self.drop(scores.masked_fill(mask, float("-inf")).softmax(-1))
-        out = (weights @ v).permute(0, 2, 1, 3).reshape(b, t, d)
+        # softmax(q k^T / sqrt(d) + causal mask) v, one op (fused where the device allows; under
+        # autocast all of it runs in the low dtype, as torch's)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.training else 0.0,
+                                             is_causal=True)
+        out = out.permute(0, 2, 1, 3).reshape(b, t, d)
         return self.proj(out)
 
 
