@@ -290,6 +290,9 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     from the result (vector @ vector gives a 0-d tensor). ``out``, if given, must have the result's
     shape and dtype and is written in place.
 
+    float16/bfloat16 operands accumulate in float32 and the result is rounded once; a float32 ``out``
+    takes the float32 result instead (torch's ``out_dtype``).
+
     ``offsets`` (elements into the buffers of ``a``, ``b`` and ``out``) lets a caller multiply a window
     of a larger buffer: pass a Tensor sharing that buffer's storage with the window's shape (the
     convolution walks a batch in chunks this way). The caller keeps the windows inside the buffers.
@@ -306,8 +309,10 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         b, trans_b = _transposed_base(b, trans_b)
     # Repeated signatures (a training loop) skip the shape logic below: ~30 us of Python that, at
     # n = 256, is a tenth of the whole multiply. Everything the launches depend on is in the key.
+    # A float32 ``out`` for 16-bit operands takes the float32 accumulators as they are (no rounding).
+    wide = out is not None and a.dtype.itemsize == 2 and getattr(out, "dtype", None) == np.float32
     key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,
-           os.environ.get("AXONML_MATMUL"), _forced_config)
+           os.environ.get("AXONML_MATMUL"), _forced_config, wide)
     if offsets != (0, 0, 0):
         key += tuple(int(o) for o in offsets)
     call = _calls.get(key)
@@ -316,7 +321,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
             result = Tensor._wrap(call[0], a.dtype, a.device)
             call[1](a, b, result)
             return result
-        if out.__class__ is Tensor and out._shape == call[0] and out.dtype == a.dtype and out.device is a.device:
+        if out.__class__ is Tensor and out._shape == call[0] and (wide or out.dtype == a.dtype) \
+                and out.device is a.device:
             out._version += 1
             call[1](a, b, out)
             return out
@@ -335,6 +341,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
             raise TypeError(f"matmul: {a.dtype} operands cannot be windows of a larger buffer (offsets); "
                             "convert the windows to float32 first")
         if a.dtype == np.float16 and not dev.target.is_gpu:
+            if wide:
+                return matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, out=out, strategy=strategy)
             res = matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, strategy=strategy)
             if out is None:
                 return res.astype(a.dtype)
@@ -367,7 +375,7 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     check_index32("matmul", a.numel() + int(offsets[0]), b.numel() + int(offsets[1]),
                   math.prod(out_shape) + int(offsets[2]))
     if out is not None:
-        if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or out.dtype != a.dtype:
+        if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or not (wide or out.dtype == a.dtype):
             raise ValueError(f"matmul: out must be a {a.dtype} tensor of shape {out_shape}, got "
                              f"{out.dtype} {tuple(out._shape)}" if isinstance(out, Tensor) else
                              f"matmul: out must be a Tensor, got {type(out).__name__}")
@@ -403,7 +411,7 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
     else:
         run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
-    if a.dtype.itemsize == 2:
+    if a.dtype.itemsize == 2 and not wide:
         run = _rounded_once(run, dev)
     run(a, b, result)
     if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound

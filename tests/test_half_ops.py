@@ -58,6 +58,26 @@ def test_matmul_and_its_gradients_accumulate_in_float32(dt, M, K, N):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_matmul_of_16_bit_operands_into_a_float32_out_keeps_the_float32_sum(dt, ta, tb):
+    a = ag.randn(17, 65, seed=1, dtype=dt)
+    b = ag.randn(65, 33, seed=2, dtype=dt)
+    a_op = a.astype("float32").numpy().T.copy() if ta else a.astype("float32").numpy()
+    b_op = b.astype("float32").numpy().T.copy() if tb else b.astype("float32").numpy()
+    a_in = ag.Tensor.from_numpy(a_op).astype(dt)
+    b_in = ag.Tensor.from_numpy(b_op).astype(dt)
+    out = ag.Tensor.zeros([17, 33], "float32")
+    got = matmul_tensors(a_in, b_in, trans_a=ta, trans_b=tb, out=out)
+    assert got is out and got.dtype == np.float32
+    want = a.astype("float32").numpy().astype(np.float64) @ b.astype("float32").numpy().astype(np.float64)
+    # Not rounded to 16 bits: float32 summation error only (65 terms).
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    rounded16 = matmul_tensors(a_in, b_in, trans_a=ta, trans_b=tb)
+    assert rounded16.dtype == a.dtype
+    np.testing.assert_array_equal(rounded16.astype("float32").numpy(), got.astype(dt).astype("float32").numpy())
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 def test_batched_transposed_and_vector_matmul_and_the_tensor_form(dt):
     torch = pytest.importorskip("torch")
     x, w = leaf((2, 3, 17), 1, dt), leaf((17, 5), 2, dt)
