@@ -83,9 +83,6 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
-        # True above the diagonal: the future a position may not look at.
-        upper = np.triu(np.ones((context, context), dtype=bool), 1)
-        self.register_buffer("mask", Tensor.from_numpy(upper), persistent=False)
 
     def forward(self, x):
         b, t, d = x.shape()
