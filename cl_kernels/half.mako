@@ -115,7 +115,8 @@ inline ${S} f2h_v(const ${F} f)
     % if vw == 8:
     return as_ushort8(__builtin_ia32_vcvtps2ph256(f, 0));
     % else:
-    return as_ushort4(__builtin_ia32_vcvtps2ph(f, 0).lo);
+    const short8 r = __builtin_ia32_vcvtps2ph(f, 0);   // 4 results in the low half
+    return as_ushort4(r.lo);
     % endif
 #else
   % endif

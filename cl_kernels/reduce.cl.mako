@@ -66,8 +66,9 @@ ${h.bf16_rne()}\
 <%
     # A plain row's 16-bit elements are read 8 at a time, as a float8: gathered from 8 scalar reads,
     # which the compiler merges into one unaligned vector load (PoCL's vload8 is an out-of-line call).
-    load8 = ("bf2f_v" if IN == "bf16" else "h2f_v" if bits else "vload_half8")
-    which = ("bf2f",) if IN == "bf16" else ("blend", "h2f") if bits else ()
+    # (The serial strategy reads float16 as bits: half_io="bits", rows.py.)
+    load8 = "bf2f_v" if IN == "bf16" else "h2f_v"
+    which = ("bf2f",) if IN == "bf16" else ("blend", "h2f")
 %>\
 ${h.vector_conversions(8, which)}\
 % endif
@@ -140,7 +141,7 @@ __kernel void reduce(__global const ${INP} *x, const ${I} x_off,
             ${I} r = b0;
             for (; r + 8 <= b1; r += 8) {
                 __global const ${INP} *q = base + r;
-                acc8 += ${load8}(${"0, q" if load8 == "vload_half8" else "(ushort8)(" + ", ".join(f"q[{j}]" for j in range(8)) + ")"});
+                acc8 += ${load8}((ushort8)(${", ".join(f"q[{j}]" for j in range(8))}));
             }
             for (; r < b1; ++r) acc8.s0 += ${ld("base", "r")};
             const float4 acc4 = acc8.lo + acc8.hi;

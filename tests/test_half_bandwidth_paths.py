@@ -224,3 +224,18 @@ def test_the_64_bit_index_form_gives_the_same_bits(dt, monkeypatch):
         for op, expected in zip(("sum", "mean"), w):
             got = reduce(x, op, axis).astype("float32").numpy()
             assert np.array_equal(got.reshape(-1).view(np.uint32), expected.reshape(-1).view(np.uint32))
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_16_bit_adds_take_the_vector_loop_on_cpus_and_every_kernel_builds(dt):
+    """A vector form that does not build falls back quietly to the scalar loop (correct, ~3x slower):
+    this catches that."""
+    from axonml_autograd import elementwise_kernels as ew
+    dev = ag.get_device(None)
+    x, _ = as16(values((1000,), 10), dt)
+    ew._plans.clear()
+    x + x
+    x.sum()
+    assert not [k for k in dev.failed_builds if "elementwise (a + b)" in str(k[0]) or "reduce" in str(k[0])]
+    plans = [p for p in ew._plans.values() if p.dtype == x.dtype and p.n == 1000]
+    assert plans and all((p.vector == 0) == dev.target.is_gpu for p in plans)
