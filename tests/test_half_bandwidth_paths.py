@@ -213,13 +213,16 @@ def test_float32_and_float64_reduce_sources_have_no_16_bit_code():
 @pytest.mark.parametrize("dt", DTYPES)
 def test_the_64_bit_index_form_gives_the_same_bits(dt, monkeypatch):
     """Tensors past 2**31 elements take the reduce kernel's long form (its row loop); forced here on small
-    ones, with launches capped at 64 work-items so the loop runs several rounds."""
+    ones, with launches capped (64 work-items on CPUs, two work-groups on GPUs) so the loop runs several
+    rounds."""
     from axonml_autograd import rows
     cases = [((1000,), None), ((6, 300), 1), ((5000, 3), 0), ((3, 5000), 1)]
     xs = [as16(values(shape, 9), dt)[0] for shape, _ in cases]
     want = [[reduce(x, op, axis).astype("float32").numpy() for op in ("sum", "mean")] for x, (_, axis) in zip(xs, cases)]
     monkeypatch.setattr(rows, "index_type", lambda *extents: "long")
-    monkeypatch.setattr(rows, "_MAX_WORK_ITEMS", 64)
+    # at least two work-groups' worth (a GPU target's are up to 256 wide)
+    t = ag.get_device(None).target
+    monkeypatch.setattr(rows, "_MAX_WORK_ITEMS", 2 * t.local_size(256) if t.is_gpu else 64)
     for x, (_, axis), w in zip(xs, cases, want):
         for op, expected in zip(("sum", "mean"), w):
             got = reduce(x, op, axis).astype("float32").numpy()
