@@ -56,9 +56,14 @@ inline ushort f2h_(float f)
 % endif
 </%def>
 
-## The vector forms of the conversions, `vw` lanes at a time: the scalar h2f_/f2h_ and bf16_rne_ above
-## with their branches as bit blends (the same bits; PoCL's select() is a slow call). `which`: the
-## functions wanted, from "blend" (needed by the others but bf2f), "bf2f", "f2bf", "h2f", "f2h".
+## The vector forms of the conversions, `vw` lanes at a time, for CPUs: the scalar h2f_/f2h_ and
+## bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
+## float16 takes, in this order: F16C's instructions (PoCL on x86); vload_half/vstore_half_rte where the
+## compiler has cl_khr_fp16 (Intel's CPU runtime, whose builtins are inline and fast: there the integer
+## code is the slow one); else the integer code. All three give the same 16-bit results (checked over
+## every float16 and millions of floats); a float16 signalling NaN read by the first two is quieted in
+## float, which the 16-bit store does anyway. `which`: the functions wanted, from "blend" (needed by
+## the others but bf2f), "bf2f", "f2bf", "h2f", "f2h".
 <%def name="vector_conversions(vw, which)">\
 <%
     U, F, S = f"uint{vw}", f"float{vw}", f"ushort{vw}"
@@ -89,37 +94,45 @@ inline ${S} f2bf_v(const ${F} f)
 inline ${F} h2f_v(const ${S} h16)
 {
   % if f16c:
-#ifdef F16C_
+#if defined(F16C_)
     % if vw == 8:
     return __builtin_ia32_vcvtph2ps256(as_short8(h16));
     % else:
     return __builtin_ia32_vcvtph2ps((short8)(as_short4(h16), (short4)0));
     % endif
-#else
+#elif defined(cl_khr_fp16)
+  % else:
+#if defined(cl_khr_fp16)
   % endif
+    return vload_half${vw}(0, (const __private half *)&h16);
+#else
     const ${U} h = convert_${U}(h16);
     const ${U} em = h & 0x7fffu;
     ${U} f = blend_((em << 13) + 0x38000000u, as_${U}(convert_${F}(as_int${vw}(em)) * 0x1p-24f), em < 0x400u);
     f = blend_(f, (em << 13) | 0x7f800000u, em >= 0x7c00u);
     return as_${F}(f | ((h & 0x8000u) << 16));
-  % if f16c:
 #endif
-  % endif
 }
 % endif
 % if "f2h" in which:
 inline ${S} f2h_v(const ${F} f)
 {
   % if f16c:
-#ifdef F16C_
+#if defined(F16C_)
     % if vw == 8:
     return as_ushort8(__builtin_ia32_vcvtps2ph256(f, 0));
     % else:
     const short8 r = __builtin_ia32_vcvtps2ph(f, 0);   // 4 results in the low half
     return as_ushort4(r.lo);
     % endif
-#else
+#elif defined(cl_khr_fp16)
+  % else:
+#if defined(cl_khr_fp16)
   % endif
+    ${S} h;
+    vstore_half${vw}_rte(f, 0, (__private half *)&h);
+    return h;
+#else
     const ${U} u = as_${U}(f);
     const ${U} a = u & 0x7fffffffu;
     ${U} r = blend_((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13,
@@ -127,9 +140,7 @@ inline ${S} f2h_v(const ${F} f)
     r = blend_(r, (${U})0x7c00u, a >= 0x477ff000u);
     r = blend_(r, 0x7e00u | ((a >> 13) & 0x3ffu), a > 0x7f800000u);
     return convert_${S}(((u >> 16) & 0x8000u) | r);
-  % if f16c:
 #endif
-  % endif
 }
 % endif
 </%def>
