@@ -56,8 +56,8 @@ inline ushort f2h_(float f)
 % endif
 </%def>
 
-## The vector forms of the conversions, `vw` lanes at a time, for CPUs: the scalar h2f_/f2h_ and
-## bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
+## The vector forms of the conversions, `vw` lanes at a time, for CPUs: the scalar h2f_ (common.mako),
+## f2h_ and bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
 ## float16 takes, in this order: F16C's instructions (PoCL on x86); vload_half/vstore_half_rte where the
 ## compiler has cl_khr_fp16 (Intel's CPU runtime, whose builtins are inline and fast: there the integer
 ## code is the slow one); else the integer code. All three give the same 16-bit results (checked over
