@@ -25,6 +25,10 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
                or AXONML_BENCH_HALF_ELEMENTS; 4M for a quick look) in float32, float16 and bfloat16, timed
                in the same run; one row per op and 16-bit type: its ms, float32's ms, and the ratio
                float32 ms / 16-bit ms = 16-bit elements/s over float32's (target >= 1.7x)
+  amp          mixed precision (issue 21): the MLP step under autocast(bfloat16) through capture(), ms/step,
+               against our float32 captured step and torch's CPU autocast step (report); amp_memory: the
+               device bytes train_charlm's captured step holds under bf16 autocast against float32's
+               (target <= 0.65x)
   select       index_select (rows of [50000, 256] by 4096 indices), gather (along dim 1 of [4096, 256])
                and embedding ([64, 64] indices into [50000, 256]), GB/s of the result written, against
                numpy's fancy indexing (and torch's ops)
@@ -67,7 +71,7 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "half", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "half", "amp", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
             "lstm", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
@@ -410,6 +414,56 @@ class Bench:
         return Row("sum", "sum 16M float32", "GB/s", "throughput", gbs.pop("ours"), gbs, "numpy",
                    {"text": ">= 1.0x numpy", "baseline": "numpy", "min_ratio": 1.0},
                    "" if err < 1e-2 else f"WARNING: error {err:.1e} per sqrt(n) vs float64 sum", best=best)
+
+    def amp(self):
+        """The MLP step under autocast (bfloat16, the CPU's 16-bit type) against our float32 step and torch's
+        CPU autocast step, all captured/eager as labelled; and the captured memory of train_charlm's step."""
+        from axonml_autograd import autocast, bfloat16, capture
+        torch = self.torch
+        steps = 5 if self.quick else 10
+        m32, m16 = self._mlp(), self._mlp()
+
+        def amp_step():
+            m16["opt"].zero_grad()
+            with autocast(dtype=bfloat16):
+                loss = m16["forward"]()
+            loss.backward()
+            m16["opt"].step()
+            return loss
+        ours16, ours32 = capture(amp_step), capture(lambda: m32["step"]())
+        reads, _writes = count_transfers(lambda: (ours16(), ours16()))
+
+        def run(step):
+            def go():
+                for _ in range(steps):
+                    step()
+                self.finish()
+            return go
+        fns = {"ours": run(ours16), "ours_float32": run(ours32)}
+        if torch:
+            t_forward, _t_step, tp = self._torch_mlp(m16)
+            topt = torch.optim.SGD(list(tp.values()), lr=MLP_LR)
+
+            def t_amp():
+                topt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = t_forward()
+                loss.backward()
+                topt.step()
+            fns["torch"] = lambda: [t_amp() for _ in range(steps)]
+        t = measure(fns, *self.reps(10, 4, 2, 1))
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        rows = [Row("amp_mlp", "MLP step, autocast bfloat16 (captured)", "ms/step", "time", ms.pop("ours"), ms,
+                    "torch" if torch else "ours_float32", {"text": "report"},
+                    f"d2h reads/replay {reads / 2:g}; torch: CPU autocast bfloat16, eager", best=best)]
+        f32, b16 = _charlm_capture_bytes(None), _charlm_capture_bytes(bfloat16)
+        rows.append(Row("amp_memory", "train_charlm step captured: device bytes", "MB", "time",
+                        b16 / 1e6, {"float32": f32 / 1e6}, "float32",
+                        {"text": "<= 0.65x float32's", "baseline": "float32", "min_ratio": 1 / 0.65},
+                        "model + AdamW state + recording after 3 captured steps; ratio = float32 MB / bf16 MB "
+                        "(>= 1.54 meets the target)"))
+        return rows
+
 
     def half(self):
         """float16 and bfloat16 against float32 on the same elementwise add and full sum, same run: the
@@ -1107,6 +1161,43 @@ class Bench:
             rows.append(Row(f"first_step_{kind}", f"fresh process, first MLP gradient ({kind} caches)", "s", "value", med,
                             target={"text": f"<= {limit:g} s", "max_value": limit}, notes=note))
         return rows
+
+
+def _charlm_capture_bytes(amp):
+    """Device bytes held after train_charlm's model (d=64, 4 heads, 2 layers, T=64, batch 32) has taken
+    three captured AdamW steps, ``amp`` None (float32) or a 16-bit autocast dtype: the model, its
+    optimiser state and the recording's buffers (what the step needs on the device)."""
+    import gc
+    import numpy as np
+    import train_charlm as tc
+    from axonml_autograd import Tensor, Variable, autocast, capture, default_device, manual_seed, randint
+    from axonml_autograd.nn import functional as F
+    from axonml_autograd.optim import AdamW
+    gc.collect()
+    dev = default_device()
+    before = dev.memory_stats()["in_use_bytes"]
+    manual_seed(0)
+    vocab, batch, context = 80, 32, 64
+    model = tc.CharTransformer(vocab, 64, 4, 2, context, 0.0)
+    opt = AdamW(model.parameters(), lr=1e-3)
+    data = Variable(Tensor.from_numpy(np.random.default_rng(0).integers(0, vocab, 5000).astype(np.int32)))
+
+    def step():
+        x, y = tc.windows(data, batch, context, randint(0, 5000 - context - 1, [batch]))
+        opt.zero_grad()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss
+    step = capture(step)
+    for _ in range(3):
+        loss = step()
+    loss.item()
+    held = dev.memory_stats()["in_use_bytes"] - before
+    del step, model, opt, loss
+    gc.collect()
+    return held
 
 
 def make_sgd(params, lr):
