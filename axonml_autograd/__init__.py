@@ -24,6 +24,7 @@ _surface.attach_all()
 from .grad_fn import GradientFunction
 from .backward import backward, check_gradients, grad, gradcheck, gradgradcheck, numerical_gradient
 from .anomaly import AnomalyError, detect_anomaly
+from .amp import GradScaler, autocast, get_autocast_dtype, is_autocast_enabled
 from .capture import CaptureError, capture
 from .creation import arange, eye, full_like, linspace, ones_like, rand_like, randint, randn_like, zeros_like
 from .random import manual_seed

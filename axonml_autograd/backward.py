@@ -19,7 +19,7 @@ import threading
 
 import numpy as np
 
-from . import anomaly
+from . import amp, anomaly
 from . import tensor as T
 from . import pointwise as P
 from .grad_fn import AccumulateGrad
@@ -230,6 +230,9 @@ def run(root, grad, retain_graph=False, check=False, caller_owns_root=False, acc
     With ``create_graph`` the gradients are Variables (``grad`` is one): each node runs its
     differentiable rule under grad mode, so every gradient made here is recorded in a new graph.
     """
+    if amp.regions and amp.current() is not None:   # backward inside an autocast region: gradients keep the dtypes forward chose
+        with amp.suspended():
+            return run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect, create_graph)
     if create_graph:
         with enable_grad():
             return _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect, True)
@@ -271,6 +274,8 @@ def _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect,
                 grads = node._rule(node, g) if not create_graph else node.differentiable_rule()(node, g)
                 if grads.__class__ is not tuple:
                     grads = (grads,)
+                if node.input_dtypes is not None:
+                    grads = _input_dtypes(grads, node.input_dtypes, create_graph)
                 for k, (nxt, contribution) in enumerate(zip(nxt_nodes, grads)):
                     if nxt is None or contribution is None:
                         continue
@@ -291,6 +296,17 @@ def _run(root, grad, retain_graph, check, caller_owns_root, accumulate, collect,
                     ready.append(nxt)
         if not retain_graph:
             node.release()
+
+
+def _input_dtypes(grads, dtypes, create_graph):
+    """Each gradient in its input's dtype (an op of mixed dtypes: a float16 product added to a float32
+    residual sends the product a float16 gradient), as torch's engine casts them."""
+    out = []
+    for g, dt in zip(grads, dtypes):
+        if g is not None and dt is not None and g.dtype != dt and dt.kind == "f":
+            g = g.to(dt) if create_graph else g.astype(dt)
+        out.append(g)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------------------------------------------

@@ -230,20 +230,60 @@ class _Pool:
         # The owner's id, not the owner: no reference cycle, so a dropped recording's buffers come
         # back at once rather than at the next garbage collection.
         self.owner = id(recording)
+        self._recording = weakref.ref(recording)
+        self.starts: list = []  # (buffer, bytes asked, index of the next command): each tenancy's start
         self._free: dict = {}
         self._lock = threading.Lock()
         self.closed = False
         self.bytes = 0
+        self.taken: dict = {}   # id(buffer) -> (buffer, size): every buffer taken from the device pool
 
     def allocate(self, nbytes):
+        buf, size = self._allocate(nbytes)
+        rec = self._recording()
+        self.starts.append((buf, max(256, (nbytes + 255) & ~255), len(rec.commands) if rec is not None else 0))
+        return buf, size
+
+    def _allocate(self, nbytes):
         size = max(256, (nbytes + 255) & ~255)
         with self._lock:
             bucket = self._free.get(size)
             if bucket:
                 return bucket.pop(), size
+            # Else the smallest free buffer up to twice the size: a recording holds all its buffers for
+            # good, and a step of mixed sizes (a float32 tensor freed, a bfloat16 one of the same shape
+            # wanted) would otherwise keep taking new ones. Only recording pays this search, not replays.
+            fits = [s for s, b in self._free.items() if b and size < s <= 2 * size]
+            if fits:
+                best = min(fits)
+                return self._free[best].pop(), best
+        return self.take(nbytes)
+
+    def take(self, nbytes):
+        """A new buffer from the device pool, the recording's until it closes."""
         buf, size = self.device.pool.allocate(nbytes)
         self.bytes += size
+        self.taken[id(buf)] = (buf, size)
         return buf, size
+
+    def free_now(self) -> dict:
+        """id(buffer) -> (buffer, size) for the buffers no tensor holds at the moment."""
+        with self._lock:
+            return {id(b): (b, size) for size, bufs in self._free.items() for b in bufs}
+
+    def keep_only(self, slots: dict):
+        """After planning: the free buffers are ``slots`` (id -> (buffer, size)); the others go back to the
+        device pool (no command of the recording names them any more)."""
+        with self._lock:
+            gone = [(b, size) for size, bufs in self._free.items() for b in bufs if id(b) not in slots]
+            self._free = {}
+            for b, size in slots.values():
+                self._free.setdefault(size, []).append(b)
+            for b, size in gone:
+                self.taken.pop(id(b), None)
+                self.bytes -= size
+        for b, size in gone:
+            self.device.pool.release(b, size)
 
     def release(self, buf, size):
         with self._lock:
@@ -261,12 +301,48 @@ class _Pool:
                 self.device.pool.release(buf, size)
 
 
+def _buffers_of(cmd, source):
+    """The device buffers a recorded command names."""
+    tag = cmd[0]
+    if tag == launch.FILL:
+        return (cmd[2],)
+    if tag == launch.COPY:
+        return (cmd[2], cmd[3])
+    if source is not None:
+        return [a for a in source[0][5] if a.__class__ is not bytes]
+    return ()
+
+
+def _renamed(cmd, source, mapping):
+    """``cmd`` with the buffers ``mapping`` names (id -> buffer) replaced."""
+    tag = cmd[0]
+    if tag == launch.FILL:
+        b = mapping.get(id(cmd[2]))
+        return cmd if b is None else (tag, cmd[1], b) + tuple(cmd[3:])
+    if tag == launch.COPY:
+        dst, src = mapping.get(id(cmd[2]), cmd[2]), mapping.get(id(cmd[3]), cmd[3])
+        return cmd if dst is cmd[2] and src is cmd[3] else (tag, cmd[1], dst, src) + tuple(cmd[4:])
+    if source is None:
+        return cmd
+    kernel_cmd, preset = source
+    args = kernel_cmd[5]
+    new = [_rename(a, mapping) for a in args]
+    if all(a is b for a, b in zip(new, args)):
+        return cmd
+    return launch._ready(kernel_cmd[:5] + (new,), preset)
+
+
+def _rename(a, mapping):
+    return a if a.__class__ is bytes else mapping.get(id(a), a)
+
+
 class _Recording:
     """One signature's recorded commands and what a replay must redo besides them."""
 
     def __init__(self):
         self.commands: list = []
         self.fusable: list = []        # per command: (elementwise plan, args) when fusion may take it
+        self.sources: list = []        # per command: (KERNEL command, preset) a READY one was made from
         self.pools: dict = {}          # device -> _Pool
         self.keep: dict = {}           # id -> storage made outside the recording that a command names
         self.versions: dict = {}       # id(storage) -> (weakref, version before the first bump)
@@ -289,9 +365,10 @@ class _Recording:
             p = self.pools[device] = _Pool(device, self)
         return p
 
-    def record(self, cmd, fusable=None):
+    def record(self, cmd, fusable=None, source=None):
         self.commands.append(cmd)
         self.fusable.append(fusable)
+        self.sources.append(source)
 
     def keep_storage(self, storage):
         pool = storage.pool
@@ -360,8 +437,9 @@ class _Recording:
             if storage is not None and storage.version != before:
                 self.version_deltas.append((storage, storage.version - before))
         self.versions = {}
+        self._share_buffers()
         self.commands = fusion.fuse(self.commands, self.fusable)
-        self.fusable = []
+        self.fusable = self.sources = []
         self.leaf_ends = [(var, var._grad) for var, _d, _g, _r in self.leaves.values()]
         self.leaf_flags = [(var, var._requires_grad) for var, _d, _g, _r in self.leaves.values()]
         # As the recording left them: Python that fn itself runs (model.train(), a counter) is not redone.
@@ -372,6 +450,78 @@ class _Recording:
         for _t, device in self.inputs:
             if device not in self.devices:
                 self.devices.append(device)
+
+    def _share_buffers(self):
+        """Give the recording's transient tensors the fewest buffers their lifetimes allow, and hand the
+        buffers this frees back to the device pool (before fusion, which then sees the new buffers).
+
+        While recording, a freed buffer is reused only by a later request of about its size, so a step
+        of many sizes (float32 beside bfloat16 under autocast) kept taking new ones, all held for good.
+        Knowing every command, each tenancy of a buffer (from one allocation of it to the next) lives
+        from the first command that names it to the last, and tenancies whose lives do not overlap can
+        share a buffer, exactly as the eager pool reuses a freed buffer for the commands after it.
+        Buffers still held by a tensor when ``fn`` returns (outputs, gradients, state) keep all their
+        tenancies; only buffers that are free by then are shared. A fused group reads and writes whole
+        contiguous operands element by element, so a tenancy ending in a group and one starting in it
+        may share a buffer there too.
+        """
+        tenancies = {}     # id(buffer) -> [(start command, bytes asked)], in order
+        transient, device_of = {}, {}
+        for device, p in self.pools.items():
+            free = p.free_now()
+            transient.update(free)
+            for buf, asked, at in p.starts:
+                if id(buf) in free:
+                    tenancies.setdefault(id(buf), []).append((at, asked))
+                    device_of[id(buf)] = device
+        if not transient:
+            return
+        # Each command's transient buffers, resolved to (buffer id, tenancy index), and each tenancy's life.
+        life, uses = {}, []
+        for i, (cmd, source) in enumerate(zip(self.commands, self.sources)):
+            named = []
+            for b in _buffers_of(cmd, source):
+                k = id(b)
+                starts = tenancies.get(k)
+                if starts is None:
+                    continue
+                j = len(starts) - 1
+                while j > 0 and starts[j][0] > i:
+                    j -= 1
+                key = (k, j)
+                first, _last = life.get(key, (i, i))
+                life[key] = (first, i)
+                named.append(key)
+            uses.append(named)
+        # The transient buffers go back to the device pool, and the tenancies, largest first, each move
+        # into the smallest buffer taken so far whose tenants' lives it does not meet, or a new one.
+        for p in self.pools.values():
+            p.keep_only({})
+        slots, home = [], {}   # slots: [buffer, size, device, [(first, last), ...]], smallest first
+        for key in sorted(life, key=lambda key: (-tenancies[key[0]][key[1]][1], life[key][0])):
+            asked, (first, last), device = tenancies[key[0]][key[1]][1], life[key], device_of[key[0]]
+            for slot in slots:
+                if slot[2] is device and slot[1] >= asked and all(last < a or b < first for a, b in slot[3]):
+                    break
+            else:
+                buf, size = self.pools[device].take(asked)
+                slot = [buf, size, device, []]
+                slots.append(slot)
+                slots.sort(key=lambda s: s[1])
+            slot[3].append((first, last))
+            home[key] = slot[0]
+        for i, named in enumerate(uses):
+            mapping = {k: home[(k, j)] for k, j in named}
+            if mapping:
+                cmd, source, meta = self.commands[i], self.sources[i], self.fusable[i]
+                self.commands[i] = _renamed(cmd, source, mapping)
+                if source is not None:
+                    source = (source[0][:5] + ([_rename(a, mapping) for a in source[0][5]],), source[1])
+                    self.sources[i] = source
+                if meta is not None:
+                    self.fusable[i] = (meta[0], [_rename(a, mapping) for a in meta[1]])
+        for device, p in self.pools.items():   # free for the recording again (a closed pool returns them)
+            p.keep_only({id(s[0]): (s[0], s[1]) for s in slots if s[2] is device})
 
     def replay(self, args):
         """Enqueue the recording for ``args``: True; False when the modules' state differs from the

@@ -32,7 +32,7 @@ class GradientFunction:
     """A recorded op: ``name()``, ``next_functions()`` and ``apply(grad)``."""
 
     __slots__ = ("_name", "_rule", "_vrule", "_saved", "_versions", "_next", "needs_input_grad", "attrs", "hooks",
-                 "_released", "creation", "__weakref__")
+                 "_released", "creation", "input_dtypes", "__weakref__")
 
     def __init__(self, name: str, rule: Callable, next_functions: Sequence, saved=(), attrs=None, vrule=None):
         self._name = name
@@ -47,6 +47,9 @@ class GradientFunction:
         self.hooks = None      # Variable.register_hook on the op's result: run on its gradient
         self._released = False
         self.creation = None   # (file, line, code) of the user's call, recorded in anomaly mode
+        # Set only for an op whose differentiable inputs are not all of its result's dtype (float16 +
+        # float32 under autocast): the engine casts each input's gradient to that input's dtype, as torch.
+        self.input_dtypes = None
 
     def __call__(self) -> "GradientFunction":
         # ``y.grad_fn`` (torch's attribute) is this node, and so is ``y.grad_fn()`` (the crate's call).
@@ -203,7 +206,8 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable = None, save
     # Runs once per op: one plain loop over the inputs, and a direct read of the thread-local mode.
     if getattr(_grad_state, "grad", True):
         nxt = []
-        recording = inference = False
+        recording = inference = mixed = False
+        dtype = out.dtype
         for v in inputs:
             if v is None:
                 nxt.append(None)
@@ -213,6 +217,8 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable = None, save
             if v._requires_grad:
                 recording = True
                 nxt.append(v._grad_fn or v._node())
+                if v._data.dtype is not dtype:
+                    mixed = True
             else:
                 nxt.append(None)
         if recording:
@@ -222,6 +228,8 @@ def record(name: str, out: Tensor, inputs: Sequence, rule: Callable = None, save
                                    "inference_mode or use no_grad instead")
             node = GradientFunction(name, rule, tuple(nxt), saved, attrs, vrule)
             node.creation = site
+            if mixed:
+                node.input_dtypes = tuple([None if v is None else v._data.dtype for v in inputs])
             return _Variable._from_op(out, node)
     if out.__class__ is Tensor:
         return _constant(out, getattr(_grad_state, "inference", False))

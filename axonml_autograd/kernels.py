@@ -80,14 +80,15 @@ def template_source(name: str) -> str:
 # bool is stored as one byte per element (uchar: OpenCL kernels may not take bool pointers), always 0 or 1.
 # The 16-bit floats are storage types only: "half" is float16 in memory (read with vload_half, written
 # with vstore_half_rte, no cl_khr_fp16 needed) and "bf16" bfloat16's raw bits (a ushort). Kernels compute
-# on them in float; only the elementwise template reads and writes them (HALF_TEMPLATES). The other ops run
+# on them in float; the elementwise template and the reduce template's sums read and write them, matmul
+# reads them (HALF_TEMPLATES; conversions in common.mako and cl_kernels/half.mako). The other ops run
 # their float32 kernels on float32 copies and round once (float32_working_copies below, or an astype at
 # the op's entry); a template still asked to build for a 16-bit type is refused with a TypeError naming
 # the op (get_kernel): the recurrent kernels so far.
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.float16): "half"}
 HALF_CTYPES = {"half": "float16", "bf16": "bfloat16"}
-HALF_TEMPLATES = ("elementwise.cl.mako",)
+HALF_TEMPLATES = ("elementwise.cl.mako", "matmul.cl.mako", "reduce.cl.mako")
 
 
 def ctype(dtype) -> str:
@@ -545,7 +546,12 @@ def parse_signature(source: str, name: str) -> "Signature":
 _POINTEES = {"float": ("float32",), "double": ("float64",), "int": ("int32", "uint32"),
              "uint": ("uint32", "int32"), "long": ("int64", "uint64"), "ulong": ("uint64", "int64"),
              "char": ("int8", "uint8", "bool"), "uchar": ("uint8", "bool", "int8"), "short": ("int16", "uint16"),
-             "ushort": ("uint16", "int16")}
+             "ushort": ("uint16", "int16", "float16", "bfloat16"),   # 16-bit floats as their bits
+             "half": ("float16",)}
+
+
+def _pointee_dtype(name):
+    return _bfloat16 if name == "bfloat16" else np.dtype(name)
 
 
 class Signature:
@@ -575,7 +581,7 @@ class Signature:
         if p.kind == "local":
             return _local_bytes
         Buffer = cl.Buffer
-        accepted = frozenset(np.dtype(d) for d in _POINTEES.get(p.ctype, ()))
+        accepted = frozenset(_pointee_dtype(d) for d in _POINTEES.get(p.ctype, ()))
 
         def pack(v):
             if v.__class__ is Buffer:

@@ -113,8 +113,8 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            cap.record(_ready((KERNEL, device, knl, global_size, local_size, args), preset),
-                       None if fusable is None else (fusable, args))
+            source = (KERNEL, device, knl, global_size, local_size, args)
+            cap.record(_ready(source, preset), None if fusable is None else (fusable, args), (source, preset))
     pending = device._pending
     if fusable is None:
         pending.append((KERNEL, device, knl, global_size, local_size, args))

@@ -82,6 +82,9 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     plan = _plans.get(key)
     if plan is not None:
         return plan
+    if dtype.itemsize == 2:
+        plan = _plans[key] = _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto)
+        return plan
     with _plans_lock:
         plan = _plans.get(key)
         if plan is None:
@@ -90,6 +93,29 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
                 plan = _make_plan(device, dtype, strategy, trans_a, trans_b, auto)
             _plans[key] = plan
     return plan
+
+
+def _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto) -> _Plan:
+    """float16/bfloat16 operands: the float32 plan (its tuned blocking: the kernel computes in float32)
+    with the operands read as 16-bit and converted as they are loaded (matmul.cl.mako ``intype``)."""
+    base = _plan(device, np.dtype(np.float32), strategy, trans_a, trans_b, auto)
+    # float16 by the builtin on GPUs; "half_bits" (integer arithmetic) serves a CPU forced onto this path.
+    intype = "bf16" if dtype == "bfloat16" else "half" if device.target.is_gpu else "half_bits"
+    params = dict(base.params, intype=intype)
+    name = "matmul_blocked" if base.strategy == "blocked" else "matmul_tiled"
+    plan = _Plan(base.strategy, params, kernels.get_kernel(device, TEMPLATE, name, **params), base.local,
+                 base.item, base.compute_units)
+    plan.items_per_cu = base.items_per_cu
+    return plan
+
+
+def _rounded_once(run, dev):
+    """A 16-bit product's launcher: the kernel accumulates into a float32 C, rounded once into ``c``."""
+    def run16(a, b, c):
+        c32 = Tensor(c._shape, "float32", dev)
+        run(a, b, c32)
+        c.copy_(c32)
+    return run16
 
 
 def _tuning_name(kind, ctype, *extra) -> str:
@@ -264,6 +290,9 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     from the result (vector @ vector gives a 0-d tensor). ``out``, if given, must have the result's
     shape and dtype and is written in place.
 
+    float16/bfloat16 operands accumulate in float32 and the result is rounded once; a float32 ``out``
+    takes the float32 result instead (torch's ``out_dtype``).
+
     ``offsets`` (elements into the buffers of ``a``, ``b`` and ``out``) lets a caller multiply a window
     of a larger buffer: pass a Tensor sharing that buffer's storage with the window's shape (the
     convolution walks a batch in chunks this way). The caller keeps the windows inside the buffers.
@@ -280,8 +309,10 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         b, trans_b = _transposed_base(b, trans_b)
     # Repeated signatures (a training loop) skip the shape logic below: ~30 us of Python that, at
     # n = 256, is a tenth of the whole multiply. Everything the launches depend on is in the key.
+    # A float32 ``out`` for 16-bit operands takes the float32 accumulators as they are (no rounding).
+    wide = out is not None and a.dtype.itemsize == 2 and getattr(out, "dtype", None) == np.float32
     key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,
-           os.environ.get("AXONML_MATMUL"), _forced_config)
+           os.environ.get("AXONML_MATMUL"), _forced_config, wide)
     if offsets != (0, 0, 0):
         key += tuple(int(o) for o in offsets)
     call = _calls.get(key)
@@ -290,7 +321,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
             result = Tensor._wrap(call[0], a.dtype, a.device)
             call[1](a, b, result)
             return result
-        if out.__class__ is Tensor and out._shape == call[0] and out.dtype == a.dtype and out.device is a.device:
+        if out.__class__ is Tensor and out._shape == call[0] and (wide or out.dtype == a.dtype) \
+                and out.device is a.device:
             out._version += 1
             call[1](a, b, out)
             return out
@@ -300,18 +332,24 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     if a.dtype.kind != "f":
         raise TypeError(f"matmul: {a.dtype} is not supported; use float32 or float64")
     if a.dtype.itemsize == 2:
-        # float16/bfloat16: float32 copies of the operands, the float32 kernel (float32 accumulation, as
-        # torch's CPU matmul), the result rounded once to the 16-bit type.
+        # float16/bfloat16: float32 accumulation, as torch's CPU matmul, and the result rounded once.
+        # The kernel reads bfloat16 (a shift), and float16 on GPUs (tiles convert once per load), as
+        # they are (_sixteen_bit_plan); on CPUs float16 takes float32 copies of the operands, since the
+        # blocked kernel reads each element of A many times and its integer conversion would cost more
+        # than the copy (PoCL: 3-4x the float32 time, against ~1.1x with copies).
         if offsets != (0, 0, 0):
             raise TypeError(f"matmul: {a.dtype} operands cannot be windows of a larger buffer (offsets); "
                             "convert the windows to float32 first")
-        res = matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, strategy=strategy)
-        if out is None:
-            return res.astype(a.dtype)
-        if out._shape != res._shape or out.dtype != a.dtype:
-            raise ValueError(f"matmul: out has shape {list(out._shape)} and dtype {out.dtype}; the result has "
-                             f"shape {list(res._shape)} and dtype {a.dtype}")
-        return out.copy_(res)
+        if a.dtype == np.float16 and not dev.target.is_gpu:
+            if wide:
+                return matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, out=out, strategy=strategy)
+            res = matmul(a.astype("float32"), b.astype("float32"), trans_a, trans_b, strategy=strategy)
+            if out is None:
+                return res.astype(a.dtype)
+            if out._shape != res._shape or out.dtype != a.dtype:
+                raise ValueError(f"matmul: out has shape {list(out._shape)} and dtype {out.dtype}; the result "
+                                 f"has shape {list(res._shape)} and dtype {a.dtype}")
+            return out.copy_(res)
     if a.ndim() == 0 or b.ndim() == 0:
         raise ValueError(f"matmul: operands must have at least one dimension: {_shape_text(a)} @ {_shape_text(b)}")
 
@@ -337,7 +375,7 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     check_index32("matmul", a.numel() + int(offsets[0]), b.numel() + int(offsets[1]),
                   math.prod(out_shape) + int(offsets[2]))
     if out is not None:
-        if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or out.dtype != a.dtype:
+        if not isinstance(out, Tensor) or tuple(out._shape) != out_shape or not (wide or out.dtype == a.dtype):
             raise ValueError(f"matmul: out must be a {a.dtype} tensor of shape {out_shape}, got "
                              f"{out.dtype} {tuple(out._shape)}" if isinstance(out, Tensor) else
                              f"matmul: out must be a Tensor, got {type(out).__name__}")
@@ -373,6 +411,8 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
     else:
         run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
+    if a.dtype.itemsize == 2 and not wide:
+        run = _rounded_once(run, dev)
     run(a, b, result)
     if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound
         _calls.clear()

@@ -44,10 +44,12 @@ def _reduce_layout(device, outer, R, inner, cap=256):
     return "local", L, -(-R // chunk), chunk, groups
 
 
-def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
+def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None, out_dtype=None):
     """One pass over [outer, R, inner]; returns (values [outer, P, inner], indices or None, P).
 
-    ``dtype``: the accumulator's and the result's type when it is not ``x``'s (an integer sum in int64).
+    ``dtype``: the accumulator's and the result's type when it is not ``x``'s (an integer sum in int64,
+    a 16-bit float sum in float32). ``out_dtype``: the result's type if this pass finishes the reduction
+    (P == 1), rounded once in the kernel (a 16-bit sum's); partial results stay in ``dtype``.
     """
     dev = x.device
     dtype = x.dtype if dtype is None else dtype
@@ -60,14 +62,28 @@ def _reduce_pass(x: Tensor, op, outer, R, inner, scale, idx=None, dtype=None):
         params["itype"] = itype
     if dtype != x.dtype:
         params["in_ctype"] = kernels.ctype(x.dtype)
+    half = x.dtype.itemsize == 2 and x.dtype.kind == "f" or out_dtype is not None
+    if half and strategy == "serial":
+        params["half_io"] = "bits"   # as elementwise.cl.mako: PoCL's vload_half/vstore_half are slow calls
+    result_dtype = dtype
+
+    def build(n, P):
+        nonlocal result_dtype
+        finish = out_dtype is not None and P == 1
+        result_dtype = out_dtype if finish else dtype
+        extra = dict(out_ctype=kernels.ctype(out_dtype)) if finish else {}
+        return kernels.get_kernel(dev, "reduce.cl.mako", "reduce", local_size=n, local=n, **params, **extra)
+
     # The layout's work-group, or fewer work-items where the built kernel allows fewer.
+    family = f"reduce {params['ctype']}" + (f" from {params['in_ctype']}" if "in_ctype" in params else "") \
+        + (f" to {kernels.ctype(out_dtype)}" if out_dtype is not None else "")
     fit, knl = kernels.first_that_builds(
-        dev, f"reduce {params['ctype']}", [L >> k for k in range(L.bit_length())],
-        lambda n: (n, kernels.get_kernel(dev, "reduce.cl.mako", "reduce", local_size=n, local=n, **params)))
+        dev, family, [L >> k for k in range(L.bit_length())], lambda n: (n, build(n, P)))
     if fit != L:
         strategy, L, P, chunk, rows = _reduce_layout(dev, outer, R, inner, cap=fit)
+        knl = build(L, P)
     groups = rows * P
-    out = Tensor._wrap((outer, P, inner), dtype, dev)
+    out = Tensor._wrap((outer, P, inner), result_dtype, dev)
     out_idx = None
     if with_index:
         out_idx = Tensor._wrap((outer, P, inner), np.dtype(np.int32), dev)
@@ -111,8 +127,9 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         return (res, Tensor(out_shape, "int32", x.device)) if op == "argmax" else res
     if op == "mean" and x.dtype.kind != "f":
         return reduce(x.astype("float32"), op, axis, keepdim, scale)
-    if x.dtype.itemsize == 2:
-        # float16/bfloat16: accumulated in float32 (through a float32 copy), the result rounded once.
+    half = x.dtype.itemsize == 2
+    if half and op not in ("sum", "mean"):
+        # float16/bfloat16 max/argmax: on a float32 copy, the result rounded back (exact).
         res = reduce(x.astype("float32"), op, axis, keepdim, scale)
         return (res[0].astype(x.dtype), res[1]) if op == "argmax" else res.astype(x.dtype)
     if op == "argmax" and R > INT32_MAX:
@@ -124,9 +141,14 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
         res = reduce(x.astype("int32"), op, axis, keepdim, scale)
         return (res[0].astype("bool"), res[1]) if op == "argmax" else res.astype("bool")
     scale = scale / R if op == "mean" else scale
-    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype)
+    # float16/bfloat16 sums and means read the 16-bit tensor itself, accumulate in float32 and round
+    # the result once, in the last pass (as torch).
+    out_dtype = x.dtype if half else None
+    if half:
+        acc_dtype = np.dtype(np.float32)
+    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype, out_dtype=out_dtype)
     while P > 1:
-        vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx)
+        vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx, out_dtype=out_dtype)
     vals = vals.reshape(out_shape)
     if op == "argmax":
         return vals, idx.reshape(out_shape)

@@ -75,3 +75,17 @@ typedef ${ctype}${vector} TV;
 const int H, const int W, const int OH, const int OW, const int KH, const int KW, \
 const int SH, const int SW, const int PH, const int PW, const int DH, const int DW\
 </%def>
+
+## float16 bits (a ushort) to float by integer arithmetic, `h2f_(h)`: for CPUs, where PoCL's vload_half is
+## an out-of-line call. Shared by the elementwise and matmul templates.
+<%def name="h2f()">\
+// float16 bits to float, exactly: subnormals through an integer (no float32 subnormal, so a device
+// that flushes those still gets them right), inf and NaN (payload kept) by their exponent.
+inline float h2f_(ushort h)
+{
+    const uint em = h & 0x7fffu;
+    float f = em < 0x400u ? (float)em * 0x1p-24f : as_float((em << 13) + 0x38000000u);
+    if (em >= 0x7c00u) f = as_float((em << 13) | 0x7f800000u);
+    return as_float(as_uint(f) | ((uint)(h & 0x8000u) << 16));
+}
+</%def>

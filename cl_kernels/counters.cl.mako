@@ -11,8 +11,8 @@
 ## No template parameters: one build serves every dtype and every shape.
 
 // counters[2 * (first + i)], counters[2 * (first + i) + 1] += (add_lo, add_hi) for i in [0, count).
-__kernel void advance_counters(__global uint *counters, const int first, const int count,
-                               const uint add_lo, const uint add_hi)
+inline void advance(__global uint *counters, const int first, const int count, const uint add_lo,
+                    const uint add_hi)
 {
     const int i = get_global_id(0);
     if (i >= count) return;
@@ -20,4 +20,19 @@ __kernel void advance_counters(__global uint *counters, const int first, const i
     const uint lo = counters[at] + add_lo;
     counters[at + 1] += add_hi + (lo < add_lo ? 1u : 0u);
     counters[at] = lo;
+}
+
+__kernel void advance_counters(__global uint *counters, const int first, const int count,
+                               const uint add_lo, const uint add_hi)
+{
+    advance(counters, first, count, add_lo, add_hi);
+}
+
+// The same, unless the gradient scaler found an inf or a NaN this step: a step it skips must not
+// count, or Adam's bias corrections would run ahead of torch's (which never calls the skipped step).
+__kernel void advance_counters_unless(__global uint *counters, const int first, const int count,
+                                      const uint add_lo, const uint add_hi, __global const float *found_inf)
+{
+    if (found_inf[0] != 0.0f) return;
+    advance(counters, first, count, add_lo, add_hi);
 }

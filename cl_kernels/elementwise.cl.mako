@@ -52,85 +52,30 @@
         return "ushort" if t == "bf16" or (t == "half" and bits) else t
 %>
 <%namespace name="c" file="common.mako"/>\
+<%namespace name="h" file="half.mako"/>\
 ${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
 % if "bf16" in optypes[:1]:
-
-// float to bfloat16 bits, rounded to nearest even; a NaN stays a (quiet) NaN of the same sign.
-inline ushort bf16_rne_(float f)
-{
-    const uint u = as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
-    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+${h.bf16_rne()}\
 % endif
 % if bits and "half" in optypes[1:]:
 
-// float16 bits to float, exactly: subnormals through an integer (no float32 subnormal, so a device
-// that flushes those still gets them right), inf and NaN (payload kept) by their exponent.
-inline float h2f_(ushort h)
-{
-    const uint em = h & 0x7fffu;
-    float f = em < 0x400u ? (float)em * 0x1p-24f : as_float((em << 13) + 0x38000000u);
-    if (em >= 0x7c00u) f = as_float((em << 13) | 0x7f800000u);
-    return as_float(as_uint(f) | ((uint)(h & 0x8000u) << 16));
-}
+${c.h2f()}\
 % endif
 % if bits and "half" in optypes[:1]:
-
-// float to float16 bits, rounded to nearest even: NaN stays a (quiet) NaN, from 65520 up is inf,
-// below 2**-14 the subnormals: adding 0.5f rounds the value to a multiple of 2**-24 (0.5's ulp), to
-// even, and the count of those is what is left above 0.5's bits (float32 subnormals give 0 either way).
-inline ushort f2h_(float f)
-{
-    const uint u = as_uint(f);
-    const uint s = (u >> 16) & 0x8000u;
-    const uint a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (ushort)(s | 0x7e00u | ((a >> 13) & 0x3ffu));
-    if (a >= 0x477ff000u) return (ushort)(s | 0x7c00u);
-    if (a >= 0x38800000u) return (ushort)(s | ((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13));
-    return (ushort)(s | (as_uint(as_float(a) + 0.5f) - 0x3f000000u));
-}
+${h.f2h()}\
 % endif
 % if context.get("vector", 0) and optypes[0] in ("half", "bf16"):
 <%
     vw = context["vector"]
-    U, F, S = f"uint{vw}", f"float{vw}", f"ushort{vw}"
 %>
 // The CPU vector loop's 16-bit loads and stores, ${vw} lanes at a time: the scalar h2f_/f2h_ and
-// bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
-inline ${U} blend_(const ${U} a, const ${U} b, const int${vw} c)
-{
-    const ${U} m = as_${U}(c);   // a comparison's lanes: all ones where true
-    return (a & ~m) | (b & m);
-}
-  % if optypes[0] == "bf16":
-inline ${F} bf2f_v(const ${S} b) { return as_${F}(convert_${U}(b) << 16); }
-inline ${S} f2bf_v(const ${F} f)
-{
-    const ${U} u = as_${U}(f);
-    const ${U} r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    return convert_${S}(blend_(r, (u >> 16) | 0x40u, (u & 0x7fffffffu) > 0x7f800000u));
-}
+  % if optypes[0] == "half":
+// bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call),
+// or F16C's instructions where the CPU has them (half.mako).
   % else:
-inline ${F} h2f_v(const ${S} h16)
-{
-    const ${U} h = convert_${U}(h16);
-    const ${U} em = h & 0x7fffu;
-    ${U} f = blend_((em << 13) + 0x38000000u, as_${U}(convert_${F}(as_int${vw}(em)) * 0x1p-24f), em < 0x400u);
-    f = blend_(f, (em << 13) | 0x7f800000u, em >= 0x7c00u);
-    return as_${F}(f | ((h & 0x8000u) << 16));
-}
-inline ${S} f2h_v(const ${F} f)
-{
-    const ${U} u = as_${U}(f);
-    const ${U} a = u & 0x7fffffffu;
-    ${U} r = blend_((a - 0x38000000u + 0xfffu + ((a >> 13) & 1u)) >> 13,
-                    as_${U}(as_${F}(a) + 0.5f) - 0x3f000000u, a < 0x38800000u);
-    r = blend_(r, (${U})0x7c00u, a >= 0x477ff000u);
-    r = blend_(r, 0x7e00u | ((a >> 13) & 0x3ffu), a > 0x7f800000u);
-    return convert_${S}(((u >> 16) & 0x8000u) | r);
-}
+// bf16_rne_ above with their branches as bit blends (the same bits; PoCL's select() is a slow call).
   % endif
+${h.vector_conversions(vw, ("blend", "bf2f", "f2bf") if optypes[0] == "bf16" else ("blend", "h2f", "f2h"))}\
 % endif
 % if "ipow_" in expr:
 

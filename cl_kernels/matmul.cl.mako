@@ -21,11 +21,29 @@
 ## Batching: get_global_id(2) is the output batch index; it is split as (hi, lo) = (b / nb_lo, b % nb_lo)
 ## and each operand has its own element stride for hi and lo, 0 where that operand is broadcast.
 ##
+## 16-bit operands (`intype`): A and B are read as their 16-bit bits (a ushort) and converted to float
+## where they are loaded (into the tiles, the B panel, the A broadcasts), so no float32 copy of them is
+## made; C is float32, accumulated there, and rounded to 16 bits once by the caller.
+##
 ## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
-## mr, nr, vw, kc_max (blocked).
+## mr, nr, vw, kc_max (blocked), and optionally intype ("bf16" | "half_bits" | "half").
 <%namespace name="c" file="common.mako"/>\
+<%!
+    def rd(x, intype):
+        """The load of 16-bit element `x` as a float (`x` itself without intype)."""
+        return {"bf16": f"as_float((uint)({x}) << 16)", "half_bits": f"h2f_({x})",
+                "half": f"vload_half(0, &({x}))"}.get(intype, x)
+%>\
+<%
+    intype = context.get("intype")
+    # The operands' element type (T without intype).
+    TI = "ushort" if intype in ("bf16", "half_bits") else "half" if intype == "half" else "T"
+%>\
 ## The blocked form's accumulators are vectors (TV) of vw elements; the tiled form has none.
 ${c.preamble(ctype, vector=vw if strategy == "blocked" else 0)}
+% if intype == "half_bits":
+${c.h2f()}
+% endif
 
 % if strategy == "tiled":
 <%
@@ -46,8 +64,8 @@ ${c.preamble(ctype, vector=vw if strategy == "blocked" else 0)}
 
 __kernel __attribute__((reqd_work_group_size(${rt}, ${rt}, 1)))
 void matmul_tiled(
-    __global const T *restrict a_base,
-    __global const T *restrict b_base,
+    __global const ${TI} *restrict a_base,
+    __global const ${TI} *restrict b_base,
     __global T *restrict c_base,
     const int M, const int N, const int K,
     const int nb_lo,
@@ -62,8 +80,8 @@ void matmul_tiled(
     const int n0 = get_group_id(0) * ${ts};
     const int batch = get_global_id(2);
     const int hi = batch / nb_lo, lo = batch % nb_lo;
-    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
-    __global const T *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
+    __global const ${TI} *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
+    __global const ${TI} *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
     __global T *c = c_base + off_c + (size_t)batch * M * N;
 
     // k-major tiles, so the inner loop reads a row of each; the +1 keeps the transposing stores of
@@ -86,7 +104,7 @@ void matmul_tiled(
             const int mm = l / ${tsk}, kk = l % ${tsk};
 % endif
             const int gm = m0 + mm, gk = k0 + kk;
-            As[kk][mm] = (gm < M && gk < K) ? A_AT(gm, gk) : (T)0;
+            As[kk][mm] = (gm < M && gk < K) ? ${rd("A_AT(gm, gk)", intype)} : (T)0;
         }
         for (int l = tid; l < ${ts * tsk}; l += ${nthreads}) {
 % if trans_b:
@@ -95,7 +113,7 @@ void matmul_tiled(
             const int kk = l / ${ts}, nn = l % ${ts};
 % endif
             const int gn = n0 + nn, gk = k0 + kk;
-            Bs[kk][nn] = (gn < N && gk < K) ? B_AT(gk, gn) : (T)0;
+            Bs[kk][nn] = (gn < N && gk < K) ? ${rd("B_AT(gk, gn)", intype)} : (T)0;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -168,7 +186,7 @@ void matmul_tiled(
 % endfor
 % for r in range(mr):
                         {
-                            const TV av = (TV)(a${r}[ak]);
+                            const TV av = (TV)(${rd(f"a{r}[ak]", context.get("intype"))});
   % for v in range(nva):
                             c${r}_${v} += av * b${v};
   % endfor
@@ -216,8 +234,8 @@ void matmul_tiled(
 // while vload/mad/fma builtins stay out-of-line calls.
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void matmul_blocked(
-    __global const T *restrict a_base,
-    __global const T *restrict b_base,
+    __global const ${TI} *restrict a_base,
+    __global const ${TI} *restrict b_base,
     __global T *restrict c_base,
     const int M, const int N, const int K,
     const int a_row, const int a_k,
@@ -232,8 +250,8 @@ void matmul_blocked(
     __local T *panel_t = (__local T *)panel;
     const int batch = get_global_id(2);
     const int hi = batch / nb_lo, lo = batch % nb_lo;
-    __global const T *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
-    __global const T *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
+    __global const ${TI} *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
+    __global const ${TI} *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
     __global T *c = c_base + off_c + (size_t)batch * M * N;
     const int pm0 = get_global_id(0) * mcp, pm1 = min((M + ${mr - 1}) / ${mr}, pm0 + mcp);
     const int pn0 = get_global_id(1) * ncp, pn1 = min((N + ${nr - 1}) / ${nr}, pn0 + ncp);
@@ -246,24 +264,24 @@ void matmul_blocked(
         for (int pn = pn0; pn < pn1; ++pn) {
             const int n0 = pn * ${nr};
             const int cols = min(${nr}, N - n0);
-            __global const T *bs = b + (size_t)k0 * b_k + (size_t)n0 * b_n;
+            __global const ${TI} *bs = b + (size_t)k0 * b_k + (size_t)n0 * b_n;
             if (b_n == 1 && cols == ${nr}) {
                 // Rows of B: each k is one contiguous run of NR.
                 for (int k = 0; k < kn; ++k)
                     for (int j = 0; j < ${nr}; ++j)
-                        panel_t[k * ${nr} + j] = bs[(size_t)k * b_k + j];
+                        panel_t[k * ${nr} + j] = ${rd("bs[(size_t)k * b_k + j]", intype)};
             } else if (b_k == 1) {
                 // B^T: k is contiguous, so walk it in the inner loop and scatter into the panel.
                 for (int j = 0; j < cols; ++j)
                     for (int k = 0; k < kn; ++k)
-                        panel_t[k * ${nr} + j] = bs[(size_t)j * b_n + k];
+                        panel_t[k * ${nr} + j] = ${rd("bs[(size_t)j * b_n + k]", intype)};
                 for (int k = 0; k < kn; ++k)
                     for (int j = cols; j < ${nr}; ++j)
                         panel_t[k * ${nr} + j] = (T)0;
             } else {
                 for (int k = 0; k < kn; ++k)
                     for (int j = 0; j < ${nr}; ++j)
-                        panel_t[k * ${nr} + j] = j < cols ? bs[(size_t)k * b_k + (size_t)j * b_n] : (T)0;
+                        panel_t[k * ${nr} + j] = j < cols ? ${rd("bs[(size_t)k * b_k + (size_t)j * b_n]", intype)} : (T)0;
             }
 
             for (int pm = pm0; pm < pm1; ++pm) {
@@ -271,9 +289,9 @@ void matmul_blocked(
                 const int rows = min(${mr}, M - m0);
                 const bool whole = c_vec && rows == ${mr} && cols == ${nr};
                 __global T *cc = c + (size_t)m0 * N + n0;
-                __global const T *pa = a + (size_t)m0 * a_row + (size_t)k0 * a_k;
+                __global const ${TI} *pa = a + (size_t)m0 * a_row + (size_t)k0 * a_k;
 % for r in range(mr):
-                __global const T *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;
+                __global const ${TI} *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;
 % endfor
 % if nv > 1:
                 if (cols <= ${vw}) {

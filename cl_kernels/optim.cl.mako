@@ -23,6 +23,9 @@
 ##   amsgrad:  Adam/AdamW only, whether a running maximum of the second moment is kept
 ##   centered: RMSprop only, whether a running mean of the gradient is kept (centered variance)
 ##   vector:   the CPU vector width (0: scalar loop only)
+##   skip:     the step is the gradient scaler's (amp.py): the kernel takes `found_inf` and does nothing
+##             when it is set, and a first step is the one whose count is 1 (a skipped step does not
+##             count), read from `steps`, instead of the host's `first_step`
 <%
     vw = vector
 %>
@@ -35,7 +38,33 @@ inline T step_count(__global const uint *steps, const int slot)
     return (T)steps[2 * slot + 1] * (T)4294967296.0 + (T)steps[2 * slot];
 }
 
+## The arguments that tell a first step: the host's flag, or under the scaler the step table.
+<%def name="first_step_params(has_steps)">\
+% if context.get("skip"):
+    __global const float *found_inf,
+  % if not has_steps:
+    __global const uint *steps,
+    const int slot,
+  % endif
+% else:
+    const int first_step,
+% endif
+</%def>
+<%def name="first_step_value()">\
+% if context.get("skip"):
+    const int first_step = steps[2 * slot] == 1u && steps[2 * slot + 1] == 0u;
+% endif
+</%def>
+<%def name="skip_param()">\
+% if context.get("skip"):
+    __global const float *found_inf,
+% endif
+</%def>
+
 <%def name="chunked(body)">
+% if context.get("skip"):
+    if (found_inf[0] != 0.0f) return;
+% endif
     const int start = get_global_id(0) * chunk;
     const int end = min(n, start + chunk);
     int i = start;
@@ -73,13 +102,18 @@ __kernel void sgd_step(
 % if momentum:
     const T mu,
     const T one_minus_dampening,
-    const int first_step,
+${first_step_params(False)}\
     const int nesterov,
+% else:
+${skip_param()}\
 % endif
     const int n,
     const int chunk)
 {
     const T lr = rates[0];
+% if momentum:
+${first_step_value()}\
+% endif
 ${chunked(sgd)}
 }
 
@@ -122,6 +156,7 @@ __kernel void adam_step(
     const T l2,
     const T log_beta1,
     const T log_beta2,
+${skip_param()}\
     const int n,
     const int chunk)
 {
@@ -176,6 +211,7 @@ __kernel void rmsprop_step(
 % if momentum:
     const T mu,
 % endif
+${skip_param()}\
     const int n,
     const int chunk)
 {
@@ -206,10 +242,11 @@ __kernel void adagrad_step(
     const T eps,
     const T weight_decay,
     const T init,
-    const int first_step,
+${first_step_params(True)}\
     const int n,
     const int chunk)
 {
+${first_step_value()}\
     const T clr = rates[0] / (((T)1) + (step_count(steps, slot) - ((T)1)) * lr_decay);
 ${chunked(adagrad)}
 }

@@ -21,6 +21,14 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
   bmm          batched matmul [32,128,128] @ [32,128,128], GFLOP/s
   add          16M float32 ``a + b``, GB/s counting 3 arrays moved (numpy: ``np.add(a, b, out=c)``)
   sum          16M float32 full sum, GB/s
+  half         16-bit bandwidth (issue 21): ``a + b`` and ``a.sum()`` over 64M elements (``--half-elements``
+               or AXONML_BENCH_HALF_ELEMENTS; 4M for a quick look) in float32, float16 and bfloat16, timed
+               in the same run; one row per op and 16-bit type: its ms, float32's ms, and the ratio
+               float32 ms / 16-bit ms = 16-bit elements/s over float32's (target >= 1.7x)
+  amp          mixed precision (issue 21): the MLP step under autocast(bfloat16) through capture(), ms/step,
+               against our float32 captured step and torch's CPU autocast step (report); amp_memory: the
+               device bytes train_charlm's captured step holds under bf16 autocast against float32's
+               (target <= 0.65x)
   select       index_select (rows of [50000, 256] by 4096 indices), gather (along dim 1 of [4096, 256])
                and embedding ([64, 64] indices into [50000, 256]), GB/s of the result written, against
                numpy's fancy indexing (and torch's ops)
@@ -63,11 +71,12 @@ import time
 
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
-ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
+ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "half", "amp", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
             "attention", "lstm", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
+N64M = 64 * 1024 * 1024
 MLP_SIZES = (784, 256, 10)
 MLP_BATCH = 128
 MLP_LR = 0.01
@@ -89,6 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="small repeat counts; skips sgemm 2048")
     p.add_argument("--rows", default=None, help="comma-separated rows to run (default: all): "
                    + ",".join(ALL_ROWS))
+    p.add_argument("--half-elements", type=int, default=int(os.environ.get("AXONML_BENCH_HALF_ELEMENTS", N64M)),
+                   metavar="N", help="elements of the 'half' rows' tensors (default 64M; env AXONML_BENCH_HALF_ELEMENTS)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     p.add_argument("--no-torch", action="store_true", help="do not use PyTorch even if it is installed")
     p.add_argument("--child-first-step", action="store_true", help=argparse.SUPPRESS)
@@ -404,6 +415,104 @@ class Bench:
         return Row("sum", "sum 16M float32", "GB/s", "throughput", gbs.pop("ours"), gbs, "numpy",
                    {"text": ">= 1.0x numpy", "baseline": "numpy", "min_ratio": 1.0},
                    "" if err < 1e-2 else f"WARNING: error {err:.1e} per sqrt(n) vs float64 sum", best=best)
+
+    def amp(self):
+        """The MLP step under autocast (bfloat16, the CPU's 16-bit type) against our float32 step and torch's
+        CPU autocast step, all captured/eager as labelled; and the captured memory of train_charlm's step."""
+        from axonml_autograd import autocast, bfloat16, capture
+        torch = self.torch
+        steps = 5 if self.quick else 10
+        m32, m16 = self._mlp(), self._mlp()
+
+        def amp_step():
+            m16["opt"].zero_grad()
+            with autocast(dtype=bfloat16):
+                loss = m16["forward"]()
+            loss.backward()
+            m16["opt"].step()
+            return loss
+        ours16, ours32 = capture(amp_step), capture(lambda: m32["step"]())
+        reads, _writes = count_transfers(lambda: (ours16(), ours16()))
+
+        def run(step):
+            def go():
+                for _ in range(steps):
+                    step()
+                self.finish()
+            return go
+        fns = {"ours": run(ours16), "ours_float32": run(ours32)}
+        if torch:
+            t_forward, _t_step, tp = self._torch_mlp(m16)
+            topt = torch.optim.SGD(list(tp.values()), lr=MLP_LR)
+
+            def t_amp():
+                topt.zero_grad(set_to_none=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = t_forward()
+                loss.backward()
+                topt.step()
+            fns["torch"] = lambda: [t_amp() for _ in range(steps)]
+        t = measure(fns, *self.reps(10, 4, 2, 1))
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        rows = [Row("amp_mlp", "MLP step, autocast bfloat16 (captured)", "ms/step", "time", ms.pop("ours"), ms,
+                    "torch" if torch else "ours_float32", {"text": "report"},
+                    f"d2h reads/replay {reads / 2:g}; torch: CPU autocast bfloat16, eager", best=best)]
+        f32, b16 = _charlm_capture_bytes(None), _charlm_capture_bytes(bfloat16)
+        rows.append(Row("amp_memory", "train_charlm step captured: device bytes", "MB", "time",
+                        b16 / 1e6, {"float32": f32 / 1e6}, "float32",
+                        {"text": "<= 0.65x float32's", "baseline": "float32", "min_ratio": 1 / 0.65},
+                        "model + AdamW state + recording after 3 captured steps; ratio = float32 MB / bf16 MB "
+                        "(>= 1.54 meets the target)"))
+        return rows
+
+
+    def half(self):
+        """float16 and bfloat16 against float32 on the same elementwise add and full sum, same run: the
+        16-bit types move half the bytes, so a memory-bound kernel should do ~2x the elements/s."""
+        np = self.np
+        n = self.args.half_elements
+        a_h = self.rng.standard_normal(n, dtype=np.float32)
+        b_h = self.rng.standard_normal(n, dtype=np.float32)
+        a32 = self.Tensor.from_numpy(a_h, device=self.dev)
+        b32 = self.Tensor.from_numpy(b_h, device=self.dev)
+        types = ("float32", "float16", "bfloat16")
+        data = {dt: (a32.astype(dt), b32.astype(dt)) for dt in types}   # on the device, converted there
+        notes = {}
+        for dt, (a, b) in data.items():
+            # Checks (untimed): the sum against float64's sum of the same (rounded) values, the add
+            # against numpy's sum of the rounded operands rounded again.
+            exact = float(a.astype("float64").sum().item())
+            got = float(a.sum().astype("float32").item())
+            tol = 2.0 ** -7 * max(abs(exact), 1.0) if dt != "float32" else 1e-3 * max(abs(exact), 1.0)
+            k = min(n, 4096)
+            want_add = (a.narrow(0, 0, k).astype("float64") + b.narrow(0, 0, k).astype("float64")).astype(dt)
+            add_ok = np.array_equal((a + b).narrow(0, 0, k).astype("float32").numpy(), want_add.astype("float32").numpy())
+            notes[dt] = "" if abs(got - exact) <= tol and add_ok else \
+                f"WARNING: sum {got:.6g} vs {exact:.6g}, add {'ok' if add_ok else 'differs from numpy'}"
+        rows = []
+        for op in ("add", "sum"):
+            def fn(dt, op=op):
+                a, b = data[dt]
+                if op == "add":
+                    def run():
+                        a + b   # the result's buffer goes back to the pool and is reused by the next call
+                        self.finish()
+                else:
+                    def run():
+                        a.sum()
+                        self.finish()
+                return run
+            t = measure({dt: fn(dt) for dt in types}, *self.reps(11, 5))
+            ms, best = t.convert(lambda v: v * 1e3)
+            size = f"{n // (1024 * 1024)}M" if n % (1024 * 1024) == 0 else str(n)
+            for dt in types[1:]:
+                gel = n / (ms[dt] / 1e3) / 1e9
+                rows.append(Row(f"half_{op}_{'f16' if dt == 'float16' else 'bf16'}",
+                                f"{op} {size} {dt} vs float32", "ms", "time", ms[dt], {"float32": ms["float32"]},
+                                "float32", {"text": ">= 1.7x float32", "baseline": "float32", "min_ratio": 1.7},
+                                "; ".join(x for x in (f"{gel:.2f} Gelem/s", notes[dt], notes["float32"]) if x),
+                                best={dt: best[dt], "float32": best["float32"]}))
+        return rows
 
     def select(self):
         np = self.np
@@ -1111,6 +1220,43 @@ class Bench:
             rows.append(Row(f"first_step_{kind}", f"fresh process, first MLP gradient ({kind} caches)", "s", "value", med,
                             target={"text": f"<= {limit:g} s", "max_value": limit}, notes=note))
         return rows
+
+
+def _charlm_capture_bytes(amp):
+    """Device bytes held after train_charlm's model (d=64, 4 heads, 2 layers, T=64, batch 32) has taken
+    three captured AdamW steps, ``amp`` None (float32) or a 16-bit autocast dtype: the model, its
+    optimiser state and the recording's buffers (what the step needs on the device)."""
+    import gc
+    import numpy as np
+    import train_charlm as tc
+    from axonml_autograd import Tensor, Variable, autocast, capture, default_device, manual_seed, randint
+    from axonml_autograd.nn import functional as F
+    from axonml_autograd.optim import AdamW
+    gc.collect()
+    dev = default_device()
+    before = dev.memory_stats()["in_use_bytes"]
+    manual_seed(0)
+    vocab, batch, context = 80, 32, 64
+    model = tc.CharTransformer(vocab, 64, 4, 2, context, 0.0)
+    opt = AdamW(model.parameters(), lr=1e-3)
+    data = Variable(Tensor.from_numpy(np.random.default_rng(0).integers(0, vocab, 5000).astype(np.int32)))
+
+    def step():
+        x, y = tc.windows(data, batch, context, randint(0, 5000 - context - 1, [batch]))
+        opt.zero_grad()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss
+    step = capture(step)
+    for _ in range(3):
+        loss = step()
+    loss.item()
+    held = dev.memory_stats()["in_use_bytes"] - before
+    del step, model, opt, loss
+    gc.collect()
+    return held
 
 
 def make_sgd(params, lr):

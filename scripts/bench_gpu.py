@@ -7,7 +7,9 @@
 Rows, each with its target (the GPU issue's): matmul 2048 and 4096 fp32 (>= 0.5x torch.mm through
 cuBLAS, TF32 off; the TF32 figure is printed beside it), add and sum of 64M float32 (>= 0.7x torch's
 GB/s), cross-entropy forward+backward [128, 1000] (report), and the MLP 784-256-10 step at batch 128
-eagerly (<= 1.5x torch's time) and through ``capture()`` (<= 1.0x). Timing and ratios follow
+eagerly (<= 1.5x torch's time) and through ``capture()`` (<= 1.0x); then 16-bit rows (report): matmul
+in float16 against torch's half GEMM, and the MLP step under autocast with a GradScaler, eager and
+captured, against torch's autocast + GradScaler. Timing and ratios follow
 ``bench.py`` (medians of blocks that take turns; "> 1 means we are faster"); every one of our
 repetitions ends in ``device.synchronize()``, every torch one in ``torch.cuda.synchronize()``.
 """
@@ -156,6 +158,54 @@ def main(argv=None):
         rows.append(Row(name, f"MLP 784-256-10 b128 step{' (captured)' if 'captured' in name else ''}", "ms/step",
                         "time", ms.pop("ours"), ms, "torch",
                         {"text": f"<= {1 / target:g}x torch", "baseline": "torch", "min_ratio": target}, best=best))
+
+    # 16-bit (issue 21): the matmul in float16 against torch's half GEMM, and the MLP step under autocast
+    # with a GradScaler against torch's. A dry run has torch on the CPU: bfloat16 there (its CPU autocast).
+    low, tlow, tkind = ("float16", torch.float16, "cuda") if gpu else ("bfloat16", torch.bfloat16, "cpu")
+    from axonml_autograd import GradScaler, autocast
+    for n in ((256,) if small else (2048, 4096)):
+        a_h = rng.standard_normal((n, n), dtype=np.float32)
+        b_h = rng.standard_normal((n, n), dtype=np.float32)
+        a, b = Tensor.from_numpy(a_h).astype(low), Tensor.from_numpy(b_h).astype(low)
+        ta, tb = torch.from_numpy(a_h).to(tdev).to(tlow), torch.from_numpy(b_h).to(tdev).to(tlow)
+        t = timed(lambda: matmul(a, b), lambda: ta @ tb)
+        gf, best = t.convert(lambda v: 2.0 * n ** 3 / v / 1e9)
+        rows.append(Row(f"mm_{'f16' if low == 'float16' else 'bf16'}_{n}", f"matmul {n} {low}", "GFLOP/s", "throughput", gf.pop("ours"), gf,
+                        "torch", {"text": "report"}, "float32 accumulation, one rounding", best=best))
+
+    def our_amp_step_fn():
+        ps = {k: Variable(Tensor.from_numpy(v), requires_grad=True) for k, v in host.items()}
+        xb, yb = Variable(Tensor.from_numpy(xb_h)), Tensor.from_numpy(yb_h, dtype="int32")
+        opt = SGD(list(ps.values()), lr=MLP_LR)
+        scaler = GradScaler()
+
+        def step():
+            opt.zero_grad()
+            with autocast(dtype=low):
+                h = xb.matmul(ps["w0"]).add_var(ps["b0"]).relu()
+                loss = h.matmul(ps["w1"]).add_var(ps["b1"]).cross_entropy(yb)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            return loss
+        return step
+
+    tscaler = torch.amp.GradScaler(tkind)
+
+    def torch_amp_step():
+        topt.zero_grad(set_to_none=True)
+        with torch.autocast(tkind, dtype=tlow):
+            h = torch.relu(txb @ tp["w0"] + tp["b0"])
+            loss = torch.nn.functional.cross_entropy(h @ tp["w1"] + tp["b1"], tyb)
+        tscaler.scale(loss).backward()
+        tscaler.step(topt)
+        tscaler.update()
+
+    for name, ours in (("amp_mlp", our_amp_step_fn()), ("amp_mlp_capt", capture(our_amp_step_fn()))):
+        t = timed(lambda: [ours() for _ in range(steps)], lambda: [torch_amp_step() for _ in range(steps)])
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        rows.append(Row(name, f"MLP step, autocast {low} + GradScaler{' (captured)' if 'captured' in name else ''}",
+                        "ms/step", "time", ms.pop("ours"), ms, "torch", {"text": "report"}, best=best))
 
     print_header()
     for r in rows:

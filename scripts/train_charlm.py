@@ -31,8 +31,8 @@ import time
 
 import numpy as np
 
-from axonml_autograd import (DeviceError, Tensor, Variable, arange, capture, no_grad, randint, save,
-                             set_default_device)
+from axonml_autograd import (DeviceError, GradScaler, Tensor, Variable, arange, autocast, bfloat16, capture,
+                             float16, no_grad, randint, save, set_default_device)
 from axonml_autograd import nn
 import axonml_autograd.nn.functional as F
 from axonml_autograd.optim import AdamW
@@ -64,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="device selector (see axonml-devices)")
     p.add_argument("--out", default=os.path.join("runs", "charlm"))
     p.add_argument("--no-capture", action="store_true", help="run every step eagerly")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: float32 weights, products in bfloat16/float16 under autocast; "
+                        "fp16 adds a GradScaler")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--max-val-loss", type=float, default=None,
                    help="exit with status 1 if the final validation loss is above this (for tests)")
@@ -80,18 +83,16 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
-        # True above the diagonal: the future a position may not look at.
-        upper = np.triu(np.ones((context, context), dtype=bool), 1)
-        self.register_buffer("mask", Tensor.from_numpy(upper), persistent=False)
 
     def forward(self, x):
         b, t, d = x.shape()
         q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).chunk(3, 0)
         q, k, v = (z.squeeze(0) for z in (q, k, v))                         # [b, heads, t, head_dim]
-        scores = (q @ k.mT) * (1.0 / math.sqrt(self.head_dim))
-        mask = self.mask if t == self.mask.shape()[0] else self.mask[:t, :t]
-        weights = self.drop(scores.masked_fill(mask, float("-inf")).softmax(-1))
-        out = (weights @ v).permute(0, 2, 1, 3).reshape(b, t, d)
+        # softmax(q k^T / sqrt(d) + causal mask) v, one op (fused where the device allows; under
+        # autocast all of it runs in the low dtype, as torch's)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.drop.p if self.training else 0.0,
+                                             is_causal=True)
+        out = out.permute(0, 2, 1, 3).reshape(b, t, d)
         return self.proj(out)
 
 
@@ -206,13 +207,18 @@ def main(argv=None):
     schedule = LambdaLR(opt, factor)
     n_params = sum(p.numel() for p in model.parameters())
 
+    amp = {"off": None, "bf16": bfloat16, "fp16": float16}[args.amp]
+    scaler = GradScaler(enabled=args.amp == "fp16")   # bfloat16 has float32's range: no scaling needed
+
     def train_step():
         offsets = randint(0, split - args.context - 1, [args.batch_size])
         x, y = windows(train_data, args.batch_size, args.context, offsets)
         opt.zero_grad()
-        loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
-        loss.backward()
-        opt.step()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
+        scaler.scale(loss).backward()   # without --amp fp16: plain backward and step
+        scaler.step(opt)
+        scaler.update()
         return loss
 
     step_fn = train_step if args.no_capture else capture(train_step)
@@ -221,7 +227,7 @@ def main(argv=None):
     def validation_loss() -> float:
         model.eval()
         total = 0.0
-        with no_grad():
+        with no_grad(), autocast(dtype=amp, enabled=amp is not None):
             for k in range(args.eval_batches):
                 offsets = randint(0, val_len - args.context - 1, [args.batch_size], seed=1000 + k)
                 x, y = windows(val_data, args.batch_size, args.context, offsets)

@@ -39,7 +39,8 @@ import time
 
 import numpy as np
 
-from axonml_autograd import DeviceError, Tensor, Variable, capture, distributed, no_grad, serialization, set_default_device
+from axonml_autograd import (DeviceError, GradScaler, Tensor, Variable, autocast, bfloat16, capture, distributed,
+                             float16, no_grad, serialization, set_default_device)
 import axonml_autograd.nn.functional as F
 from axonml_autograd import init
 from axonml_autograd.nn import MLP, Conv2d, Linear, Module
@@ -94,6 +95,9 @@ def parse_args(argv=None):
                    help="OpenCL device: 'platform:device' indices or a name substring "
                         "(default: AXONML_DEVICE, PYOPENCL_CTX, then the best GPU, then the CPU)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: float32 weights, products in bfloat16/float16 under autocast; "
+                        "fp16 adds a GradScaler")
     p.add_argument("--out", default=os.path.join("runs", "digits"), help="artefact directory")
     p.add_argument("--resume", default=None, metavar="PATH", help="checkpoint to continue from")
     p.add_argument("--no-capture", action="store_true", help="run every step eagerly instead of replaying a "
@@ -153,12 +157,16 @@ def lr_at(args, epoch) -> float:
 
 def correct_count(logits: Tensor, labels: Tensor) -> Tensor:
     """How many rows' argmax equals the label, as a 0-d device tensor."""
-    hits = elementwise("(float)(a == b)", [logits.argmax(1), labels], dtype=logits.dtype, op="hits")
+    # float32 whatever the logits are: a bfloat16 sum could not count past 256 exactly
+    hits = elementwise("(float)(a == b)", [logits.argmax(1), labels], dtype="float32", op="hits")
     return hits.sum()
 
 
-def evaluate(model, x: Tensor, y: Tensor) -> float:
-    with no_grad():
+AMP_DTYPES = {"off": None, "bf16": bfloat16, "fp16": float16}
+
+
+def evaluate(model, x: Tensor, y: Tensor, amp=None) -> float:
+    with no_grad(), autocast(dtype=amp, enabled=amp is not None):
         logits = model(Variable(x)).data()
     return correct_count(logits, y).item() / x.shape()[0]
 
@@ -261,17 +269,22 @@ def main(argv=None):
         except ImportError:
             pass
 
+    amp = AMP_DTYPES[args.amp]
+    scaler = GradScaler(enabled=args.amp == "fp16")   # bfloat16 has float32's range: no scaling needed
+
     def train_step(xb, yb):
         opt.zero_grad()
-        loss = model(Variable(xb)).cross_entropy(yb)
-        loss.backward()
-        opt.step()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = model(Variable(xb)).cross_entropy(yb)
+        scaler.scale(loss).backward()   # without --amp fp16 these three are plain backward and step
+        scaler.step(opt)
+        scaler.update()
         return loss
 
     eager = args.no_capture or world > 1   # in a world of one the wrapper adds no hooks: capture works
     step_fn = train_step if eager else capture(train_step)
     train_seconds, epoch_seconds = 0.0, []
-    run_meta = {"model": model_kind, "hidden": hidden, "channels": list(channels), "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
+    run_meta = {"amp": args.amp, "model": model_kind, "hidden": hidden, "channels": list(channels), "seed": args.seed, "split_seed": args.split_seed, "dtype": args.dtype,
                 "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
                 "input_mean": mean.tolist(), "input_std": std.tolist()}
     for epoch in range(start_epoch, end_epoch):
@@ -301,10 +314,10 @@ def main(argv=None):
         seconds = time.perf_counter() - t0
         train_seconds += seconds
         epoch_seconds.append(seconds)
-        train_acc = evaluate(model, epoch_x, epoch_y)
+        train_acc = evaluate(model, epoch_x, epoch_y, amp)
         if world > 1:
             train_acc = distributed.all_reduce(Tensor.from_vec([train_acc], [1]), op="mean").item()
-        test_acc = evaluate(model, test_x, test_y)
+        test_acc = evaluate(model, test_x, test_y, amp)
         history.append({"epoch": epoch + 1, "lr": opt.lr, "loss": mean_loss, "train_accuracy": train_acc,
                         "test_accuracy": test_acc, "seconds": seconds})
         if lead:
@@ -319,7 +332,7 @@ def main(argv=None):
     if bar is not None:
         bar.close()
 
-    final_acc = history[-1]["test_accuracy"] if history else evaluate(model, test_x, test_y)
+    final_acc = history[-1]["test_accuracy"] if history else evaluate(model, test_x, test_y, amp)
     plot = None
     if lead:
         if not epochs_to_run and not os.path.exists(ckpt_path):

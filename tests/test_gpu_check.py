@@ -26,7 +26,8 @@ def test_gpu_check_dry_run_writes_every_result_file(tmp_path):
     assert set(json.loads((out / "bench.json").read_text())["rows"]) == {"add"}
     if has_torch:
         rows = json.loads((out / "bench_gpu.json").read_text())["rows"]
-        assert {"matmul_256", "add", "sum", "softmax_ce", "mlp", "mlp_captured"} <= set(rows)
+        assert {"matmul_256", "add", "sum", "softmax_ce", "mlp", "mlp_captured", "mm_bf16_256", "amp_mlp",
+                "amp_mlp_capt"} <= set(rows)
         assert all(r["ours"] > 0 for r in rows.values())
     else:
         assert "bench_gpu.py: skipped (no torch)" in summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import amp
 from ..grad_fn import record
 from ..elementwise_kernels import elementwise
 from ..shapes import normalize_axis
@@ -14,11 +15,13 @@ def _floats(x):
     return x if x.dtype.kind == "f" else x.astype("float32")
 
 
+@amp.op("softmax")
 def softmax(a, dim=-1):
     """exp(x - max) / sum(exp(x - max)) along ``dim``; backward y * (g - sum(g * y))."""
     return _normalise(a, dim, log=False)
 
 
+@amp.op("log_softmax")
 def log_softmax(a, dim=-1):
     """x - max - log(sum(exp(x - max))) along ``dim``; backward g - exp(y) * sum(g)."""
     return _normalise(a, dim, log=True)

@@ -46,6 +46,7 @@ import numbers
 
 import numpy as np
 
+from .. import amp
 from .. import kernels, launch
 from ..grad_fn import record
 from ..matmul import matmul
@@ -432,6 +433,7 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
                   vrule=_conv_family_vrule)
 
 
+@amp.op("conv2d")
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D convolution (cross-correlation, as torch) of ``input`` [N, C, H, W] (or [C, H, W]) with
     ``weight`` [out, C/groups, kh, kw] and an optional ``bias`` [out].
@@ -448,6 +450,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return _convolution("conv2d", input, weight, bias, stride, padding, dilation, groups, 2)
 
 
+@amp.op("conv1d")
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """1-D convolution of ``input`` [N, C, L] (or [C, L]) with ``weight`` [out, C/groups, k], as torch.
 
@@ -524,6 +527,7 @@ def _conv_transpose2d(x, w, bias, stride, pad, dilation, groups, out_hw):
                   vrule=_conv_family_vrule)
 
 
+@amp.op("conv_transpose2d")
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """2-D transposed convolution (the gradient of conv2d with respect to its input, as torch) of ``input``
     [N, in, H, W] (or [in, H, W]) with ``weight`` [in, out/groups, kh, kw] and an optional ``bias`` [out].
@@ -541,6 +545,7 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
                            dilation, 2)
 
 
+@amp.op("conv_transpose1d")
 def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """1-D transposed convolution of ``input`` [N, in, L] (or [in, L]) with ``weight`` [in, out/groups, k],
     as torch.

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 import string
 
+from .. import amp
+
 
 def _parse(equation: str, operands):
     eq = equation.replace(" ", "")
@@ -100,6 +102,7 @@ def _pair(a, ta, b, tb, needed, size):
     return out.reshape(*[size[c] for c in labels]) if labels else out.reshape([]), labels
 
 
+@amp.op("einsum")
 def einsum(equation, *operands):
     """``einsum(equation, *operands)`` (torch's order; a list of operands works too)."""
     from ..variable import Variable

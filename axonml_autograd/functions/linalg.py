@@ -3,13 +3,16 @@ which the matmul kernel reads through its trans flags."""
 
 from __future__ import annotations
 
+from .. import amp
 from . import differentiable as dv
 from ..grad_fn import record
+from ..tensor import Tensor
 from ..elementwise_kernels import elementwise
 from ..matmul import matmul as matmul_tensors
 from .shape import reshape
 
 
+@amp.op("matmul")
 def matmul(a, b):
     """numpy's matmul: 2-D, batched with broadcast batch dims, and 1-D operands promoted and squeezed."""
     x, y = a.data(), b.data()
@@ -50,6 +53,7 @@ def _matmul_vrule(ctx, g):
     return ga, gb
 
 
+@amp.op("linear")
 def linear(a, w, b=None):
     """torch's ``F.linear``: ``a @ w^T + b`` with ``w`` of shape ``[out, in]``; any leading dims on ``a``.
 
@@ -65,9 +69,10 @@ def linear(a, w, b=None):
     lead = x._shape[:-1]
     x2 = x.reshape([-1, wt._shape[1]]) if x.ndim() != 2 else x
     if b is not None and x.dtype.itemsize == 2 and b.data().dtype == x.dtype == wt.dtype:
-        # 16-bit with a bias: the product and the bias add in float32, rounded once (torch's addmm).
-        out = matmul_tensors(x2.astype("float32"), wt.astype("float32"), trans_b=True)
-        out = elementwise("a + b", [out, b.data()], op="linear bias").astype(x.dtype)
+        # 16-bit with a bias: the product and the bias add in float32, rounded once (torch's addmm): the
+        # float32 product, then one kernel adding the bias and rounding.
+        acc = matmul_tensors(x2, wt, trans_b=True, out=Tensor([x2._shape[0], wt._shape[0]], "float32", x.device))
+        out = elementwise("a + b", [acc, b.data()], op="linear bias", dtype=x.dtype)
         if x.ndim() != 2:
             out = out.reshape(list(lead) + [wt._shape[0]])
         return record("AddmmBackward", out, [a, w, b], saved=(x, wt), vrule=_linear_bias_vrule)

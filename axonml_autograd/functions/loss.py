@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .. import amp
 from ..grad_fn import record
 from ..tensor import Tensor, View
 from ..shapes import as_float, as_int
@@ -50,6 +51,7 @@ def _variable(x, op, what="input"):
     return as_variable(x, op, what)
 
 
+@amp.op("mse_loss")
 def mse_loss(pred, target, reduction="mean"):
     """``(input - target)^2``, reduced."""
     _check_reduction("mse_loss", reduction)
@@ -58,6 +60,7 @@ def mse_loss(pred, target, reduction="mean"):
     return _reduce(binary("mse_loss", pred, target), reduction)
 
 
+@amp.op("l1_loss")
 def l1_loss(pred, target, reduction="mean"):
     """``|input - target|``, reduced."""
     _check_reduction("l1_loss", reduction)
@@ -66,6 +69,7 @@ def l1_loss(pred, target, reduction="mean"):
     return _reduce(binary("l1_loss", pred, target), reduction)
 
 
+@amp.op("smooth_l1_loss")
 def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (``d = input - target``)."""
     _check_reduction("smooth_l1_loss", reduction)
@@ -79,6 +83,7 @@ def smooth_l1_loss(pred, target, beta=1.0, reduction="mean"):
     return _reduce(unary("smooth_l1", pred - target, beta=beta), reduction)
 
 
+@amp.op("huber_loss")
 def huber_loss(pred, target, reduction="mean", delta=1.0):
     """``0.5 d^2`` where ``|d| < delta``, else ``delta (|d| - 0.5 delta)``: ``delta * smooth_l1(beta=delta)``."""
     _check_reduction("huber_loss", reduction)
@@ -97,6 +102,7 @@ def _weight_variable(weight, name, what="weight"):
     return _variable(weight, name, what)
 
 
+@amp.op("binary_cross_entropy")
 def binary_cross_entropy(pred, target, weight=None, reduction="mean"):
     """``-w (t log p + (1 - t) log(1 - p))``; ``p`` must be probabilities in [0, 1] (else NaN), logs
     clamped at -100 as torch does; ``weight`` broadcasts against the input."""
@@ -139,6 +145,7 @@ def _bce_vrule(ctx, g):
     return gp, gt
 
 
+@amp.op("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mean", pos_weight=None):
     """``-w (pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))`` without overflow at any ``x``.
 
@@ -162,6 +169,7 @@ def binary_cross_entropy_with_logits(logits, target, weight=None, reduction="mea
     return _reduce(losses, reduction)
 
 
+@amp.op("kl_div")
 def kl_div(input, target, reduction="mean", log_target=False):
     """torch's ``kl_div``: ``input`` holds log-probabilities; pointwise ``t (log t - input)`` (with
     ``log_target``, ``exp(t) (t - input)``). ``reduction="batchmean"`` divides the sum by the batch size."""
@@ -340,6 +348,7 @@ def _class_loss_vrule(ctx, g):
     return gr * (x.softmax(1) * dv.const(g, reduce(a, "sum", 1, keepdim=True)) - dv.const(g, a))
 
 
+@amp.op("nll_loss")
 def nll_loss(log_probs, targets, weight=None, ignore_index=-100, reduction="mean"):
     """torch's ``nll_loss``: ``-weight[t] * input[t]`` per row of log-probabilities ``[N, C]``
     (``[C]`` or ``[N, C, d1, ...]`` too); a mean divides by the summed weights of the rows not ignored.
@@ -349,6 +358,7 @@ def nll_loss(log_probs, targets, weight=None, ignore_index=-100, reduction="mean
     return _class_loss("nll_loss", log_probs, targets, weight, ignore_index, reduction, 0.0, nll=True)
 
 
+@amp.op("cross_entropy")
 def cross_entropy(logits, targets, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """torch's ``cross_entropy`` over logits ``[N, C]`` (``[C]``, ``[N, C, d1, ...]``) against class
     indices (a list or an int32 Tensor), or against class probabilities (a float Tensor or Variable of

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 
+from .. import amp
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
@@ -60,6 +61,7 @@ def _same(t: Tensor, like: Tensor, what, op):
     return t if t.dtype == like.dtype else t.astype(like.dtype)
 
 
+@amp.op("layer_norm")
 def layer_norm(a, normalized_shape, weight=None, bias=None, eps=1e-5):
     """torch's ``F.layer_norm``: normalise over the trailing ``normalized_shape`` axes, then
     ``* weight + bias`` (each optional, of shape ``normalized_shape``)."""

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .. import expr, pointwise as P
+from .. import amp, expr, pointwise as P
 from ..grad_fn import record
 from ..registry import OPS
 from ..tensor import Tensor
@@ -76,6 +76,8 @@ def unary(name: str, v, **scalars):
     """A one-input row on Variable ``v``; ``scalars`` by the row's kernel names (``lo``, ``beta``...)."""
     spec = OPS[name]
     form = _form(name)
+    if amp.regions:
+        v = amp.pointwise(name, v)
     x = v._data
     if x.dtype.kind != "f":
         if spec.int_form is not None and not spec.scalars:   # neg, abs, relu...: integers stay integers
@@ -92,6 +94,8 @@ def binary(name: str, a, b, **scalars):
     """A two-input row on Variables, broadcasting (a loss row promotes integers to float32)."""
     spec = OPS[name]
     form = _form(name)
+    if amp.regions and name == "pow":
+        a, b = amp.pointwise(name, a), amp.pointwise(name, b)
     x, y = a._data, b._data
     if spec.kind == "loss":
         x, y = _floats(x), _floats(y)
@@ -108,6 +112,8 @@ def scalar(name: str, v, value, reverse=False):
     """``v <name> value`` (``value <name> v`` when ``reverse``) with a Python number as a kernel argument,
     so a new number needs no new kernel."""
     form = _form(name, 0 if reverse else 1)
+    if amp.regions and name == "pow":
+        v = amp.pointwise(name, v)
     x = v._data
     if x.dtype.kind != "f":   # integers: no gradient, the tensor op's dtype rules
         # A whole Python int stays exact (int64 + 2**60 must not pass through a float).
@@ -206,6 +212,8 @@ SCALAR_FORMS = frozenset({"add", "sub", "mul", "div", "pow"})
 
 
 def pow(v, exponent):
+    if amp.regions:
+        v = amp.pointwise("pow", v)
     x = v._data
     if x.dtype.kind != "f" and isinstance(exponent, numbers.Integral) and not isinstance(exponent, bool):
         # An integer to an integer power stays integer, exact (as torch); no gradient.

@@ -113,6 +113,12 @@ def rnn_recurrence(mode, xp, w_hh, b_ih, b_hh, h0, c0, lens=None, reverse=False)
     keeps h0 in slot T, its outputs in slots 0..T-1 and h_n in slot 0.
     """
     xs, ws = xp.data(), w_hh.data()
+    if xs.dtype.itemsize == 2 or ws.dtype.itemsize == 2:
+        # float16/bfloat16 (a 16-bit module, or autocast's projection): the recurrence in float32, so the
+        # state is not rounded at every step, and the states rounded once to the 16-bit type.
+        low = xs.dtype if xs.dtype.itemsize == 2 else ws.dtype
+        wide = [None if v is None else v.float() for v in (xp, w_hh, b_ih, b_hh, h0, c0)]
+        return rnn_recurrence(mode, *wide, lens=lens, reverse=reverse).to(low)
     T, B, GH = xs._shape
     H = ws._shape[1]
     K = 2 if mode == "lstm" else 1

@@ -7,6 +7,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from .. import amp
 from .. import kernels
 from . import differentiable as dv
 from ..grad_fn import record
@@ -54,11 +55,13 @@ def _spread(g: Tensor, shape, dim, keepdim, scale=None):
     return elementwise("g * s", [view], names=("g",), scalars={"s": scale}, shape=shape)
 
 
+@amp.op("sum")
 def sum_all(a):
     x = a.data()
     return record("SumBackward", reduce(x, "sum"), [a], shape=x._shape, vrule=_spread_vrule)
 
 
+@amp.op("mean")
 def mean_all(a):
     x = a.data()
     n = x.numel()
@@ -169,6 +172,7 @@ def _dims(x, dim, op):
     return ds
 
 
+@amp.op(lambda a, dim, keepdim, op: op)
 def reduce_dims(a, dim, keepdim, op):
     """sum or mean over ``dim`` (None: all, an int, or a tuple), keeping the axes when ``keepdim``."""
     x = a.data()
@@ -283,6 +287,7 @@ def logsumexp(a, dim, keepdim):
     return s if keepdim else s.reshape([n for k, n in enumerate(x._shape) if k != normalize_axis(dim, x.ndim())])
 
 
+@amp.op("norm")
 def norm(a, p, dim, keepdim):
     """The p-norm over ``dim`` (None: everything): p = 2 (default), 1, inf, -inf or any positive number."""
     if p in ("fro", 2, 2.0):
@@ -319,6 +324,7 @@ def _scan(x: Tensor, d: int, op: str, reverse=False, exclusive=False, kernel="sc
     return out
 
 
+@amp.op("cumsum")
 def cumsum(a, dim):
     """Running sums along ``dim``; the gradient is the running sum of ``g`` taken backwards."""
     x = a.data()
@@ -339,6 +345,7 @@ def cumsum_reversed(g, d):
                   vrule=lambda ctx, h: cumsum(h, ctx.attrs["dim"]))
 
 
+@amp.op("cumprod")
 def cumprod(a, dim):
     """Running products along ``dim``. The gradient comes from a backward recurrence with no division,
     so it is exact where elements are 0 (``cl_kernels/scan.cl.mako``)."""
@@ -384,6 +391,7 @@ def _cumprod_vrule(ctx, g):
     return (contrib * g.unsqueeze(d)).sum(d + 1)
 
 
+@amp.op("prod")
 def prod(a, dim=None, keepdim=False):
     """The product over ``dim`` (None: everything). The gradient of each element is the product of all
     the others (prefix times suffix products), exact when some elements are 0."""

@@ -19,6 +19,7 @@ import numbers
 
 import numpy as np
 
+from .. import amp
 from ..elementwise_kernels import broadcast_view, elementwise
 from .. import surface as _surface
 from ..functions import activation as _act
@@ -195,6 +196,7 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     return weights.matmul(rows)
 
 
+@amp.op("prelu")
 def prelu(input, weight):
     """``max(0, x) + weight * min(0, x)`` with ``weight`` one number or one per channel (dim 1; dim 0 of a
     1-D input). The gradient at 0 is torch's (``weight``)."""
@@ -292,6 +294,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                             bool(training), momentum, as_float(eps, "batch_norm: eps"), num_batches_tracked)
 
 
+@amp.op("group_norm")
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalise ``[N, C, ...]`` over each group of ``C / num_groups`` channels (and the spatial axes),
     then a per-channel ``* weight + bias``: layer_norm's kernels over ``[N * G, rest]`` rows."""
@@ -415,12 +418,14 @@ globals().update(_ENTRIES)
 __all__ += [n for n in _ENTRIES if n not in __all__]
 
 
+@amp.op("normalize")
 def normalize(input, p=2.0, dim=1, eps=1e-12):
     """torch's ``F.normalize``: ``x / max(||x||_p, eps)`` along ``dim``."""
     x = _var(input, "normalize")
     return x / x.norm(p, dim, keepdim=True).clamp(min=eps)
 
 
+@amp.op("cosine_similarity")
 def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     """torch's ``F.cosine_similarity``: ``x1 . x2 / sqrt(max(||x1||^2 ||x2||^2, eps^2))`` along ``dim``
     (the inputs broadcast)."""
@@ -430,6 +435,7 @@ def cosine_similarity(x1, x2, dim=1, eps=1e-8):
     return w12 / (w1 * w2).clamp(min=eps * eps).sqrt()
 
 
+@amp.op("scaled_dot_product_attention")
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     """torch's ``F.scaled_dot_product_attention``: ``softmax(q k^T * scale + mask) v`` over the last two
     axes (any leading batch/head axes broadcast). ``attn_mask``: a bool mask (True keeps) or an additive

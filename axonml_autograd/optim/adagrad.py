@@ -40,7 +40,7 @@ class Adagrad(Optimizer):
         return ("sum",)
 
     def _kernel(self, g, data):
-        return _optim_kernel(data, "adagrad_step")
+        return _optim_kernel(data, "adagrad_step", skip=self._found_inf is not None)
 
     def _arguments(self, g, data, state, fresh):
         # A new sum is not filled: the kernel's first step reads initial_accumulator_value instead.

@@ -40,7 +40,8 @@ class Adam(Optimizer):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ())
 
     def _kernel(self, g, data):
-        return _optim_kernel(data, "adam_step", momentum=False, amsgrad=g["amsgrad"])
+        return _optim_kernel(data, "adam_step", momentum=False, amsgrad=g["amsgrad"],
+                             skip=self._found_inf is not None)
 
     def _arguments(self, g, data, state, fresh):
         beta1, beta2 = g["betas"]

@@ -108,9 +108,11 @@ def new_table(device, slots: int, old: Tensor = None, counts=None) -> Tensor:
     return table
 
 
-def advance(device, table: Tensor, slots) -> None:
-    """Add one to the counts of ``slots`` (sorted, distinct): one launch per contiguous run."""
-    knl = kernels.get_kernel(device, _COUNTERS, "advance_counters")
+def advance(device, table: Tensor, slots, found_inf: Tensor = None) -> None:
+    """Add one to the counts of ``slots`` (sorted, distinct): one launch per contiguous run. With
+    ``found_inf`` (GradScaler.step), only where that device flag is 0."""
+    skip = {} if found_inf is None else {"found_inf": found_inf}
+    knl = kernels.get_kernel(device, _COUNTERS, "advance_counters_unless" if skip else "advance_counters")
     local = kernels.fit_local(device, knl, _local_size(device))
     start = 0
     while start < len(slots):
@@ -119,7 +121,7 @@ def advance(device, table: Tensor, slots) -> None:
             end += 1
         count = end - start
         kernels.launch(device, knl, (kernels.round_up(count, local),), (local,), counters=table,
-                       first=slots[start], count=count, add_lo=1, add_hi=0)
+                       first=slots[start], count=count, add_lo=1, add_hi=0, **skip)
         start = end
 
 

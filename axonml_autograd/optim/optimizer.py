@@ -83,7 +83,7 @@ def _brief(value) -> str:
 
 
 def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool = False,
-                  centered: bool = False):
+                  centered: bool = False, skip: bool = False):
     dev = data.device
     dtype = compute_dtype(data.dtype)   # 16-bit parameters: the float32 kernel on float32 copies (_launch)
     ctype = kernels.ctype(dtype)
@@ -92,7 +92,7 @@ def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool
     vector = 0 if t.is_gpu else min(t.vector_width(dtype), 32 // dtype.itemsize)
     vector = vector if vector >= 2 else 0
     return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
-                              centered=centered, vector=vector)
+                              centered=centered, vector=vector, skip=skip)
 
 
 class Optimizer:
@@ -108,6 +108,7 @@ class Optimizer:
     _state_keys: tuple = ()    # device tensors kept per parameter, in kernel-argument order
     _rate_keys: tuple = ("lr",)   # the group options that ``_rate_values`` reads
     _reads_steps = False       # whether the kernel reads the step count (bias corrections, decay)
+    _found_inf = None          # during GradScaler.step: the device flag that makes the step a no-op
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -251,8 +252,9 @@ class Optimizer:
             by_device: dict = {}
             for _group, p, data, _grad in work:
                 by_device.setdefault(data.device, []).append(self._slots[id(p)])
+            skip = self._found_inf   # GradScaler.step: the device's found-inf flag, else None
             for device, slots in by_device.items():
-                device_state.advance(device, self._step_tables[device], sorted(slots))
+                device_state.advance(device, self._step_tables[device], sorted(slots), found_inf=skip)
             for (group, p, data, grad), rate in zip(work, rates):
                 state = self.state.get(p)
                 if state is None:
@@ -262,7 +264,12 @@ class Optimizer:
                     if fresh and cap is not None:
                         cap.invalidate(f"{name}.step created optimiser state (a first step)")
                     args = self._arguments(group, data, state, fresh)
-                    if self._reads_steps:
+                    steps = self._reads_steps
+                    if skip is not None:
+                        # The kernel tells a first step from the count, which a skipped step leaves.
+                        steps = args.pop("first_step", None) is not None or steps
+                        args["found_inf"] = skip
+                    if steps:
                         args.update(steps=self._step_tables[data.device], slot=self._slots[id(p)])
                     self._launch(group, data, p=data, grad=grad, rates=rate, **args)
                 data._version += 1   # saved-for-backward copies of this tensor are now stale

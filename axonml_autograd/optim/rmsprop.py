@@ -42,7 +42,8 @@ class RMSprop(Optimizer):
             (("momentum_buffer",) if g["momentum"] != 0 else ())
 
     def _kernel(self, g, data):
-        return _optim_kernel(data, "rmsprop_step", momentum=g["momentum"] != 0, centered=g["centered"])
+        return _optim_kernel(data, "rmsprop_step", momentum=g["momentum"] != 0, centered=g["centered"],
+                             skip=self._found_inf is not None)
 
     def _arguments(self, g, data, state, fresh):
         return dict({k: self._state_tensor(state, k, data) for k in self._needed_state(g)}, alpha=g["alpha"],

@@ -32,7 +32,8 @@ class SGD(Optimizer):
         return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
     def _kernel(self, g, data):
-        return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False)
+        return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False,
+                             skip=self._found_inf is not None)
 
     def _arguments(self, g, data, state, fresh):
         if g["momentum"] != 0:

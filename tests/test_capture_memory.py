@@ -1,0 +1,81 @@
+"""A captured step holds about what the eager step peaks at: after recording, the recording's transient
+buffers are shared by tensors whose lifetimes do not overlap (capture.py ``_share_buffers``)."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import axonml_autograd as ag
+from axonml_autograd import Tensor, Variable, autocast, capture, default_device, nn
+from axonml_autograd.nn import functional as F
+from axonml_autograd.optim import AdamW
+
+
+def _model():
+    model = nn.Sequential(nn.Linear(48, 96), nn.GELU(), nn.LayerNorm(96), nn.Linear(96, 160), nn.ReLU(),
+                          nn.Linear(160, 48), nn.Tanh(), nn.Linear(48, 10))
+    rng = np.random.default_rng(1)   # the same weights for every run
+    model.load_state_dict({k: (0.1 * rng.standard_normal(v.shape)).astype(np.float32)
+                           for k, v in model.state_dict().items()})
+    return model
+
+
+def _held(amp, captured):
+    """Device bytes the training loop peaks at once settled: model, optimiser state and the step."""
+    gc.collect()
+    pool = default_device().pool
+    before = pool.in_use_bytes
+    model = _model()
+    opt = AdamW(model.parameters(), lr=1e-3)
+    x = Variable(Tensor.from_numpy(np.random.default_rng(0).standard_normal((256, 48)).astype(np.float32)))
+    y = Tensor.from_numpy(np.arange(256) % 10)
+
+    def step(x, y):
+        opt.zero_grad()
+        with autocast(dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    fn = capture(step) if captured else step
+    losses = [fn(x, y).item() for _ in range(3)]   # optimiser state, then the recording
+    pool.peak_bytes = pool.in_use_bytes
+    losses += [fn(x, y).item() for _ in range(3)]
+    peak = pool.peak_bytes - before
+    del fn, step, model, opt
+    gc.collect()
+    return peak, losses
+
+
+@pytest.mark.parametrize("amp", [None, ag.bfloat16], ids=["float32", "bfloat16"])
+def test_a_captured_step_holds_about_what_the_eager_step_peaks_at(amp):
+    eager, eager_losses = _held(amp, False)
+    captured, captured_losses = _held(amp, True)
+    assert captured_losses == eager_losses      # the shared buffers change no result
+    # The recording's own tensors (inputs' private copies, gradients, outputs) come on top of the shared
+    # ones: 1.36x the eager peak on this small model. Before sharing, a recording held every buffer it
+    # ever took: 1.38x (float32) and 1.59x (bfloat16, many sizes).
+    assert captured <= 1.45 * eager, (captured, eager)
+
+
+def test_temporaries_whose_lives_do_not_overlap_share_one_buffer():
+    n = 1 << 20   # float32 elements: 4 MB
+    x = Tensor.from_numpy(np.linspace(-1.0, 1.0, n).astype(np.float32))
+
+    def f(x):
+        # Three steps, each with two temporaries (the window's copy and the product) of 1, 2 and 3 MB, dead
+        # before the next step: sizes too far apart for the recording's own reuse; two 3 MB buffers
+        # once planned.
+        return (x[: n // 4] * 2.0).sum() + (x[: n // 2] * 3.0).sum() + (x[: 3 * n // 4] * 4.0).sum()
+
+    gc.collect()
+    pool = default_device().pool
+    before = pool.in_use_bytes
+    g = capture(f)
+    want = f(x).item()
+    assert g(x).item() == want and g(x).item() == want and g.replays == 1
+    held = pool.in_use_bytes - before
+    # The 4 MB private copy of x, two 3 MB buffers, and small reduction scratch and results (16 MB when
+    # every temporary kept its own buffer).
+    assert held < 4 * n + 6 * n + (1 << 20), held
