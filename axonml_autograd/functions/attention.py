@@ -15,15 +15,18 @@ adds their share of dq into a partial of its own (one run per head when there ar
 the cores; otherwise a few runs and a fixed-order sum of the partials). GPUs run one kernel for dq (over
 query rows) and one for dk/dv (over key rows), a work-item per row. The blocking (rows per work-item,
 key block, vectors per p @ V step) is chosen per direction in :func:`_plan`; ``AXONML_ATTN_PLAN`` /
-``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning.
+``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning, and ``AXONML_ATTN_QC``
+the query chunk of the CPU backward (128: a chunk's rows stay in cache while a key run passes over them).
 
 The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
 gradients of gradients work (with dropout it reads the same kept-scales as a matrix).
 
 Dropout is inside the kernels: each element's keep decision is a Philox word recomputed from its
 indices and the device generator's key and position (saved per call), so forward and backward agree
-without storing a mask, and a captured replay draws fresh words as the eager calls would. ``nn.functional.scaled_dot_product_attention`` decides when this op runs
-(:func:`can_fuse`) and otherwise composes the attention from differentiable ops.
+without storing a mask, and a captured replay draws fresh words as the eager calls would.
+
+``nn.functional.scaled_dot_product_attention`` decides when this op runs (:func:`can_fuse`) and otherwise
+composes the attention from differentiable ops.
 """
 
 from __future__ import annotations
