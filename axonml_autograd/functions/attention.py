@@ -46,7 +46,8 @@ _TEMPLATE = "attention.cl.mako"
 
 
 def can_fuse(q, k, v, mask, dropout_p) -> bool:
-    """Whether the fused kernels take these operands: float32/float64 Variables of one dtype on one device
+    """Whether the fused kernels take these operands: float Variables of one dtype on one device (16-bit ones
+    on float32 working copies)
     with the same batch shape, q's width equal to v's, a constant mask (a Tensor, or a Variable needing no
     gradient) and ``dropout_p`` < 1."""
     qs, ks, vs = q.data(), k.data(), v.data()
@@ -54,7 +55,7 @@ def can_fuse(q, k, v, mask, dropout_p) -> bool:
         return False
     if dropout_p and math.prod(qs._shape[:-1]) * ks._shape[-2] >= 2 ** 31:
         return False   # the dropout counters index (head, row) tiles in 32 bits
-    if not (qs.dtype == ks.dtype == vs.dtype) or qs.dtype not in (np.float32, np.float64):
+    if not (qs.dtype == ks.dtype == vs.dtype) or not (qs.dtype in (np.float32, np.float64) or qs.dtype.itemsize == 2):
         return False
     if not (qs.device is ks.device is vs.device):
         return False
@@ -169,6 +170,12 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     ([2, 3, 4], 'ScaledDotProductAttentionBackward')
     """
     qs, ks, vs = (x.data().contiguous() for x in (q, k, v))
+    low = None
+    if qs.dtype.itemsize == 2:
+        # float16/bfloat16: the kernels on float32 working copies, the output rounded once; the graph
+        # keeps the 16-bit q, k, v and output (half the memory), converted again by backward.
+        low = qs.dtype
+        qs, ks, vs = (x.astype("float32") for x in (qs, ks, vs))
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
     S = ks._shape[-2]
@@ -197,13 +204,26 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     size, local = _grid(dev, knl, -(-blocks // per), BH)
     kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s,
                    blocks=per, **margs)
-    return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule,
-                  saved=(qs, ks, vs, kt, o, lse, margs.get("mk"), margs.get("rng")), mask=mask, kind=kind,
-                  margs=margs, causal=bool(is_causal), scale=s, padded=(Lp, Sp), drop=drop)
+    saved = (qs, ks, vs, kt, o, lse, margs.get("mk"), margs.get("rng"))
+    if low is not None:
+        o = o.astype(low)
+        saved = (q.data().contiguous(), k.data().contiguous(), v.data().contiguous(), None, o) + saved[5:]
+    return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule, saved=saved,
+                  mask=mask, kind=kind, margs=margs, causal=bool(is_causal), scale=s, padded=(Lp, Sp), drop=drop,
+                  low=low)
 
 
 def _rule(ctx, g: Tensor):
-    qs, ks, vs, kt, o, lse = ctx.saved_tensors[:6]
+    low = ctx.low
+    if low is not None:   # 16-bit: float32 working copies of what forward kept, the gradients rounded once
+        return tuple(d.astype(low) for d in _gradients(ctx, g.astype("float32"),
+                                                       *(t.astype("float32") for t in ctx.saved_tensors[:3]),
+                                                       None, ctx.saved_tensors[4].astype("float32"),
+                                                       ctx.saved_tensors[5]))
+    return _gradients(ctx, g, *ctx.saved_tensors[:6])
+
+
+def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
     S = ks._shape[-2]
@@ -238,6 +258,8 @@ def _rule(ctx, g: Tensor):
         return dq, dk, dv
     kq, _, _ = _kernel(dev, dt, "attn_backward_dq", D, kind, causal, dropout=drop)
     vt = _transposed(vs, S, Sp, D, BH, dt)
+    if kt is None:   # not kept (16-bit forward): made again
+        kt = _transposed(ks, S, Sp, D, BH, dt)
     dq = Tensor(qs._shape, dt, dev)
     size, local = _grid(dev, kq, -(-L // R), BH)
     kernels.launch(dev, kq, size, local, q=qs, kt=kt, vt=vt, k=ks, dq=dq, **common)

@@ -503,11 +503,6 @@ def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
         mask = mask.data()
     if mask is not None and not isinstance(mask, Tensor):
         return None
-    half = q.data().dtype.kind == "f" and q.data().dtype.itemsize == 2 and k.data().dtype == v.data().dtype == q.data().dtype
-    if half:   # float16/bfloat16: the kernels run on float32 working copies, the result rounded once
-        dtype = q.data().dtype
-        out = _fused_attention(q.float(), k.float(), v.float(), attn_mask, dropout_p, is_causal, scale)
-        return None if out is None else out.type(dtype)
     batch = broadcast_shapes(q.shape()[:-2], k.shape()[:-2], v.shape()[:-2], op="scaled_dot_product_attention")
     q, k, v = (x if tuple(x.shape()[:-2]) == batch else x.expand(list(batch) + x.shape()[-2:]) for x in (q, k, v))
     if not _attention.can_fuse(q, k, v, mask, dropout_p):
