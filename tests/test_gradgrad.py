@@ -196,6 +196,13 @@ nn_case("cumprod_with_a_zero-3x5", lambda x: x.cumprod(1) * x.sin(), ([3, 5], la
     np.arange(15).reshape(3, 5) == 7, 0.0, rng.uniform(0.5, 1.5, shape))))
 nn_case("sort_and_topk-3x17", lambda x: (x.sort(1).values * x.sort(1, descending=True).values).sin()
         + x.topk(2, 0).values.sum(0) * x, ([3, 17], "distinct"))
+# The fused attention (functions/attention.py): first order by its kernels, second order by the composed
+# maths its differentiable rule rebuilds; causal, and with an additive mask broadcast over the heads.
+nn_case("sdpa_fused_causal-2x3x4", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True).tanh(),
+        ([2, 3, 4], "u"), ([2, 3, 4], "u"), ([2, 3, 4], "u"))
+nn_case("sdpa_fused_float_mask-1x2x3x4_k5", lambda q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=_on(q.data(), np.linspace(-1.0, 1.0, 15).reshape(3, 5))).pow(2.0),
+        ([1, 2, 3, 4], "u"), ([1, 2, 5, 4], "u"), ([1, 2, 5, 4], "u"))
 nn_case("to_float32_and_back-3x4", lambda x: x.float().double() * 0.0 + x.sin(), ([3, 4], "u"))
 
 ids = [c.id for c in CASES + NN_CASES]
