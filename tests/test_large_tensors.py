@@ -85,10 +85,13 @@ def test_32_bit_families_refuse_larger_inputs_by_name():
 @pytest.fixture
 def force_long(monkeypatch):
     """Every elementwise plan and reduction takes its 64-bit kernel; launches are capped at 64
-    work-items so the reductions' row loop (and the GPU elementwise chunking) runs several rounds."""
+    work-items (or one work-group, where a group is larger: a cap below it would launch no group at all)
+    so the reductions' row loop (and the GPU elementwise chunking) runs several rounds."""
+    from axonml_autograd import default_device
+    cap = max(64, default_device().target.work_group)
     for planner in (EW, ROWS):
         monkeypatch.setattr(planner, "index_type", lambda *extents: "long")
-        monkeypatch.setattr(planner, "_MAX_WORK_ITEMS", 64)
+        monkeypatch.setattr(planner, "_MAX_WORK_ITEMS", cap)
     EW._plans.clear()
     yield
     EW._plans.clear()
