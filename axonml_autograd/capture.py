@@ -301,6 +301,52 @@ class _Pool:
                 self.device.pool.release(buf, size)
 
 
+def _pack(keys, asked, life, device_of):
+    """Slots for the tenancies ``keys`` taken in this order: ([(size, device, lives)], key -> slot index)."""
+    slots, where = [], {}   # slots: [size, device, [(first, last), ...]]
+    by_size = []            # slot indices, smallest slot first
+    for key in keys:
+        need, (first, last), device = asked[key], life[key], device_of[key[0]]
+        for i in by_size:
+            size, dev, lives = slots[i]
+            if dev is device and size >= need and all(last < a or b < first for a, b in lives):
+                break
+        else:
+            i = len(slots)
+            slots.append([need, device, []])
+            by_size.append(i)
+            by_size.sort(key=lambda j: slots[j][0])
+        slots[i][2].append((first, last))
+        where[key] = i
+    return [tuple(s) for s in slots], where
+
+
+def _alignment(device) -> int:
+    """Bytes a sub-buffer's offset must be a multiple of (the device's base address alignment; 256 at least)."""
+    return max(256, int(device.cl_device.mem_base_addr_align) // 8)
+
+
+def _arena(keys, asked, life, align):
+    """Offsets in one buffer for the tenancies ``keys``: largest first, each in the smallest gap left
+    between the tenancies already placed that live at the same time (else above them all), as
+    TensorFlow Lite's arena planner does. Returns ({key: offset}, the buffer's size)."""
+    placed, offsets, total = [], {}, 0   # placed: (offset, size, first, last)
+    for key in sorted(keys, key=lambda key: (-asked[key], life[key][0])):
+        need, (first, last) = asked[key], life[key]
+        busy = sorted((o, o + n) for o, n, f, l in placed if not (l < first or last < f))
+        at, best, gap_best = 0, None, None
+        for lo, hi in busy:
+            gap = lo - at
+            if gap >= need and (gap_best is None or gap < gap_best):
+                best, gap_best = at, gap
+            at = max(at, -(-hi // align) * align)
+        offset = best if best is not None else at
+        placed.append((offset, need, first, last))
+        offsets[key] = offset
+        total = max(total, offset + need)
+    return offsets, total
+
+
 def _buffers_of(cmd, source):
     """The device buffers a recorded command names."""
     tag = cmd[0]
@@ -493,23 +539,51 @@ class _Recording:
                 life[key] = (first, i)
                 named.append(key)
             uses.append(named)
-        # The transient buffers go back to the device pool, and the tenancies, largest first, each move
-        # into the smallest buffer taken so far whose tenants' lives it does not meet, or a new one.
+        # Each tenancy, in some order, moves into the smallest buffer chosen so far whose tenants' lives it
+        # does not meet, or a new one of its size. Which order packs best depends on the program, so a
+        # few are tried (cheap: hundreds of tenancies) and the smallest total kept.
+        asked = {key: tenancies[key[0]][key[1]][1] for key in life}
+        orders = (lambda key: (-asked[key], life[key][0]),            # largest first
+                  lambda key: (life[key][0], -asked[key]),            # by first use
+                  lambda key: (-asked[key] * (life[key][1] - life[key][0] + 1), life[key][0]))   # area
+        best = None
+        for order in orders:
+            plan = _pack(sorted(life, key=order), asked, life, device_of)
+            if best is None or sum(size for size, _d, _l in plan[0]) < sum(size for size, _d, _l in best[0]):
+                best = plan
+        # Better still, one buffer per device with each tenancy at an offset (an OpenCL sub-buffer): two
+        # short-lived tensors can then sit side by side where one larger dead one was. Used where it is
+        # smaller and within the device's largest allocation.
+        arenas = {}
+        for device in set(device_of.values()):
+            keys = [key for key in life if device_of[key[0]] is device]
+            offsets, total = _arena(keys, asked, life, _alignment(device))
+            slotted = sum(size for size, d, _l in best[0] if d is device)
+            if total < slotted and total <= device.info.max_alloc:
+                arenas[device] = (offsets, total)
+        # The transient buffers go back to the device pool; the chosen ones are taken from it.
         for p in self.pools.values():
             p.keep_only({})
-        slots, home = [], {}   # slots: [buffer, size, device, [(first, last), ...]], smallest first
-        for key in sorted(life, key=lambda key: (-tenancies[key[0]][key[1]][1], life[key][0])):
-            asked, (first, last), device = tenancies[key[0]][key[1]][1], life[key], device_of[key[0]]
-            for slot in slots:
-                if slot[2] is device and slot[1] >= asked and all(last < a or b < first for a, b in slot[3]):
-                    break
-            else:
-                buf, size = self.pools[device].take(asked)
-                slot = [buf, size, device, []]
-                slots.append(slot)
-                slots.sort(key=lambda s: s[1])
-            slot[3].append((first, last))
-            home[key] = slot[0]
+        sizes, where = best
+        slots, home = [], {}
+        for device, (offsets, total) in arenas.items():
+            arena, size = self.pools[device].take(total)
+            slots.append([arena, size, device])
+            subs = {}
+            for key, offset in offsets.items():
+                region = (offset, asked[key])
+                if region not in subs:
+                    subs[region] = arena.get_sub_region(offset, asked[key])
+                home[key] = subs[region]
+        taken = [None] * len(sizes)
+        for key, i in where.items():
+            device = device_of[key[0]]
+            if device in arenas:
+                continue
+            if taken[i] is None:
+                taken[i] = [self.pools[device].take(sizes[i][0])[0], sizes[i][0], device]
+                slots.append(taken[i])
+            home[key] = taken[i][0]
         for i, named in enumerate(uses):
             mapping = {k: home[(k, j)] for k, j in named}
             if mapping:

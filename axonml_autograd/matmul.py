@@ -74,16 +74,17 @@ class _Plan:
         self.items_per_cu = BLOCKED_ITEMS_PER_CU
 
 
-def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
-    """The plan for these settings; ``auto`` (the strategy was not forced) lets the tuner choose."""
+def _plan(device, dtype, strategy, trans_a, trans_b, auto=False, rounded=False) -> _Plan:
+    """The plan for these settings; ``auto`` (the strategy was not forced) lets the tuner choose;
+    ``rounded`` (16-bit operands): the kernel writes the 16-bit C itself."""
     # Blocked kernels take the transposes as strides (one kernel serves all four combos), but a
     # blocked plan that falls back to tiled needs them.
-    key = (id(device), dtype, strategy, auto, trans_a, trans_b)
+    key = (id(device), dtype, strategy, auto, trans_a, trans_b, rounded)
     plan = _plans.get(key)
     if plan is not None:
         return plan
     if dtype.itemsize == 2:
-        plan = _plans[key] = _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto)
+        plan = _plans[key] = _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto, rounded)
         return plan
     with _plans_lock:
         plan = _plans.get(key)
@@ -95,13 +96,14 @@ def _plan(device, dtype, strategy, trans_a, trans_b, auto=False) -> _Plan:
     return plan
 
 
-def _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto) -> _Plan:
+def _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto, rounded) -> _Plan:
     """float16/bfloat16 operands: the float32 plan (its tuned blocking: the kernel computes in float32)
-    with the operands read as 16-bit and converted as they are loaded (matmul.cl.mako ``intype``)."""
+    with the operands read as 16-bit and converted as they are loaded (matmul.cl.mako ``intype``), and
+    with ``rounded`` C written as 16 bits by the kernel (``outtype``)."""
     base = _plan(device, np.dtype(np.float32), strategy, trans_a, trans_b, auto)
     # float16 by the builtin on GPUs; "half_bits" (integer arithmetic) serves a CPU forced onto this path.
     intype = "bf16" if dtype == "bfloat16" else "half" if device.target.is_gpu else "half_bits"
-    params = dict(base.params, intype=intype)
+    params = dict(base.params, intype=intype, **({"outtype": intype} if rounded else {}))
     name = "matmul_blocked" if base.strategy == "blocked" else "matmul_tiled"
     plan = _Plan(base.strategy, params, kernels.get_kernel(device, TEMPLATE, name, **params), base.local,
                  base.item, base.compute_units)
@@ -389,8 +391,13 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     if K == 0:
         return fill(result, 0.0)
 
-    plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb,
-                 auto=strategy is None and not os.environ.get("AXONML_MATMUL"))
+    auto = strategy is None and not os.environ.get("AXONML_MATMUL")
+    plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb, auto=auto)
+    # 16-bit C written by the kernel where its accumulators cover all of K (tiled; blocked in one k
+    # slice), else a float32 C rounded once afterwards (_rounded_once).
+    direct = a.dtype.itemsize == 2 and not wide and (plan.strategy == "tiled" or K <= plan.params["kc_max"])
+    if direct:
+        plan = _plan(dev, a.dtype, _choose_strategy(dev, strategy), ta, tb, auto=auto, rounded=True)
 
     # Batch strides in matrices (0 where broadcast), merged where possible so that at most two
     # batch axes remain for the kernel's (hi, lo) split; rarer layouts loop over the leading axes.
@@ -411,7 +418,7 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
     else:
         run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
-    if a.dtype.itemsize == 2 and not wide:
+    if a.dtype.itemsize == 2 and not wide and not direct:
         run = _rounded_once(run, dev)
     run(a, b, result)
     if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound
@@ -518,6 +525,8 @@ def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_l
     pm, pn = -(-M // mr), -(-N // nr)
     nmat = nb_hi * nb_lo * max(1, math.prod(outer))
     mcp, ncp, kc = _blocked_config(plan, M, N, K, nmat)
+    if p.get("outtype"):
+        kc = K   # a 16-bit C is written once, from accumulators that saw all of K (the caller: K <= kc_max)
     # Element strides of A(m, k) and B(k, n): a transpose is just the other order.
     a_row, a_k = (1, M) if ta else (K, 1)
     b_k, b_n = (1, K) if tb else (N, 1)

@@ -25,24 +25,46 @@
 ## where they are loaded (into the tiles, the B panel, the A broadcasts), so no float32 copy of them is
 ## made; C is float32, accumulated there, and rounded to 16 bits once by the caller.
 ##
+## A 16-bit C (`outtype`, with intype) is written rounded from the float32 accumulators: the tiled form
+## keeps them in registers for all of K; the blocked form only when K is one slice (the host's promise:
+## kc = K), so that C is never read back; no float32 C is allocated then.
+##
 ## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
-## mr, nr, vw, kc_max (blocked), and optionally intype ("bf16" | "half_bits" | "half").
+## mr, nr, vw, kc_max (blocked), and optionally intype and outtype ("bf16" | "half_bits" | "half").
 <%namespace name="c" file="common.mako"/>\
 <%!
     def rd(x, intype):
         """The load of 16-bit element `x` as a float (`x` itself without intype)."""
         return {"bf16": f"as_float((uint)({x}) << 16)", "half_bits": f"h2f_({x})",
                 "half": f"vload_half(0, &({x}))"}.get(intype, x)
+
+    def wr(ptr, index, value, outtype):
+        """The statement storing float `value` at ptr[index], rounded to 16 bits with outtype."""
+        if outtype == "half":
+            return f"vstore_half_rte({value}, {index}, {ptr})"
+        conv = {"bf16": "bf16_rne_", "half_bits": "f2h_"}.get(outtype)
+        return f"{ptr}[{index}] = {conv}({value})" if conv else f"{ptr}[{index}] = {value}"
+
+    def out_type(outtype):
+        return "ushort" if outtype in ("bf16", "half_bits") else "half" if outtype == "half" else "T"
 %>\
 <%
     intype = context.get("intype")
-    # The operands' element type (T without intype).
+    outtype = context.get("outtype")
+    # The operands' element type (T without intype), and C's.
     TI = "ushort" if intype in ("bf16", "half_bits") else "half" if intype == "half" else "T"
+    TO = out_type(outtype)
 %>\
+<%namespace name="h" file="half.mako"/>\
 ## The blocked form's accumulators are vectors (TV) of vw elements; the tiled form has none.
 ${c.preamble(ctype, vector=vw if strategy == "blocked" else 0)}
 % if intype == "half_bits":
 ${c.h2f()}
+% endif
+% if outtype == "bf16":
+${h.bf16_rne()}
+% elif outtype == "half_bits":
+${h.f2h()}
 % endif
 
 % if strategy == "tiled":
@@ -66,7 +88,7 @@ __kernel __attribute__((reqd_work_group_size(${rt}, ${rt}, 1)))
 void matmul_tiled(
     __global const ${TI} *restrict a_base,
     __global const ${TI} *restrict b_base,
-    __global T *restrict c_base,
+    __global ${TO} *restrict c_base,
     const int M, const int N, const int K,
     const int nb_lo,
     const long sa_hi, const long sa_lo,
@@ -82,7 +104,7 @@ void matmul_tiled(
     const int hi = batch / nb_lo, lo = batch % nb_lo;
     __global const ${TI} *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
     __global const ${TI} *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
-    __global T *c = c_base + off_c + (size_t)batch * M * N;
+    __global ${TO} *c = c_base + off_c + (size_t)batch * M * N;
 
     // k-major tiles, so the inner loop reads a row of each; the +1 keeps the transposing stores of
     // the loads below from landing in one bank.
@@ -137,7 +159,7 @@ void matmul_tiled(
         for (int j = 0; j < ${wpt}; ++j) {
             const int n = n0 + tx + j * ${rt};
             if (n < N)
-                c[(size_t)m * N + n] = acc[i][j];
+                ${wr("c", "(size_t)m * N + n", "acc[i][j]", outtype)};
         }
     }
 }
@@ -153,6 +175,12 @@ void matmul_tiled(
 % for r in range(mr):
                     TV ${", ".join(f"c{r}_{v}" for v in range(nva))};
 % endfor
+% if context.get("outtype"):
+                    {   // one k slice (kc = K): C is only written
+% for r in range(mr):
+                        ${" ".join(f"c{r}_{v} = 0;" for v in range(nva))}
+% endfor
+% else:
                     if (k0 == 0) {
 % for r in range(mr):
                         ${" ".join(f"c{r}_{v} = 0;" for v in range(nva))}
@@ -177,6 +205,7 @@ void matmul_tiled(
                         c${r}_${v} = VLOAD(${r * nva + v}, tile);
   % endfor
 % endfor
+% endif
                     }
 
                     __local const TV *pb = panel;
@@ -195,7 +224,7 @@ void matmul_tiled(
                         pb += ${nv};
                     }
 
-% if nva == nv:
+% if nva == nv and not context.get("outtype"):
                     if (whole) {
   % for r in range(mr):
     % for v in range(nva):
@@ -213,7 +242,7 @@ void matmul_tiled(
 % endfor
                         for (int r = 0; r < rows; ++r)
                             for (int j = 0; j < cols; ++j)
-                                cc[r * (size_t)N + j] = tile[r * ${nva * vw} + j];
+                                ${wr("cc", "r * (size_t)N + j", f"tile[r * {nva * vw} + j]", context.get("outtype"))};
                     }
 </%def>
 // One work-item (the work-group is one work-item: PoCL runs a work-group as a loop on one thread, so
@@ -236,7 +265,7 @@ __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
 void matmul_blocked(
     __global const ${TI} *restrict a_base,
     __global const ${TI} *restrict b_base,
-    __global T *restrict c_base,
+    __global ${TO} *restrict c_base,
     const int M, const int N, const int K,
     const int a_row, const int a_k,
     const int b_k, const int b_n,
@@ -252,7 +281,7 @@ void matmul_blocked(
     const int hi = batch / nb_lo, lo = batch % nb_lo;
     __global const ${TI} *a = a_base + off_a + hi * sa_hi + lo * sa_lo;
     __global const ${TI} *b = b_base + off_b + hi * sb_hi + lo * sb_lo;
-    __global T *c = c_base + off_c + (size_t)batch * M * N;
+    __global ${TO} *c = c_base + off_c + (size_t)batch * M * N;
     const int pm0 = get_global_id(0) * mcp, pm1 = min((M + ${mr - 1}) / ${mr}, pm0 + mcp);
     const int pn0 = get_global_id(1) * ncp, pn1 = min((N + ${nr - 1}) / ${nr}, pn0 + ncp);
     // Whole-vector C access needs every row of C vector aligned: N a multiple of the vector width and
@@ -288,7 +317,7 @@ void matmul_blocked(
                 const int m0 = pm * ${mr};
                 const int rows = min(${mr}, M - m0);
                 const bool whole = c_vec && rows == ${mr} && cols == ${nr};
-                __global T *cc = c + (size_t)m0 * N + n0;
+                __global ${TO} *cc = c + (size_t)m0 * N + n0;
                 __global const ${TI} *pa = a + (size_t)m0 * a_row + (size_t)k0 * a_k;
 % for r in range(mr):
                 __global const ${TI} *a${r} = pa + (size_t)min(${r}, rows - 1) * a_row;

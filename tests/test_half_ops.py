@@ -58,10 +58,12 @@ def test_matmul_and_its_gradients_accumulate_in_float32(dt, M, K, N):
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
-def test_matmul_of_16_bit_operands_into_a_float32_out_keeps_the_float32_sum(dt, ta, tb):
-    a = ag.randn(17, 65, seed=1, dtype=dt)
-    b = ag.randn(65, 33, seed=2, dtype=dt)
+@pytest.mark.parametrize("ta,tb,K", [(False, False, 65), (True, False, 65), (False, True, 65), (False, False, 700)])
+def test_matmul_of_16_bit_operands_into_a_float32_out_keeps_the_float32_sum(dt, ta, tb, K):
+    # K = 700 is past one k slice of the CPU kernel (256): the 16-bit result then comes from a float32 C
+    # rounded afterwards; within one slice the kernel rounds as it writes. Both are the float32 sum rounded.
+    a = ag.randn(17, K, seed=1, dtype=dt)
+    b = ag.randn(K, 33, seed=2, dtype=dt)
     a_op = a.astype("float32").numpy().T.copy() if ta else a.astype("float32").numpy()
     b_op = b.astype("float32").numpy().T.copy() if tb else b.astype("float32").numpy()
     a_in = ag.Tensor.from_numpy(a_op).astype(dt)
@@ -70,7 +72,7 @@ def test_matmul_of_16_bit_operands_into_a_float32_out_keeps_the_float32_sum(dt, 
     got = matmul_tensors(a_in, b_in, trans_a=ta, trans_b=tb, out=out)
     assert got is out and got.dtype == np.float32
     want = a.astype("float32").numpy().astype(np.float64) @ b.astype("float32").numpy().astype(np.float64)
-    # Not rounded to 16 bits: float32 summation error only (65 terms).
+    # Not rounded to 16 bits: float32 summation error only.
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     rounded16 = matmul_tensors(a_in, b_in, trans_a=ta, trans_b=tb)
     assert rounded16.dtype == a.dtype
