@@ -321,6 +321,42 @@ def _pack(keys, asked, life, device_of):
     return [tuple(s) for s in slots], where
 
 
+_SUB_BUFFERS: dict = {}   # device -> whether a kernel takes a sub-buffer beside a plain buffer
+
+
+def _sub_buffers_work(device) -> bool:
+    """Checked once per device, never assumed: a kernel given a plain buffer and a sub-buffer of another
+    computes the right values (a driver without working sub-buffers keeps whole buffers). Runs outside
+    any recording, and waits."""
+    ok = _SUB_BUFFERS.get(device)
+    if ok is None:
+        import numpy as np
+        import pyopencl as cl
+        from . import kernels
+        try:
+            # The shape of our CPU kernels: restrict pointers, a fixed one-item work-group.
+            twice = kernels.source_kernel(device, "__kernel __attribute__((reqd_work_group_size(1, 1, 1))) "
+                                                  "void twice(__global const float *restrict a, __global float "
+                                                  "*restrict b) { int i = get_global_id(0); b[i] = 2.0f * a[i]; }",
+                                          "twice")
+            host = np.arange(64, dtype=np.float32)
+            plain = cl.Buffer(device.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+            parent = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, 4 * _alignment(device) + 256)
+            sub = parent.get_sub_region(2 * _alignment(device), 256)
+            knl = cl.Kernel(twice.program, "twice")   # an object of its own: the cached one stays clean
+            knl.set_arg(0, plain)
+            knl.set_arg(1, sub)
+            queue = device.queue
+            cl.enqueue_nd_range_kernel(queue, knl, (64,), (1,))
+            out = np.empty(64, np.float32)
+            cl.enqueue_copy(queue, out, sub, is_blocking=True)
+            ok = bool(np.array_equal(out, 2 * host))
+        except Exception:   # noqa: BLE001 - any failure: whole buffers, as before
+            ok = False
+        _SUB_BUFFERS[device] = ok
+    return ok
+
+
 def _alignment(device) -> int:
     """Bytes a sub-buffer's offset must be a multiple of (the device's base address alignment; 256 at least)."""
     return max(256, int(device.cl_device.mem_base_addr_align) // 8)
@@ -389,6 +425,7 @@ class _Recording:
         self.commands: list = []
         self.fusable: list = []        # per command: (elementwise plan, args) when fusion may take it
         self.sources: list = []        # per command: (KERNEL command, preset) a READY one was made from
+        self.sub_buffers: list = []    # the sub-buffers the planned commands name (_share_buffers)
         self.pools: dict = {}          # device -> _Pool
         self.keep: dict = {}           # id -> storage made outside the recording that a command names
         self.versions: dict = {}       # id(storage) -> (weakref, version before the first bump)
@@ -559,7 +596,7 @@ class _Recording:
             keys = [key for key in life if device_of[key[0]] is device]
             offsets, total = _arena(keys, asked, life, _alignment(device))
             slotted = sum(size for size, d, _l in best[0] if d is device)
-            if total < slotted and total <= device.info.max_alloc:
+            if total < slotted and total <= device.info.max_alloc and _sub_buffers_work(device):
                 arenas[device] = (offsets, total)
         # The transient buffers go back to the device pool; the chosen ones are taken from it.
         for p in self.pools.values():
@@ -575,6 +612,9 @@ class _Recording:
                 if region not in subs:
                     subs[region] = arena.get_sub_region(offset, asked[key])
                 home[key] = subs[region]
+            # A kernel argument does not keep its buffer alive (Intel's runtime then refuses the launch):
+            # the recording holds its sub-buffers for as long as its commands.
+            self.sub_buffers.extend(subs.values())
         taken = [None] * len(sizes)
         for key, i in where.items():
             device = device_of[key[0]]
@@ -664,6 +704,7 @@ class _Recording:
     def close(self):
         """Give the recording's buffers back (those no living tensor holds) and drop its commands."""
         self.commands = []
+        self.sub_buffers = []
         self.keep = {}
         self.guards = []
         for p in self.pools.values():

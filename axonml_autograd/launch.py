@@ -113,7 +113,8 @@ def kernel(device, knl, global_size, local_size, args, packed=False, preset=(), 
     if recording_threads:
         cap = getattr(_tls, "capture", None)
         if cap is not None:
-            source = (KERNEL, device, knl, global_size, local_size, args)
+            # A copy: a launch plan may refill the same list for its next launch.
+            source = (KERNEL, device, knl, global_size, local_size, list(args))
             cap.record(_ready(source, preset), None if fusable is None else (fusable, args), (source, preset))
     pending = device._pending
     if fusable is None:
