@@ -326,8 +326,8 @@ _SUB_BUFFERS: dict = {}   # device -> whether a kernel takes a sub-buffer beside
 
 def _sub_buffers_work(device) -> bool:
     """Checked once per device, never assumed: a kernel given a plain buffer and a sub-buffer of another
-    computes the right values (a driver without working sub-buffers keeps whole buffers). Runs outside
-    any recording, and waits."""
+    computes the right values (a driver without working sub-buffers keeps whole buffers). Runs after the
+    first recording on a device has ended, outside it, and reads the device once (never in a replay)."""
     ok = _SUB_BUFFERS.get(device)
     if ok is None:
         import numpy as np
