@@ -544,9 +544,10 @@ class _Recording:
         from the first command that names it to the last, and tenancies whose lives do not overlap can
         share a buffer, exactly as the eager pool reuses a freed buffer for the commands after it.
         Buffers still held by a tensor when ``fn`` returns (outputs, gradients, state) keep all their
-        tenancies; only buffers that are free by then are shared. A fused group reads and writes whole
-        contiguous operands element by element, so a tenancy ending in a group and one starting in it
-        may share a buffer there too.
+        tenancies; only buffers that are free by then are shared. A run of fusable launches may become
+        one kernel whose work-items run all its steps, so lives are counted in such runs: two tenancies
+        named in one run never share memory (at other offsets of one buffer, a step's writes could reach
+        elements another work-item has still to read).
         """
         tenancies = {}     # id(buffer) -> [(start command, bytes asked)], in order
         transient, device_of = {}, {}
@@ -559,9 +560,13 @@ class _Recording:
                     device_of[id(buf)] = device
         if not transient:
             return
-        # Each command's transient buffers, resolved to (buffer id, tenancy index), and each tenancy's life.
-        life, uses = {}, []
+        # Each command's transient buffers, resolved to (buffer id, tenancy index), and each tenancy's life
+        # in units: a command, or a whole run of consecutive fusable launches on one device.
+        life, uses, unit = {}, [], 0
         for i, (cmd, source) in enumerate(zip(self.commands, self.sources)):
+            if not (i and self.fusable[i] is not None and self.fusable[i - 1] is not None
+                    and cmd[1] is self.commands[i - 1][1]):
+                unit = i
             named = []
             for b in _buffers_of(cmd, source):
                 k = id(b)
@@ -572,8 +577,8 @@ class _Recording:
                 while j > 0 and starts[j][0] > i:
                     j -= 1
                 key = (k, j)
-                first, _last = life.get(key, (i, i))
-                life[key] = (first, i)
+                first, _last = life.get(key, (unit, unit))
+                life[key] = (first, unit)
                 named.append(key)
             uses.append(named)
         # Each tenancy, in some order, moves into the smallest buffer chosen so far whose tenants' lives it
