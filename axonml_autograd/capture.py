@@ -321,42 +321,6 @@ def _pack(keys, asked, life, device_of):
     return [tuple(s) for s in slots], where
 
 
-_SUB_BUFFERS: dict = {}   # device -> whether a kernel takes a sub-buffer beside a plain buffer
-
-
-def _sub_buffers_work(device) -> bool:
-    """Checked once per device, never assumed: a kernel given a plain buffer and a sub-buffer of another
-    computes the right values (a driver without working sub-buffers keeps whole buffers). Runs after the
-    first recording on a device has ended, outside it, and reads the device once (never in a replay)."""
-    ok = _SUB_BUFFERS.get(device)
-    if ok is None:
-        import numpy as np
-        import pyopencl as cl
-        from . import kernels
-        try:
-            # The shape of our CPU kernels: restrict pointers, a fixed one-item work-group.
-            twice = kernels.source_kernel(device, "__kernel __attribute__((reqd_work_group_size(1, 1, 1))) "
-                                                  "void twice(__global const float *restrict a, __global float "
-                                                  "*restrict b) { int i = get_global_id(0); b[i] = 2.0f * a[i]; }",
-                                          "twice")
-            host = np.arange(64, dtype=np.float32)
-            plain = cl.Buffer(device.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
-            parent = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, 4 * _alignment(device) + 256)
-            sub = parent.get_sub_region(2 * _alignment(device), 256)
-            knl = cl.Kernel(twice.program, "twice")   # an object of its own: the cached one stays clean
-            knl.set_arg(0, plain)
-            knl.set_arg(1, sub)
-            queue = device.queue
-            cl.enqueue_nd_range_kernel(queue, knl, (64,), (1,))
-            out = np.empty(64, np.float32)
-            cl.enqueue_copy(queue, out, sub, is_blocking=True)
-            ok = bool(np.array_equal(out, 2 * host))
-        except Exception:   # noqa: BLE001 - any failure: whole buffers, as before
-            ok = False
-        _SUB_BUFFERS[device] = ok
-    return ok
-
-
 def _alignment(device) -> int:
     """Bytes a sub-buffer's offset must be a multiple of (the device's base address alignment; 256 at least)."""
     return max(256, int(device.cl_device.mem_base_addr_align) // 8)
@@ -595,13 +559,13 @@ class _Recording:
                 best = plan
         # Better still, one buffer per device with each tenancy at an offset (an OpenCL sub-buffer): two
         # short-lived tensors can then sit side by side where one larger dead one was. Used where it is
-        # smaller and within the device's largest allocation.
+        # smaller, within the device's largest allocation, and the target saw sub-buffers work.
         arenas = {}
         for device in set(device_of.values()):
             keys = [key for key in life if device_of[key[0]] is device]
             offsets, total = _arena(keys, asked, life, _alignment(device))
             slotted = sum(size for size, d, _l in best[0] if d is device)
-            if total < slotted and total <= device.info.max_alloc and _sub_buffers_work(device):
+            if total < slotted and total <= device.info.max_alloc and device.target.sub_buffers:
                 arenas[device] = (offsets, total)
         # The transient buffers go back to the device pool; the chosen ones are taken from it.
         for p in self.pools.values():

@@ -19,6 +19,8 @@ local_mem      bytes of local memory a work-group may use
 fp64, fp16     cl_khr_fp64 / cl_khr_fp16
 compute_units  parallel units; CPU chunking aims at ``items_per_unit`` work-items each
 chunk          least elements per work-item on the cpu strategy (long enough to vectorise)
+sub_buffers    whether a kernel computes right given a sub-buffer beside a plain buffer (a capture then
+               packs its temporaries at offsets of one buffer, capture.py)
 flush_every    commands gathered before they are handed to the driver
 =============  =========================================================================================
 
@@ -29,7 +31,7 @@ stored in ``targets.json`` beside the kernel binaries, so later processes read i
     AXONML_TARGET="strategy=gpu,work_group=64,local_mem=16384,vw_float=4,fp64=0" python train.py
 
 An override may only narrow what the device has (``work_group`` and ``local_mem`` are capped at the
-probed values, ``fp64``/``fp16`` cannot be switched on); vector widths are taken as given, and a
+probed values, ``fp64``/``fp16``/``sub_buffers`` cannot be switched on); vector widths are taken as given, and a
 width that does not build falls back to a narrower one with a warning (``kernels.first_that_builds``).
 
 >>> from axonml_autograd.device import default_device
@@ -60,7 +62,7 @@ import pyopencl as cl
 
 WIDTHS = (16, 8, 4, 2, 1)
 # Changing the probe (or the fields) changes this, so stored targets are probed again.
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 
 
 def _is_double(dtype) -> bool:
@@ -80,6 +82,7 @@ class Target:
     fp64: bool
     fp16: bool
     compute_units: int
+    sub_buffers: bool = False       # kernels may take sub-buffers beside plain buffers (capture's arena)
     widths_float: tuple = ()        # every float width the probe saw work (() when unprobed: no limit)
     widths_double: tuple = ()
     chunk: int = 4096
@@ -197,7 +200,7 @@ def apply_overrides(target: Target, overrides: dict) -> Target:
     for key in ("work_group", "local_mem", "compute_units"):
         if key in changes:
             changes[key] = min(changes[key], getattr(target, key))
-    for key in ("fp64", "fp16"):
+    for key in ("fp64", "fp16", "sub_buffers"):
         if key in changes:
             changes[key] = changes[key] and getattr(target, key)
     if not changes.get("fp64", target.fp64):
@@ -296,6 +299,27 @@ def _step_work_group(context, queue, cl_device) -> dict:
     return {"ok": True, "work_group": 1}
 
 
+def _step_sub_buffers(context, queue, cl_device) -> dict:
+    """Whether a kernel given a plain buffer and a sub-buffer of another computes the right values (a
+    driver may refuse the launch, or worse)."""
+    from .kernels import render
+    prog, why = _quiet_build(context, cl_device, render("probe.cl.mako", which="sub_buffers", ctype="float", vw=1))
+    if prog is None:
+        return {"ok": False, "why": why}
+    align = max(256, int(cl_device.mem_base_addr_align) // 8)
+    host = np.arange(64, dtype=np.float32)
+    mf = cl.mem_flags
+    plain = cl.Buffer(context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=host)
+    parent = cl.Buffer(context, mf.READ_WRITE, 4 * align)
+    sub = parent.get_sub_region(2 * align, host.nbytes)   # held: a kernel argument does not keep it alive
+    knl = cl.Kernel(prog, "probe_sub_buffers")
+    knl.set_args(plain, sub)
+    cl.enqueue_nd_range_kernel(queue, knl, (64,), (1,))
+    out = np.empty_like(host)
+    cl.enqueue_copy(queue, out, sub)
+    return {"ok": bool(np.array_equal(out, 2 * host))}
+
+
 def _steps(ctypes, widths) -> list:
     # Narrow widths first: they are safe, and a wide one that crashes its process then loses nothing.
     return [f"{ct}:{w}" for ct in ctypes for w in sorted(widths)]
@@ -315,7 +339,8 @@ def probe(info, step_timeout: float = 20.0) -> Target:
     ctypes = ("float", "double") if info.fp64 else ("float",)
     # 4, 8 and 16 first (every vector unit has 128 bits); 2 and 1 only where 4 failed.
     # One child per dtype, side by side: builds dominate, and they use a core each.
-    batches = [_steps(["float"], (4, 8, 16)) + ["work_group"]] + [_steps([ct], (4, 8, 16)) for ct in ctypes[1:]]
+    batches = [_steps(["float"], (4, 8, 16)) + ["work_group", "sub_buffers"]] + \
+        [_steps([ct], (4, 8, 16)) for ct in ctypes[1:]]
     results = {}
     with ThreadPoolExecutor(len(batches)) as pool:
         for part in pool.map(lambda steps: _run_steps(info, steps, step_timeout), batches):
@@ -334,7 +359,8 @@ def probe(info, step_timeout: float = 20.0) -> Target:
     vw_double, widths_double = _choose_width(results, "double") if info.fp64 else (0, ())
     work_group = int(results["work_group"].get("work_group", 1))
     return _from_report(info, vw_float=vw_float, vw_double=vw_double, work_group=work_group,
-                        widths_float=widths_float, widths_double=widths_double)
+                        widths_float=widths_float, widths_double=widths_double,
+                        sub_buffers=bool(results.get("sub_buffers", {}).get("ok")))
 
 
 def _run_steps(info, steps, step_timeout) -> dict:
@@ -404,6 +430,8 @@ def _child():
         try:
             if step == "work_group":
                 record = _step_work_group(context, queue, cl_device)
+            elif step == "sub_buffers":
+                record = _step_sub_buffers(context, queue, cl_device)
             else:
                 ctype, width = step.split(":")
                 record = _step_vector(context, queue, cl_device, ctype, int(width))

@@ -29,6 +29,16 @@ __kernel void probe_vector(__global const T *a, __global const T *b, __global T 
     VSTORE(acc2, 2 * n_vec + i, out);
     VSTORE(acc3, 3 * n_vec + i, out);
 }
+% elif which == "sub_buffers":
+
+// Read from a plain buffer, written through a sub-buffer (restrict pointers, a one-item work-group, as
+// the CPU kernels are): whether a capture may pack its temporaries at offsets of one buffer.
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void probe_sub_buffers(__global const float *restrict a, __global float *restrict b)
+{
+    const int i = get_global_id(0);
+    b[i] = 2.0f * a[i];
+}
 % else:
 
 // A tree sum in local memory with barriers, as the GPU-strategy reductions do: the kernel's own

@@ -432,7 +432,7 @@ class Bench:
             m16["opt"].step()
             return loss
         ours16, ours32 = capture(amp_step), capture(lambda: m32["step"]())
-        ours16()   # the recording (and, once per device, the sub-buffer check, which reads)
+        ours16()   # the recording
         reads, _writes = count_transfers(lambda: (ours16(), ours16()))
 
         def run(step):

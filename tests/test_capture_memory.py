@@ -80,3 +80,14 @@ def test_temporaries_whose_lives_do_not_overlap_share_one_buffer():
     # The 4 MB private copy of x, two 3 MB buffers, and small reduction scratch and results (16 MB when
     # every temporary kept its own buffer).
     assert held < 4 * n + 6 * n + (1 << 20), held
+
+
+def test_without_working_sub_buffers_the_temporaries_share_whole_buffers(monkeypatch):
+    import dataclasses
+    dev = default_device()
+    monkeypatch.setattr(dev, "target", dataclasses.replace(dev.target, sub_buffers=False))
+    test_temporaries_whose_lives_do_not_overlap_share_one_buffer()   # the same bound, by whole buffers
+    for amp in (None, ag.bfloat16):
+        eager, eager_losses = _held(amp, False)
+        captured, captured_losses = _held(amp, True)
+        assert captured_losses == eager_losses

@@ -1,5 +1,6 @@
 """The device target (probed once, stored, overridable) and checked builds with one fallback path."""
 
+import dataclasses
 import json
 import os
 import stat
@@ -10,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 
 from axonml_autograd import Tensor, kernels, target
@@ -110,6 +112,10 @@ def test_overrides_only_narrow_the_hardware(device, plain):
     assert set(t.overrides) >= {"work_group", "local_mem", "strategy"}
     no64 = _same_hardware(device, fp64=False).target
     assert not no64.fp64 and no64.vw_double == 0
+    # sub_buffers is what the probe saw: an override may turn it off, never on.
+    assert _same_hardware(device, sub_buffers=False).target.sub_buffers is False
+    off = dataclasses.replace(plain.target, sub_buffers=False)
+    assert target.apply_overrides(off, {"sub_buffers": True}).sub_buffers is False
 
 
 def test_environment_overrides_apply_to_new_devices(device, monkeypatch):
