@@ -186,22 +186,33 @@ class suspended:
     (``regions`` still counts the thread: it is only the hint that lets code outside regions skip the
     thread-local read.)"""
 
-    __slots__ = ("_region",)
+    __slots__ = ("_region", "_float32_result", "_outer_result")
+
+    def __init__(self, float32_result=False):
+        self._float32_result = float32_result
 
     def __enter__(self):
         self._region = getattr(_state, "region", None)
+        self._outer_result = getattr(_state, "float32_result", False)
         _state.region = None
+        _state.float32_result = self._float32_result
         return self
 
     def __exit__(self, *exc):
         _state.region = self._region
+        _state.float32_result = self._outer_result
         return False
 
 
-def op(name):
+def op(name, reads_16bit=False):
     """Make ``fn`` the autocast entry of op ``name`` (a string, or a function of the call's arguments
     giving the name, for an entry that serves several ops): inside a region its floating inputs are cast
-    as the region's lists say, and the body runs with autocast off."""
+    as the region's lists say, and the body runs with autocast off.
+
+    ``reads_16bit``: the op computes in float32 from 16-bit inputs itself (its kernels read them), so on
+    the float32 list its 16-bit inputs are passed as they are, with :func:`float32_result` true for the
+    body: the same values as on float32 copies (a 16-bit value widens exactly), without the copies held
+    for the backward."""
     def wrap(fn):
         @functools.wraps(fn)
         def entry(*args, **kwargs):
@@ -210,14 +221,26 @@ def op(name):
                 if region is not None:
                     op_name = name if isinstance(name, str) else name(*args, **kwargs)
                     target = _target(region, op_name)
+                    if target is not None and reads_16bit and target == np.float32:
+                        target = _HALF_TO_FLOAT32
                     if target is not None:
                         args = tuple(_cast(a, target, region) for a in args)
                         kwargs = {k: _cast(v, target, region) for k, v in kwargs.items()}
-                    with suspended():
+                    with suspended(float32_result=target is _HALF_TO_FLOAT32):
                         return fn(*args, **kwargs)
             return fn(*args, **kwargs)
         return entry
     return wrap
+
+
+# A cast target of op(reads_16bit=True) on the float32 list: 16-bit inputs stay, others go to float32.
+_HALF_TO_FLOAT32 = object()
+
+
+def float32_result() -> bool:
+    """Whether the running op is an ``op(reads_16bit=True)`` on the float32 list: its 16-bit inputs came
+    as they are and its result is float32."""
+    return getattr(_state, "float32_result", False)
 
 
 def _target(region, name):
@@ -248,6 +271,10 @@ def _cast(value, dtype, region):
         x = getattr(value, "_data", None)
         if not isinstance(x, Tensor):
             return value
+    if dtype is _HALF_TO_FLOAT32:
+        if x.dtype.itemsize == 2:
+            return value
+        dtype = np.dtype(np.float32)
     if x.dtype.kind != "f" or x.dtype == np.float64 or x.dtype == dtype:
         return value
     if x is value:

@@ -81,14 +81,15 @@ def template_source(name: str) -> str:
 # The 16-bit floats are storage types only: "half" is float16 in memory (read with vload_half, written
 # with vstore_half_rte, no cl_khr_fp16 needed) and "bf16" bfloat16's raw bits (a ushort). Kernels compute
 # on them in float; the elementwise template and the reduce template's sums read and write them, matmul
-# reads them (HALF_TEMPLATES; conversions in common.mako and cl_kernels/half.mako). The other ops run
+# reads them, and so does the softmax template's cross-entropy, writing their gradient (HALF_TEMPLATES;
+# conversions in common.mako and cl_kernels/half.mako). The other ops run
 # their float32 kernels on float32 copies and round once (float32_working_copies below, or an astype at
 # the op's entry); a template still asked to build for a 16-bit type is refused with a TypeError naming
 # the op (get_kernel): the recurrent kernels so far.
 CTYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.int32): "int",
           np.dtype(np.int64): "long", np.dtype(np.bool_): "uchar", np.dtype(np.float16): "half"}
 HALF_CTYPES = {"half": "float16", "bf16": "bfloat16"}
-HALF_TEMPLATES = ("elementwise.cl.mako", "matmul.cl.mako", "reduce.cl.mako")
+HALF_TEMPLATES = ("elementwise.cl.mako", "matmul.cl.mako", "reduce.cl.mako", "softmax.cl.mako")
 
 
 def ctype(dtype) -> str:

@@ -158,8 +158,9 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
 _CE_FLAGS = dict(weighted=False, smoothing=False, nll=False, count=False, g_rows=False, has_den=False)
 
 
-def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, **args) -> None:
-    """Enqueue kernel ``which`` of softmax.cl.mako over ``rows`` rows of ``cols``, ``args`` by name."""
+def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, xtype=None, **args) -> None:
+    """Enqueue kernel ``which`` of softmax.cl.mako over ``rows`` rows of ``cols``, ``args`` by name;
+    ``xtype``: cross_entropy's logits (and their gradient) in that 16-bit type, the rest in ``dtype``."""
     check_index32(op, rows * cols)
     if dtype.itemsize == 2:
         raise TypeError(f"{op}: {dtype} tensors are not supported by {op} yet; convert with .float() first")
@@ -167,6 +168,10 @@ def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, **args) ->
     strategy = "local" if t.is_gpu else "serial"
     locals_ = t.local_sizes(256 if cols > 512 else 64) if t.is_gpu else [1]
     params = dict(ctype=kernels.ctype(dtype), op=op, strategy=strategy, **(flags or _CE_FLAGS))
+    if xtype is not None:   # 16-bit logits, read and written as they are
+        params["xtype"] = kernels.ctype(xtype)
+        if not t.is_gpu:
+            params["half_io"] = "bits"   # as the reduce template: PoCL's vload_half/vstore_half are slow calls
     # The target's width and work-group, then narrower widths, then fewer work-items.
     local, knl = kernels.first_that_builds(
         device, f"softmax rows {which} {params['ctype']}",
@@ -212,19 +217,22 @@ def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = No
     NaN. ``nll``: ``x`` holds log-probabilities already (no softmax; the lse is not written).
     One pass per row: log-softmax is never materialised.
     """
-    if x.dtype.itemsize == 2:   # 16-bit logits: in float32 (float32 copies), loss and lse stay float32
-        return cross_entropy_rows(x.astype("float32"), targets, None if weight is None else weight.astype("float32"),
-                                  ignore_index, label_smoothing, nll, count)
+    # 16-bit logits are read as they are and computed in float32: loss and lse are float32.
+    half = x.dtype.itemsize == 2
+    dtype = np.dtype(np.float32) if half else x.dtype
+    if half and weight is not None:
+        weight = weight.astype(dtype)
     rows, cols = x._shape
-    loss = Tensor._wrap((2, rows) if count else (rows,), x.dtype, x.device)
-    lse = Tensor._wrap((rows,), x.dtype, x.device)
+    loss = Tensor._wrap((2, rows) if count else (rows,), dtype, x.device)
+    lse = Tensor._wrap((rows,), dtype, x.device)
     if rows:
         # has_den follows count (a mean counts in forward and divides in backward): the backward's flags
         # are then the forward's and both kernels come from one program (one build less on a cold start).
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count,
                      has_den=count)
-        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, x.dtype, flags, x=x, target=targets,
-                        weight=weight, lse=lse, loss=loss, ignore_index=ignore_index, smooth=label_smoothing)
+        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, dtype, flags, x.dtype if half else None,
+                        x=x, target=targets, weight=weight, lse=lse, loss=loss, ignore_index=ignore_index,
+                        smooth=label_smoothing)
     return loss, lse
 
 
@@ -234,19 +242,19 @@ def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tens
                                 ) -> Tensor:
     """The gradient of :func:`cross_entropy_rows`: ``g * scale (/ den[0])`` times each row's derivative,
     ``g`` one element or one per row (0 on ignored and invalid rows)."""
-    if x.dtype.itemsize == 2:   # 16-bit logits: in float32 on float32 copies, the gradient rounded once
-        up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
-        return cross_entropy_rows_backward(up(g), up(x), targets, lse, scale, up(weight), ignore_index,
-                                           label_smoothing, nll, den).astype(x.dtype)
+    # 16-bit logits: computed in float32 from them as they are, the gradient written rounded once.
+    half = x.dtype.itemsize == 2
+    dtype = np.dtype(np.float32) if half else x.dtype
+    g, weight = (None if t is None else t if t.dtype == dtype else t.astype(dtype) for t in (g, weight))
     gx = Tensor._wrap(x._shape, x.dtype, x.device)
     rows, cols = x._shape
     if x.numel():
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll,
                      g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None,
                      count=den is not None)
-        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, x.dtype, flags, g=g, x=x, target=targets,
-                        weight=weight, lse=lse, den=den, gx=gx, scale=scale, ignore_index=ignore_index,
-                        smooth=label_smoothing)
+        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, dtype, flags, x.dtype if half else None,
+                        g=g, x=x, target=targets, weight=weight, lse=lse, den=den, gx=gx, scale=scale,
+                        ignore_index=ignore_index, smooth=label_smoothing)
     return gx
 
 

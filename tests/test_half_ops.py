@@ -247,6 +247,39 @@ def test_cross_entropy_and_nll_compute_in_float32_and_answer_in_the_logits_dtype
 
 
 @pytest.mark.parametrize("dt", DTYPES)
+def test_cross_entropy_reads_16_bit_logits_as_their_float32_copies_would_give(dt):
+    """The row kernels read 16-bit logits and write their gradient in 16 bits, computing in float32:
+    bit for bit the float32 kernel on float32 copies, loss and gradient rounded once. Under autocast the
+    loss is float32 (torch's float32 list) and the logits keep their type: no float32 copy is held."""
+    rng = np.random.default_rng(4)
+    w = (rng.integers(1, 8, 129) * 0.25).astype(np.float32)   # exact in 16 bits
+    cases = [dict(), dict(reduction="none"), dict(label_smoothing=0.1), dict(ignore_index=2),
+             dict(weight=w, reduction="sum")]
+    for cols in (1, 3, 17, 65, 129):
+        t = ag.from_numpy((np.arange(7) * 5 % cols).astype(np.int32))
+        for kw in cases if cols in (1, 17, 129) else cases[:1]:
+            kw = dict(kw, weight=ag.from_numpy(kw["weight"][:cols])) if "weight" in kw else kw
+            for loss_fn in (F.cross_entropy, F.nll_loss):
+                x = leaf((7, cols), cols, dt)
+                x32 = Variable(x.data().astype("float32"), requires_grad=True)
+                want = loss_fn(x32, t, **{k: v for k, v in kw.items() if k != "label_smoothing" or
+                                          loss_fn is F.cross_entropy})
+                want.backward(ag.ones(*want.shape, dtype="float32") * 3.0)
+                for region in (False, True):
+                    x.zero_grad()
+                    with ag.autocast(dtype=dt, enabled=region):
+                        got = loss_fn(x, t, **{k: v for k, v in kw.items() if k != "label_smoothing" or
+                                               loss_fn is F.cross_entropy})
+                    assert got.dtype == (np.float32 if region else x.dtype)
+                    assert got.grad_fn.saved_tensors[0].dtype == x.dtype   # the logits themselves, no copy
+                    got.backward(ag.ones(*got.shape, dtype=got.dtype) * 3.0)
+                    expect = want.data() if region else want.data().astype(dt)
+                    np.testing.assert_array_equal(got.data().numpy(), expect.numpy())
+                    assert x.grad().dtype == x.dtype
+                    np.testing.assert_array_equal(x.grad().numpy(), x32.grad().astype(dt).numpy())
+
+
+@pytest.mark.parametrize("dt", DTYPES)
 def test_indexing_gather_scatter_embedding_sort_topk_cumsum(dt):
     torch = pytest.importorskip("torch")
     rows = np.array([0, 2, 2, 16, 5], np.int64)

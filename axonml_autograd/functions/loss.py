@@ -262,7 +262,17 @@ def _as_rows(name, a, targets, ignore_index):
     return rows, idx, batch
 
 
+def _float32(v):
+    """A 16-bit float Tensor or Variable as float32 (differentiably); anything else as it is."""
+    d = v.data() if callable(getattr(v, "data", None)) else v
+    if not isinstance(d, Tensor) or d.dtype.kind != "f" or d.dtype.itemsize != 2:
+        return v
+    return d.astype(np.float32) if d is v else v.to(np.float32)
+
+
 def _class_loss(name, a, targets, weight, ignore_index, reduction, label_smoothing, nll):
+    # Under autocast the loss of 16-bit logits is float32 (its kernels read them as they are).
+    float32_result = amp.float32_result()
     _check_reduction(name, reduction)
     ignore_index = as_int(ignore_index, f"{name}: ignore_index")
     label_smoothing = as_float(label_smoothing, f"{name}: label_smoothing")
@@ -291,8 +301,8 @@ def _class_loss(name, a, targets, weight, ignore_index, reduction, label_smoothi
         loss = elementwise("b / a", [View(den, (), (), 0), View(den, (), (), 1)], op=name)
     if C == 0:   # no class to pick: no row carries the NaN, and a sum of nothing would say 0
         loss = Tensor.full(loss._shape, float("nan"), x.dtype, x.device)
-    if loss.dtype != x.dtype:   # 16-bit logits: computed in float32, the loss rounded once to their type (torch)
-        loss = loss.astype(x.dtype)
+    if loss.dtype != x.dtype and not float32_result:
+        loss = loss.astype(x.dtype)   # 16-bit logits: computed in float32, the loss rounded once to their type (torch)
 
     def rule(ctx, g):
         saved = list(ctx.saved_tensors)
@@ -332,23 +342,27 @@ def _class_loss_vrule(ctx, g):
     rows, cols = xs._shape
     if xs.numel() == 0:
         return dv.zeros(ctx.input(0, xs))
+    dtype = np.dtype(np.float32) if xs.dtype.itemsize == 2 else xs.dtype   # the kernels' arithmetic
     a = _class_weights(ids, saved[3] if attrs["weighted"] else None, rows, cols, attrs["ignore_index"],
-                       attrs["label_smoothing"], xs.dtype)
+                       attrs["label_smoothing"], dtype)
     gr = g.reshape([g.numel(), 1])   # one gradient for the whole loss, or one per row ("none")
     if attrs["mean"]:
         # Over the summed weights, on the rows that count (an ignored row stays 0 when all are ignored).
         den = saved[-1]
         per_row = elementwise("(t == ign || t < 0 || t >= C) ? L(0.0) : L(1.0) / d",
                               [ids.reshape([rows, 1]), View(den, (), (), 0)], names=("t", "d"),
-                              int_scalars={"C": cols, "ign": attrs["ignore_index"]}, dtype=xs.dtype)
+                              int_scalars={"C": cols, "ign": attrs["ignore_index"]}, dtype=dtype)
         gr = gr * dv.const(g, per_row)
     if attrs["nll"]:
-        return gr * dv.const(g, elementwise("-a", [a], names=("a",)))
-    x = ctx.input(0, xs)
-    return gr * (x.softmax(1) * dv.const(g, reduce(a, "sum", 1, keepdim=True)) - dv.const(g, a))
+        gx = gr * dv.const(g, elementwise("-a", [a], names=("a",)))
+    else:
+        x = ctx.input(0, xs)
+        x = x if x.dtype == dtype else x.to(dtype)
+        gx = gr * (x.softmax(1) * dv.const(g, reduce(a, "sum", 1, keepdim=True)) - dv.const(g, a))
+    return gx if gx.dtype == xs.dtype else gx.to(xs.dtype)   # 16-bit logits: rounded once, as the kernel
 
 
-@amp.op("nll_loss")
+@amp.op("nll_loss", reads_16bit=True)
 def nll_loss(log_probs, targets, weight=None, ignore_index=-100, reduction="mean"):
     """torch's ``nll_loss``: ``-weight[t] * input[t]`` per row of log-probabilities ``[N, C]``
     (``[C]`` or ``[N, C, d1, ...]`` too); a mean divides by the summed weights of the rows not ignored.
@@ -358,7 +372,7 @@ def nll_loss(log_probs, targets, weight=None, ignore_index=-100, reduction="mean
     return _class_loss("nll_loss", log_probs, targets, weight, ignore_index, reduction, 0.0, nll=True)
 
 
-@amp.op("cross_entropy")
+@amp.op("cross_entropy", reads_16bit=True)
 def cross_entropy(logits, targets, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """torch's ``cross_entropy`` over logits ``[N, C]`` (``[C]``, ``[N, C, d1, ...]``) against class
     indices (a list or an int32 Tensor), or against class probabilities (a float Tensor or Variable of
@@ -370,6 +384,8 @@ def cross_entropy(logits, targets, weight=None, ignore_index=-100, reduction="me
     """
     t = targets.data() if callable(getattr(targets, "data", None)) else targets
     if isinstance(t, Tensor) and t.dtype.kind == "f" and t.shape() == logits.shape():
+        if amp.float32_result():   # composed from ops that would stay 16-bit: autocast's float32 copies
+            logits, targets, weight = (_float32(v) for v in (logits, targets, weight))
         return _soft_cross_entropy(logits, _variable(targets, "cross_entropy", "target"), weight, reduction,
                                    label_smoothing)
     return _class_loss("cross_entropy", logits, targets, weight, ignore_index, reduction, label_smoothing, nll=False)
