@@ -22,7 +22,13 @@ from .dtypes import bfloat16, compute_dtype, float_result
 from .shapes import _collapse, _short, as_float, broadcast_shapes, contiguous_strides
 from .tensor import Tensor, View, _index_dtype, _Storage, index_type
 
+_ERF = re.compile(r"(?<![A-Za-z0-9_])erfc?\s*\(")
 
+
+def own_erf(device, ctype, expr) -> bool:
+    """Whether a kernel computing ``expr`` in ``ctype`` takes the written-out float32 erf/erfc
+    (cl_kernels/erf.mako): where the device target chose them, for float kernels that call them."""
+    return ctype == "float" and device.target.own_erf and _ERF.search(expr) is not None
 
 
 def broadcast_view(t: Tensor, shape) -> View:
@@ -287,6 +293,8 @@ def _make_plan(expr, inputs, names, scalars, int_scalars, long_scalars, shape, d
                   types=types if any(t != ctype for t in types) else (), itype=itype)
     if "half" in types and not dev.target.is_gpu:
         params["half_io"] = "bits"   # see elementwise.cl.mako: PoCL's vload_half/vstore_half are slow calls
+    if own_erf(dev, ctype, expr):
+        params["own_erf"] = True
     widths = [0]   # 0: the scalar loop, which every device builds
     # One 16-bit type throughout (float16 or bfloat16 in and out) takes the vector loop too: its
     # loads and stores convert whole vectors (elementwise.cl.mako).

@@ -123,6 +123,9 @@ def _build(device, layout, nbuf, nscal):
         written[out] = i
     _expr, _names, _scalars, ctype, vector = layout[0][0].fuse
     params = dict(ctype=ctype, vector=vector, nbuf=nbuf, nscal=nscal, steps=tuple(steps))
+    from .elementwise_kernels import own_erf   # (that module imports this one's users)
+    if any(own_erf(device, ctype, step[3]) for step in steps):   # as the unfused launches chose
+        params["own_erf"] = True
     try:
         # The only candidate: a fused kernel must take the vector path its ops took unfused (same
         # element order, same bits), so a group whose kernel does not build stays unfused.

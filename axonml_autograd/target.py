@@ -21,6 +21,8 @@ compute_units  parallel units; CPU chunking aims at ``items_per_unit`` work-item
 chunk          least elements per work-item on the cpu strategy (long enough to vectorise)
 sub_buffers    whether a kernel computes right given a sub-buffer beside a plain buffer (a capture then
                packs its temporaries at offsets of one buffer, capture.py)
+own_erf        float32 erf/erfc from cl_kernels/erf.mako instead of the builtins: where the probe saw them
+               within 8 ulps of the exact values and clearly faster (PoCL's CPU builtins are library calls)
 flush_every    commands gathered before they are handed to the driver
 =============  =========================================================================================
 
@@ -62,7 +64,7 @@ import pyopencl as cl
 
 WIDTHS = (16, 8, 4, 2, 1)
 # Changing the probe (or the fields) changes this, so stored targets are probed again.
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 def _is_double(dtype) -> bool:
@@ -83,6 +85,7 @@ class Target:
     fp16: bool
     compute_units: int
     sub_buffers: bool = False       # kernels may take sub-buffers beside plain buffers (capture's arena)
+    own_erf: bool = False           # float32 erf/erfc written out (erf.mako) rather than the builtins
     widths_float: tuple = ()        # every float width the probe saw work (() when unprobed: no limit)
     widths_double: tuple = ()
     chunk: int = 4096
@@ -320,6 +323,52 @@ def _step_sub_buffers(context, queue, cl_device) -> dict:
     return {"ok": bool(np.array_equal(out, 2 * host))}
 
 
+_PROBE_N_ERF = 1 << 16
+
+
+def _step_erf(context, queue, cl_device) -> dict:
+    """Whether the written-out float32 erf/erfc (erf.mako) should replace the builtins: within 8 ulps
+    of the exact values (special values included) and at most 0.8x the builtins' time."""
+    import math
+    from .kernels import render
+    gpu = bool(cl_device.type & cl.device_type.GPU)
+    vw = 1 if gpu else 8   # as the kernels that call erf run: CPU loops 8 floats at a time (or 16: alike)
+    prog, why = _quiet_build(context, cl_device, render("probe.cl.mako", which="erf", ctype="float", vw=vw))
+    if prog is None:
+        return {"ok": False, "why": why}
+    x = np.concatenate([np.linspace(-10, 10, _PROBE_N_ERF - 8, dtype=np.float32),
+                        np.array([0.0, -0.0, 1e-30, -1e-30, np.inf, -np.inf, np.nan, 0.849], np.float32)])
+    exact = np.array([[math.erf(v) for v in x.astype(np.float64)], [math.erfc(v) for v in x.astype(np.float64)]])
+    mf = cl.mem_flags
+    d_x = cl.Buffer(context, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=x)
+    d_out = cl.Buffer(context, mf.WRITE_ONLY, 2 * x.nbytes)
+    n_vec = len(x) // vw
+    items = n_vec if gpu else max(1, int(cl_device.max_compute_units)) * Target.items_per_unit
+    chunk = -(-n_vec // items)
+    seconds = {}
+    for name in ("builtin", "own"):
+        knl = cl.Kernel(prog, f"probe_erf_{name}")
+        knl.set_args(d_x, d_out, np.int32(n_vec), np.int32(chunk))
+        cl.enqueue_nd_range_kernel(queue, knl, (items,), None)
+        out = np.empty((2, len(x)), np.float32)
+        cl.enqueue_copy(queue, out, d_out)
+        if name == "own":
+            nan = np.isnan(exact)
+            spacing = np.spacing(np.abs(exact.astype(np.float32))).astype(np.float64)
+            ulps = np.abs(out.astype(np.float64) - exact)[~nan] / spacing[~nan]
+            if not (np.array_equal(np.isnan(out), nan) and ulps.max() <= 8):
+                return {"ok": True, "own_erf": False, "why": "the written-out erf is off on this device"}
+        times = []
+        for _ in range(_ROUNDS):
+            start = time.perf_counter()
+            for _rep in range(4):
+                cl.enqueue_nd_range_kernel(queue, knl, (items,), None)
+            queue.finish()
+            times.append(time.perf_counter() - start)
+        seconds[name] = statistics.median(times)
+    return {"ok": True, "own_erf": seconds["own"] < 0.8 * seconds["builtin"], **seconds}
+
+
 def _steps(ctypes, widths) -> list:
     # Narrow widths first: they are safe, and a wide one that crashes its process then loses nothing.
     return [f"{ct}:{w}" for ct in ctypes for w in sorted(widths)]
@@ -339,7 +388,7 @@ def probe(info, step_timeout: float = 20.0) -> Target:
     ctypes = ("float", "double") if info.fp64 else ("float",)
     # 4, 8 and 16 first (every vector unit has 128 bits); 2 and 1 only where 4 failed.
     # One child per dtype, side by side: builds dominate, and they use a core each.
-    batches = [_steps(["float"], (4, 8, 16)) + ["work_group", "sub_buffers"]] + \
+    batches = [_steps(["float"], (4, 8, 16)) + ["work_group", "sub_buffers", "erf"]] + \
         [_steps([ct], (4, 8, 16)) for ct in ctypes[1:]]
     results = {}
     with ThreadPoolExecutor(len(batches)) as pool:
@@ -360,7 +409,8 @@ def probe(info, step_timeout: float = 20.0) -> Target:
     work_group = int(results["work_group"].get("work_group", 1))
     return _from_report(info, vw_float=vw_float, vw_double=vw_double, work_group=work_group,
                         widths_float=widths_float, widths_double=widths_double,
-                        sub_buffers=bool(results.get("sub_buffers", {}).get("ok")))
+                        sub_buffers=bool(results.get("sub_buffers", {}).get("ok")),
+                        own_erf=bool(results.get("erf", {}).get("own_erf")))
 
 
 def _run_steps(info, steps, step_timeout) -> dict:
@@ -432,6 +482,8 @@ def _child():
                 record = _step_work_group(context, queue, cl_device)
             elif step == "sub_buffers":
                 record = _step_sub_buffers(context, queue, cl_device)
+            elif step == "erf":
+                record = _step_erf(context, queue, cl_device)
             else:
                 ctype, width = step.split(":")
                 record = _step_vector(context, queue, cl_device, ctype, int(width))

@@ -53,7 +53,17 @@
 %>
 <%namespace name="c" file="common.mako"/>\
 <%namespace name="h" file="half.mako"/>\
+<%namespace name="erf" file="erf.mako"/>\
 ${c.preamble(ctype, vector=context.get("vector", 0), fp64="double" in optypes)}\
+<%
+    own_erf = context.get("own_erf", False)
+    def ex(w=1):
+        # The expression over values of width w: with own_erf, erf/erfc call erf.mako's functions.
+        return erf.rename(expr, w) if own_erf else expr
+%>\
+% if own_erf:
+${erf.functions(context.get("vector", 0) or 1)}\
+% endif
 % if "bf16" in optypes[:1]:
 ${h.bf16_rne()}\
 % endif
@@ -135,9 +145,9 @@ __kernel void ew(
       % endif
     % endfor
     % if optypes[0] in ("half", "bf16"):
-        *(__global ushort${vw} *)(out + gid) = ${"f2h_v" if optypes[0] == "half" else "f2bf_v"}(${expr});
+        *(__global ushort${vw} *)(out + gid) = ${"f2h_v" if optypes[0] == "half" else "f2bf_v"}(${ex(vw)});
     % else:
-        *(__global TV *)(out + gid) = ${expr};
+        *(__global TV *)(out + gid) = ${ex(vw)};
     % endif
     }
   % endif
@@ -145,7 +155,7 @@ __kernel void ew(
   % for i, name in enumerate(names):
         const ${loadtypes[i]} ${name} = ${get(i, name, "gid")};
   % endfor
-        ${put("gid", "(" + expr + ")")};
+        ${put("gid", "(" + ex() + ")")};
     }
 % else:
 <%
@@ -189,7 +199,7 @@ __kernel void ew(
   % for i, (name, kind) in enumerate(zip(names, kinds[1:])):
             const ${loadtypes[i]} ${name} = ${get(i, name, at(name, kind))};
   % endfor
-            ${put(at("out", kinds[0]), "(" + expr + ")")};
+            ${put(at("out", kinds[0]), "(" + ex() + ")")};
         }
     }
 % endif

@@ -11,13 +11,18 @@
 ## (out buffer, ((name, source), ...), ((scalar name, scalar index), ...), expression) per launch, a
 ## source being ("b", k) for buffer k or ("v", i) for the value step i computed.
 <%namespace name="c" file="common.mako"/>\
+<%namespace name="erf" file="erf.mako"/>\
 ${c.preamble(ctype, vector=vector)}\
+<% own_erf = context.get("own_erf", False) %>\
+% if own_erf:
+${erf.functions(vector or 1)}\
+% endif
 <%
     last = {}
     for i, (out, _ops, _sc, _e) in enumerate(steps):
         last[out] = i
 %>
-<%def name="steps_for(V, load, store, cast)">
+<%def name="steps_for(V, load, store, cast, w)">
 % for i, (out, operands, scalar_map, expr) in enumerate(steps):
         ${V} v${i};
         {
@@ -27,7 +32,7 @@ ${c.preamble(ctype, vector=vector)}\
   % for name, k in scalar_map:
             const T ${name} = s${k};
   % endfor
-            v${i} = ${cast}(${expr});
+            v${i} = ${cast}(${erf.rename(expr, w) if context.get("own_erf", False) else expr});
         }
   % if last[out] == i:
         ${store(out, f"v{i}")};
@@ -49,10 +54,10 @@ __kernel void fused(
     int gid = start;
 % if vector:
     for (; gid + ${vector} <= end; gid += ${vector}) {
-${steps_for("TV", lambda k: f"*(__global const TV *)(b{k} + gid)", lambda k, v: f"*(__global TV *)(b{k} + gid) = {v}", "")}
+${steps_for("TV", lambda k: f"*(__global const TV *)(b{k} + gid)", lambda k, v: f"*(__global TV *)(b{k} + gid) = {v}", "", vector)}
     }
 % endif
     for (; gid < end; ++gid) {
-${steps_for("T", lambda k: f"b{k}[gid]", lambda k, v: f"b{k}[gid] = {v}", "(T)")}
+${steps_for("T", lambda k: f"b{k}[gid]", lambda k, v: f"b{k}[gid] = {v}", "(T)", 1)}
     }
 }

@@ -2,6 +2,7 @@
 ## a build that "succeeds" may still hold no kernel or compute garbage (PoCL reporting AVX-512 widths
 ## that its LLVM cannot lower), so the target keeps only what was seen to work.
 <%namespace name="c" file="common.mako"/>\
+<%namespace name="erf" file="erf.mako"/>\
 ${c.preamble(ctype, vector=vw)}\
 % if which == "vector":
 
@@ -38,6 +39,30 @@ void probe_sub_buffers(__global const float *restrict a, __global float *restric
 {
     const int i = get_global_id(0);
     b[i] = 2.0f * a[i];
+}
+% elif which == "erf":
+
+// erf and erfc of x: the device's builtins, and the functions written out in erf.mako, which the
+// target chooses where they are correct and clearly faster (PoCL's CPU builtins are library calls).
+// Each work-item a run of `chunk` vectors, as the CPU elementwise kernels walk theirs (1 on GPUs).
+__kernel void probe_erf_builtin(__global const T *x, __global T *out, const int n_vec, const int chunk)
+{
+    const int end = min(n_vec, ((int)get_global_id(0) + 1) * chunk);
+    for (int i = get_global_id(0) * chunk; i < end; ++i) {
+        const TV v = VLOAD(i, x);
+        VSTORE(erf(v), i, out);
+        VSTORE(erfc(v), n_vec + i, out);
+    }
+}
+${erf.functions(vw)}
+__kernel void probe_erf_own(__global const T *x, __global T *out, const int n_vec, const int chunk)
+{
+    const int end = min(n_vec, ((int)get_global_id(0) + 1) * chunk);
+    for (int i = get_global_id(0) * chunk; i < end; ++i) {
+        const TV v = VLOAD(i, x);
+        VSTORE(${erf.rename("erf(v)", vw)}, i, out);
+        VSTORE(${erf.rename("erfc(v)", vw)}, n_vec + i, out);
+    }
 }
 % else:
 
