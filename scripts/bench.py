@@ -37,6 +37,12 @@ Rows (``--rows`` takes these names; ``sgemm_512`` picks one size):
                <= 1.5x torch's time
   conv2d       conv2d forward + backward (input, weight and bias gradients) of [64, 16, 28, 28] with 32
                3x3 filters, padding 1, float32, ms (target <= 2x torch's time)
+  cnn_step     issue 23's CNN: (Conv2d 3x3 pad 1, BatchNorm2d, ReLU, MaxPool2d 2) x 2 (16 and 32 channels),
+               Linear(512, 10), batch 64 of 1x16x16, cross-entropy, SGD with momentum: ms/step eager (target
+               <= 1.2x torch) and as cnn_step_captured (target <= 0.9x torch); torch gets the same weights
+  transformer_step  issue 23's transformer: token + position embeddings, 2 pre-norm TransformerEncoderLayers
+               (d 64, 4 heads, FFN 256, GELU, causal), LayerNorm, Linear to 80 classes, T 32, batch 16:
+               eager (<= 1.2x torch) and transformer_step_captured (<= 0.9x torch)
   lstm         nn.LSTM(64, 64) training step on [16, 64, 64] (T, batch, input): forward, MSE loss ((out - y) * (out - y)).mean(),
                backward, SGD step, ms/step, eager (target <= 1.5x torch's nn.LSTM) and as lstm_captured
                through ``capture()`` (target <= 1.0x torch); torch gets the same weights and data
@@ -72,7 +78,7 @@ import time
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REEXEC_MARK = "_AXONML_BENCH_REEXEC"
 ALL_ROWS = ("sgemm", "mlp_matmuls", "bmm", "add", "sum", "half", "amp", "select", "softmax_ce", "custom_op", "layer_norm", "conv2d",
-            "attention", "lstm", "mlp", "mlp_captured",
+            "attention", "cnn_step", "transformer_step", "lstm", "mlp", "mlp_captured",
             "mlp_backward", "chain", "chain_captured", "first_step", "memory")
 SGEMM_SIZES = (256, 512, 1024, 2048)
 N16M = 16 * 1024 * 1024
@@ -854,6 +860,163 @@ class Bench:
                     else {"text": "report"}, "; ".join(n for n in notes[1:] if n),
                     best={k: v for k, v in {**best, "ours": best_captured}.items() if v is not None})]
         return rows
+
+    def _model_step_rows(self, name, label, make_ours, make_torch, x_h, y_h, eager_target, captured_target):
+        """A whole training step (forward, cross-entropy, backward, SGD with momentum) of a model built twice
+        by ``make_ours`` (a seeded twin each call) and once in torch by ``make_torch(ours)`` (the same
+        weights): eager and through ``capture()`` against torch's eager step, ms/step."""
+        np = self.np
+        from axonml_autograd import capture
+        from axonml_autograd.nn import functional as F
+        from axonml_autograd.optim import SGD
+        x = self.Variable(self.Tensor.from_numpy(x_h, device=self.dev))
+        y = self.Tensor.from_numpy(y_h.astype(np.int32), device=self.dev)
+
+        def trainer():
+            model = make_ours()
+            opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+            def step():
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x).reshape(-1, model.classes), y.reshape(-1))
+                loss.backward()
+                opt.step()
+                return loss
+            return model, step
+
+        steps = 3 if self.quick else 8
+        model, eager_step = trainer()
+        cmodel, cstep = trainer()
+        cstep = capture(cstep)
+        for _ in range(3):
+            eager_step(), cstep()
+        same = all(np_equal(a.data().numpy(), b.data().numpy())
+                   for a, b in zip(model.parameters(), cmodel.parameters()))
+
+        def run(step):
+            def timed():
+                for _ in range(steps):
+                    step()
+                self.finish()
+            return timed
+
+        fns = {"ours": run(eager_step), "captured": run(cstep)}
+        err_note = ""
+        if self.torch:
+            torch = self.torch
+            fresh, _ = trainer()
+            ref = make_torch(fresh)
+            tx, ty = torch.from_numpy(x_h), torch.from_numpy(y_h.astype(np.int64))
+            topt = torch.optim.SGD(ref.parameters(), lr=0.01, momentum=0.9)
+            err_note = _err_note(_rel_err(fresh(x).numpy(), ref(tx).detach().numpy()))
+
+            def t_step():
+                topt.zero_grad(set_to_none=True)
+                out = ref(tx)
+                loss = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), ty.reshape(-1))
+                loss.backward()
+                topt.step()
+            fns["torch"] = lambda: [t_step() for _ in range(steps)]
+        t = measure(fns, *self.reps(8, 3, 2, 1))
+        ms, best = t.convert(lambda v: v * 1e3 / steps)
+        captured, best_captured = ms.pop("captured"), best.pop("captured", None)
+        ours = ms.pop("ours")
+        notes = [err_note, f"{cstep.recordings} recording(s), {cstep.replays} replays; "
+                 + ("captured equals eager after 3 steps" if same else "WARNING: captured differs from eager")]
+
+        def target(limit):
+            return {"text": f"<= {limit:g}x torch", "baseline": "torch", "min_ratio": 1 / limit} if self.torch \
+                else {"text": "report"}
+        return [Row(name, f"{label}, eager", "ms/step", "time", ours, dict(ms), "torch", target(eager_target),
+                    notes[0], best=best),
+                Row(f"{name}_captured", f"{label}, captured", "ms/step", "time", captured, dict(ms), "torch",
+                    target(captured_target), notes[1],
+                    best={k: v for k, v in {**best, "ours": best_captured}.items() if v is not None})]
+
+    def cnn_step(self):
+        """Issue 23's CNN: two Conv2d-BatchNorm-ReLU-MaxPool blocks and a Linear on 16x16 digits, batch 64."""
+        np = self.np
+        import axonml_autograd.nn as nn
+
+        def make_ours():
+            m = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+            rng = np.random.default_rng(11)   # the same weights for every twin
+            m.load_state_dict({k: (0.2 * rng.standard_normal(v.shape)).astype(np.float32) if "running" not in k
+                               and "num_batches" not in k else v for k, v in m.state_dict().items()})
+            m.classes = 10
+            return m
+
+        def make_torch(ours):
+            torch = self.torch
+            tn = torch.nn
+            ref = tn.Sequential(tn.Conv2d(1, 16, 3, padding=1), tn.BatchNorm2d(16), tn.ReLU(), tn.MaxPool2d(2),
+                                tn.Conv2d(16, 32, 3, padding=1), tn.BatchNorm2d(32), tn.ReLU(), tn.MaxPool2d(2),
+                                tn.Flatten(), tn.Linear(32 * 4 * 4, 10))
+            ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ours.state_dict().items()})
+            return ref
+
+        x_h = self.rng.standard_normal((64, 1, 16, 16), dtype=np.float32)
+        y_h = self.rng.integers(0, 10, 64)
+        return self._model_step_rows("cnn_step", "CNN step (2x conv-BN-ReLU-pool, batch 64, 16x16)", make_ours,
+                                     make_torch, x_h, y_h, 1.2, 0.9)
+
+    def transformer_step(self):
+        """Issue 23's transformer: a 2-layer GPT-style character model, d 64, 4 heads, T 32, batch 16."""
+        np = self.np
+        import axonml_autograd.nn as nn
+        from axonml_autograd import arange
+        V, D, H, T, B = 80, 64, 4, 32, 16
+
+        class GPT(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tok, self.pos = nn.Embedding(V, D), nn.Embedding(T, D)
+                self.blocks = nn.TransformerEncoder(nn.TransformerEncoderLayer(
+                    D, H, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True), 2)
+                self.norm, self.head = nn.LayerNorm(D), nn.Linear(D, V)
+                self.mask = nn.Transformer.generate_square_subsequent_mask(T)
+                self.where = arange(T, dtype="int32")
+                self.classes = V
+
+            def forward(self, idx):
+                h = self.tok(idx) + self.pos(self.where)
+                return self.head(self.norm(self.blocks(h, mask=self.mask, is_causal=True)))
+
+        def make_ours():
+            m = GPT()
+            rng = np.random.default_rng(12)
+            m.load_state_dict({k: (0.1 * rng.standard_normal(v.shape)).astype(np.float32) + (1.0 if "norm" in k
+                               and k.endswith("weight") else 0.0) for k, v in m.state_dict().items()})
+            return m
+
+        def make_torch(ours):
+            torch = self.torch
+            tn = torch.nn
+
+            class TorchGPT(tn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.tok, self.pos = tn.Embedding(V, D), tn.Embedding(T, D)
+                    self.blocks = tn.TransformerEncoder(tn.TransformerEncoderLayer(
+                        D, H, 4 * D, dropout=0.0, activation="gelu", batch_first=True, norm_first=True), 2,
+                        enable_nested_tensor=False)
+                    self.norm, self.head = tn.LayerNorm(D), tn.Linear(D, V)
+                    self.register_buffer("mask", tn.Transformer.generate_square_subsequent_mask(T))
+
+                def forward(self, idx):
+                    h = self.tok(idx) + self.pos(torch.arange(T))
+                    return self.head(self.norm(self.blocks(h, mask=self.mask, is_causal=True)))
+            ref = TorchGPT()
+            ref.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ours.state_dict().items()},
+                                strict=False)
+            return ref
+
+        x_h = self.rng.integers(0, V, (B, T)).astype(np.int32)
+        y_h = self.rng.integers(0, V, (B, T))
+        return self._model_step_rows("transformer_step", f"2-layer transformer step (d {D}, {H} heads, T {T}, "
+                                     f"batch {B})", make_ours, make_torch, x_h, y_h, 1.2, 0.9)
 
     def _torch_fwd_bwd(self, fn, arrays, g_h):
         """torch's forward + backward of ``fn`` over copies of ``arrays`` with upstream ``g_h``: the timed
