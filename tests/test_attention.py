@@ -52,6 +52,29 @@ def test_matches_torch_outputs_weights_and_gradients(batch_first, masks, fp64):
         np.testing.assert_allclose(p.grad().numpy(), tp.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_self_attention_takes_one_packed_projection_with_torchs_results_and_gradients(batch_first, need_weights,
+                                                                                      fp64):
+    """One Variable as query, key and value: q, k and v come out of one product (torch's packed path)."""
+    E, H, N, L = 12, 3, 2, 17
+    torch, ref, ours = _pair(E, H, batch_first)
+    x = RNG.standard_normal((N, L, E) if batch_first else (L, N, E))
+    m = np.triu(np.ones((L, L), bool), 1)
+    tx = torch.tensor(x, requires_grad=True)
+    t_out, _ = ref(tx, tx, tx, attn_mask=torch.from_numpy(m), need_weights=need_weights)
+    vx = Variable(Tensor.from_numpy(x), requires_grad=True)
+    o_out, _ = ours(vx, vx, vx, attn_mask=Tensor.from_numpy(m), need_weights=need_weights)
+    np.testing.assert_allclose(o_out.numpy(), t_out.detach().numpy(), rtol=1e-11, atol=1e-12)
+    g = RNG.standard_normal(t_out.shape)
+    t_out.backward(torch.from_numpy(g))
+    o_out.backward(Tensor.from_numpy(g))
+    np.testing.assert_allclose(vx.grad().numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in ours.named_parameters():
+        tp = dict(ref.named_parameters())[name]
+        np.testing.assert_allclose(p.grad().numpy(), tp.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_per_head_weights_and_no_weights(fp64):
     torch, ref, ours = _pair(8, 2, True, bias=False)
     x = RNG.standard_normal((3, 4, 8))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from .. import init
+from ..functions import shape as shape_ops
 from ..tensor import Tensor
 from ..variable import Variable
 from . import functional as F
@@ -63,6 +64,7 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
                 average_attn_weights=True, is_causal=False):
+        packed_input = query is key and key is value
         q, k, v = (x if isinstance(x, Variable) else Variable(x) for x in (query, key, value))
         if q.ndim() != 3 or k.ndim() != 3 or v.ndim() != 3:
             raise ValueError(f"MultiheadAttention: expected batched 3-D inputs, got {q.shape()}, {k.shape()}, "
@@ -75,9 +77,16 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention: query of width {E}, expected embed_dim {self.embed_dim}")
         H, D = self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        proj = [F.linear(x, w[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
-                for i, x in enumerate((q, k, v))]
-        qh, kh, vh = (p.reshape(N, -1, H, D).transpose(1, 2) for p in proj)   # [N, H, len, D]
+        if packed_input:
+            # Self-attention (torch's packed in-projection): one product for q, k and v, each head layout
+            # [N, H, L, D] read out of it by one strided copy, whose gradient writes back in place.
+            packed = F.linear(q, w, b)   # [N, L, 3E]
+            qh, kh, vh = (shape_ops.window(packed, [N, H, L, D], [L * 3 * E, D, 3 * E, 1], i * E)
+                          for i in range(3))
+        else:
+            proj = [F.linear(x, w[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
+                    for i, x in enumerate((q, k, v))]
+            qh, kh, vh = (p.reshape(N, -1, H, D).transpose(1, 2) for p in proj)   # [N, H, len, D]
         if is_causal and attn_mask is None:
             raise ValueError("MultiheadAttention: is_causal needs attn_mask too (as torch); pass the causal mask")
         if not need_weights and (attn_mask is None or key_padding_mask is None):
