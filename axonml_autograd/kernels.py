@@ -169,9 +169,10 @@ def _source_path(source: str) -> Optional[Path]:
 
 
 def binary_cache_dir() -> Optional[Path]:
-    """Where built program binaries are kept between processes (None when AXONML_KERNEL_CACHE=0)."""
+    """Where built program binaries are kept between processes (None when AXONML_KERNEL_CACHE is 0, off,
+    false, no or none: such a word is a switch, not a directory to create)."""
     setting = os.environ.get("AXONML_KERNEL_CACHE")
-    if setting == "0":
+    if setting is not None and setting.strip().lower() in ("0", "off", "false", "no", "none"):
         return None
     if setting:
         return Path(setting)

@@ -185,3 +185,12 @@ def test_second_process_does_not_recompile(tmp_path):
     assert first["builds"] == second["builds"] >= 2
     assert cached, "the first process left no compiled kernels on disk"
     assert second["build_s"] < 0.5 * first["build_s"]
+
+
+@pytest.mark.parametrize("word", ["0", "off", "OFF", "false", "no", "none"])
+def test_a_kernel_cache_switched_off_is_no_directory(monkeypatch, word, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AXONML_KERNEL_CACHE", word)
+    assert kernels.binary_cache_dir() is None
+    monkeypatch.setenv("AXONML_KERNEL_CACHE", str(tmp_path / "kc"))
+    assert kernels.binary_cache_dir() == tmp_path / "kc"
