@@ -441,6 +441,17 @@ def first_that_builds(device, family: str, candidates, make, quiet: bool = False
                            + (str(errors[0]) if errors else "none"))
 
 
+def warn_fallback(device, family: str, fallback: str, error) -> None:
+    """Report once per device and family that ``family`` did not build and ``fallback`` is used instead
+    (a :class:`KernelFallbackWarning`, as :func:`first_that_builds` reports its own fallbacks)."""
+    key = (family, "warned")
+    if key not in device.failed_builds:
+        device.failed_builds[key] = True
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        warnings.warn(f"{family}: does not build on {device.name}, using {fallback} ({first})",
+                      KernelFallbackWarning, stacklevel=3)
+
+
 def _brief(candidate) -> str:
     if isinstance(candidate, tuple) and all(isinstance(c, tuple) and len(c) == 2 for c in candidate):
         return "{" + ", ".join(f"{k}={v}" for k, v in candidate) + "}"

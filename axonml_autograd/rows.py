@@ -146,9 +146,16 @@ def reduce(x: Tensor, op: str, axis=None, keepdim=False, scale=1.0):
     out_dtype = x.dtype if half else None
     if half:
         acc_dtype = np.dtype(np.float32)
-    vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype, out_dtype=out_dtype)
-    while P > 1:
-        vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx, out_dtype=out_dtype)
+    try:
+        vals, idx, P = _reduce_pass(x, op, outer, R, inner, scale, dtype=acc_dtype, out_dtype=out_dtype)
+        while P > 1:
+            vals, idx, P = _reduce_pass(vals, op, outer, P, inner, scale, idx=idx, out_dtype=out_dtype)
+    except kernels.KernelBuildError as e:
+        if not half:
+            raise
+        # A device that cannot build the 16-bit reads: the float32 kernels on a float32 copy.
+        kernels.warn_fallback(x.device, f"reduce from {kernels.ctype(x.dtype)}", "a float32 copy", e)
+        return reduce(x.astype("float32"), op, axis, keepdim, scale * R if op == "mean" else scale).astype(x.dtype)
     vals = vals.reshape(out_shape)
     if op == "argmax":
         return vals, idx.reshape(out_shape)
@@ -174,7 +181,7 @@ def _softmax_launch(device, op, which, rows, cols, dtype, flags=None, xtype=None
             params["half_io"] = "bits"   # as the reduce template: PoCL's vload_half/vstore_half are slow calls
     # The target's width and work-group, then narrower widths, then fewer work-items.
     local, knl = kernels.first_that_builds(
-        device, f"softmax rows {which} {params['ctype']}",
+        device, f"softmax rows {which} {params['ctype']}" + (f" from {params['xtype']}" if xtype is not None else ""),
         [(vw, n) for n in locals_ for vw in t.vector_widths(dtype)],
         lambda c: (c[1], kernels.get_kernel(device, "softmax.cl.mako", which, vw=c[0], local_size=c[1], local=c[1],
                                             **params)))
@@ -230,9 +237,15 @@ def cross_entropy_rows(x: Tensor, targets: Tensor, weight: Optional[Tensor] = No
         # are then the forward's and both kernels come from one program (one build less on a cold start).
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll, count=count,
                      has_den=count)
-        _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, dtype, flags, x.dtype if half else None,
-                        x=x, target=targets, weight=weight, lse=lse, loss=loss, ignore_index=ignore_index,
-                        smooth=label_smoothing)
+        try:
+            _softmax_launch(x.device, "cross_entropy", "forward", rows, cols, dtype, flags, x.dtype if half else None,
+                            x=x, target=targets, weight=weight, lse=lse, loss=loss, ignore_index=ignore_index,
+                            smooth=label_smoothing)
+        except kernels.KernelBuildError as e:
+            if not half:
+                raise
+            kernels.warn_fallback(x.device, f"cross_entropy rows from {kernels.ctype(x.dtype)}", "float32 copies", e)
+            return cross_entropy_rows(x.astype("float32"), targets, weight, ignore_index, label_smoothing, nll, count)
     return loss, lse
 
 
@@ -252,9 +265,16 @@ def cross_entropy_rows_backward(g: Tensor, x: Tensor, targets: Tensor, lse: Tens
         flags = dict(_CE_FLAGS, weighted=weight is not None, smoothing=label_smoothing > 0, nll=nll,
                      g_rows=g.numel() != 1 or (rows == 1 and g.ndim() == 1), has_den=den is not None,
                      count=den is not None)
-        _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, dtype, flags, x.dtype if half else None,
-                        g=g, x=x, target=targets, weight=weight, lse=lse, den=den, gx=gx, scale=scale,
-                        ignore_index=ignore_index, smooth=label_smoothing)
+        try:
+            _softmax_launch(x.device, "cross_entropy", "backward", rows, cols, dtype, flags,
+                            x.dtype if half else None, g=g, x=x, target=targets, weight=weight, lse=lse, den=den,
+                            gx=gx, scale=scale, ignore_index=ignore_index, smooth=label_smoothing)
+        except kernels.KernelBuildError as e:
+            if not half:
+                raise
+            kernels.warn_fallback(x.device, f"cross_entropy rows from {kernels.ctype(x.dtype)}", "float32 copies", e)
+            return cross_entropy_rows_backward(g, x.astype("float32"), targets, lse, scale, weight, ignore_index,
+                                               label_smoothing, nll, den).astype(x.dtype)
     return gx
 
 

@@ -471,3 +471,37 @@ def test_16_bit_recurrent_layers_run_the_recurrence_in_float32(dt, kind):
     assert str(x.grad.dtype) == dt and str(ours.weight_hh_l0.grad.dtype) == dt
     g, tg = x.grad.astype("float32").numpy(), tx.grad.numpy()
     assert np.abs(g - tg).max() <= 0.05 * np.abs(tg).max()
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_a_device_that_cannot_build_16_bit_reads_falls_back_to_float32_copies(dt, monkeypatch):
+    """Sums and cross-entropy read 16-bit tensors in their kernels; where such a kernel does not build,
+    the float32 kernels run on float32 copies (one warning), with the same values."""
+    from axonml_autograd import kernels
+    x = leaf((7, 129), 21, dt)
+    t = ag.from_numpy((np.arange(7) * 11 % 129).astype(np.int32))
+    want_sum, want_mean = x.data().sum().numpy(), x.data().mean(1).numpy()
+    want_loss = F.cross_entropy(x, t)
+    want_loss.backward()
+    want_grad = x.grad().numpy()
+    x.zero_grad()
+
+    dev = x.data().device
+    monkeypatch.setattr(dev, "failed_builds", {})
+    real = kernels.get_kernel
+
+    def refusing(device, template, name, **params):
+        if params.get("xtype") in ("bf16", "half") or params.get("in_ctype") in ("bf16", "half"):
+            raise kernels.KernelBuildError(f"{template}: refused for the test")
+        return real(device, template, name, **params)
+
+    monkeypatch.setattr(kernels, "get_kernel", refusing)
+    with pytest.warns(kernels.KernelFallbackWarning):
+        got_sum = x.data().sum().numpy()
+    np.testing.assert_array_equal(got_sum, want_sum)
+    np.testing.assert_array_equal(x.data().mean(1).numpy(), want_mean)
+    with pytest.warns(kernels.KernelFallbackWarning):
+        loss = F.cross_entropy(x, t)
+    loss.backward()
+    np.testing.assert_array_equal(loss.data().numpy(), want_loss.data().numpy())
+    np.testing.assert_array_equal(x.grad().numpy(), want_grad)
