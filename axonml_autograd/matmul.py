@@ -113,7 +113,7 @@ def _sixteen_bit_plan(device, dtype, strategy, trans_a, trans_b, auto, rounded) 
 
 def _rounded_once(run, dev):
     """A 16-bit product's launcher: the kernel accumulates into a float32 C, rounded once into ``c``."""
-    def run16(a, b, c):
+    def run16(a, b, c, _bias=None):   # (16-bit operands take no bias: matmul refuses one)
         c32 = Tensor(c._shape, "float32", dev)
         run(a, b, c32)
         c.copy_(c32)
@@ -284,7 +284,8 @@ def _over(t: Tensor, shape) -> Tensor:
 
 
 def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
-           out: Optional[Tensor] = None, strategy: Optional[str] = None, offsets=(0, 0, 0)) -> Tensor:
+           out: Optional[Tensor] = None, strategy: Optional[str] = None, offsets=(0, 0, 0),
+           bias: Optional[Tensor] = None) -> Tensor:
     """``op(a) @ op(b)`` with numpy's ``matmul`` rules, ``op`` transposing the last two axes when asked.
 
     Operands of two or more dimensions are stacks of matrices whose leading (batch) dimensions
@@ -294,6 +295,10 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
 
     float16/bfloat16 operands accumulate in float32 and the result is rounded once; a float32 ``out``
     takes the float32 result instead (torch's ``out_dtype``).
+
+    ``bias`` (float32/float64, a contiguous ``[N]`` of the operands' dtype) is added to every row of the
+    result by the product's own kernel, where it writes the finished sum: torch's ``addmm``, with the
+    bits of a separate ``result + bias``.
 
     ``offsets`` (elements into the buffers of ``a``, ``b`` and ``out``) lets a caller multiply a window
     of a larger buffer: pass a Tensor sharing that buffer's storage with the window's shape (the
@@ -314,25 +319,30 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     # A float32 ``out`` for 16-bit operands takes the float32 accumulators as they are (no rounding).
     wide = out is not None and a.dtype.itemsize == 2 and getattr(out, "dtype", None) == np.float32
     key = (a.device, b.device, a.dtype, b.dtype, a._shape, b._shape, bool(trans_a), bool(trans_b), strategy,
-           os.environ.get("AXONML_MATMUL"), _forced_config, wide)
+           os.environ.get("AXONML_MATMUL"), _forced_config, wide, bias is not None)
     if offsets != (0, 0, 0):
         key += tuple(int(o) for o in offsets)
     call = _calls.get(key)
-    if call is not None:
+    if call is not None and (bias is None or (bias.__class__ is Tensor and bias._shape == call[0][-1:]
+                                              and bias._view is None and bias.dtype == a.dtype
+                                              and bias.device is a.device)):
         if out is None:
             result = Tensor._wrap(call[0], a.dtype, a.device)
-            call[1](a, b, result)
+            call[1](a, b, result, bias)
             return result
         if out.__class__ is Tensor and out._shape == call[0] and (wide or out.dtype == a.dtype) \
                 and out.device is a.device:
             out._version += 1
-            call[1](a, b, out)
+            call[1](a, b, out, bias)
             return out
     dev = _check_same_device("matmul", [a, b] + ([out] if out is not None else []))
     if a.dtype != b.dtype:
         raise TypeError(f"matmul: dtypes differ: {a.dtype} and {b.dtype}; convert one with .astype()")
     if a.dtype.kind != "f":
         raise TypeError(f"matmul: {a.dtype} is not supported; use float32 or float64")
+    if bias is not None and a.dtype.itemsize == 2:
+        raise TypeError(f"matmul: a bias is added by the float32/float64 kernels only, not to {a.dtype} "
+                        "operands; add it to the result")
     if a.dtype.itemsize == 2:
         # float16/bfloat16: float32 accumulation, as torch's CPU matmul, and the result rounded once.
         # The kernel reads bfloat16 (a shift), and float16 on GPUs (tiles convert once per load), as
@@ -374,6 +384,13 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
         raise ValueError(f"matmul: batch dimensions {a_batch} and {b_batch} cannot be broadcast: "
                          f"{_shape_text(a)} @ {_shape_text(b)}") from None
     out_shape = batch + ((M,) if not a_vec else ()) + ((N,) if not b_vec else ())
+    if bias is not None:
+        if not isinstance(bias, Tensor) or bias._shape != (N,) or b_vec or bias.dtype != a.dtype:
+            raise ValueError(f"matmul: bias must be a {a.dtype} tensor of shape [{N}] (one value per column of "
+                             f"the result {list(out_shape)}), got " + (f"{bias.dtype} {list(bias._shape)}" if
+                                                                       isinstance(bias, Tensor) else type(bias).__name__))
+        _check_same_device("matmul", [a, bias])
+        bias = bias.contiguous()
     check_index32("matmul", a.numel() + int(offsets[0]), b.numel() + int(offsets[1]),
                   math.prod(out_shape) + int(offsets[2]))
     if out is not None:
@@ -415,12 +432,12 @@ def matmul(a: Tensor, b: Tensor, trans_a: bool = False, trans_b: bool = False,
     nb_hi, nb_lo = cshape[-2], cshape[-1]
 
     if plan.strategy == "blocked":
-        run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
+        run = _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, offsets, bias is not None)
     else:
-        run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets)
+        run = _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, offsets, bias is not None)
     if a.dtype.itemsize == 2 and not wide and not direct:
         run = _rounded_once(run, dev)
-    run(a, b, result)
+    run(a, b, result, bias)
     if len(_calls) > 4096:   # many distinct shapes: start over rather than grow without bound
         _calls.clear()
     _calls[key] = (out_shape, run)
@@ -437,14 +454,15 @@ def _outer_offsets(outer, sa, sb, sc):
                sum(i * s for i, s in zip(idx, sc)))
 
 
-def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0)):
-    """A function (a, b, c) that enqueues the tiled kernel(s) for this signature."""
+def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0), bias=False):
+    """A function (a, b, c, bias=None) that enqueues the tiled kernel(s) for this signature (``bias``:
+    whether its calls pass one)."""
     p = plan.params
     ts, side = p["ts"], plan.local[0]
     mat_a, mat_b, mat_c = M * K, K * N, M * N
     gsize = (kernels.round_up(N, ts) // ts * side, kernels.round_up(M, ts) // ts * side, nb_hi * nb_lo)
     sig = kernels.signature(plan.kernel)
-    fills = [sig.partial(dict(M=M, N=N, K=K, nb_lo=nb_lo,
+    fills = [sig.partial(dict(M=M, N=N, K=K, nb_lo=nb_lo, has_bias=int(bias),
                               sa_hi=sa[-2] * mat_a, sa_lo=sa[-1] * mat_a, sb_hi=sb[-2] * mat_b, sb_lo=sb[-1] * mat_b,
                               off_a=oa * mat_a + base[0], off_b=ob * mat_b + base[1], off_c=oc * mat_c + base[2]),
                          _OPERANDS)
@@ -453,15 +471,16 @@ def _tiled_launcher(dev, plan, M, N, K, outer, sa, sb, sc, nb_hi, nb_lo, base=(0
 
 
 # The operands' parameters, bound at each call (the rest when the call's launcher is made).
-_OPERANDS = ("a_base", "b_base", "c_base")
+_OPERANDS = ("a_base", "b_base", "c_base", "bias")
 
 
 def _runner(dev, plan, gsize, fills):
     knl, local, enqueue = plan.kernel, plan.local, launch.kernel
 
-    def run(a, b, c):
+    def run(a, b, c, bias=None):
+        # Without a bias, C's buffer fills the bias slot (has_bias, bound with the launcher, is 0).
         for bound in fills:
-            enqueue(dev, knl, gsize, local, bound(a, b, c), packed=True)
+            enqueue(dev, knl, gsize, local, bound(a, b, c, c if bias is None else bias), packed=True)
     return run
 
 
@@ -518,8 +537,9 @@ def _blocked_config(plan, M, N, K, nmat) -> BlockedConfig:
     return BlockedConfig(mcp, ncp, kc)
 
 
-def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0)):
-    """A function (a, b, c) that enqueues the blocked kernel for this signature."""
+def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_lo, base=(0, 0, 0), bias=False):
+    """A function (a, b, c, bias=None) that enqueues the blocked kernel for this signature (``bias``:
+    whether its calls pass one)."""
     p = plan.params
     mr, nr = p["mr"], p["nr"]
     pm, pn = -(-M // mr), -(-N // nr)
@@ -534,6 +554,7 @@ def _blocked_launcher(dev, plan, M, N, K, ta, tb, outer, sa, sb, sc, nb_hi, nb_l
     gsize = (-(-pm // mcp), -(-pn // ncp), nb_hi * nb_lo)
     sig = kernels.signature(plan.kernel)
     fills = [sig.partial(dict(M=M, N=N, K=K, a_row=a_row, a_k=a_k, b_k=b_k, b_n=b_n, mcp=mcp, ncp=ncp, kc=kc,
+                              has_bias=int(bias),
                               nb_lo=nb_lo,
                               sa_hi=sa[-2] * mat_a, sa_lo=sa[-1] * mat_a, sb_hi=sb[-2] * mat_b, sb_lo=sb[-1] * mat_b,
                               off_a=oa * mat_a + base[0], off_b=ob * mat_b + base[1], off_c=oc * mat_c + base[2]),

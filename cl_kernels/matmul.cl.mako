@@ -29,6 +29,12 @@
 ## keeps them in registers for all of K; the blocked form only when K is one slice (the host's promise:
 ## kc = K), so that C is never read back; no float32 C is allocated then.
 ##
+## Bias (torch's addmm, for F.linear): with `has_bias` set, C = op(A) op(B) + bias[n], the bias added to
+## the finished sum where C is last written (after the last k slice), as a separate add would: the same
+## bits, without a launch and a pass over C of its own. `bias` is an argument of every launch, of C's
+## type (C's own buffer when has_bias is 0: it is not read then); a 16-bit C never takes one (the
+## caller adds it in its rounding pass).
+##
 ## Parameters: ctype ("float" | "double"), strategy, trans_a, trans_b, ts, tsk, wpt (tiled),
 ## mr, nr, vw, kc_max (blocked), and optionally intype and outtype ("bf16" | "half_bits" | "half").
 <%namespace name="c" file="common.mako"/>\
@@ -89,6 +95,8 @@ void matmul_tiled(
     __global const ${TI} *restrict a_base,
     __global const ${TI} *restrict b_base,
     __global ${TO} *restrict c_base,
+    __global const ${TO} *bias,
+    const int has_bias,
     const int M, const int N, const int K,
     const int nb_lo,
     const long sa_hi, const long sa_lo,
@@ -159,7 +167,7 @@ void matmul_tiled(
         for (int j = 0; j < ${wpt}; ++j) {
             const int n = n0 + tx + j * ${rt};
             if (n < N)
-                ${wr("c", "(size_t)m * N + n", "acc[i][j]", outtype)};
+                ${wr("c", "(size_t)m * N + n", "acc[i][j]" if outtype else "(has_bias ? acc[i][j] + bias[n] : acc[i][j])", outtype)};
         }
     }
 }
@@ -223,6 +231,20 @@ void matmul_tiled(
 % endfor
                         pb += ${nv};
                     }
+% if not context.get("outtype"):
+                    if (has_bias && k0 + kn >= K) {
+                        // The sum is complete: add the bias of each column (0 past N, never stored).
+                        T bt[${nva * vw}];
+                        for (int j = 0; j < ${nva * vw}; ++j)
+                            bt[j] = j < cols ? bias[n0 + j] : (T)0;
+  % for v in range(nva):
+                        {
+                            const TV bv = VLOAD(${v}, bt);
+                            ${" ".join(f"c{r}_{v} += bv;" for r in range(mr))}
+                        }
+  % endfor
+                    }
+% endif
 
 % if nva == nv and not context.get("outtype"):
                     if (whole) {
@@ -266,6 +288,8 @@ void matmul_blocked(
     __global const ${TI} *restrict a_base,
     __global const ${TI} *restrict b_base,
     __global ${TO} *restrict c_base,
+    __global const ${TO} *bias,
+    const int has_bias,
     const int M, const int N, const int K,
     const int a_row, const int a_k,
     const int b_k, const int b_n,

@@ -31,14 +31,14 @@ def test_matmul_blocked_binds_in_the_order_it_was_passed():
                              trans_a=False, trans_b=False, ts=0, tsk=0, wpt=0, mr=6, nr=8, vw=4, kc_max=512)
     a, b, c = Tensor.ones([4, 3]), Tensor.ones([3, 5]), Tensor.zeros([4, 5])
     i32, i64 = np.int32, np.int64
-    expected = packed(a.buffer, b.buffer, c.buffer, i32(4), i32(5), i32(3), i32(3), i32(1), i32(5), i32(1),
+    expected = packed(a.buffer, b.buffer, c.buffer, c.buffer, i32(0), i32(4), i32(5), i32(3), i32(3), i32(1), i32(5), i32(1),
                       i32(1), i32(1), i32(3), i32(1), i64(0), i64(0), i64(0), i64(0), i64(7), i64(0), i64(2 ** 40))
     values = dict(M=4, N=5, K=3, a_row=3, a_k=1, b_k=5, b_n=1, mcp=1, ncp=1, kc=3, nb_lo=1, sa_hi=0, sa_lo=0,
-                  sb_hi=0, sb_lo=0, off_a=7, off_b=0, off_c=2 ** 40)
-    same(kernels.bind(knl, dict(values, a_base=a, b_base=b, c_base=c)), expected)
+                  sb_hi=0, sb_lo=0, off_a=7, off_b=0, off_c=2 ** 40, has_bias=0)
+    same(kernels.bind(knl, dict(values, a_base=a, b_base=b, c_base=c, bias=c)), expected)
     # Scalars bound once, the operands per launch (matmul's plans), give the same list.
-    fill = kernels.signature(knl).partial(values, ("a_base", "b_base", "c_base"))
-    same(fill(a, b, c), expected)
+    fill = kernels.signature(knl).partial(values, ("a_base", "b_base", "c_base", "bias"))
+    same(fill(a, b, c, c), expected)
 
 
 def test_layer_norm_binds_with_and_without_its_optional_arguments():

@@ -76,6 +76,15 @@ def linear(a, w, b=None):
         if x.ndim() != 2:
             out = out.reshape(list(lead) + [wt._shape[0]])
         return record("AddmmBackward", out, [a, w, b], saved=(x, wt), vrule=_linear_bias_vrule)
+    bt = None if b is None else b.data()
+    if bt is not None and bt.dtype == x.dtype == wt.dtype and x.dtype.itemsize != 2 and bt._shape == wt._shape[:1] \
+            and bt.device is x.device:
+        # The bias added by the product's kernel as it writes C (torch's addmm): the bits of y + b,
+        # without a launch and a pass of its own.
+        out = matmul_tensors(x2, wt, trans_b=True, bias=bt)
+        if x.ndim() != 2:
+            out = out.reshape(list(lead) + [wt._shape[0]])
+        return record("AddmmBackward", out, [a, w, b], saved=(x, wt), vrule=_linear_bias_vrule)
     out = matmul_tensors(x2, wt, trans_b=True)
     if x.ndim() != 2:
         out = out.reshape(list(lead) + [wt._shape[0]])
