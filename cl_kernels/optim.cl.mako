@@ -26,6 +26,12 @@
 ##   skip:     the step is the gradient scaler's (amp.py): the kernel takes `found_inf` and does nothing
 ##             when it is set, and a first step is the one whose count is 1 (a skipped step does not
 ##             count), read from `steps`, instead of the host's `first_step`
+##   multi:    SGD and Adam/AdamW: 0, or the number of parameters one launch updates (torch's foreach):
+##             `sgd_step_multi` / `adam_step_multi` take each parameter's buffers, element count, chunk
+##             and step slot (or first-step flag) with a suffix 0..multi-1, and `items{j}`, the work-items
+##             of parameters 0..j together; work-item i updates the parameter whose range holds it, as
+##             the single-parameter kernel's work-item (i - the items before) would: the same elements
+##             in the same vector/scalar split, so the same bits, in one launch instead of `multi`
 <%
     vw = vector
 %>
@@ -61,11 +67,11 @@ inline T step_count(__global const uint *steps, const int slot)
 % endif
 </%def>
 
-<%def name="chunked(body)">
+<%def name="chunked(body, item='get_global_id(0)')">
 % if context.get("skip"):
     if (found_inf[0] != 0.0f) return;
 % endif
-    const int start = get_global_id(0) * chunk;
+    const int start = ${item} * chunk;
     const int end = min(n, start + chunk);
     int i = start;
 % if vw:
@@ -250,3 +256,87 @@ ${first_step_value()}\
     const T clr = rates[0] / (((T)1) + (step_count(steps, slot) - ((T)1)) * lr_decay);
 ${chunked(adagrad)}
 }
+
+% if context.get("multi"):
+<%
+    K = context.get("multi", 0)
+    skip_, momentum_ = context.get("skip", False), context.get("momentum", False)
+    sgd_buffers = ["p", "grad"] + (["momentum_buffer"] if momentum_ else [])
+    adam_buffers = ["p", "grad", "exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if context.get("amsgrad") else [])
+%>
+## The parameter this work-item updates: `buffers` and `ints` of the one whose range of work-items holds
+## it, and `local_item`, its place in that range.
+<%def name="select(buffers, ints)">
+    const int item = get_global_id(0);
+    if (item >= items${K - 1}) return;
+% for b in buffers:
+    __global ${"const " if b == "grad" else ""}T *${b} = ${b}0;
+% endfor
+    int ${", ".join(f"{i} = {i}0" for i in ints)}, local_item = item;
+% for j in range(1, K):
+    if (item >= items${j - 1}) {
+        ${" ".join(f"{b} = {b}{j};" for b in buffers)}
+        ${" ".join(f"{i} = {i}{j};" for i in ints)}
+        local_item = item - items${j - 1};
+    }
+% endfor
+</%def>
+<%def name="per_parameter(buffers, ints)">
+% for j in range(K):
+  % for b in buffers:
+    __global ${"const " if b == "grad" else ""}T *${b}${j},
+  % endfor
+  % for i in ints:
+    const int ${i}${j},
+  % endfor
+    const int items${j},
+% endfor
+</%def>
+% if context.get("op") == "sgd":
+<% ints = ["n", "chunk"] + (["slot" if skip_ else "first_step"] if momentum_ else []) %>
+__kernel void sgd_step_multi(
+${per_parameter(sgd_buffers, ints)}\
+    __global const T *rates,
+% if skip_:
+    __global const float *found_inf,
+  % if momentum_:
+    __global const uint *steps,
+  % endif
+% endif
+% if momentum_:
+    const T mu,
+    const T one_minus_dampening,
+    const int nesterov,
+% endif
+    const T weight_decay)
+{
+${select(sgd_buffers, ints)}\
+    const T lr = rates[0];
+% if momentum_:
+${first_step_value()}\
+% endif
+${chunked(sgd, "local_item")}
+}
+% else:
+<% ints = ["n", "chunk", "slot"] %>
+__kernel void adam_step_multi(
+${per_parameter(adam_buffers, ints)}\
+    __global const uint *steps,
+    __global const T *rates,
+    const T beta1,
+    const T beta2,
+    const T eps,
+    const T l2,
+    const T log_beta1,
+${skip_param()}\
+    const T log_beta2)
+{
+${select(adam_buffers, ints)}\
+    const T t = step_count(steps, slot);
+    const T decay = rates[1];
+    const T step_size = rates[0] / -expm1(t * log_beta1);
+    const T bc2_sqrt = sqrt(-expm1(t * log_beta2));
+${chunked(adam, "local_item")}
+}
+% endif
+% endif

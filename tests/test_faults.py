@@ -134,9 +134,12 @@ def test_a_bad_gradient_on_the_last_parameter_updates_nothing(make):
     assert _snapshot(params, opt) == before
 
 
-def test_a_device_error_mid_step_marks_the_optimizer_invalid_until_a_reload(monkeypatch):
+@pytest.mark.parametrize("multi", [False, True], ids=["launch_per_parameter", "one_launch"])
+def test_a_device_error_mid_step_marks_the_optimizer_invalid_until_a_reload(monkeypatch, multi):
     params = _model()
     opt = Adam(params, lr=0.1)
+    if not multi:
+        opt._multi_kernel = None   # one launch per parameter: the error strikes half-way through them
     opt.step()
     good = opt.state_dict()
     good_params = [p.to_vec() for p in params]
@@ -145,13 +148,15 @@ def test_a_device_error_mid_step_marks_the_optimizer_invalid_until_a_reload(monk
 
     def failing_launch(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 4:   # the step's first launch advances the step counts, then one per parameter
+        # The step's first launch advances the step counts, then one per parameter, or one for all four.
+        if len(calls) == (4 if not multi else 2):
             raise _refusal()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(kernels, "launch", failing_launch)
-    with pytest.raises(RuntimeError, match=r"step failed: MemoryError while updating parameter 2 of 4 "
-                                           r"\(shape \[2\]\); 2 were already updated") as err:
+    done = 2 if not multi else 0
+    with pytest.raises(RuntimeError, match=rf"step failed: MemoryError while updating parameter {done} of 4 "
+                                           rf"\(shape \[2\]\); {done} were already updated") as err:
         opt.step()
     assert isinstance(err.value.__cause__, cl.MemoryError)
     monkeypatch.undo()

@@ -39,9 +39,11 @@ class Adam(Optimizer):
     def _needed_state(self, g):
         return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if g["amsgrad"] else ())
 
-    def _kernel(self, g, data):
+    _multi_kernel = "adam_step"
+
+    def _kernel(self, g, data, multi=0):
         return _optim_kernel(data, "adam_step", momentum=False, amsgrad=g["amsgrad"],
-                             skip=self._found_inf is not None)
+                             skip=self._found_inf is not None, multi=multi)
 
     def _arguments(self, g, data, state, fresh):
         beta1, beta2 = g["betas"]

@@ -83,7 +83,7 @@ def _brief(value) -> str:
 
 
 def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool = False,
-                  centered: bool = False, skip: bool = False):
+                  centered: bool = False, skip: bool = False, multi: int = 0):
     dev = data.device
     dtype = compute_dtype(data.dtype)   # 16-bit parameters: the float32 kernel on float32 copies (_launch)
     ctype = kernels.ctype(dtype)
@@ -91,8 +91,14 @@ def _optim_kernel(data: Tensor, name: str, momentum: bool = False, amsgrad: bool
     t = dev.target
     vector = 0 if t.is_gpu else min(t.vector_width(dtype), 32 // dtype.itemsize)
     vector = vector if vector >= 2 else 0
-    return kernels.get_kernel(dev, _TEMPLATE, name, ctype=ctype, momentum=momentum, amsgrad=amsgrad,
-                              centered=centered, vector=vector, skip=skip)
+    extra = dict(multi=multi, op=name.split("_")[0]) if multi else {}
+    return kernels.get_kernel(dev, _TEMPLATE, name + ("_multi" if multi else ""), ctype=ctype, momentum=momentum,
+                              amsgrad=amsgrad, centered=centered, vector=vector, skip=skip, **extra)
+
+
+# Parameters one launch of a multi-parameter update takes (torch's foreach): one program per variant,
+# fewer parameters filling the spare slots with empty ranges.
+MULTI = 8
 
 
 class Optimizer:
@@ -106,6 +112,7 @@ class Optimizer:
     """
 
     _state_keys: tuple = ()    # device tensors kept per parameter, in kernel-argument order
+    _multi_kernel = None       # the kernel name whose "_multi" form updates several parameters per launch
     _rate_keys: tuple = ("lr",)   # the group options that ``_rate_values`` reads
     _reads_steps = False       # whether the kernel reads the step count (bias corrections, decay)
     _found_inf = None          # during GradScaler.step: the device flag that makes the step a no-op
@@ -243,7 +250,7 @@ class Optimizer:
                                      f"not match its parameter ({data.dtype} {data.shape()})")
                 check_index32(f"{name}.step", data)   # the update kernels index in 32 bits
                 work.append((group, p, data, grad))
-        done = 0
+        done, current = 0, None
         cap = launch.active_capture()
         try:
             with launch.not_recording():   # set-up that a replay must not repeat (tables, rate buffers)
@@ -255,6 +262,9 @@ class Optimizer:
             skip = self._found_inf   # GradScaler.step: the device's found-inf flag, else None
             for device, slots in by_device.items():
                 device_state.advance(device, self._step_tables[device], sorted(slots), found_inf=skip)
+            # Parameters whose updates differ only in their tensors go out together (_launch_batch).
+            batches, groups_by_id = {}, {id(g): g for g, *_rest in work}
+            rates_by_id = {id(r): r for r in rates}
             for (group, p, data, grad), rate in zip(work, rates):
                 state = self.state.get(p)
                 if state is None:
@@ -271,16 +281,28 @@ class Optimizer:
                         args["found_inf"] = skip
                     if steps:
                         args.update(steps=self._step_tables[data.device], slot=self._slots[id(p)])
+                    if self._multi_kernel is not None and data.dtype.itemsize != 2:
+                        batches.setdefault(self._batch_key(group, data, rate, args), []).append((data, grad, args))
+                        data._version += 1   # saved-for-backward copies of this tensor are now stale
+                        continue
+                    current = data
                     self._launch(group, data, p=data, grad=grad, rates=rate, **args)
-                data._version += 1   # saved-for-backward copies of this tensor are now stale
+                data._version += 1
                 done += 1
+            for (group_id, _dtype, _device, rate_id, _options), items in batches.items():
+                for start in range(0, len(items), MULTI):
+                    part = items[start:start + MULTI]
+                    current = part[0][0]
+                    self._launch_batch(groups_by_id[group_id], rates_by_id[rate_id], part)
+                    done += len(part)
             if work:
                 launch.flush(work[0][2].device)
         except BaseException as e:
             # Some parameters may already be updated and the rest not: neither the model nor the state
             # is a consistent snapshot any more, so refuse further steps rather than train on it.
+            shape = (current if current is not None else work[min(done, len(work) - 1)][2]).shape()
             self._failed = (f"{type(e).__name__} while updating parameter {done} of {len(work)} "
-                            f"(shape {work[min(done, len(work) - 1)][2].shape()}); {done} were already updated")
+                            f"(shape {shape}); {done} were already updated")
             raise RuntimeError(f"{name}.step failed: {self._failed}. The parameters and the optimizer "
                                "state are now inconsistent; reload a checkpoint") from e
         if cap is not None:
@@ -366,6 +388,41 @@ class Optimizer:
 
     def _kernel(self, group, data: Tensor):
         raise NotImplementedError
+
+    # Per-parameter arguments of the multi-parameter kernels: its tensors (p, grad, state) and these.
+    _PER_PARAMETER = ("first_step", "slot")
+
+    def _batch_key(self, group, data, rate, args) -> tuple:
+        """What parameters must share to be updated by one launch: group, dtype, device, rate buffer and
+        every option (the scalars and shared buffers: steps table, found-inf flag)."""
+        options = tuple(sorted((k, v if not isinstance(v, Tensor) else id(v)) for k, v in args.items()
+                               if k not in self._state_keys and k not in self._PER_PARAMETER))
+        return id(group), data.dtype, data.device, id(rate), options
+
+    def _launch_batch(self, group, rate, part):
+        """The updates of ``part`` (up to ``MULTI`` (data, grad, args) sharing a batch key) in one launch (a
+        lone parameter takes the single-parameter kernel): the same bits as one launch each."""
+        if len(part) == 1:
+            data, grad, args = part[0]
+            self._launch(group, data, p=data, grad=grad, rates=rate, **args)
+            return
+        data0 = part[0][0]
+        dev = data0.device
+        named, total, local = {}, 0, 1
+        for j in range(MULTI):
+            # Spare slots repeat the first parameter over an empty range (items stay at the total).
+            data, grad, args = part[j] if j < len(part) else (data0, part[0][1], part[0][2])
+            n = data.numel() if j < len(part) else 0
+            chunk, _global, local = ew_launch_shape(dev, max(n, 1))
+            total += -(-n // chunk)
+            named.update({f"p{j}": data, f"grad{j}": grad, f"n{j}": n, f"chunk{j}": chunk, f"items{j}": total})
+            for k, v in args.items():
+                if k in self._state_keys or k in self._PER_PARAMETER:
+                    named[f"{k}{j}"] = v
+        named.update({k: v for k, v in part[0][2].items()
+                      if k not in self._state_keys and k not in self._PER_PARAMETER})
+        knl = self._kernel(group, data0, multi=MULTI)
+        kernels.launch(dev, knl, (kernels.round_up(total, local),), (local,), rates=rate, **named)
 
     def _launch(self, group, data: Tensor, **args):
         # The elementwise launch shape: on CPUs each work-item walks a long contiguous run with

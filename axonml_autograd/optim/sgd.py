@@ -31,9 +31,11 @@ class SGD(Optimizer):
     def _needed_state(self, g):
         return ("momentum_buffer",) if g["momentum"] != 0 else ()
 
-    def _kernel(self, g, data):
+    _multi_kernel = "sgd_step"
+
+    def _kernel(self, g, data, multi=0):
         return _optim_kernel(data, "sgd_step", momentum=g["momentum"] != 0, amsgrad=False,
-                             skip=self._found_inf is not None)
+                             skip=self._found_inf is not None, multi=multi)
 
     def _arguments(self, g, data, state, fresh):
         if g["momentum"] != 0:
