@@ -205,36 +205,49 @@ __kernel void attn_forward(__global const T *restrict q, __global const T *restr
                            __global T *restrict o, __global T *restrict lse,${mask_args()}
                            const int L, const int S, const int Lp, const int Sp, const T scale, const int blocks)
 {
-    // `blocks` consecutive row blocks per work-item (on PoCL each work-group costs a task of its own).
+    // `blocks` consecutive row blocks per work-item (on PoCL each work-group costs a task of its own),
+    // walked in groups of G blocks: a group's accumulators live in private memory while each key block
+    // (BK keys of kt and v) passes over all its row blocks, so a key block is read from L2 once per
+    // G * R rows and from L1 by the other row blocks of the group.
     const int bh = get_global_id(1);
     __global T *lrow = lse + (size_t)bh * Lp;
-    const int rend = IMIN(Lp, (get_global_id(0) + 1) * blocks * ${R});
-    for (int r0 = get_global_id(0) * blocks * ${R}; r0 < rend; r0 += ${R}) {
-    if (r0 >= L) {
-% for r in range(R):
-        lrow[r0 + ${r}] = (T)INFINITY;
-% endfor
-        continue;
-    }
+    const int rbeg = get_global_id(0) * blocks * ${R};
+    const int rend = IMIN(Lp, rbeg + blocks * ${R});
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
 % endif
     __global const T *qb = q + (size_t)bh * L * D;
     __global const T *ktb = kt + (size_t)bh * D * Sp;
     __global const T *vb = v + (size_t)bh * S * D;
-${row_pointers("qr", "qb", "L")}
-    TV acc[${R}][${DV}];
-    T m[${R}], l[${R}];
+    for (int g0 = rbeg; g0 < rend; g0 += ${G * R}) {
+    // rows [g0, gend) of this group; those at or past L only get lse = +inf
+    const int gend = IMIN(rend, g0 + ${G * R});
+    if (g0 >= L) {
+        for (int i = g0; i < gend; ++i) lrow[i] = (T)INFINITY;
+        continue;
+    }
+    const int gn = (IMIN(gend, L) - g0 + ${R - 1}) / ${R};   // row blocks with a row below L
+    TV acc[${G}][${R}][${DV}];
+    T m[${G}][${R}], l[${G}][${R}];
+    for (int gi = 0; gi < gn; ++gi) {
 % for r in range(R):
-    m[${r}] = NEG_INF; l[${r}] = (T)0;
-    for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
+        m[gi][${r}] = NEG_INF; l[gi][${r}] = (T)0;
+        for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] = (TV)0;
 % endfor
+    }
 % if causal:
-    const int kend = IMIN(S, r0 + ${R});
+    const int kend = IMIN(S, g0 + gn * ${R});
 % else:
     const int kend = S;
 % endif
     for (int kb = 0; kb < kend; kb += BK) {
+    const int kn = IMIN(BK, S - kb);
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% if causal:
+        if (kb >= r0 + ${R}) continue;   // every key of this block is after every row of the block
+% endif
+${row_pointers("qr", "qb", "L")}
         TV s[${R}][${NK}];
 % for r in range(R):
   % for n in range(NK):
@@ -267,13 +280,13 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % for k in range(1, vw):
             mx = MAX(mx, ${lane("mv", k)});
   % endfor
-            if (mx > m[${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
-                const T alpha = exp(m[${r}] - mx);
-                l[${r}] *= alpha;
-                for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
-                m[${r}] = mx;
+            if (mx > m[gi][${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
+                const T alpha = exp(m[gi][${r}] - mx);
+                l[gi][${r}] *= alpha;
+                for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] *= (TV)alpha;
+                m[gi][${r}] = mx;
             }
-            const T mu = m[${r}] == NEG_INF ? (T)0 : m[${r}];
+            const T mu = m[gi][${r}] == NEG_INF ? (T)0 : m[gi][${r}];
             T sum = (T)0;
   % for n in range(NK):
             s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
@@ -285,16 +298,15 @@ ${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
             }
     % endif
   % endfor
-            l[${r}] += sum;
+            l[gi][${r}] += sum;
         }
 % endfor
-        const int kn = IMIN(BK, S - kb);
 % if spill:
 ${spill("pp", "s")}\
         for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
   % for j in range(EC):
-            TV a${r}_${j} = acc[${r}][e + ${j}];
+            TV a${r}_${j} = acc[gi][${r}][e + ${j}];
   % endfor
 % endfor
             __global const T *vc = vb + (size_t)kb * D + e * ${vw};
@@ -312,7 +324,7 @@ ${spill("pp", "s")}\
             }
 % for r in range(R):
   % for j in range(EC):
-            acc[${r}][e + ${j}] = a${r}_${j};
+            acc[gi][${r}][e + ${j}] = a${r}_${j};
   % endfor
 % endfor
         }
@@ -324,7 +336,7 @@ ${spill("pp", "s")}\
             for (int e = 0; e < ${DV}; ++e) {
                 const TV x = LD(vr + e * ${vw});
     % for r in range(R):
-                acc[${r}][e] += ${lane(f"s[{r}][{n}]", k)} * x;
+                acc[gi][${r}][e] += ${lane(f"s[{r}][{n}]", k)} * x;
     % endfor
             }
         }
@@ -332,16 +344,19 @@ ${spill("pp", "s")}\
 % endfor
 % endif
     }
-% for r in range(R):
-    if (r0 + ${r} < L) {
-        const T inv = l[${r}] > (T)0 ? (T)1 / l[${r}] : (T)0;
-        __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
-        for (int e = 0; e < ${DV}; ++e) ST(acc[${r}][e] * (TV)inv, orow + e * ${vw});
-        lrow[r0 + ${r}] = l[${r}] > (T)0 ? m[${r}] + log(l[${r}]) : (T)INFINITY;
-    } else {
-        lrow[r0 + ${r}] = (T)INFINITY;
     }
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% for r in range(R):
+        if (r0 + ${r} < L) {
+            const T inv = l[gi][${r}] > (T)0 ? (T)1 / l[gi][${r}] : (T)0;
+            __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
+            for (int e = 0; e < ${DV}; ++e) ST(acc[gi][${r}][e] * (TV)inv, orow + e * ${vw});
+            lrow[r0 + ${r}] = l[gi][${r}] > (T)0 ? m[gi][${r}] + log(l[gi][${r}]) : (T)INFINITY;
+        }
 % endfor
+    }
+    for (int i = L; i < gend; ++i) lrow[i] = (T)INFINITY;   // the padded rows of the group (g0 < L here)
     }
 }
 
@@ -506,178 +521,193 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
 % if with_dq:
                                 __global T *restrict dqp, const int kchunk, const int nbh,
 % endif
-                                const int L, const int S, const int Lp, const int Sp, const T scale)
+                                const int L, const int S, const int Lp, const int Sp, const int Lt,
+                                const T scale)
 {
     const int bh = get_global_id(1);
 % if with_dq:
-    // This work-item's keys [kstart, kstop), R at a time; its share of dq goes to partial `chunk`.
+    // This work-item's keys [kstart, kstop); its share of dq goes to partial `chunk`.
     const int chunk = get_global_id(0);
     const int kstart = chunk * kchunk, kstop = IMIN(S, kstart + kchunk);
     __global T *dqb = dqp + ((size_t)chunk * nbh + bh) * L * D;
-    // The queries in chunks of QC: a chunk's q, dO (both layouts) and dq stay in L1 while every key
-    // block of the run passes over them; dk and dv (zeroed by the host) gather over the chunks.
-    for (int qc0 = 0; qc0 < L; qc0 += ${QC})
-    for (int r0 = kstart; r0 < kstop; r0 += ${R}) {
+    const int qch = ${QC};
 % else:
-    const int r0 = get_global_id(0) * ${R};
-    if (r0 >= S) return;
-    {
+    const int kstart = get_global_id(0) * ${R}, kstop = IMIN(S, kstart + ${R});
+    if (kstart >= S) return;
+    const int qch = L;
 % endif
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
 % endif
-    __global const T *qtb = qt + (size_t)bh * D * Lp;
-    __global const T *dtb = dot + (size_t)bh * D * Lp;
+    __global const T *qtb = qt + (size_t)bh * D * Lt;
+    __global const T *dtb = dot + (size_t)bh * D * Lt;
     __global const T *qb = q + (size_t)bh * L * D;
     __global const T *gb = dout + (size_t)bh * L * D;
     __global const T *lb = lse + (size_t)bh * Lp;
     __global const T *db = dsum + (size_t)bh * Lp;
     __global const T *kbase = k + (size_t)bh * S * D;
     __global const T *vbase = v + (size_t)bh * S * D;
-${row_pointers("kr", "kbase", "S")}
-${row_pointers("vr", "vbase", "S")}
+    // The queries in chunks of qch (CPUs: a chunk's q, dO (both layouts) and dq stay in L2 while the
+    // key groups pass over them), the keys in groups of G blocks of R: a group's dk/dv accumulators live
+    // in private memory while each block of BK queries (in L1) passes over all its key blocks. dk and
+    // dv (zeroed by the host when several query chunks gather into them) are read and written once per
+    // group and chunk.
+    for (int qc0 = 0; qc0 < L; qc0 += qch)
+    for (int g0 = kstart; g0 < kstop; g0 += ${G * R}) {
+    const int gn = IMIN(${G}, (kstop - g0 + ${R - 1}) / ${R});
 % if causal:
-    const int qfirst = (r0 / BK) * BK;
+    const int qfirst = (g0 / BK) * BK;
 % else:
     const int qfirst = 0;
 % endif
+    const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + qch);
 % if with_dq:
-    const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + ${QC});
     if (qstart >= qstop) continue;
-% else:
-    const int qstart = qfirst, qstop = L;
 % endif
-    TV ak[${R}][${DV}], av[${R}][${DV}];
+    TV ak[${G}][${R}][${DV}], av[${G}][${R}][${DV}];
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
 % for r in range(R):
   % if with_dq:
-    {
-        __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
-        __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
-        for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = LD(ok + e * ${vw}); av[${r}][e] = LD(ov + e * ${vw}); }
-    }
+        {
+            __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+            __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+            for (int e = 0; e < ${DV}; ++e) { ak[gi][${r}][e] = LD(ok + e * ${vw}); av[gi][${r}][e] = LD(ov + e * ${vw}); }
+        }
   % else:
-    for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = (TV)0; av[${r}][e] = (TV)0; }
+        for (int e = 0; e < ${DV}; ++e) { ak[gi][${r}][e] = (TV)0; av[gi][${r}][e] = (TV)0; }
   % endif
 % endfor
-    for (int qb0 = qstart; qb0 < qstop; qb0 += BK) {
-        TV s[${R}][${NK}], dp[${R}][${NK}];
-% for r in range(R):
-  % for n in range(NK):
-        s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
-  % endfor
-% endfor
-        for (int dd = 0; dd < D; ++dd) {
-            __global const T *qd = qtb + (size_t)dd * Lp + qb0;
-            __global const T *gd = dtb + (size_t)dd * Lp + qb0;
-% for n in range(NK):
-            const TV q${n} = LD(qd + ${n * vw}), g${n} = LD(gd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T a = kr${r}[dd], b = vr${r}[dd];
-  % for n in range(NK):
-              s[${r}][${n}] += a * q${n};
-              dp[${r}][${n}] += b * g${n};
-  % endfor
-            }
-% endfor
-        }
-% for n in range(NK):
-        const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
-% endfor
-% for r in range(R):
-  % for n in range(NK):
-${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-        s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
-% if with_dq:
-        if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
+    }
+    for (int qb0 = qstart; qb0 < qstop; qb0 += BK)
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% if causal:
+        if (qb0 + BK <= r0) continue;   // every query of the block is before every key of this block
 % endif
-    % if dropout:
-        {
-${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] * kp - ds${n}) * (TV)scale;
-        s[${r}][${n}] *= kp;
-        }
-    % else:
-        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
-    % endif
-  % endfor
+${row_pointers("kr", "kbase", "S")}
+${row_pointers("vr", "vbase", "S")}
+            TV s[${R}][${NK}], dp[${R}][${NK}];
+% for r in range(R):
+      % for n in range(NK):
+            s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
+      % endfor
 % endfor
-        const int qn = IMIN(BK, L - qb0);
+            for (int dd = 0; dd < D; ++dd) {
+                __global const T *qd = qtb + (size_t)dd * Lt + qb0;
+                __global const T *gd = dtb + (size_t)dd * Lt + qb0;
+% for n in range(NK):
+                const TV q${n} = LD(qd + ${n * vw}), g${n} = LD(gd + ${n * vw});
+% endfor
+% for r in range(R):
+                { const T a = kr${r}[dd], b = vr${r}[dd];
+      % for n in range(NK):
+                  s[${r}][${n}] += a * q${n};
+                  dp[${r}][${n}] += b * g${n};
+      % endfor
+                }
+% endfor
+            }
+% for n in range(NK):
+            const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
+% endfor
+% for r in range(R):
+      % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+            s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
+% if with_dq:
+            if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
+% endif
+        % if dropout:
+            {
+${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+            dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] * kp - ds${n}) * (TV)scale;
+            s[${r}][${n}] *= kp;
+            }
+        % else:
+            dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
+        % endif
+      % endfor
+% endfor
+            const int qn = IMIN(BK, L - qb0);
 % if spill or with_dq:
 ${spill("pp", "s")}\
 ${spill("pd", "dp")}\
-        for (int e = 0; e < ${DV}; e += ${EC}) {
+            for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
-  % for j in range(EC):
-            TV a${r}_${j} = ak[${r}][e + ${j}], b${r}_${j} = av[${r}][e + ${j}];
-    % if with_dq:
-            const TV kv${r}_${j} = LD(kr${r} + (e + ${j}) * ${vw});
-    % endif
-  % endfor
+      % for j in range(EC):
+                TV a${r}_${j} = ak[gi][${r}][e + ${j}], b${r}_${j} = av[gi][${r}][e + ${j}];
+        % if with_dq:
+                const TV kv${r}_${j} = LD(kr${r} + (e + ${j}) * ${vw});
+        % endif
+      % endfor
 % endfor
-            __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
-            __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
+                __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
+                __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
 % if with_dq:
-            __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
+                __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
 % endif
-            for (int cc = 0; cc < qn; ++cc) {
+                for (int cc = 0; cc < qn; ++cc) {
 % for j in range(EC):
-                const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
-  % if with_dq:
-                TV z${j} = LD(dqc + (size_t)cc * D + ${j * vw});
-  % endif
+                    const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
+      % if with_dq:
+                    TV z${j} = LD(dqc + (size_t)cc * D + ${j * vw});
+      % endif
 % endfor
 % for r in range(R):
-                { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
-  % for j in range(EC):
-                  b${r}_${j} += wp * x${j};
-                  a${r}_${j} += wd * y${j};
-    % if with_dq:
-                  z${j} += wd * kv${r}_${j};
-    % endif
-  % endfor
-                }
+                    { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
+      % for j in range(EC):
+                      b${r}_${j} += wp * x${j};
+                      a${r}_${j} += wd * y${j};
+        % if with_dq:
+                      z${j} += wd * kv${r}_${j};
+        % endif
+      % endfor
+                    }
 % endfor
 % if with_dq:
-  % for j in range(EC):
-                ST(z${j}, dqc + (size_t)cc * D + ${j * vw});
-  % endfor
+      % for j in range(EC):
+                    ST(z${j}, dqc + (size_t)cc * D + ${j * vw});
+      % endfor
 % endif
-            }
+                }
 % for r in range(R):
-  % for j in range(EC):
-            ak[${r}][e + ${j}] = a${r}_${j}; av[${r}][e + ${j}] = b${r}_${j};
-  % endfor
+      % for j in range(EC):
+                ak[gi][${r}][e + ${j}] = a${r}_${j}; av[gi][${r}][e + ${j}] = b${r}_${j};
+      % endfor
 % endfor
-        }
+            }
 % else:
 % for n in range(NK):
-  % for kk in range(vw):
-        if (${n * vw + kk} < qn) {
-            __global const T *gi = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
-            __global const T *qi = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
-            for (int e = 0; e < ${DV}; ++e) {
-                const TV x = LD(gi + e * ${vw}), y = LD(qi + e * ${vw});
-    % for r in range(R):
-                av[${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
-                ak[${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
-    % endfor
+      % for kk in range(vw):
+            if (${n * vw + kk} < qn) {
+                __global const T *gi = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                __global const T *qi = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                for (int e = 0; e < ${DV}; ++e) {
+                    const TV x = LD(gi + e * ${vw}), y = LD(qi + e * ${vw});
+        % for r in range(R):
+                    av[gi][${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
+                    ak[gi][${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
+        % endfor
+                }
             }
-        }
-  % endfor
+      % endfor
 % endfor
 % endif
     }
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
 % for r in range(R):
-    if (r0 + ${r} < S) {
-        __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
-        __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
-        for (int e = 0; e < ${DV}; ++e) {
-            ST(ak[${r}][e], ok + e * ${vw});
-            ST(av[${r}][e], ov + e * ${vw});
+        if (r0 + ${r} < S) {
+            __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
+            __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                ST(ak[gi][${r}][e], ok + e * ${vw});
+                ST(av[gi][${r}][e], ov + e * ${vw});
+            }
         }
-    }
 % endfor
+    }
     }
 }
 
