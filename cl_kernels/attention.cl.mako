@@ -360,34 +360,51 @@ ${spill("pp", "s")}\
     }
 }
 
-// dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] for i < L, 0 for the padded rows up to Lp.
-__kernel void attn_dsum(__global const T *restrict dout, __global const T *restrict o, __global T *restrict dsum,
-                        const int L, const int Lp, const int rows, const int total)
+// Backward's preparation in one pass over blocks of 16 rows (bh, i0 .. i0 + 16) of q and dO:
+// qt[bh, d, i] = q[bh, i, d] and dot[bh, d, i] = dO[bh, i, d] (transposed, 0 for L <= i < Lt) and
+// dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] (0 for L <= i < Lp). A block's rows stay in L1 while
+// its columns are written, 16 consecutive elements of each transposed row at a time.
+__kernel void attn_prep(__global const T *restrict q, __global const T *restrict dout, __global const T *restrict o,
+                        __global T *restrict qt, __global T *restrict dot, __global T *restrict dsum,
+                        const int L, const int Lp, const int Lt, const int rows, const int total)
 {
+    const int nblk = (Lt + 15) / 16;
     const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
-        const int bh = g / Lp, i = g - bh * Lp;
-        T acc = (T)0;
-        if (i < L) {
-            __global const T *a = dout + ((size_t)bh * L + i) * D, *b = o + ((size_t)bh * L + i) * D;
-            for (int e = 0; e < D; ++e) acc += a[e] * b[e];
+        const int bh = g / nblk, i0 = (g - bh * nblk) * 16;
+        const int i1 = IMIN(i0 + 16, Lt), il = MAX(i0, IMIN(i1, L));
+        __global const T *qb = q + (size_t)bh * L * D, *gb = dout + (size_t)bh * L * D, *ob = o + (size_t)bh * L * D;
+        for (int i = i0; i < IMIN(i1, Lp); ++i) {
+            T acc = (T)0;
+            if (i < L)
+                for (int e = 0; e < D; ++e) acc += gb[(size_t)i * D + e] * ob[(size_t)i * D + e];
+            dsum[(size_t)bh * Lp + i] = acc;
         }
-        dsum[g] = acc;
+        for (int d = 0; d < D; ++d) {
+            __global T *a = qt + ((size_t)bh * D + d) * Lt, *b = dot + ((size_t)bh * D + d) * Lt;
+            for (int i = i0; i < il; ++i) { a[i] = qb[(size_t)i * D + d]; b[i] = gb[(size_t)i * D + d]; }
+            for (int i = il; i < i1; ++i) { a[i] = (T)0; b[i] = (T)0; }
+        }
     }
 }
 
 // dst[bh, d, j] = src[bh, j, d] for j < n, 0 for n <= j < np: the transposed, padded copy the score
-// loops read. A work-item per `rows` rows (bh, d) of dst.
+// loops read. A work-item per `rows` blocks (bh, 16 consecutive j) of dst: the block's rows of src stay
+// in L1 while its columns are written.
 __kernel void attn_transpose(__global const T *restrict src, __global T *restrict dst, const int n, const int np,
                              const int rows, const int total)
 {
+    const int nblk = (np + 15) / 16;
     const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
-        const int bh = g / D, d = g - bh * D;
-        __global const T *s = src + (size_t)bh * n * D + d;
-        __global T *t = dst + (size_t)g * np;
-        for (int j = 0; j < n; ++j) t[j] = s[(size_t)j * D];
-        for (int j = n; j < np; ++j) t[j] = (T)0;
+        const int bh = g / nblk, j0 = (g - bh * nblk) * 16;
+        const int j1 = IMIN(j0 + 16, np), jl = MAX(j0, IMIN(j1, n));
+        __global const T *sb = src + (size_t)bh * n * D;
+        for (int d = 0; d < D; ++d) {
+            __global T *t = dst + ((size_t)bh * D + d) * np;
+            for (int j = j0; j < jl; ++j) t[j] = sb[(size_t)j * D + d];
+            for (int j = jl; j < j1; ++j) t[j] = (T)0;
+        }
     }
 }
 
@@ -552,6 +569,11 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
     // in private memory while each block of BK queries (in L1) passes over all its key blocks. dk and
     // dv (zeroed by the host when several query chunks gather into them) are read and written once per
     // group and chunk.
+% if with_dq and causal:
+    // dq rows before the run's first query block (causal) get no share from this run: zeros
+    for (int i = 0; i < IMIN(L, (kstart / BK) * BK); ++i)
+        for (int e = 0; e < ${DV}; ++e) ST((TV)0, dqb + (size_t)i * D + e * ${vw});
+% endif
     for (int qc0 = 0; qc0 < L; qc0 += qch)
     for (int g0 = kstart; g0 < kstop; g0 += ${G * R}) {
     const int gn = IMIN(${G}, (kstop - g0 + ${R - 1}) / ${R});
@@ -562,7 +584,18 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
 % endif
     const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + qch);
 % if with_dq:
-    if (qstart >= qstop) continue;
+    if (qstart >= qstop) {
+        if (qc0 == 0 && qfirst >= L) {   // keys that no query sees (causal, S > L): zero gradients
+            for (int r = g0; r < IMIN(kstop, g0 + gn * ${R}); ++r)
+                for (int e = 0; e < ${DV}; ++e) {
+                    ST((TV)0, dk + ((size_t)bh * S + r) * D + e * ${vw});
+                    ST((TV)0, dv + ((size_t)bh * S + r) * D + e * ${vw});
+                }
+        }
+        continue;
+    }
+    // dk and dv start from zero in the first query chunk this group sees, else from the earlier chunks'
+    const int fresh = qfirst >= qc0;
 % endif
     TV ak[${G}][${R}][${DV}], av[${G}][${R}][${DV}];
     for (int gi = 0; gi < gn; ++gi) {
@@ -572,7 +605,10 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
         {
             __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
             __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
-            for (int e = 0; e < ${DV}; ++e) { ak[gi][${r}][e] = LD(ok + e * ${vw}); av[gi][${r}][e] = LD(ov + e * ${vw}); }
+            for (int e = 0; e < ${DV}; ++e) {
+                ak[gi][${r}][e] = fresh ? (TV)0 : LD(ok + e * ${vw});
+                av[gi][${r}][e] = fresh ? (TV)0 : LD(ov + e * ${vw});
+            }
         }
   % else:
         for (int e = 0; e < ${DV}; ++e) { ak[gi][${r}][e] = (TV)0; av[gi][${r}][e] = (TV)0; }
@@ -587,6 +623,121 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
 % endif
 ${row_pointers("kr", "kbase", "S")}
 ${row_pointers("vr", "vbase", "S")}
+% if with_dq:
+        // CPUs: scores and dp of R keys x BK queries as two register-blocked products (keys broadcast,
+        // queries along the vector lanes), p and ds through private arrays, then dv and dk a key row at
+        // a time (EC accumulator vectors, the query rows' vectors read straight into the FMAs) and this
+        // block's share of dq a query row at a time (the R weights broadcast, the key rows read).
+        TV s[${R}][${NK}], dp[${R}][${NK}];
+% for r in range(R):
+  % for n in range(NK):
+        s[${r}][${n}] = (TV)0;
+  % endfor
+% endfor
+        for (int dd = 0; dd < D; ++dd) {
+            __global const T *qd = qtb + (size_t)dd * Lt + qb0;
+% for n in range(NK):
+            const TV q${n} = LD(qd + ${n * vw});
+% endfor
+% for r in range(R):
+            { const T a = kr${r}[dd];
+  % for n in range(NK):
+              s[${r}][${n}] += a * q${n};
+  % endfor
+            }
+% endfor
+        }
+% for r in range(R):
+  % for n in range(NK):
+        dp[${r}][${n}] = (TV)0;
+  % endfor
+% endfor
+        for (int dd = 0; dd < D; ++dd) {
+            __global const T *gd = dtb + (size_t)dd * Lt + qb0;
+% for n in range(NK):
+            const TV g${n} = LD(gd + ${n * vw});
+% endfor
+% for r in range(R):
+            { const T b = vr${r}[dd];
+  % for n in range(NK):
+              dp[${r}][${n}] += b * g${n};
+  % endfor
+            }
+% endfor
+        }
+% for n in range(NK):
+        const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
+% endfor
+% for r in range(R):
+  % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+        s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
+        if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
+    % if dropout:
+        {
+${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] * kp - ds${n}) * (TV)scale;
+        s[${r}][${n}] *= kp;
+        }
+    % else:
+        dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
+    % endif
+  % endfor
+% endfor
+        const int qn = IMIN(BK, L - qb0);
+${spill("pp", "s")}\
+${spill("pd", "dp")}\
+        __global const T *gc = gb + (size_t)qb0 * D;
+        __global const T *qc = qb + (size_t)qb0 * D;
+% for r in range(R):
+        for (int e = 0; e < ${DV}; e += ${EC}) {
+  % for j in range(EC):
+            TV a${j} = av[gi][${r}][e + ${j}];
+  % endfor
+            for (int cc = 0; cc < qn; ++cc) {
+                const T w = pp[${r}][cc];
+  % for j in range(EC):
+                a${j} += w * LD(gc + (size_t)cc * D + (e + ${j}) * ${vw});
+  % endfor
+            }
+  % for j in range(EC):
+            av[gi][${r}][e + ${j}] = a${j};
+  % endfor
+  % for j in range(EC):
+            a${j} = ak[gi][${r}][e + ${j}];
+  % endfor
+            for (int cc = 0; cc < qn; ++cc) {
+                const T w = pd[${r}][cc];
+  % for j in range(EC):
+                a${j} += w * LD(qc + (size_t)cc * D + (e + ${j}) * ${vw});
+  % endfor
+            }
+  % for j in range(EC):
+            ak[gi][${r}][e + ${j}] = a${j};
+  % endfor
+        }
+% endfor
+        const int zfresh = g0 == kstart && gi == 0;   // the first key block of the run writes dq
+        for (int cc = 0; cc < qn; ++cc) {
+% for r in range(R):
+            const T w${r} = pd[${r}][cc];
+% endfor
+            __global T *dqc = dqb + (size_t)(qb0 + cc) * D;
+            for (int e = 0; e < ${DV}; e += ${EC}) {
+% for j in range(EC):
+                TV z${j} = zfresh ? (TV)0 : LD(dqc + (e + ${j}) * ${vw});
+% endfor
+% for r in range(R):
+  % for j in range(EC):
+                z${j} += w${r} * LD(kr${r} + (e + ${j}) * ${vw});
+  % endfor
+% endfor
+% for j in range(EC):
+                ST(z${j}, dqc + (e + ${j}) * ${vw});
+% endfor
+            }
+        }
+% else:
             TV s[${R}][${NK}], dp[${R}][${NK}];
 % for r in range(R):
       % for n in range(NK):
@@ -693,6 +844,7 @@ ${spill("pd", "dp")}\
             }
       % endfor
 % endfor
+% endif
 % endif
     }
     for (int gi = 0; gi < gn; ++gi) {

@@ -83,7 +83,7 @@ def _plan(dev, dtype, D, name):
         return vw, r, max(1, blk // vw), sp, ec, (g or [1])[0]
     if name == "attn_forward":
         return vw, 2, max(1, 32 // vw), 1, 4, 8
-    return vw, 4, max(1, 8 // vw), 1, 1, 4
+    return vw, 6, max(1, 16 // vw), 1, 8, 2
 
 
 def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
@@ -123,7 +123,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     out = Tensor([BH, D, np_], dtype, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1,
                              mask="none", causal=False, spill=False, with_dq=False, dropout=False)
-    _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
+    _launch_rows(dev, knl, BH * -(-np_ // 16), src=x, dst=out, n=n, np=np_)
     return out
 
 
@@ -245,13 +245,12 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass, dropout=drop)
     Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
-    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1,
-                            mask="none", causal=False, spill=False, with_dq=False, dropout=False)
-    _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
-    common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
     Lt = _row_stride(Lp, dt)
-    qt = _transposed(qs, L, Lt, D, BH, dt)
-    dot = _transposed(g, L, Lt, D, BH, dt)
+    qt, dot = Tensor([BH, D, Lt], dt, dev), Tensor([BH, D, Lt], dt, dev)
+    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1,
+                            mask="none", causal=False, spill=False, with_dq=False, dropout=False)
+    _launch_rows(dev, kp, BH * -(-Lt // 16), q=qs, dout=g, o=o, qt=qt, dot=dot, dsum=dsum, L=L, Lp=Lp, Lt=Lt)
+    common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
     dk, dv = Tensor(ks._shape, dt, dev), Tensor(vs._shape, dt, dev)
     if one_pass:
         # CPUs: one kernel; a work-item owns a run of keys of one head and adds its share of dq into a
@@ -260,8 +259,7 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
         chunks = max(1, min(-(-S // R), -(-(t.items_per_unit * t.compute_units) // BH)))
         kchunk = kernels.round_up(-(-S // chunks), R)
         chunks = -(-S // kchunk)
-        dqp = Tensor.zeros([chunks] + list(qs._shape), dt, dev)
-        dk, dv = Tensor.zeros(ks._shape, dt, dev), Tensor.zeros(vs._shape, dt, dev)
+        dqp = Tensor([chunks] + list(qs._shape), dt, dev)   # every element written by the kernel
         kernels.launch(dev, kkv, (chunks, BH), (1, 1), qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, dqp=dqp, Lt=Lt,
                        kchunk=kchunk, nbh=BH, **common)
         dq = dqp.reshape(list(qs._shape)) if chunks == 1 else dqp.sum(0)
