@@ -37,7 +37,6 @@ ${c.preamble(ctype, vector=vw)}\
 #define LD(p) (*(__global const TV *)(p))
 #define ST(v, p) (*(__global TV *)(p) = (v))
 #define NEG_INF ((T)(-INFINITY))
-#define VEXP exp
 % if vw == 1:
 typedef ${itype} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
@@ -47,6 +46,36 @@ typedef ${itype}${vw} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
 #define LANE_IDS ((IV)(${", ".join(str(k) for k in range(vw))}))
 typedef uint${vw} UV;
+% endif
+% if ctype == "float":
+// exp for the probabilities, inline (PoCL's exp is an out-of-line call, and every call spills the score
+// vectors): x = n ln2 + r with |r| <= ln2 / 2 (n rounded by the 1.5 * 2^23 trick, ln2 in two parts),
+// e^r by Cephes' degree-7 expf polynomial (about 1 ulp), times 2^n built in the exponent bits. Inputs
+// below -87 (masked scores: -inf) give 0; NaN stays NaN.
+inline TV attn_exp(TV x)
+{
+    x = x > (TV)88.0f ? (TV)88.0f : x;
+    const TV xc = x < (TV)-87.0f ? (TV)-87.0f : x;
+    const TV t = xc * (TV)1.44269504088896341f + (TV)12582912.0f;
+    const TV n = t - (TV)12582912.0f;
+    TV r = xc - n * (TV)0.693359375f;
+    r = r - n * (TV)-2.12194440e-4f;
+    TV p = (TV)1.9875691500e-4f;
+    p = p * r + (TV)1.3981999507e-3f;
+    p = p * r + (TV)8.3334519073e-3f;
+    p = p * r + (TV)4.1665795894e-2f;
+    p = p * r + (TV)1.6666665459e-1f;
+    p = p * r + (TV)5.0000001201e-1f;
+    p = p * (r * r) + r + (TV)1.0f;
+    const IV e = (${"as_int" if vw == 1 else f"as_int{vw}"}(t) - (IV)0x4B400000 + (IV)127) << 23;
+    p = p * ${"as_float" if vw == 1 else f"as_float{vw}"}(e);
+    return x < (TV)-87.0f ? (TV)0.0f : p;
+}
+#define VEXP attn_exp
+#define BEXP exp
+% else:
+#define VEXP exp
+#define BEXP exp
 % endif
 
 <%def name="mask_args()">\
@@ -201,6 +230,21 @@ inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale,
 % endfor
 </%def>
 
+## `out` (a new scalar) = the largest lane of the vector `v`, folded in halves (log2(vw) steps, not vw - 1).
+<%def name="hmax(v, out)">\
+<%
+    steps, w, prev = [], vw, v
+    while w > 1:
+        w //= 2
+        steps.append((f"{ctype}{w}" if w > 1 else ctype, f"{out}_{w}", prev))
+        prev = f"{out}_{w}"
+%>\
+% for ty, name, src in steps:
+            const ${ty} ${name} = MAX(${src}.lo, ${src}.hi);
+% endfor
+            const T ${out} = ${prev};
+</%def>
+
 __kernel void attn_forward(__global const T *restrict q, __global const T *restrict kt, __global const T *restrict v,
                            __global T *restrict o, __global T *restrict lse,${mask_args()}
                            const int L, const int S, const int Lp, const int Sp, const T scale, const int blocks)
@@ -228,10 +272,11 @@ __kernel void attn_forward(__global const T *restrict q, __global const T *restr
     }
     const int gn = (IMIN(gend, L) - g0 + ${R - 1}) / ${R};   // row blocks with a row below L
     TV acc[${G}][${R}][${DV}];
-    T m[${G}][${R}], l[${G}][${R}];
+    T m[${G}][${R}];
+    TV l[${G}][${R}];   // the running sums lane by lane (summed across lanes at the end)
     for (int gi = 0; gi < gn; ++gi) {
 % for r in range(R):
-        m[gi][${r}] = NEG_INF; l[gi][${r}] = (T)0;
+        m[gi][${r}] = NEG_INF; l[gi][${r}] = (TV)0;
         for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] = (TV)0;
 % endfor
     }
@@ -249,24 +294,27 @@ __kernel void attn_forward(__global const T *restrict q, __global const T *restr
 % endif
 ${row_pointers("qr", "qb", "L")}
         TV s[${R}][${NK}];
-% for r in range(R):
-  % for n in range(NK):
+% for n0 in range(0, NK, SC):
+        // key vectors ${n0} .. ${n0 + SC - 1}: R x SC accumulators
+  % for r in range(R):
+    % for n in range(n0, n0 + SC):
         s[${r}][${n}] = (TV)0;
+    % endfor
   % endfor
-% endfor
         for (int dd = 0; dd < D; ++dd) {
             __global const T *kd = ktb + (size_t)dd * Sp + kb;
-% for n in range(NK):
+  % for n in range(n0, n0 + SC):
             const TV k${n} = LD(kd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T a = qr${r}[dd];
-  % for n in range(NK):
-              s[${r}][${n}] += a * k${n};
   % endfor
+  % for r in range(R):
+            { const T a = qr${r}[dd];
+    % for n in range(n0, n0 + SC):
+              s[${r}][${n}] += a * k${n};
+    % endfor
             }
-% endfor
+  % endfor
         }
+% endfor
 % for r in range(R):
         {
   % for n in range(NK):
@@ -276,21 +324,17 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % for n in range(1, NK):
             mv = MAX(mv, s[${r}][${n}]);
   % endfor
-            T mx = ${lane("mv", 0)};
-  % for k in range(1, vw):
-            mx = MAX(mx, ${lane("mv", k)});
-  % endfor
+${hmax("mv", "mx")}\
             if (mx > m[gi][${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
                 const T alpha = exp(m[gi][${r}] - mx);
-                l[gi][${r}] *= alpha;
+                l[gi][${r}] *= (TV)alpha;
                 for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] *= (TV)alpha;
                 m[gi][${r}] = mx;
             }
             const T mu = m[gi][${r}] == NEG_INF ? (T)0 : m[gi][${r}];
-            T sum = (T)0;
   % for n in range(NK):
             s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
-            sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
+            l[gi][${r}] += s[${r}][${n}];
     % if dropout:
             {
 ${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
@@ -298,7 +342,6 @@ ${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
             }
     % endif
   % endfor
-            l[gi][${r}] += sum;
         }
 % endfor
 % if spill:
@@ -349,10 +392,11 @@ ${spill("pp", "s")}\
         const int r0 = g0 + gi * ${R};
 % for r in range(R):
         if (r0 + ${r} < L) {
-            const T inv = l[gi][${r}] > (T)0 ? (T)1 / l[gi][${r}] : (T)0;
+            const T lsum = ${c.hsum(f"l[gi][{r}]", vw) if vw > 1 else f"l[gi][{r}]"};
+            const T inv = lsum > (T)0 ? (T)1 / lsum : (T)0;
             __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
             for (int e = 0; e < ${DV}; ++e) ST(acc[gi][${r}][e] * (TV)inv, orow + e * ${vw});
-            lrow[r0 + ${r}] = l[gi][${r}] > (T)0 ? m[gi][${r}] + log(l[gi][${r}]) : (T)INFINITY;
+            lrow[r0 + ${r}] = lsum > (T)0 ? m[gi][${r}] + log(lsum) : (T)INFINITY;
         }
 % endfor
     }
@@ -671,7 +715,7 @@ ${row_pointers("vr", "vbase", "S")}
 % for r in range(R):
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-        s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
+        s[${r}][${n}] = BEXP(s[${r}][${n}] - ls${n});
         if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
     % if dropout:
         {
@@ -765,7 +809,7 @@ ${spill("pd", "dp")}\
 % for r in range(R):
       % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-            s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
+            s[${r}][${n}] = BEXP(s[${r}][${n}] - ls${n});
 % if with_dq:
             if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
 % endif

@@ -75,24 +75,26 @@ def _plan(dev, dtype, D, name):
     walks each key block over G blocks of R rows, their accumulators in private memory)."""
     t = dev.target
     if t.is_gpu:
-        return 1, 1, 16, 0, 1, 1
+        return 1, 1, 16, 0, 1, 1, 16
     vw = next((w for w in t.vector_widths(dtype) if D % w == 0), 1)
     env = os.environ.get("AXONML_ATTN_PLAN" if name == "attn_forward" else "AXONML_ATTN_BPLAN")
     if env:
         r, blk, sp, ec, *g = map(int, env.split(","))
-        return vw, r, max(1, blk // vw), sp, ec, (g or [1])[0]
+        return vw, r, max(1, blk // vw), sp, ec, (g or [1])[0], (g[1:] or [0])[0] // vw or max(1, blk // vw)
     if name == "attn_forward":
-        return vw, 2, max(1, 32 // vw), 1, 4, 8
-    return vw, 6, max(1, 16 // vw), 1, 8, 2
+        return vw, 6, max(1, 32 // vw), 1, 2, 4, max(1, 16 // vw)
+    return vw, 4, max(1, 16 // vw), 1, 8, 8, max(1, 16 // vw)
 
 
 def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
-    vw, R, NK, spill, EC, G = _plan(dev, dtype, D, name)
+    vw, R, NK, spill, EC, G, SC = _plan(dev, dtype, D, name)
     while (D // vw) % EC:
         EC //= 2
+    while NK % SC:
+        SC //= 2
     qc = int(os.environ.get("AXONML_ATTN_QC", 128)) if with_dq else 0
     qc = kernels.round_up(max(qc, vw * NK), vw * NK) if with_dq else 0
-    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC, QC=qc, G=G,
+    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC, QC=qc, G=G, SC=SC,
                              mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
                              dropout=bool(dropout))
     return knl, vw * NK, R
@@ -121,7 +123,7 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
-    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1,
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1, SC=1,
                              mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, knl, BH * -(-np_ // 16), src=x, dst=out, n=n, np=np_)
     return out
@@ -247,7 +249,7 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     dsum = Tensor([BH, Lp], dt, dev)
     Lt = _row_stride(Lp, dt)
     qt, dot = Tensor([BH, D, Lt], dt, dev), Tensor([BH, D, Lt], dt, dev)
-    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1,
+    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1, SC=1,
                             mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, kp, BH * -(-Lt // 16), q=qs, dout=g, o=o, qt=qt, dot=dot, dsum=dsum, L=L, Lp=Lp, Lt=Lt)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
@@ -282,7 +284,7 @@ def _dropout_matrix(ctx, qs, ks) -> Tensor:
     BH = math.prod(batch)
     out = Tensor(list(batch) + [L, S], dt, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_dropout_mask", ctype=kernels.ctype(dt), D=qs._shape[-1], vw=1, R=1,
-                             NK=1, EC=1, QC=0, G=1, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
+                             NK=1, EC=1, QC=0, G=1, SC=1, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
     rows = 1 if dev.target.is_gpu else max(1, -(-L * BH // (dev.target.items_per_unit * dev.target.compute_units)))
     rows = min(rows, L)
     kernels.launch(dev, knl, (-(-L // rows), BH), (1, 1), out=out, rng=ctx.saved_tensors[7], thresh=ctx.drop[0],
