@@ -782,6 +782,7 @@ ${spill("pd", "dp")}\
             }
         }
 % else:
+        // GPUs: a work-item per key block, p and ds lane by lane (or through private arrays: spill)
             TV s[${R}][${NK}], dp[${R}][${NK}];
 % for r in range(R):
       % for n in range(NK):
@@ -810,9 +811,6 @@ ${spill("pd", "dp")}\
       % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
             s[${r}][${n}] = BEXP(s[${r}][${n}] - ls${n});
-% if with_dq:
-            if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
-% endif
         % if dropout:
             {
 ${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
@@ -825,46 +823,29 @@ ${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
       % endfor
 % endfor
             const int qn = IMIN(BK, L - qb0);
-% if spill or with_dq:
+% if spill:
 ${spill("pp", "s")}\
 ${spill("pd", "dp")}\
             for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
       % for j in range(EC):
                 TV a${r}_${j} = ak[gi][${r}][e + ${j}], b${r}_${j} = av[gi][${r}][e + ${j}];
-        % if with_dq:
-                const TV kv${r}_${j} = LD(kr${r} + (e + ${j}) * ${vw});
-        % endif
       % endfor
 % endfor
                 __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
                 __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
-% if with_dq:
-                __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
-% endif
                 for (int cc = 0; cc < qn; ++cc) {
 % for j in range(EC):
                     const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
-      % if with_dq:
-                    TV z${j} = LD(dqc + (size_t)cc * D + ${j * vw});
-      % endif
 % endfor
 % for r in range(R):
                     { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
       % for j in range(EC):
                       b${r}_${j} += wp * x${j};
                       a${r}_${j} += wd * y${j};
-        % if with_dq:
-                      z${j} += wd * kv${r}_${j};
-        % endif
       % endfor
                     }
 % endfor
-% if with_dq:
-      % for j in range(EC):
-                    ST(z${j}, dqc + (size_t)cc * D + ${j * vw});
-      % endfor
-% endif
                 }
 % for r in range(R):
       % for j in range(EC):
@@ -876,10 +857,10 @@ ${spill("pd", "dp")}\
 % for n in range(NK):
       % for kk in range(vw):
             if (${n * vw + kk} < qn) {
-                __global const T *gi = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
-                __global const T *qi = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                __global const T *grow = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                __global const T *qrow = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
                 for (int e = 0; e < ${DV}; ++e) {
-                    const TV x = LD(gi + e * ${vw}), y = LD(qi + e * ${vw});
+                    const TV x = LD(grow + e * ${vw}), y = LD(qrow + e * ${vw});
         % for r in range(R):
                     av[gi][${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
                     ak[gi][${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
