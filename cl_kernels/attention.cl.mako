@@ -404,10 +404,38 @@ ${spill("pp", "s")}\
     }
 }
 
+## A block of 16 rows (i0 .. i0 + 16, at most `lim`) of the [n, D] rows at `src` written transposed into
+## the rows of `dst` (stride `st`) at columns i0 ..: each row read as vectors of vw lanes, each lane
+## stored where it goes (no strided scalar loads); columns from `lim` to `i1` get zeros.
+<%def name="transpose_block(src, dst, st, lim)">\
+        if (il - i0 == 16) {
+            for (int d0 = 0; d0 < D; d0 += ${vw}) {
+% for i in range(16):
+                const TV x${i} = LD(${src} + (size_t)(i0 + ${i}) * D + d0);
+% endfor
+% for k in range(vw):
+                {
+                    __global T *t = ${dst} + (size_t)(d0 + ${k}) * ${st} + i0;
+  % for i in range(16):
+                    t[${i}] = ${lane(f"x{i}", k)};
+  % endfor
+                }
+% endfor
+            }
+        } else {
+            for (int d = 0; d < D; ++d) {
+                __global T *t = ${dst} + (size_t)d * ${st};
+                for (int i = i0; i < il; ++i) t[i] = ${src}[(size_t)i * D + d];
+            }
+        }
+        for (int d = 0; d < D; ++d)
+            for (int i = il; i < i1; ++i) ${dst}[(size_t)d * ${st} + i] = (T)0;
+</%def>
+
 // Backward's preparation in one pass over blocks of 16 rows (bh, i0 .. i0 + 16) of q and dO:
 // qt[bh, d, i] = q[bh, i, d] and dot[bh, d, i] = dO[bh, i, d] (transposed, 0 for L <= i < Lt) and
 // dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] (0 for L <= i < Lp). A block's rows stay in L1 while
-// its columns are written, 16 consecutive elements of each transposed row at a time.
+// its columns are written.
 __kernel void attn_prep(__global const T *restrict q, __global const T *restrict dout, __global const T *restrict o,
                         __global T *restrict qt, __global T *restrict dot, __global T *restrict dsum,
                         const int L, const int Lp, const int Lt, const int rows, const int total)
@@ -419,36 +447,30 @@ __kernel void attn_prep(__global const T *restrict q, __global const T *restrict
         const int i1 = IMIN(i0 + 16, Lt), il = MAX(i0, IMIN(i1, L));
         __global const T *qb = q + (size_t)bh * L * D, *gb = dout + (size_t)bh * L * D, *ob = o + (size_t)bh * L * D;
         for (int i = i0; i < IMIN(i1, Lp); ++i) {
-            T acc = (T)0;
+            TV acc = (TV)0;
             if (i < L)
-                for (int e = 0; e < D; ++e) acc += gb[(size_t)i * D + e] * ob[(size_t)i * D + e];
-            dsum[(size_t)bh * Lp + i] = acc;
+                for (int e = 0; e < D; e += ${vw}) acc += LD(gb + (size_t)i * D + e) * LD(ob + (size_t)i * D + e);
+            dsum[(size_t)bh * Lp + i] = ${c.hsum("acc", vw) if vw > 1 else "acc"};
         }
-        for (int d = 0; d < D; ++d) {
-            __global T *a = qt + ((size_t)bh * D + d) * Lt, *b = dot + ((size_t)bh * D + d) * Lt;
-            for (int i = i0; i < il; ++i) { a[i] = qb[(size_t)i * D + d]; b[i] = gb[(size_t)i * D + d]; }
-            for (int i = il; i < i1; ++i) { a[i] = (T)0; b[i] = (T)0; }
-        }
+        __global T *qtb = qt + (size_t)bh * D * Lt, *dtb = dot + (size_t)bh * D * Lt;
+${transpose_block("qb", "qtb", "Lt", "L")}\
+${transpose_block("gb", "dtb", "Lt", "L")}\
     }
 }
 
 // dst[bh, d, j] = src[bh, j, d] for j < n, 0 for n <= j < np: the transposed, padded copy the score
-// loops read. A work-item per `rows` blocks (bh, 16 consecutive j) of dst: the block's rows of src stay
-// in L1 while its columns are written.
+// loops read. A work-item per `rows` blocks (bh, 16 consecutive j) of dst.
 __kernel void attn_transpose(__global const T *restrict src, __global T *restrict dst, const int n, const int np,
                              const int rows, const int total)
 {
     const int nblk = (np + 15) / 16;
     const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
-        const int bh = g / nblk, j0 = (g - bh * nblk) * 16;
-        const int j1 = IMIN(j0 + 16, np), jl = MAX(j0, IMIN(j1, n));
+        const int bh = g / nblk, i0 = (g - bh * nblk) * 16;
+        const int i1 = IMIN(i0 + 16, np), il = MAX(i0, IMIN(i1, n));
         __global const T *sb = src + (size_t)bh * n * D;
-        for (int d = 0; d < D; ++d) {
-            __global T *t = dst + ((size_t)bh * D + d) * np;
-            for (int j = j0; j < jl; ++j) t[j] = sb[(size_t)j * D + d];
-            for (int j = jl; j < j1; ++j) t[j] = (T)0;
-        }
+        __global T *db = dst + (size_t)bh * D * np;
+${transpose_block("sb", "db", "np", "n")}\
     }
 }
 

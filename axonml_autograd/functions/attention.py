@@ -100,6 +100,13 @@ def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
     return knl, vw * NK, R
 
 
+def _row_width(dev, dtype, D):
+    """The vector width of the row kernels (transposes, dsum): the target's widest that divides D (1 on GPUs)."""
+    if dev.target.is_gpu:
+        return 1
+    return next((w for w in dev.target.vector_widths(dtype) if D % w == 0), 1)
+
+
 def _grid(dev, knl, blocks, BH):
     """(global, local) for a launch over ``blocks`` row blocks of each of the ``BH`` heads."""
     if dev.target.is_gpu:
@@ -123,7 +130,8 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
-    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1, SC=1,
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=_row_width(dev, dtype, D),
+                             R=1, NK=1, EC=1, QC=0, G=1, SC=1,
                              mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, knl, BH * -(-np_ // 16), src=x, dst=out, n=n, np=np_)
     return out
@@ -249,7 +257,8 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     dsum = Tensor([BH, Lp], dt, dev)
     Lt = _row_stride(Lp, dt)
     qt, dot = Tensor([BH, D, Lt], dt, dev), Tensor([BH, D, Lt], dt, dev)
-    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0, G=1, SC=1,
+    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=_row_width(dev, dt, D), R=1, NK=1,
+                            EC=1, QC=0, G=1, SC=1,
                             mask="none", causal=False, spill=False, with_dq=False, dropout=False)
     _launch_rows(dev, kp, BH * -(-Lt // 16), q=qs, dout=g, o=o, qt=qt, dot=dot, dsum=dsum, L=L, Lp=Lp, Lt=Lt)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
