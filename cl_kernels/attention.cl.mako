@@ -695,42 +695,28 @@ ${row_pointers("vr", "vbase", "S")}
         // a time (EC accumulator vectors, the query rows' vectors read straight into the FMAs) and this
         // block's share of dq a query row at a time (the R weights broadcast, the key rows read).
         TV s[${R}][${NK}], dp[${R}][${NK}];
-% for r in range(R):
-  % for n in range(NK):
-        s[${r}][${n}] = (TV)0;
-  % endfor
-% endfor
+% for acc, src, rowp in (("s", "qtb", "kr"), ("dp", "dtb", "vr")):
+  % for n0 in range(0, NK, SC):
+    % for r in range(R):
+      % for n in range(n0, n0 + SC):
+        ${acc}[${r}][${n}] = (TV)0;
+      % endfor
+    % endfor
         for (int dd = 0; dd < D; ++dd) {
-            __global const T *qd = qtb + (size_t)dd * Lt + qb0;
-% for n in range(NK):
-            const TV q${n} = LD(qd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T a = kr${r}[dd];
-  % for n in range(NK):
-              s[${r}][${n}] += a * q${n};
-  % endfor
+            __global const T *xd = ${src} + (size_t)dd * Lt + qb0;
+    % for n in range(n0, n0 + SC):
+            const TV x${n} = LD(xd + ${n * vw});
+    % endfor
+    % for r in range(R):
+            { const T a = ${rowp}${r}[dd];
+      % for n in range(n0, n0 + SC):
+              ${acc}[${r}][${n}] += a * x${n};
+      % endfor
             }
-% endfor
+    % endfor
         }
-% for r in range(R):
-  % for n in range(NK):
-        dp[${r}][${n}] = (TV)0;
   % endfor
 % endfor
-        for (int dd = 0; dd < D; ++dd) {
-            __global const T *gd = dtb + (size_t)dd * Lt + qb0;
-% for n in range(NK):
-            const TV g${n} = LD(gd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T b = vr${r}[dd];
-  % for n in range(NK):
-              dp[${r}][${n}] += b * g${n};
-  % endfor
-            }
-% endfor
-        }
 % for n in range(NK):
         const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
 % endfor

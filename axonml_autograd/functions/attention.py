@@ -12,11 +12,20 @@ loops read ([D, Sp] per head), and O(L) row statistics.
 
 CPUs run backward as ONE kernel: a work-item owns a run of keys of one head, writes their dk and dv and
 adds their share of dq into a partial of its own (one run per head when there are enough heads to fill
-the cores; otherwise a few runs and a fixed-order sum of the partials). GPUs run one kernel for dq (over
-query rows) and one for dk/dv (over key rows), a work-item per row. The blocking (rows per work-item,
-key block, vectors per p @ V step) is chosen per direction in :func:`_plan`; ``AXONML_ATTN_PLAN`` /
-``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning, and ``AXONML_ATTN_QC``
-the query chunk of the CPU backward (128: a chunk's rows stay in cache while a key run passes over them).
+the cores; otherwise a few runs and a fixed-order sum of the partials); the kernel writes dq, dk and dv
+from zero (no fills). Before it, one prep kernel writes the transposed q and dO and dsum. GPUs run one
+kernel for dq (over query rows) and one for dk/dv (over key rows), a work-item per row.
+
+CPU blocking (:func:`_plan`, per direction): R rows per register block, key (query) blocks of BK = vw * NK,
+G register blocks per cache group (a group's accumulators stay in private memory while each key block, in
+L1, passes over all of them), scores in passes of SC vectors (R x SC accumulators: 6 x 2 fills the 16
+vector registers of AVX2 as the matmul kernel does), EC accumulator vectors per p @ V / dk / dv row.
+``AXONML_ATTN_PLAN`` / ``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC[,G[,SC]]" (BK and SC in elements) override it
+for tuning, and ``AXONML_ATTN_QC`` the query chunk of the CPU backward (128: a chunk's rows stay in cache
+while a key run passes over them). The transposed copies get a row stride off multiples of 256 bytes
+(:func:`_row_stride`): at power-of-two strides the D rows a score loop reads fall into a few L1 sets. The
+float32 forward takes an inline exp (Cephes' expf polynomial, about 1 ulp; PoCL's is an out-of-line call
+that spills the score vectors) and keeps the running sums lane by lane.
 
 The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
 gradients of gradients work (with dropout it reads the same kept-scales as a matrix).
