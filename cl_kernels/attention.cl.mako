@@ -167,11 +167,13 @@ inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale,
 </%def>
 
 ## The vectors v[R][NK] into a private scalar array name[R][BK], read back one element at a time.
-<%def name="spill(name, v)">\
+<%def name="spill(name, v, into=None)">\
+% if into is None:
         T ${name}[${R}][BK];
+% endif
 % for r in range(R):
   % for n in range(NK):
-        *(TV *)(&${name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
+        *(TV *)(&${into or name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
   % endfor
 % endfor
 </%def>
@@ -681,7 +683,10 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
   % endif
 % endfor
     }
-    for (int qb0 = qstart; qb0 < qstop; qb0 += BK)
+    for (int qb0 = qstart; qb0 < qstop; qb0 += BK) {
+% if with_dq:
+    T pdg[${G}][${R}][BK];   // ds of the group's key blocks for this query block (the dq pass reads them)
+% endif
     for (int gi = 0; gi < gn; ++gi) {
         const int r0 = g0 + gi * ${R};
 % if causal:
@@ -738,7 +743,7 @@ ${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
 % endfor
         const int qn = IMIN(BK, L - qb0);
 ${spill("pp", "s")}\
-${spill("pd", "dp")}\
+${spill("pd", "dp", "pdg[gi]")}\
         __global const T *gc = gb + (size_t)qb0 * D;
         __global const T *qc = qb + (size_t)qb0 * D;
 % for r in range(R):
@@ -759,7 +764,7 @@ ${spill("pd", "dp")}\
             a${j} = ak[gi][${r}][e + ${j}];
   % endfor
             for (int cc = 0; cc < qn; ++cc) {
-                const T w = pd[${r}][cc];
+                const T w = pdg[gi][${r}][cc];
   % for j in range(EC):
                 a${j} += w * LD(qc + (size_t)cc * D + (e + ${j}) * ${vw});
   % endfor
@@ -769,26 +774,6 @@ ${spill("pd", "dp")}\
   % endfor
         }
 % endfor
-        const int zfresh = g0 == kstart && gi == 0;   // the first key block of the run writes dq
-        for (int cc = 0; cc < qn; ++cc) {
-% for r in range(R):
-            const T w${r} = pd[${r}][cc];
-% endfor
-            __global T *dqc = dqb + (size_t)(qb0 + cc) * D;
-            for (int e = 0; e < ${DV}; e += ${EC}) {
-% for j in range(EC):
-                TV z${j} = zfresh ? (TV)0 : LD(dqc + (e + ${j}) * ${vw});
-% endfor
-% for r in range(R):
-  % for j in range(EC):
-                z${j} += w${r} * LD(kr${r} + (e + ${j}) * ${vw});
-  % endfor
-% endfor
-% for j in range(EC):
-                ST(z${j}, dqc + (e + ${j}) * ${vw});
-% endfor
-            }
-        }
 % else:
         // GPUs: a work-item per key block, p and ds lane by lane (or through private arrays: spill)
             TV s[${R}][${NK}], dp[${R}][${NK}];
@@ -878,6 +863,40 @@ ${spill("pd", "dp")}\
       % endfor
 % endfor
 % endif
+% endif
+    }
+% if with_dq:
+    {   // this block's share of dq from all the group's keys, a query row at a time: z += ds * k, the
+        // key rows' vectors read straight into the FMAs; the run's first group writes dq, later ones add
+        const int qn = IMIN(BK, L - qb0);
+        const int zfresh = g0 == kstart;
+        for (int cc = 0; cc < qn; ++cc) {
+            __global T *dqc = dqb + (size_t)(qb0 + cc) * D;
+            for (int e = 0; e < ${DV}; e += ${EC}) {
+% for j in range(EC):
+                TV z${j} = zfresh ? (TV)0 : LD(dqc + (e + ${j}) * ${vw});
+% endfor
+                for (int gi = 0; gi < gn; ++gi) {
+                    const int r0 = g0 + gi * ${R};
+% if causal:
+                    if (qb0 + BK <= r0) break;   // this and later key blocks: after every query of the block
+% endif
+% for r in range(R):
+                    {
+                        const T w = pdg[gi][${r}][cc];
+                        __global const T *kk = kbase + (size_t)IMIN(r0 + ${r}, S - 1) * D + e * ${vw};
+  % for j in range(EC):
+                        z${j} += w * LD(kk + ${j * vw});
+  % endfor
+                    }
+% endfor
+                }
+% for j in range(EC):
+                ST(z${j}, dqc + (e + ${j}) * ${vw});
+% endfor
+            }
+        }
+    }
 % endif
     }
     for (int gi = 0; gi < gn; ++gi) {
