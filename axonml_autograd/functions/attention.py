@@ -78,10 +78,12 @@ def can_fuse(q, k, v, mask, dropout_p) -> bool:
 
 
 def _plan(dev, dtype, D, name):
-    """(vw, R, NK, spill, EC, G): the vector width (the target's widest that divides D; 1 on GPUs), rows per
-    register block, vectors per key block, how the p @ V products run (spill: p through a private array,
-    EC vectors of a row at a time; else lane by lane), and register blocks per cache group (the forward
-    walks each key block over G blocks of R rows, their accumulators in private memory)."""
+    """(vw, R, NK, spill, EC, G, SC): the vector width (the target's widest that divides D; 1 on GPUs), rows
+    per register block, vectors per key (backward: query) block, how the p @ V products run (spill: p
+    through a private array, EC vectors of a row at a time; else lane by lane), register blocks per cache
+    group (each key / query block in L1 passes over G blocks of R rows, their accumulators in private
+    memory), and vectors per score pass (R x SC accumulators; the CPU choices fill the 16 vector registers
+    of AVX2: 6 x 2 forward, 4 x 2 backward, as matmul's 6 x 2)."""
     t = dev.target
     if t.is_gpu:
         return 1, 1, 16, 0, 1, 1, 16
