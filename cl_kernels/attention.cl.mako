@@ -72,6 +72,7 @@ inline TV attn_exp(TV x)
     return x < (TV)-87.0f ? (TV)0.0f : p;
 }
 #define VEXP attn_exp
+// The CPU backward keeps the library exp: inline there (unrolled or in a loop) measured 35% slower.
 #define BEXP exp
 % else:
 #define VEXP exp
