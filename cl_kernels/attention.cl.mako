@@ -37,7 +37,6 @@ ${c.preamble(ctype, vector=vw)}\
 #define LD(p) (*(__global const TV *)(p))
 #define ST(v, p) (*(__global TV *)(p) = (v))
 #define NEG_INF ((T)(-INFINITY))
-#define VEXP exp
 % if vw == 1:
 typedef ${itype} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
@@ -47,6 +46,39 @@ typedef ${itype}${vw} IV;
 #define SEL(a, b, cond) ((cond) ? (b) : (a))
 #define LANE_IDS ((IV)(${", ".join(str(k) for k in range(vw))}))
 typedef uint${vw} UV;
+% endif
+% if ctype == "float":
+// exp for the probabilities, inline (PoCL's exp is an out-of-line call, and every call spills the score
+// vectors): x = n ln2 + r with |r| <= ln2 / 2 (n rounded by the 1.5 * 2^23 trick; ln2 in two parts,
+// 2839/4096 exact, so n ln2_hi is exact for every n that matters), e^r = 1 + r + r^2 P(r) with P of
+// degree 5 fitted for this project (weighted least squares in float64: relative error 5e-11; within one
+// ulp of exp over [-87, 88] in float32), times 2^n built in the exponent bits. Inputs below -87
+// (masked scores: -inf) give 0; NaN stays NaN.
+inline TV attn_exp(TV x)
+{
+    x = x > (TV)88.0f ? (TV)88.0f : x;
+    const TV xc = x < (TV)-87.0f ? (TV)-87.0f : x;
+    const TV t = xc * (TV)1.44269504088896341f + (TV)12582912.0f;
+    const TV n = t - (TV)12582912.0f;
+    TV r = xc - n * (TV)0.693115234375f;
+    r = r - n * (TV)3.1946183e-05f;
+    TV p = (TV)0.00019790597f;
+    p = p * r + (TV)0.0013944657f;
+    p = p * r + (TV)0.0083334967f;
+    p = p * r + (TV)0.041666295f;
+    p = p * r + (TV)0.16666666f;
+    p = p * r + (TV)0.5f;
+    p = p * (r * r) + r + (TV)1.0f;
+    const IV e = (${"as_int" if vw == 1 else f"as_int{vw}"}(t) - (IV)0x4B400000 + (IV)127) << 23;
+    p = p * ${"as_float" if vw == 1 else f"as_float{vw}"}(e);
+    return x < (TV)-87.0f ? (TV)0.0f : p;
+}
+#define VEXP attn_exp
+// The CPU backward keeps the library exp: inline there (unrolled or in a loop) measured 35% slower.
+#define BEXP exp
+% else:
+#define VEXP exp
+#define BEXP exp
 % endif
 
 <%def name="mask_args()">\
@@ -138,11 +170,13 @@ inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale,
 </%def>
 
 ## The vectors v[R][NK] into a private scalar array name[R][BK], read back one element at a time.
-<%def name="spill(name, v)">\
+<%def name="spill(name, v, into=None)">\
+% if into is None:
         T ${name}[${R}][BK];
+% endif
 % for r in range(R):
   % for n in range(NK):
-        *(TV *)(&${name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
+        *(TV *)(&${into or name}[${r}][${n * vw}]) = ${v}[${r}][${n}];
   % endfor
 % endfor
 </%def>
@@ -201,59 +235,91 @@ inline T attn_keep(__global const uint *rng, const uint thresh, const T rescale,
 % endfor
 </%def>
 
+## `out` (a new scalar) = the largest lane of the vector `v`, folded in halves (log2(vw) steps, not vw - 1).
+<%def name="hmax(v, out)">\
+<%
+    steps, w, prev = [], vw, v
+    while w > 1:
+        w //= 2
+        steps.append((f"{ctype}{w}" if w > 1 else ctype, f"{out}_{w}", prev))
+        prev = f"{out}_{w}"
+%>\
+% for ty, name, src in steps:
+            const ${ty} ${name} = MAX(${src}.lo, ${src}.hi);
+% endfor
+            const T ${out} = ${prev};
+</%def>
+
 __kernel void attn_forward(__global const T *restrict q, __global const T *restrict kt, __global const T *restrict v,
                            __global T *restrict o, __global T *restrict lse,${mask_args()}
                            const int L, const int S, const int Lp, const int Sp, const T scale, const int blocks)
 {
-    // `blocks` consecutive row blocks per work-item (on PoCL each work-group costs a task of its own).
+    // `blocks` consecutive row blocks per work-item (on PoCL each work-group costs a task of its own),
+    // walked in groups of G blocks: a group's accumulators live in private memory while each key block
+    // (BK keys of kt and v) passes over all its row blocks, so a key block is read from L2 once per
+    // G * R rows and from L1 by the other row blocks of the group.
     const int bh = get_global_id(1);
     __global T *lrow = lse + (size_t)bh * Lp;
-    const int rend = IMIN(Lp, (get_global_id(0) + 1) * blocks * ${R});
-    for (int r0 = get_global_id(0) * blocks * ${R}; r0 < rend; r0 += ${R}) {
-    if (r0 >= L) {
-% for r in range(R):
-        lrow[r0 + ${r}] = (T)INFINITY;
-% endfor
-        continue;
-    }
+    const int rbeg = get_global_id(0) * blocks * ${R};
+    const int rend = IMIN(Lp, rbeg + blocks * ${R});
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
 % endif
     __global const T *qb = q + (size_t)bh * L * D;
     __global const T *ktb = kt + (size_t)bh * D * Sp;
     __global const T *vb = v + (size_t)bh * S * D;
-${row_pointers("qr", "qb", "L")}
-    TV acc[${R}][${DV}];
-    T m[${R}], l[${R}];
+    for (int g0 = rbeg; g0 < rend; g0 += ${G * R}) {
+    // rows [g0, gend) of this group; those at or past L only get lse = +inf
+    const int gend = IMIN(rend, g0 + ${G * R});
+    if (g0 >= L) {
+        for (int i = g0; i < gend; ++i) lrow[i] = (T)INFINITY;
+        continue;
+    }
+    const int gn = (IMIN(gend, L) - g0 + ${R - 1}) / ${R};   // row blocks with a row below L
+    TV acc[${G}][${R}][${DV}];
+    T m[${G}][${R}];
+    TV l[${G}][${R}];   // the running sums lane by lane (summed across lanes at the end)
+    for (int gi = 0; gi < gn; ++gi) {
 % for r in range(R):
-    m[${r}] = NEG_INF; l[${r}] = (T)0;
-    for (int e = 0; e < ${DV}; ++e) acc[${r}][e] = (TV)0;
+        m[gi][${r}] = NEG_INF; l[gi][${r}] = (TV)0;
+        for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] = (TV)0;
 % endfor
+    }
 % if causal:
-    const int kend = IMIN(S, r0 + ${R});
+    const int kend = IMIN(S, g0 + gn * ${R});
 % else:
     const int kend = S;
 % endif
     for (int kb = 0; kb < kend; kb += BK) {
+    const int kn = IMIN(BK, S - kb);
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% if causal:
+        if (kb >= r0 + ${R}) continue;   // every key of this block is after every row of the block
+% endif
+${row_pointers("qr", "qb", "L")}
         TV s[${R}][${NK}];
-% for r in range(R):
-  % for n in range(NK):
+% for n0 in range(0, NK, SC):
+        // key vectors ${n0} .. ${n0 + SC - 1}: R x SC accumulators
+  % for r in range(R):
+    % for n in range(n0, n0 + SC):
         s[${r}][${n}] = (TV)0;
+    % endfor
   % endfor
-% endfor
         for (int dd = 0; dd < D; ++dd) {
             __global const T *kd = ktb + (size_t)dd * Sp + kb;
-% for n in range(NK):
+  % for n in range(n0, n0 + SC):
             const TV k${n} = LD(kd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T a = qr${r}[dd];
-  % for n in range(NK):
-              s[${r}][${n}] += a * k${n};
   % endfor
+  % for r in range(R):
+            { const T a = qr${r}[dd];
+    % for n in range(n0, n0 + SC):
+              s[${r}][${n}] += a * k${n};
+    % endfor
             }
-% endfor
+  % endfor
         }
+% endfor
 % for r in range(R):
         {
   % for n in range(NK):
@@ -263,21 +329,17 @@ ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
   % for n in range(1, NK):
             mv = MAX(mv, s[${r}][${n}]);
   % endfor
-            T mx = ${lane("mv", 0)};
-  % for k in range(1, vw):
-            mx = MAX(mx, ${lane("mv", k)});
-  % endfor
-            if (mx > m[${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
-                const T alpha = exp(m[${r}] - mx);
-                l[${r}] *= alpha;
-                for (int e = 0; e < ${DV}; ++e) acc[${r}][e] *= (TV)alpha;
-                m[${r}] = mx;
+${hmax("mv", "mx")}\
+            if (mx > m[gi][${r}]) {   // a new running max: rescale what was summed so far (exp(-inf) = 0 at first)
+                const T alpha = exp(m[gi][${r}] - mx);
+                l[gi][${r}] *= (TV)alpha;
+                for (int e = 0; e < ${DV}; ++e) acc[gi][${r}][e] *= (TV)alpha;
+                m[gi][${r}] = mx;
             }
-            const T mu = m[${r}] == NEG_INF ? (T)0 : m[${r}];
-            T sum = (T)0;
+            const T mu = m[gi][${r}] == NEG_INF ? (T)0 : m[gi][${r}];
   % for n in range(NK):
             s[${r}][${n}] = VEXP(s[${r}][${n}] - (TV)mu);
-            sum += ${c.hsum(f"s[{r}][{n}]", vw) if vw > 1 else f"s[{r}][{n}]"};
+            l[gi][${r}] += s[${r}][${n}];
     % if dropout:
             {
 ${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
@@ -285,16 +347,14 @@ ${keep("kp", f"(r0 + {r})", f"kb + {n * vw}", "key")}\
             }
     % endif
   % endfor
-            l[${r}] += sum;
         }
 % endfor
-        const int kn = IMIN(BK, S - kb);
 % if spill:
 ${spill("pp", "s")}\
         for (int e = 0; e < ${DV}; e += ${EC}) {
 % for r in range(R):
   % for j in range(EC):
-            TV a${r}_${j} = acc[${r}][e + ${j}];
+            TV a${r}_${j} = acc[gi][${r}][e + ${j}];
   % endfor
 % endfor
             __global const T *vc = vb + (size_t)kb * D + e * ${vw};
@@ -312,7 +372,7 @@ ${spill("pp", "s")}\
             }
 % for r in range(R):
   % for j in range(EC):
-            acc[${r}][e + ${j}] = a${r}_${j};
+            acc[gi][${r}][e + ${j}] = a${r}_${j};
   % endfor
 % endfor
         }
@@ -324,7 +384,7 @@ ${spill("pp", "s")}\
             for (int e = 0; e < ${DV}; ++e) {
                 const TV x = LD(vr + e * ${vw});
     % for r in range(R):
-                acc[${r}][e] += ${lane(f"s[{r}][{n}]", k)} * x;
+                acc[gi][${r}][e] += ${lane(f"s[{r}][{n}]", k)} * x;
     % endfor
             }
         }
@@ -332,47 +392,90 @@ ${spill("pp", "s")}\
 % endfor
 % endif
     }
-% for r in range(R):
-    if (r0 + ${r} < L) {
-        const T inv = l[${r}] > (T)0 ? (T)1 / l[${r}] : (T)0;
-        __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
-        for (int e = 0; e < ${DV}; ++e) ST(acc[${r}][e] * (TV)inv, orow + e * ${vw});
-        lrow[r0 + ${r}] = l[${r}] > (T)0 ? m[${r}] + log(l[${r}]) : (T)INFINITY;
-    } else {
-        lrow[r0 + ${r}] = (T)INFINITY;
     }
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% for r in range(R):
+        if (r0 + ${r} < L) {
+            const T lsum = ${c.hsum(f"l[gi][{r}]", vw) if vw > 1 else f"l[gi][{r}]"};
+            const T inv = lsum > (T)0 ? (T)1 / lsum : (T)0;
+            __global T *orow = o + ((size_t)bh * L + r0 + ${r}) * D;
+            for (int e = 0; e < ${DV}; ++e) ST(acc[gi][${r}][e] * (TV)inv, orow + e * ${vw});
+            lrow[r0 + ${r}] = lsum > (T)0 ? m[gi][${r}] + log(lsum) : (T)INFINITY;
+        }
 % endfor
+    }
+    for (int i = L; i < gend; ++i) lrow[i] = (T)INFINITY;   // the padded rows of the group (g0 < L here)
     }
 }
 
-// dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] for i < L, 0 for the padded rows up to Lp.
-__kernel void attn_dsum(__global const T *restrict dout, __global const T *restrict o, __global T *restrict dsum,
-                        const int L, const int Lp, const int rows, const int total)
+## A block of 16 rows (i0 .. i0 + 16, at most `lim`) of the [n, D] rows at `src` written transposed into
+## the rows of `dst` (stride `st`) at columns i0 ..: each row read as vectors of vw lanes, each lane
+## stored where it goes (no strided scalar loads); columns from `lim` to `i1` get zeros.
+<%def name="transpose_block(src, dst, st, lim)">\
+        if (il - i0 == 16) {
+            for (int d0 = 0; d0 < D; d0 += ${vw}) {
+% for i in range(16):
+                const TV x${i} = LD(${src} + (size_t)(i0 + ${i}) * D + d0);
+% endfor
+% for k in range(vw):
+                {
+                    __global T *t = ${dst} + (size_t)(d0 + ${k}) * ${st} + i0;
+  % for i in range(16):
+                    t[${i}] = ${lane(f"x{i}", k)};
+  % endfor
+                }
+% endfor
+            }
+        } else {
+            for (int d = 0; d < D; ++d) {
+                __global T *t = ${dst} + (size_t)d * ${st};
+                for (int i = i0; i < il; ++i) t[i] = ${src}[(size_t)i * D + d];
+            }
+        }
+        for (int d = 0; d < D; ++d)
+            for (int i = il; i < i1; ++i) ${dst}[(size_t)d * ${st} + i] = (T)0;
+</%def>
+
+// Backward's preparation in one pass over blocks of 16 rows (bh, i0 .. i0 + 16) of q and dO:
+// qt[bh, d, i] = q[bh, i, d] and dot[bh, d, i] = dO[bh, i, d] (transposed, 0 for L <= i < Lt) and
+// dsum[bh, i] = sum_d dO[bh, i, d] * O[bh, i, d] (0 for L <= i < Lp). A block's rows stay in L1 while
+// its columns are written.
+__kernel void attn_prep(__global const T *restrict q, __global const T *restrict dout, __global const T *restrict o,
+                        __global T *restrict qt, __global T *restrict dot, __global T *restrict dsum,
+                        const int L, const int Lp, const int Lt, const int rows, const int total)
 {
+    const int nblk = (Lt + 15) / 16;
     const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
-        const int bh = g / Lp, i = g - bh * Lp;
-        T acc = (T)0;
-        if (i < L) {
-            __global const T *a = dout + ((size_t)bh * L + i) * D, *b = o + ((size_t)bh * L + i) * D;
-            for (int e = 0; e < D; ++e) acc += a[e] * b[e];
+        const int bh = g / nblk, i0 = (g - bh * nblk) * 16;
+        const int i1 = IMIN(i0 + 16, Lt), il = MAX(i0, IMIN(i1, L));
+        __global const T *qb = q + (size_t)bh * L * D, *gb = dout + (size_t)bh * L * D, *ob = o + (size_t)bh * L * D;
+        for (int i = i0; i < IMIN(i1, Lp); ++i) {
+            TV acc = (TV)0;
+            if (i < L)
+                for (int e = 0; e < D; e += ${vw}) acc += LD(gb + (size_t)i * D + e) * LD(ob + (size_t)i * D + e);
+            dsum[(size_t)bh * Lp + i] = ${c.hsum("acc", vw) if vw > 1 else "acc"};
         }
-        dsum[g] = acc;
+        __global T *qtb = qt + (size_t)bh * D * Lt, *dtb = dot + (size_t)bh * D * Lt;
+${transpose_block("qb", "qtb", "Lt", "L")}\
+${transpose_block("gb", "dtb", "Lt", "L")}\
     }
 }
 
 // dst[bh, d, j] = src[bh, j, d] for j < n, 0 for n <= j < np: the transposed, padded copy the score
-// loops read. A work-item per `rows` rows (bh, d) of dst.
+// loops read. A work-item per `rows` blocks (bh, 16 consecutive j) of dst.
 __kernel void attn_transpose(__global const T *restrict src, __global T *restrict dst, const int n, const int np,
                              const int rows, const int total)
 {
+    const int nblk = (np + 15) / 16;
     const int g0 = get_global_id(0) * rows, g1 = IMIN(g0 + rows, total);
     for (int g = g0; g < g1; ++g) {
-        const int bh = g / D, d = g - bh * D;
-        __global const T *s = src + (size_t)bh * n * D + d;
-        __global T *t = dst + (size_t)g * np;
-        for (int j = 0; j < n; ++j) t[j] = s[(size_t)j * D];
-        for (int j = n; j < np; ++j) t[j] = (T)0;
+        const int bh = g / nblk, i0 = (g - bh * nblk) * 16;
+        const int i1 = IMIN(i0 + 16, np), il = MAX(i0, IMIN(i1, n));
+        __global const T *sb = src + (size_t)bh * n * D;
+        __global T *db = dst + (size_t)bh * D * np;
+${transpose_block("sb", "db", "np", "n")}\
     }
 }
 
@@ -506,91 +609,130 @@ __kernel void attn_backward_dkv(__global const T *restrict qt, __global const T 
 % if with_dq:
                                 __global T *restrict dqp, const int kchunk, const int nbh,
 % endif
-                                const int L, const int S, const int Lp, const int Sp, const T scale)
+                                const int L, const int S, const int Lp, const int Sp, const int Lt,
+                                const T scale)
 {
     const int bh = get_global_id(1);
 % if with_dq:
-    // This work-item's keys [kstart, kstop), R at a time; its share of dq goes to partial `chunk`.
+    // This work-item's keys [kstart, kstop); its share of dq goes to partial `chunk`.
     const int chunk = get_global_id(0);
     const int kstart = chunk * kchunk, kstop = IMIN(S, kstart + kchunk);
     __global T *dqb = dqp + ((size_t)chunk * nbh + bh) * L * D;
-    // The queries in chunks of QC: a chunk's q, dO (both layouts) and dq stay in L1 while every key
-    // block of the run passes over them; dk and dv (zeroed by the host) gather over the chunks.
-    for (int qc0 = 0; qc0 < L; qc0 += ${QC})
-    for (int r0 = kstart; r0 < kstop; r0 += ${R}) {
+    const int qch = ${QC};
 % else:
-    const int r0 = get_global_id(0) * ${R};
-    if (r0 >= S) return;
-    {
+    const int kstart = get_global_id(0) * ${R}, kstop = IMIN(S, kstart + ${R});
+    if (kstart >= S) return;
+    const int qch = L;
 % endif
 % if mask != "none":
     const int mbase = moff + (bh / hn) * msb + (bh % hn) * msh;
 % endif
-    __global const T *qtb = qt + (size_t)bh * D * Lp;
-    __global const T *dtb = dot + (size_t)bh * D * Lp;
+    __global const T *qtb = qt + (size_t)bh * D * Lt;
+    __global const T *dtb = dot + (size_t)bh * D * Lt;
     __global const T *qb = q + (size_t)bh * L * D;
     __global const T *gb = dout + (size_t)bh * L * D;
     __global const T *lb = lse + (size_t)bh * Lp;
     __global const T *db = dsum + (size_t)bh * Lp;
     __global const T *kbase = k + (size_t)bh * S * D;
     __global const T *vbase = v + (size_t)bh * S * D;
-${row_pointers("kr", "kbase", "S")}
-${row_pointers("vr", "vbase", "S")}
+    // The queries in chunks of qch (CPUs: a chunk's q, dO (both layouts) and dq stay in L2 while the
+    // key groups pass over them), the keys in groups of G blocks of R: a group's dk/dv accumulators live
+    // in private memory while each block of BK queries (in L1) passes over all its key blocks. dk and
+    // dv (zeroed by the host when several query chunks gather into them) are read and written once per
+    // group and chunk.
+% if with_dq and causal:
+    // dq rows before the run's first query block (causal) get no share from this run: zeros
+    for (int i = 0; i < IMIN(L, (kstart / BK) * BK); ++i)
+        for (int e = 0; e < ${DV}; ++e) ST((TV)0, dqb + (size_t)i * D + e * ${vw});
+% endif
+    for (int qc0 = 0; qc0 < L; qc0 += qch)
+    for (int g0 = kstart; g0 < kstop; g0 += ${G * R}) {
+    const int gn = IMIN(${G}, (kstop - g0 + ${R - 1}) / ${R});
 % if causal:
-    const int qfirst = (r0 / BK) * BK;
+    const int qfirst = (g0 / BK) * BK;
 % else:
     const int qfirst = 0;
 % endif
+    const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + qch);
 % if with_dq:
-    const int qstart = MAX(qfirst, qc0), qstop = IMIN(L, qc0 + ${QC});
-    if (qstart >= qstop) continue;
-% else:
-    const int qstart = qfirst, qstop = L;
+    if (qstart >= qstop) {
+        if (qc0 == 0 && qfirst >= L) {   // keys that no query sees (causal, S > L): zero gradients
+            for (int r = g0; r < IMIN(kstop, g0 + gn * ${R}); ++r)
+                for (int e = 0; e < ${DV}; ++e) {
+                    ST((TV)0, dk + ((size_t)bh * S + r) * D + e * ${vw});
+                    ST((TV)0, dv + ((size_t)bh * S + r) * D + e * ${vw});
+                }
+        }
+        continue;
+    }
+    // dk and dv start from zero in the first query chunk this group sees, else from the earlier chunks'
+    const int fresh = qfirst >= qc0;
 % endif
-    TV ak[${R}][${DV}], av[${R}][${DV}];
+    TV ak[${G}][${R}][${DV}], av[${G}][${R}][${DV}];
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
 % for r in range(R):
   % if with_dq:
-    {
-        __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
-        __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
-        for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = LD(ok + e * ${vw}); av[${r}][e] = LD(ov + e * ${vw}); }
-    }
+        {
+            __global const T *ok = dk + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+            __global const T *ov = dv + ((size_t)bh * S + IMIN(r0 + ${r}, S - 1)) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                ak[gi][${r}][e] = fresh ? (TV)0 : LD(ok + e * ${vw});
+                av[gi][${r}][e] = fresh ? (TV)0 : LD(ov + e * ${vw});
+            }
+        }
   % else:
-    for (int e = 0; e < ${DV}; ++e) { ak[${r}][e] = (TV)0; av[${r}][e] = (TV)0; }
+        for (int e = 0; e < ${DV}; ++e) { ak[gi][${r}][e] = (TV)0; av[gi][${r}][e] = (TV)0; }
   % endif
 % endfor
+    }
     for (int qb0 = qstart; qb0 < qstop; qb0 += BK) {
+% if with_dq:
+    T pdg[${G}][${R}][BK];   // ds of the group's key blocks for this query block (the dq pass reads them)
+% endif
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% if causal:
+        if (qb0 + BK <= r0) continue;   // every query of the block is before every key of this block
+% endif
+${row_pointers("kr", "kbase", "S")}
+${row_pointers("vr", "vbase", "S")}
+% if with_dq:
+        // CPUs: scores and dp of R keys x BK queries as two register-blocked products (keys broadcast,
+        // queries along the vector lanes), p and ds through private arrays, then dv and dk a key row at
+        // a time (EC accumulator vectors, the query rows' vectors read straight into the FMAs) and this
+        // block's share of dq a query row at a time (the R weights broadcast, the key rows read).
         TV s[${R}][${NK}], dp[${R}][${NK}];
-% for r in range(R):
-  % for n in range(NK):
-        s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
-  % endfor
-% endfor
+% for acc, src, rowp in (("s", "qtb", "kr"), ("dp", "dtb", "vr")):
+  % for n0 in range(0, NK, SC):
+    % for r in range(R):
+      % for n in range(n0, n0 + SC):
+        ${acc}[${r}][${n}] = (TV)0;
+      % endfor
+    % endfor
         for (int dd = 0; dd < D; ++dd) {
-            __global const T *qd = qtb + (size_t)dd * Lp + qb0;
-            __global const T *gd = dtb + (size_t)dd * Lp + qb0;
-% for n in range(NK):
-            const TV q${n} = LD(qd + ${n * vw}), g${n} = LD(gd + ${n * vw});
-% endfor
-% for r in range(R):
-            { const T a = kr${r}[dd], b = vr${r}[dd];
-  % for n in range(NK):
-              s[${r}][${n}] += a * q${n};
-              dp[${r}][${n}] += b * g${n};
-  % endfor
+            __global const T *xd = ${src} + (size_t)dd * Lt + qb0;
+    % for n in range(n0, n0 + SC):
+            const TV x${n} = LD(xd + ${n * vw});
+    % endfor
+    % for r in range(R):
+            { const T a = ${rowp}${r}[dd];
+      % for n in range(n0, n0 + SC):
+              ${acc}[${r}][${n}] += a * x${n};
+      % endfor
             }
-% endfor
+    % endfor
         }
+  % endfor
+% endfor
 % for n in range(NK):
         const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
 % endfor
 % for r in range(R):
   % for n in range(NK):
 ${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
-        s[${r}][${n}] = VEXP(s[${r}][${n}] - ls${n});
-% if with_dq:
+        s[${r}][${n}] = BEXP(s[${r}][${n}] - ls${n});
         if (r0 + ${r} >= S) s[${r}][${n}] = (TV)0;   // a clamped key row past S: no part in dq
-% endif
     % if dropout:
         {
 ${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
@@ -603,81 +745,176 @@ ${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
   % endfor
 % endfor
         const int qn = IMIN(BK, L - qb0);
-% if spill or with_dq:
 ${spill("pp", "s")}\
-${spill("pd", "dp")}\
+${spill("pd", "dp", "pdg[gi]")}\
+        __global const T *gc = gb + (size_t)qb0 * D;
+        __global const T *qc = qb + (size_t)qb0 * D;
+% for r in range(R):
         for (int e = 0; e < ${DV}; e += ${EC}) {
-% for r in range(R):
   % for j in range(EC):
-            TV a${r}_${j} = ak[${r}][e + ${j}], b${r}_${j} = av[${r}][e + ${j}];
-    % if with_dq:
-            const TV kv${r}_${j} = LD(kr${r} + (e + ${j}) * ${vw});
-    % endif
+            TV a${j} = av[gi][${r}][e + ${j}];
   % endfor
-% endfor
-            __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
-            __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
-% if with_dq:
-            __global T *dqc = dqb + (size_t)qb0 * D + e * ${vw};
-% endif
             for (int cc = 0; cc < qn; ++cc) {
-% for j in range(EC):
-                const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
-  % if with_dq:
-                TV z${j} = LD(dqc + (size_t)cc * D + ${j * vw});
-  % endif
+                const T w = pp[${r}][cc];
+  % for j in range(EC):
+                a${j} += w * LD(gc + (size_t)cc * D + (e + ${j}) * ${vw});
+  % endfor
+            }
+  % for j in range(EC):
+            av[gi][${r}][e + ${j}] = a${j};
+  % endfor
+  % for j in range(EC):
+            a${j} = ak[gi][${r}][e + ${j}];
+  % endfor
+            for (int cc = 0; cc < qn; ++cc) {
+                const T w = pdg[gi][${r}][cc];
+  % for j in range(EC):
+                a${j} += w * LD(qc + (size_t)cc * D + (e + ${j}) * ${vw});
+  % endfor
+            }
+  % for j in range(EC):
+            ak[gi][${r}][e + ${j}] = a${j};
+  % endfor
+        }
+% endfor
+% else:
+        // GPUs: a work-item per key block, p and ds lane by lane (or through private arrays: spill)
+            TV s[${R}][${NK}], dp[${R}][${NK}];
+% for r in range(R):
+      % for n in range(NK):
+            s[${r}][${n}] = (TV)0; dp[${r}][${n}] = (TV)0;
+      % endfor
+% endfor
+            for (int dd = 0; dd < D; ++dd) {
+                __global const T *qd = qtb + (size_t)dd * Lt + qb0;
+                __global const T *gd = dtb + (size_t)dd * Lt + qb0;
+% for n in range(NK):
+                const TV q${n} = LD(qd + ${n * vw}), g${n} = LD(gd + ${n * vw});
 % endfor
 % for r in range(R):
-                { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
-  % for j in range(EC):
-                  b${r}_${j} += wp * x${j};
-                  a${r}_${j} += wd * y${j};
-    % if with_dq:
-                  z${j} += wd * kv${r}_${j};
-    % endif
-  % endfor
+                { const T a = kr${r}[dd], b = vr${r}[dd];
+      % for n in range(NK):
+                  s[${r}][${n}] += a * q${n};
+                  dp[${r}][${n}] += b * g${n};
+      % endfor
                 }
 % endfor
-% if with_dq:
-  % for j in range(EC):
-                ST(z${j}, dqc + (size_t)cc * D + ${j * vw});
-  % endfor
-% endif
             }
-% for r in range(R):
-  % for j in range(EC):
-            ak[${r}][e + ${j}] = a${r}_${j}; av[${r}][e + ${j}] = b${r}_${j};
-  % endfor
+% for n in range(NK):
+            const TV ls${n} = LD(lb + qb0 + ${n * vw}), ds${n} = LD(db + qb0 + ${n * vw});
 % endfor
-        }
+% for r in range(R):
+      % for n in range(NK):
+${masked(f"s[{r}][{n}]", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+            s[${r}][${n}] = BEXP(s[${r}][${n}] - ls${n});
+        % if dropout:
+            {
+${keep("kp", f"(r0 + {r})", f"qb0 + {n * vw}", "query")}\
+            dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] * kp - ds${n}) * (TV)scale;
+            s[${r}][${n}] *= kp;
+            }
+        % else:
+            dp[${r}][${n}] = s[${r}][${n}] * (dp[${r}][${n}] - ds${n}) * (TV)scale;
+        % endif
+      % endfor
+% endfor
+            const int qn = IMIN(BK, L - qb0);
+% if spill:
+${spill("pp", "s")}\
+${spill("pd", "dp")}\
+            for (int e = 0; e < ${DV}; e += ${EC}) {
+% for r in range(R):
+      % for j in range(EC):
+                TV a${r}_${j} = ak[gi][${r}][e + ${j}], b${r}_${j} = av[gi][${r}][e + ${j}];
+      % endfor
+% endfor
+                __global const T *gc = gb + (size_t)qb0 * D + e * ${vw};
+                __global const T *qc = qb + (size_t)qb0 * D + e * ${vw};
+                for (int cc = 0; cc < qn; ++cc) {
+% for j in range(EC):
+                    const TV x${j} = LD(gc + (size_t)cc * D + ${j * vw}), y${j} = LD(qc + (size_t)cc * D + ${j * vw});
+% endfor
+% for r in range(R):
+                    { const T wp = pp[${r}][cc], wd = pd[${r}][cc];
+      % for j in range(EC):
+                      b${r}_${j} += wp * x${j};
+                      a${r}_${j} += wd * y${j};
+      % endfor
+                    }
+% endfor
+                }
+% for r in range(R):
+      % for j in range(EC):
+                ak[gi][${r}][e + ${j}] = a${r}_${j}; av[gi][${r}][e + ${j}] = b${r}_${j};
+      % endfor
+% endfor
+            }
 % else:
 % for n in range(NK):
-  % for kk in range(vw):
-        if (${n * vw + kk} < qn) {
-            __global const T *gi = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
-            __global const T *qi = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
-            for (int e = 0; e < ${DV}; ++e) {
-                const TV x = LD(gi + e * ${vw}), y = LD(qi + e * ${vw});
-    % for r in range(R):
-                av[${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
-                ak[${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
-    % endfor
+      % for kk in range(vw):
+            if (${n * vw + kk} < qn) {
+                __global const T *grow = gb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                __global const T *qrow = qb + (size_t)(qb0 + ${n * vw + kk}) * D;
+                for (int e = 0; e < ${DV}; ++e) {
+                    const TV x = LD(grow + e * ${vw}), y = LD(qrow + e * ${vw});
+        % for r in range(R):
+                    av[gi][${r}][e] += ${lane(f"s[{r}][{n}]", kk)} * x;
+                    ak[gi][${r}][e] += ${lane(f"dp[{r}][{n}]", kk)} * y;
+        % endfor
+                }
             }
-        }
-  % endfor
+      % endfor
 % endfor
 % endif
+% endif
     }
+% if with_dq:
+    {   // this block's share of dq from all the group's keys, a query row at a time: z += ds * k, the
+        // key rows' vectors read straight into the FMAs; the run's first group writes dq, later ones add
+        const int qn = IMIN(BK, L - qb0);
+        const int zfresh = g0 == kstart;
+        for (int cc = 0; cc < qn; ++cc) {
+            __global T *dqc = dqb + (size_t)(qb0 + cc) * D;
+            for (int e = 0; e < ${DV}; e += ${EC}) {
+% for j in range(EC):
+                TV z${j} = zfresh ? (TV)0 : LD(dqc + (e + ${j}) * ${vw});
+% endfor
+                for (int gi = 0; gi < gn; ++gi) {
+                    const int r0 = g0 + gi * ${R};
+% if causal:
+                    if (qb0 + BK <= r0) break;   // this and later key blocks: after every query of the block
+% endif
 % for r in range(R):
-    if (r0 + ${r} < S) {
-        __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
-        __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
-        for (int e = 0; e < ${DV}; ++e) {
-            ST(ak[${r}][e], ok + e * ${vw});
-            ST(av[${r}][e], ov + e * ${vw});
+                    {
+                        const T w = pdg[gi][${r}][cc];
+                        __global const T *kk = kbase + (size_t)IMIN(r0 + ${r}, S - 1) * D + e * ${vw};
+  % for j in range(EC):
+                        z${j} += w * LD(kk + ${j * vw});
+  % endfor
+                    }
+% endfor
+                }
+% for j in range(EC):
+                ST(z${j}, dqc + (e + ${j}) * ${vw});
+% endfor
+            }
         }
     }
+% endif
+    }
+    for (int gi = 0; gi < gn; ++gi) {
+        const int r0 = g0 + gi * ${R};
+% for r in range(R):
+        if (r0 + ${r} < S) {
+            __global T *ok = dk + ((size_t)bh * S + r0 + ${r}) * D;
+            __global T *ov = dv + ((size_t)bh * S + r0 + ${r}) * D;
+            for (int e = 0; e < ${DV}; ++e) {
+                ST(ak[gi][${r}][e], ok + e * ${vw});
+                ST(av[gi][${r}][e], ov + e * ${vw});
+            }
+        }
 % endfor
+    }
     }
 }
 

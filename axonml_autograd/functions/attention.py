@@ -12,11 +12,20 @@ loops read ([D, Sp] per head), and O(L) row statistics.
 
 CPUs run backward as ONE kernel: a work-item owns a run of keys of one head, writes their dk and dv and
 adds their share of dq into a partial of its own (one run per head when there are enough heads to fill
-the cores; otherwise a few runs and a fixed-order sum of the partials). GPUs run one kernel for dq (over
-query rows) and one for dk/dv (over key rows), a work-item per row. The blocking (rows per work-item,
-key block, vectors per p @ V step) is chosen per direction in :func:`_plan`; ``AXONML_ATTN_PLAN`` /
-``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC" (powers of two) override it for tuning, and ``AXONML_ATTN_QC``
-the query chunk of the CPU backward (128: a chunk's rows stay in cache while a key run passes over them).
+the cores; otherwise a few runs and a fixed-order sum of the partials); the kernel writes dq, dk and dv
+from zero (no fills). Before it, one prep kernel writes the transposed q and dO and dsum. GPUs run one
+kernel for dq (over query rows) and one for dk/dv (over key rows), a work-item per row.
+
+CPU blocking (:func:`_plan`, per direction): R rows per register block, key (query) blocks of BK = vw * NK,
+G register blocks per cache group (a group's accumulators stay in private memory while each key block, in
+L1, passes over all of them), scores in passes of SC vectors (R x SC accumulators: 6 x 2 fills the 16
+vector registers of AVX2 as the matmul kernel does), EC accumulator vectors per p @ V / dk / dv row.
+``AXONML_ATTN_PLAN`` / ``AXONML_ATTN_BPLAN`` = "R,BK,spill,EC[,G[,SC]]" (BK and SC in elements) override it
+for tuning, and ``AXONML_ATTN_QC`` the query chunk of the CPU backward (128: a chunk's rows stay in cache
+while a key run passes over them). The transposed copies get a row stride off multiples of 256 bytes
+(:func:`_row_stride`): at power-of-two strides the D rows a score loop reads fall into a few L1 sets. The
+float32 forward takes an inline exp (Cephes' expf polynomial, about 1 ulp; PoCL's is an out-of-line call
+that spills the score vectors) and keeps the running sums lane by lane.
 
 The differentiable rule (``create_graph=True``) recomputes the attention from the composed maths, so
 gradients of gradients work (with dropout it reads the same kept-scales as a matrix).
@@ -69,32 +78,44 @@ def can_fuse(q, k, v, mask, dropout_p) -> bool:
 
 
 def _plan(dev, dtype, D, name):
-    """(vw, R, NK, spill, EC): the vector width (the target's widest that divides D; 1 on GPUs), rows per
-    work-item, vectors per key block, and how the p @ V products run (spill: p through a private array,
-    EC vectors of a row at a time; else lane by lane)."""
+    """(vw, R, NK, spill, EC, G, SC): the vector width (the target's widest that divides D; 1 on GPUs), rows
+    per register block, vectors per key (backward: query) block, how the p @ V products run (spill: p
+    through a private array, EC vectors of a row at a time; else lane by lane), register blocks per cache
+    group (each key / query block in L1 passes over G blocks of R rows, their accumulators in private
+    memory), and vectors per score pass (R x SC accumulators; the CPU choices fill the 16 vector registers
+    of AVX2: 6 x 2 forward, 4 x 2 backward, as matmul's 6 x 2)."""
     t = dev.target
     if t.is_gpu:
-        return 1, 1, 16, 0, 1
+        return 1, 1, 16, 0, 1, 1, 16
     vw = next((w for w in t.vector_widths(dtype) if D % w == 0), 1)
     env = os.environ.get("AXONML_ATTN_PLAN" if name == "attn_forward" else "AXONML_ATTN_BPLAN")
     if env:
-        r, blk, sp, ec = map(int, env.split(","))
-        return vw, r, max(1, blk // vw), sp, ec
+        r, blk, sp, ec, *g = map(int, env.split(","))
+        return vw, r, max(1, blk // vw), sp, ec, (g or [1])[0], (g[1:] or [0])[0] // vw or max(1, blk // vw)
     if name == "attn_forward":
-        return vw, 2, max(1, 32 // vw), 1, 4
-    return vw, 4, max(1, 8 // vw), 1, 1
+        return vw, 6, max(1, 32 // vw), 1, 2, 4, max(1, 16 // vw)
+    return vw, 4, max(1, 16 // vw), 1, 8, 8, max(1, 16 // vw)
 
 
 def _kernel(dev, dtype, name, D, mask, causal, with_dq=False, dropout=False):
-    vw, R, NK, spill, EC = _plan(dev, dtype, D, name)
+    vw, R, NK, spill, EC, G, SC = _plan(dev, dtype, D, name)
     while (D // vw) % EC:
         EC //= 2
+    while NK % SC:
+        SC //= 2
     qc = int(os.environ.get("AXONML_ATTN_QC", 128)) if with_dq else 0
     qc = kernels.round_up(max(qc, vw * NK), vw * NK) if with_dq else 0
-    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC, QC=qc,
+    knl = kernels.get_kernel(dev, _TEMPLATE, name, ctype=kernels.ctype(dtype), D=D, vw=vw, R=R, NK=NK, EC=EC, QC=qc, G=G, SC=SC,
                              mask=mask, causal=bool(causal), spill=bool(spill), with_dq=bool(with_dq),
                              dropout=bool(dropout))
     return knl, vw * NK, R
+
+
+def _row_width(dev, dtype, D):
+    """The vector width of the row kernels (transposes, dsum): the target's widest that divides D (1 on GPUs)."""
+    if dev.target.is_gpu:
+        return 1
+    return next((w for w in dev.target.vector_widths(dtype) if D % w == 0), 1)
 
 
 def _grid(dev, knl, blocks, BH):
@@ -120,10 +141,19 @@ def _transposed(x: Tensor, n, np_, D, BH, dtype):
     """[BH, D, np_]: x ([BH, n, D]) transposed per head, zero-padded past n."""
     dev = x.device
     out = Tensor([BH, D, np_], dtype, dev)
-    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=1, R=1, NK=1, EC=1, QC=0,
+    knl = kernels.get_kernel(dev, _TEMPLATE, "attn_transpose", ctype=kernels.ctype(dtype), D=D, vw=_row_width(dev, dtype, D),
+                             R=1, NK=1, EC=1, QC=0, G=1, SC=1,
                              mask="none", causal=False, spill=False, with_dq=False, dropout=False)
-    _launch_rows(dev, knl, BH * D, src=x, dst=out, n=n, np=np_)
+    _launch_rows(dev, knl, BH * -(-np_ // 16), src=x, dst=out, n=n, np=np_)
     return out
+
+
+def _row_stride(n, dtype):
+    """The row stride (elements) of a transposed [D, n] copy: n, plus one 64-byte line when n's rows would
+    be a multiple of 256 bytes apart (the score loops read a column block from each of the D rows; at
+    power-of-two strides those all fall into a few sets of the L1 cache and evict one another)."""
+    size = np.dtype(dtype).itemsize
+    return n + 64 // size if (n * size) % 256 == 0 else n
 
 
 def _mask_args(mask, batch, L, S, dtype):
@@ -195,11 +225,11 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     knl, BK, R = _kernel(dev, dt, "attn_forward", D, kind, is_causal, dropout=drop is not None)
     # One padding for both directions (their key blocks may differ; all are powers of two times vw).
     pad = max(BK, _plan(dev, dt, D, "backward")[2] * _plan(dev, dt, D, "backward")[0])
-    Lp, Sp = kernels.round_up(L, pad), kernels.round_up(S, pad)
+    Lp, Sp = kernels.round_up(L, pad), _row_stride(kernels.round_up(S, pad), dt)
     kt = _transposed(ks, S, Sp, D, BH, dt)
     o = Tensor(list(batch) + [L, D], dt, dev)
     lse = Tensor([BH, Lp], dt, dev)
-    blocks = Lp // R
+    blocks = -(-Lp // R)
     per = 1 if dev.target.is_gpu else max(1, blocks * BH // (4 * dev.target.items_per_unit * dev.target.compute_units))
     size, local = _grid(dev, knl, -(-blocks // per), BH)
     kernels.launch(dev, knl, size, local, q=qs, kt=kt, v=vs, o=o, lse=lse, L=L, S=S, Lp=Lp, Sp=Sp, scale=s,
@@ -236,12 +266,13 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     kkv, BK, R = _kernel(dev, dt, "attn_backward_dkv", D, kind, causal, with_dq=one_pass, dropout=drop)
     Lp, Sp = ctx.padded
     dsum = Tensor([BH, Lp], dt, dev)
-    kd = kernels.get_kernel(dev, _TEMPLATE, "attn_dsum", ctype=kernels.ctype(dt), D=D, vw=1, R=1, NK=1, EC=1, QC=0,
+    Lt = _row_stride(Lp, dt)
+    qt, dot = Tensor([BH, D, Lt], dt, dev), Tensor([BH, D, Lt], dt, dev)
+    kp = kernels.get_kernel(dev, _TEMPLATE, "attn_prep", ctype=kernels.ctype(dt), D=D, vw=_row_width(dev, dt, D), R=1, NK=1,
+                            EC=1, QC=0, G=1, SC=1,
                             mask="none", causal=False, spill=False, with_dq=False, dropout=False)
-    _launch_rows(dev, kd, BH * Lp, dout=g, o=o, dsum=dsum, L=L, Lp=Lp)
+    _launch_rows(dev, kp, BH * -(-Lt // 16), q=qs, dout=g, o=o, qt=qt, dot=dot, dsum=dsum, L=L, Lp=Lp, Lt=Lt)
     common = dict(dout=g, lse=lse, dsum=dsum, L=L, S=S, Lp=Lp, Sp=Sp, scale=s, **margs)
-    qt = _transposed(qs, L, Lp, D, BH, dt)
-    dot = _transposed(g, L, Lp, D, BH, dt)
     dk, dv = Tensor(ks._shape, dt, dev), Tensor(vs._shape, dt, dev)
     if one_pass:
         # CPUs: one kernel; a work-item owns a run of keys of one head and adds its share of dq into a
@@ -250,9 +281,8 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
         chunks = max(1, min(-(-S // R), -(-(t.items_per_unit * t.compute_units) // BH)))
         kchunk = kernels.round_up(-(-S // chunks), R)
         chunks = -(-S // kchunk)
-        dqp = Tensor.zeros([chunks] + list(qs._shape), dt, dev)
-        dk, dv = Tensor.zeros(ks._shape, dt, dev), Tensor.zeros(vs._shape, dt, dev)
-        kernels.launch(dev, kkv, (chunks, BH), (1, 1), qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, dqp=dqp,
+        dqp = Tensor([chunks] + list(qs._shape), dt, dev)   # every element written by the kernel
+        kernels.launch(dev, kkv, (chunks, BH), (1, 1), qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, dqp=dqp, Lt=Lt,
                        kchunk=kchunk, nbh=BH, **common)
         dq = dqp.reshape(list(qs._shape)) if chunks == 1 else dqp.sum(0)
         return dq, dk, dv
@@ -264,7 +294,7 @@ def _gradients(ctx, g: Tensor, qs, ks, vs, kt, o, lse):
     size, local = _grid(dev, kq, -(-L // R), BH)
     kernels.launch(dev, kq, size, local, q=qs, kt=kt, vt=vt, k=ks, dq=dq, **common)
     size, local = _grid(dev, kkv, -(-S // R), BH)
-    kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, **common)
+    kernels.launch(dev, kkv, size, local, qt=qt, q=qs, k=ks, v=vs, dot=dot, dk=dk, dv=dv, Lt=Lt, **common)
     return dq, dk, dv
 
 
@@ -274,7 +304,7 @@ def _dropout_matrix(ctx, qs, ks) -> Tensor:
     BH = math.prod(batch)
     out = Tensor(list(batch) + [L, S], dt, dev)
     knl = kernels.get_kernel(dev, _TEMPLATE, "attn_dropout_mask", ctype=kernels.ctype(dt), D=qs._shape[-1], vw=1, R=1,
-                             NK=1, EC=1, QC=0, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
+                             NK=1, EC=1, QC=0, G=1, SC=1, mask="none", causal=False, spill=False, with_dq=False, dropout=True)
     rows = 1 if dev.target.is_gpu else max(1, -(-L * BH // (dev.target.items_per_unit * dev.target.compute_units)))
     rows = min(rows, L)
     kernels.launch(dev, knl, (-(-L // rows), BH), (1, 1), out=out, rng=ctx.saved_tensors[7], thresh=ctx.drop[0],
