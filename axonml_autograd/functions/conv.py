@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
 from .. import amp
 from .. import kernels, launch
 from ..grad_fn import record
+from ..no_grad import is_grad_enabled
 from ..matmul import matmul
 from ..tensor import Tensor, check_index32
 from ..elementwise_kernels import elementwise
@@ -228,6 +230,197 @@ def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
     return dx
 
 
+# ------------------------------------------------------------------------------------------------------
+# Implicit GEMM (CPUs): no column matrix (cl_kernels/conv_gemm.cl.mako)
+# ------------------------------------------------------------------------------------------------------
+# The three products run as one blocked kernel that gathers im2col's matrix from a zero-padded copy of
+# the input (two index tables added, computed in the kernel): the forward, the weight gradient (each
+# work-item sums a run of images into its own partial, then one reduction in a fixed order), and for
+# stride 1 the input gradient, a stride-1 convolution of the padded upstream gradient with the flipped
+# weight. Measured on a 2-core EPYC (PoCL) for [64, 16, 28, 28] * [32, 16, 3, 3]: see README.
+
+_GEMM = "conv_gemm.cl.mako"
+# Micro-tiles (MR rows, NV vectors) whose accumulators, NV vectors of B and one broadcast fit the vector
+# registers: 16 of them where vectors are narrower than 512 bits (AVX2: 6x2 as matmul's, or 4x3, which
+# loads fewer operands per multiply and divides 16 and 32 channels), 32 with AVX-512. Each call takes
+# the one that pads its M x N least.
+GEMM_TILES_NARROW = ((6, 2), (4, 3))
+GEMM_TILES_WIDE = ((8, 2), (8, 3))
+GEMM_SLICE_BYTES = 16 * 1024    # one k slice of an NR-column panel: half of a 32 KB L1
+GEMM_A_BLOCK_BYTES = 64 * 1024  # the rows of A one work-item re-reads per column panel
+GEMM_ITEMS_PER_CU = 4           # split the work until there are this many work-items per compute unit
+
+# Which path convolutions take: "auto" (implicit GEMM on CPU targets, im2col + matmul on GPUs),
+# "gemm" or "im2col" (tests force each; the environment variable AXONML_CONV sets it per process).
+path = os.environ.get("AXONML_CONV", "auto").strip().lower() or "auto"
+
+
+def _use_gemm(device, spec) -> bool:
+    choice = path
+    if choice not in ("auto", "gemm", "im2col"):
+        raise ValueError(f"conv: path must be 'auto', 'gemm' or 'im2col', got {choice!r}")
+    if choice == "auto":
+        return not device.target.is_gpu and not spec.pointwise
+    return choice == "gemm"
+
+
+def _gemm_params(device, dtype):
+    """The parameters of conv_gemm's program on ``device`` with the tile size left out (ctype, vw,
+    and the 'tiles' candidates): the first vector width that builds."""
+    key = ("conv_gemm", id(device), dtype)
+    cached = _gemm_cache.get(key)
+    if cached is not None:
+        return cached
+    item = np.dtype(dtype).itemsize
+
+    def make(vw):
+        tiles = GEMM_TILES_WIDE if vw * item >= 64 else GEMM_TILES_NARROW
+        params = dict(ctype=kernels.ctype(dtype), vw=vw, tiles=tiles)
+        kernels.get_kernel(device, _GEMM, "conv_gemm", **_tile_params(device, params, *tiles[0], "fwd"))
+        return params
+
+    params = kernels.first_that_builds(device, f"conv_gemm {kernels.ctype(dtype)}",
+                                       device.target.vector_widths(dtype, least=1), make)
+    _gemm_cache[key] = params
+    return params
+
+
+def _tile_params(device, params, mr, nv, mode):
+    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode``."""
+    vw = params["vw"]
+    item = 8 if params["ctype"] == "double" else 4
+    budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 2)
+    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=max(8, budget // (nv * vw * item)), mode=mode)
+
+
+def _small_params(device, dtype):
+    """The parameters the helper kernels (pad_planes, flip_weight) are built with: the first tile's."""
+    params = _gemm_params(device, dtype)
+    return _tile_params(device, params, *params["tiles"][0], "fwd")
+
+
+_gemm_cache: dict = {}
+forced_tile = None    # (mr, nv): tests force each micro-tile
+
+
+def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left) -> Tensor:
+    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane."""
+    out = Tensor._wrap((planes * HO * WO,), t.dtype, t.device)
+    if out.numel():
+        knl = kernels.get_kernel(t.device, _GEMM, "pad_planes", **_small_params(t.device, t.dtype))
+        n = planes * HO
+        check_index32("convolution", out.numel(), t.numel())
+        kernels.launch(t.device, knl, (n,), (1,), x=t, y=out, H=H, W=W, HO=HO, WO=WO, top=top, left=left, n=n)
+    return out
+
+
+def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode):
+    """Enqueue conv_gemm in ``mode`` ("fwd" | "wgrad"): ``dims`` (M, N, K, ldc, G, images, NIMG),
+    ``strides`` (w_img, w_grp, x_img, x_grp, c_img, c_grp), ``geo`` (KH, KW, HPWP, WP, DH, DW, CW, OW, SH, SW)."""
+    dev = a.device
+    M, N, K, ldc, G, images, NIMG = dims
+    base = _gemm_params(dev, a.dtype)
+    vw = base["vw"]
+    # The tile that pads M x N least (the first of equals).
+    mr, nv = forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
+    params = _tile_params(dev, base, mr, nv, mode)
+    knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
+    mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], a.dtype.itemsize
+    kc = -(-K // -(-K // kc_max))              # equal slices, none past kc_max
+    pm, pn = -(-M // mr), -(-N // nr)
+    batch = -(-NIMG // images) * G
+    want = GEMM_ITEMS_PER_CU * dev.target.compute_units
+    mcp = max(1, min(pm, GEMM_A_BLOCK_BYTES // (mr * kc * item)))
+    ncp = pn
+
+    def items():
+        return -(-pm // mcp) * -(-pn // ncp) * batch
+
+    while ncp > 1 and items() < want:
+        ncp = -(-ncp // 2)
+    while mcp > 1 and items() < want:
+        mcp = -(-mcp // 2)
+    check_index32("convolution", a.numel(), xp.numel(), c.numel())
+    kernels.launch(dev, knl, (-(-pm // mcp), -(-pn // ncp), batch), (1, 1, 1),
+                   w_base=a, x_base=xp, c_base=c, bias=bias if bias is not None else a,
+                   **dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
+                   **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
+                   **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
+                   mcp=mcp, ncp=ncp, kc=kc, has_bias=int(bias is not None))
+
+
+def _padded_size(spec):
+    """(HP, WP): the rows and columns of the padded input that the windows read."""
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    return (OH - 1) * SH + (KH - 1) * DH + 1, (OW - 1) * SW + (KW - 1) * DW + 1
+
+
+def _padded_input(xt: Tensor, spec, xp=None):
+    """(xp, HP, WP): the input zero-padded to exactly the rows and columns the windows read (``xp``:
+    one made before, e.g. by the forward)."""
+    N, C, H, W = spec.x_shape
+    HP, WP = _padded_size(spec)
+    if xp is None:
+        xp = _pad_planes(xt, N * C, H, W, HP, WP, spec.geom[8], spec.geom[9])
+    return xp, HP, WP
+
+
+def _gemm_forward(xt: Tensor, wt: Tensor, spec, bias=None, xp=None) -> Tensor:
+    """conv2d(x, w) (+ bias [O], added in the kernel) by implicit GEMM (``xp``: the padded input, if
+    made already)."""
+    N, G, Og, K, L = spec.dims
+    C = spec.x_shape[1]
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    xp, HP, WP = _padded_input(xt, spec, xp)
+    y = Tensor._wrap(spec.y_shape, xt.dtype, xt.device)
+    # Stride 1: the columns are positions on the padded grid (contiguous panel rows; the columns past
+    # OW in each row are dropped at the store); otherwise the output's own positions.
+    CW = WP if (SH, SW) == (1, 1) else OW
+    cols = (OH - 1) * CW + OW
+    _gemm(wt, xp, y, bias, (Og, cols, K, L, G, 1, N),
+          (0, Og * K, C * HP * WP, (C // G) * HP * WP, G * Og * L, Og * L),
+          (KH, KW, HP * WP, WP, DH, DW, CW, OW, SH, SW), "fwd")
+    return y
+
+
+def _gemm_weight_grad(g: Tensor, xt: Tensor, spec, xp=None) -> Tensor:
+    """The weight gradient by implicit GEMM: per run of images, dW^T [G, K, Og]; the runs summed."""
+    N, G, Og, K, L = spec.dims
+    C = spec.x_shape[1]
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    xp, HP, WP = _padded_input(xt, spec, xp)
+    # Each work-item sums a run of images; enough runs for every compute unit to have a few.
+    runs = max(1, min(N, GEMM_ITEMS_PER_CU * g.device.target.compute_units // G))
+    images = -(-N // runs)
+    runs = -(-N // images)
+    part = Tensor._wrap((runs, G, K, Og), g.dtype, g.device)
+    _gemm(g, xp, part, None, (K, Og, L, Og, G, images, N),
+          (G * Og * L, Og * L, C * HP * WP, (C // G) * HP * WP, G * K * Og, K * Og),
+          (KH, KW, HP * WP, WP, DH, DW, OW, OW, SH, SW), "wgrad")
+    gw = part if runs == 1 else reduce(part.reshape((runs, G * K * Og)), "sum", 0)
+    return gw.reshape((G, K, Og)).permute((0, 2, 1)).reshape(spec.w_shape)
+
+
+def _gemm_input_grad(g: Tensor, wt: Tensor, spec) -> Tensor:
+    """The input gradient of a stride-1 convolution: the convolution of the upstream gradient, padded
+    by (kernel extent - 1 - padding), with the flipped weight wf[g, c, o, i, j] = w[g*Og + o, c, -i, -j]."""
+    N, G, Og, K, L = spec.dims
+    C, H, W = spec.x_shape[1:]
+    Cg = C // G
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    HPg, WPg = H + (KH - 1) * DH, W + (KW - 1) * DW
+    gp = _pad_planes(g, N * G * Og, OH, OW, HPg, WPg, (KH - 1) * DH - PH, (KW - 1) * DW - PW)
+    dev = g.device
+    wf = Tensor._wrap((G, Cg, Og * KH * KW), wt.dtype, dev)
+    knl = kernels.get_kernel(dev, _GEMM, "flip_weight", **_small_params(dev, wt.dtype))
+    n = wf.numel()
+    kernels.launch(dev, knl, (n,), (1,), w=wt, wf=wf, Og=Og, Cg=Cg, KK=KH * KW, n=n)
+    dx = Tensor._wrap(spec.x_shape, g.dtype, dev)
+    _gemm(wf, gp, dx, None, (Cg, (H - 1) * WPg + W, Og * KH * KW, H * W, G, 1, N),
+          (0, Cg * Og * KH * KW, G * Og * HPg * WPg, Og * HPg * WPg, C * H * W, Cg * H * W),
+          (KH, KW, HPg * WPg, WPg, DH, DW, WPg, W, 1, 1), "fwd")
+    return dx
+
 # The batch goes through im2col and the products in chunks whose columns take about this many bytes:
 # a chunk's columns are then still in the cache when the product reads them (for [64, 16, 28, 28]
 # with 3x3 filters, the whole batch's columns are 29 MB; its forward+backward took 38 ms in one go
@@ -277,6 +470,8 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     """conv2d(x, w) without bias, [N, O, OH, OW]: per chunk of the batch, im2col and one batched product."""
     if xt.dtype.itemsize == 2:   # float16/bfloat16: float32 copies, the float32 path, one rounding
         return _conv_forward(xt.astype("float32"), wt.astype("float32"), spec).astype(xt.dtype)
+    if _use_gemm(xt.device, spec):
+        return _gemm_forward(xt, wt, spec)
     N, G, Og, K, L = spec.dims
     wm = wt.reshape((G, Og, K))
     y = Tensor._wrap((N, G, Og, L), xt.dtype, xt.device)
@@ -295,13 +490,24 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     return y.reshape(spec.y_shape)
 
 
-def _conv_backward(g: Tensor, spec, xs=None, wt=None):
+def _conv_backward(g: Tensor, spec, xs=None, wt=None, xp=None):
     """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's). The input's needs the
-    weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed)."""
+    weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed; ``xp``:
+    its padded copy, when the forward kept one)."""
     if g.dtype.itemsize == 2:    # float16/bfloat16: float32 copies, the float32 path, one rounding each
         up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
         gx, gw = _conv_backward(up(g), spec, up(xs), up(wt))
         return tuple(None if t is None else t.astype(g.dtype) for t in (gx, gw))
+    if _use_gemm(g.device, spec):
+        gw = _gemm_weight_grad(g, xs, spec, xp) if xs is not None else None
+        gx = None
+        if wt is not None:
+            gx = _gemm_input_grad(g, wt, spec) if spec.geom[6:8] == (1, 1) else _conv_backward_im2col(g, spec, None, wt)[0]
+        return gx, gw
+    return _conv_backward_im2col(g, spec, xs, wt)
+
+
+def _conv_backward_im2col(g: Tensor, spec, xs, wt):
     N_, G_, Og_, K_, L_ = spec.dims
     need_x, need_w = wt is not None, xs is not None
     wm_s = wt.reshape((G_, Og_, K_)) if need_x else None
@@ -335,12 +541,15 @@ def _conv_backward(g: Tensor, spec, xs=None, wt=None):
 
 
 def _conv_rule(ctx, g):
-    xs, ws = ctx.saved_tensors
+    saved = ctx.saved_tensors
+    xs, ws = saved[:2]
     spec = ctx.spec
     # The gradient of a permuted result arrives as a view, and the chunks below read its storage directly.
     g = g.contiguous()
     need = ctx.needs_input_grad
-    gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None)
+    # (A third saved tensor: the padded input that an implicit-GEMM forward made, for the weight's.)
+    gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None,
+                            saved[2] if len(saved) > 2 else None)
     gb = _bias_grad(g) if len(need) > 2 and need[2] else None
     return gx, gw, gb
 
@@ -379,7 +588,7 @@ def _conv_family_op(kind, a, b, spec):
 
 
 def _conv_family_rule(ctx, v):
-    at, bt = ctx.saved_tensors
+    at, bt = ctx.saved_tensors[:2]
     spec, kind = ctx.spec, ctx.kind
     if kind == "conv":
         return _conv_rule(ctx, v)[:2]
@@ -396,7 +605,7 @@ def _conv_family_rule(ctx, v):
 
 
 def _conv_family_vrule(ctx, v):
-    at, bt = ctx.saved_tensors
+    at, bt = ctx.saved_tensors[:2]
     spec, kind = ctx.spec, ctx.kind
     need = ctx.needs_input_grad
     a, b = ctx.input(0, at), ctx.input(1, bt)
@@ -420,16 +629,25 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
     xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
     spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
-    # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
-    fused = bias is not None and xt.dtype.itemsize == 2
-    y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
-    if bias is not None:
-        O = wt._shape[0]
-        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
-        y = y.astype(xt.dtype) if fused else y
+    saved = (xt, wt)
+    if _use_gemm(xt.device, spec) and xt.dtype.itemsize != 2:
+        # Implicit GEMM: the bias is added by the product's kernel, and the padded input is kept for
+        # the weight's gradient (when it will be wanted), instead of padding again.
+        xp = _padded_input(xt, spec)[0]
+        y = _gemm_forward(xt, wt, spec, bias.data().contiguous() if bias is not None else None, xp)
+        if w._requires_grad and is_grad_enabled():
+            saved = (xt, wt, xp)
+    else:
+        # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
+        fused = bias is not None and xt.dtype.itemsize == 2
+        y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
+        if bias is not None:
+            O = wt._shape[0]
+            y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+            y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
-    return record("ConvolutionBackward", y, inputs, _conv_rule, saved=(xt, wt), spec=spec, kind="conv",
+    return record("ConvolutionBackward", y, inputs, _conv_rule, saved=saved, spec=spec, kind="conv",
                   vrule=_conv_family_vrule)
 
 

@@ -1,0 +1,278 @@
+## Convolution as an implicit GEMM for CPUs: no column matrix, the products read a zero-padded copy of
+## the input (xp [images, groups, Cg, HP, WP], `pad_planes`) through two index tables:
+## kernel tap t = (c, i, j) at output position p = (oh, ow) reads xp at tap(t) + pos(p) in its image and
+## group, where
+##     tap(t) = c * HP*WP + i * DH * WP + j * DW,     pos(p) = oh * SH * WP + ow * SW,
+## so im2col's matrix is B(t, p) = xp[tap(t) + pos(p)] and never exists. Both tables are computed in the
+## kernel (once per k slice or column panel), so nothing is uploaded.
+##
+## `conv_gemm` is matmul.cl.mako's "blocked" product (macro blocks of MR x NV-vector micro-tiles whose
+## accumulators stay in registers over a k slice; the slice's NR columns of the right operand copied
+## into a k-major panel in local memory first), in two modes:
+##
+##   fwd    y[n, g] (M = out channels x positions) = W[g] (M x K taps) @ B. With stride 1 the columns
+##          are positions on the padded input's grid, p' = oh * WP + ow (CW = WP), so a panel row is a
+##          contiguous run of xp and copies as one; the columns with ow >= OW are computed and dropped
+##          when C is stored (C's column of p' is oh * OW + ow). With a stride, CW = OW and each panel
+##          gathers. The input gradient of a stride-1 convolution is this mode too: the padded upstream
+##          gradient convolved with the flipped weight.
+##   wgrad  dW[g]^T (M = K taps x out channels) = sum over images of B (taps x positions) @ g[n, g]^T:
+##          the left operand's rows are read in place, row r of tap t at xp + tap(t), column k at
+##          pos(k) from a table shared by the rows; the panel is the upstream gradient's rows, copied
+##          transposed. A work-item sums a run of images into its own partial result.
+##
+## Parameters: ctype, mr, nr, vw, kc_max, mode ("fwd" | "wgrad").
+<%namespace name="c" file="common.mako"/>\
+${c.preamble(ctype, vector=vw)}
+<%
+    nv = nr // vw
+    wgrad = mode == "wgrad"
+    hexd = "0123456789abcdef"
+
+    def lane(v, l):
+        """Lane l of vector expression v (vw == 1: v itself)."""
+        return v if vw == 1 else f"{v}.s{hexd[l]}"
+
+    def IMIN_ROW(r):
+        """Row r of the micro-tile, clamped to the rows of C (rows past M are read and dropped)."""
+        return f"IMIN({r}, rows - 1)"
+
+    def vec(items):
+        """A TV of these scalar expressions."""
+        return items[0] if vw == 1 else "(TV)(" + ", ".join(items) + ")"
+%>
+// TV at any element boundary: a plain load or store, not an out-of-line vload/vstore call on PoCL.
+typedef TV __attribute__((aligned(sizeof(T)))) TVU;
+
+// min() is an out-of-line call on PoCL; this is not.
+#define IMIN(a, b) ((a) < (b) ? (a) : (b))
+
+// Offset of kernel tap t = (c, i, j) in a padded image group, and of column p = (p / CW, p % CW).
+inline int tap_off(const int t, const int KH, const int KW, const int HPWP, const int WP, const int DH, const int DW)
+{
+    const int j = t % KW, ci = t / KW;
+    return (ci / KH) * HPWP + (ci % KH) * DH * WP + j * DW;
+}
+
+inline int pos_off(const int p, const int CW, const int WP, const int SH, const int SW)
+{
+    return (p / CW) * SH * WP + (p % CW) * SW;
+}
+
+// Work-item (gid0, gid1, s * G + g): micro-tiles pm in [mcp*gid0, +mcp), pn in [ncp*gid1, +ncp) of C
+// for group g, summed over images n in [s*images, (s+1)*images) (fwd: images = 1). Image n's operands
+// start at w_base + n*w_img + g*w_grp (fwd: the weight, M x K; wgrad: the upstream gradient, N x K) and
+// xp + n*x_img + g*x_grp; C at c + s*c_img + g*c_grp, rows ldc apart. `bias` (with has_bias, fwd) is
+// added to row m of C: bias[g*M + m].
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_base,
+               __global T *restrict c_base, __global const T *restrict bias,
+               const int M, const int N, const int K, const int ldc, const int G, const int images, const int NIMG,
+               const long w_img, const long w_grp, const long x_img, const long x_grp,
+               const long c_img, const long c_grp,
+               const int KH, const int KW, const int HPWP, const int WP, const int DH, const int DW,
+               const int CW, const int OW, const int SH, const int SW,
+               const int mcp, const int ncp, const int kc, const int has_bias)
+{
+    __local TV panel[${kc_max * nv}];    // kc <= ${kc_max} (the host's promise)
+    __local T *panel_t = (__local T *)panel;
+    __local int koff[${kc_max}];
+    const int s = get_global_id(2) / G, g = get_global_id(2) % G;
+    const int n_first = s * images, n_last = IMIN(NIMG, n_first + images);
+    __global T *c = c_base + s * c_img + g * c_grp;
+    const int pm0 = get_global_id(0) * mcp, pm1 = IMIN((M + ${mr - 1}) / ${mr}, pm0 + mcp);
+    const int pn0 = get_global_id(1) * ncp, pn1 = IMIN((N + ${nr - 1}) / ${nr}, pn0 + ncp);
+    const bool c_vec = ldc % ${vw} == 0 && (size_t)(c - c_base) % ${vw} == 0;
+    __global const T *bias_g = bias + g * M;
+
+    for (int img = n_first; img < n_last; ++img) {
+        __global const T *wb = w_base + img * w_img + g * w_grp;
+        __global const T *xb = x_base + img * x_img + g * x_grp;
+        for (int k0 = 0; k0 < K; k0 += kc) {
+            const int kn = IMIN(kc, K - k0);
+            const bool first = k0 == 0 && img == n_first;
+% if wgrad:
+            for (int k = 0; k < kn; ++k)
+                koff[k] = pos_off(k0 + k, CW, WP, SH, SW);
+% else:
+            for (int k = 0; k < kn; ++k)
+                koff[k] = tap_off(k0 + k, KH, KW, HPWP, WP, DH, DW);
+% endif
+            for (int pn = pn0; pn < pn1; ++pn) {
+                const int n0 = pn * ${nr};
+                const int cols = IMIN(${nr}, N - n0);
+                // Where C's columns go: cix[j] (-1: dropped).
+                int cix[${nr}];
+% if wgrad:
+                // The panel: rows n0.. of the upstream gradient, k contiguous, scattered k-major.
+                for (int j = 0; j < ${nr}; ++j) {
+                    cix[j] = j < cols ? n0 + j : -1;
+                    __global const T *src = wb + (size_t)(n0 + IMIN(j, cols - 1)) * K + k0;
+                    if (j < cols)
+                        for (int k = 0; k < kn; ++k) panel_t[k * ${nr} + j] = src[k];
+                    else
+                        for (int k = 0; k < kn; ++k) panel_t[k * ${nr} + j] = (T)0;
+                }
+% else:
+                int noff[${nr}];
+                for (int j = 0; j < ${nr}; ++j) {
+                    const int p = n0 + IMIN(j, cols - 1);
+                    noff[j] = pos_off(p, CW, WP, SH, SW);
+                    cix[j] = j < cols && p % CW < OW ? (p / CW) * OW + p % CW : -1;
+                }
+                if (cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1}) {
+                    // Consecutive positions: one contiguous run of NR per k.
+                    for (int k = 0; k < kn; ++k) {
+                        __global const T *src = xb + koff[k] + noff[0];
+                        for (int j = 0; j < ${nr}; ++j)
+                            panel_t[k * ${nr} + j] = src[j];
+                    }
+                } else {
+                    for (int j = 0; j < ${nr}; ++j) {
+                        __global const T *src = xb + noff[j];
+                        if (j < cols)
+                            for (int k = 0; k < kn; ++k) panel_t[k * ${nr} + j] = src[koff[k]];
+                        else
+                            for (int k = 0; k < kn; ++k) panel_t[k * ${nr} + j] = (T)0;
+                    }
+                }
+% endif
+                // Whole-vector C access: all NR columns kept, consecutive and vector aligned.
+                const bool dense = cols == ${nr} && cix[0] >= 0 && cix[${nr - 1}] - cix[0] == ${nr - 1}
+                                   && cix[0] % ${vw} == 0;
+
+                for (int pm = pm0; pm < pm1; ++pm) {
+                    const int m0 = pm * ${mr};
+                    const int rows = IMIN(${mr}, M - m0);
+                    const bool whole = c_vec && dense && rows == ${mr};
+                    __global T *cc = c + (size_t)m0 * ldc;
+% if wgrad:
+% for r in range(mr):
+                    __global const T *a${r} = xb + tap_off(m0 + IMIN(${r}, rows - 1), KH, KW, HPWP, WP, DH, DW);
+% endfor
+% else:
+                    __global const T *pa = wb + (size_t)m0 * K + k0;
+% for r in range(mr):
+                    __global const T *a${r} = pa + (size_t)IMIN(${r}, rows - 1) * K;
+% endfor
+% endif
+% for r in range(mr):
+                    TV ${", ".join(f"c{r}_{v}" for v in range(nv))};
+% endfor
+                    if (first) {
+% for r in range(mr):
+                        {
+                            const TV z = has_bias ? (TV)(bias_g[m0 + IMIN(${r}, rows - 1)]) : (TV)0;
+                            ${" ".join(f"c{r}_{v} = z;" for v in range(nv))}
+                        }
+% endfor
+                    } else if (whole) {
+% for r in range(mr):
+  % for v in range(nv):
+                        c${r}_${v} = *(__global const TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw});
+  % endfor
+% endfor
+                    } else {
+                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
+% for v in range(nv):
+                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
+  % for r in range(mr):
+                            c${r}_${v} = *(__global const TVU *)(cc + ${IMIN_ROW(r)} * (size_t)ldc + cix[${v * vw}]);
+  % endfor
+                        } else {
+  % for r in range(mr):
+                            {
+                                __global const T *cr = cc + ${IMIN_ROW(r)} * (size_t)ldc;
+                                c${r}_${v} = ${vec([f"(cix[{v * vw + l}] >= 0 ? cr[cix[{v * vw + l}]] : (T)0)" for l in range(vw)])};
+                            }
+  % endfor
+                        }
+% endfor
+                    }
+
+                    __local const TV *pb = panel;
+                    for (int k = 0; k < kn; ++k) {
+% if wgrad:
+                        const int ak = koff[k];
+% else:
+                        const int ak = k;
+% endif
+% for v in range(nv):
+                        const TV b${v} = pb[${v}];
+% endfor
+% for r in range(mr):
+                        {
+                            const TV av = (TV)(a${r}[ak]);
+  % for v in range(nv):
+                            c${r}_${v} += av * b${v};
+  % endfor
+                        }
+% endfor
+                        pb += ${nv};
+                    }
+
+                    if (whole) {
+% for r in range(mr):
+  % for v in range(nv):
+                        *(__global TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw}) = c${r}_${v};
+  % endfor
+% endfor
+                    } else {
+                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
+% for v in range(nv):
+                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
+  % for r in range(mr):
+                            if (${r} < rows) *(__global TVU *)(cc + ${r} * (size_t)ldc + cix[${v * vw}]) = c${r}_${v};
+  % endfor
+                        } else {
+  % for r in range(mr):
+                            if (${r} < rows) {
+                                __global T *cr = cc + ${r} * (size_t)ldc;
+    % for l in range(vw):
+                                if (cix[${v * vw + l}] >= 0) cr[cix[${v * vw + l}]] = ${lane(f"c{r}_{v}", l)};
+    % endfor
+                            }
+  % endfor
+                        }
+% endfor
+                    }
+                }
+            }
+        }
+    }
+}
+
+// y[p, r, s] = x[p, r - top, s - left] inside x, else 0: planes [H, W] placed in [HO, WO] planes
+// (a negative top/left crops). One work-item per output row.
+__kernel void pad_planes(__global const T *restrict x, __global T *restrict y, const int H, const int W,
+                         const int HO, const int WO, const int top, const int left, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int p = gid / HO, r = gid % HO - top;
+    __global T *dst = y + (long)gid * WO;
+    if (r < 0 || r >= H) {
+        for (int s = 0; s < WO; ++s) dst[s] = (T)0;
+        return;
+    }
+    __global const T *src = x + ((long)p * H + r) * W - left;
+    const int lo = clamp(left, 0, WO), hi = clamp(left + W, lo, WO);
+    for (int s = 0; s < lo; ++s) dst[s] = (T)0;
+    for (int s = lo; s < hi; ++s) dst[s] = src[s];
+    for (int s = hi; s < WO; ++s) dst[s] = (T)0;
+}
+
+// The weight of the input gradient as a convolution: wf[g, c, o, i, j] = w[g*Og + o, c, KH-1-i, KW-1-j]
+// (w: [G*Og, Cg, KH, KW]); one element per work-item.
+__kernel void flip_weight(__global const T *restrict w, __global T *restrict wf, const int Og, const int Cg,
+                          const int KK, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    int t = gid;
+    const int ij = t % KK; t /= KK;
+    const int o = t % Og; t /= Og;
+    const int cc = t % Cg;
+    const int g = t / Cg;
+    wf[gid] = w[(((long)g * Og + o) * Cg + cc) * KK + (KK - 1 - ij)];
+}
