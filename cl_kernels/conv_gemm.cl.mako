@@ -243,24 +243,53 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
 }
 
 // y[p, r, s] = x[p, r - top, s - left] inside x, else 0: planes [H, W] placed in [HO, WO] planes
-// (a negative top/left crops). One work-item per output row.
-__kernel void pad_planes(__global const T *restrict x, __global T *restrict y, const int H, const int W,
-                         const int HO, const int WO, const int top, const int left, const int n)
+// (a negative top/left crops). Work-item gid pads rows [r0, r0 + RB) of plane gid / blocks (few,
+// long-running work-items: PoCL's cost per work-group is that of copying a few rows). `pad_planes_sum`
+// also writes each output row's sum of x to sums[p * HO + r] (4 running sums, then added: a fixed
+// order), for a bias gradient with no second pass over x.
+<%def name="pad_kernel(name, sums)">
+__kernel void ${name}(__global const T *restrict x, __global T *restrict y,
+% if sums:
+                      __global T *restrict sums,
+% endif
+                      const int H, const int W, const int HO, const int WO, const int top, const int left,
+                      const int RB, const int n)
 {
     const int gid = get_global_id(0);
     if (gid >= n) return;
-    const int p = gid / HO, r = gid % HO - top;
-    __global T *dst = y + (long)gid * WO;
-    if (r < 0 || r >= H) {
-        for (int s = 0; s < WO; ++s) dst[s] = (T)0;
-        return;
-    }
-    __global const T *src = x + ((long)p * H + r) * W - left;
+    const int blocks = (HO + RB - 1) / RB;
+    const int p = gid / blocks, ro0 = (gid % blocks) * RB, ro1 = IMIN(HO, ro0 + RB);
     const int lo = clamp(left, 0, WO), hi = clamp(left + W, lo, WO);
-    for (int s = 0; s < lo; ++s) dst[s] = (T)0;
-    for (int s = lo; s < hi; ++s) dst[s] = src[s];
-    for (int s = hi; s < WO; ++s) dst[s] = (T)0;
+    for (int ro = ro0; ro < ro1; ++ro) {
+        const int r = ro - top;
+        __global T *dst = y + ((long)p * HO + ro) * WO;
+        if (r < 0 || r >= H) {
+            for (int s = 0; s < WO; ++s) dst[s] = (T)0;
+% if sums:
+            sums[(long)p * HO + ro] = (T)0;
+% endif
+            continue;
+        }
+        __global const T *src = x + ((long)p * H + r) * W - left;
+        for (int s = 0; s < lo; ++s) dst[s] = (T)0;
+        for (int s = lo; s < hi; ++s) dst[s] = src[s];
+        for (int s = hi; s < WO; ++s) dst[s] = (T)0;
+% if sums:
+        // The whole row of x, cropped columns included.
+        __global const T *row = src + left;
+        T a0 = (T)0, a1 = (T)0, a2 = (T)0, a3 = (T)0;
+        int s = 0;
+        for (; s + 4 <= W; s += 4) {
+            a0 += row[s]; a1 += row[s + 1]; a2 += row[s + 2]; a3 += row[s + 3];
+        }
+        for (; s < W; ++s) a0 += row[s];
+        sums[(long)p * HO + ro] = (a0 + a1) + (a2 + a3);
+% endif
+    }
 }
+</%def>
+${pad_kernel("pad_planes", False)}
+${pad_kernel("pad_planes_sum", True)}
 
 // The weight of the input gradient as a convolution: wf[g, c, o, i, j] = w[g*Og + o, c, KH-1-i, KW-1-j]
 // (w: [G*Og, Cg, KH, KW]); one element per work-item.

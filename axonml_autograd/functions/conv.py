@@ -304,14 +304,19 @@ _gemm_cache: dict = {}
 forced_tile = None    # (mr, nv): tests force each micro-tile
 
 
-def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left) -> Tensor:
-    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane."""
+def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor:
+    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane.
+    ``sums`` (a [planes * HO] tensor): also each output row's sum of ``t`` (its rows must all be kept)."""
     out = Tensor._wrap((planes * HO * WO,), t.dtype, t.device)
     if out.numel():
-        knl = kernels.get_kernel(t.device, _GEMM, "pad_planes", **_small_params(t.device, t.dtype))
-        n = planes * HO
+        name = "pad_planes" if sums is None else "pad_planes_sum"
+        knl = kernels.get_kernel(t.device, _GEMM, name, **_small_params(t.device, t.dtype))
+        rb = _row_block(planes, HO, t.device)
+        n = planes * -(-HO // rb)
         check_index32("convolution", out.numel(), t.numel())
-        kernels.launch(t.device, knl, (n,), (1,), x=t, y=out, H=H, W=W, HO=HO, WO=WO, top=top, left=left, n=n)
+        extra = {} if sums is None else {"sums": sums}
+        kernels.launch(t.device, knl, (n,), (1,), x=t, y=out, **extra, H=H, W=W, HO=HO, WO=WO, top=top,
+                       left=left, RB=rb, n=n)
     return out
 
 
@@ -402,25 +407,34 @@ def _gemm_weight_grad(g: Tensor, xt: Tensor, spec, xp=None) -> Tensor:
     return gw.reshape((G, K, Og)).permute((0, 2, 1)).reshape(spec.w_shape)
 
 
-def _gemm_input_grad(g: Tensor, wt: Tensor, spec) -> Tensor:
+def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
     """The input gradient of a stride-1 convolution: the convolution of the upstream gradient, padded
-    by (kernel extent - 1 - padding), with the flipped weight wf[g, c, o, i, j] = w[g*Og + o, c, -i, -j]."""
+    by (kernel extent - 1 - padding), with the flipped weight wf[g, c, o, i, j] = w[g*Og + o, c, -i, -j].
+    With ``bias``: (that, the bias gradient), the latter summed from the padding kernel's row sums of g
+    (None where the padding crops rows of g)."""
     N, G, Og, K, L = spec.dims
     C, H, W = spec.x_shape[1:]
     Cg = C // G
     _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
     HPg, WPg = H + (KH - 1) * DH, W + (KW - 1) * DW
-    gp = _pad_planes(g, N * G * Og, OH, OW, HPg, WPg, (KH - 1) * DH - PH, (KW - 1) * DW - PW)
+    top = (KH - 1) * DH - PH
+    sums = None
+    if bias and 0 <= top and top + OH <= HPg:
+        sums = Tensor._wrap((N, G * Og, HPg), g.dtype, g.device)
+    gp = _pad_planes(g, N * G * Og, OH, OW, HPg, WPg, top, (KW - 1) * DW - PW, sums)
     dev = g.device
     wf = Tensor._wrap((G, Cg, Og * KH * KW), wt.dtype, dev)
     knl = kernels.get_kernel(dev, _GEMM, "flip_weight", **_small_params(dev, wt.dtype))
     n = wf.numel()
-    kernels.launch(dev, knl, (n,), (1,), w=wt, wf=wf, Og=Og, Cg=Cg, KK=KH * KW, n=n)
+    local = kernels.fit_local(dev, knl, dev.target.local_size(64))
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), w=wt, wf=wf, Og=Og, Cg=Cg, KK=KH * KW, n=n)
     dx = Tensor._wrap(spec.x_shape, g.dtype, dev)
     _gemm(wf, gp, dx, None, (Cg, (H - 1) * WPg + W, Og * KH * KW, H * W, G, 1, N),
           (0, Cg * Og * KH * KW, G * Og * HPg * WPg, Og * HPg * WPg, C * H * W, Cg * H * W),
           (KH, KW, HPg * WPg, WPg, DH, DW, WPg, W, 1, 1), "fwd")
-    return dx
+    if not bias:
+        return dx
+    return dx, None if sums is None else reduce(reduce(sums, "sum", 2), "sum", 0)
 
 # The batch goes through im2col and the products in chunks whose columns take about this many bytes:
 # a chunk's columns are then still in the cache when the product reads them (for [64, 16, 28, 28]
@@ -491,21 +505,28 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     return y.reshape(spec.y_shape)
 
 
-def _conv_backward(g: Tensor, spec, xs=None, wt=None, xp=None):
-    """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's). The input's needs the
-    weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed; ``xp``:
-    its padded copy, when the forward kept one)."""
+def _conv_backward(g: Tensor, spec, xs=None, wt=None, xp=None, bias=False):
+    """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's), and the bias's with
+    ``bias``. The input's needs the weight ``wt`` (None: not computed), the weight's needs the input
+    ``xs`` (None: not computed; ``xp``: its padded copy, when the forward kept one)."""
     if g.dtype.itemsize == 2:    # float16/bfloat16: float32 copies, the float32 path, one rounding each
         up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
         gx, gw = _conv_backward(up(g), spec, up(xs), up(wt))
         return tuple(None if t is None else t.astype(g.dtype) for t in (gx, gw))
+    gb = None
     if _use_gemm(g.device, spec):
         gw = _gemm_weight_grad(g, xs, spec, xp) if xs is not None else None
         gx = None
-        if wt is not None:
-            gx = _gemm_input_grad(g, wt, spec) if spec.geom[6:8] == (1, 1) else _conv_backward_im2col(g, spec, None, wt)[0]
+        if wt is not None and spec.geom[6:8] == (1, 1):
+            # (The padding of g for the input's also sums it for the bias's.)
+            gx, gb = _gemm_input_grad(g, wt, spec, bias=True) if bias else (_gemm_input_grad(g, wt, spec), None)
+        elif wt is not None:
+            gx = _conv_backward_im2col(g, spec, None, wt)[0]
+    else:
+        gx, gw = _conv_backward_im2col(g, spec, xs, wt)
+    if not bias:
         return gx, gw
-    return _conv_backward_im2col(g, spec, xs, wt)
+    return gx, gw, gb if gb is not None else _bias_grad(g)
 
 
 def _conv_backward_im2col(g: Tensor, spec, xs, wt):
@@ -549,10 +570,10 @@ def _conv_rule(ctx, g):
     g = g.contiguous()
     need = ctx.needs_input_grad
     # (A third saved tensor: the padded input that an implicit-GEMM forward made, for the weight's.)
-    gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None,
-                            saved[2] if len(saved) > 2 else None)
-    gb = _bias_grad(g) if len(need) > 2 and need[2] else None
-    return gx, gw, gb
+    want_bias = len(need) > 2 and need[2]
+    grads = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None,
+                           saved[2] if len(saved) > 2 else None, bias=want_bias)
+    return grads if want_bias else grads + (None,)
 
 
 def _bias_grad(g: Tensor) -> Tensor:
