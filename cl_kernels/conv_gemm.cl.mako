@@ -27,6 +27,9 @@ ${c.preamble(ctype, vector=vw)}
 <%
     nv = nr // vw
     wgrad = mode == "wgrad"
+    # Micro-tiles of fewer rows for the last row block (`rem`): MR - 2, MR - 4, ... (none: the last
+    # block computes MR rows and stores the valid ones).
+    small = list(range(mr - 2, 0, -2)) if context.get("rem") else []
     hexd = "0123456789abcdef"
 
     def lane(v, l):
@@ -58,6 +61,101 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
 {
     return (p / CW) * SH * WP + (p % CW) * SW;
 }
+
+<%def name="micro(mt)">
+                    const bool whole = c_vec && dense && rows == ${mt};
+                    __global T *cc = c + (size_t)m0 * ldc;
+% if wgrad:
+% for r in range(mt):
+                    __global const T *a${r} = xb + tap_off(m0 + IMIN(${r}, rows - 1), KH, KW, HPWP, WP, DH, DW);
+% endfor
+% else:
+                    __global const T *pa = wb + (size_t)m0 * K + k0;
+% for r in range(mt):
+                    __global const T *a${r} = pa + (size_t)IMIN(${r}, rows - 1) * K;
+% endfor
+% endif
+% for r in range(mt):
+                    TV ${", ".join(f"c{r}_{v}" for v in range(nv))};
+% endfor
+                    if (first) {
+% for r in range(mt):
+                        {
+                            const TV z = has_bias ? (TV)(bias_g[m0 + IMIN(${r}, rows - 1)]) : (TV)0;
+                            ${" ".join(f"c{r}_{v} = z;" for v in range(nv))}
+                        }
+% endfor
+                    } else if (whole) {
+% for r in range(mt):
+  % for v in range(nv):
+                        c${r}_${v} = *(__global const TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw});
+  % endfor
+% endfor
+                    } else {
+                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
+% for v in range(nv):
+                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
+  % for r in range(mt):
+                            c${r}_${v} = *(__global const TVU *)(cc + ${IMIN_ROW(r)} * (size_t)ldc + cix[${v * vw}]);
+  % endfor
+                        } else {
+  % for r in range(mt):
+                            {
+                                __global const T *cr = cc + ${IMIN_ROW(r)} * (size_t)ldc;
+                                c${r}_${v} = ${vec([f"(cix[{v * vw + l}] >= 0 ? cr[cix[{v * vw + l}]] : (T)0)" for l in range(vw)])};
+                            }
+  % endfor
+                        }
+% endfor
+                    }
+
+                    __local const TV *pb = panel;
+                    for (int k = 0; k < kn; ++k) {
+% if wgrad:
+                        const int ak = koff[k];
+% else:
+                        const int ak = k;
+% endif
+% for v in range(nv):
+                        const TV b${v} = pb[${v}];
+% endfor
+% for r in range(mt):
+                        {
+                            const TV av = (TV)(a${r}[ak]);
+  % for v in range(nv):
+                            c${r}_${v} += av * b${v};
+  % endfor
+                        }
+% endfor
+                        pb += ${nv};
+                    }
+
+                    if (whole) {
+% for r in range(mt):
+  % for v in range(nv):
+                        *(__global TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw}) = c${r}_${v};
+  % endfor
+% endfor
+                    } else {
+                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
+% for v in range(nv):
+                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
+  % for r in range(mt):
+                            if (${r} < rows) *(__global TVU *)(cc + ${r} * (size_t)ldc + cix[${v * vw}]) = c${r}_${v};
+  % endfor
+                        } else {
+  % for r in range(mt):
+                            if (${r} < rows) {
+                                __global T *cr = cc + ${r} * (size_t)ldc;
+    % for l in range(vw):
+                                if (cix[${v * vw + l}] >= 0) cr[cix[${v * vw + l}]] = ${lane(f"c{r}_{v}", l)};
+    % endfor
+                            }
+  % endfor
+                        }
+% endfor
+                    }
+</%def>
 
 // Work-item (gid0, gid1, s * G + g): micro-tiles pm in [mcp*gid0, +mcp), pn in [ncp*gid1, +ncp) of C
 // for group g, summed over images n in [s*images, (s+1)*images) (fwd: images = 1). Image n's operands
@@ -144,98 +242,18 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                 for (int pm = pm0; pm < pm1; ++pm) {
                     const int m0 = pm * ${mr};
                     const int rows = IMIN(${mr}, M - m0);
-                    const bool whole = c_vec && dense && rows == ${mr};
-                    __global T *cc = c + (size_t)m0 * ldc;
-% if wgrad:
-% for r in range(mr):
-                    __global const T *a${r} = xb + tap_off(m0 + IMIN(${r}, rows - 1), KH, KW, HPWP, WP, DH, DW);
-% endfor
+% if small:
+                    if (rows > ${small[0]}) {
+${micro(mr)}
+                    }
+  % for i, mt in enumerate(small):
+                    ${"else if (rows > %d)" % small[i + 1] if i + 1 < len(small) else "else"} {
+${micro(mt)}
+                    }
+  % endfor
 % else:
-                    __global const T *pa = wb + (size_t)m0 * K + k0;
-% for r in range(mr):
-                    __global const T *a${r} = pa + (size_t)IMIN(${r}, rows - 1) * K;
-% endfor
+${micro(mr)}
 % endif
-% for r in range(mr):
-                    TV ${", ".join(f"c{r}_{v}" for v in range(nv))};
-% endfor
-                    if (first) {
-% for r in range(mr):
-                        {
-                            const TV z = has_bias ? (TV)(bias_g[m0 + IMIN(${r}, rows - 1)]) : (TV)0;
-                            ${" ".join(f"c{r}_{v} = z;" for v in range(nv))}
-                        }
-% endfor
-                    } else if (whole) {
-% for r in range(mr):
-  % for v in range(nv):
-                        c${r}_${v} = *(__global const TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw});
-  % endfor
-% endfor
-                    } else {
-                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
-% for v in range(nv):
-                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
-  % for r in range(mr):
-                            c${r}_${v} = *(__global const TVU *)(cc + ${IMIN_ROW(r)} * (size_t)ldc + cix[${v * vw}]);
-  % endfor
-                        } else {
-  % for r in range(mr):
-                            {
-                                __global const T *cr = cc + ${IMIN_ROW(r)} * (size_t)ldc;
-                                c${r}_${v} = ${vec([f"(cix[{v * vw + l}] >= 0 ? cr[cix[{v * vw + l}]] : (T)0)" for l in range(vw)])};
-                            }
-  % endfor
-                        }
-% endfor
-                    }
-
-                    __local const TV *pb = panel;
-                    for (int k = 0; k < kn; ++k) {
-% if wgrad:
-                        const int ak = koff[k];
-% else:
-                        const int ak = k;
-% endif
-% for v in range(nv):
-                        const TV b${v} = pb[${v}];
-% endfor
-% for r in range(mr):
-                        {
-                            const TV av = (TV)(a${r}[ak]);
-  % for v in range(nv):
-                            c${r}_${v} += av * b${v};
-  % endfor
-                        }
-% endfor
-                        pb += ${nv};
-                    }
-
-                    if (whole) {
-% for r in range(mr):
-  % for v in range(nv):
-                        *(__global TV *)(cc + ${r} * (size_t)ldc + cix[0] + ${v * vw}) = c${r}_${v};
-  % endfor
-% endfor
-                    } else {
-                        // Vector by vector where its columns are kept and consecutive, else lane by lane.
-% for v in range(nv):
-                        if (cix[${v * vw}] >= 0 && cix[${v * vw + vw - 1}] - cix[${v * vw}] == ${vw - 1}) {
-  % for r in range(mr):
-                            if (${r} < rows) *(__global TVU *)(cc + ${r} * (size_t)ldc + cix[${v * vw}]) = c${r}_${v};
-  % endfor
-                        } else {
-  % for r in range(mr):
-                            if (${r} < rows) {
-                                __global T *cr = cc + ${r} * (size_t)ldc;
-    % for l in range(vw):
-                                if (cix[${v * vw + l}] >= 0) cr[cix[${v * vw + l}]] = ${lane(f"c{r}_{v}", l)};
-    % endfor
-                            }
-  % endfor
-                        }
-% endfor
-                    }
                 }
             }
         }

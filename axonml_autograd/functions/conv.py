@@ -286,12 +286,14 @@ def _gemm_params(device, dtype):
     return params
 
 
-def _tile_params(device, params, mr, nv, mode):
-    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode``."""
+def _tile_params(device, params, mr, nv, mode, rem=False):
+    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode`` (``rem``: with the
+    narrower tiles for a last row block of fewer than MR rows)."""
     vw = params["vw"]
     item = 8 if params["ctype"] == "double" else 4
     budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 2)
-    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=max(8, budget // (nv * vw * item)), mode=mode)
+    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=max(8, budget // (nv * vw * item)), mode=mode,
+                rem=bool(rem))
 
 
 def _small_params(device, dtype):
@@ -302,6 +304,7 @@ def _small_params(device, dtype):
 
 _gemm_cache: dict = {}
 forced_tile = None    # (mr, nv): tests force each micro-tile
+use_rem = False
 
 
 def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor:
@@ -329,7 +332,7 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode):
     vw = base["vw"]
     # The tile that pads M x N least (the first of equals).
     mr, nv = forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
-    params = _tile_params(dev, base, mr, nv, mode)
+    params = _tile_params(dev, base, mr, nv, mode, rem=use_rem and M % mr > 0)
     knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
     mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], a.dtype.itemsize
     kc = -(-K // -(-K // kc_max))              # equal slices, none past kc_max
@@ -511,8 +514,8 @@ def _conv_backward(g: Tensor, spec, xs=None, wt=None, xp=None, bias=False):
     ``xs`` (None: not computed; ``xp``: its padded copy, when the forward kept one)."""
     if g.dtype.itemsize == 2:    # float16/bfloat16: float32 copies, the float32 path, one rounding each
         up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
-        gx, gw = _conv_backward(up(g), spec, up(xs), up(wt))
-        return tuple(None if t is None else t.astype(g.dtype) for t in (gx, gw))
+        grads = _conv_backward(up(g), spec, up(xs), up(wt), bias=bias)
+        return tuple(None if t is None else t.astype(g.dtype) for t in grads)
     gb = None
     if _use_gemm(g.device, spec):
         gw = _gemm_weight_grad(g, xs, spec, xp) if xs is not None else None
