@@ -30,6 +30,7 @@ ${c.preamble(ctype, vector=vw)}
     # Micro-tiles of fewer rows for the last row block (`rem`): MR - 2, MR - 4, ... (none: the last
     # block computes MR rows and stores the valid ones).
     small = list(range(mr - 2, 0, -2)) if context.get("rem") else []
+    direct = context.get("direct", False)
     hexd = "0123456789abcdef"
 
     def lane(v, l):
@@ -61,6 +62,41 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
 {
     return (p / CW) * SH * WP + (p % CW) * SW;
 }
+
+<%def name="kloop(mt, direct_b)">
+## The k loop of one micro-tile: B from the panel, or (direct_b: consecutive positions, fwd) read in
+## place from the padded input, unaligned vectors at bx + koff[k].
+% if direct_b:
+                    __global const T *bx = xb + noff[0];
+                    for (int k = 0; k < kn; ++k) {
+                        __global const T *bk = bx + koff[k];
+% for v in range(nv):
+                        const TV b${v} = *(__global const TVU *)(bk + ${v * vw});
+% endfor
+                        const int ak = k;
+% else:
+                    __local const TV *pb = panel;
+                    for (int k = 0; k < kn; ++k) {
+% if wgrad:
+                        const int ak = koff[k];
+% else:
+                        const int ak = k;
+% endif
+% for v in range(nv):
+                        const TV b${v} = pb[${v}];
+% endfor
+                        pb += ${nv};
+% endif
+% for r in range(mt):
+                        {
+                            const TV av = (TV)(a${r}[ak]);
+  % for v in range(nv):
+                            c${r}_${v} += av * b${v};
+  % endfor
+                        }
+% endfor
+                    }
+</%def>
 
 <%def name="micro(mt)">
                     const bool whole = c_vec && dense && rows == ${mt};
@@ -109,26 +145,15 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
 % endfor
                     }
 
-                    __local const TV *pb = panel;
-                    for (int k = 0; k < kn; ++k) {
-% if wgrad:
-                        const int ak = koff[k];
-% else:
-                        const int ak = k;
-% endif
-% for v in range(nv):
-                        const TV b${v} = pb[${v}];
-% endfor
-% for r in range(mt):
-                        {
-                            const TV av = (TV)(a${r}[ak]);
-  % for v in range(nv):
-                            c${r}_${v} += av * b${v};
-  % endfor
-                        }
-% endfor
-                        pb += ${nv};
+% if direct and not wgrad:
+                    if (contig) {
+${kloop(mt, True)}
+                    } else {
+${kloop(mt, False)}
                     }
+% else:
+${kloop(mt, False)}
+% endif
 
                     if (whole) {
 % for r in range(mt):
@@ -218,7 +243,13 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                     noff[j] = pos_off(p, CW, WP, SH, SW);
                     cix[j] = j < cols && p % CW < OW ? (p / CW) * OW + p % CW : -1;
                 }
-                if (cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1}) {
+                const bool contig = cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1};
+% if direct:
+                if (contig) {
+                    // Read in place by the micro-tiles (direct): no panel.
+                } else
+% endif
+                if (contig) {
                     // Consecutive positions: one contiguous run of NR per k.
                     for (int k = 0; k < kn; ++k) {
                         __global const T *src = xb + koff[k] + noff[0];

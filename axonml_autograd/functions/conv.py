@@ -293,7 +293,7 @@ def _tile_params(device, params, mr, nv, mode, rem=False):
     item = 8 if params["ctype"] == "double" else 4
     budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 2)
     return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=max(8, budget // (nv * vw * item)), mode=mode,
-                rem=bool(rem))
+                rem=bool(rem), direct=bool(use_direct and mode == "fwd"))
 
 
 def _small_params(device, dtype):
@@ -304,7 +304,8 @@ def _small_params(device, dtype):
 
 _gemm_cache: dict = {}
 forced_tile = None    # (mr, nv): tests force each micro-tile
-use_rem = False
+use_rem = False       # remainder micro-tiles: measured slower (code size), kept off
+use_direct = True     # fwd mode reads consecutive positions in place (no panel): measured faster
 
 
 def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor:
