@@ -195,11 +195,11 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                const long c_img, const long c_grp,
                const int KH, const int KW, const int HPWP, const int WP, const int DH, const int DW,
                const int CW, const int OW, const int SH, const int SW,
-               const int mcp, const int ncp, const int kc, const int has_bias)
+               const int mcp, const int ncp, const int kc, const int has_bias, const int flat)
 {
     __local TV panel[${kc_max * nv}];    // kc <= ${kc_max} (the host's promise)
     __local T *panel_t = (__local T *)panel;
-    __local int koff[${kc_max}];
+    __local int koff[${kt_max}];      // kc <= ${kt_max}, and <= ${kc_max} where a panel is copied
     const int s = get_global_id(2) / G, g = get_global_id(2) % G;
     const int n_first = s * images, n_last = IMIN(NIMG, n_first + images);
     __global T *c = c_base + s * c_img + g * c_grp;
@@ -243,7 +243,9 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                     noff[j] = pos_off(p, CW, WP, SH, SW);
                     cix[j] = j < cols && p % CW < OW ? (p / CW) * OW + p % CW : -1;
                 }
-                const bool contig = cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1};
+                // (flat: the columns are the padded grid's positions, all consecutive, the buffer long
+                // enough for a last panel past N: every panel is read in place.)
+                const bool contig = flat || (cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1});
 % if direct:
                 if (contig) {
                     // Read in place by the micro-tiles (direct): no panel.

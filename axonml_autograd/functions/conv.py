@@ -248,6 +248,8 @@ _GEMM = "conv_gemm.cl.mako"
 GEMM_TILES_NARROW = ((4, 2), (6, 2))
 GEMM_TILES_WIDE = ((8, 2), (4, 2))
 GEMM_SLICE_BYTES = 16 * 1024    # one k slice of an NR-column panel: half of a 32 KB L1
+GEMM_KT_MAX = 1024              # the k slice where no panel is copied (stride 1: B read in place)
+GEMM_SLACK = 64                 # elements past a padded input that a last panel may read (and drop)
 GEMM_A_BLOCK_BYTES = 64 * 1024  # the rows of A one work-item re-reads per column panel
 GEMM_ITEMS_PER_CU = 4           # split the work until there are this many work-items per compute unit
 
@@ -292,8 +294,9 @@ def _tile_params(device, params, mr, nv, mode, rem=False):
     vw = params["vw"]
     item = 8 if params["ctype"] == "double" else 4
     budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 2)
-    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=max(8, budget // (nv * vw * item)), mode=mode,
-                rem=bool(rem), direct=bool(use_direct and mode == "fwd"))
+    kc_max = max(8, budget // (nv * vw * item))
+    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=kc_max, kt_max=max(kc_max, GEMM_KT_MAX),
+                mode=mode, rem=bool(rem), direct=bool(use_direct and mode == "fwd"))
 
 
 def _small_params(device, dtype):
@@ -309,10 +312,11 @@ use_direct = True     # fwd mode reads consecutive positions in place (no panel)
 
 
 def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor:
-    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane.
+    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane, and
+    GEMM_SLACK elements more (not written: read only for columns that are dropped).
     ``sums`` (a [planes * HO] tensor): also each output row's sum of ``t`` (its rows must all be kept)."""
-    out = Tensor._wrap((planes * HO * WO,), t.dtype, t.device)
-    if out.numel():
+    out = Tensor._wrap((planes * HO * WO + GEMM_SLACK,), t.dtype, t.device)
+    if planes * HO * WO:
         name = "pad_planes" if sums is None else "pad_planes_sum"
         knl = kernels.get_kernel(t.device, _GEMM, name, **_small_params(t.device, t.dtype))
         rb = _row_block(planes, HO, t.device)
@@ -324,7 +328,7 @@ def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor
     return out
 
 
-def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode):
+def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat=False):
     """Enqueue conv_gemm in ``mode`` ("fwd" | "wgrad"): ``dims`` (M, N, K, ldc, G, images, NIMG),
     ``strides`` (w_img, w_grp, x_img, x_grp, c_img, c_grp), ``geo`` (KH, KW, HPWP, WP, DH, DW, CW, OW, SH, SW)."""
     dev = a.device
@@ -336,7 +340,10 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode):
     params = _tile_params(dev, base, mr, nv, mode, rem=use_rem and M % mr > 0)
     knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
     mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], a.dtype.itemsize
-    kc = -(-K // -(-K // kc_max))              # equal slices, none past kc_max
+    # flat (stride 1, fwd): every panel is read in place, so a k slice is bounded by the offset table only.
+    flat = bool(flat and params["direct"])
+    cap = params["kt_max"] if flat else kc_max
+    kc = -(-K // -(-K // cap))                 # equal slices, none past the cap
     pm, pn = -(-M // mr), -(-N // nr)
     batch = -(-NIMG // images) * G
     want = GEMM_ITEMS_PER_CU * dev.target.compute_units
@@ -356,7 +363,7 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode):
                    **dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
                    **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
                    **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
-                   mcp=mcp, ncp=ncp, kc=kc, has_bias=int(bias is not None))
+                   mcp=mcp, ncp=ncp, kc=kc, has_bias=int(bias is not None), flat=int(flat))
 
 
 def _padded_size(spec):
@@ -389,7 +396,7 @@ def _gemm_forward(xt: Tensor, wt: Tensor, spec, bias=None, xp=None) -> Tensor:
     cols = (OH - 1) * CW + OW
     _gemm(wt, xp, y, bias, (Og, cols, K, L, G, 1, N),
           (0, Og * K, C * HP * WP, (C // G) * HP * WP, G * Og * L, Og * L),
-          (KH, KW, HP * WP, WP, DH, DW, CW, OW, SH, SW), "fwd")
+          (KH, KW, HP * WP, WP, DH, DW, CW, OW, SH, SW), "fwd", flat=(SH, SW) == (1, 1))
     return y
 
 
@@ -435,7 +442,7 @@ def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
     dx = Tensor._wrap(spec.x_shape, g.dtype, dev)
     _gemm(wf, gp, dx, None, (Cg, (H - 1) * WPg + W, Og * KH * KW, H * W, G, 1, N),
           (0, Cg * Og * KH * KW, G * Og * HPg * WPg, Og * HPg * WPg, C * H * W, Cg * H * W),
-          (KH, KW, HPg * WPg, WPg, DH, DW, WPg, W, 1, 1), "fwd")
+          (KH, KW, HPg * WPg, WPg, DH, DW, WPg, W, 1, 1), "fwd", flat=True)
     if not bias:
         return dx
     return dx, None if sums is None else reduce(reduce(sums, "sum", 2), "sum", 0)
