@@ -15,6 +15,12 @@ keeps the input, not the columns, and for each chunk:
 
 A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
 
+That is the path of GPU targets. On CPU targets the three products are implicit GEMMs instead
+(``cl_kernels/conv_gemm.cl.mako``, "Implicit GEMM" below): no column matrix, the input padded once and
+read through index tables, the bias added in the forward's kernel, the stride-1 input gradient a
+convolution of the padded upstream gradient with the flipped weight (a strided one takes the path
+above), and the weight gradient summed over runs of images. ``AXONML_CONV`` (or ``path``) forces one.
+
 The transposed convolution (``conv_transpose1d/2d``) is the input gradient above run as an op, for the
 convolution from its output's size to its input's: the same chunks, products and col2im, no new kernel.
 
