@@ -103,7 +103,7 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
                     __global T *cc = c + (size_t)m0 * ldc;
 % if wgrad:
 % for r in range(mt):
-                    __global const T *a${r} = xb + tap_off(m0 + IMIN(${r}, rows - 1), KH, KW, HPWP, WP, DH, DW);
+                    __global const T *a${r} = xb + toff[m0 - pm0 * ${mr} + IMIN(${r}, rows - 1)];
 % endfor
 % else:
                     __global const T *pa = wb + (size_t)m0 * K + k0;
@@ -207,6 +207,19 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
     const int pn0 = get_global_id(1) * ncp, pn1 = IMIN((N + ${nr - 1}) / ${nr}, pn0 + ncp);
     const bool c_vec = ldc % ${vw} == 0 && (size_t)(c - c_base) % ${vw} == 0;
     __global const T *bias_g = bias + g * M;
+% if wgrad:
+    // The tap offsets of this work-item's rows (mcp * MR <= ${kt_max}: the host's promise).
+    __local int toff[${kt_max}];
+    {
+        const int m_lo = pm0 * ${mr}, m_hi = IMIN(M, pm1 * ${mr});
+        int j = m_lo % KW, t = m_lo / KW;
+        int i = t % KH, cc = t / KH;
+        for (int m = m_lo; m < m_hi; ++m) {
+            toff[m - m_lo] = cc * HPWP + i * DH * WP + j * DW;
+            if (++j == KW) { j = 0; if (++i == KH) { i = 0; ++cc; } }
+        }
+    }
+% endif
 
     for (int img = n_first; img < n_last; ++img) {
         __global const T *wb = w_base + img * w_img + g * w_grp;
@@ -214,12 +227,25 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
         for (int k0 = 0; k0 < K; k0 += kc) {
             const int kn = IMIN(kc, K - k0);
             const bool first = k0 == 0 && img == n_first;
+            // The slice's offsets, walked with counters (a division per entry costs as much as the
+            // multiplies of a few k steps).
 % if wgrad:
-            for (int k = 0; k < kn; ++k)
-                koff[k] = pos_off(k0 + k, CW, WP, SH, SW);
+            {
+                int oh = k0 / CW, ow = k0 % CW;
+                for (int k = 0; k < kn; ++k) {
+                    koff[k] = oh * SH * WP + ow * SW;
+                    if (++ow == CW) { ow = 0; ++oh; }
+                }
+            }
 % else:
-            for (int k = 0; k < kn; ++k)
-                koff[k] = tap_off(k0 + k, KH, KW, HPWP, WP, DH, DW);
+            {
+                int j = k0 % KW, t = k0 / KW;
+                int i = t % KH, cc = t / KH;
+                for (int k = 0; k < kn; ++k) {
+                    koff[k] = cc * HPWP + i * DH * WP + j * DW;
+                    if (++j == KW) { j = 0; if (++i == KH) { i = 0; ++cc; } }
+                }
+            }
 % endif
             for (int pn = pn0; pn < pn1; ++pn) {
                 const int n0 = pn * ${nr};
@@ -238,10 +264,13 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                 }
 % else:
                 int noff[${nr}];
-                for (int j = 0; j < ${nr}; ++j) {
-                    const int p = n0 + IMIN(j, cols - 1);
-                    noff[j] = pos_off(p, CW, WP, SH, SW);
-                    cix[j] = j < cols && p % CW < OW ? (p / CW) * OW + p % CW : -1;
+                {
+                    int oh = n0 / CW, ow = n0 % CW;     // column n0 + j, walked (one division per panel)
+                    for (int j = 0; j < ${nr}; ++j) {
+                        noff[j] = oh * SH * WP + ow * SW;
+                        cix[j] = j < cols && ow < OW ? oh * OW + ow : -1;
+                        if (j + 1 < cols && ++ow == CW) { ow = 0; ++oh; }
+                    }
                 }
                 // (flat: the columns are the padded grid's positions, all consecutive, the buffer long
                 // enough for a last panel past N: every panel is read in place.)

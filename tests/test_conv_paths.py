@@ -32,6 +32,7 @@ CASES = [
     ((2, 4, 8, 9), (6, 2, 2, 4), 1, "same", (2, 1), 2, True),    # even kernel: asymmetric "same"
     ((3, 3, 17, 5), (17, 3, 3, 1), 1, (3, 0), 1, 1, True),       # padding larger than the kernel
     ((2, 6, 5, 5), (4, 6, 1, 1), 1, 0, 1, 1, False),             # pointwise
+    ((1, 115, 3, 4), (2, 115, 3, 3), 1, 1, 1, 1, False),          # K = 1035 taps: past one offset table
 ]
 
 

@@ -355,7 +355,7 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat
     want = GEMM_ITEMS_PER_CU * dev.target.compute_units
     # wgrad: all rows (taps) in one work-item, so each panel of g is copied once, not once per row
     # block (2.58 against 2.86 ms for [64, 16, 28, 28] * [32, 16, 3, 3], measured on the 2-core EPYC).
-    mcp = pm if mode == "wgrad" else max(1, min(pm, GEMM_A_BLOCK_BYTES // (mr * kc * item)))
+    mcp = min(pm, params["kt_max"] // mr) if mode == "wgrad" else max(1, min(pm, GEMM_A_BLOCK_BYTES // (mr * kc * item)))
     ncp = pn
 
     def items():
