@@ -372,6 +372,9 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat
                    **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
                    **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
                    mcp=mcp, ncp=ncp, kc=kc, has_bias=int(bias is not None), flat=int(flat))
+    # Hand the product (and what was queued before it) to the device now: it runs while Python records
+    # and launches what comes next, instead of waiting for the pending list to fill.
+    launch.flush(dev)
 
 
 def _padded_size(spec):
