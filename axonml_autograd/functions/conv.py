@@ -299,9 +299,11 @@ def _tile_params(device, params, mr, nv, mode, rem=False):
     narrower tiles for a last row block of fewer than MR rows)."""
     vw = params["vw"]
     item = 8 if params["ctype"] == "double" else 4
-    budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 2)
+    # Local memory: the panel (a quarter of it at most) and two int tables of kt_max (an eighth each).
+    budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 4)
     kc_max = max(8, budget // (nv * vw * item))
-    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=kc_max, kt_max=max(kc_max, GEMM_KT_MAX),
+    kt_max = max(kc_max, min(GEMM_KT_MAX, device.target.local_mem // 32))
+    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=kc_max, kt_max=kt_max,
                 mode=mode, rem=bool(rem), direct=bool(use_direct and mode == "fwd"))
 
 
