@@ -419,8 +419,9 @@ def _gemm_weight_grad(g: Tensor, xt: Tensor, spec, xp=None) -> Tensor:
     C = spec.x_shape[1]
     _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
     xp, HP, WP = _padded_input(xt, spec, xp)
-    # Each work-item sums a run of images; enough runs for every compute unit to have a few.
-    runs = max(1, min(N, GEMM_ITEMS_PER_CU * g.device.target.compute_units // G))
+    # Each work-item sums a run of images; enough runs for every compute unit to have several (twice the
+    # products' count: a run is long, and a core slowed by other work should not leave the last one late).
+    runs = max(1, min(N, 2 * GEMM_ITEMS_PER_CU * g.device.target.compute_units // G))
     images = -(-N // runs)
     runs = -(-N // images)
     part = Tensor._wrap((runs, G, K, Og), g.dtype, g.device)
