@@ -272,8 +272,8 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                         if (j + 1 < cols && ++ow == CW) { ow = 0; ++oh; }
                     }
                 }
-                // (flat: the columns are the padded grid's positions, all consecutive, the buffer long
-                // enough for a last panel past N: every panel is read in place.)
+                // (flat: every panel's positions are consecutive (the padded grid's, or whole output rows
+                // of panels), the buffer long enough for a last panel past N: all read in place.)
                 const bool contig = flat || (cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1});
 % if direct:
                 if (contig) {

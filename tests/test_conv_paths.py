@@ -33,6 +33,7 @@ CASES = [
     ((3, 3, 17, 5), (17, 3, 3, 1), 1, (3, 0), 1, 1, True),       # padding larger than the kernel
     ((2, 6, 5, 5), (4, 6, 1, 1), 1, 0, 1, 1, False),             # pointwise
     ((1, 115, 3, 4), (2, 115, 3, 3), 1, 1, 1, 1, False),          # K = 1035 taps: past one offset table
+    ((2, 3, 5, 16), (5, 3, 3, 3), 1, 1, 1, 1, True),              # rows of whole panels: no padded grid
 ]
 
 

@@ -336,19 +336,36 @@ def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor
     return out
 
 
+def _pick_tile(base, M, N):
+    """The micro-tile (mr, nv) that pads M x N least (the first of equals), unless one is forced."""
+    vw = base["vw"]
+    return forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
+
+
+def _stride1_columns(dev, dtype, M, OH, OW, WP):
+    """(CW, columns) of a stride-1 product with M rows over an OH x OW output whose input rows are WP
+    long: the output's own positions (CW = OW) when a row is a whole number of column panels (each
+    panel then a contiguous run), else the padded grid's (CW = WP: every panel contiguous, the
+    columns past OW in a row computed and dropped)."""
+    base = _gemm_params(dev, dtype)
+    nr = _pick_tile(base, M, OH * OW)[1] * base["vw"]
+    if OW % nr == 0:
+        return OW, OH * OW
+    return WP, (OH - 1) * WP + OW
+
+
 def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat=False):
     """Enqueue conv_gemm in ``mode`` ("fwd" | "wgrad"): ``dims`` (M, N, K, ldc, G, images, NIMG),
     ``strides`` (w_img, w_grp, x_img, x_grp, c_img, c_grp), ``geo`` (KH, KW, HPWP, WP, DH, DW, CW, OW, SH, SW)."""
     dev = a.device
     M, N, K, ldc, G, images, NIMG = dims
     base = _gemm_params(dev, a.dtype)
-    vw = base["vw"]
-    # The tile that pads M x N least (the first of equals).
-    mr, nv = forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
+    mr, nv = _pick_tile(base, M, N)
     params = _tile_params(dev, base, mr, nv, mode, rem=use_rem and M % mr > 0)
     knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
     mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], a.dtype.itemsize
-    # flat (stride 1, fwd): every panel is read in place, so a k slice is bounded by the offset table only.
+    # flat (stride 1, fwd: every panel a contiguous run): every panel is read in place, so a k slice is
+    # bounded by the offset table only.
     flat = bool(flat and params["direct"])
     cap = params["kt_max"] if flat else kc_max
     kc = -(-K // -(-K // cap))                 # equal slices, none past the cap
@@ -403,10 +420,10 @@ def _gemm_forward(xt: Tensor, wt: Tensor, spec, bias=None, xp=None) -> Tensor:
     _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
     xp, HP, WP = _padded_input(xt, spec, xp)
     y = Tensor._wrap(spec.y_shape, xt.dtype, xt.device)
-    # Stride 1: the columns are positions on the padded grid (contiguous panel rows; the columns past
-    # OW in each row are dropped at the store); otherwise the output's own positions.
-    CW = WP if (SH, SW) == (1, 1) else OW
-    cols = (OH - 1) * CW + OW
+    # Stride 1: every column panel a contiguous run of xp (_stride1_columns); otherwise the output's
+    # own positions, gathered into panels.
+    stride1 = (SH, SW) == (1, 1)
+    CW, cols = _stride1_columns(xt.device, xt.dtype, Og, OH, OW, WP) if stride1 else (OW, L)
     _gemm(wt, xp, y, bias, (Og, cols, K, L, G, 1, N),
           (0, Og * K, C * HP * WP, (C // G) * HP * WP, G * Og * L, Og * L),
           (KH, KW, HP * WP, WP, DH, DW, CW, OW, SH, SW), "fwd", flat=(SH, SW) == (1, 1))
@@ -454,9 +471,10 @@ def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
     local = kernels.fit_local(dev, knl, dev.target.local_size(64))
     kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), w=wt, wf=wf, Og=Og, Cg=Cg, KK=KH * KW, n=n)
     dx = Tensor._wrap(spec.x_shape, g.dtype, dev)
-    _gemm(wf, gp, dx, None, (Cg, (H - 1) * WPg + W, Og * KH * KW, H * W, G, 1, N),
+    CW, cols = _stride1_columns(dev, g.dtype, Cg, H, W, WPg)
+    _gemm(wf, gp, dx, None, (Cg, cols, Og * KH * KW, H * W, G, 1, N),
           (0, Cg * Og * KH * KW, G * Og * HPg * WPg, Og * HPg * WPg, C * H * W, Cg * H * W),
-          (KH, KW, HPg * WPg, WPg, DH, DW, WPg, W, 1, 1), "fwd", flat=True)
+          (KH, KW, HPg * WPg, WPg, DH, DW, CW, W, 1, 1), "fwd", flat=True)
     if not bias:
         return dx
     return dx, None if sums is None else reduce(reduce(sums, "sum", 2), "sum", 0)
