@@ -358,12 +358,34 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat
     """Enqueue conv_gemm in ``mode`` ("fwd" | "wgrad"): ``dims`` (M, N, K, ldc, G, images, NIMG),
     ``strides`` (w_img, w_grp, x_img, x_grp, c_img, c_grp), ``geo`` (KH, KW, HPWP, WP, DH, DW, CW, OW, SH, SW)."""
     dev = a.device
+    # A training loop repeats its signatures: the kernel, the work split and every scalar argument are
+    # made once per signature (~100 us of Python each time otherwise, on a host that shares the cores).
+    key = (dev, a.dtype, dims, strides, geo, mode, bool(flat), bias is None, forced_tile, use_rem, use_direct,
+           GEMM_SLICE_BYTES, GEMM_KT_MAX, GEMM_A_BLOCK_BYTES, GEMM_ITEMS_PER_CU)
+    plan = _gemm_plans.get(key)
+    if plan is None:
+        plan = _gemm_plans[key] = _gemm_plan(dev, a.dtype, dims, strides, geo, mode, flat, bias is not None)
+        if len(_gemm_plans) > 1024:
+            _gemm_plans.clear()
+    knl, gsize, fill = plan
+    check_index32("convolution", a.numel(), xp.numel(), c.numel())
+    launch.kernel(dev, knl, gsize, (1, 1, 1), fill(a, xp, c, bias if bias is not None else a), packed=True)
+    # Hand the product (and what was queued before it) to the device now: it runs while Python records
+    # and launches what comes next, instead of waiting for the pending list to fill.
+    launch.flush(dev)
+
+
+_gemm_plans: dict = {}
+
+
+def _gemm_plan(dev, dtype, dims, strides, geo, mode, flat, has_bias):
+    """(kernel, global size, argument filler of (w_base, x_base, c_base, bias)) for one signature."""
     M, N, K, ldc, G, images, NIMG = dims
-    base = _gemm_params(dev, a.dtype)
+    base = _gemm_params(dev, dtype)
     mr, nv = _pick_tile(base, M, N)
     params = _tile_params(dev, base, mr, nv, mode, rem=use_rem and M % mr > 0)
     knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
-    mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], a.dtype.itemsize
+    mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], np.dtype(dtype).itemsize
     # flat (stride 1, fwd: every panel a contiguous run): every panel is read in place, so a k slice is
     # bounded by the offset table only.
     flat = bool(flat and params["direct"])
@@ -384,16 +406,12 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat
         ncp = -(-ncp // 2)
     while mcp > 1 and items() < want:
         mcp = -(-mcp // 2)
-    check_index32("convolution", a.numel(), xp.numel(), c.numel())
-    kernels.launch(dev, knl, (-(-pm // mcp), -(-pn // ncp), batch), (1, 1, 1),
-                   w_base=a, x_base=xp, c_base=c, bias=bias if bias is not None else a,
-                   **dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
-                   **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
-                   **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
-                   mcp=mcp, ncp=ncp, kc=kc, has_bias=int(bias is not None), flat=int(flat))
-    # Hand the product (and what was queued before it) to the device now: it runs while Python records
-    # and launches what comes next, instead of waiting for the pending list to fill.
-    launch.flush(dev)
+    values = dict(**dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
+                  **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
+                  **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
+                  mcp=mcp, ncp=ncp, kc=kc, has_bias=int(has_bias), flat=int(flat))
+    fill = kernels.signature(knl).partial(values, ("w_base", "x_base", "c_base", "bias"))
+    return knl, (-(-pm // mcp), -(-pn // ncp), batch), fill
 
 
 def _padded_size(spec):
