@@ -325,8 +325,8 @@ ${micro(mr)}
 // y[p, r, s] = x[p, r - top, s - left] inside x, else 0: planes [H, W] placed in [HO, WO] planes
 // (a negative top/left crops). Work-item gid pads rows [r0, r0 + RB) of plane gid / blocks (few,
 // long-running work-items: PoCL's cost per work-group is that of copying a few rows). `pad_planes_sum`
-// also writes each output row's sum of x to sums[p * HO + r] (4 running sums, then added: a fixed
-// order), for a bias gradient with no second pass over x.
+// also writes the sum of x over its rows to sums[gid] (each row's in 4 running sums, then added, the
+// rows in order: a fixed order), for a bias gradient with no second pass over x.
 <%def name="pad_kernel(name, sums)">
 __kernel void ${name}(__global const T *restrict x, __global T *restrict y,
 % if sums:
@@ -340,14 +340,14 @@ __kernel void ${name}(__global const T *restrict x, __global T *restrict y,
     const int blocks = (HO + RB - 1) / RB;
     const int p = gid / blocks, ro0 = (gid % blocks) * RB, ro1 = IMIN(HO, ro0 + RB);
     const int lo = clamp(left, 0, WO), hi = clamp(left + W, lo, WO);
+% if sums:
+    T total = (T)0;
+% endif
     for (int ro = ro0; ro < ro1; ++ro) {
         const int r = ro - top;
         __global T *dst = y + ((long)p * HO + ro) * WO;
         if (r < 0 || r >= H) {
             for (int s = 0; s < WO; ++s) dst[s] = (T)0;
-% if sums:
-            sums[(long)p * HO + ro] = (T)0;
-% endif
             continue;
         }
         __global const T *src = x + ((long)p * H + r) * W - left;
@@ -363,9 +363,12 @@ __kernel void ${name}(__global const T *restrict x, __global T *restrict y,
             a0 += row[s]; a1 += row[s + 1]; a2 += row[s + 2]; a3 += row[s + 3];
         }
         for (; s < W; ++s) a0 += row[s];
-        sums[(long)p * HO + ro] = (a0 + a1) + (a2 + a3);
+        total += (a0 + a1) + (a2 + a3);
 % endif
     }
+% if sums:
+    sums[gid] = total;
+% endif
 }
 </%def>
 ${pad_kernel("pad_planes", False)}
@@ -384,4 +387,20 @@ __kernel void flip_weight(__global const T *restrict w, __global T *restrict wf,
     const int cc = t % Cg;
     const int g = t / Cg;
     wf[gid] = w[(((long)g * Og + o) * Cg + cc) * KK + (KK - 1 - ij)];
+}
+
+// The weight gradient from the weight-gradient products' partials part[runs, G, K, Og] (dW^T per run):
+// dw[g, o, k] = sum over runs, in order, of part[r, g, k, o]. One element per work-item.
+__kernel void sum_runs(__global const T *restrict part, __global T *restrict dw, const int runs, const int K,
+                       const int Og, const int n)
+{
+    const int gid = get_global_id(0);
+    if (gid >= n) return;
+    const int k = gid % K, t = gid / K;
+    const int o = t % Og, g = t / Og;
+    __global const T *p = part + ((long)g * K + k) * Og + o;
+    const long step = (long)n;          // one run: G * K * Og elements
+    T total = p[0];
+    for (int r = 1; r < runs; ++r) total += p[r * step];
+    dw[gid] = total;
 }

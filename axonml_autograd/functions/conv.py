@@ -463,8 +463,14 @@ def _gemm_weight_grad(g: Tensor, xt: Tensor, spec, xp=None) -> Tensor:
     _gemm(g, xp, part, None, (K, Og, L, Og, G, images, N),
           (G * Og * L, Og * L, C * HP * WP, (C // G) * HP * WP, G * K * Og, K * Og),
           (KH, KW, HP * WP, WP, DH, DW, OW, OW, SH, SW), "wgrad")
-    gw = part if runs == 1 else reduce(part.reshape((runs, G * K * Og)), "sum", 0)
-    return gw.reshape((G, K, Og)).permute((0, 2, 1)).reshape(spec.w_shape)
+    # The runs summed in order and transposed to the weight's layout, in one launch.
+    gw = Tensor._wrap(spec.w_shape, g.dtype, g.device)
+    dev = g.device
+    knl = kernels.get_kernel(dev, _GEMM, "sum_runs", **_small_params(dev, g.dtype))
+    n = gw.numel()
+    local = kernels.fit_local(dev, knl, dev.target.local_size(64))
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), part=part, dw=gw, runs=runs, K=K, Og=Og, n=n)
+    return gw
 
 
 def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
@@ -479,8 +485,9 @@ def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
     HPg, WPg = H + (KH - 1) * DH, W + (KW - 1) * DW
     top = (KH - 1) * DH - PH
     sums = None
-    if bias and 0 <= top and top + OH <= HPg:
-        sums = Tensor._wrap((N, G * Og, HPg), g.dtype, g.device)
+    if bias and 0 <= top and top + OH <= HPg:   # (every row of g kept: its sums are g's)
+        blocks = -(-HPg // _row_block(N * G * Og, HPg, g.device))    # the padding's row blocks per plane
+        sums = Tensor._wrap((N, G * Og, blocks), g.dtype, g.device)
     gp = _pad_planes(g, N * G * Og, OH, OW, HPg, WPg, top, (KW - 1) * DW - PW, sums)
     dev = g.device
     wf = Tensor._wrap((G, Cg, Og * KH * KW), wt.dtype, dev)
@@ -495,7 +502,11 @@ def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
           (KH, KW, HPg * WPg, WPg, DH, DW, CW, W, 1, 1), "fwd", flat=True)
     if not bias:
         return dx
-    return dx, None if sums is None else reduce(reduce(sums, "sum", 2), "sum", 0)
+    if sums is None:
+        return dx, None
+    if sums._shape[2] > 1:
+        sums = reduce(sums, "sum", 2)
+    return dx, reduce(sums.reshape(sums._shape[:2]), "sum", 0)
 
 # The batch goes through im2col and the products in chunks whose columns take about this many bytes:
 # a chunk's columns are then still in the cache when the product reads them (for [64, 16, 28, 28]
