@@ -41,12 +41,24 @@ ${c.preamble(ctype, vector=vw)}
         """Row r of the micro-tile, clamped to the rows of C (rows past M are read and dropped)."""
         return f"IMIN({r}, rows - 1)"
 
+    itype = "long" if ctype == "double" else "int"
+    ti = itype if vw == 1 else f"{itype}{vw}"
+
+    def ivec(items):
+        """A TI (the integer vector of TV's shape) of these scalar expressions."""
+        return items[0] if vw == 1 else f"({ti})(" + ", ".join(items) + ")"
+
+    def blend(a, b, m):
+        """The lanes of TV a, those set in TI mask m taken from TV b instead."""
+        return f"as_{ctype}{vw}((as_{ti}({a}) & ~{m}) | (as_{ti}({b}) & {m}))"
+
     def vec(items):
         """A TV of these scalar expressions."""
         return items[0] if vw == 1 else "(TV)(" + ", ".join(items) + ")"
 %>
 // TV at any element boundary: a plain load or store, not an out-of-line vload/vstore call on PoCL.
 typedef TV __attribute__((aligned(sizeof(T)))) TVU;
+typedef ${ti} TI;      // TV's lanes as integers (masks)
 
 // min() is an out-of-line call on PoCL; this is not.
 #define IMIN(a, b) ((a) < (b) ? (a) : (b))
@@ -63,10 +75,18 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
     return (p / CW) * SH * WP + (p % CW) * SW;
 }
 
-<%def name="kloop(mt, direct_b)">
+<%def name="kloop(mt, direct_b, mixed=False)">
 ## The k loop of one micro-tile: B from the panel, or (direct_b: consecutive positions, fwd) read in
-## place from the padded input, unaligned vectors at bx + koff[k].
-% if direct_b:
+## place from the padded input, unaligned vectors at bx + koff[k]; (mixed: a vector's lanes past an
+## output row's end come from `gap` further on: two loads and a blend by the panel's lane masks).
+% if direct_b and mixed:
+                    for (int k = 0; k < kn; ++k) {
+                        __global const T *bk = xb + koff[k];
+% for v in range(nv):
+                        const TV b${v} = ${blend(f"*(__global const TVU *)(bk + bo{v})", f"*(__global const TVU *)(bk + bo{v} + gap)", f"lm{v}")};
+% endfor
+                        const int ak = k;
+% elif direct_b:
                     __global const T *bx = xb + noff[0];
                     for (int k = 0; k < kn; ++k) {
                         __global const T *bk = bx + koff[k];
@@ -145,7 +165,15 @@ inline int pos_off(const int p, const int CW, const int WP, const int SH, const 
 % endfor
                     }
 
-% if direct and not wgrad:
+% if direct and not wgrad and vw > 1:
+                    if (contig && mixed) {
+${kloop(mt, True, True)}
+                    } else if (contig) {
+${kloop(mt, True)}
+                    } else {
+${kloop(mt, False)}
+                    }
+% elif direct and not wgrad:
                     if (contig) {
 ${kloop(mt, True)}
                     } else {
@@ -195,7 +223,8 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                const long c_img, const long c_grp,
                const int KH, const int KW, const int HPWP, const int WP, const int DH, const int DW,
                const int CW, const int OW, const int SH, const int SW,
-               const int mcp, const int ncp, const int kc, const int has_bias, const int flat)
+               const int mcp, const int ncp, const int kc, const int has_bias, const int flat,
+               const int gap)
 {
     __local TV panel[${kc_max * nv}];    // kc <= ${kc_max} (the host's promise)
     __local T *panel_t = (__local T *)panel;
@@ -269,9 +298,20 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                     for (int j = 0; j < ${nr}; ++j) {
                         noff[j] = oh * SH * WP + ow * SW;
                         cix[j] = j < cols && ow < OW ? oh * OW + ow : -1;
-                        if (j + 1 < cols && ++ow == CW) { ow = 0; ++oh; }
+                        if (++ow == CW) { ow = 0; ++oh; }     // (past N too: read, then dropped)
                     }
                 }
+% if direct and vw > 1:
+                // gap > 0 (stride 1, the output's own positions, rows at least a vector long): a vector
+                // whose positions run past an output row's end takes those lanes from gap further on
+                // (the next row of xp); its lanes in lm<v>.
+% for v in range(nv):
+                const int bo${v} = noff[${v * vw}];
+                const TI lm${v} = ${ivec([f"(noff[{v * vw + l}] != bo{v} + {l} ? -1 : 0)" for l in range(vw)])};
+% endfor
+                // (a vector that starts a new row breaks the panel's run too: then each vector at its own bo)
+                const bool mixed = gap > 0 && (${" || ".join(f"noff[{v * vw + vw - 1}] != bo0 + {v * vw + vw - 1}" for v in range(nv))});
+% endif
                 // (flat: every panel's positions are consecutive (the padded grid's, or whole output rows
                 // of panels), the buffer long enough for a last panel past N: all read in place.)
                 const bool contig = flat || (cols == ${nr} && noff[${nr - 1}] - noff[0] == ${nr - 1});

@@ -63,13 +63,16 @@ def test_each_path_matches_torch_in_float64(case, path):
                                    err_msg=f"gradient of input {k} ({path})")
 
 
-@pytest.mark.parametrize("tile, direct", [((4, 2), True), ((6, 2), True), ((8, 1), True), ((4, 2), False)])
-def test_each_micro_tile_matches_torch(tile, direct, monkeypatch):
-    """Each micro-tile, and (direct=False) stride-1 products through copied panels instead of in place."""
+@pytest.mark.parametrize("tile, direct, blend", [((4, 2), True, True), ((6, 2), True, True), ((8, 1), True, True),
+                                                 ((4, 2), False, True), ((4, 2), True, False)])
+def test_each_micro_tile_matches_torch(tile, direct, blend, monkeypatch):
+    """Each micro-tile; stride-1 products through copied panels instead of in place (direct=False); and
+    on the padded grid instead of the output's positions with blended row ends (blend=False)."""
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(conv_mod, "path", "gemm")
     monkeypatch.setattr(conv_mod, "forced_tile", tile)
     monkeypatch.setattr(conv_mod, "use_direct", direct)
+    monkeypatch.setattr(conv_mod, "use_blend", blend)
     rng = np.random.default_rng(7)
     for case in (CASES[1], CASES[3]):
         xs, ws, stride, padding, dilation, groups, bias = case
