@@ -10,12 +10,14 @@
 ## accumulators stay in registers over a k slice; the slice's NR columns of the right operand copied
 ## into a k-major panel in local memory first), in two modes:
 ##
-##   fwd    y[n, g] (M = out channels x positions) = W[g] (M x K taps) @ B. With stride 1 the columns
-##          are positions on the padded input's grid, p' = oh * WP + ow (CW = WP), so a panel row is a
-##          contiguous run of xp and copies as one; the columns with ow >= OW are computed and dropped
-##          when C is stored (C's column of p' is oh * OW + ow). With a stride, CW = OW and each panel
-##          gathers. The input gradient of a stride-1 convolution is this mode too: the padded upstream
-##          gradient convolved with the flipped weight.
+##   fwd    y[n, g] (M = out channels x positions) = W[g] (M x K taps) @ B. With stride 1 each vector
+##          of B is read in place (`direct`): the output's own positions, a vector that runs past a
+##          row's end blending in the next row's start, read `gap` = WP - OW further on; or (rows
+##          shorter than a vector) positions on the padded input's grid, p' = oh * WP + ow (CW = WP),
+##          each panel one contiguous run of xp, the columns with ow >= OW computed and dropped when C
+##          is stored. With a stride each panel is gathered into local memory. The input gradient of
+##          a stride-1 convolution is this mode too: the padded upstream gradient convolved with the
+##          flipped weight.
 ##   wgrad  dW[g]^T (M = K taps x out channels) = sum over images of B (taps x positions) @ g[n, g]^T:
 ##          the left operand's rows are read in place, row r of tap t at xp + tap(t), column k at
 ##          pos(k) from a table shared by the rows; the panel is the upstream gradient's rows, copied
