@@ -23,15 +23,12 @@
 ##          pos(k) from a table shared by the rows; the panel is the upstream gradient's rows, copied
 ##          transposed. A work-item sums a run of images into its own partial result.
 ##
-## Parameters: ctype, mr, nr, vw, kc_max, mode ("fwd" | "wgrad").
+## Parameters: ctype, mr, nr, vw, kc_max, kt_max (offset tables), mode ("fwd" | "wgrad"), direct.
 <%namespace name="c" file="common.mako"/>\
 ${c.preamble(ctype, vector=vw)}
 <%
     nv = nr // vw
     wgrad = mode == "wgrad"
-    # Micro-tiles of fewer rows for the last row block (`rem`): MR - 2, MR - 4, ... (none: the last
-    # block computes MR rows and stores the valid ones).
-    small = list(range(mr - 2, 0, -2)) if context.get("rem") else []
     direct = context.get("direct", False)
     hexd = "0123456789abcdef"
 
@@ -346,18 +343,9 @@ void conv_gemm(__global const T *restrict w_base, __global const T *restrict x_b
                 for (int pm = pm0; pm < pm1; ++pm) {
                     const int m0 = pm * ${mr};
                     const int rows = IMIN(${mr}, M - m0);
-% if small:
-                    if (rows > ${small[0]}) {
+                    // (A last row block of fewer than MR rows computes MR, clamped, and stores its own:
+                    // narrower micro-tiles for it measured slower, the kernel's code grown 3x.)
 ${micro(mr)}
-                    }
-  % for i, mt in enumerate(small):
-                    ${"else if (rows > %d)" % small[i + 1] if i + 1 < len(small) else "else"} {
-${micro(mt)}
-                    }
-  % endfor
-% else:
-${micro(mr)}
-% endif
                 }
             }
         }

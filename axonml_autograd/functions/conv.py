@@ -294,9 +294,8 @@ def _gemm_params(device, dtype):
     return params
 
 
-def _tile_params(device, params, mr, nv, mode, rem=False):
-    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode`` (``rem``: with the
-    narrower tiles for a last row block of fewer than MR rows)."""
+def _tile_params(device, params, mr, nv, mode):
+    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode``."""
     vw = params["vw"]
     item = 8 if params["ctype"] == "double" else 4
     # Local memory: the panel (a quarter of it at most) and two int tables of kt_max (an eighth each).
@@ -304,7 +303,7 @@ def _tile_params(device, params, mr, nv, mode, rem=False):
     kc_max = max(8, budget // (nv * vw * item))
     kt_max = max(kc_max, min(GEMM_KT_MAX, device.target.local_mem // 32))
     return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=kc_max, kt_max=kt_max,
-                mode=mode, rem=bool(rem), direct=bool(use_direct and mode == "fwd"))
+                mode=mode, direct=bool(use_direct and mode == "fwd"))
 
 
 def _small_params(device, dtype):
@@ -315,7 +314,6 @@ def _small_params(device, dtype):
 
 _gemm_cache: dict = {}
 forced_tile = None    # (mr, nv): tests force each micro-tile
-use_rem = False       # remainder micro-tiles: measured slower (code size), kept off
 use_direct = True     # fwd mode reads consecutive positions in place (no panel): measured faster
 use_blend = True      # stride 1: the output's own positions, vectors past a row's end blended
 
@@ -365,7 +363,7 @@ def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat
     dev = a.device
     # A training loop repeats its signatures: the kernel, the work split and every scalar argument are
     # made once per signature (~100 us of Python each time otherwise, on a host that shares the cores).
-    key = (dev, a.dtype, dims, strides, geo, mode, bool(flat), gap, bias is None, forced_tile, use_rem, use_direct,
+    key = (dev, a.dtype, dims, strides, geo, mode, bool(flat), gap, bias is None, forced_tile, use_blend, use_direct,
            GEMM_SLICE_BYTES, GEMM_KT_MAX, GEMM_A_BLOCK_BYTES, GEMM_ITEMS_PER_CU)
     plan = _gemm_plans.get(key)
     if plan is None:
@@ -388,7 +386,7 @@ def _gemm_plan(dev, dtype, dims, strides, geo, mode, flat, has_bias, gap=0):
     M, N, K, ldc, G, images, NIMG = dims
     base = _gemm_params(dev, dtype)
     mr, nv = _pick_tile(base, M, N)
-    params = _tile_params(dev, base, mr, nv, mode, rem=use_rem and M % mr > 0)
+    params = _tile_params(dev, base, mr, nv, mode)
     knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
     mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], np.dtype(dtype).itemsize
     # flat (stride 1, fwd: every panel a contiguous run): every panel is read in place, so a k slice is
