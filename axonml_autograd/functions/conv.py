@@ -15,6 +15,12 @@ keeps the input, not the columns, and for each chunk:
 
 A 1x1 convolution with stride 1 and no padding needs no unfolding: its columns are the input.
 
+That is the path of GPU targets. On CPU targets the three products are implicit GEMMs instead
+(``cl_kernels/conv_gemm.cl.mako``, "Implicit GEMM" below): no column matrix, the input padded once and
+read through index tables, the bias added in the forward's kernel, the stride-1 input gradient a
+convolution of the padded upstream gradient with the flipped weight (a strided one takes the path
+above), and the weight gradient summed over runs of images. ``AXONML_CONV`` (or ``path``) forces one.
+
 The transposed convolution (``conv_transpose1d/2d``) is the input gradient above run as an op, for the
 convolution from its output's size to its input's: the same chunks, products and col2im, no new kernel.
 
@@ -43,12 +49,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
 from .. import amp
 from .. import kernels, launch
 from ..grad_fn import record
+from ..no_grad import is_grad_enabled
 from ..matmul import matmul
 from ..tensor import Tensor, check_index32
 from ..elementwise_kernels import elementwise
@@ -228,6 +236,281 @@ def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
     return dx
 
 
+# ------------------------------------------------------------------------------------------------------
+# Implicit GEMM (CPUs): no column matrix (cl_kernels/conv_gemm.cl.mako)
+# ------------------------------------------------------------------------------------------------------
+# The three products run as one blocked kernel that gathers im2col's matrix from a zero-padded copy of
+# the input (two index tables added, computed in the kernel): the forward, the weight gradient (each
+# work-item sums a run of images into its own partial, then one reduction in a fixed order), and for
+# stride 1 the input gradient, a stride-1 convolution of the padded upstream gradient with the flipped
+# weight. Measured on a 2-core EPYC (PoCL) for [64, 16, 28, 28] * [32, 16, 3, 3]: see README.
+
+_GEMM = "conv_gemm.cl.mako"
+# Micro-tiles (MR rows, NV vectors) whose accumulators, NV vectors of B and one broadcast fit the vector
+# registers: 16 of them where vectors are narrower than 512 bits, 32 with AVX-512. Each call takes the
+# one that pads its M x N least, the first of equals. On a 2-core EPYC (AVX2) 4x2 ran the forward of
+# [64, 16, 28, 28] * [32, 16, 3, 3] in 2.8 ms against 3.0 for 6x2 (matmul's), 3.1 for 8x1, and 5.3
+# for 4x3 (16 accumulators: spills); its input gradient in 3.9 against 4.1.
+GEMM_TILES_NARROW = ((4, 2), (6, 2))
+GEMM_TILES_WIDE = ((8, 2), (4, 2))
+GEMM_SLICE_BYTES = 16 * 1024    # one k slice of an NR-column panel: half of a 32 KB L1
+GEMM_KT_MAX = 1024              # the k slice where no panel is copied (stride 1: B read in place)
+GEMM_SLACK = 64                 # elements past a padded input that a last panel may read (and drop)
+GEMM_A_BLOCK_BYTES = 64 * 1024  # the rows of A one work-item re-reads per column panel
+GEMM_ITEMS_PER_CU = 4           # split the work until there are this many work-items per compute unit
+
+# Which path convolutions take: "auto" (implicit GEMM on CPU targets, im2col + matmul on GPUs),
+# "gemm" or "im2col" (tests force each; the environment variable AXONML_CONV sets it per process).
+path = os.environ.get("AXONML_CONV", "auto").strip().lower() or "auto"
+
+
+def _use_gemm(device, spec) -> bool:
+    choice = path
+    if choice not in ("auto", "gemm", "im2col"):
+        raise ValueError(f"conv: path must be 'auto', 'gemm' or 'im2col', got {choice!r}")
+    if choice == "auto":
+        return not device.target.is_gpu and not spec.pointwise
+    return choice == "gemm"
+
+
+def _gemm_params(device, dtype):
+    """The parameters of conv_gemm's program on ``device`` with the tile size left out (ctype, vw,
+    and the 'tiles' candidates): the first vector width that builds."""
+    key = ("conv_gemm", id(device), dtype)
+    cached = _gemm_cache.get(key)
+    if cached is not None:
+        return cached
+    item = np.dtype(dtype).itemsize
+
+    def make(vw):
+        tiles = GEMM_TILES_WIDE if vw * item >= 64 else GEMM_TILES_NARROW
+        params = dict(ctype=kernels.ctype(dtype), vw=vw, tiles=tiles)
+        kernels.get_kernel(device, _GEMM, "conv_gemm", **_tile_params(device, params, *tiles[0], "fwd"))
+        return params
+
+    params = kernels.first_that_builds(device, f"conv_gemm {kernels.ctype(dtype)}",
+                                       device.target.vector_widths(dtype, least=1), make)
+    _gemm_cache[key] = params
+    return params
+
+
+def _tile_params(device, params, mr, nv, mode):
+    """conv_gemm's template parameters for an MR x NV-vector micro-tile in ``mode``."""
+    vw = params["vw"]
+    item = 8 if params["ctype"] == "double" else 4
+    # Local memory: the panel (a quarter of it at most) and two int tables of kt_max (an eighth each).
+    budget = min(GEMM_SLICE_BYTES, device.target.local_mem // 4)
+    kc_max = max(8, budget // (nv * vw * item))
+    kt_max = max(kc_max, min(GEMM_KT_MAX, device.target.local_mem // 32))
+    return dict(ctype=params["ctype"], vw=vw, mr=mr, nr=nv * vw, kc_max=kc_max, kt_max=kt_max,
+                mode=mode, direct=bool(use_direct and mode == "fwd"))
+
+
+def _small_params(device, dtype):
+    """The parameters the helper kernels (pad_planes, flip_weight) are built with: the first tile's."""
+    params = _gemm_params(device, dtype)
+    return _tile_params(device, params, *params["tiles"][0], "fwd")
+
+
+_gemm_cache: dict = {}
+forced_tile = None    # (mr, nv): tests force each micro-tile
+use_direct = True     # fwd mode reads consecutive positions in place (no panel): measured faster
+use_blend = True      # stride 1: the output's own positions, vectors past a row's end blended
+
+
+def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor:
+    """``t`` seen as ``planes`` planes [H, W], each placed at (top, left) in a zero [HO, WO] plane, and
+    GEMM_SLACK + WO elements more (not written: read only for columns that are dropped).
+    ``sums`` (a [planes * HO] tensor): also each output row's sum of ``t`` (its rows must all be kept)."""
+    out = Tensor._wrap((planes * HO * WO + GEMM_SLACK + WO,), t.dtype, t.device)
+    if planes * HO * WO:
+        name = "pad_planes" if sums is None else "pad_planes_sum"
+        knl = kernels.get_kernel(t.device, _GEMM, name, **_small_params(t.device, t.dtype))
+        rb = _row_block(planes, HO, t.device)
+        n = planes * -(-HO // rb)
+        check_index32("convolution", out.numel(), t.numel())
+        extra = {} if sums is None else {"sums": sums}
+        kernels.launch(t.device, knl, (n,), (1,), x=t, y=out, **extra, H=H, W=W, HO=HO, WO=WO, top=top,
+                       left=left, RB=rb, n=n)
+    return out
+
+
+def _pick_tile(base, M, N):
+    """The micro-tile (mr, nv) that pads M x N least (the first of equals), unless one is forced."""
+    vw = base["vw"]
+    return forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
+
+
+def _stride1_columns(dev, dtype, M, OH, OW, WP):
+    """(CW, columns, gap) of a stride-1 product with M rows over an OH x OW output whose input rows
+    are WP long. The output's own positions (CW = OW) when a row is a whole number of column panels
+    (each panel a contiguous run), or when rows are at least a vector long (gap = WP - OW: a vector
+    that runs past a row's end blends in the next row's start, read gap further on); else the padded
+    grid's positions (CW = WP: every panel contiguous, the columns past OW in a row computed and
+    dropped: 7% more work for 28-wide rows)."""
+    base = _gemm_params(dev, dtype)
+    nr = _pick_tile(base, M, OH * OW)[1] * base["vw"]
+    if OW % nr == 0:
+        return OW, OH * OW, 0
+    if use_blend and use_direct and base["vw"] > 1 and OW >= base["vw"]:
+        return OW, OH * OW, WP - OW
+    return WP, (OH - 1) * WP + OW, 0
+
+
+def _gemm(a: Tensor, xp: Tensor, c: Tensor, bias, dims, strides, geo, mode, flat=False, gap=0):
+    """Enqueue conv_gemm in ``mode`` ("fwd" | "wgrad"): ``dims`` (M, N, K, ldc, G, images, NIMG),
+    ``strides`` (w_img, w_grp, x_img, x_grp, c_img, c_grp), ``geo`` (KH, KW, HPWP, WP, DH, DW, CW, OW, SH, SW)."""
+    dev = a.device
+    # A training loop repeats its signatures: the kernel, the work split and every scalar argument are
+    # made once per signature (~100 us of Python each time otherwise, on a host that shares the cores).
+    key = (dev, a.dtype, dims, strides, geo, mode, bool(flat), gap, bias is None, forced_tile, use_blend, use_direct,
+           GEMM_SLICE_BYTES, GEMM_KT_MAX, GEMM_A_BLOCK_BYTES, GEMM_ITEMS_PER_CU)
+    plan = _gemm_plans.get(key)
+    if plan is None:
+        plan = _gemm_plans[key] = _gemm_plan(dev, a.dtype, dims, strides, geo, mode, flat, bias is not None, gap)
+        if len(_gemm_plans) > 1024:
+            _gemm_plans.clear()
+    knl, gsize, fill = plan
+    check_index32("convolution", a.numel(), xp.numel(), c.numel())
+    launch.kernel(dev, knl, gsize, (1, 1, 1), fill(a, xp, c, bias if bias is not None else a), packed=True)
+    # Hand the product (and what was queued before it) to the device now: it runs while Python records
+    # and launches what comes next, instead of waiting for the pending list to fill.
+    launch.flush(dev)
+
+
+_gemm_plans: dict = {}
+
+
+def _gemm_plan(dev, dtype, dims, strides, geo, mode, flat, has_bias, gap=0):
+    """(kernel, global size, argument filler of (w_base, x_base, c_base, bias)) for one signature."""
+    M, N, K, ldc, G, images, NIMG = dims
+    base = _gemm_params(dev, dtype)
+    mr, nv = _pick_tile(base, M, N)
+    params = _tile_params(dev, base, mr, nv, mode)
+    knl = kernels.get_kernel(dev, _GEMM, "conv_gemm", **params)
+    mr, nr, kc_max, item = params["mr"], params["nr"], params["kc_max"], np.dtype(dtype).itemsize
+    # flat (stride 1, fwd: every panel a contiguous run): every panel is read in place, so a k slice is
+    # bounded by the offset table only.
+    flat = bool(flat and params["direct"])
+    cap = params["kt_max"] if flat else kc_max
+    kc = -(-K // -(-K // cap))                 # equal slices, none past the cap
+    pm, pn = -(-M // mr), -(-N // nr)
+    batch = -(-NIMG // images) * G
+    want = GEMM_ITEMS_PER_CU * dev.target.compute_units
+    # wgrad: all rows (taps) in one work-item, so each panel of g is copied once, not once per row
+    # block (2.58 against 2.86 ms for [64, 16, 28, 28] * [32, 16, 3, 3], measured on the 2-core EPYC).
+    mcp = min(pm, params["kt_max"] // mr) if mode == "wgrad" else max(1, min(pm, GEMM_A_BLOCK_BYTES // (mr * kc * item)))
+    ncp = pn
+
+    def items():
+        return -(-pm // mcp) * -(-pn // ncp) * batch
+
+    while ncp > 1 and items() < want:
+        ncp = -(-ncp // 2)
+    while mcp > 1 and items() < want:
+        mcp = -(-mcp // 2)
+    values = dict(**dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
+                  **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
+                  **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
+                  mcp=mcp, ncp=ncp, kc=kc, has_bias=int(has_bias), flat=int(flat), gap=int(gap if flat else 0))
+    fill = kernels.signature(knl).partial(values, ("w_base", "x_base", "c_base", "bias"))
+    return knl, (-(-pm // mcp), -(-pn // ncp), batch), fill
+
+
+def _padded_size(spec):
+    """(HP, WP): the rows and columns of the padded input that the windows read."""
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    return (OH - 1) * SH + (KH - 1) * DH + 1, (OW - 1) * SW + (KW - 1) * DW + 1
+
+
+def _padded_input(xt: Tensor, spec, xp=None):
+    """(xp, HP, WP): the input zero-padded to exactly the rows and columns the windows read (``xp``:
+    one made before, e.g. by the forward)."""
+    N, C, H, W = spec.x_shape
+    HP, WP = _padded_size(spec)
+    if xp is None:
+        xp = _pad_planes(xt, N * C, H, W, HP, WP, spec.geom[8], spec.geom[9])
+    return xp, HP, WP
+
+
+def _gemm_forward(xt: Tensor, wt: Tensor, spec, bias=None, xp=None) -> Tensor:
+    """conv2d(x, w) (+ bias [O], added in the kernel) by implicit GEMM (``xp``: the padded input, if
+    made already)."""
+    N, G, Og, K, L = spec.dims
+    C = spec.x_shape[1]
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    xp, HP, WP = _padded_input(xt, spec, xp)
+    y = Tensor._wrap(spec.y_shape, xt.dtype, xt.device)
+    # Stride 1: every column panel a contiguous run of xp (_stride1_columns); otherwise the output's
+    # own positions, gathered into panels.
+    stride1 = (SH, SW) == (1, 1)
+    CW, cols, gap = _stride1_columns(xt.device, xt.dtype, Og, OH, OW, WP) if stride1 else (OW, L, 0)
+    _gemm(wt, xp, y, bias, (Og, cols, K, L, G, 1, N),
+          (0, Og * K, C * HP * WP, (C // G) * HP * WP, G * Og * L, Og * L),
+          (KH, KW, HP * WP, WP, DH, DW, CW, OW, SH, SW), "fwd", flat=stride1, gap=gap)
+    return y
+
+
+def _gemm_weight_grad(g: Tensor, xt: Tensor, spec, xp=None) -> Tensor:
+    """The weight gradient by implicit GEMM: per run of images, dW^T [G, K, Og]; the runs summed."""
+    N, G, Og, K, L = spec.dims
+    C = spec.x_shape[1]
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    xp, HP, WP = _padded_input(xt, spec, xp)
+    # Each work-item sums a run of images; enough runs for every compute unit to have several (twice the
+    # products' count: a run is long, and a core slowed by other work should not leave the last one late).
+    runs = max(1, min(N, 2 * GEMM_ITEMS_PER_CU * g.device.target.compute_units // G))
+    images = -(-N // runs)
+    runs = -(-N // images)
+    part = Tensor._wrap((runs, G, K, Og), g.dtype, g.device)
+    _gemm(g, xp, part, None, (K, Og, L, Og, G, images, N),
+          (G * Og * L, Og * L, C * HP * WP, (C // G) * HP * WP, G * K * Og, K * Og),
+          (KH, KW, HP * WP, WP, DH, DW, OW, OW, SH, SW), "wgrad")
+    # The runs summed in order and transposed to the weight's layout, in one launch.
+    gw = Tensor._wrap(spec.w_shape, g.dtype, g.device)
+    dev = g.device
+    knl = kernels.get_kernel(dev, _GEMM, "sum_runs", **_small_params(dev, g.dtype))
+    n = gw.numel()
+    local = kernels.fit_local(dev, knl, dev.target.local_size(64))
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), part=part, dw=gw, runs=runs, K=K, Og=Og, n=n)
+    return gw
+
+
+def _gemm_input_grad(g: Tensor, wt: Tensor, spec, bias=False):
+    """The input gradient of a stride-1 convolution: the convolution of the upstream gradient, padded
+    by (kernel extent - 1 - padding), with the flipped weight wf[g, c, o, i, j] = w[g*Og + o, c, -i, -j].
+    With ``bias``: (that, the bias gradient), the latter summed from the padding kernel's row sums of g
+    (None where the padding crops rows of g)."""
+    N, G, Og, K, L = spec.dims
+    C, H, W = spec.x_shape[1:]
+    Cg = C // G
+    _, _, OH, OW, KH, KW, SH, SW, PH, PW, DH, DW = spec.geom
+    HPg, WPg = H + (KH - 1) * DH, W + (KW - 1) * DW
+    top = (KH - 1) * DH - PH
+    sums = None
+    if bias and 0 <= top and top + OH <= HPg:   # (every row of g kept: its sums are g's)
+        blocks = -(-HPg // _row_block(N * G * Og, HPg, g.device))    # the padding's row blocks per plane
+        sums = Tensor._wrap((N, G * Og, blocks), g.dtype, g.device)
+    gp = _pad_planes(g, N * G * Og, OH, OW, HPg, WPg, top, (KW - 1) * DW - PW, sums)
+    dev = g.device
+    wf = Tensor._wrap((G, Cg, Og * KH * KW), wt.dtype, dev)
+    knl = kernels.get_kernel(dev, _GEMM, "flip_weight", **_small_params(dev, wt.dtype))
+    n = wf.numel()
+    local = kernels.fit_local(dev, knl, dev.target.local_size(64))
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), w=wt, wf=wf, Og=Og, Cg=Cg, KK=KH * KW, n=n)
+    dx = Tensor._wrap(spec.x_shape, g.dtype, dev)
+    CW, cols, gap = _stride1_columns(dev, g.dtype, Cg, H, W, WPg)
+    _gemm(wf, gp, dx, None, (Cg, cols, Og * KH * KW, H * W, G, 1, N),
+          (0, Cg * Og * KH * KW, G * Og * HPg * WPg, Og * HPg * WPg, C * H * W, Cg * H * W),
+          (KH, KW, HPg * WPg, WPg, DH, DW, CW, W, 1, 1), "fwd", flat=True, gap=gap)
+    if not bias:
+        return dx
+    if sums is None:
+        return dx, None
+    if sums._shape[2] > 1:
+        sums = reduce(sums, "sum", 2)
+    return dx, reduce(sums.reshape(sums._shape[:2]), "sum", 0)
+
 # The batch goes through im2col and the products in chunks whose columns take about this many bytes:
 # a chunk's columns are then still in the cache when the product reads them (for [64, 16, 28, 28]
 # with 3x3 filters, the whole batch's columns are 29 MB; its forward+backward took 38 ms in one go
@@ -277,6 +560,8 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     """conv2d(x, w) without bias, [N, O, OH, OW]: per chunk of the batch, im2col and one batched product."""
     if xt.dtype.itemsize == 2:   # float16/bfloat16: float32 copies, the float32 path, one rounding
         return _conv_forward(xt.astype("float32"), wt.astype("float32"), spec).astype(xt.dtype)
+    if _use_gemm(xt.device, spec):
+        return _gemm_forward(xt, wt, spec)
     N, G, Og, K, L = spec.dims
     wm = wt.reshape((G, Og, K))
     y = Tensor._wrap((N, G, Og, L), xt.dtype, xt.device)
@@ -295,13 +580,31 @@ def _conv_forward(xt: Tensor, wt: Tensor, spec) -> Tensor:
     return y.reshape(spec.y_shape)
 
 
-def _conv_backward(g: Tensor, spec, xs=None, wt=None):
-    """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's). The input's needs the
-    weight ``wt`` (None: not computed), the weight's needs the input ``xs`` (None: not computed)."""
+def _conv_backward(g: Tensor, spec, xs=None, wt=None, xp=None, bias=False):
+    """The gradients of conv2d(x, w) for the upstream ``g``: (input's, weight's), and the bias's with
+    ``bias``. The input's needs the weight ``wt`` (None: not computed), the weight's needs the input
+    ``xs`` (None: not computed; ``xp``: its padded copy, when the forward kept one)."""
     if g.dtype.itemsize == 2:    # float16/bfloat16: float32 copies, the float32 path, one rounding each
         up = lambda t: None if t is None else t.astype("float32")   # noqa: E731
-        gx, gw = _conv_backward(up(g), spec, up(xs), up(wt))
-        return tuple(None if t is None else t.astype(g.dtype) for t in (gx, gw))
+        grads = _conv_backward(up(g), spec, up(xs), up(wt), bias=bias)
+        return tuple(None if t is None else t.astype(g.dtype) for t in grads)
+    gb = None
+    if _use_gemm(g.device, spec):
+        gw = _gemm_weight_grad(g, xs, spec, xp) if xs is not None else None
+        gx = None
+        if wt is not None and spec.geom[6:8] == (1, 1):
+            # (The padding of g for the input's also sums it for the bias's.)
+            gx, gb = _gemm_input_grad(g, wt, spec, bias=True) if bias else (_gemm_input_grad(g, wt, spec), None)
+        elif wt is not None:
+            gx = _conv_backward_im2col(g, spec, None, wt)[0]
+    else:
+        gx, gw = _conv_backward_im2col(g, spec, xs, wt)
+    if not bias:
+        return gx, gw
+    return gx, gw, gb if gb is not None else _bias_grad(g)
+
+
+def _conv_backward_im2col(g: Tensor, spec, xs, wt):
     N_, G_, Og_, K_, L_ = spec.dims
     need_x, need_w = wt is not None, xs is not None
     wm_s = wt.reshape((G_, Og_, K_)) if need_x else None
@@ -335,14 +638,17 @@ def _conv_backward(g: Tensor, spec, xs=None, wt=None):
 
 
 def _conv_rule(ctx, g):
-    xs, ws = ctx.saved_tensors
+    saved = ctx.saved_tensors
+    xs, ws = saved[:2]
     spec = ctx.spec
     # The gradient of a permuted result arrives as a view, and the chunks below read its storage directly.
     g = g.contiguous()
     need = ctx.needs_input_grad
-    gx, gw = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None)
-    gb = _bias_grad(g) if len(need) > 2 and need[2] else None
-    return gx, gw, gb
+    # (A third saved tensor: the padded input that an implicit-GEMM forward made, for the weight's.)
+    want_bias = len(need) > 2 and need[2]
+    grads = _conv_backward(g, spec, xs if need[1] else None, ws if need[0] else None,
+                           saved[2] if len(saved) > 2 else None, bias=want_bias)
+    return grads if want_bias else grads + (None,)
 
 
 def _bias_grad(g: Tensor) -> Tensor:
@@ -379,7 +685,7 @@ def _conv_family_op(kind, a, b, spec):
 
 
 def _conv_family_rule(ctx, v):
-    at, bt = ctx.saved_tensors
+    at, bt = ctx.saved_tensors[:2]
     spec, kind = ctx.spec, ctx.kind
     if kind == "conv":
         return _conv_rule(ctx, v)[:2]
@@ -396,7 +702,7 @@ def _conv_family_rule(ctx, v):
 
 
 def _conv_family_vrule(ctx, v):
-    at, bt = ctx.saved_tensors
+    at, bt = ctx.saved_tensors[:2]
     spec, kind = ctx.spec, ctx.kind
     need = ctx.needs_input_grad
     a, b = ctx.input(0, at), ctx.input(1, bt)
@@ -420,16 +726,25 @@ def _conv2d(x, w, bias, stride, pad, dilation, groups, out_hw):
     """The convolution of 4-D Variables with checked arguments (pad is the top/left amount)."""
     xt, wt = x.data().contiguous(), w.data().contiguous()   # the chunks read their storage directly
     spec = _conv_spec(xt._shape, wt._shape, stride, pad, dilation, groups, out_hw, xt.dtype)
-    # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
-    fused = bias is not None and xt.dtype.itemsize == 2
-    y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
-    if bias is not None:
-        O = wt._shape[0]
-        y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
-        y = y.astype(xt.dtype) if fused else y
+    saved = (xt, wt)
+    if _use_gemm(xt.device, spec) and xt.dtype.itemsize != 2:
+        # Implicit GEMM: the bias is added by the product's kernel, and the padded input is kept for
+        # the weight's gradient (when it will be wanted), instead of padding again.
+        xp = _padded_input(xt, spec)[0]
+        y = _gemm_forward(xt, wt, spec, bias.data().contiguous() if bias is not None else None, xp)
+        if w._requires_grad and is_grad_enabled():
+            saved = (xt, wt, xp)
+    else:
+        # 16-bit with a bias: the convolution and the bias add in float32, rounded once (as torch's)
+        fused = bias is not None and xt.dtype.itemsize == 2
+        y = _conv_forward(xt.astype("float32"), wt.astype("float32"), spec) if fused else _conv_forward(xt, wt, spec)
+        if bias is not None:
+            O = wt._shape[0]
+            y = elementwise("a + b", [y, bias.data().reshape((1, O, 1, 1))], op="conv2d bias")
+            y = y.astype(xt.dtype) if fused else y
     inputs = [x, w] + ([bias] if bias is not None else [])
     # The input, not its columns, is kept: backward unfolds each chunk again while it is in the cache.
-    return record("ConvolutionBackward", y, inputs, _conv_rule, saved=(xt, wt), spec=spec, kind="conv",
+    return record("ConvolutionBackward", y, inputs, _conv_rule, saved=saved, spec=spec, kind="conv",
                   vrule=_conv_family_vrule)
 
 
