@@ -1,5 +1,5 @@
 ## 2-D pooling over [N, C, H, W] (NCHW, contiguous) planes, forward and backward, one element per
-## work-item. Geometry is all kernel arguments; a program is specialised on the element type only.
+## work-item (max pooling on CPUs: one plane per work-item, the `_planes` kernels). Geometry is all kernel arguments; a program is specialised on the element type only.
 ##
 ## Backward kernels are gathers: each input element sums, in a fixed order, the gradients of the
 ## outputs whose window holds it, so there are no atomics and results are the same at every run.
@@ -46,6 +46,77 @@ __kernel void max_forward(__global const T *restrict x, __global T *restrict y, 
     }
     y[gid] = best;
     idx[gid] = at;
+}
+
+// CPUs: a work-item per [H, W] plane. The element-per-work-item kernels above spend most of their time
+// in the four integer divisions that place an element; here the loops walk the plane, with the same
+// windows, the same scan and the same sums in the same order, so the same bits. `window` (KH, KW, SH,
+// SW, PH, PW, DH, DW), when given, makes the window constants of the program, so its loops unroll.
+<% win = context.get("window") %>\
+% for k, name in enumerate(("KH", "KW", "SH", "SW", "PH", "PW", "DH", "DW")):
+#define P_${name} ${win[k] if win else name}
+% endfor
+__kernel void max_forward_planes(__global const T *restrict x, __global T *restrict y,
+                                 __global int *restrict idx, ${c.geometry()}, const int n, const int per)
+{
+  // `per` planes each: PoCL's cost per work-group (~0.7 us) would otherwise dominate small planes.
+  for (int nc = get_global_id(0) * per, last = min(n, nc + per); nc < last; ++nc) {
+    __global const T *src = x + (long)nc * H * W;
+    __global T *dst = y + (long)nc * OH * OW;
+    __global int *pos = idx + (long)nc * OH * OW;
+    for (int oh = 0; oh < OH; ++oh) {
+        const int hs = oh * P_SH - P_PH;
+        int h0 = hs;
+        while (h0 < 0) h0 += P_DH;
+        for (int ow = 0; ow < OW; ++ow) {
+            const int ws = ow * P_SW - P_PW;
+            int w0 = ws;
+            while (w0 < 0) w0 += P_DW;
+            T best = -INFINITY;
+            int at = h0 * W + w0;
+            for (int i = 0; i < P_KH; ++i) {
+                const int h = hs + i * P_DH;
+                if (h < 0 || h >= H) continue;
+                for (int j = 0; j < P_KW; ++j) {
+                    const int w = ws + j * P_DW;
+                    if (w < 0 || w >= W) continue;
+                    const T v = src[h * W + w];
+                    if (v > best || v != v) {   // (v != v: NaN, inline; isnan is a call on PoCL)
+                        best = v;
+                        at = h * W + w;
+                    }
+                }
+            }
+            dst[oh * OW + ow] = best;
+            pos[oh * OW + ow] = at;
+        }
+    }
+  }
+}
+
+// The gradient of a plane: zero, then each window tap (i, j) in max_backward's order adds the outputs
+// whose maximum it was, so every input element sums its contributions as max_backward's gather does.
+__kernel void max_backward_planes(__global const T *restrict g, __global const int *restrict idx,
+                                  __global T *restrict dx, ${c.geometry()}, const int n, const int per)
+{
+  for (int nc = get_global_id(0) * per, last = min(n, nc + per); nc < last; ++nc) {
+    __global const T *go = g + (long)nc * OH * OW;
+    __global const int *pos = idx + (long)nc * OH * OW;
+    __global T *d = dx + (long)nc * H * W;
+    for (int e = 0; e < H * W; ++e) d[e] = (T)0;
+    for (int i = 0; i < P_KH; ++i)
+        for (int j = 0; j < P_KW; ++j)
+            for (int oh = 0; oh < OH; ++oh) {
+                const int h = oh * P_SH - P_PH + i * P_DH;
+                if (h < 0 || h >= H) continue;
+                for (int ow = 0; ow < OW; ++ow) {
+                    const int w = ow * P_SW - P_PW + j * P_DW;
+                    if (w < 0 || w >= W) continue;
+                    const int o = oh * OW + ow;
+                    if (pos[o] == h * W + w) d[h * W + w] += go[o];
+                }
+            }
+  }
 }
 
 __kernel void max_backward(__global const T *restrict g, __global const int *restrict idx,

@@ -120,7 +120,7 @@ def _launch(template, name, dtype, n, args: dict, rows=None, **params):
     dtype, args, originals = kernels.float32_working_copies(dtype, args)   # 16-bit: in float32, rounded once
     knl = kernels.get_kernel(dev, template, name, ctype=kernels.ctype(dtype), **params)
     local = 1 if rows else kernels.fit_local(dev, knl, dev.target.local_size(256 if dev.target.is_gpu else 64))
-    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), n=n, **args)
+    kernels.launch(dev, knl, (kernels.round_up(n, local),), (local,), **{"n": n, **args})   # (args may count otherwise)
     kernels.write_back(knl, args, originals)
 
 
@@ -942,7 +942,13 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     y = Tensor._wrap((N, C, OH, OW), xt.dtype, xt.device)
     idx = Tensor._wrap((N, C, OH, OW), np.dtype(np.int32), xt.device)
     if y.numel():
-        _launch(_POOL, "max_forward", xt.dtype, y.numel(), dict(x=xt, y=y, idx=idx, **dict(zip(GEOMETRY, geom))))
+        if xt.device.target.is_gpu:
+            _launch(_POOL, "max_forward", xt.dtype, y.numel(), dict(x=xt, y=y, idx=idx, **dict(zip(GEOMETRY, geom))))
+        else:   # a plane per work-item (pool.cl.mako): the same results without a division per element
+            per = _planes_per_item(xt.device, N * C)
+            _launch(_POOL, "max_forward_planes", xt.dtype, -(-(N * C) // per),
+                    dict(x=xt, y=y, idx=idx, n=N * C, per=per, **dict(zip(GEOMETRY, geom))), rows=1,
+                    window=tuple(geom[4:]))
 
     out = record("MaxPool2DBackward", y, [x], _pool_rule, saved=(idx,), kind="max", direction=0, params=geom,
                  x_shape=xt._shape, y_shape=y._shape, vrule=_pool_vrule)
@@ -1027,6 +1033,12 @@ _POOL_PARAMS = {"max": GEOMETRY, "avg": GEOMETRY + ("include_pad", "divisor"), "
                 "adaptive_max": GEOMETRY}
 
 
+def _planes_per_item(device, planes) -> int:
+    """Planes per work-item of the CPU max-pool kernels: a few work-items per compute unit."""
+    t = device.target
+    return max(1, -(-planes // (t.items_per_unit * t.compute_units)))
+
+
 def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> Tensor:
     """P (direction 0: input -> output) or P^T (1: output -> input) applied to ``t``."""
     out = Tensor._wrap(x_shape if direction else y_shape, t.dtype, t.device)
@@ -1035,7 +1047,13 @@ def _pool_apply(kind, direction, t: Tensor, saved, params, x_shape, y_shape) -> 
         args = {src: t, dst: out, **dict(zip(_POOL_PARAMS[kind], params))}
         if kind in ("max", "adaptive_max"):
             args["idx"] = saved[0]
-        _launch(_POOL, name, t.dtype, out.numel(), args)
+        if name == "max_backward" and not t.device.target.is_gpu:   # a plane per work-item, as the forward
+            planes = math.prod(x_shape[:-2])
+            per = _planes_per_item(t.device, planes)
+            _launch(_POOL, "max_backward_planes", t.dtype, -(-planes // per), dict(args, n=planes, per=per), rows=1,
+                    window=tuple(params[4:]))
+        else:
+            _launch(_POOL, name, t.dtype, out.numel(), args)
     return out
 
 
