@@ -789,7 +789,6 @@ class Bench:
         """An LSTM training step, eager and captured, against torch's nn.LSTM with the same weights."""
         np = self.np
         import axonml_autograd.nn as nn
-        from axonml_autograd import capture
         T, B, I, H = LSTM_SHAPE
         x_h = self.rng.standard_normal((T, B, I), dtype=np.float32)
         y_h = self.rng.standard_normal((T, B, H), dtype=np.float32)
@@ -811,22 +810,7 @@ class Bench:
             return model, step
 
         steps = 5 if self.quick else 10
-        model, eager_step = trainer()
-        cmodel, cstep = trainer()
-        cstep = capture(cstep)
-        for _ in range(3):
-            eager_step(), cstep()
-        same = all(np_equal(a.data().numpy(), b.data().numpy())
-                   for a, b in zip(model.parameters(), cmodel.parameters()))
-
-        def run(step):
-            def timed():
-                for _ in range(steps):
-                    step()
-                self.finish()
-            return timed
-
-        fns = {"ours": run(eager_step), "captured": run(cstep)}
+        model, cstep, same, fns = self._eager_and_captured(trainer, steps)
         err_note = ""
         if self.torch:
             torch = self.torch
@@ -864,12 +848,32 @@ class Bench:
                     best={k: v for k, v in {**best, "ours": best_captured}.items() if v is not None})]
         return rows
 
+    def _eager_and_captured(self, trainer, steps):
+        """Two twins from ``trainer()`` (a model and its step function), one step eager and one through
+        ``capture()``, three steps each: (the eager model, the captured step, whether the twins' parameters
+        are equal, the timed functions "ours" and "captured", ``steps`` steps and a finish each)."""
+        from axonml_autograd import capture
+        model, eager_step = trainer()
+        cmodel, cstep = trainer()
+        cstep = capture(cstep)
+        for _ in range(3):
+            eager_step(), cstep()
+        same = all(np_equal(a.data().numpy(), b.data().numpy())
+                   for a, b in zip(model.parameters(), cmodel.parameters()))
+
+        def run(step):
+            def timed():
+                for _ in range(steps):
+                    step()
+                self.finish()
+            return timed
+        return model, cstep, same, {"ours": run(eager_step), "captured": run(cstep)}
+
     def _model_step_rows(self, name, label, make_ours, make_torch, x_h, y_h, eager_target, captured_target):
         """A whole training step (forward, cross-entropy, backward, SGD with momentum) of a model built twice
         by ``make_ours`` (a seeded twin each call) and once in torch by ``make_torch(ours)`` (the same
         weights): eager and through ``capture()`` against torch's eager step, ms/step."""
         np = self.np
-        from axonml_autograd import capture
         from axonml_autograd.nn import functional as F
         from axonml_autograd.optim import SGD
         x = self.Variable(self.Tensor.from_numpy(x_h, device=self.dev))
@@ -888,22 +892,7 @@ class Bench:
             return model, step
 
         steps = 3 if self.quick else 8
-        model, eager_step = trainer()
-        cmodel, cstep = trainer()
-        cstep = capture(cstep)
-        for _ in range(3):
-            eager_step(), cstep()
-        same = all(np_equal(a.data().numpy(), b.data().numpy())
-                   for a, b in zip(model.parameters(), cmodel.parameters()))
-
-        def run(step):
-            def timed():
-                for _ in range(steps):
-                    step()
-                self.finish()
-            return timed
-
-        fns = {"ours": run(eager_step), "captured": run(cstep)}
+        _model, cstep, same, fns = self._eager_and_captured(trainer, steps)
         err_note = ""
         if self.torch:
             torch = self.torch
