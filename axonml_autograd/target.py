@@ -262,17 +262,21 @@ def _step_vector(context, queue, cl_device, ctype, vw) -> dict:
     cl.enqueue_copy(queue, out, d_out)
     if not np.array_equal(out, host_b.T @ host_a):
         return {"ok": False, "why": "wrong numbers"}
+    return {"ok": True, "seconds": _fastest_round(queue, knl, n_vec)}
+
+
+def _fastest_round(queue, knl, size) -> float:
+    """Seconds of the fastest of ``_ROUNDS`` rounds of four launches of ``knl`` over ``size`` work-items.
+    Other work on the machine only ever adds time, so the best round is the closest to the kernel's own
+    (a median taken while the machine was busy once kept 4 lanes on a CPU where 8 are faster)."""
     times = []
     for _ in range(_ROUNDS):
         start = time.perf_counter()
         for _rep in range(4):
-            cl.enqueue_nd_range_kernel(queue, knl, (n_vec,), None)
+            cl.enqueue_nd_range_kernel(queue, knl, (size,), None)
         queue.finish()
         times.append(time.perf_counter() - start)
-    # The fastest round: other work on the machine only ever adds time, so the best of a few rounds is
-    # the closest to the kernel's own (a median taken while the machine was busy once kept 4 lanes on a
-    # CPU where 8 are faster).
-    return {"ok": True, "seconds": min(times)}
+    return min(times)
 
 
 def _step_work_group(context, queue, cl_device) -> dict:
@@ -360,14 +364,7 @@ def _step_erf(context, queue, cl_device) -> dict:
             ulps = np.abs(out.astype(np.float64) - exact)[~nan] / spacing[~nan]
             if not (np.array_equal(np.isnan(out), nan) and ulps.max() <= 8):
                 return {"ok": True, "own_erf": False, "why": "the written-out erf is off on this device"}
-        times = []
-        for _ in range(_ROUNDS):
-            start = time.perf_counter()
-            for _rep in range(4):
-                cl.enqueue_nd_range_kernel(queue, knl, (items,), None)
-            queue.finish()
-            times.append(time.perf_counter() - start)
-        seconds[name] = min(times)   # the fastest round (see _step_vector)
+        seconds[name] = _fastest_round(queue, knl, items)
     return {"ok": True, "own_erf": seconds["own"] < 0.8 * seconds["builtin"], **seconds}
 
 
