@@ -944,9 +944,11 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     if y.numel():
         if xt.device.target.is_gpu:
             _launch(_POOL, "max_forward", xt.dtype, y.numel(), dict(x=xt, y=y, idx=idx, **dict(zip(GEOMETRY, geom))))
-        else:   # a plane per work-item (pool.cl.mako): the same results without a division per element
+        else:   # runs of planes per work-item (pool.cl.mako): the same results without a division per element
             per = _planes_per_item(xt.device, N * C)
-            _launch(_POOL, "max_forward_planes", xt.dtype, -(-(N * C) // per),
+            # Output rows shorter than a float vector leave the row-at-a-time loop too short to vectorise.
+            name = "max_forward_planes" if OW >= xt.device.target.vw_float else "max_forward_flat"
+            _launch(_POOL, name, xt.dtype, -(-(N * C) // per),
                     dict(x=xt, y=y, idx=idx, n=N * C, per=per, **dict(zip(GEOMETRY, geom))), rows=1,
                     window=tuple(geom[4:]))
 
