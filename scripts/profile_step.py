@@ -33,7 +33,7 @@ import bench  # noqa: E402
 
 def _label(knl, names):
     """The kernel's name, and for elementwise/fused kernels the expression of the value they store."""
-    key = knl.program.int_ptr
+    key = (knl.program.int_ptr, knl.function_name)   # (a program holds several kernels: pool forward and backward)
     if key not in names:
         name = knl.function_name
         if name in ("ew", "fused"):
