@@ -27,7 +27,7 @@ PORTABILITY_TESTS := tests/test_kernels.py tests/test_matmul.py tests/test_gradi
                      tests/test_rnn.py tests/test_half.py tests/test_half_ops.py \
                      tests/test_half_bandwidth_paths.py tests/test_fused_attention.py tests/test_fused_attention_blocking.py \
                      tests/test_capture_memory.py tests/test_erf_kernels.py tests/test_matmul_bias.py tests/test_optim_multi.py \
-                     tests/test_conv_paths.py tests/test_max_pool_planes.py
+                     tests/test_conv_paths.py tests/test_max_pool_planes.py tests/test_packed_self_attention.py
 # Emulated GPUs from small to large (AXONML_TARGET fields). A target without fp64 runs in
 # tests/test_target_matrix.py (float32 there): the suite's gradchecks need float64.
 MATRIX_TARGETS    := strategy=gpu,work_group=64,local_mem=16384,vw_float=1 \

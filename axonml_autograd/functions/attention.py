@@ -199,12 +199,19 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     >>> out.shape(), out.grad_fn.name()
     ([2, 3, 4], 'ScaledDotProductAttentionBackward')
     """
-    qs, ks, vs = (x.data().contiguous() for x in (q, k, v))
+    o, saved, attrs = _forward(*(x.data().contiguous() for x in (q, k, v)), mask, is_causal, scale, dropout_p)
+    return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule, saved=saved, **attrs)
+
+
+def _forward(qs, ks, vs, mask, is_causal, scale, dropout_p):
+    """The fused forward over contiguous q, k, v data: (output, the tensors its backward keeps, the
+    attributes its backward reads)."""
     low = None
     if qs.dtype.itemsize == 2:
         # float16/bfloat16: the kernels on float32 working copies, the output rounded once; the graph
         # keeps the 16-bit q, k, v and output (half the memory), converted again by backward.
         low = qs.dtype
+        originals = (qs, ks, vs)
         qs, ks, vs = (x.astype("float32") for x in (qs, ks, vs))
     batch = qs._shape[:-2]
     L, D = qs._shape[-2:]
@@ -237,10 +244,10 @@ def fused_attention(q, k, v, mask=None, is_causal=False, scale=None, dropout_p=0
     saved = (qs, ks, vs, kt, o, lse, margs.get("mk"), margs.get("rng"))
     if low is not None:
         o = o.astype(low)
-        saved = (q.data().contiguous(), k.data().contiguous(), v.data().contiguous(), None, o) + saved[5:]
-    return record("ScaledDotProductAttentionBackward", o, [q, k, v], rule=_rule, vrule=_vrule, saved=saved,
-                  mask=mask, kind=kind, margs=margs, causal=bool(is_causal), scale=s, padded=(Lp, Sp), drop=drop,
-                  low=low)
+        saved = originals + (None, o) + saved[5:]
+    return o, saved, dict(mask=mask, kind=kind, margs=margs, causal=bool(is_causal), scale=s, padded=(Lp, Sp),
+                          drop=drop, low=low)
+
 
 
 def _rule(ctx, g: Tensor):
@@ -349,3 +356,94 @@ def _vrule(ctx, g):
         if need[1]:
             dk = (ds.mT @ q) * ctx.scale
     return dq, dk, dv
+
+
+# -- self-attention on torch's packed in-projection -----------------------------------------------------
+
+def packed_self_attention(packed, heads, mask=None, is_causal=False, scale=None, dropout_p=0.0):
+    """:func:`fused_attention` of the heads of a packed in-projection ``packed`` [N, L, 3E] (q, k and v side
+    by side on the last axis, each E = heads * D wide, head h at columns h*D..), as ONE op: the result is
+    [N, heads, L, D]. Its gradient is one [N, L, 3E] tensor written by one kernel, where reading the three
+    heads out as separate windows gave three zero-filled gradients, three writes into them and two sums.
+    The caller checks what :func:`can_fuse` checks.
+
+    >>> from axonml_autograd import Tensor, Variable
+    >>> p = Variable(Tensor.rand([2, 5, 12], seed=0), requires_grad=True)
+    >>> out = packed_self_attention(p, 2, is_causal=True)
+    >>> out.shape(), out.grad_fn.name()
+    ([2, 2, 5, 2], 'PackedSelfAttentionBackward')
+    """
+    from ..tensor import View
+    x = packed.data()
+    N, L, E3 = x._shape
+    E = E3 // 3
+    D = E // heads
+    # The heads [N, H, L, D] of q, k and v, each a strided read of the packed rows.
+    qs, ks, vs = (copy_view(View(x, [N, heads, L, D], [L * E3, D, E3, 1], i * E)) for i in range(3))
+    o, saved, attrs = _forward(qs, ks, vs, mask, is_causal, scale, dropout_p)
+    return record("PackedSelfAttentionBackward", o, [packed], rule=_packed_rule, vrule=_packed_vrule, saved=saved,
+                  **attrs)
+
+
+def _pack_heads(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Three [N, H, L, D] tensors side by side as the packed [N, L, 3 * H * D] layout, in one kernel."""
+    N, H, L, D = q._shape
+    E = H * D
+    shape = [N, L, 3, H, D]
+    heads = [_heads_view(t, shape) for t in (q, k, v)]
+    # E written into the expression, not passed: a division by a constant is a multiply, where a division
+    # by an argument is an integer division per element (it made this kernel 3x slower).
+    out = elementwise(f"((gid / {E}) % 3 == 0) ? q : (((gid / {E}) % 3 == 1) ? k : v)", heads, names=("q", "k", "v"),
+                      shape=shape, op="packed self-attention gradient")
+    return out.reshape([N, L, 3 * E])
+
+
+def _heads_view(t: Tensor, shape):
+    """[N, H, L, D] ``t`` read as [N, L, 3, H, D] (the same element for each of the three)."""
+    from ..tensor import View
+    N, H, L, D = t._shape
+    return View(t, shape, [H * L * D, D, 0, L * D, 1], 0)
+
+
+def _packed_rule(ctx, g: Tensor):
+    low = ctx.low
+    if low is not None:   # 16-bit: in float32 from the kept 16-bit heads, the packed gradient rounded once
+        st = ctx.saved_tensors
+        grads = _gradients(ctx, g.astype("float32"), *(t.astype("float32") for t in st[:3]), None,
+                           st[4].astype("float32"), st[5])
+        return _pack_heads(*grads).astype(low)
+    return _pack_heads(*_gradients(ctx, g, *ctx.saved_tensors[:6]))
+
+
+class _HeadsOfPacked:
+    """The packed op's context as :func:`_vrule` reads a fused op's: inputs q, k, v (windows of the packed
+    Variable), each needing a gradient when the packed input does."""
+
+    def __init__(self, ctx, heads):
+        self._ctx, self._heads = ctx, heads
+        self.needs_input_grad = ctx.needs_input_grad * 3
+
+    def input(self, k, tensor):
+        return self._heads[k]
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+def _packed_vrule(ctx, g):
+    """The gradient over Variables (create_graph=True): the packed input rebuilt from the kept heads, its
+    three windows, the fused op's composed rule on them, and the windows' gradients summed."""
+    from .shape import into_zeros_variable, window
+    qs, ks, vs = ctx.saved_tensors[:3]
+    N, H, L, D = qs._shape
+    E3 = 3 * H * D
+    packed = ctx.input(0, _pack_heads(qs, ks, vs))
+    strides = [L * E3, D, E3, 1]
+    heads = [window(packed, [N, H, L, D], strides, i * H * D) for i in range(3)]
+    grads = _vrule(_HeadsOfPacked(ctx, heads), g)
+    total = None
+    for i, d in enumerate(grads):
+        if d is not None:
+            d = into_zeros_variable(d, (N, L, E3), tuple(strides), i * H * D)
+            total = d if total is None else total + d
+    return total

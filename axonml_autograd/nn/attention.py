@@ -78,15 +78,18 @@ class MultiheadAttention(Module):
         H, D = self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         if packed_input:
-            # Self-attention (torch's packed in-projection): one product for q, k and v, each head layout
-            # [N, H, L, D] read out of it by one strided copy, whose gradient writes back in place.
+            # Self-attention (torch's packed in-projection): one product for q, k and v. The fused path
+            # takes it as it is; elsewhere each head layout [N, H, L, D] is read out of it by a window.
             packed = F.linear(q, w, b)   # [N, L, 3E]
-            qh, kh, vh = (shape_ops.window(packed, [N, H, L, D], [L * 3 * E, D, 3 * E, 1], i * E)
-                          for i in range(3))
+
+            def heads():
+                return tuple(shape_ops.window(packed, [N, H, L, D], [L * 3 * E, D, 3 * E, 1], i * E)
+                             for i in range(3))
         else:
             proj = [F.linear(x, w[i * E:(i + 1) * E], None if b is None else b[i * E:(i + 1) * E])
                     for i, x in enumerate((q, k, v))]
             qh, kh, vh = (p.reshape(N, -1, H, D).transpose(1, 2) for p in proj)   # [N, H, len, D]
+            heads = lambda: (qh, kh, vh)
         if is_causal and attn_mask is None:
             raise ValueError("MultiheadAttention: is_causal needs attn_mask too (as torch); pass the causal mask")
         if not need_weights and (attn_mask is None or key_padding_mask is None):
@@ -100,10 +103,15 @@ class MultiheadAttention(Module):
                 if shape is None:
                     shape = [N, H, L, S] if m.ndim() == 3 else list(m.shape())
                 mask = ~m.reshape(shape) if m.dtype.kind == "b" else m.reshape(shape)
-            out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask,
-                                                 dropout_p=self.dropout if self.training else 0.0)
+            p = self.dropout if self.training else 0.0
+            # Packed: the heads' attention as one op on the in-projection, its gradient one kernel.
+            out = F._packed_self_attention(packed, H, mask, p) if packed_input else None
+            if out is None:
+                qh, kh, vh = heads()
+                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=p)
             out = self.out_proj(out.transpose(1, 2).reshape(N, L, E))
             return (out.transpose(0, 1) if not self.batch_first else out), None
+        qh, kh, vh = heads()
         scores = (qh @ kh.mT) * (1.0 / math.sqrt(D))                          # [N, H, L, S]
         if attn_mask is not None:
             m = attn_mask.data() if isinstance(attn_mask, Variable) else attn_mask

@@ -521,6 +521,32 @@ def _fused_attention(q, k, v, attn_mask, dropout_p, is_causal, scale):
     return _attention.fused_attention(q, k, v, mask, is_causal, scale, dropout_p)
 
 
+def _packed_self_attention(packed, heads, attn_mask, dropout_p):
+    """MultiheadAttention's self-attention on its packed in-projection [N, L, 3E] through the fused kernels
+    as one op (functions/attention.py ``packed_self_attention``), or None where the heads must be read out
+    and given to :func:`scaled_dot_product_attention` (the same conditions as its fused path)."""
+    from ..functions import attention as _attention
+    dropout_p = _probability(dropout_p, "scaled_dot_product_attention")
+    x = packed.data()
+    N, L, E3 = x._shape
+    D = E3 // 3 // heads
+    if dropout_p >= 1.0 or (dropout_p and N * heads * L * L >= 2 ** 31) or 0 in x._shape:
+        return None
+    if not (x.dtype in (np.float32, np.float64) or x.dtype.itemsize == 2):
+        return None
+    mask = attn_mask
+    if mask is not None:
+        if not isinstance(mask, Tensor) or mask.dtype.kind not in "bf":
+            return None
+        full = (N, heads, L, L)
+        try:
+            if broadcast_shapes(tuple(mask.shape()), full) != full:
+                return None
+        except ValueError:
+            return None
+    return _attention.packed_self_attention(packed, heads, mask, False, 1.0 / math.sqrt(D), dropout_p)
+
+
 def softmax(input, dim=-1): return _var(input, "softmax").softmax(dim)
 def log_softmax(input, dim=-1): return _var(input, "log_softmax").log_softmax(dim)
 
