@@ -1,8 +1,9 @@
 ## Layer norm and batch norm, forward and backward, one kernel each way (see functions/norm.py).
 ## layer_norm: x is [rows, cols], each row normalised over its cols, with an optional per-column weight
 ## and bias. The forward saves each row's mean and 1/std. The backward writes dx row by row and, for the
-## weight and bias, each row block's column sums of g * xhat and g into partial[block, cols] (a column
-## belongs to one work-item, so no two write it); the caller sums the blocks (a column reduction).
+## weight and bias, each row block's column sums of g * xhat and g into partial_w[block, cols] and
+## partial_b[block, cols] (a column belongs to one work-item, so no two write it); the caller sums the
+## blocks (a column reduction of each).
 ## batch_norm: x is [N, C, S] (S the spatial size, 1 for [N, C]); channel c's statistics run over N*S
 ## values. Training uses the batch's mean and biased variance and updates the running statistics in
 ## place (momentum, unbiased variance, as torch); eval uses the running statistics.
@@ -143,8 +144,8 @@ void forward(__global const T *x,
 % endif
 }
 
-## Rows [blk * per_block, ...) of g, x: dx, and (when affine) partial[blk][0..cols) = sum g * xhat,
-## partial[blk][cols..2 cols) = sum g.
+## Rows [blk * per_block, ...) of g, x: dx, and (when affine) partial_w[blk][0..cols) = sum g * xhat,
+## partial_b[blk][0..cols) = sum g.
 __kernel
 % if strategy == "local":
 __attribute__((reqd_work_group_size(${local_size}, 1, 1)))
@@ -154,7 +155,7 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
               __global const T *w,
 % endif
 % if affine:
-              __global T *partial,
+              __global T *partial_w, __global T *partial_b,
 % endif
               __global T *dx, const int rows, const int cols, const int per_block)
 {
@@ -165,8 +166,8 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
     const int r1 = min(rows, r0 + per_block);
     const int vend = cols - cols % ${vw};
   % if affine:
-    __global T *pw = partial + (size_t)blk * 2 * cols;
-    __global T *pb = pw + cols;
+    __global T *pw = partial_w + (size_t)blk * cols;
+    __global T *pb = partial_b + (size_t)blk * cols;
     for (int c = 0; c < cols; ++c) { pw[c] = 0; pb[c] = 0; }
   % endif
     const T inv_n = (T)1 / (T)cols;
@@ -261,8 +262,8 @@ ${rows_at(1, "r")}
     const int r0 = blk * per_block;
     const int r1 = min(rows, r0 + per_block);
   % if affine:
-    __global T *pw = partial + (size_t)blk * 2 * cols;
-    __global T *pb = pw + cols;
+    __global T *pw = partial_w + (size_t)blk * cols;
+    __global T *pb = partial_b + (size_t)blk * cols;
     for (int c = lid; c < cols; c += ${local_size}) { pw[c] = 0; pb[c] = 0; }
   % endif
     const T inv_n = (T)1 / (T)cols;

@@ -170,16 +170,15 @@ def layer_norm_backward(g, x, mean, rstd, w, has_bias, rows, cols, shape):
         zero = Tensor.zeros(shape, x.dtype, dev)
         return Tensor.zeros(x._shape, x.dtype, dev), zero, zero
     nblk, per = _blocks(dev, rows, cols)
-    partial = Tensor._wrap((nblk, 2, cols), x.dtype, dev) if affine else None
+    # The weight's and the bias's partial column sums in tensors of their own, each summed over the blocks
+    # straight into its gradient (one [nblk, 2, cols] tensor needed two narrow copies after its sum).
+    pw, pb = (Tensor._wrap((nblk, cols), x.dtype, dev) for _ in range(2)) if affine else (None, None)
     knl, strategy, local = _kernel(dev, x.dtype, "backward", cols=cols, kind="layer_norm", has_weight=w is not None,
                                    has_bias=has_bias, affine=affine)
-    kernels.launch(dev, knl, (nblk * local,), (local,), g=g, x=x, mean_in=mean, rstd_in=rstd, w=w, partial=partial,
-                   dx=dx, rows=rows, cols=cols, per_block=per)
+    kernels.launch(dev, knl, (nblk * local,), (local,), g=g, x=x, mean_in=mean, rstd_in=rstd, w=w, partial_w=pw,
+                   partial_b=pb, dx=dx, rows=rows, cols=cols, per_block=per)
     if affine:
-        sums = partial.reshape((2 * cols,)) if nblk == 1 else reduce(partial.reshape((nblk, 2 * cols)), "sum", 0)
-        both = sums.reshape((2, cols))
-        gw = both.narrow(0, 0, 1).reshape(shape)
-        gb = both.narrow(0, 1, 1).reshape(shape)
+        gw, gb = ((p if nblk == 1 else reduce(p, "sum", 0)).reshape(shape) for p in (pw, pb))
     return dx, gw, gb
 
 
