@@ -172,10 +172,14 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
   % endif
     const T inv_n = (T)1 / (T)cols;
 <%
-    # Rows go ${RB} at a time: their column sums for the weight and bias gradients are added to the
-    # block's partials in one read-modify-write per column instead of one per row (that traffic cost
-    # as much as the rest of the kernel). A shorter last group takes the rows one by one.
-    RB = 4 if affine else 1
+    # With 512-bit vectors (AVX-512: 32 vector registers) rows go 4 at a time: their column sums for the
+    # weight and bias gradients are added to the block's partials in one read-modify-write per column
+    # instead of one per row (that traffic cost as much as the rest of the kernel on the Xeon). With
+    # 16 registers (AVX2 and narrower) the 4 rows' means, scales and sums no longer fit and spill: one
+    # row at a time is twice as fast there (backward of [4096, 768] on a 2-core EPYC: 0.57-0.68 against
+    # 1.09-1.24 ms). The partials see the rows in the same order either way, so the same bits. A
+    # shorter last group takes the rows one by one.
+    RB = 4 if affine and vw * (8 if ctype == "double" else 4) >= 64 else 1
     def gw_v(k, c):
         return f"VLOAD(0, gr{k} + {c}) * VLOAD(0, w + {c})" if has_weight else f"VLOAD(0, gr{k} + {c})"
     def gw_s(k, c):
