@@ -15,6 +15,7 @@ import pytest
 import axonml_autograd
 import axonml_autograd.nn as nn
 import axonml_autograd.nn.functional as F
+from axonml_autograd.functions import attention as _attention
 from axonml_autograd import Tensor, Variable, capture, grad, gradgradcheck
 from axonml_autograd.backward import GradcheckError
 import dataclasses
@@ -203,6 +204,9 @@ nn_case("sdpa_fused_causal-2x3x4", lambda q, k, v: F.scaled_dot_product_attentio
 nn_case("sdpa_fused_float_mask-1x2x3x4_k5", lambda q, k, v: F.scaled_dot_product_attention(
         q, k, v, attn_mask=_on(q.data(), np.linspace(-1.0, 1.0, 15).reshape(3, 5))).pow(2.0),
         ([1, 2, 3, 4], "u"), ([1, 2, 5, 4], "u"), ([1, 2, 5, 4], "u"))
+# Self-attention on a packed in-projection [N, L, 3E] as one op (MultiheadAttention's fused path).
+nn_case("packed_self_attention_causal-2x3x12_h2", lambda p: _attention.packed_self_attention(
+        p, 2, _on(p.data(), ~np.triu(np.ones((3, 3), bool), 1), "bool")).tanh(), ([2, 3, 12], "u"))
 nn_case("to_float32_and_back-3x4", lambda x: x.float().double() * 0.0 + x.sin(), ([3, 4], "u"))
 
 ids = [c.id for c in CASES + NN_CASES]
