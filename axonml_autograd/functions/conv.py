@@ -248,9 +248,10 @@ def _col2im(dcols: Tensor, geom, dx: Tensor, n0, images) -> Tensor:
 _GEMM = "conv_gemm.cl.mako"
 # Micro-tiles (MR rows, NV vectors) whose accumulators, NV vectors of B and one broadcast fit the vector
 # registers: 16 of them where vectors are narrower than 512 bits, 32 with AVX-512. Each call takes the
-# one that pads its M x N least, the first of equals. On a 2-core EPYC (AVX2) 4x2 ran the forward of
-# [64, 16, 28, 28] * [32, 16, 3, 3] in 2.8 ms against 3.0 for 6x2 (matmul's), 3.1 for 8x1, and 5.3
-# for 4x3 (16 accumulators: spills); its input gradient in 3.9 against 4.1.
+# one that pads its M x N least, of equals the larger (see _pick_tile). On a 2-core EPYC (AVX2) 4x2 ran
+# the forward of [64, 16, 28, 28] * [32, 16, 3, 3] (32 rows: 6x2 pads them to 36) in 2.8 ms against 3.0
+# for 6x2 (matmul's), 3.1 for 8x1, and 5.3 for 4x3 (16 accumulators: spills); its input gradient in 3.9
+# against 4.1.
 GEMM_TILES_NARROW = ((4, 2), (6, 2))
 GEMM_TILES_WIDE = ((8, 2), (4, 2))
 GEMM_SLICE_BYTES = 16 * 1024    # one k slice of an NR-column panel: half of a 32 KB L1
@@ -336,9 +337,12 @@ def _pad_planes(t: Tensor, planes, H, W, HO, WO, top, left, sums=None) -> Tensor
 
 
 def _pick_tile(base, M, N):
-    """The micro-tile (mr, nv) that pads M x N least (the first of equals), unless one is forced."""
+    """The micro-tile (mr, nv) that pads M x N least, of equals the one with the most accumulators (more
+    independent sums in flight: the weight gradient of [64, 16, 28, 28] * [32, 16, 3, 3], 144 taps by 32,
+    ran 6x2 in 2.79 ms against 3.01 for 4x2 on a 2-core EPYC), unless one is forced."""
     vw = base["vw"]
-    return forced_tile or min(base["tiles"], key=lambda t: -(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw)
+    return forced_tile or min(base["tiles"], key=lambda t: (-(-M // t[0]) * t[0] * -(-N // (t[1] * vw)) * t[1] * vw,
+                                                            -t[0] * t[1]))
 
 
 def _stride1_columns(dev, dtype, M, OH, OW, WP):
