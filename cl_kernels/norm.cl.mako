@@ -178,7 +178,9 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
     # 16 registers (AVX2 and narrower) the 4 rows' means, scales and sums no longer fit and spill: one
     # row at a time is twice as fast there (backward of [4096, 768] on a 2-core EPYC: 0.57-0.68 against
     # 1.09-1.24 ms). The partials see the rows in the same order either way, so the same bits. A
-    # shorter last group takes the rows one by one.
+    # shorter last group takes the rows one by one. (The width stands in for the register file, as in
+    # matmul.py; it misjudges Intel's runtime on AVX2, whose target takes 16 floats in two registers:
+    # one row at a time measured 25% faster there too.)
     RB = 4 if affine and vw * (8 if ctype == "double" else 4) >= 64 else 1
     def gw_v(k, c):
         return f"VLOAD(0, gr{k} + {c}) * VLOAD(0, w + {c})" if has_weight else f"VLOAD(0, gr{k} + {c})"
