@@ -179,8 +179,9 @@ void backward(__global const T *g, __global const T *x, __global const T *mean_i
     # row at a time is twice as fast there (backward of [4096, 768] on a 2-core EPYC: 0.57-0.68 against
     # 1.09-1.24 ms). The partials see the rows in the same order either way, so the same bits. A
     # shorter last group takes the rows one by one. (The width stands in for the register file, as in
-    # matmul.py; it misjudges Intel's runtime on AVX2, whose target takes 16 floats in two registers:
-    # one row at a time measured 25% faster there too.)
+    # matmul.py. It is not the whole story: Intel's runtime on the same EPYC, which has AVX-512 and
+    # whose target takes 16 floats, ran one row at a time 25% faster too, 0.81-0.88 against 1.14 ms;
+    # the 4-row gain was measured with PoCL on a Xeon.)
     RB = 4 if affine and vw * (8 if ctype == "double" else 4) >= 64 else 1
     def gw_v(k, c):
         return f"VLOAD(0, gr{k} + {c}) * VLOAD(0, w + {c})" if has_weight else f"VLOAD(0, gr{k} + {c})"
