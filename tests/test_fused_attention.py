@@ -6,6 +6,9 @@ eager, memory linear in the sequence length, dropout inside the kernels (Philox 
 element: the output is its mask times the attention, replays draw as eager calls), and
 MultiheadAttention's path through it."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,9 @@ import axonml_autograd.nn.functional as F
 from axonml_autograd import Tensor, Variable, capture, nn
 from axonml_autograd.backward import check_gradients
 from axonml_autograd.device import get_device
+
+sys.path.insert(0, os.path.dirname(__file__))
+from capture_checks import assert_replays_equal_eager  # noqa: E402
 
 RNG = np.random.default_rng(23)
 FUSED = "ScaledDotProductAttentionBackward"
@@ -126,16 +132,7 @@ def test_capture_replays_bit_identical_to_eager():
         (out * out).sum().backward()
         return out
 
-    captured = capture(step)
-    for _ in range(3):
-        x = Tensor.from_numpy(RNG.standard_normal((2, 3, 19, 8)).astype(np.float32))
-        w.zero_grad()
-        got = captured(x).numpy()
-        g_captured = w.grad().numpy()
-        w.zero_grad()
-        want = step(x).numpy()
-        assert np.array_equal(got, want) and np.array_equal(g_captured, w.grad().numpy())
-    assert captured.replays >= 1
+    assert_replays_equal_eager(step, lambda: Tensor.from_numpy(RNG.standard_normal((2, 3, 19, 8)).astype(np.float32)), w)
 
 
 def test_memory_grows_linearly_in_the_sequence_length():

@@ -5,14 +5,20 @@ dropout, capture bit-equal to eager, and MultiheadAttention taking it. Needs no 
 the reference here (tests/test_fused_attention.py and tests/test_attention.py check that path and
 MultiheadAttention against torch)."""
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
 import axonml_autograd.nn.functional as F
-from axonml_autograd import Tensor, Variable, autograd, capture, nn
+from axonml_autograd import Tensor, Variable, autograd, nn
 from axonml_autograd import random as ag_random
 from axonml_autograd.backward import check_gradients
 from axonml_autograd.functions import attention, shape as shape_ops
+
+sys.path.insert(0, os.path.dirname(__file__))
+from capture_checks import assert_replays_equal_eager  # noqa: E402
 
 RNG = np.random.default_rng(31)
 PACKED = "PackedSelfAttentionBackward"
@@ -112,16 +118,7 @@ def test_capture_replays_bit_identical_to_eager():
         (out * out).sum().backward()
         return out
 
-    captured = capture(step)
-    for _ in range(3):
-        x = Tensor.from_numpy(RNG.standard_normal((3, 19, 24)).astype(np.float32))
-        w.zero_grad()
-        got = captured(x).numpy()
-        g_captured = w.grad().numpy()
-        w.zero_grad()
-        want = step(x).numpy()
-        assert np.array_equal(got, want) and np.array_equal(g_captured, w.grad().numpy())
-    assert captured.replays >= 1
+    assert_replays_equal_eager(step, lambda: Tensor.from_numpy(RNG.standard_normal((3, 19, 24)).astype(np.float32)), w)
 
 
 def _names(fn, seen=None):
