@@ -530,16 +530,24 @@ def _blocked_config(plan, M, N, K, nmat) -> BlockedConfig:
     want = plan.items_per_cu * plan.compute_units
     mcp = max(1, min(pm, BLOCKED_A_BLOCK_BYTES // (mr * kc * item)))
     mcp = -(-pm // -(-pm // mcp))   # that many row blocks, made equal (86 micro-rows as 43 + 43, not 42 + 42 + 2)
+    mcp, ncp = split_blocks(pm, pn, mcp, nmat, want)
+    return BlockedConfig(mcp, ncp, kc)
+
+
+def split_blocks(pm, pn, mcp, batch, want):
+    """(mcp, ncp): ``pm`` x ``pn`` micro-tiles in blocks of ``mcp`` rows by ncp columns, starting from all
+    ``pn`` columns, halving the columns and then the rows until ``batch`` times the block count reaches
+    ``want`` work-items (the convolution's implicit products split the same way)."""
     ncp = pn
 
     def items():
-        return -(-pm // mcp) * -(-pn // ncp) * nmat
+        return -(-pm // mcp) * -(-pn // ncp) * batch
 
     while ncp > 1 and items() < want:
         ncp = -(-ncp // 2)
     while mcp > 1 and items() < want:
         mcp = -(-mcp // 2)
-    return BlockedConfig(mcp, ncp, kc)
+    return mcp, ncp
 
 
 

@@ -57,7 +57,7 @@ from .. import amp
 from .. import kernels, launch
 from ..grad_fn import record
 from ..no_grad import is_grad_enabled
-from ..matmul import matmul
+from ..matmul import matmul, split_blocks
 from ..tensor import Tensor, check_index32
 from ..elementwise_kernels import elementwise
 from ..rows import reduce
@@ -404,15 +404,7 @@ def _gemm_plan(dev, dtype, dims, strides, geo, mode, flat, has_bias, gap=0):
     # wgrad: all rows (taps) in one work-item, so each panel of g is copied once, not once per row
     # block (2.58 against 2.86 ms for [64, 16, 28, 28] * [32, 16, 3, 3], measured on the 2-core EPYC).
     mcp = min(pm, params["kt_max"] // mr) if mode == "wgrad" else max(1, min(pm, GEMM_A_BLOCK_BYTES // (mr * kc * item)))
-    ncp = pn
-
-    def items():
-        return -(-pm // mcp) * -(-pn // ncp) * batch
-
-    while ncp > 1 and items() < want:
-        ncp = -(-ncp // 2)
-    while mcp > 1 and items() < want:
-        mcp = -(-mcp // 2)
+    mcp, ncp = split_blocks(pm, pn, mcp, batch, want)
     values = dict(**dict(zip(("M", "N", "K", "ldc", "G", "images", "NIMG"), dims)),
                   **dict(zip(("w_img", "w_grp", "x_img", "x_grp", "c_img", "c_grp"), strides)),
                   **dict(zip(("KH", "KW", "HPWP", "WP", "DH", "DW", "CW", "OW", "SH", "SW"), geo)),
